@@ -1,0 +1,43 @@
+//! # emstream: a Gaussian mixture learned from a never-ending stream
+//!
+//! emstream reads points (CSV, whitespace-separated or JSON lines) from stdin
+//! or TCP, learns a Gaussian mixture model from them by stepwise (online) EM
+//! in one pass with memory that does not grow, and keeps the model in
+//! crash-safe checkpoints that can be inspected, plotted, diffed and used to
+//! score new points.
+//!
+//! ## Map
+//!
+//! - [`model`]: the numeric core. Synchronous, deterministic, no I/O:
+//!   [`model::GaussianMixture`] (weights, means, Cholesky factors, log
+//!   densities) and [`model::StepwiseEm`] (warm-up, k-means++ and batch EM
+//!   initialisation, stepwise EM updates, re-seeding of dead components).
+//! - [`input`]: framing bytes into whole lines in bounded memory and parsing
+//!   them into row-major [`input::Batch`]es, with every bad record counted by
+//!   reason.
+//! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
+//!   file and its verified loading with fallback to older generations.
+//! - [`config`]: the run configuration (TOML file + flags), validated once.
+//! - [`pipeline`]: async wiring only: sources (stdin thread, TCP listener),
+//!   parser stage, learner thread, checkpoint writer, score sink, shutdown.
+//! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, score
+//!   output formatting.
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  stdin reader thread ─┐
+//!  TCP connection tasks ┴─► chunks of whole lines ─► parser ─► Batch ─► learner ─► snapshot
+//!                                                        checkpoint writer · score sink ◄┘
+//! ```
+//!
+//! Every channel is bounded and carries chunks or batches, never single
+//! points, so a slow learner slows the readers and memory stays flat.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod input;
+pub mod model;
+pub mod pipeline;
+pub mod report;

@@ -1,0 +1,2 @@
+//! The `emstream` command line.
+fn main() {}

@@ -1,0 +1,1 @@
+//! k-means++ seeding and batch EM on the warm-up buffer.

@@ -1,0 +1,639 @@
+//! [`GaussianMixture`]: the parameters of a mixture and everything computed
+//! from them alone: log densities, responsibilities, hard labels, samples.
+//!
+//! Densities are computed from the Cholesky factor of each covariance by
+//! forward substitution and from its log-determinant (sum of log diagonal
+//! entries); responsibilities use log-sum-exp. No explicit inverse, no
+//! determinant, no `ln(pdf)`.
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::covariance::{cholesky, CovarianceType};
+
+/// `ln(2π)`.
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// Errors from building a mixture out of raw parameters.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// The parameter arrays do not have the lengths K and d imply.
+    #[error("mixture parameters have the wrong shape: {0}")]
+    Shape(String),
+    /// A parameter is NaN or infinite.
+    #[error("mixture parameter {0} is not finite")]
+    NonFinite(&'static str),
+    /// Weights must be positive and sum to one.
+    #[error("mixture weights must be positive and sum to 1 (they sum to {0})")]
+    Weights(f64),
+    /// A covariance matrix is not symmetric positive definite.
+    #[error("covariance of component {0} is not symmetric positive definite")]
+    NotPositiveDefinite(usize),
+}
+
+/// The plain, serialisable parameters of a mixture: what a checkpoint stores
+/// and what [`GaussianMixture::new`] validates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MixtureParams {
+    /// Covariance structure of every component.
+    pub covariance: CovarianceType,
+    /// Dimension d of the points.
+    pub dim: usize,
+    /// K mixture weights, positive, summing to 1.
+    pub weights: Vec<f64>,
+    /// K means of d numbers each, row-major.
+    pub means: Vec<f64>,
+    /// K covariance parameter blocks: d*d (full, row-major), d (diagonal
+    /// variances) or 1 (spherical variance) numbers each.
+    pub covariances: Vec<f64>,
+}
+
+/// A Gaussian mixture model with K components in d dimensions.
+///
+/// Built only through [`GaussianMixture::new`], which checks every parameter
+/// and factors every covariance, so a value of this type always has finite
+/// parameters and positive definite covariances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "MixtureParams", into = "MixtureParams")]
+pub struct GaussianMixture {
+    p: MixtureParams,
+    k: usize,
+    /// Full: K lower Cholesky factors (d*d, row-major). Diagonal: K*d
+    /// `1/sigma`. Spherical: K `1/sigma`.
+    factor: Vec<f64>,
+    /// Full only: K*d reciprocals of the Cholesky diagonal.
+    inv_diag: Vec<f64>,
+    /// `ln w_j - d/2 ln 2π - 1/2 ln det Σ_j` per component.
+    log_norm: Vec<f64>,
+}
+
+impl PartialEq for GaussianMixture {
+    fn eq(&self, other: &Self) -> bool {
+        self.p == other.p
+    }
+}
+
+impl TryFrom<MixtureParams> for GaussianMixture {
+    type Error = ModelError;
+    fn try_from(p: MixtureParams) -> Result<Self, ModelError> {
+        GaussianMixture::new(p)
+    }
+}
+
+impl From<GaussianMixture> for MixtureParams {
+    fn from(m: GaussianMixture) -> Self {
+        m.p
+    }
+}
+
+impl GaussianMixture {
+    /// Validates raw parameters and factors every covariance.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError`] when shapes disagree, a number is not finite, the
+    /// weights are not positive or do not sum to 1 (within 1e-6), or a
+    /// covariance is not positive definite.
+    pub fn new(p: MixtureParams) -> Result<Self, ModelError> {
+        let k = p.weights.len();
+        let d = p.dim;
+        if k == 0 || d == 0 {
+            return Err(ModelError::Shape(format!(
+                "K = {k} and d = {d} must both be at least 1"
+            )));
+        }
+        if p.means.len() != k * d {
+            return Err(ModelError::Shape(format!(
+                "{} mean values for K = {k}, d = {d}",
+                p.means.len()
+            )));
+        }
+        let plen = p.covariance.param_len(d);
+        if p.covariances.len() != k * plen {
+            return Err(ModelError::Shape(format!(
+                "{} covariance values for K = {k}, d = {d}, {} covariance",
+                p.covariances.len(),
+                p.covariance
+            )));
+        }
+        if !p.weights.iter().all(|w| w.is_finite()) {
+            return Err(ModelError::NonFinite("weights"));
+        }
+        if !p.means.iter().all(|w| w.is_finite()) {
+            return Err(ModelError::NonFinite("means"));
+        }
+        if !p.covariances.iter().all(|w| w.is_finite()) {
+            return Err(ModelError::NonFinite("covariances"));
+        }
+        let sum: f64 = p.weights.iter().sum();
+        if p.weights.iter().any(|&w| w <= 0.0) || (sum - 1.0).abs() > 1e-6 {
+            return Err(ModelError::Weights(sum));
+        }
+        let mut factor = vec![0.0; k * plen];
+        let mut inv_diag = Vec::new();
+        let mut log_norm = vec![0.0; k];
+        match p.covariance {
+            CovarianceType::Full => {
+                inv_diag = vec![0.0; k * d];
+                for j in 0..k {
+                    let c = &p.covariances[j * plen..(j + 1) * plen];
+                    for a in 0..d {
+                        for b in 0..a {
+                            let (x, y) = (c[a * d + b], c[b * d + a]);
+                            if (x - y).abs() > 1e-9 * (c[a * d + a] * c[b * d + b]).sqrt() {
+                                return Err(ModelError::NotPositiveDefinite(j));
+                            }
+                        }
+                    }
+                    let l = &mut factor[j * plen..(j + 1) * plen];
+                    if !cholesky(c, d, l) {
+                        return Err(ModelError::NotPositiveDefinite(j));
+                    }
+                    let mut half_log_det = 0.0;
+                    for a in 0..d {
+                        half_log_det += l[a * d + a].ln();
+                        inv_diag[j * d + a] = 1.0 / l[a * d + a];
+                    }
+                    log_norm[j] = p.weights[j].ln() - 0.5 * d as f64 * LN_2PI - half_log_det;
+                }
+            }
+            CovarianceType::Diagonal | CovarianceType::Spherical => {
+                for j in 0..k {
+                    let mut half_log_det = 0.0;
+                    for a in 0..plen {
+                        let v = p.covariances[j * plen + a];
+                        if !(v > 0.0) {
+                            return Err(ModelError::NotPositiveDefinite(j));
+                        }
+                        factor[j * plen + a] = 1.0 / v.sqrt();
+                        half_log_det += 0.5 * v.ln();
+                    }
+                    if p.covariance == CovarianceType::Spherical {
+                        half_log_det *= d as f64;
+                    }
+                    log_norm[j] = p.weights[j].ln() - 0.5 * d as f64 * LN_2PI - half_log_det;
+                }
+            }
+        }
+        if !log_norm.iter().all(|v| v.is_finite()) {
+            return Err(ModelError::NonFinite("log-determinant"));
+        }
+        Ok(GaussianMixture {
+            p,
+            k,
+            factor,
+            inv_diag,
+            log_norm,
+        })
+    }
+
+    /// The raw parameters.
+    pub fn params(&self) -> &MixtureParams {
+        &self.p
+    }
+
+    /// Dimension d.
+    pub fn dim(&self) -> usize {
+        self.p.dim
+    }
+
+    /// Number of components K.
+    pub fn n_components(&self) -> usize {
+        self.k
+    }
+
+    /// Covariance type.
+    pub fn covariance_type(&self) -> CovarianceType {
+        self.p.covariance
+    }
+
+    /// The K weights.
+    pub fn weights(&self) -> &[f64] {
+        &self.p.weights
+    }
+
+    /// Mean of component `j` (d numbers).
+    pub fn mean(&self, j: usize) -> &[f64] {
+        let d = self.p.dim;
+        &self.p.means[j * d..(j + 1) * d]
+    }
+
+    /// All means, K rows of d, row-major.
+    pub fn means(&self) -> &[f64] {
+        &self.p.means
+    }
+
+    /// Covariance of component `j` as a full d-by-d row-major matrix,
+    /// whatever the covariance type.
+    pub fn covariance_matrix(&self, j: usize) -> Vec<f64> {
+        let d = self.p.dim;
+        let plen = self.p.covariance.param_len(d);
+        let c = &self.p.covariances[j * plen..(j + 1) * plen];
+        match self.p.covariance {
+            CovarianceType::Full => c.to_vec(),
+            CovarianceType::Diagonal => {
+                let mut m = vec![0.0; d * d];
+                for a in 0..d {
+                    m[a * d + a] = c[a];
+                }
+                m
+            }
+            CovarianceType::Spherical => {
+                let mut m = vec![0.0; d * d];
+                for a in 0..d {
+                    m[a * d + a] = c[0];
+                }
+                m
+            }
+        }
+    }
+
+    /// Number of free parameters (weights, means, covariances).
+    pub fn n_free_params(&self) -> usize {
+        let d = self.p.dim;
+        (self.k - 1) + self.k * d + self.k * self.p.covariance.free_params(d)
+    }
+
+    /// Writes `ln w_j + ln N(x_i | μ_j, Σ_j)` for every point i and component
+    /// j into `out` (n rows of K, row-major).
+    ///
+    /// `points` holds n rows of d; `out.len()` must be n*K.
+    pub fn weighted_log_probs(&self, points: &[f64], out: &mut [f64]) {
+        let d = self.p.dim;
+        let n = points.len() / d;
+        debug_assert_eq!(points.len(), n * d);
+        debug_assert_eq!(out.len(), n * self.k);
+        match self.p.covariance {
+            CovarianceType::Full => match d {
+                1 => self.full_log_probs::<1>(points, out),
+                2 => self.full_log_probs::<2>(points, out),
+                3 => self.full_log_probs::<3>(points, out),
+                4 => self.full_log_probs::<4>(points, out),
+                5 => self.full_log_probs::<5>(points, out),
+                6 => self.full_log_probs::<6>(points, out),
+                8 => self.full_log_probs::<8>(points, out),
+                _ => self.full_log_probs::<0>(points, out),
+            },
+            CovarianceType::Diagonal | CovarianceType::Spherical => {
+                let plen = self.p.covariance.param_len(d);
+                let k = self.k;
+                for j in 0..k {
+                    let mu = self.mean(j);
+                    let f = &self.factor[j * plen..(j + 1) * plen];
+                    let c = self.log_norm[j];
+                    for (i, x) in points.chunks_exact(d).enumerate() {
+                        let mut q = 0.0;
+                        if plen == 1 {
+                            for a in 0..d {
+                                let z = x[a] - mu[a];
+                                q += z * z;
+                            }
+                            q *= f[0] * f[0];
+                        } else {
+                            for a in 0..d {
+                                let z = (x[a] - mu[a]) * f[a];
+                                q += z * z;
+                            }
+                        }
+                        out[i * k + j] = c - 0.5 * q;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Full-covariance kernel; `D` is the dimension when known at compile
+    /// time (so the loops unroll) and 0 for any other dimension.
+    fn full_log_probs<const D: usize>(&self, points: &[f64], out: &mut [f64]) {
+        let d = if D == 0 { self.p.dim } else { D };
+        let k = self.k;
+        let mut y = vec![0.0; d];
+        for j in 0..k {
+            let mu = &self.p.means[j * d..(j + 1) * d];
+            let l = &self.factor[j * d * d..(j + 1) * d * d];
+            let inv = &self.inv_diag[j * d..(j + 1) * d];
+            let c = self.log_norm[j];
+            for (i, x) in points.chunks_exact(d).enumerate() {
+                let mut q = 0.0;
+                for a in 0..d {
+                    let mut s = x[a] - mu[a];
+                    let row = &l[a * d..a * d + a];
+                    for b in 0..a {
+                        s -= row[b] * y[b];
+                    }
+                    let v = s * inv[a];
+                    y[a] = v;
+                    q += v * v;
+                }
+                out[i * k + j] = c - 0.5 * q;
+            }
+        }
+    }
+
+    /// Log density of the mixture at one point.
+    pub fn log_prob(&self, x: &[f64]) -> f64 {
+        let mut lp = vec![0.0; self.k];
+        self.weighted_log_probs(x, &mut lp);
+        log_sum_exp(&lp)
+    }
+
+    /// Responsibilities of every component for one point (written to
+    /// `resp`, K numbers) and the point's log density (returned).
+    pub fn responsibilities(&self, x: &[f64], resp: &mut [f64]) -> f64 {
+        self.weighted_log_probs(x, resp);
+        normalise_row(resp)
+    }
+
+    /// The most responsible component for one point.
+    pub fn predict(&self, x: &[f64]) -> usize {
+        let mut lp = vec![0.0; self.k];
+        self.weighted_log_probs(x, &mut lp);
+        argmax(&lp)
+    }
+
+    /// Scores a batch of points: per point its log density and label, and,
+    /// when `resp` is given, its K responsibilities.
+    ///
+    /// `scratch` is reused between calls so that scoring allocates nothing
+    /// per point.
+    pub fn score_batch(
+        &self,
+        points: &[f64],
+        scratch: &mut Vec<f64>,
+        log_lik: &mut Vec<f64>,
+        labels: &mut Vec<u32>,
+        resp: Option<&mut Vec<f64>>,
+    ) {
+        let k = self.k;
+        let n = points.len() / self.p.dim;
+        scratch.clear();
+        scratch.resize(n * k, 0.0);
+        self.weighted_log_probs(points, scratch);
+        let start = log_lik.len();
+        log_lik.reserve(n);
+        labels.reserve(n);
+        for row in scratch.chunks_exact(k) {
+            labels.push(argmax(row) as u32);
+        }
+        for row in scratch.chunks_exact_mut(k) {
+            log_lik.push(normalise_row(row));
+        }
+        debug_assert_eq!(log_lik.len() - start, n);
+        if let Some(r) = resp {
+            r.extend_from_slice(scratch);
+        }
+    }
+
+    /// Average log density of the points (n rows of d) under the mixture.
+    pub fn mean_log_prob(&self, points: &[f64]) -> f64 {
+        let n = points.len() / self.p.dim;
+        if n == 0 {
+            return f64::NAN;
+        }
+        let mut scratch = vec![0.0; n.min(4096) * self.k];
+        let mut total = 0.0;
+        for block in points.chunks(4096 * self.p.dim) {
+            let m = block.len() / self.p.dim;
+            let s = &mut scratch[..m * self.k];
+            self.weighted_log_probs(block, s);
+            total += s.chunks_exact(self.k).map(log_sum_exp).sum::<f64>();
+        }
+        total / n as f64
+    }
+
+    /// Draws `n` points (row-major) from the mixture.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, n: usize) -> Vec<f64> {
+        let d = self.p.dim;
+        let mut out = Vec::with_capacity(n * d);
+        let mut z = vec![0.0; d];
+        for _ in 0..n {
+            let u: f64 = rng.random();
+            let mut acc = 0.0;
+            let mut j = self.k - 1;
+            for (c, w) in self.p.weights.iter().enumerate() {
+                acc += w;
+                if u < acc {
+                    j = c;
+                    break;
+                }
+            }
+            for v in z.iter_mut() {
+                *v = StandardNormal.sample(rng);
+            }
+            let mu = self.mean(j);
+            let plen = self.p.covariance.param_len(d);
+            let f = &self.factor[j * plen..(j + 1) * plen];
+            for a in 0..d {
+                let dev = match self.p.covariance {
+                    CovarianceType::Full => (0..=a).map(|b| f[a * d + b] * z[b]).sum::<f64>(),
+                    CovarianceType::Diagonal => z[a] / f[a],
+                    CovarianceType::Spherical => z[a] / f[0],
+                };
+                out.push(mu[a] + dev);
+            }
+        }
+        out
+    }
+}
+
+/// `ln Σ exp(v_i)` computed stably.
+pub fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// Turns one row of weighted log probabilities into responsibilities in
+/// place and returns the row's log-sum-exp (the point's log density).
+#[inline]
+pub(crate) fn normalise_row(row: &mut [f64]) -> f64 {
+    let mut m = f64::NEG_INFINITY;
+    for &v in row.iter() {
+        m = m.max(v);
+    }
+    let mut s = 0.0;
+    for v in row.iter_mut() {
+        let e = (*v - m).exp();
+        *v = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    m + s.ln()
+}
+
+#[inline]
+fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    const TOL: f64 = 1e-10;
+
+    fn two_d() -> GaussianMixture {
+        GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: 2,
+            weights: vec![0.5, 0.5],
+            means: vec![1.0, 1.0, 7.0, 7.0],
+            covariances: vec![3.0, 2.0, 2.0, 3.0, 2.0, -1.0, -1.0, 2.0],
+        })
+        .unwrap()
+    }
+
+    /// Density of a 2-D Gaussian computed the textbook way, for comparison.
+    fn textbook(x: &[f64], mu: &[f64], c: &[f64]) -> f64 {
+        let det = c[0] * c[3] - c[1] * c[2];
+        let (dx, dy) = (x[0] - mu[0], x[1] - mu[1]);
+        let q = (c[3] * dx * dx - 2.0 * c[1] * dx * dy + c[0] * dy * dy) / det;
+        (-0.5 * q).exp() / (2.0 * std::f64::consts::PI * det.sqrt())
+    }
+
+    #[test]
+    fn log_prob_matches_textbook_density() {
+        let m = two_d();
+        for x in [[0.0, 0.0], [1.0, 1.0], [4.0, 5.0], [7.5, 6.0]] {
+            let p = 0.5 * textbook(&x, &[1.0, 1.0], &[3.0, 2.0, 2.0, 3.0])
+                + 0.5 * textbook(&x, &[7.0, 7.0], &[2.0, -1.0, -1.0, 2.0]);
+            assert!((m.log_prob(&x) - p.ln()).abs() < TOL);
+        }
+    }
+
+    #[test]
+    fn responsibilities_sum_to_one_far_away() {
+        let m = two_d();
+        let mut r = [0.0; 2];
+        let ll = m.responsibilities(&[1e6, -1e6], &mut r);
+        assert!(ll.is_finite());
+        assert!((r[0] + r[1] - 1.0).abs() < TOL);
+        assert_eq!(m.predict(&[0.5, 0.9]), 0);
+        assert_eq!(m.predict(&[7.5, 6.9]), 1);
+    }
+
+    #[test]
+    fn diag_and_spherical_agree_with_full() {
+        let full = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: 3,
+            weights: vec![0.3, 0.7],
+            means: vec![0.0, 1.0, 2.0, -1.0, 0.5, 3.0],
+            covariances: vec![
+                2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0,
+                0.0, 4.0,
+            ],
+        })
+        .unwrap();
+        let diag = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Diagonal,
+            dim: 3,
+            weights: vec![0.3, 0.7],
+            means: vec![0.0, 1.0, 2.0, -1.0, 0.5, 3.0],
+            covariances: vec![2.0, 2.0, 2.0, 1.0, 0.5, 4.0],
+        })
+        .unwrap();
+        let sph = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Spherical,
+            dim: 3,
+            weights: vec![0.3, 0.7],
+            means: vec![0.0, 1.0, 2.0, -1.0, 0.5, 3.0],
+            covariances: vec![2.0, 1.0],
+        })
+        .unwrap();
+        let x = [0.3, -0.2, 2.5];
+        assert!((full.log_prob(&x) - diag.log_prob(&x)).abs() < TOL);
+        assert_eq!(diag.covariance_matrix(1)[4], 0.5);
+        assert_eq!(sph.covariance_matrix(1)[8], 1.0);
+        // Spherical component 0 equals the full one; check via a one-component mixture.
+        let one = |m: &GaussianMixture| {
+            let mut r = [0.0; 2];
+            m.weighted_log_probs(&x, &mut r);
+            r[0]
+        };
+        assert!((one(&full) - one(&sph)).abs() < TOL);
+    }
+
+    #[test]
+    fn refuses_bad_parameters() {
+        let mut p = two_d().params().clone();
+        p.covariances[1] = 5.0;
+        p.covariances[2] = 5.0;
+        assert_eq!(
+            GaussianMixture::new(p).unwrap_err(),
+            ModelError::NotPositiveDefinite(0)
+        );
+        let mut p = two_d().params().clone();
+        p.weights = vec![0.7, 0.7];
+        assert!(matches!(
+            GaussianMixture::new(p),
+            Err(ModelError::Weights(_))
+        ));
+        let mut p = two_d().params().clone();
+        p.means[3] = f64::NAN;
+        assert_eq!(
+            GaussianMixture::new(p).unwrap_err(),
+            ModelError::NonFinite("means")
+        );
+        let mut p = two_d().params().clone();
+        p.means.pop();
+        assert!(matches!(GaussianMixture::new(p), Err(ModelError::Shape(_))));
+    }
+
+    #[test]
+    fn generic_dimension_kernel_matches_specialised() {
+        // d = 7 takes the dynamic kernel; compare against a sum of 1-D parts.
+        let d = 7;
+        let mut cov = vec![0.0; d * d];
+        for a in 0..d {
+            cov[a * d + a] = 1.0 + a as f64;
+        }
+        let m = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: d,
+            weights: vec![1.0],
+            means: vec![0.5; d],
+            covariances: cov,
+        })
+        .unwrap();
+        let x = [1.0, 2.0, 0.0, -1.0, 0.5, 3.0, 0.25];
+        let expect: f64 = (0..d)
+            .map(|a| {
+                let v = 1.0 + a as f64;
+                -0.5 * (LN_2PI + v.ln() + (x[a] - 0.5f64).powi(2) / v)
+            })
+            .sum();
+        assert!((m.log_prob(&x) - expect).abs() < TOL);
+    }
+
+    #[test]
+    fn samples_have_the_right_moments() {
+        let m = two_d();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let xs = m.sample(&mut rng, 200_000);
+        let mean_x: f64 = xs.chunks(2).map(|p| p[0]).sum::<f64>() / 200_000.0;
+        assert!((mean_x - 4.0).abs() < 0.05, "{mean_x}");
+    }
+
+    #[test]
+    fn serde_round_trip_rebuilds_factors() {
+        let m = two_d();
+        let bytes = postcard::to_stdvec(&m).unwrap();
+        let back: GaussianMixture = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert!((back.log_prob(&[2.0, 3.0]) - m.log_prob(&[2.0, 3.0])).abs() < TOL);
+    }
+}

@@ -1,0 +1,1 @@
+//! Async wiring only: sources, parser stage, learner thread, checkpoint writer, shutdown.

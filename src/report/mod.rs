@@ -1,0 +1,1 @@
+//! inspect (table and JSON), plot (SVG), diff, score output.
