@@ -1,1 +1,4 @@
-//! inspect (table and JSON), plot (SVG), diff, score output.
+//! Everything a person reads: `inspect` (table and JSON), `plot` (SVG),
+//! `diff` between checkpoints, per-point score output.
+
+pub mod score;
