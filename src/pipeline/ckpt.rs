@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::console::Console;
 use super::learn::Start;
 use super::PipelineError;
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::config::{CheckpointPolicy, RunConfig, LEARNER_KEYS};
 use crate::model::Params;
 
@@ -79,29 +79,27 @@ fn load_newest(
     console: &Console,
 ) -> Result<Option<Checkpoint>, PipelineError> {
     match checkpoint::load_with_fallback(&policy.path) {
-        Ok(None) => Ok(None),
-        Ok(Some(loaded)) => {
-            for (file, why) in &loaded.refused {
-                console.line(&format!("refused checkpoint {}: {why}", file.display()));
+        Err(CheckpointError::NotFound { .. }) => Ok(None),
+        Ok(loaded) => {
+            for (_, why) in &loaded.refused {
+                console.line(&format!("refused checkpoint {why}"));
             }
-            if loaded.path != policy.path || !loaded.refused.is_empty() {
+            if loaded.path_used != policy.path {
                 console.line(&format!(
-                    "resuming from older generation {}",
-                    loaded.path.display()
+                    "resuming from the older generation {} ({} points seen)",
+                    loaded.path_used.display(),
+                    loaded.checkpoint.learner.counters().points_seen
                 ));
             } else {
                 console.line(&format!(
                     "resuming from {} ({} points seen)",
-                    loaded.path.display(),
+                    loaded.path_used.display(),
                     loaded.checkpoint.learner.counters().points_seen
                 ));
             }
             Ok(Some(loaded.checkpoint))
         }
-        Err(e) => Err(PipelineError::NoUsableCheckpoint {
-            path: policy.path.clone(),
-            source: e,
-        }),
+        Err(e) => Err(PipelineError::NoUsableCheckpoint(e)),
     }
 }
 

@@ -4,8 +4,8 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use super::{Stop, StopReason};
 use crate::config::OnError;
 use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig};
 
@@ -19,15 +19,15 @@ pub(crate) struct Work {
 }
 
 /// Runs the parser stage until the chunk channel closes (or, with
-/// `--on-error fail`, until the first bad record, when it cancels `token`
-/// so the sources stop).
+/// `--on-error fail`, until the first bad record, when it stops the run so
+/// the sources stop).
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
     mut chunks: mpsc::Receiver<Chunk>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
-    token: CancellationToken,
+    stop: &Stop,
 ) {
     let mut parser = Parser::new(config.clone());
     while let Some(chunk) = chunks.blocking_recv() {
@@ -54,12 +54,12 @@ pub(crate) fn parser_loop(
         if empty {
             continue;
         }
-        let stop = fatal.is_some();
+        let last = fatal.is_some();
         if batches.send(Work { batch, fatal }).is_err() {
             break;
         }
-        if stop {
-            token.cancel();
+        if last {
+            stop.stop(StopReason::Failed);
             break;
         }
     }
