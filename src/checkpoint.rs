@@ -271,6 +271,25 @@ impl Validate for Checkpoint {
         if l.dim() == 0 {
             return Err("the learner's dimension is 0".into());
         }
+        // Deserialisation does not re-run the options' checks.
+        (**p).clone().check().map_err(|e| e.to_string())?;
+        if let Some(st) = l.stats() {
+            if !st.is_finite() {
+                return Err("the sufficient statistics are not finite".into());
+            }
+            if st.n_components() != p.components {
+                return Err(format!(
+                    "the statistics have {} components but the configuration asks for {}",
+                    st.n_components(),
+                    p.components
+                ));
+            }
+        }
+        if l.mixture().is_some() != l.stats().is_some() {
+            return Err(
+                "the learner has a model without statistics or statistics without a model".into(),
+            );
+        }
         if let Some(m) = l.mixture() {
             if m.dim() != l.dim() {
                 return Err(format!(
@@ -1038,5 +1057,124 @@ mod tests {
         assert_eq!(generation_path(p, 0), p);
         assert_eq!(generation_path(p, 2), Path::new("/tmp/a/model.ckpt.2"));
         assert_eq!(generation_path(Path::new("m"), 10), Path::new("m.10"));
+    }
+
+    // ---- Checkpoints of a real learner ----
+
+    use crate::model::{testdata, Params, StepwiseEm};
+    use rand::SeedableRng;
+
+    fn learner_params() -> Params {
+        Params {
+            components: 2,
+            batch_size: 50,
+            warmup: 200,
+            seed: 11,
+            ..Params::default()
+        }
+    }
+
+    fn points(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        testdata::two_clusters().sample(&mut rng, n)
+    }
+
+    /// A checkpoint of a learner that has seen `n` points.
+    fn checkpoint(n: usize) -> Checkpoint {
+        let mut learner = StepwiseEm::new(learner_params().check().unwrap(), 2);
+        learner.observe(&points(n, 5), None).unwrap();
+        let mut rejected = RejectCounts::default();
+        rejected
+            .by_reason
+            .insert(crate::input::RejectReason::NotNumeric, 3);
+        Checkpoint {
+            learner,
+            rejected,
+            anomalies: 4,
+            created_unix_ms: 1_700_000_000_000,
+            updated_unix_ms: 1_700_000_360_000,
+        }
+    }
+
+    #[test]
+    fn checkpoint_round_trip_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.ckpt");
+        for n in [120, 1234] {
+            let ck = checkpoint(n);
+            assert_eq!(ck.learner.mixture().is_some(), n >= 200);
+            save(&path, &ck, 2).unwrap();
+            let back = load(&path).unwrap();
+            assert_eq!(back.rejected, ck.rejected);
+            assert_eq!(back.anomalies, 4);
+            assert_eq!(back.updated_unix_ms, ck.updated_unix_ms);
+            assert_eq!(back.learner.counters(), ck.learner.counters());
+            assert_eq!(back.learner.pending_points(), ck.learner.pending_points());
+            assert_eq!(back.learner.mixture(), ck.learner.mixture());
+            // Both continue on the same stream identically.
+            let (mut a, mut b) = (ck.learner, back.learner);
+            let more = points(700, 9);
+            a.observe(&more, None).unwrap();
+            b.observe(&more, None).unwrap();
+            assert_eq!(a.mixture(), b.mixture());
+            assert!(a.mixture().is_some());
+            assert_eq!(a.counters(), b.counters());
+        }
+        let loaded = load_with_fallback(&path).unwrap();
+        assert_eq!(loaded.path_used, path);
+        assert!(loaded.refused.is_empty());
+        assert_eq!(
+            load(&generation_path(&path, 1))
+                .unwrap()
+                .learner
+                .pending_points(),
+            120
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_real_checkpoint_is_refused() {
+        let ck = checkpoint(300);
+        let b = encode(Path::new("x"), &ck).unwrap();
+        for pos in 0..b.len() {
+            let mut bad = b.clone();
+            bad[pos] ^= 0x20;
+            assert!(
+                decode::<Checkpoint>(Path::new("x"), &bad).is_err(),
+                "byte {pos} of {}",
+                b.len()
+            );
+        }
+        assert!(decode::<Checkpoint>(Path::new("x"), &b).is_ok());
+    }
+
+    #[test]
+    fn inconsistent_checkpoints_are_refused() {
+        let mut ck = checkpoint(300);
+        ck.updated_unix_ms = ck.created_unix_ms - 1;
+        let err = decode::<Checkpoint>(Path::new("x"), &encode(Path::new("x"), &ck).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, CheckpointError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string().contains("before the run was created"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_mixture_in_a_good_frame_is_refused() {
+        // Replace the mixture's first weight in the payload by NaN: the
+        // mixture's own validation refuses it during decoding.
+        let ck = checkpoint(300);
+        let w = ck.learner.mixture().unwrap().weights()[0].to_le_bytes();
+        let payload = postcard::to_stdvec(&ck).unwrap();
+        let at = payload
+            .windows(8)
+            .rposition(|s| s == w)
+            .expect("weight bytes in the payload");
+        let mut bad = payload.clone();
+        bad[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+        let err = decode::<Checkpoint>(Path::new("x"), &frame(&bad)).unwrap_err();
+        assert!(matches!(err, CheckpointError::Decode { .. }), "{err}");
     }
 }

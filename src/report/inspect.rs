@@ -486,4 +486,59 @@ mod tests {
         assert_eq!(v["records_rejected"], 0);
         assert!(v["rejected_by_reason"].as_object().unwrap().is_empty());
     }
+
+    fn real_checkpoint(n: usize) -> Checkpoint {
+        use crate::model::{testdata, Params, StepwiseEm};
+        use rand::SeedableRng;
+        let params = Params {
+            components: 2,
+            batch_size: 100,
+            warmup: 500,
+            seed: 3,
+            ..Params::default()
+        };
+        let mut learner = StepwiseEm::new(params.check().unwrap(), 2);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let xs = testdata::two_clusters().sample(&mut rng, n);
+        learner.observe(&xs, None).unwrap();
+        Checkpoint {
+            learner,
+            rejected: rejects(),
+            anomalies: 0,
+            created_unix_ms: 1_709_211_909_250,
+            updated_unix_ms: 1_709_215_509_250,
+        }
+    }
+
+    #[test]
+    fn reports_of_a_real_checkpoint() {
+        let ck = real_checkpoint(20_050);
+        let m = ck.learner.mixture().unwrap();
+        let v = render_json(&ck);
+        assert_eq!(v["points_seen"], ck.learner.counters().points_seen);
+        assert_eq!(v["pending_points"], 50);
+        assert_eq!(v["covariance"], "full");
+        assert_eq!(as_f64s(&v["weights"]), m.weights());
+        let avg = v["avg_log_likelihood"].as_f64().unwrap();
+        assert!((avg - ck.learner.counters().avg_log_lik()).abs() < 1e-12);
+        // The learned means are near the true ones (1, 1) and (7, 7), in
+        // some order.
+        let mut firsts: Vec<f64> = (0..2).map(|j| as_f64s(&v["means"][j])[0]).collect();
+        firsts.sort_by(f64::total_cmp);
+        assert!(
+            (firsts[0] - 1.0).abs() < 0.3 && (firsts[1] - 7.0).abs() < 0.3,
+            "{firsts:?}"
+        );
+        let t = render_text(&ck);
+        assert!(t.contains("component 1  weight"), "{t}");
+        assert!(t.contains("records rejected  12"), "{t}");
+
+        let early = real_checkpoint(321);
+        let t = render_text(&early);
+        assert!(t.contains("321 points wait in the warm-up buffer"), "{t}");
+        let v = render_json(&early);
+        assert_eq!(v["warmed_up"], false);
+        assert_eq!(v["points_seen"], early.learner.counters().points_seen);
+        assert_eq!(v["params"]["warmup"], 500);
+    }
 }
