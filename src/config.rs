@@ -215,7 +215,9 @@ pub enum ConfigError {
     #[error("columns is empty: list at least one field number, e.g. --columns 1,2")]
     ColumnsEmpty,
     /// A column number is 0.
-    #[error("columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1")]
+    #[error(
+        "columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1"
+    )]
     ColumnZero,
     /// A column is listed twice.
     #[error("column {0} is listed twice in columns: list each field once")]
@@ -235,7 +237,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Learner(#[from] ParamError),
     /// `checkpoint_every` is 0.
-    #[error("checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)")]
+    #[error(
+        "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
+    )]
     CheckpointEvery,
     /// `checkpoint_interval` is not a positive number of seconds.
     #[error("checkpoint_interval = {0} must be a positive number of seconds (leave it out to checkpoint only at the end)")]
@@ -731,7 +735,10 @@ mod tests {
             c.columns = Some(vec![1, 2]);
         })
         .unwrap_err();
-        assert!(matches!(e, ConfigError::DimColumns { dim: 3, columns: 2 }), "{e}");
+        assert!(
+            matches!(e, ConfigError::DimColumns { dim: 3, columns: 2 }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -767,9 +774,15 @@ mod tests {
         let e = checked(|c| c.resume = true).unwrap_err();
         assert!(e.to_string().contains("--checkpoint PATH"), "{e}");
         let e = checked(|c| c.checkpoint_every = Some(10)).unwrap_err();
-        assert!(matches!(e, ConfigError::NeedsCheckpoint("checkpoint_every")));
+        assert!(matches!(
+            e,
+            ConfigError::NeedsCheckpoint("checkpoint_every")
+        ));
         let e = checked(|c| c.checkpoint_interval = Some(1.0)).unwrap_err();
-        assert!(matches!(e, ConfigError::NeedsCheckpoint("checkpoint_interval")));
+        assert!(matches!(
+            e,
+            ConfigError::NeedsCheckpoint("checkpoint_interval")
+        ));
     }
 
     #[test]
@@ -810,7 +823,10 @@ mod tests {
         let e = checked(|c| c.alert_below = Some(-3.0)).unwrap_err();
         assert!(matches!(e, ConfigError::NeedsScore("alert_below")), "{e}");
         let e = checked(|c| c.alert_quantile = Some(0.1)).unwrap_err();
-        assert!(matches!(e, ConfigError::NeedsScore("alert_quantile")), "{e}");
+        assert!(
+            matches!(e, ConfigError::NeedsScore("alert_quantile")),
+            "{e}"
+        );
         let e = checked(|c| c.score_fields = ScoreFields::Resp).unwrap_err();
         assert!(matches!(e, ConfigError::NeedsScore("score_fields")), "{e}");
         let e = checked(|c| c.score_format = ScoreFormat::Json).unwrap_err();

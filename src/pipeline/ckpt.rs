@@ -18,10 +18,7 @@ use crate::model::Params;
 /// files, then either loads the model to resume (checking it against the
 /// command line) or makes sure no existing model would be replaced.
 /// Blocking; called through `spawn_blocking`.
-pub(crate) fn prepare(
-    config: &mut RunConfig,
-    console: &Console,
-) -> Result<Start, PipelineError> {
+pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start, PipelineError> {
     let fresh = Start {
         learner: None,
         rejected: Default::default(),

@@ -35,7 +35,10 @@ impl Console {
 
     /// One message line, prefixed with `emstream: `.
     pub(crate) fn line(&self, msg: &str) {
-        let mut shown = self.progress_shown.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         if *shown {
             let _ = err.write_all(b"\r\x1b[K");
@@ -49,7 +52,10 @@ impl Console {
         if !self.tty {
             return;
         }
-        let mut shown = self.progress_shown.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[K{text}");
         let _ = err.flush();
@@ -58,7 +64,10 @@ impl Console {
 
     /// Removes the progress line, if shown.
     pub(crate) fn clear_progress(&self) {
-        let mut shown = self.progress_shown.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if *shown {
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(b"\r\x1b[K");
@@ -99,7 +108,11 @@ impl Metrics {
     pub(crate) fn progress_text(&self) -> String {
         let points = self.points.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { points as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            points as f64 / secs
+        } else {
+            0.0
+        };
         let ll = f64::from_bits(self.avg_log_lik.load(Ordering::Relaxed));
         let rejected = self.rejected.load(Ordering::Relaxed);
         let mut s = format!(
@@ -196,13 +209,10 @@ impl SourceNames {
             return self.first.clone();
         }
         let names = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let found = names.open.get(&id).or_else(|| {
-            names
-                .closed
-                .iter()
-                .find(|(i, _)| *i == id)
-                .map(|(_, n)| n)
-        });
+        let found = names
+            .open
+            .get(&id)
+            .or_else(|| names.closed.iter().find(|(i, _)| *i == id).map(|(_, n)| n));
         match found {
             Some(n) => format!("connection #{id} ({n})"),
             None => format!("connection #{id}"),

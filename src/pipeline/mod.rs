@@ -361,12 +361,10 @@ pub async fn run(
             })?;
         }
         Source::Listen(addr) => {
-            let listener = source::bind(*addr)
-                .await
-                .map_err(|e| PipelineError::Bind {
-                    addr: *addr,
-                    source: e,
-                })?;
+            let listener = source::bind(*addr).await.map_err(|e| PipelineError::Bind {
+                addr: *addr,
+                source: e,
+            })?;
             let local = listener.local_addr().unwrap_or(*addr);
             console.line(&format!("listening on {local}"));
             let shared = source::TcpShared {
@@ -392,7 +390,14 @@ pub async fn run(
         let on_error = config.on_error;
         let stop = stop.clone();
         spawn_thread("emstream-parser", move || {
-            parse::parser_loop(parser_config, on_error, chunk_rx, work_tx, recycle_rx, &stop);
+            parse::parser_loop(
+                parser_config,
+                on_error,
+                chunk_rx,
+                work_tx,
+                recycle_rx,
+                &stop,
+            );
         })?;
     }
 
@@ -490,7 +495,9 @@ pub async fn run(
 
     // The score sink ends once the learner dropped its sender.
     let score_result = match sink {
-        Some(rx) => rx.await.map_err(|_| PipelineError::Thread("score output"))?,
+        Some(rx) => rx
+            .await
+            .map_err(|_| PipelineError::Thread("score output"))?,
         None => Ok(()),
     };
     // Mid-stream saves end before the final one.
@@ -548,11 +555,7 @@ pub async fn run(
             checkpoint: written,
         });
     }
-    if let Some((name, source)) = read_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
+    if let Some((name, source)) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(PipelineError::Read { name, source });
     }
     score_result.map_err(PipelineError::ScoreOutput)?;

@@ -170,7 +170,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, max_connections: usize, s
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
-                shared.console.line(&format!("accepting a connection failed: {e}"));
+                shared
+                    .console
+                    .line(&format!("accepting a connection failed: {e}"));
                 drop(permit);
                 tokio::select! {
                     () = shared.token.cancelled() => break,
