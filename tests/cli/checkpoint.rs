@@ -168,8 +168,11 @@ fn stale_temporary_files_are_removed() {
     );
 }
 
+/// Changes the bytes of a checkpoint file.
+type Damage = fn(&mut Vec<u8>);
+
 /// Each way a file can be damaged, applied to the newest generation.
-fn damages() -> Vec<(&'static str, fn(&mut Vec<u8>))> {
+fn damages() -> Vec<(&'static str, Damage)> {
     vec![
         ("truncated", |b| b.truncate(b.len() / 2)),
         ("empty", |b| b.clear()),
