@@ -2,8 +2,8 @@
 //! writer, score sink, shutdown. No maths here.
 //!
 //! ```text
-//!  reader thread (stdin/file) ─► forwarder ─┐
-//!  TCP connection tasks (framing) ──────────┴─► CHUNK_QUEUE ─► parser thread
+//!  reader thread (stdin/file) ─────┐
+//!  TCP connection tasks (framing) ─┴─► CHUNK_QUEUE ─► parser thread
 //!      ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Checkpoint>> ─► checkpoint writer
 //!                                        └─► SCORE_QUEUE ─► score sink thread ─► stdout
 //! ```
@@ -57,10 +57,15 @@ pub const TCP_READ_BYTES: usize = 16 << 10;
 /// to `max_connections` of them are buffered at once.
 pub const TCP_CHUNK_BYTES: usize = 64 << 10;
 
-/// Chunks between the stdin/file reader thread and its forwarder. Two let
-/// the thread read the next chunk while one is handed over; more would only
-/// hold memory.
-pub const SOURCE_QUEUE: usize = 2;
+/// How long a source waits for more bytes before handing on the whole
+/// lines it has buffered: long enough that a fast writer's small writes are
+/// gathered into large chunks, short enough that a slow feed is learned from
+/// promptly.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(10);
+
+/// How often an idle stdin/file reader thread looks at the cancellation
+/// token.
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Chunks waiting for the parser, from all sources together. Eight
 /// (at most 1 MiB) absorb bursts from several connections and scheduling

@@ -4,6 +4,7 @@
 //! senders, and that closing is what ends the later stages.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,18 +15,20 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::console::{Console, SourceNames};
-use super::{CHUNK_BYTES, READ_BUF_BYTES, SOURCE_QUEUE, TCP_CHUNK_BYTES, TCP_READ_BYTES};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use super::{CANCEL_POLL, CHUNK_BYTES, IDLE_FLUSH, READ_BUF_BYTES, TCP_CHUNK_BYTES, TCP_READ_BYTES};
 use crate::input::{Chunk, Framer, SourceId};
 
 /// The first read error of any source, reported when the run ends.
 pub(crate) type ReadError = Arc<Mutex<Option<(String, std::io::Error)>>>;
 
-/// Starts the reader thread for `reader` (stdin or a file) and a task that
-/// forwards its chunks to `out` until the input ends or `token` is
-/// cancelled. The forwarder is what lets a cancel end the pipeline even
-/// while the thread is blocked in a read that may never return (stdin kept
-/// open by its writer): it drops its sender without waiting for the thread.
-pub(crate) fn spawn_reader<R: Read + Send + 'static>(
+/// Starts the reader thread for `reader` (stdin or a file).
+///
+/// # Errors
+///
+/// The error of spawning the thread.
+pub(crate) fn spawn_reader<R: Read + AsFd + Send + 'static>(
     reader: R,
     name: String,
     max_line: usize,
@@ -33,31 +36,48 @@ pub(crate) fn spawn_reader<R: Read + Send + 'static>(
     token: CancellationToken,
     read_error: ReadError,
 ) -> std::io::Result<()> {
-    let (tx, rx) = mpsc::channel::<Chunk>(SOURCE_QUEUE);
-    let thread_token = token.clone();
     std::thread::Builder::new()
         .name("emstream-reader".into())
         .spawn(move || {
-            if let Err(e) = read_loop(reader, 0, max_line, &tx, &thread_token) {
+            if let Err(e) = read_loop(reader, 0, max_line, &out, &token) {
                 read_error
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert((name, e));
             }
         })?;
-    tokio::spawn(forward(rx, out, token));
     Ok(())
 }
 
+/// Whether `fd` has data (or end of input) within `timeout`.
+fn readable(fd: &impl AsFd, timeout: Duration) -> bool {
+    let ts = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    match poll(&mut fds, Some(&ts)) {
+        Ok(0) => false,
+        // Readable, hung up, an error to be seen by read, or EINTR: read.
+        Ok(_) | Err(_) => true,
+    }
+}
+
 /// Reads `reader` into one reusable buffer, frames it and sends whole-line
-/// chunks, until end of input, a cancel seen between reads, or a closed
-/// channel.
+/// chunks, until end of input, a cancel, or a closed channel.
+///
+/// Before each read it waits until the descriptor is readable: when nothing
+/// comes for [`IDLE_FLUSH`], the whole lines buffered so far are handed on
+/// (a slow writer's points are learned, and are in the final checkpoint of a
+/// signal, without waiting for a full chunk); while idle it looks at the
+/// token every [`CANCEL_POLL`]. On a cancel it hands on the whole lines
+/// read and stops (an unfinished last line is dropped).
 ///
 /// # Errors
 ///
 /// The read error that ended the source; the chunks framed before it are
 /// sent first.
-pub(crate) fn read_loop<R: Read>(
+pub(crate) fn read_loop<R: Read + AsFd>(
     mut reader: R,
     source: SourceId,
     max_line: usize,
@@ -68,7 +88,26 @@ pub(crate) fn read_loop<R: Read>(
     let mut framer = Framer::new(source, max_line, CHUNK_BYTES);
     let mut out = Vec::new();
     let mut result = Ok(());
-    while !token.is_cancelled() {
+    // Whether lines may be waiting in the framer since the last flush.
+    let mut unflushed = false;
+    let send = |out: &mut Vec<Chunk>| out.drain(..).all(|c| tx.blocking_send(c).is_ok());
+    loop {
+        if token.is_cancelled() {
+            framer.flush(&mut out);
+            send(&mut out);
+            return Ok(());
+        }
+        let wait = if unflushed { IDLE_FLUSH } else { CANCEL_POLL };
+        if !readable(&reader, wait) {
+            if unflushed {
+                unflushed = false;
+                framer.flush(&mut out);
+                if !send(&mut out) {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -79,49 +118,14 @@ pub(crate) fn read_loop<R: Read>(
             }
         };
         framer.push(&buf[..n], &mut out);
-        for chunk in out.drain(..) {
-            if tx.blocking_send(chunk).is_err() {
-                return Ok(());
-            }
+        unflushed = framer.buffered() > 0;
+        if !send(&mut out) {
+            return Ok(());
         }
     }
     framer.finish(&mut out);
-    for chunk in out.drain(..) {
-        if tx.blocking_send(chunk).is_err() {
-            break;
-        }
-    }
+    send(&mut out);
     result
-}
-
-/// Moves chunks from a reader thread to the parser channel; on cancel it
-/// passes on what the thread already sent, then drops both ends.
-async fn forward(
-    mut rx: mpsc::Receiver<Chunk>,
-    out: mpsc::Sender<Chunk>,
-    token: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            () = token.cancelled() => {
-                while let Ok(chunk) = rx.try_recv() {
-                    if out.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                return;
-            }
-            chunk = rx.recv() => match chunk {
-                Some(chunk) => {
-                    if out.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
-            },
-        }
-    }
 }
 
 /// Everything a TCP connection task needs.
@@ -183,40 +187,64 @@ pub(crate) async fn accept_loop(listener: TcpListener, max_connections: usize, s
     }
 }
 
-/// Reads one connection, frames it and sends its chunks.
+/// Reads one connection, frames it and sends its chunks; like the reader
+/// thread, it hands on buffered whole lines after [`IDLE_FLUSH`] without
+/// data, and on a cancel hands on the whole lines read and stops.
 async fn serve(mut stream: TcpStream, id: SourceId, permit: OwnedSemaphorePermit, s: TcpShared) {
     let mut buf = vec![0u8; TCP_READ_BYTES];
     let mut framer = Framer::new(id, s.max_line, TCP_CHUNK_BYTES);
     let mut out = Vec::new();
+    let mut unflushed = false;
+    let mut ended = false;
     loop {
         let read = tokio::select! {
             () = s.token.cancelled() => break,
+            () = tokio::time::sleep(IDLE_FLUSH), if unflushed => {
+                unflushed = false;
+                framer.flush(&mut out);
+                if !send_all(&s.out, &mut out).await {
+                    break;
+                }
+                continue;
+            }
             r = stream.read(&mut buf) => r,
         };
         let n = match read {
-            Ok(0) => break,
+            Ok(0) => {
+                ended = true;
+                break;
+            }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 s.console
                     .line(&format!("{}: read error: {e}", s.names.name(id)));
+                ended = true;
                 break;
             }
         };
         framer.push(&buf[..n], &mut out);
-        for chunk in out.drain(..) {
-            if s.out.send(chunk).await.is_err() {
-                s.names.remove(id);
-                return;
-            }
-        }
-    }
-    framer.finish(&mut out);
-    for chunk in out.drain(..) {
-        if s.out.send(chunk).await.is_err() {
+        unflushed = framer.buffered() > 0;
+        if !send_all(&s.out, &mut out).await {
             break;
         }
     }
+    if ended {
+        framer.finish(&mut out);
+    } else {
+        framer.flush(&mut out);
+    }
+    send_all(&s.out, &mut out).await;
     drop(permit);
     s.names.remove(id);
+}
+
+/// Sends every chunk of `out`; false when the parser is gone.
+async fn send_all(tx: &mpsc::Sender<Chunk>, out: &mut Vec<Chunk>) -> bool {
+    for chunk in out.drain(..) {
+        if tx.send(chunk).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
