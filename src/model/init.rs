@@ -1,1 +1,205 @@
-//! k-means++ seeding and batch EM on the warm-up buffer.
+//! The first model: k-means++ seeding and a short batch EM on the warm-up
+//! buffer, several seeds, the best kept.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::mixture::GaussianMixture;
+use super::online::{LearnError, Params};
+use super::stats::{BatchSums, MixtureStats};
+use super::Engine;
+
+/// Stop batch EM on the warm-up buffer when the average log-likelihood per
+/// point improves by less than this (nats): the stream refines the rest.
+const INIT_TOL: f64 = 1e-4;
+
+/// Most Lloyd iterations after k-means++ seeding.
+const LLOYD_ITERS: usize = 20;
+
+/// Number of distinct rows in `points`, counting no further than `limit`.
+pub(crate) fn count_distinct(points: &[f64], d: usize, limit: usize) -> usize {
+    let mut seen: Vec<&[f64]> = Vec::with_capacity(limit);
+    for x in points.chunks_exact(d) {
+        if !seen
+            .iter()
+            .any(|s| s.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits()))
+        {
+            seen.push(x);
+            if seen.len() >= limit {
+                break;
+            }
+        }
+    }
+    seen.len()
+}
+
+/// k-means++: the first centre uniformly, each next one with probability
+/// proportional to the squared distance to the nearest centre so far.
+fn kmeans_pp(points: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let n = points.len() / d;
+    let mut centres = Vec::with_capacity(k * d);
+    let first = rng.random_range(0..n);
+    centres.extend_from_slice(&points[first * d..(first + 1) * d]);
+    let mut d2: Vec<f64> = points
+        .chunks_exact(d)
+        .map(|x| sq_dist(x, &centres[..d]))
+        .collect();
+    for _ in 1..k {
+        let total: f64 = d2.iter().sum();
+        let mut pick = n - 1;
+        if total > 0.0 {
+            let mut u = rng.random::<f64>() * total;
+            for (i, &w) in d2.iter().enumerate() {
+                if w > 0.0 {
+                    pick = i;
+                    if u < w {
+                        break;
+                    }
+                    u -= w;
+                }
+            }
+        } else if let Some(i) = d2.iter().position(|&w| w > 0.0) {
+            pick = i;
+        }
+        let c = &points[pick * d..(pick + 1) * d];
+        centres.extend_from_slice(c);
+        for (w, x) in d2.iter_mut().zip(points.chunks_exact(d)) {
+            *w = w.min(sq_dist(x, c));
+        }
+    }
+    centres
+}
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Lloyd iterations; returns the one-hot responsibilities of the final
+/// assignment (n rows of K).
+fn lloyd(points: &[f64], d: usize, centres: &mut [f64]) -> Vec<f64> {
+    let n = points.len() / d;
+    let k = centres.len() / d;
+    let mut assign = vec![usize::MAX; n];
+    for _ in 0..LLOYD_ITERS {
+        let mut changed = false;
+        for (i, x) in points.chunks_exact(d).enumerate() {
+            let mut best = 0;
+            let mut bd = f64::INFINITY;
+            for j in 0..k {
+                let dist = sq_dist(x, &centres[j * d..(j + 1) * d]);
+                if dist < bd {
+                    bd = dist;
+                    best = j;
+                }
+            }
+            if assign[i] != best {
+                assign[i] = best;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+        let mut sums = vec![0.0; k * d];
+        let mut counts = vec![0usize; k];
+        for (i, x) in points.chunks_exact(d).enumerate() {
+            counts[assign[i]] += 1;
+            for a in 0..d {
+                sums[assign[i] * d + a] += x[a];
+            }
+        }
+        for j in 0..k {
+            if counts[j] > 0 {
+                for a in 0..d {
+                    centres[j * d + a] = sums[j * d + a] / counts[j] as f64;
+                }
+            }
+        }
+    }
+    let mut resp = vec![0.0; n * k];
+    for (i, &j) in assign.iter().enumerate() {
+        resp[i * k + j] = 1.0;
+    }
+    resp
+}
+
+/// Fits the first model on the warm-up buffer: for each of
+/// `params.init_seeds` seeds, k-means++ and Lloyd, then batch EM until the
+/// average log-likelihood stops improving; keeps the best seed. Returns the
+/// statistics of the buffer under the best model and the model.
+///
+/// # Errors
+///
+/// [`LearnError::TooFewDistinct`] when the buffer holds fewer distinct
+/// points than components.
+pub(crate) fn fit_warmup(
+    engine: &mut Engine,
+    buf: &[f64],
+    params: &Params,
+    rng: &mut ChaCha8Rng,
+) -> Result<(MixtureStats, GaussianMixture), LearnError> {
+    let d = engine.dim;
+    let k = params.components;
+    let n = buf.len() / d;
+    let distinct = count_distinct(buf, d, k);
+    if distinct < k {
+        return Err(LearnError::TooFewDistinct {
+            points: n,
+            distinct,
+            k,
+        });
+    }
+    let mut best: Option<(f64, MixtureStats, GaussianMixture)> = None;
+    let mut sums = BatchSums::default();
+    for _ in 0..params.init_seeds {
+        let mut centres = kmeans_pp(buf, d, k, rng);
+        let resp = lloyd(buf, d, &mut centres);
+        sums.accumulate(params.covariance, d, buf, &resp, &centres);
+        let mut stats = sums.to_stats(params.covariance, d, &centres, n);
+        engine.widen_thin_clusters(&mut stats, n);
+        let mut mix = engine.m_step(&mut stats);
+        let mut prev = f64::NEG_INFINITY;
+        let mut ll = prev;
+        for _ in 0..params.init_iters {
+            let (s, l) = engine.full_pass(&mix, buf);
+            stats = s;
+            ll = l;
+            mix = engine.m_step(&mut stats);
+            if ll - prev < INIT_TOL {
+                break;
+            }
+            prev = ll;
+        }
+        if best.as_ref().is_none_or(|b| ll > b.0) {
+            best = Some((ll, stats, mix));
+        }
+    }
+    let (_, stats, mix) = best.expect("init_seeds is at least 1");
+    Ok((stats, mix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn distinct_counting_stops_at_the_limit() {
+        let pts = [1.0, 1.0, 2.0, 1.0, 3.0];
+        assert_eq!(count_distinct(&pts, 1, 10), 3);
+        assert_eq!(count_distinct(&pts, 1, 2), 2);
+        assert_eq!(count_distinct(&[0.0, -0.0], 1, 5), 2);
+    }
+
+    #[test]
+    fn kmeans_pp_picks_distinct_centres() {
+        let pts = [0.0, 0.0, 0.0, 5.0, 5.0, 9.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..20 {
+            let c = kmeans_pp(&pts, 1, 3, &mut rng);
+            let mut s = c.clone();
+            s.sort_by(f64::total_cmp);
+            assert_eq!(s, vec![0.0, 5.0, 9.0]);
+        }
+    }
+}

@@ -7,15 +7,19 @@
 //!   and blended or merged.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together.
+//! - [`testdata`]: reference mixtures (the EM write-up's examples and
+//!   harder ones) for tests, benchmarks and examples.
 
 pub mod covariance;
 pub mod init;
 pub mod mixture;
 pub mod online;
 pub mod stats;
+pub mod testdata;
 
 pub use covariance::CovarianceType;
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
+pub(crate) use online::Engine;
 pub use online::{
     CheckedParams, Counters, LearnError, ParamError, Params, ScoreBuffer, StepwiseEm,
 };

@@ -1,7 +1,468 @@
-//! Per-component sufficient statistics.
+//! Per-component sufficient statistics: accumulated from a batch around
+//! fixed centres, then blended (stepwise EM) or merged (two learners).
+//!
+//! The statistics are kept in centred form, per component: the averaged
+//! responsibility `s0 ≈ E[γ]`, the mean `m = E[γ x] / s0` and the covariance
+//! `C = E[γ (x - m)(x - m)ᵀ] / s0`. Batch sums are taken around each
+//! component's current mean (the `x - μ` the E-step computes anyway), so a
+//! stream offset by 1e9 loses no precision, and combining two sets uses the
+//! pooled (Chan et al.) formula, which is exact and stable:
+//!
+//! ```text
+//! a = (1-η) s0,  b = η ŝ0,  s0' = a + b
+//! m' = (a m + b m̂) / s0'
+//! C' = (a C + b Ĉ + (a b / s0') (m - m̂)(m - m̂)ᵀ) / s0'
+//! ```
 
 use serde::{Deserialize, Serialize};
 
-/// Averaged sufficient statistics of every component.
+use super::covariance::CovarianceType;
+
+/// Averaged sufficient statistics of every component of a mixture.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MixtureStats {}
+pub struct MixtureStats {
+    /// Covariance structure the statistics are kept for.
+    pub covariance: CovarianceType,
+    /// Dimension d.
+    pub dim: usize,
+    /// Averaged responsibility per component (K numbers summing to about 1).
+    pub s0: Vec<f64>,
+    /// Mean per component (K rows of d).
+    pub mean: Vec<f64>,
+    /// Covariance per component, laid out like
+    /// [`MixtureParams::covariances`](super::MixtureParams::covariances).
+    pub cov: Vec<f64>,
+    /// How many points these statistics stand for (the weight in a merge).
+    pub points: f64,
+}
+
+impl MixtureStats {
+    /// Empty statistics (standing for no points) for K components.
+    pub fn empty(covariance: CovarianceType, dim: usize, k: usize) -> Self {
+        MixtureStats {
+            covariance,
+            dim,
+            s0: vec![0.0; k],
+            mean: vec![0.0; k * dim],
+            cov: vec![0.0; k * covariance.param_len(dim)],
+            points: 0.0,
+        }
+    }
+
+    /// Number of components K.
+    pub fn n_components(&self) -> usize {
+        self.s0.len()
+    }
+
+    /// True when every number is finite.
+    pub fn is_finite(&self) -> bool {
+        self.s0
+            .iter()
+            .chain(&self.mean)
+            .chain(&self.cov)
+            .all(|v| v.is_finite())
+            && self.points.is_finite()
+    }
+
+    /// Stepwise EM blend: `self ← (1 − η) self + η batch`, component by
+    /// component, in centred form.
+    pub fn blend(&mut self, batch: &MixtureStats, eta: f64) {
+        self.combine(batch, 1.0 - eta, eta);
+        self.points += batch.points;
+    }
+
+    /// Merges statistics of two disjoint parts of a stream, weighted by the
+    /// points each stands for. Merging with empty statistics is the identity.
+    ///
+    /// # Panics
+    ///
+    /// When the two have different K, d or covariance type.
+    pub fn merge(&self, other: &MixtureStats) -> MixtureStats {
+        assert_eq!(
+            self.covariance, other.covariance,
+            "merge needs the same covariance type"
+        );
+        assert_eq!(self.dim, other.dim, "merge needs the same dimension");
+        assert_eq!(self.s0.len(), other.s0.len(), "merge needs the same K");
+        let total = self.points + other.points;
+        let mut out = self.clone();
+        if total > 0.0 {
+            out.combine(other, self.points / total, other.points / total);
+        }
+        out.points = total;
+        out
+    }
+
+    /// `self ← α self + β other` on the averaged statistics, exactly, in
+    /// centred form.
+    fn combine(&mut self, other: &MixtureStats, alpha: f64, beta: f64) {
+        let d = self.dim;
+        let plen = self.covariance.param_len(d);
+        let mut delta = vec![0.0; d];
+        for j in 0..self.s0.len() {
+            let a = alpha * self.s0[j];
+            let b = beta * other.s0[j];
+            let s = a + b;
+            self.s0[j] = s;
+            if !(b > 0.0) {
+                continue;
+            }
+            if !(a > 0.0) {
+                self.mean[j * d..(j + 1) * d].copy_from_slice(&other.mean[j * d..(j + 1) * d]);
+                self.cov[j * plen..(j + 1) * plen]
+                    .copy_from_slice(&other.cov[j * plen..(j + 1) * plen]);
+                continue;
+            }
+            let (fa, fb) = (a / s, b / s);
+            let cross = fa * fb;
+            let m = &mut self.mean[j * d..(j + 1) * d];
+            let mo = &other.mean[j * d..(j + 1) * d];
+            for i in 0..d {
+                delta[i] = m[i] - mo[i];
+                m[i] = fa * m[i] + fb * mo[i];
+            }
+            let c = &mut self.cov[j * plen..(j + 1) * plen];
+            let co = &other.cov[j * plen..(j + 1) * plen];
+            match self.covariance {
+                CovarianceType::Full => {
+                    for r in 0..d {
+                        for q in 0..d {
+                            let idx = r * d + q;
+                            c[idx] = fa * c[idx] + fb * co[idx] + cross * delta[r] * delta[q];
+                        }
+                    }
+                }
+                CovarianceType::Diagonal => {
+                    for r in 0..d {
+                        c[r] = fa * c[r] + fb * co[r] + cross * delta[r] * delta[r];
+                    }
+                }
+                CovarianceType::Spherical => {
+                    let dd: f64 = delta.iter().map(|x| x * x).sum::<f64>() / d as f64;
+                    c[0] = fa * c[0] + fb * co[0] + cross * dd;
+                }
+            }
+        }
+    }
+}
+
+/// Sums of one batch around fixed centres: `n_j = Σ γ`, `u_j = Σ γ (x − c_j)`
+/// and `Q_j = Σ γ (x − c_j)(x − c_j)ᵀ` (lower triangle packed for full,
+/// diagonal for diag, trace for spherical). Reused between batches so that
+/// accumulating allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BatchSums {
+    n: Vec<f64>,
+    u: Vec<f64>,
+    q: Vec<f64>,
+    diff: Vec<f64>,
+}
+
+impl BatchSums {
+    fn q_len(cov: CovarianceType, d: usize) -> usize {
+        match cov {
+            CovarianceType::Full => d * (d + 1) / 2,
+            CovarianceType::Diagonal => d,
+            CovarianceType::Spherical => 1,
+        }
+    }
+
+    /// Accumulates `points` (n rows of d) with responsibilities `resp` (n
+    /// rows of K) around `centres` (K rows of d), replacing earlier sums.
+    pub(crate) fn accumulate(
+        &mut self,
+        cov: CovarianceType,
+        d: usize,
+        points: &[f64],
+        resp: &[f64],
+        centres: &[f64],
+    ) {
+        let k = centres.len() / d;
+        let ql = Self::q_len(cov, d);
+        self.n.clear();
+        self.n.resize(k, 0.0);
+        self.u.clear();
+        self.u.resize(k * d, 0.0);
+        self.q.clear();
+        self.q.resize(k * ql, 0.0);
+        self.diff.clear();
+        self.diff.resize(d, 0.0);
+        match cov {
+            CovarianceType::Full => match d {
+                1 => self.acc_full::<1>(d, k, points, resp, centres),
+                2 => self.acc_full::<2>(d, k, points, resp, centres),
+                3 => self.acc_full::<3>(d, k, points, resp, centres),
+                4 => self.acc_full::<4>(d, k, points, resp, centres),
+                5 => self.acc_full::<5>(d, k, points, resp, centres),
+                6 => self.acc_full::<6>(d, k, points, resp, centres),
+                8 => self.acc_full::<8>(d, k, points, resp, centres),
+                _ => self.acc_full::<0>(d, k, points, resp, centres),
+            },
+            CovarianceType::Diagonal => {
+                for j in 0..k {
+                    let c = &centres[j * d..(j + 1) * d];
+                    let u = &mut self.u[j * d..(j + 1) * d];
+                    let q = &mut self.q[j * d..(j + 1) * d];
+                    let mut nj = 0.0;
+                    for (i, x) in points.chunks_exact(d).enumerate() {
+                        let r = resp[i * k + j];
+                        nj += r;
+                        for a in 0..d {
+                            let z = x[a] - c[a];
+                            u[a] += r * z;
+                            q[a] += r * z * z;
+                        }
+                    }
+                    self.n[j] = nj;
+                }
+            }
+            CovarianceType::Spherical => {
+                for j in 0..k {
+                    let c = &centres[j * d..(j + 1) * d];
+                    let u = &mut self.u[j * d..(j + 1) * d];
+                    let mut nj = 0.0;
+                    let mut qj = 0.0;
+                    for (i, x) in points.chunks_exact(d).enumerate() {
+                        let r = resp[i * k + j];
+                        nj += r;
+                        let mut s = 0.0;
+                        for a in 0..d {
+                            let z = x[a] - c[a];
+                            u[a] += r * z;
+                            s += z * z;
+                        }
+                        qj += r * s;
+                    }
+                    self.n[j] = nj;
+                    self.q[j] = qj;
+                }
+            }
+        }
+    }
+
+    fn acc_full<const D: usize>(
+        &mut self,
+        d: usize,
+        k: usize,
+        points: &[f64],
+        resp: &[f64],
+        centres: &[f64],
+    ) {
+        let d = if D == 0 { d } else { D };
+        let ql = d * (d + 1) / 2;
+        let diff = &mut self.diff[..d];
+        for j in 0..k {
+            let c = &centres[j * d..(j + 1) * d];
+            let u = &mut self.u[j * d..(j + 1) * d];
+            let q = &mut self.q[j * ql..(j + 1) * ql];
+            let mut nj = 0.0;
+            for (i, x) in points.chunks_exact(d).enumerate() {
+                let r = resp[i * k + j];
+                nj += r;
+                for a in 0..d {
+                    let z = x[a] - c[a];
+                    diff[a] = z;
+                    u[a] += r * z;
+                }
+                let mut idx = 0;
+                for a in 0..d {
+                    let rz = r * diff[a];
+                    for b in 0..=a {
+                        q[idx + b] += rz * diff[b];
+                    }
+                    idx += a + 1;
+                }
+            }
+            self.n[j] = nj;
+        }
+    }
+
+    /// Turns the sums into averaged statistics of a batch of `n_points`.
+    pub(crate) fn to_stats(
+        &self,
+        cov: CovarianceType,
+        d: usize,
+        centres: &[f64],
+        n_points: usize,
+    ) -> MixtureStats {
+        let k = self.n.len();
+        let ql = Self::q_len(cov, d);
+        let mut out = MixtureStats::empty(cov, d, k);
+        out.points = n_points as f64;
+        let inv_n = 1.0 / n_points.max(1) as f64;
+        let plen = cov.param_len(d);
+        let mut mu = vec![0.0; d];
+        for j in 0..k {
+            let nj = self.n[j];
+            out.s0[j] = nj * inv_n;
+            let c = &centres[j * d..(j + 1) * d];
+            if !(nj > 0.0) {
+                out.mean[j * d..(j + 1) * d].copy_from_slice(c);
+                continue;
+            }
+            for a in 0..d {
+                mu[a] = self.u[j * d + a] / nj;
+                out.mean[j * d + a] = c[a] + mu[a];
+            }
+            let q = &self.q[j * ql..(j + 1) * ql];
+            let oc = &mut out.cov[j * plen..(j + 1) * plen];
+            match cov {
+                CovarianceType::Full => {
+                    let mut idx = 0;
+                    for a in 0..d {
+                        for b in 0..=a {
+                            let v = q[idx] / nj - mu[a] * mu[b];
+                            oc[a * d + b] = v;
+                            oc[b * d + a] = v;
+                            idx += 1;
+                        }
+                    }
+                }
+                CovarianceType::Diagonal => {
+                    for a in 0..d {
+                        oc[a] = q[a] / nj - mu[a] * mu[a];
+                    }
+                }
+                CovarianceType::Spherical => {
+                    let m2: f64 = mu.iter().map(|x| x * x).sum();
+                    oc[0] = (q[0] / nj - m2) / d as f64;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Agreement required between two ways of computing the same statistics.
+    const TOL: f64 = 1e-9;
+
+    fn stats_of(
+        cov: CovarianceType,
+        points: &[f64],
+        resp: &[f64],
+        d: usize,
+        centres: &[f64],
+    ) -> MixtureStats {
+        let mut s = BatchSums::default();
+        s.accumulate(cov, d, points, resp, centres);
+        s.to_stats(cov, d, centres, points.len() / d)
+    }
+
+    fn random_case(seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let d = 3;
+        let k = 2;
+        let points: Vec<f64> = (0..n * d)
+            .map(|_| rng.random::<f64>() * 10.0 - 5.0)
+            .collect();
+        let mut resp = Vec::with_capacity(n * k);
+        for _ in 0..n {
+            let r: f64 = rng.random();
+            resp.push(r);
+            resp.push(1.0 - r);
+        }
+        (points, resp)
+    }
+
+    fn assert_close(a: &MixtureStats, b: &MixtureStats) {
+        for (x, y) in
+            a.s0.iter()
+                .zip(&b.s0)
+                .chain(a.mean.iter().zip(&b.mean))
+                .chain(a.cov.iter().zip(&b.cov))
+        {
+            assert!((x - y).abs() < TOL * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        assert!((a.points - b.points).abs() < TOL);
+    }
+
+    #[test]
+    fn centre_does_not_change_the_statistics() {
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let (p, r) = random_case(1, 500);
+            let a = stats_of(cov, &p, &r, 3, &[0.0; 6]);
+            let b = stats_of(cov, &p, &r, 3, &[1.0, -2.0, 3.0, 0.5, 0.5, 0.5]);
+            assert_close(&a, &b);
+        }
+    }
+
+    #[test]
+    fn any_split_merged_equals_one_pass() {
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let (p, r) = random_case(2, 900);
+            let whole = stats_of(cov, &p, &r, 3, &[0.0; 6]);
+            for cut in [1, 250, 899] {
+                let a = stats_of(cov, &p[..cut * 3], &r[..cut * 2], 3, &[0.0; 6]);
+                let b = stats_of(cov, &p[cut * 3..], &r[cut * 2..], 3, &[2.0; 6]);
+                assert_close(&a.merge(&b), &whole);
+            }
+        }
+    }
+
+    #[test]
+    fn merge_with_empty_is_identity_and_merge_is_associative() {
+        let cov = CovarianceType::Full;
+        let (p, r) = random_case(3, 300);
+        let a = stats_of(cov, &p[..300], &r[..200], 3, &[0.0; 6]);
+        let b = stats_of(cov, &p[300..600], &r[200..400], 3, &[0.0; 6]);
+        let c = stats_of(cov, &p[600..], &r[400..], 3, &[0.0; 6]);
+        let e = MixtureStats::empty(cov, 3, 2);
+        assert_eq!(a.merge(&e), a);
+        assert_eq!(e.merge(&a), a);
+        assert_close(&a.merge(&b).merge(&c), &a.merge(&b.merge(&c)));
+    }
+
+    #[test]
+    fn blend_is_a_convex_combination() {
+        let cov = CovarianceType::Diagonal;
+        let (p, r) = random_case(4, 400);
+        let a = stats_of(cov, &p[..600], &r[..400], 3, &[0.0; 6]);
+        let b = stats_of(cov, &p[600..], &r[400..], 3, &[0.0; 6]);
+        // Equal halves blended with η = 1/2 are the merge of the two.
+        let mut x = a.clone();
+        x.blend(&b, 0.5);
+        assert_close(&x, &a.merge(&b));
+        // η = 1 forgets the old statistics entirely.
+        let mut y = a.clone();
+        y.blend(&b, 1.0);
+        assert_close(
+            &MixtureStats {
+                points: b.points,
+                ..y.clone()
+            },
+            &MixtureStats {
+                points: b.points,
+                ..b.clone()
+            },
+        );
+    }
+
+    #[test]
+    fn huge_offsets_keep_their_precision() {
+        // Unit-variance points around 1e9: accumulated around a centre close
+        // to them, the variance comes out right.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 1000;
+        let pts: Vec<f64> = (0..n)
+            .map(|_| 1e9 + rng.random::<f64>() * 2.0 - 1.0)
+            .collect();
+        let resp = vec![1.0; n];
+        let mean = pts.iter().map(|x| x - 1e9).sum::<f64>() / n as f64;
+        let var = pts.iter().map(|x| (x - 1e9 - mean).powi(2)).sum::<f64>() / n as f64;
+        let s = stats_of(CovarianceType::Full, &pts, &resp, 1, &[1e9 + 0.3]);
+        assert!((s.cov[0] - var).abs() < 1e-6 * var, "{} vs {var}", s.cov[0]);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod diff;
 mod error;
+pub mod inspect;
 pub mod plot;
 pub mod score;
 

@@ -1,0 +1,544 @@
+//! `emstream inspect PATH [--json]`: what a checkpoint holds, as a readable
+//! summary with one table per component, or as one JSON object for scripts.
+//!
+//! The JSON object always has `format_version`, `dim`, `components`,
+//! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
+//! `pending_points`, `points_seen`, `records_rejected` (total),
+//! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
+//! `repairs`, `refused_batches`, `refused_points`, `updates`,
+//! `avg_log_likelihood` (null before any point was scored), `anomalies`,
+//! `created`, `updated` (ISO 8601 UTC), `created_unix_ms`, `updated_unix_ms`,
+//! `params` (the learner options), and the model: `weights` (K numbers),
+//! `means` (K lists of d), `covariances` (K full d-by-d nested lists whatever
+//! the covariance type) and `std_devs` (K lists of d). Before the warm-up has
+//! finished there is no model yet and those four lists are empty.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::checkpoint::{Checkpoint, FORMAT_VERSION};
+use crate::input::RejectCounts;
+use crate::model::{CovarianceType, GaussianMixture};
+
+/// Everything the reports show, gathered from a checkpoint once.
+struct Summary<'a> {
+    dim: usize,
+    components: usize,
+    covariance: CovarianceType,
+    params: Value,
+    points_seen: u64,
+    updates: u64,
+    reseeds: u64,
+    repairs: u64,
+    refused_batches: u64,
+    refused_points: u64,
+    log_lik_sum: f64,
+    log_lik_points: u64,
+    pending_points: usize,
+    rejected: &'a RejectCounts,
+    anomalies: u64,
+    created_unix_ms: u64,
+    updated_unix_ms: u64,
+    mixture: Option<&'a GaussianMixture>,
+}
+
+impl<'a> Summary<'a> {
+    fn of(ck: &'a Checkpoint) -> Self {
+        let l = &ck.learner;
+        let p = l.params();
+        let c = l.counters();
+        Summary {
+            dim: l.dim(),
+            components: p.components,
+            covariance: p.covariance,
+            params: serde_json::to_value(&**p).unwrap_or(Value::Null),
+            points_seen: c.points_seen,
+            updates: c.updates,
+            reseeds: c.reseeds,
+            repairs: c.repairs,
+            refused_batches: c.refused_batches,
+            refused_points: c.refused_points,
+            log_lik_sum: c.log_lik_sum,
+            log_lik_points: c.log_lik_points,
+            pending_points: l.pending_points(),
+            rejected: &ck.rejected,
+            anomalies: ck.anomalies,
+            created_unix_ms: ck.created_unix_ms,
+            updated_unix_ms: ck.updated_unix_ms,
+            mixture: l.mixture(),
+        }
+    }
+
+    fn avg_log_lik(&self) -> Option<f64> {
+        (self.log_lik_points > 0).then(|| self.log_lik_sum / self.log_lik_points as f64)
+    }
+
+    fn rejected_total(&self) -> u64 {
+        self.rejected.by_reason.values().sum()
+    }
+
+    fn rejected_by_reason(&self) -> Vec<(String, u64)> {
+        self.rejected
+            .by_reason
+            .iter()
+            .map(|(r, &n)| (snake_case(&format!("{r:?}")), n))
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "emstream checkpoint, format version {FORMAT_VERSION}");
+        let _ = writeln!(
+            s,
+            "  model             {} components, {} dimensions, {} covariance",
+            self.components, self.dim, self.covariance
+        );
+        let _ = writeln!(
+            s,
+            "  created           {}",
+            iso8601_utc(self.created_unix_ms)
+        );
+        let _ = writeln!(
+            s,
+            "  updated           {}",
+            iso8601_utc(self.updated_unix_ms)
+        );
+        let _ = writeln!(s, "  points seen       {}", self.points_seen);
+        let _ = writeln!(s, "  updates           {}", self.updates);
+        match self.avg_log_lik() {
+            Some(v) => {
+                let _ = writeln!(
+                    s,
+                    "  avg log-lik       {} per point (over {} points)",
+                    num(v),
+                    self.log_lik_points
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  avg log-lik       - (no point scored yet)");
+            }
+        }
+        let by_reason = self.rejected_by_reason();
+        let _ = write!(s, "  records rejected  {}", self.rejected_total());
+        if !by_reason.is_empty() {
+            let parts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = write!(s, " ({})", parts.join(", "));
+        }
+        s.push('\n');
+        let _ = writeln!(s, "  re-seeds          {}", self.reseeds);
+        let _ = writeln!(s, "  repairs           {}", self.repairs);
+        let _ = writeln!(
+            s,
+            "  refused batches   {} ({} points)",
+            self.refused_batches, self.refused_points
+        );
+        let _ = writeln!(s, "  anomalies         {}", self.anomalies);
+        let Some(m) = self.mixture else {
+            let _ = writeln!(
+                s,
+                "\nStill warming up: no model yet; {} points wait in the warm-up buffer.",
+                self.pending_points
+            );
+            return s;
+        };
+        let _ = writeln!(
+            s,
+            "  pending points    {} (in the partial mini-batch)",
+            self.pending_points
+        );
+        let d = m.dim();
+        let full = m.covariance_type() == CovarianceType::Full;
+        for j in 0..m.n_components() {
+            let _ = writeln!(s, "\ncomponent {j}  weight {}", num(m.weights()[j]));
+            let cov = m.covariance_matrix(j);
+            let _ = write!(s, "  {:>5} {:>14} {:>14}", "dim", "mean", "std dev");
+            if full && d > 1 {
+                let _ = write!(s, "   correlations");
+            }
+            s.push('\n');
+            for a in 0..d {
+                let sd_a = cov[a * d + a].sqrt();
+                let _ = write!(s, "  {:>5} {:>14} {:>14}", a, num(m.mean(j)[a]), num(sd_a));
+                if full && d > 1 {
+                    s.push_str("  ");
+                    for b in 0..a {
+                        let r = cov[a * d + b] / (sd_a * cov[b * d + b].sqrt());
+                        let _ = write!(s, " {r:>6.3}");
+                    }
+                    let _ = write!(s, " {:>6.3}", 1.0);
+                }
+                s.push('\n');
+            }
+        }
+        if !full && d > 1 {
+            let _ = writeln!(
+                s,
+                "\n({} covariance: dimensions are uncorrelated within a component)",
+                m.covariance_type()
+            );
+        }
+        s
+    }
+
+    fn json(&self) -> Value {
+        let mut weights = Vec::new();
+        let mut means = Vec::new();
+        let mut covariances = Vec::new();
+        let mut std_devs = Vec::new();
+        if let Some(m) = self.mixture {
+            let d = m.dim();
+            for j in 0..m.n_components() {
+                weights.push(json!(m.weights()[j]));
+                means.push(json!(m.mean(j)));
+                let c = m.covariance_matrix(j);
+                let rows: Vec<Value> = c.chunks_exact(d).map(|r| json!(r)).collect();
+                covariances.push(Value::Array(rows));
+                let sd: Vec<f64> = (0..d).map(|a| c[a * d + a].sqrt()).collect();
+                std_devs.push(json!(sd));
+            }
+        }
+        let by_reason: Map<String, Value> = self
+            .rejected_by_reason()
+            .into_iter()
+            .map(|(r, n)| (r, json!(n)))
+            .collect();
+        json!({
+            "format_version": FORMAT_VERSION,
+            "dim": self.dim,
+            "components": self.components,
+            "covariance": self.covariance.name(),
+            "warmed_up": self.mixture.is_some(),
+            "pending_points": self.pending_points,
+            "points_seen": self.points_seen,
+            "records_rejected": self.rejected_total(),
+            "rejected_by_reason": by_reason,
+            "reseeds": self.reseeds,
+            "repairs": self.repairs,
+            "refused_batches": self.refused_batches,
+            "refused_points": self.refused_points,
+            "updates": self.updates,
+            "avg_log_likelihood": self.avg_log_lik(),
+            "log_lik_points": self.log_lik_points,
+            "anomalies": self.anomalies,
+            "created": iso8601_utc(self.created_unix_ms),
+            "updated": iso8601_utc(self.updated_unix_ms),
+            "created_unix_ms": self.created_unix_ms,
+            "updated_unix_ms": self.updated_unix_ms,
+            "params": self.params,
+            "weights": weights,
+            "means": means,
+            "covariances": covariances,
+            "std_devs": std_devs,
+        })
+    }
+}
+
+/// A readable summary of a checkpoint: the model's shape, counters, times
+/// and, once the warm-up is over, one table per component with its weight,
+/// mean, standard deviations and (full covariance) correlations.
+pub fn render_text(ck: &Checkpoint) -> String {
+    Summary::of(ck).text()
+}
+
+/// The checkpoint as one JSON object (fields listed in the module docs);
+/// `covariances` are always full d-by-d matrices.
+pub fn render_json(ck: &Checkpoint) -> Value {
+    Summary::of(ck).json()
+}
+
+/// `FieldCount` -> `field_count`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// A number in a fixed-point form when that is readable, scientific otherwise.
+fn num(x: f64) -> String {
+    let a = x.abs();
+    if a == 0.0 || (1e-4..1e7).contains(&a) {
+        format!("{x:.6}")
+    } else {
+        format!("{x:.6e}")
+    }
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for a count of
+/// days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Unix milliseconds as ISO 8601 UTC, e.g. `2024-02-29T13:05:09.250Z`.
+fn iso8601_utc(unix_ms: u64) -> String {
+    let ms = unix_ms % 1000;
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::RejectReason;
+    use crate::model::MixtureParams;
+
+    #[test]
+    fn dates_match_known_instants() {
+        // Values checked with `date -u -d @SECONDS`.
+        assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601_utc(1_709_211_909_250), "2024-02-29T13:05:09.250Z");
+        assert_eq!(iso8601_utc(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+        assert_eq!(iso8601_utc(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+        assert_eq!(iso8601_utc(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn reason_names_are_snake_case() {
+        assert_eq!(snake_case("FieldCount"), "field_count");
+        assert_eq!(snake_case("InvalidUtf8"), "invalid_utf8");
+    }
+
+    fn mixture(cov: CovarianceType) -> GaussianMixture {
+        let covariances = match cov {
+            CovarianceType::Full => vec![4.0, 1.2, 1.2, 1.0, 1.0, 0.0, 0.0, 9.0],
+            CovarianceType::Diagonal => vec![4.0, 1.0, 1.0, 9.0],
+            CovarianceType::Spherical => vec![4.0, 0.25],
+        };
+        GaussianMixture::new(MixtureParams {
+            covariance: cov,
+            dim: 2,
+            weights: vec![0.25, 0.75],
+            means: vec![-1.5, 2.0, 10.0, 0.0],
+            covariances,
+        })
+        .unwrap()
+    }
+
+    fn summary<'a>(m: Option<&'a GaussianMixture>, rejected: &'a RejectCounts) -> Summary<'a> {
+        Summary {
+            dim: 2,
+            components: 2,
+            covariance: m.map_or(CovarianceType::Full, |m| m.covariance_type()),
+            params: json!({"components": 2}),
+            points_seen: 12_000,
+            updates: 7,
+            reseeds: 1,
+            repairs: 2,
+            refused_batches: 3,
+            refused_points: 30,
+            log_lik_sum: -7000.0,
+            log_lik_points: 2000,
+            pending_points: if m.is_some() { 17 } else { 4321 },
+            rejected,
+            anomalies: 5,
+            created_unix_ms: 1_709_211_909_250,
+            updated_unix_ms: 1_709_215_509_250,
+            mixture: m,
+        }
+    }
+
+    fn rejects() -> RejectCounts {
+        let mut r = RejectCounts::default();
+        r.by_reason.insert(RejectReason::NotNumeric, 2);
+        r.by_reason.insert(RejectReason::FieldCount, 10);
+        r
+    }
+
+    #[test]
+    fn text_shows_counters_times_and_component_tables() {
+        let m = mixture(CovarianceType::Full);
+        let r = rejects();
+        let t = summary(Some(&m), &r).text();
+        for want in [
+            "2 components, 2 dimensions, full covariance",
+            "created           2024-02-29T13:05:09.250Z",
+            "updated           2024-02-29T14:05:09.250Z",
+            "points seen       12000",
+            "avg log-lik       -3.500000 per point (over 2000 points)",
+            "records rejected  12 (field_count 10, not_numeric 2)",
+            "re-seeds          1",
+            "repairs           2",
+            "refused batches   3 (30 points)",
+            "component 0  weight 0.250000",
+            "component 1  weight 0.750000",
+            "correlations",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        // Component 0: sd (2, 1), correlation 1.2 / (2 * 1) = 0.6.
+        let row1 = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 ") && l.contains("0.600"))
+            .unwrap_or_else(|| panic!("no correlation row in\n{t}"));
+        assert!(
+            row1.contains("2.000000") && row1.contains("1.000000"),
+            "{row1}"
+        );
+        assert!(!t.contains("warming up"));
+    }
+
+    #[test]
+    fn text_before_warm_up_says_so() {
+        let r = RejectCounts::default();
+        let mut s = summary(None, &r);
+        s.log_lik_points = 0;
+        let t = s.text();
+        assert!(t.contains("Still warming up"), "{t}");
+        assert!(t.contains("4321 points wait"), "{t}");
+        assert!(t.contains("records rejected  0\n"), "{t}");
+        assert!(t.contains("no point scored yet"), "{t}");
+        assert!(!t.contains("component 0"), "{t}");
+    }
+
+    #[test]
+    fn text_for_diagonal_has_no_correlations() {
+        let m = mixture(CovarianceType::Diagonal);
+        let r = RejectCounts::default();
+        let t = summary(Some(&m), &r).text();
+        assert!(!t.contains("correlations"), "{t}");
+        assert!(t.contains("uncorrelated"), "{t}");
+        assert!(t.contains("3.000000"), "sd of variance 9 missing in\n{t}");
+    }
+
+    fn as_f64s(v: &Value) -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn json_has_the_model_and_counters() {
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let m = mixture(cov);
+            let r = rejects();
+            let v = summary(Some(&m), &r).json();
+            assert_eq!(v["format_version"], 1);
+            assert_eq!(v["dim"], 2);
+            assert_eq!(v["components"], 2);
+            assert_eq!(v["covariance"], cov.name());
+            assert_eq!(v["points_seen"], 12_000);
+            assert_eq!(v["records_rejected"], 12);
+            assert_eq!(v["rejected_by_reason"]["field_count"], 10);
+            assert_eq!(v["rejected_by_reason"]["not_numeric"], 2);
+            assert_eq!(v["reseeds"], 1);
+            assert_eq!(v["updates"], 7);
+            assert_eq!(v["avg_log_likelihood"], -3.5);
+            assert_eq!(v["created"], "2024-02-29T13:05:09.250Z");
+            assert_eq!(v["warmed_up"], true);
+            assert_eq!(as_f64s(&v["weights"]), vec![0.25, 0.75]);
+            assert_eq!(as_f64s(&v["means"][1]), vec![10.0, 0.0]);
+            for j in 0..2 {
+                let rows = v["covariances"][j].as_array().unwrap();
+                assert_eq!(rows.len(), 2);
+                let flat: Vec<f64> = rows.iter().flat_map(as_f64s).collect();
+                assert_eq!(flat, m.covariance_matrix(j), "{cov} component {j}");
+            }
+            assert_eq!(as_f64s(&v["std_devs"][0])[0], 2.0);
+        }
+    }
+
+    #[test]
+    fn json_before_warm_up_has_empty_model() {
+        let r = RejectCounts::default();
+        let mut s = summary(None, &r);
+        s.log_lik_points = 0;
+        let v = s.json();
+        assert_eq!(v["warmed_up"], false);
+        assert_eq!(v["pending_points"], 4321);
+        assert!(v["avg_log_likelihood"].is_null());
+        assert_eq!(v["weights"].as_array().unwrap().len(), 0);
+        assert_eq!(v["covariances"].as_array().unwrap().len(), 0);
+        assert_eq!(v["records_rejected"], 0);
+        assert!(v["rejected_by_reason"].as_object().unwrap().is_empty());
+    }
+
+    fn real_checkpoint(n: usize) -> Checkpoint {
+        use crate::model::{testdata, Params, StepwiseEm};
+        use rand::SeedableRng;
+        let params = Params {
+            components: 2,
+            batch_size: 100,
+            warmup: 500,
+            seed: 3,
+            ..Params::default()
+        };
+        let mut learner = StepwiseEm::new(params.check().unwrap(), 2);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let xs = testdata::two_clusters().sample(&mut rng, n);
+        learner.observe(&xs, None).unwrap();
+        Checkpoint {
+            learner,
+            rejected: rejects(),
+            anomalies: 0,
+            created_unix_ms: 1_709_211_909_250,
+            updated_unix_ms: 1_709_215_509_250,
+        }
+    }
+
+    #[test]
+    fn reports_of_a_real_checkpoint() {
+        let ck = real_checkpoint(20_050);
+        let m = ck.learner.mixture().unwrap();
+        let v = render_json(&ck);
+        assert_eq!(v["points_seen"], ck.learner.counters().points_seen);
+        assert_eq!(v["pending_points"], 50);
+        assert_eq!(v["covariance"], "full");
+        assert_eq!(as_f64s(&v["weights"]), m.weights());
+        let avg = v["avg_log_likelihood"].as_f64().unwrap();
+        assert!((avg - ck.learner.counters().avg_log_lik()).abs() < 1e-12);
+        // The learned means are near the true ones (1, 1) and (7, 7), in
+        // some order.
+        let mut firsts: Vec<f64> = (0..2).map(|j| as_f64s(&v["means"][j])[0]).collect();
+        firsts.sort_by(f64::total_cmp);
+        assert!(
+            (firsts[0] - 1.0).abs() < 0.3 && (firsts[1] - 7.0).abs() < 0.3,
+            "{firsts:?}"
+        );
+        let t = render_text(&ck);
+        assert!(t.contains("component 1  weight"), "{t}");
+        assert!(t.contains("records rejected  12"), "{t}");
+
+        let early = real_checkpoint(321);
+        let t = render_text(&early);
+        assert!(t.contains("321 points wait in the warm-up buffer"), "{t}");
+        let v = render_json(&early);
+        assert_eq!(v["warmed_up"], false);
+        assert_eq!(v["points_seen"], early.learner.counters().points_seen);
+        assert_eq!(v["params"]["warmup"], 500);
+    }
+}
