@@ -200,10 +200,10 @@ fn default_title(model: &GaussianMixture) -> String {
 /// Opens the document: header, background, title, plot frame with grid and
 /// tick labels, axis labels, and the clip path of the plot area.
 fn open_svg(out: &mut String, title: &str, x: &Axis, y: &Axis, x_label: &str, y_label: &str) {
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">"
     );
     let _ = writeln!(out, "<title>{}</title>", esc(title));
     let (px0, px1) = (x.px_lo, x.px_hi);
