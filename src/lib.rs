@@ -34,6 +34,11 @@
 //! Every channel is bounded and carries chunks or batches, never single
 //! points, so a slow learner slows the readers and memory stays flat.
 #![deny(missing_docs)]
+// `!(x > 0.0)` is written on purpose throughout the numeric code: it is true
+// for NaN as well, which is exactly what those guards must catch.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+// Index loops over dimensions and components mirror the formulas they compute.
+#![allow(clippy::needless_range_loop)]
 
 pub mod checkpoint;
 pub mod config;

@@ -664,7 +664,7 @@ impl StepwiseEm {
     ///
     /// [`LearnError::TooFewDistinct`] when the points seen so far hold fewer
     /// distinct points than components (they are kept).
-    pub fn flush(&mut self, mut scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
+    pub fn flush(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -672,7 +672,7 @@ impl StepwiseEm {
             return self.initialise(scores);
         }
         let batch = std::mem::take(&mut self.pending);
-        self.update(&batch, scores.as_deref_mut());
+        self.update(&batch, scores);
         self.pending = batch;
         self.pending.clear();
         Ok(())
@@ -796,3 +796,7 @@ impl StepwiseEm {
         self.step
     }
 }
+
+#[cfg(test)]
+#[path = "online_tests.rs"]
+mod tests;

@@ -1,0 +1,534 @@
+//! Accuracy, robustness and determinism tests of the stepwise EM learner.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::model::testdata;
+
+/// Weight error allowed after matching components.
+const WEIGHT_TOL: f64 = 0.01;
+/// Mean error allowed (absolute, per coordinate).
+const MEAN_TOL: f64 = 0.05;
+/// Covariance error allowed (relative Frobenius norm).
+const COV_TOL: f64 = 0.10;
+/// Held-out log-likelihood gap to the true mixture allowed (nats/point).
+const LL_TOL: f64 = 0.005;
+/// Points streamed per accuracy case.
+const N: usize = 200_000;
+
+fn params(k: usize, cov: CovarianceType) -> CheckedParams {
+    Params {
+        components: k,
+        covariance: cov,
+        ..Params::default()
+    }
+    .check()
+    .unwrap()
+}
+
+/// Streams `n` points of `truth` through a learner in uneven slices.
+fn learn(truth: &GaussianMixture, n: usize, seed: u64) -> StepwiseEm {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let data = truth.sample(&mut rng, n);
+    let mut em = StepwiseEm::new(
+        params(truth.n_components(), truth.covariance_type()),
+        truth.dim(),
+    );
+    let d = truth.dim();
+    for slice in data.chunks(777 * d) {
+        em.observe(slice, None).unwrap();
+    }
+    em.flush(None).unwrap();
+    em
+}
+
+fn frobenius_rel(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}
+
+/// The permutation of learned components that best matches the truth's
+/// (smallest total squared distance between means).
+fn best_match(truth: &GaussianMixture, got: &GaussianMixture) -> Vec<usize> {
+    fn permutations(k: usize) -> Vec<Vec<usize>> {
+        if k == 0 {
+            return vec![vec![]];
+        }
+        let mut out = Vec::new();
+        for p in permutations(k - 1) {
+            for i in 0..k {
+                let mut q = p.clone();
+                q.insert(i, k - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+    let k = truth.n_components();
+    let cost = |p: &Vec<usize>| -> f64 {
+        (0..k)
+            .map(|j| {
+                truth
+                    .mean(j)
+                    .iter()
+                    .zip(got.mean(p[j]))
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    permutations(k)
+        .into_iter()
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .unwrap()
+}
+
+fn assert_recovers(name: &str, truth: &GaussianMixture, seed: u64) {
+    let em = learn(truth, N, seed);
+    let got = em.mixture().unwrap();
+    let perm = best_match(truth, got);
+    for j in 0..truth.n_components() {
+        let g = perm[j];
+        let dw = (truth.weights()[j] - got.weights()[g]).abs();
+        assert!(
+            dw < WEIGHT_TOL,
+            "{name}: weight of component {j} off by {dw}"
+        );
+        for (a, b) in truth.mean(j).iter().zip(got.mean(g)) {
+            assert!(
+                (a - b).abs() < MEAN_TOL,
+                "{name}: mean of component {j}: {a} vs {b}"
+            );
+        }
+        let rel = frobenius_rel(&got.covariance_matrix(g), &truth.covariance_matrix(j));
+        assert!(
+            rel < COV_TOL,
+            "{name}: covariance of component {j} off by {rel:.3} (relative Frobenius)"
+        );
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
+    let test = truth.sample(&mut rng, 50_000);
+    let gap = truth.mean_log_prob(&test) - got.mean_log_prob(&test);
+    assert!(
+        gap.abs() < LL_TOL,
+        "{name}: held-out log-likelihood gap {gap}"
+    );
+    assert_eq!(em.counters().points_seen, N as u64);
+}
+
+#[test]
+fn recovers_two_separated_clusters() {
+    assert_recovers("two clusters", &testdata::two_clusters(), 1);
+}
+
+#[test]
+fn recovers_two_overlapping_clusters() {
+    assert_recovers("overlapping", &testdata::overlapping(), 2);
+}
+
+#[test]
+fn recovers_three_components_in_1d() {
+    assert_recovers("1-D three", &testdata::three_1d(), 3);
+}
+
+#[test]
+fn recovers_eight_d_six_components_full() {
+    assert_recovers("8-D full", &testdata::eight_d(CovarianceType::Full, 3), 4);
+}
+
+#[test]
+fn recovers_eight_d_six_components_diag() {
+    assert_recovers(
+        "8-D diag",
+        &testdata::eight_d(CovarianceType::Diagonal, 3),
+        5,
+    );
+}
+
+#[test]
+fn recovers_eight_d_six_components_spherical() {
+    assert_recovers(
+        "8-D spherical",
+        &testdata::eight_d(CovarianceType::Spherical, 3),
+        6,
+    );
+}
+
+#[test]
+fn recovers_write_up_examples_as_diag_and_spherical() {
+    for cov in [CovarianceType::Diagonal, CovarianceType::Spherical] {
+        assert_recovers(
+            "2-D two clusters",
+            &testdata::restrict(&testdata::two_clusters(), cov),
+            7,
+        );
+        assert_recovers(
+            "1-D three",
+            &testdata::restrict(&testdata::three_1d(), cov),
+            8,
+        );
+    }
+}
+
+/// Streams `data` and returns the model, or the error.
+fn run(data: &[f64], d: usize, k: usize, cov: CovarianceType) -> Result<StepwiseEm, LearnError> {
+    let p = Params {
+        components: k,
+        covariance: cov,
+        warmup: 200,
+        batch_size: 50,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p, d);
+    em.observe(data, None)?;
+    em.flush(None)?;
+    Ok(em)
+}
+
+fn assert_finite(em: &StepwiseEm) {
+    let m = em.mixture().expect("a model");
+    let p = m.params();
+    assert!(p
+        .weights
+        .iter()
+        .chain(&p.means)
+        .chain(&p.covariances)
+        .all(|v| v.is_finite()));
+    assert!(em.stats().unwrap().is_finite());
+}
+
+#[test]
+fn all_points_equal_gives_a_finite_model_or_a_clear_error() {
+    let data = vec![3.5; 2 * 1000];
+    for cov in [
+        CovarianceType::Full,
+        CovarianceType::Diagonal,
+        CovarianceType::Spherical,
+    ] {
+        let em = run(&data, 2, 1, cov).unwrap();
+        assert_finite(&em);
+        let err = run(&data, 2, 3, cov).unwrap_err();
+        assert!(matches!(
+            err,
+            LearnError::TooFewDistinct {
+                distinct: 1,
+                k: 3,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("lower --components"));
+    }
+    let zeros = vec![0.0; 500];
+    assert_finite(&run(&zeros, 1, 1, CovarianceType::Full).unwrap());
+}
+
+#[test]
+fn points_on_a_line_give_a_finite_model() {
+    let data: Vec<f64> = (0..2000)
+        .flat_map(|i| [i as f64 * 0.01, 2.0 * i as f64 * 0.01 + 1.0])
+        .collect();
+    for k in [1, 2, 3] {
+        assert_finite(&run(&data, 2, k, CovarianceType::Full).unwrap());
+    }
+}
+
+#[test]
+fn huge_offsets_and_tiny_scales_are_learned() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let base = truth.sample(&mut rng, 20_000);
+    for (shift, scale) in [(1e9, 1.0), (0.0, 1e-9), (1e9, 1e-3)] {
+        let data: Vec<f64> = base.iter().map(|x| shift + scale * x).collect();
+        let em = run(&data, 2, 2, CovarianceType::Full).unwrap();
+        assert_finite(&em);
+        let m = em.mixture().unwrap();
+        let perm = best_match(&testdata::two_clusters(), &{
+            // compare in the original units
+            let p = m.params();
+            GaussianMixture::new(MixtureParams {
+                means: p.means.iter().map(|x| (x - shift) / scale).collect(),
+                covariances: p.covariances.iter().map(|c| c / (scale * scale)).collect(),
+                ..p.clone()
+            })
+            .unwrap()
+        });
+        for j in 0..2 {
+            let mean = m.mean(perm[j]);
+            for (a, b) in truth.mean(j).iter().zip(mean) {
+                assert!(
+                    ((b - shift) / scale - a).abs() < 0.2,
+                    "shift {shift} scale {scale}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_component_and_more_components_than_clusters() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let data = truth.sample(&mut rng, 20_000);
+    assert_finite(&run(&data, 2, 1, CovarianceType::Full).unwrap());
+    assert_finite(&run(&data, 2, 12, CovarianceType::Full).unwrap());
+    // Two distinct points repeated, K = 2: finite.
+    let two: Vec<f64> = (0..1000)
+        .flat_map(|i| if i % 2 == 0 { [0.0, 0.0] } else { [1.0, 1.0] })
+        .collect();
+    assert_finite(&run(&two, 2, 2, CovarianceType::Full).unwrap());
+}
+
+#[test]
+fn sixty_four_dimensions() {
+    let d = 64;
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let truth = GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Diagonal,
+        dim: d,
+        weights: vec![0.5, 0.5],
+        means: (0..2 * d).map(|i| if i < d { 0.0 } else { 3.0 }).collect(),
+        covariances: vec![1.0; 2 * d],
+    })
+    .unwrap();
+    let data = truth.sample(&mut rng, 5_000);
+    for cov in [
+        CovarianceType::Full,
+        CovarianceType::Diagonal,
+        CovarianceType::Spherical,
+    ] {
+        assert_finite(&run(&data, d, 2, cov).unwrap());
+    }
+}
+
+#[test]
+fn non_finite_batches_are_refused_and_counted() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let data = truth.sample(&mut rng, 1_000);
+    let p = Params {
+        warmup: 200,
+        batch_size: 50,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p, 2);
+    em.observe(&data, None).unwrap();
+    let before = em.mixture().unwrap().clone();
+    let mut bad = data[..100].to_vec();
+    bad[7] = f64::NAN;
+    bad[20] = 1e200;
+    em.observe(&bad, None).unwrap();
+    assert_eq!(em.counters().refused_batches, 1);
+    assert_eq!(em.counters().refused_points, 50);
+    assert_eq!(em.mixture().unwrap(), &before);
+    assert_finite(&em);
+}
+
+#[test]
+fn a_dead_component_is_reseeded() {
+    // Warm up on three clusters, then stream only one: the others' weights
+    // collapse under a step floor and they are re-seeded, never NaN.
+    let p = Params {
+        components: 3,
+        warmup: 300,
+        batch_size: 100,
+        step_floor: 0.5,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    em.observe(&testdata::three_1d().sample(&mut rng, 300), None)
+        .unwrap();
+    let one = GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Full,
+        dim: 1,
+        weights: vec![1.0],
+        means: vec![50.0],
+        covariances: vec![1.0],
+    })
+    .unwrap();
+    em.observe(&one.sample(&mut rng, 20_000), None).unwrap();
+    assert!(em.counters().reseeds > 0);
+    assert_finite(&em);
+}
+
+#[test]
+fn same_points_options_and_seed_give_a_bit_identical_model() {
+    let truth = testdata::eight_d(CovarianceType::Full, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let data = truth.sample(&mut rng, 30_000);
+    let once = |slice: usize| {
+        let mut em = StepwiseEm::new(params(6, CovarianceType::Full), 8);
+        for s in data.chunks(slice * 8) {
+            em.observe(s, None).unwrap();
+        }
+        postcard::to_stdvec(&em).unwrap()
+    };
+    // Any slicing of the input gives the same bits.
+    assert_eq!(once(1000), once(333));
+    assert_eq!(once(1000), once(30_000));
+}
+
+#[test]
+fn serialised_state_resumes_exactly() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let data = truth.sample(&mut rng, 20_000);
+    let mut whole = StepwiseEm::new(params(2, CovarianceType::Full), 2);
+    whole.observe(&data, None).unwrap();
+    let mut first = StepwiseEm::new(params(2, CovarianceType::Full), 2);
+    first.observe(&data[..2 * 12_345], None).unwrap();
+    let bytes = postcard::to_stdvec(&first).unwrap();
+    let mut second: StepwiseEm = postcard::from_bytes(&bytes).unwrap();
+    second.observe(&data[2 * 12_345..], None).unwrap();
+    assert_eq!(
+        postcard::to_stdvec(&whole).unwrap(),
+        postcard::to_stdvec(&second).unwrap()
+    );
+}
+
+#[test]
+fn scores_are_test_then_train_in_order() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let data = truth.sample(&mut rng, 1_234);
+    let p = Params {
+        warmup: 200,
+        batch_size: 100,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p, 2);
+    let mut sb = ScoreBuffer {
+        want_resp: true,
+        ..ScoreBuffer::default()
+    };
+    em.observe(&data[..2 * 150], Some(&mut sb)).unwrap();
+    assert!(sb.is_empty(), "no model yet, nothing scored");
+    em.observe(&data[2 * 150..2 * 250], Some(&mut sb)).unwrap();
+    // Warm-up of 200 scored under the first model, then nothing more until
+    // the first batch of 100 completes.
+    assert_eq!(sb.len(), 200);
+    let first = em.mixture().unwrap().clone();
+    for i in 0..200 {
+        let x = &data[2 * i..2 * i + 2];
+        assert!((sb.log_lik[i] - first.log_prob(x)).abs() < 1e-9);
+        assert_eq!(sb.labels[i] as usize, first.predict(x));
+    }
+    em.observe(&data[2 * 250..], Some(&mut sb)).unwrap();
+    em.flush(Some(&mut sb)).unwrap();
+    assert_eq!(sb.len(), 1_234);
+    assert_eq!(sb.resp.len(), 2 * 1_234);
+    assert_eq!(em.counters().points_seen, 1_234);
+    assert_eq!(em.counters().log_lik_points, 1_234);
+}
+
+#[test]
+fn ragged_input_is_an_error() {
+    let mut em = StepwiseEm::new(params(2, CovarianceType::Full), 3);
+    assert_eq!(
+        em.observe(&[1.0; 4], None).unwrap_err(),
+        LearnError::Ragged { len: 4, dim: 3 }
+    );
+}
+
+#[test]
+fn each_parameter_rule_has_its_message() {
+    let base = Params::default;
+    let cases: Vec<(Params, &str)> = vec![
+        (
+            Params {
+                components: 0,
+                ..base()
+            },
+            "components",
+        ),
+        (
+            Params {
+                batch_size: 0,
+                ..base()
+            },
+            "batch_size",
+        ),
+        (
+            Params {
+                step_decay: 0.5,
+                ..base()
+            },
+            "(0.5, 1]",
+        ),
+        (
+            Params {
+                step_decay: 1.01,
+                ..base()
+            },
+            "(0.5, 1]",
+        ),
+        (
+            Params {
+                step_offset: -1.0,
+                ..base()
+            },
+            "step_offset",
+        ),
+        (
+            Params {
+                step_floor: 1.0,
+                ..base()
+            },
+            "step_floor",
+        ),
+        (
+            Params {
+                warmup: 1,
+                ..base()
+            },
+            "warmup",
+        ),
+        (
+            Params {
+                reg_covar: f64::NAN,
+                ..base()
+            },
+            "reg_covar",
+        ),
+        (
+            Params {
+                init_seeds: 0,
+                ..base()
+            },
+            "init_seeds",
+        ),
+        (
+            Params {
+                init_iters: 0,
+                ..base()
+            },
+            "init_iters",
+        ),
+    ];
+    for (p, needle) in cases {
+        let msg = p.check().unwrap_err().to_string();
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    }
+    assert!(Params::default().check().is_ok());
+}
+
+#[test]
+fn half_life_is_reported_in_points() {
+    let p = Params {
+        step_floor: 0.01,
+        batch_size: 1000,
+        ..Params::default()
+    };
+    assert!((p.half_life_points() - 68_967.0).abs() < 10.0);
+    assert!(Params::default().half_life_points().is_infinite());
+}
