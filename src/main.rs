@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Learn from points on stdin, a file or TCP, checkpointing the model.
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Show the model in a checkpoint file.
     Inspect(InspectArgs),

@@ -4,8 +4,8 @@
 //! senders, and that closing is what ends the later stages.
 
 use std::io::Read;
-use std::os::fd::AsFd;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::console::{Console, SourceNames};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use super::{CANCEL_POLL, CHUNK_BYTES, IDLE_FLUSH, READ_BUF_BYTES, TCP_CHUNK_BYTES, TCP_READ_BYTES};
+use super::{
+    CANCEL_POLL, CHUNK_BYTES, IDLE_FLUSH, READ_BUF_BYTES, TCP_CHUNK_BYTES, TCP_READ_BYTES,
+};
 use crate::input::{Chunk, Framer, SourceId};
 
 /// The first read error of any source, reported when the run ends.
