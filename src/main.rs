@@ -273,6 +273,9 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(Ok(summary)) => {
+            if summary.stop == pipeline::StopReason::OutputClosed {
+                say("stdout was closed: stopped reading input");
+            }
             if let Some(line) = summary.rejected_line() {
                 say(&line);
             }

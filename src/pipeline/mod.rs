@@ -588,3 +588,6 @@ fn spawn_thread(
         .map(|_| ())
         .map_err(|_| PipelineError::Thread(name))
 }
+
+#[cfg(test)]
+mod tests;
