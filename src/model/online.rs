@@ -57,13 +57,13 @@ impl Default for Params {
             components: 2,
             covariance: CovarianceType::Full,
             batch_size: 1000,
-            step_decay: 0.7,
+            step_decay: 0.85,
             step_offset: 2.0,
             step_floor: 0.0,
             warmup: 5000,
             reg_covar: 1e-6,
             seed: 0,
-            init_seeds: 3,
+            init_seeds: 10,
             init_iters: 100,
         }
     }
