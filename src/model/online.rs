@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::covariance::{cholesky, CovarianceType};
 use super::init;
-use super::mixture::{normalise_row, GaussianMixture, MixtureParams};
+use super::mixture::{normalise_row, normalise_row_parts, GaussianMixture, MixtureParams};
 use super::stats::{BatchSums, MixtureStats};
 
 /// Learner options as the user gives them; [`Params::check`] turns them into
@@ -268,6 +268,10 @@ impl ScoreBuffer {
     }
 }
 
+/// Points whose responsibility sums are multiplied before one logarithm
+/// is taken; with K <= MAX_COMPONENTS = 2^12 the product stays below 2^384.
+const LOG_BLOCK: usize = 32;
+
 /// Scratch space reused from batch to batch (never serialised).
 #[derive(Clone, Debug, Default)]
 struct Scratch {
@@ -378,14 +382,27 @@ impl Engine {
         let mut worst_ll = f64::INFINITY;
         match scores {
             None => {
+                // Without per-point scores the logarithm of each row's sum
+                // is taken once per LOG_BLOCK points, of their product
+                // (each sum is in [1, K], so the product cannot overflow),
+                // and the worst explained point is found by its largest
+                // term (within ln K of its log density).
+                let mut max_sum = 0.0;
+                let mut prod = 1.0;
                 for (i, row) in resp.chunks_exact_mut(k).enumerate() {
-                    let ll = normalise_row(row);
-                    ll_sum += ll;
-                    if ll < worst_ll {
-                        worst_ll = ll;
+                    let (m, s) = normalise_row_parts(row);
+                    max_sum += m;
+                    prod *= s;
+                    if i % LOG_BLOCK == LOG_BLOCK - 1 {
+                        ll_sum += prod.ln();
+                        prod = 1.0;
+                    }
+                    if m < worst_ll {
+                        worst_ll = m;
                         worst = i;
                     }
                 }
+                ll_sum += prod.ln() + max_sum;
             }
             Some(sc) => {
                 sc.labels.reserve(n);
