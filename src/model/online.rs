@@ -200,6 +200,9 @@ pub enum LearnError {
         /// Components asked for.
         k: usize,
     },
+    /// Two learners cannot be merged.
+    #[error("cannot merge these learners: {0}")]
+    Incompatible(String),
 }
 
 /// Counters kept by the learner (and stored in checkpoints).
@@ -806,6 +809,53 @@ impl StepwiseEm {
     /// Running sufficient statistics, once the warm-up is over.
     pub fn stats(&self) -> Option<&MixtureStats> {
         self.stats.as_ref()
+    }
+
+    /// Merges another learner's statistics into this one, weighted by the
+    /// points each stands for, and refits the mixture: the way to combine
+    /// learners that read disjoint parts of one stream. Components are
+    /// matched by index, so both should descend from the same model (for
+    /// example, resumed from one checkpoint). Counters are added; the
+    /// step counter becomes the larger of the two.
+    ///
+    /// # Errors
+    ///
+    /// [`LearnError::Incompatible`] when dimension, K or covariance type
+    /// differ or either learner has no model yet.
+    pub fn merge(&mut self, other: &StepwiseEm) -> Result<(), LearnError> {
+        let incompatible = |why: &str| Err(LearnError::Incompatible(why.to_string()));
+        if self.dim != other.dim {
+            return incompatible("different dimensions");
+        }
+        if self.params.components != other.params.components
+            || self.params.covariance != other.params.covariance
+        {
+            return incompatible("different numbers of components or covariance types");
+        }
+        let (Some(mine), Some(theirs), Some(engine)) = (
+            self.stats.as_ref(),
+            other.stats.as_ref(),
+            self.engine.as_mut(),
+        ) else {
+            return incompatible("both learners need a model (finish the warm-up first)");
+        };
+        let mut merged = mine.merge(theirs);
+        let mix = engine.m_step(&mut merged);
+        self.stats = Some(merged);
+        self.mixture = Some(mix);
+        self.step = self.step.max(other.step);
+        let (c, o) = (&mut self.counters, &other.counters);
+        c.points_seen += o.points_seen;
+        c.updates += o.updates;
+        engine.reseeds += o.reseeds;
+        engine.repairs += o.repairs;
+        c.reseeds = engine.reseeds;
+        c.refused_batches += o.refused_batches;
+        c.refused_points += o.refused_points;
+        c.log_lik_sum += o.log_lik_sum;
+        c.log_lik_points += o.log_lik_points;
+        c.repairs = engine.repairs;
+        Ok(())
     }
 
     /// The step counter t (in batches).
