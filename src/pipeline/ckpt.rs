@@ -29,6 +29,13 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         console.line("no --checkpoint given: the model will not be saved");
         return Ok(fresh);
     };
+    let dir = match policy.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(PipelineError::CheckpointDir { path: policy.path });
+    }
     clean_stale(&policy.path, console);
     if !policy.resume {
         if policy.path.exists() {

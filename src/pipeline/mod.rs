@@ -230,6 +230,12 @@ pub enum PipelineError {
         /// The checkpoint file.
         path: PathBuf,
     },
+    /// The checkpoint's directory does not exist.
+    #[error("the directory of --checkpoint {path} does not exist: create it or choose another path", path = path.display())]
+    CheckpointDir {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// `--resume` found checkpoint files but none was usable.
     #[error("cannot resume: {0}")]
     NoUsableCheckpoint(CheckpointError),
@@ -413,7 +419,11 @@ pub async fn run(
         let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
         let want_resp = options.responsibilities;
-        let k = config.params.components;
+        // A resumed model keeps its own K.
+        let k = start
+            .learner
+            .as_ref()
+            .map_or(config.params.components, |l| l.params().components);
         let (m, s) = (metrics.clone(), stop.clone());
         let (done_tx, done_rx) = oneshot::channel();
         spawn_thread("emstream-score", move || {

@@ -165,3 +165,35 @@ fn closed_stdout_with_score_is_not_a_crash() {
     let j = inspect_json(&ck);
     assert!(j["points_seen"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn anomalies_are_counted_into_the_summary_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut lines = points(600, 6);
+    // Far from both clusters, after the warm-up.
+    lines.insert(400, "60.0,-70.0".into());
+    lines.insert(500, "-80.0,90.0".into());
+    let mut args = vec![
+        "run",
+        "--score",
+        "--alert-below",
+        "-50",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&lines));
+    assert_ok(&out);
+    assert!(stderr(&out).contains(", 2 anomalies"), "{}", stderr(&out));
+    assert_eq!(inspect_json(&ck)["anomalies"], 2);
+}
+
+#[test]
+fn a_missing_checkpoint_directory_is_refused_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("no/such/dir/m.ckpt");
+    let out = run_stdin(&["run", "--checkpoint", ck.to_str().unwrap()], b"1,2\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
