@@ -503,6 +503,9 @@ pub async fn run(
             r = &mut outcome_rx => break r.map_err(|_| PipelineError::Thread("learner"))?,
         }
     };
+    // The learner may have stopped on its own (a learning error): make sure
+    // the sources (a listener, above all) stop too.
+    stop.token.cancel();
     if let Some(p) = progress {
         p.abort();
     }
