@@ -431,6 +431,12 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     let mut n_points = 0;
     if let Some(p) = points {
         n_points = p.len() / d;
+        // Bigger dots when there are few of them.
+        let r = match n_points {
+            0..=600 => 2.4,
+            601..=5000 => 1.8,
+            _ => 1.2,
+        };
         let _ = writeln!(out, "<g id=\"points\" fill-opacity=\"0.45\">");
         let mut lp = vec![0.0; k];
         for pt in p.chunks_exact(d) {
@@ -441,7 +447,7 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
                 .fold(0, |b, (c, &v)| if v > lp[b] { c } else { b });
             let _ = writeln!(
                 out,
-                "<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"1.8\" fill=\"{}\"/>",
+                "<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"{r}\" fill=\"{}\"/>",
                 x.map(pt[i]),
                 y.map(pt[j]),
                 component_colour(label)
@@ -658,7 +664,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     if !bars.is_empty() {
         let _ = writeln!(
             out,
-            "<g id=\"histogram\" fill=\"#c9ced6\" stroke=\"#ffffff\" stroke-width=\"0.6\">"
+            "<g id=\"histogram\" fill=\"#dfe3e8\" stroke=\"#ffffff\" stroke-width=\"0.8\">"
         );
         for (l, r, h) in &bars {
             let (x0, x1) = (x.map(*l), x.map(*r));
@@ -697,7 +703,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
         let _ = writeln!(
             out,
             "<g class=\"component\" id=\"component-{c}\" data-weight=\"{}\">\n\
-             <path class=\"component-density\" d=\"{}\" fill=\"{col}\" fill-opacity=\"0.08\" stroke=\"{col}\" stroke-width=\"2\"/>\n</g>",
+             <path class=\"component-density\" d=\"{}\" fill=\"{col}\" fill-opacity=\"0.14\" stroke=\"{col}\" stroke-width=\"2\"/>\n</g>",
             model.weights()[c],
             path(vals)
         );
@@ -726,7 +732,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     }
     if n_points > 0 {
         entries.push((
-            Swatch::Patch("#c9ced6".into()),
+            Swatch::Patch("#dfe3e8".into()),
             format!("{n_points} points"),
         ));
     }
