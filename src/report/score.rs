@@ -57,7 +57,7 @@ use crate::model::{GaussianMixture, ScoreBuffer};
 pub const ALERT_WINDOW: usize = 4096;
 /// Points between two recomputations of the quantile threshold once the
 /// window is full.
-pub const ALERT_REFRESH: usize = 128;
+pub const ALERT_REFRESH: usize = 512;
 /// Points the window must hold before anything is flagged by a quantile.
 pub const ALERT_MIN_POINTS: usize = 32;
 /// Lower quantile of the window used, with the median, to place the fence
@@ -382,7 +382,7 @@ impl QuantileDetector {
             self.push(ll);
         }
         self.since_refresh += 1;
-        if self.since_refresh >= (self.ring.len() / 32).clamp(1, ALERT_REFRESH) {
+        if self.since_refresh >= (self.ring.len() / 8).clamp(1, ALERT_REFRESH) {
             self.refresh();
         }
         flagged
