@@ -634,4 +634,84 @@ mod tests {
         assert_eq!(v["components"].as_array().unwrap().len(), 2);
         assert_eq!(v["kl"]["samples"], 100);
     }
+
+    /// Learns `n` points of `truth` (optionally shifted along x) and saves
+    /// the learner as a checkpoint at `path`.
+    fn learned_checkpoint(truth: &GaussianMixture, n: usize, shift: f64, path: &std::path::Path) {
+        use crate::checkpoint::{save, Checkpoint};
+        use crate::model::{Params, StepwiseEm};
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut pts = truth.sample(&mut rng, n);
+        for p in pts.chunks_mut(truth.dim()) {
+            p[0] += shift;
+        }
+        let params = Params {
+            components: truth.n_components(),
+            warmup: 2000,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(params, truth.dim());
+        em.observe(&pts, None).unwrap();
+        em.flush(None).unwrap();
+        let ck = Checkpoint {
+            learner: em,
+            rejected: Default::default(),
+            anomalies: 0,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        };
+        save(path, &ck, 0).unwrap();
+    }
+
+    #[test]
+    fn diff_command_reads_two_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
+        let truth = two_d();
+        learned_checkpoint(&truth, 20_000, 0.0, &a);
+        learned_checkpoint(&truth, 20_000, 2.0, &b);
+        let args = DiffArgs {
+            old: a.clone(),
+            new: b.clone(),
+            json: true,
+            samples: 5000,
+            seed: 0,
+        };
+        let mut out = Vec::new();
+        let d = run_diff_to(&args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["components"].as_array().unwrap().len(), 2);
+        // Both components moved by 2 along x: Mahalanobis distances
+        // 2 sqrt(3/5) under [[3,2],[2,3]] and 2 sqrt(2/3) under [[2,-1],[-1,2]].
+        for c in &d.components {
+            let expect = if truth.mean(c.old)[0] < 4.0 {
+                2.0 * (3.0f64 / 5.0).sqrt()
+            } else {
+                2.0 * (2.0f64 / 3.0).sqrt()
+            };
+            assert!((c.mean_shift_sd - expect).abs() < 0.25, "{c:?}");
+        }
+        // A checkpoint against itself: no movement at all.
+        let same = DiffArgs {
+            new: a.clone(),
+            json: false,
+            ..args
+        };
+        let mut out = Vec::new();
+        let d = run_diff_to(&same, &mut out).unwrap();
+        assert_eq!(d.kl.symmetric, 0.0);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("mixture symmetric KL: 0.000000"));
+        let missing = DiffArgs {
+            old: dir.path().join("nope"),
+            ..same
+        };
+        assert!(matches!(
+            run_diff_to(&missing, &mut Vec::new()),
+            Err(ReportError::Checkpoint(_))
+        ));
+    }
 }

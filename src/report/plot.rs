@@ -1104,4 +1104,87 @@ mod tests {
             .unwrap();
         assert_eq!(t.text(), Some("a < b & \"c\""));
     }
+
+    #[test]
+    fn reservoir_sample_is_seeded_and_keeps_all_when_few() {
+        let text: String = (0..1000).map(|i| format!("{i},{}\n", 2 * i)).collect();
+        let (all, seen) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 5000, 1).unwrap();
+        assert_eq!(seen, 1000);
+        assert_eq!(all.len(), 2000);
+        assert_eq!(&all[..4], &[0.0, 0.0, 1.0, 2.0]);
+        let (a, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 7).unwrap();
+        let (b, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 7).unwrap();
+        let (c, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 8).unwrap();
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Rows stay whole, and the sample spreads over the whole input.
+        assert!(a.chunks(2).all(|p| p[1] == 2.0 * p[0]));
+        let late = a.chunks(2).filter(|p| p[0] >= 500.0).count();
+        assert!((30..=70).contains(&late), "{late}");
+    }
+
+    #[test]
+    fn plot_command_writes_an_svg_with_the_sampled_points() {
+        use crate::checkpoint::{save, Checkpoint};
+        use crate::model::{Params, StepwiseEm};
+        let dir = tempfile::tempdir().unwrap();
+        let truth = mixture(
+            2,
+            vec![0.5, 0.5],
+            vec![1.0, 1.0, 7.0, 7.0],
+            vec![3.0, 2.0, 2.0, 3.0, 2.0, -1.0, -1.0, 2.0],
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let pts = truth.sample(&mut rng, 10_000);
+        let params = Params {
+            components: 2,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(params, 2);
+        em.observe(&pts, None).unwrap();
+        let ck = Checkpoint {
+            learner: em,
+            rejected: Default::default(),
+            anomalies: 0,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        };
+        let ckpt = dir.path().join("m.ckpt");
+        save(&ckpt, &ck, 0).unwrap();
+        let data = dir.path().join("pts.csv");
+        let text: String = pts
+            .chunks(2)
+            .map(|p| format!("{},{}\n", p[0], p[1]))
+            .collect();
+        std::fs::write(&data, text).unwrap();
+        let out = dir.path().join("m.svg");
+        let args = PlotArgs {
+            checkpoint: ckpt,
+            output: out.clone(),
+            data: Some(data),
+            dims: (0, 1),
+            sample: 500,
+            seed: 0,
+            format: Format::Csv,
+            columns: None,
+            title: None,
+        };
+        run_plot(&args).unwrap();
+        let svg = std::fs::read_to_string(&out).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        assert_eq!(components(&doc).len(), 2);
+        let circles = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("circle") && n.attribute("class").is_none())
+            .count();
+        assert_eq!(circles, 500);
+        let bad = PlotArgs {
+            dims: (0, 2),
+            ..args
+        };
+        assert!(matches!(run_plot(&bad), Err(ReportError::Invalid(_))));
+    }
 }
