@@ -715,4 +715,54 @@ mod tests {
             Err(ReportError::Checkpoint(_))
         ));
     }
+
+    #[test]
+    fn the_three_commands_parse_as_clap_subcommands() {
+        use crate::report::plot::PlotArgs;
+        use crate::report::score::{AlertRule, ScoreArgs};
+        use clap::{CommandFactory, Parser, Subcommand};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(Subcommand)]
+        enum Cmd {
+            Score(ScoreArgs),
+            Plot(PlotArgs),
+            Diff(DiffArgs),
+        }
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "emstream",
+            "score",
+            "--model",
+            "m.ckpt",
+            "--format",
+            "json",
+            "--score-fields",
+            "--alert-quantile",
+            "0.005",
+            "--columns",
+            "1,2",
+        ])
+        .unwrap();
+        let Cmd::Score(a) = c.cmd else { panic!() };
+        assert_eq!(a.alert.rule(), AlertRule::Quantile(0.005));
+        assert_eq!(a.columns, Some(vec![1, 2]));
+        assert_eq!(a.format, crate::input::Format::Json);
+        let c = Cli::try_parse_from([
+            "emstream", "plot", "m.ckpt", "-o", "m.svg", "--dims", "2,0", "--sample", "10",
+        ])
+        .unwrap();
+        let Cmd::Plot(a) = c.cmd else { panic!() };
+        assert_eq!((a.dims, a.sample), ((2, 0), 10));
+        assert!(
+            Cli::try_parse_from(["emstream", "plot", "m.ckpt", "-o", "x", "--dims", "1,1"])
+                .is_err()
+        );
+        let c = Cli::try_parse_from(["emstream", "diff", "a", "b", "--json"]).unwrap();
+        let Cmd::Diff(a) = c.cmd else { panic!() };
+        assert!(a.json && a.samples == 20_000);
+    }
 }
