@@ -849,8 +849,8 @@ pub struct PlotArgs {
     /// Record format of --data: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "csv")]
     pub format: Format,
-    /// Keep only these 0-based columns of --data, in this order.
-    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    /// Fields of --data to use, numbered from 1 like `cut -f`, e.g. 1,2.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Title of the picture.
     #[arg(long)]
@@ -865,6 +865,17 @@ pub struct PlotArgs {
 /// dimensions do not fit the model, or the SVG cannot be written.
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let model = load_mixture(&args.checkpoint)?;
+    let columns = super::score::columns_from_one(args.columns.as_deref())?;
+    if let Some(c) = &columns {
+        if c.len() != model.dim() {
+            return Err(ReportError::Invalid(format!(
+                "--columns names {} fields but the model has dimension {}: name exactly {}",
+                c.len(),
+                model.dim(),
+                model.dim()
+            )));
+        }
+    }
     let points = match &args.data {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|source| ReportError::File {
@@ -874,7 +885,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
             let (pts, _) = reservoir_sample(
                 std::io::BufReader::new(file),
                 args.format,
-                args.columns.clone(),
+                columns,
                 model.dim(),
                 args.sample,
                 args.seed,

@@ -443,8 +443,8 @@ pub struct ScoreArgs {
     /// Anomaly flags.
     #[command(flatten)]
     pub alert: AlertArgs,
-    /// Keep only these 0-based input columns, in this order (e.g. 0,2).
-    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    /// Fields to use, numbered from 1 like `cut -f` (as for `run`), e.g. 1,2.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Start CSV output with a header line naming the fields.
     #[arg(long)]
@@ -472,7 +472,7 @@ pub const KEPT_ERRORS: usize = 10;
 pub struct ScoreStreamOptions {
     /// Input record format.
     pub format: Format,
-    /// 0-based input columns to keep; `None` keeps all.
+    /// 0-based input columns to keep, in this order; `None` keeps all.
     pub columns: Option<Vec<usize>>,
     /// How the score lines look.
     pub score: ScoreOptions,
@@ -616,6 +616,28 @@ fn read_batches<R: Read>(
     send_chunks(&mut chunks, &mut parser);
 }
 
+/// Turns `--columns` field numbers counted from 1 (as `run` takes them)
+/// into the 0-based indices of [`ParserConfig::columns`].
+///
+/// # Errors
+///
+/// [`ReportError::Invalid`] for an empty list or a 0.
+pub fn columns_from_one(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
+    let Some(cols) = cols else { return Ok(None) };
+    if cols.is_empty() {
+        return Err(ReportError::Invalid(
+            "--columns is empty: list at least one field number, e.g. --columns 1,2".into(),
+        ));
+    }
+    if cols.contains(&0) {
+        return Err(ReportError::Invalid(
+            "--columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1"
+                .into(),
+        ));
+    }
+    Ok(Some(cols.iter().map(|c| c - 1).collect()))
+}
+
 /// Loads the mixture held by a checkpoint.
 ///
 /// # Errors
@@ -643,7 +665,7 @@ pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     let model = load_mixture(&args.model)?;
     let options = ScoreStreamOptions {
         format: args.format,
-        columns: args.columns.clone(),
+        columns: columns_from_one(args.columns.as_deref())?,
         score: ScoreOptions {
             json: args.format == Format::Json,
             responsibilities: args.score_fields,
@@ -1150,5 +1172,13 @@ mod tests {
         let (recall, false_rate) = check_rates(&flagged, &is_out);
         assert!(recall >= 0.99, "caught {recall}");
         assert!(false_rate <= 0.01, "false alarms {false_rate}");
+    }
+
+    #[test]
+    fn columns_count_from_one() {
+        assert_eq!(columns_from_one(None).unwrap(), None);
+        assert_eq!(columns_from_one(Some(&[2, 1])).unwrap(), Some(vec![1, 0]));
+        assert!(columns_from_one(Some(&[0, 1])).is_err());
+        assert!(columns_from_one(Some(&[])).is_err());
     }
 }
