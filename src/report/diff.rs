@@ -634,4 +634,135 @@ mod tests {
         assert_eq!(v["components"].as_array().unwrap().len(), 2);
         assert_eq!(v["kl"]["samples"], 100);
     }
+
+    /// Learns `n` points of `truth` (optionally shifted along x) and saves
+    /// the learner as a checkpoint at `path`.
+    fn learned_checkpoint(truth: &GaussianMixture, n: usize, shift: f64, path: &std::path::Path) {
+        use crate::checkpoint::{save, Checkpoint};
+        use crate::model::{Params, StepwiseEm};
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut pts = truth.sample(&mut rng, n);
+        for p in pts.chunks_mut(truth.dim()) {
+            p[0] += shift;
+        }
+        let params = Params {
+            components: truth.n_components(),
+            warmup: 2000,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(params, truth.dim());
+        em.observe(&pts, None).unwrap();
+        em.flush(None).unwrap();
+        let ck = Checkpoint {
+            learner: em,
+            rejected: Default::default(),
+            anomalies: 0,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        };
+        save(path, &ck, 0).unwrap();
+    }
+
+    #[test]
+    fn diff_command_reads_two_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
+        let truth = two_d();
+        learned_checkpoint(&truth, 20_000, 0.0, &a);
+        learned_checkpoint(&truth, 20_000, 2.0, &b);
+        let args = DiffArgs {
+            old: a.clone(),
+            new: b.clone(),
+            json: true,
+            samples: 5000,
+            seed: 0,
+        };
+        let mut out = Vec::new();
+        let d = run_diff_to(&args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["components"].as_array().unwrap().len(), 2);
+        // Both components moved by 2 along x: Mahalanobis distances
+        // 2 sqrt(3/5) under [[3,2],[2,3]] and 2 sqrt(2/3) under [[2,-1],[-1,2]].
+        let old_model = load_exact(&a).unwrap();
+        for c in &d.components {
+            let expect = if old_model.mean(c.old)[0] < 4.0 {
+                2.0 * (3.0f64 / 5.0).sqrt()
+            } else {
+                2.0 * (2.0f64 / 3.0).sqrt()
+            };
+            assert!((c.mean_shift_sd - expect).abs() < 0.25, "{c:?}");
+        }
+        // A checkpoint against itself: no movement at all.
+        let same = DiffArgs {
+            new: a.clone(),
+            json: false,
+            ..args
+        };
+        let mut out = Vec::new();
+        let d = run_diff_to(&same, &mut out).unwrap();
+        assert_eq!(d.kl.symmetric, 0.0);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("mixture symmetric KL: 0.000000"));
+        let missing = DiffArgs {
+            old: dir.path().join("nope"),
+            ..same
+        };
+        assert!(matches!(
+            run_diff_to(&missing, &mut Vec::new()),
+            Err(ReportError::Checkpoint(_))
+        ));
+    }
+
+    #[test]
+    fn the_three_commands_parse_as_clap_subcommands() {
+        use crate::report::plot::PlotArgs;
+        use crate::report::score::{AlertRule, ScoreArgs};
+        use clap::{CommandFactory, Parser, Subcommand};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(Subcommand)]
+        enum Cmd {
+            Score(ScoreArgs),
+            Plot(PlotArgs),
+            Diff(DiffArgs),
+        }
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "emstream",
+            "score",
+            "--model",
+            "m.ckpt",
+            "--format",
+            "json",
+            "--score-fields",
+            "--alert-quantile",
+            "0.005",
+            "--columns",
+            "1,2",
+        ])
+        .unwrap();
+        let Cmd::Score(a) = c.cmd else { panic!() };
+        assert_eq!(a.alert.rule(), AlertRule::Quantile(0.005));
+        assert_eq!(a.columns, Some(vec![1, 2]));
+        assert_eq!(a.format, crate::input::Format::Json);
+        let c = Cli::try_parse_from([
+            "emstream", "plot", "m.ckpt", "-o", "m.svg", "--dims", "2,0", "--sample", "10",
+        ])
+        .unwrap();
+        let Cmd::Plot(a) = c.cmd else { panic!() };
+        assert_eq!((a.dims, a.sample), ((2, 0), 10));
+        assert!(
+            Cli::try_parse_from(["emstream", "plot", "m.ckpt", "-o", "x", "--dims", "1,1"])
+                .is_err()
+        );
+        let c = Cli::try_parse_from(["emstream", "diff", "a", "b", "--json"]).unwrap();
+        let Cmd::Diff(a) = c.cmd else { panic!() };
+        assert!(a.json && a.samples == 20_000);
+    }
 }

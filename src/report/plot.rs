@@ -431,6 +431,12 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     let mut n_points = 0;
     if let Some(p) = points {
         n_points = p.len() / d;
+        // Bigger dots when there are few of them.
+        let r = match n_points {
+            0..=600 => 2.4,
+            601..=5000 => 1.8,
+            _ => 1.2,
+        };
         let _ = writeln!(out, "<g id=\"points\" fill-opacity=\"0.45\">");
         let mut lp = vec![0.0; k];
         for pt in p.chunks_exact(d) {
@@ -441,7 +447,7 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
                 .fold(0, |b, (c, &v)| if v > lp[b] { c } else { b });
             let _ = writeln!(
                 out,
-                "<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"1.8\" fill=\"{}\"/>",
+                "<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"{r}\" fill=\"{}\"/>",
                 x.map(pt[i]),
                 y.map(pt[j]),
                 component_colour(label)
@@ -658,7 +664,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     if !bars.is_empty() {
         let _ = writeln!(
             out,
-            "<g id=\"histogram\" fill=\"#c9ced6\" stroke=\"#ffffff\" stroke-width=\"0.6\">"
+            "<g id=\"histogram\" fill=\"#dfe3e8\" stroke=\"#ffffff\" stroke-width=\"0.8\">"
         );
         for (l, r, h) in &bars {
             let (x0, x1) = (x.map(*l), x.map(*r));
@@ -697,7 +703,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
         let _ = writeln!(
             out,
             "<g class=\"component\" id=\"component-{c}\" data-weight=\"{}\">\n\
-             <path class=\"component-density\" d=\"{}\" fill=\"{col}\" fill-opacity=\"0.08\" stroke=\"{col}\" stroke-width=\"2\"/>\n</g>",
+             <path class=\"component-density\" d=\"{}\" fill=\"{col}\" fill-opacity=\"0.14\" stroke=\"{col}\" stroke-width=\"2\"/>\n</g>",
             model.weights()[c],
             path(vals)
         );
@@ -726,7 +732,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     }
     if n_points > 0 {
         entries.push((
-            Swatch::Patch("#c9ced6".into()),
+            Swatch::Patch("#dfe3e8".into()),
             format!("{n_points} points"),
         ));
     }
@@ -843,8 +849,8 @@ pub struct PlotArgs {
     /// Record format of --data: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "csv")]
     pub format: Format,
-    /// Keep only these 0-based columns of --data, in this order.
-    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    /// Fields of --data to use, numbered from 1 like `cut -f`, e.g. 1,2.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Title of the picture.
     #[arg(long)]
@@ -859,6 +865,17 @@ pub struct PlotArgs {
 /// dimensions do not fit the model, or the SVG cannot be written.
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let model = load_mixture(&args.checkpoint)?;
+    let columns = super::score::columns_from_one(args.columns.as_deref())?;
+    if let Some(c) = &columns {
+        if c.len() != model.dim() {
+            return Err(ReportError::Invalid(format!(
+                "--columns names {} fields but the model has dimension {}: name exactly {}",
+                c.len(),
+                model.dim(),
+                model.dim()
+            )));
+        }
+    }
     let points = match &args.data {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|source| ReportError::File {
@@ -868,7 +885,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
             let (pts, _) = reservoir_sample(
                 std::io::BufReader::new(file),
                 args.format,
-                args.columns.clone(),
+                columns,
                 model.dim(),
                 args.sample,
                 args.seed,
@@ -1097,5 +1114,88 @@ mod tests {
             .find(|n| n.attribute("id") == Some("title"))
             .unwrap();
         assert_eq!(t.text(), Some("a < b & \"c\""));
+    }
+
+    #[test]
+    fn reservoir_sample_is_seeded_and_keeps_all_when_few() {
+        let text: String = (0..1000).map(|i| format!("{i},{}\n", 2 * i)).collect();
+        let (all, seen) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 5000, 1).unwrap();
+        assert_eq!(seen, 1000);
+        assert_eq!(all.len(), 2000);
+        assert_eq!(&all[..4], &[0.0, 0.0, 1.0, 2.0]);
+        let (a, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 7).unwrap();
+        let (b, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 7).unwrap();
+        let (c, _) = reservoir_sample(text.as_bytes(), Format::Csv, None, 2, 100, 8).unwrap();
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Rows stay whole, and the sample spreads over the whole input.
+        assert!(a.chunks(2).all(|p| p[1] == 2.0 * p[0]));
+        let late = a.chunks(2).filter(|p| p[0] >= 500.0).count();
+        assert!((30..=70).contains(&late), "{late}");
+    }
+
+    #[test]
+    fn plot_command_writes_an_svg_with_the_sampled_points() {
+        use crate::checkpoint::{save, Checkpoint};
+        use crate::model::{Params, StepwiseEm};
+        let dir = tempfile::tempdir().unwrap();
+        let truth = mixture(
+            2,
+            vec![0.5, 0.5],
+            vec![1.0, 1.0, 7.0, 7.0],
+            vec![3.0, 2.0, 2.0, 3.0, 2.0, -1.0, -1.0, 2.0],
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let pts = truth.sample(&mut rng, 10_000);
+        let params = Params {
+            components: 2,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(params, 2);
+        em.observe(&pts, None).unwrap();
+        let ck = Checkpoint {
+            learner: em,
+            rejected: Default::default(),
+            anomalies: 0,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        };
+        let ckpt = dir.path().join("m.ckpt");
+        save(&ckpt, &ck, 0).unwrap();
+        let data = dir.path().join("pts.csv");
+        let text: String = pts
+            .chunks(2)
+            .map(|p| format!("{},{}\n", p[0], p[1]))
+            .collect();
+        std::fs::write(&data, text).unwrap();
+        let out = dir.path().join("m.svg");
+        let args = PlotArgs {
+            checkpoint: ckpt,
+            output: out.clone(),
+            data: Some(data),
+            dims: (0, 1),
+            sample: 500,
+            seed: 0,
+            format: Format::Csv,
+            columns: None,
+            title: None,
+        };
+        run_plot(&args).unwrap();
+        let svg = std::fs::read_to_string(&out).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        assert_eq!(components(&doc).len(), 2);
+        let circles = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("circle") && n.attribute("class").is_none())
+            .count();
+        assert_eq!(circles, 500);
+        let bad = PlotArgs {
+            dims: (0, 2),
+            ..args
+        };
+        assert!(matches!(run_plot(&bad), Err(ReportError::Invalid(_))));
     }
 }

@@ -57,7 +57,7 @@ use crate::model::{GaussianMixture, ScoreBuffer};
 pub const ALERT_WINDOW: usize = 4096;
 /// Points between two recomputations of the quantile threshold once the
 /// window is full.
-pub const ALERT_REFRESH: usize = 128;
+pub const ALERT_REFRESH: usize = 512;
 /// Points the window must hold before anything is flagged by a quantile.
 pub const ALERT_MIN_POINTS: usize = 32;
 /// Lower quantile of the window used, with the median, to place the fence
@@ -382,7 +382,7 @@ impl QuantileDetector {
             self.push(ll);
         }
         self.since_refresh += 1;
-        if self.since_refresh >= (self.ring.len() / 32).clamp(1, ALERT_REFRESH) {
+        if self.since_refresh >= (self.ring.len() / 8).clamp(1, ALERT_REFRESH) {
             self.refresh();
         }
         flagged
@@ -443,8 +443,8 @@ pub struct ScoreArgs {
     /// Anomaly flags.
     #[command(flatten)]
     pub alert: AlertArgs,
-    /// Keep only these 0-based input columns, in this order (e.g. 0,2).
-    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    /// Fields to use, numbered from 1 like `cut -f` (as for `run`), e.g. 1,2.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Start CSV output with a header line naming the fields.
     #[arg(long)]
@@ -472,7 +472,7 @@ pub const KEPT_ERRORS: usize = 10;
 pub struct ScoreStreamOptions {
     /// Input record format.
     pub format: Format,
-    /// 0-based input columns to keep; `None` keeps all.
+    /// 0-based input columns to keep, in this order; `None` keeps all.
     pub columns: Option<Vec<usize>>,
     /// How the score lines look.
     pub score: ScoreOptions,
@@ -616,6 +616,28 @@ fn read_batches<R: Read>(
     send_chunks(&mut chunks, &mut parser);
 }
 
+/// Turns `--columns` field numbers counted from 1 (as `run` takes them)
+/// into the 0-based indices of [`ParserConfig::columns`].
+///
+/// # Errors
+///
+/// [`ReportError::Invalid`] for an empty list or a 0.
+pub fn columns_from_one(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
+    let Some(cols) = cols else { return Ok(None) };
+    if cols.is_empty() {
+        return Err(ReportError::Invalid(
+            "--columns is empty: list at least one field number, e.g. --columns 1,2".into(),
+        ));
+    }
+    if cols.contains(&0) {
+        return Err(ReportError::Invalid(
+            "--columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1"
+                .into(),
+        ));
+    }
+    Ok(Some(cols.iter().map(|c| c - 1).collect()))
+}
+
 /// Loads the mixture held by a checkpoint.
 ///
 /// # Errors
@@ -643,7 +665,7 @@ pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     let model = load_mixture(&args.model)?;
     let options = ScoreStreamOptions {
         format: args.format,
-        columns: args.columns.clone(),
+        columns: columns_from_one(args.columns.as_deref())?,
         score: ScoreOptions {
             json: args.format == Format::Json,
             responsibilities: args.score_fields,
@@ -792,7 +814,7 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[0]["anomaly"], false);
         assert_eq!(v[1]["anomaly"], true);
-        assert_eq!(v[0]["log_lik"].as_f64().unwrap(), m.log_prob(&pts[..2]));
+        assert_eq!(json_number(&text, 0, "log_lik"), m.log_prob(&pts[..2]));
         assert_eq!(v[0]["resp"].as_array().unwrap().len(), 2);
         assert_eq!(v[0]["label"], 0);
     }
@@ -1020,5 +1042,143 @@ mod tests {
             Cli::try_parse_from(["x"]).unwrap().alert.rule(),
             AlertRule::None
         );
+    }
+
+    /// The number after `"key":` on line `line` of `text`, parsed by Rust
+    /// (serde_json's default float parsing is not always correctly rounded).
+    fn json_number(text: &str, line: usize, key: &str) -> f64 {
+        let l = text.lines().nth(line).unwrap();
+        let rest = l.split(&format!("\"{key}\":")).nth(1).unwrap();
+        rest.split([',', '}']).next().unwrap().parse().unwrap()
+    }
+
+    fn stream_options(format: Format, resp: bool, alert: AlertRule) -> ScoreStreamOptions {
+        ScoreStreamOptions {
+            format,
+            columns: None,
+            score: ScoreOptions {
+                json: format == Format::Json,
+                responsibilities: resp,
+                alert,
+            },
+            header: false,
+        }
+    }
+
+    #[test]
+    fn score_stream_writes_a_line_per_accepted_record() {
+        let m = two_d();
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let pts = m.sample(&mut rng, 20_000);
+        let mut text = String::from("x,y\n");
+        for (i, p) in pts.chunks(2).enumerate() {
+            text.push_str(&format!("{},{}\n", p[0], p[1]));
+            if i == 10 {
+                text.push_str("1,oops\n");
+            }
+        }
+        let mut out = Vec::new();
+        let summary = score_stream(
+            &m,
+            io::Cursor::new(text.into_bytes()),
+            &mut out,
+            &stream_options(Format::Csv, false, AlertRule::None),
+        )
+        .unwrap();
+        assert_eq!(summary.points, 20_000);
+        assert_eq!(summary.rejected.total(), 1);
+        assert_eq!(summary.first_errors[0].line, 13);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 20_000);
+        for (line, x) in lines.iter().zip(pts.chunks(2)) {
+            let (label, ll) = line.split_once(',').unwrap();
+            assert_eq!(label.parse::<usize>().unwrap(), m.predict(x));
+            assert_eq!(ll.parse::<f64>().unwrap(), m.log_prob(x));
+        }
+    }
+
+    #[test]
+    fn score_stream_reads_json_and_selected_columns() {
+        let m = two_d();
+        let input = "[9, 1.0, 2.0]\n[9, 7.5, 6.0]\n";
+        let mut opts = stream_options(Format::Json, true, AlertRule::Below(-30.0));
+        opts.columns = Some(vec![1, 2]);
+        let mut out = Vec::new();
+        let summary = score_stream(&m, io::Cursor::new(input), &mut out, &opts).unwrap();
+        assert_eq!(summary.points, 2);
+        let v: Vec<serde_json::Value> = std::str::from_utf8(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(json_number(text, 0, "log_lik"), m.log_prob(&[1.0, 2.0]));
+        assert_eq!(v[1]["label"], 1);
+        assert_eq!(v[1]["anomaly"], false);
+        opts.columns = Some(vec![0]);
+        assert!(matches!(
+            score_stream(&m, io::Cursor::new(input), Vec::new(), &opts),
+            Err(ReportError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn score_stream_header_names_the_fields() {
+        let m = two_d();
+        let mut opts = stream_options(Format::Csv, true, AlertRule::Quantile(0.01));
+        opts.header = true;
+        let mut out = Vec::new();
+        score_stream(&m, io::Cursor::new("1,1\n"), &mut out, &opts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("label,log_lik,resp_0,resp_1,anomaly\n"));
+        assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn alert_quantile_on_a_learned_model_test_then_train() {
+        // The run --score path: StepwiseEm scores each point before learning
+        // from it, warm-up points once the first model exists.
+        use crate::model::{Params, StepwiseEm};
+        let truth = two_d();
+        let (pts, is_out) = contaminated(&truth, 100_000, 21);
+        let params = Params {
+            components: 2,
+            seed: 3,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(params, 2);
+        let mut scorer = Scorer::new(
+            ScoreOptions {
+                json: false,
+                responsibilities: false,
+                alert: AlertRule::Quantile(0.005),
+            },
+            2,
+        );
+        let mut sb = ScoreBuffer::default();
+        let mut out = Vec::new();
+        for block in pts.chunks(2 * 4096) {
+            em.observe(block, Some(&mut sb)).unwrap();
+            scorer.write_block(&sb, &mut out).unwrap();
+            sb.clear();
+        }
+        em.flush(Some(&mut sb)).unwrap();
+        scorer.write_block(&sb, &mut out).unwrap();
+        let flagged = flags(std::str::from_utf8(&out).unwrap());
+        assert_eq!(flagged.len(), 100_000);
+        let (recall, false_rate) = check_rates(&flagged, &is_out);
+        assert!(recall >= 0.99, "caught {recall}");
+        assert!(false_rate <= 0.01, "false alarms {false_rate}");
+    }
+
+    #[test]
+    fn columns_count_from_one() {
+        assert_eq!(columns_from_one(None).unwrap(), None);
+        assert_eq!(columns_from_one(Some(&[2, 1])).unwrap(), Some(vec![1, 0]));
+        assert!(columns_from_one(Some(&[0, 1])).is_err());
+        assert!(columns_from_one(Some(&[])).is_err());
     }
 }
