@@ -33,28 +33,6 @@ pub enum OnError {
     Fail,
 }
 
-/// How score lines are written by `run --score`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScoreFormat {
-    /// Comma-separated values.
-    #[default]
-    Csv,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Which fields score lines hold.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScoreFields {
-    /// Label (most responsible component) and log-likelihood.
-    #[default]
-    Basic,
-    /// Label, log-likelihood and the K responsibilities.
-    Resp,
-}
-
 /// Every configuration key, as read from a TOML file and overridden by flags.
 ///
 /// The [`Default`] is the built-in configuration and equals what
@@ -113,13 +91,11 @@ pub struct Config {
     pub keep: usize,
     /// Continue the model in the checkpoint instead of starting a new one.
     pub resume: bool,
-    /// Write a score line per point to stdout (test-then-train).
+    /// Write a score line per point to stdout (test-then-train), in the
+    /// input `format` (CSV or JSON lines).
     pub score: bool,
-    /// Score line format: `csv` or `json`.
-    pub score_format: ScoreFormat,
-    /// Score line fields: `basic` (label, log-likelihood) or `resp` (also the
-    /// K responsibilities).
-    pub score_fields: ScoreFields,
+    /// Also write the K responsibilities on every score line.
+    pub score_fields: bool,
     /// Flag points whose log-likelihood is below this value as anomalies.
     pub alert_below: Option<f64>,
     /// Flag points whose log-likelihood is below the running q-quantile.
@@ -155,8 +131,7 @@ impl Default for Config {
             keep: 2,
             resume: false,
             score: false,
-            score_format: ScoreFormat::Csv,
-            score_fields: ScoreFields::Basic,
+            score_fields: false,
             alert_below: None,
             alert_quantile: None,
         }
@@ -418,8 +393,8 @@ impl Config {
         };
         let score = if self.score {
             Some(ScoreOptions {
-                json: self.score_format == ScoreFormat::Json,
-                responsibilities: self.score_fields == ScoreFields::Resp,
+                json: self.format == Format::Json,
+                responsibilities: self.score_fields,
                 alert,
             })
         } else {
@@ -429,11 +404,8 @@ impl Config {
             if self.alert_quantile.is_some() {
                 return Err(ConfigError::NeedsScore("alert_quantile"));
             }
-            if self.score_fields != ScoreFields::Basic {
+            if self.score_fields {
                 return Err(ConfigError::NeedsScore("score_fields"));
-            }
-            if self.score_format != ScoreFormat::Csv {
-                return Err(ConfigError::NeedsScore("score_format"));
             }
             None
         };
@@ -827,18 +799,16 @@ mod tests {
             matches!(e, ConfigError::NeedsScore("alert_quantile")),
             "{e}"
         );
-        let e = checked(|c| c.score_fields = ScoreFields::Resp).unwrap_err();
+        let e = checked(|c| c.score_fields = true).unwrap_err();
         assert!(matches!(e, ConfigError::NeedsScore("score_fields")), "{e}");
-        let e = checked(|c| c.score_format = ScoreFormat::Json).unwrap_err();
-        assert!(matches!(e, ConfigError::NeedsScore("score_format")), "{e}");
     }
 
     #[test]
     fn score_options_are_passed_on() {
         let run = checked(|c| {
             c.score = true;
-            c.score_fields = ScoreFields::Resp;
-            c.score_format = ScoreFormat::Json;
+            c.score_fields = true;
+            c.format = Format::Json;
             c.alert_quantile = Some(0.01);
         })
         .unwrap();

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
-use emstream::config::{Config, OnError, ScoreFields, ScoreFormat};
+use emstream::config::{Config, OnError};
 use emstream::input::Format;
 use emstream::model::CovarianceType;
 use emstream::pipeline::{self, PipelineError};
@@ -36,6 +36,12 @@ enum Command {
     Run(Box<RunArgs>),
     /// Show the model in a checkpoint file.
     Inspect(InspectArgs),
+    /// Score points with the model of a checkpoint, without learning.
+    Score(Box<emstream::report::score::ScoreArgs>),
+    /// Draw the model of a checkpoint as SVG.
+    Plot(Box<emstream::report::plot::PlotArgs>),
+    /// Compare the models of two checkpoints.
+    Diff(Box<emstream::report::diff::DiffArgs>),
 }
 
 /// Flags of `emstream run`; each overrides the config key of the same name
@@ -124,13 +130,9 @@ struct RunArgs {
     /// Write a score line per point to stdout (test-then-train).
     #[arg(long)]
     score: bool,
-    /// Score line format: csv or json.
-    #[arg(long, value_name = "FORMAT", value_parser = enum_value::<ScoreFormat>)]
-    score_format: Option<ScoreFormat>,
-    /// Score line fields: basic (label, log-likelihood) or resp (also the
-    /// K responsibilities).
-    #[arg(long, value_name = "FIELDS", value_parser = enum_value::<ScoreFields>)]
-    score_fields: Option<ScoreFields>,
+    /// Also write the K responsibilities on every score line.
+    #[arg(long)]
+    score_fields: bool,
     /// Flag points with log-likelihood below LL as anomalies.
     #[arg(long, value_name = "LL", allow_negative_numbers = true)]
     alert_below: Option<f64>,
@@ -178,6 +180,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Inspect(args) => inspect(&args),
+        Command::Score(args) => report(emstream::report::score::run_score(&args).map(|_| ())),
+        Command::Plot(args) => report(emstream::report::plot::run_plot(&args)),
+        Command::Diff(args) => report(emstream::report::diff::run_diff(&args)),
+    }
+}
+
+/// Exit status of a report command: 0, or 1 with the error on stderr.
+fn report(result: Result<(), emstream::report::ReportError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&e.to_string());
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -219,7 +235,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay!(cfg, args, given;
         max_connections, format, max_line_bytes, on_error, components, covariance,
         batch_size, step_decay, step_offset, step_floor, warmup, reg_covar, seed,
-        init_seeds, init_iters, keep, score_format, score_fields);
+        init_seeds, init_iters, keep);
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
@@ -230,6 +246,10 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     if args.score {
         cfg.score = true;
         given.insert("score".into());
+    }
+    if args.score_fields {
+        cfg.score_fields = true;
+        given.insert("score_fields".into());
     }
     let checked = cfg.check().map_err(|e| e.to_string())?;
     Ok(checked.with_given(given))

@@ -5,6 +5,7 @@ mod bad_input;
 mod checkpoint;
 mod config;
 mod pipe;
+mod report;
 mod signals;
 mod tcp;
 mod util;

@@ -197,3 +197,18 @@ fn a_missing_checkpoint_directory_is_refused_at_the_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
+
+#[test]
+fn json_input_gives_json_score_lines_with_responsibilities() {
+    let lines: Vec<String> = points(300, 7).iter().map(|l| format!("[{l}]")).collect();
+    let mut args = vec!["run", "--format", "json", "--score", "--score-fields"];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&lines));
+    assert_ok(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 300);
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+        assert!(v.is_object(), "{line}");
+    }
+}
