@@ -17,6 +17,11 @@ use crate::input::{Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::report::score::{AlertRule, ScoreOptions};
 
+/// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
+/// longer line is almost surely not a record, and the limit bounds the
+/// memory a bad stream can make the reader hold.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
@@ -50,7 +55,7 @@ pub struct Config {
     /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
     /// (one array of numbers per line).
     pub format: Format,
-    /// Fields to use, numbered from 1 (like `cut -f`), in this order; all
+    /// Fields to use, 0-based (field 0 is the first), in this order; all
     /// fields when absent.
     pub columns: Option<Vec<usize>>,
     /// Dimension of the points; taken from the first valid record when absent.
@@ -112,7 +117,7 @@ impl Default for Config {
             format: Format::Csv,
             columns: None,
             dim: None,
-            max_line_bytes: 1 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             on_error: OnError::Skip,
             components: p.components,
             covariance: p.covariance,
@@ -187,13 +192,8 @@ pub enum ConfigError {
     #[error("max_line_bytes = {0} is out of range: give a value from 1 to {MAX_LINE_BYTES_LIMIT}")]
     MaxLineBytes(usize),
     /// `columns` is empty.
-    #[error("columns is empty: list at least one field number, e.g. --columns 1,2")]
+    #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
     ColumnsEmpty,
-    /// A column number is 0.
-    #[error(
-        "columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1"
-    )]
-    ColumnZero,
     /// A column is listed twice.
     #[error("column {0} is listed twice in columns: list each field once")]
     ColumnTwice(usize),
@@ -328,14 +328,11 @@ impl Config {
                 }
                 let mut seen = BTreeSet::new();
                 for &c in cols {
-                    if c == 0 {
-                        return Err(ConfigError::ColumnZero);
-                    }
                     if !seen.insert(c) {
                         return Err(ConfigError::ColumnTwice(c));
                     }
                 }
-                Some(cols.iter().map(|c| c - 1).collect::<Vec<_>>())
+                Some(cols.clone())
             }
         };
         if let Some(dim) = self.dim {
@@ -677,21 +674,15 @@ mod tests {
     }
 
     #[test]
-    fn rule_column_zero() {
-        let e = checked(|c| c.columns = Some(vec![0, 1])).unwrap_err();
-        assert!(matches!(e, ConfigError::ColumnZero), "{e}");
-    }
-
-    #[test]
     fn rule_column_twice() {
         let e = checked(|c| c.columns = Some(vec![2, 1, 2])).unwrap_err();
         assert!(matches!(e, ConfigError::ColumnTwice(2)), "{e}");
     }
 
     #[test]
-    fn columns_become_zero_based() {
-        let run = checked(|c| c.columns = Some(vec![1, 2, 5])).unwrap();
-        assert_eq!(run.parser().columns, Some(vec![0, 1, 4]));
+    fn columns_are_zero_based() {
+        let run = checked(|c| c.columns = Some(vec![0, 2, 5])).unwrap();
+        assert_eq!(run.parser().columns, Some(vec![0, 2, 5]));
     }
 
     #[test]

@@ -64,7 +64,7 @@ struct RunArgs {
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
     format: Option<Format>,
-    /// Fields to use, numbered from 1, e.g. 1,2,5.
+    /// Fields to use, 0-based (field 0 is the first), e.g. 1,2,5.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     columns: Option<Vec<usize>>,
     /// Dimension of the points (default: from the first valid record).

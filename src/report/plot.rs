@@ -849,7 +849,7 @@ pub struct PlotArgs {
     /// Record format of --data: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "csv")]
     pub format: Format,
-    /// Fields of --data to use, numbered from 1 like `cut -f`, e.g. 1,2.
+    /// Fields of --data to use, 0-based (as for `run`), e.g. 0,1.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Title of the picture.
@@ -865,7 +865,7 @@ pub struct PlotArgs {
 /// dimensions do not fit the model, or the SVG cannot be written.
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let model = load_mixture(&args.checkpoint)?;
-    let columns = super::score::columns_from_one(args.columns.as_deref())?;
+    let columns = super::score::check_columns(args.columns.as_deref())?;
     if let Some(c) = &columns {
         if c.len() != model.dim() {
             return Err(ReportError::Invalid(format!(

@@ -443,7 +443,7 @@ pub struct ScoreArgs {
     /// Anomaly flags.
     #[command(flatten)]
     pub alert: AlertArgs,
-    /// Fields to use, numbered from 1 like `cut -f` (as for `run`), e.g. 1,2.
+    /// Fields to use, 0-based (as for `run`), e.g. 0,1.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub columns: Option<Vec<usize>>,
     /// Start CSV output with a header line naming the fields.
@@ -616,26 +616,27 @@ fn read_batches<R: Read>(
     send_chunks(&mut chunks, &mut parser);
 }
 
-/// Turns `--columns` field numbers counted from 1 (as `run` takes them)
-/// into the 0-based indices of [`ParserConfig::columns`].
+/// Checks `--columns` (0-based field indices, as `run` takes them) for
+/// [`ParserConfig::columns`].
 ///
 /// # Errors
 ///
-/// [`ReportError::Invalid`] for an empty list or a 0.
-pub fn columns_from_one(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
+/// [`ReportError::Invalid`] for an empty list or a field listed twice.
+pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
     let Some(cols) = cols else { return Ok(None) };
     if cols.is_empty() {
         return Err(ReportError::Invalid(
-            "--columns is empty: list at least one field number, e.g. --columns 1,2".into(),
+            "--columns is empty: list at least one 0-based field index, e.g. --columns 0,1".into(),
         ));
     }
-    if cols.contains(&0) {
-        return Err(ReportError::Invalid(
-            "--columns are numbered from 1 (like cut -f): replace 0 with the first field's number 1"
-                .into(),
-        ));
+    for (i, c) in cols.iter().enumerate() {
+        if cols[..i].contains(c) {
+            return Err(ReportError::Invalid(format!(
+                "column {c} is listed twice in --columns: list each field once"
+            )));
+        }
     }
-    Ok(Some(cols.iter().map(|c| c - 1).collect()))
+    Ok(Some(cols.to_vec()))
 }
 
 /// Loads the mixture held by a checkpoint.
@@ -665,7 +666,7 @@ pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     let model = load_mixture(&args.model)?;
     let options = ScoreStreamOptions {
         format: args.format,
-        columns: columns_from_one(args.columns.as_deref())?,
+        columns: check_columns(args.columns.as_deref())?,
         score: ScoreOptions {
             json: args.format == Format::Json,
             responsibilities: args.score_fields,
@@ -1176,9 +1177,9 @@ mod tests {
 
     #[test]
     fn columns_count_from_one() {
-        assert_eq!(columns_from_one(None).unwrap(), None);
-        assert_eq!(columns_from_one(Some(&[2, 1])).unwrap(), Some(vec![1, 0]));
-        assert!(columns_from_one(Some(&[0, 1])).is_err());
-        assert!(columns_from_one(Some(&[])).is_err());
+        assert_eq!(check_columns(None).unwrap(), None);
+        assert_eq!(check_columns(Some(&[2, 0])).unwrap(), Some(vec![2, 0]));
+        assert!(check_columns(Some(&[1, 1])).is_err());
+        assert!(check_columns(Some(&[])).is_err());
     }
 }

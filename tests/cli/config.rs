@@ -63,7 +63,7 @@ fn invalid_options_say_what_to_change() {
             "full, diag or spherical",
         ),
         (vec!["run", "--resume"], "--checkpoint PATH"),
-        (vec!["run", "--columns", "0,1"], "numbered from 1"),
+        (vec!["run", "--columns", "1,1"], "listed twice"),
         (vec!["run", "--alert-below", "-5"], "--score"),
         (vec!["run", "--format", "xml"], "xml"),
     ] {

@@ -78,7 +78,7 @@ fn input_file_and_columns() {
         "--input",
         data.to_str().unwrap(),
         "--columns",
-        "1,3",
+        "0,2",
         "--checkpoint",
         ck.to_str().unwrap(),
     ];
