@@ -209,10 +209,12 @@ pub(crate) fn fit_warmup(
         stats = s;
         mix = engine.m_step(&mut stats);
         if ll - prev < INIT_TOL {
+            prev = ll;
             break;
         }
         prev = ll;
     }
+    let (stats, mix, _) = super::smem::improve(engine, buf, params, stats, mix, prev);
     Ok((stats, mix))
 }
 

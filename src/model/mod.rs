@@ -5,7 +5,8 @@
 //! - [`covariance`]: [`CovarianceType`] and the factorisation helpers.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
-//! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer.
+//! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
+//!   then split-and-merge moves (`smem`) out of local optima.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
@@ -14,6 +15,7 @@ pub mod covariance;
 pub mod init;
 pub mod mixture;
 pub mod online;
+mod smem;
 pub mod stats;
 pub mod testdata;
 

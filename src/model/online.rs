@@ -306,7 +306,7 @@ struct EStep {
 }
 
 impl Engine {
-    fn new(dim: usize, covariance: CovarianceType, buf: &[f64], reg_covar: f64) -> Self {
+    pub(crate) fn new(dim: usize, covariance: CovarianceType, buf: &[f64], reg_covar: f64) -> Self {
         let n = (buf.len() / dim).max(1) as f64;
         let mut mean = vec![0.0; dim];
         for x in buf.chunks_exact(dim) {
