@@ -664,7 +664,7 @@ fn summary_lines(summary: &ScoreSummary) -> Vec<String> {
             .rejected
             .by_reason
             .iter()
-            .map(|(r, c)| format!("{r:?} {c}"))
+            .map(|(r, c)| format!("{c} {r}"))
             .collect();
         lines.push(format!(
             "emstream score: {rejected} records rejected ({})",
@@ -751,7 +751,10 @@ mod tests {
         summary.anomalies = 1;
         let lines = summary_lines(&summary);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].contains("2 records rejected"), "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "emstream score: 2 records rejected (2 not a number)"
+        );
         assert_eq!(
             lines[1],
             "emstream score: 1 of 10 points flagged as anomalies"
