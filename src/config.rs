@@ -327,21 +327,10 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
-        let columns = match &self.columns {
-            None => None,
-            Some(cols) => {
-                if cols.is_empty() {
-                    return Err(ConfigError::ColumnsEmpty);
-                }
-                let mut seen = BTreeSet::new();
-                for &c in cols {
-                    if !seen.insert(c) {
-                        return Err(ConfigError::ColumnTwice(c));
-                    }
-                }
-                Some(cols.clone())
-            }
-        };
+        if let Some(cols) = &self.columns {
+            check_columns(cols)?;
+        }
+        let columns = self.columns.clone();
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
@@ -437,6 +426,21 @@ impl Config {
             given: BTreeSet::new(),
         })
     }
+}
+
+/// The rules of `columns` (also those of `--columns` of `emstream score` and
+/// `plot`): at least one field, each field once.
+pub(crate) fn check_columns(cols: &[usize]) -> Result<(), ConfigError> {
+    if cols.is_empty() {
+        return Err(ConfigError::ColumnsEmpty);
+    }
+    let mut seen = BTreeSet::new();
+    for &c in cols {
+        if !seen.insert(c) {
+            return Err(ConfigError::ColumnTwice(c));
+        }
+    }
+    Ok(())
 }
 
 /// Where points come from.

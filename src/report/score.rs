@@ -624,18 +624,7 @@ fn read_batches<R: Read>(
 /// [`ReportError::Invalid`] for an empty list or a field listed twice.
 pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
     let Some(cols) = cols else { return Ok(None) };
-    if cols.is_empty() {
-        return Err(ReportError::Invalid(
-            "--columns is empty: list at least one 0-based field index, e.g. --columns 0,1".into(),
-        ));
-    }
-    for (i, c) in cols.iter().enumerate() {
-        if cols[..i].contains(c) {
-            return Err(ReportError::Invalid(format!(
-                "column {c} is listed twice in --columns: list each field once"
-            )));
-        }
-    }
+    crate::config::check_columns(cols).map_err(|e| ReportError::Invalid(e.to_string()))?;
     Ok(Some(cols.to_vec()))
 }
 
