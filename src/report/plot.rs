@@ -907,18 +907,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CovarianceType, MixtureParams};
-
-    fn mixture(dim: usize, weights: Vec<f64>, means: Vec<f64>, cov: Vec<f64>) -> GaussianMixture {
-        GaussianMixture::new(MixtureParams {
-            covariance: CovarianceType::Full,
-            dim,
-            weights,
-            means,
-            covariances: cov,
-        })
-        .unwrap()
-    }
+    use crate::report::test_mixture as mixture;
 
     fn components<'a>(doc: &'a roxmltree::Document<'a>) -> Vec<roxmltree::Node<'a, 'a>> {
         doc.descendants()
