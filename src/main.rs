@@ -126,7 +126,7 @@ struct RunArgs {
     /// Continue the model in the checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Start a new model even though the checkpoint exists (kept as PATH.1).
+    /// Start a new model even though the checkpoint exists (the old file becomes PATH.1, or is replaced with --keep 0).
     #[arg(long)]
     overwrite: bool,
 
