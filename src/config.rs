@@ -96,6 +96,9 @@ pub struct Config {
     pub keep: usize,
     /// Continue the model in the checkpoint instead of starting a new one.
     pub resume: bool,
+    /// Start a new model even though the checkpoint file exists; its first
+    /// save rotates the old file into `PATH.1` (replaces it when `keep` is 0).
+    pub overwrite: bool,
     /// Write a score line per point to stdout (test-then-train), in the
     /// input `format` (CSV or JSON lines).
     pub score: bool,
@@ -135,6 +138,7 @@ impl Default for Config {
             checkpoint_interval: None,
             keep: 2,
             resume: false,
+            overwrite: false,
             score: false,
             score_fields: false,
             alert_below: None,
@@ -219,6 +223,9 @@ pub enum ConfigError {
     /// `checkpoint_interval` is not a positive number of seconds.
     #[error("checkpoint_interval = {0} must be a positive number of seconds (leave it out to checkpoint only at the end)")]
     CheckpointInterval(f64),
+    /// Both `resume` and `overwrite` are set.
+    #[error("resume and overwrite are both set: --resume continues the model in the checkpoint, --overwrite starts a new one; choose one")]
+    ResumeAndOverwrite,
     /// A checkpoint option is given without a checkpoint path.
     #[error("{0} needs a checkpoint file: add --checkpoint PATH")]
     NeedsCheckpoint(&'static str),
@@ -320,21 +327,10 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
-        let columns = match &self.columns {
-            None => None,
-            Some(cols) => {
-                if cols.is_empty() {
-                    return Err(ConfigError::ColumnsEmpty);
-                }
-                let mut seen = BTreeSet::new();
-                for &c in cols {
-                    if !seen.insert(c) {
-                        return Err(ConfigError::ColumnTwice(c));
-                    }
-                }
-                Some(cols.clone())
-            }
-        };
+        if let Some(cols) = &self.columns {
+            check_columns(cols)?;
+        }
+        let columns = self.columns.clone();
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
@@ -358,6 +354,9 @@ impl Config {
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
             Some(s) => return Err(ConfigError::CheckpointInterval(s)),
         };
+        if self.resume && self.overwrite {
+            return Err(ConfigError::ResumeAndOverwrite);
+        }
         let checkpoint = match &self.checkpoint {
             Some(path) => Some(CheckpointPolicy {
                 path: path.clone(),
@@ -365,10 +364,14 @@ impl Config {
                 interval,
                 keep: self.keep,
                 resume: self.resume,
+                overwrite: self.overwrite,
             }),
             None => {
                 if self.resume {
                     return Err(ConfigError::NeedsCheckpoint("resume"));
+                }
+                if self.overwrite {
+                    return Err(ConfigError::NeedsCheckpoint("overwrite"));
                 }
                 if self.checkpoint_every.is_some() {
                     return Err(ConfigError::NeedsCheckpoint("checkpoint_every"));
@@ -425,6 +428,21 @@ impl Config {
     }
 }
 
+/// The rules of `columns` (also those of `--columns` of `emstream score` and
+/// `plot`): at least one field, each field once.
+pub(crate) fn check_columns(cols: &[usize]) -> Result<(), ConfigError> {
+    if cols.is_empty() {
+        return Err(ConfigError::ColumnsEmpty);
+    }
+    let mut seen = BTreeSet::new();
+    for &c in cols {
+        if !seen.insert(c) {
+            return Err(ConfigError::ColumnTwice(c));
+        }
+    }
+    Ok(())
+}
+
 /// Where points come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
@@ -449,6 +467,8 @@ pub struct CheckpointPolicy {
     pub keep: usize,
     /// Continue the model in the checkpoint.
     pub resume: bool,
+    /// Start a new model even though the checkpoint file exists.
+    pub overwrite: bool,
 }
 
 /// A configuration that passed [`Config::check`]: what the pipeline runs.
@@ -568,6 +588,7 @@ mod tests {
             ..Config::default()
         };
         all.resume = true;
+        all.overwrite = true;
         let table: toml::Table = toml::from_str(&toml::to_string(&all).unwrap()).unwrap();
         let text = shipped();
         let lines: Vec<&str> = text.lines().collect();
@@ -746,6 +767,33 @@ mod tests {
             e,
             ConfigError::NeedsCheckpoint("checkpoint_interval")
         ));
+    }
+
+    #[test]
+    fn rule_resume_and_overwrite() {
+        let e = checked(|c| {
+            c.checkpoint = Some("m.ckpt".into());
+            c.resume = true;
+            c.overwrite = true;
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ResumeAndOverwrite), "{e}");
+        assert!(e.to_string().contains("choose one"), "{e}");
+    }
+
+    #[test]
+    fn overwrite_is_passed_on() {
+        let run = checked(|c| {
+            c.checkpoint = Some("m.ckpt".into());
+            c.overwrite = true;
+        })
+        .unwrap();
+        assert!(run.checkpoint().unwrap().overwrite);
+        let e = checked(|c| c.overwrite = true).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::NeedsCheckpoint("overwrite")),
+            "{e}"
+        );
     }
 
     #[test]

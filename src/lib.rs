@@ -23,6 +23,32 @@
 //! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, score
 //!   output formatting.
 //!
+//! ## Entry points
+//!
+//! `emstream run` is, in the library, [`config::Config`] (plain data: the
+//! defaults, [`config::Config::from_file`] or flags) validated once by
+//! [`config::Config::check`] into a [`config::RunConfig`], which
+//! [`pipeline::run`]`(config, shutdown)` runs on a tokio runtime (I/O and
+//! time enabled; current-thread is enough) until every source ends or the
+//! `shutdown` future completes, returning a
+//! [`pipeline::RunSummary`]. The other commands are plain functions:
+//! [`report::inspect::render_text`] and [`report::inspect::render_json`] of
+//! a [`checkpoint::load`]ed file, [`report::score::run_score`],
+//! [`report::plot::run_plot`] and [`report::diff::run_diff`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = emstream::config::Config::default(); // points on stdin
+//! config.components = 3;
+//! config.checkpoint = Some("model.ckpt".into());
+//! let run = config.check()?;
+//! // Stop only at the end of the input.
+//! let summary = emstream::pipeline::run(run, std::future::pending()).await?;
+//! assert!(summary.line().contains("points used"));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Data flow
 //!
 //! ```text

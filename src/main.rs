@@ -126,6 +126,9 @@ struct RunArgs {
     /// Continue the model in the checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start a new model even though the checkpoint exists (the old file becomes PATH.1, or is replaced with --keep 0).
+    #[arg(long)]
+    overwrite: bool,
 
     /// Write a score line per point to stdout (test-then-train).
     #[arg(long)]
@@ -242,6 +245,10 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     if args.resume {
         cfg.resume = true;
         given.insert("resume".into());
+    }
+    if args.overwrite {
+        cfg.overwrite = true;
+        given.insert("overwrite".into());
     }
     if args.score {
         cfg.score = true;

@@ -90,22 +90,29 @@ impl RejectCounts {
     }
 }
 
+impl RejectReason {
+    /// The reason in words, as every message about rejected records says it.
+    pub fn text(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "wrong number of fields",
+            RejectReason::NotNumeric => "not a number",
+            RejectReason::NonFinite => "NaN or infinite",
+            RejectReason::TooLong => "line too long",
+            RejectReason::InvalidUtf8 => "not UTF-8",
+            RejectReason::BadJson => "not a JSON array of numbers",
+        }
+    }
+}
+
 impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RejectReason::FieldCount => "wrong field count",
-            RejectReason::NotNumeric => "not numeric",
-            RejectReason::NonFinite => "not finite",
-            RejectReason::TooLong => "line too long",
-            RejectReason::InvalidUtf8 => "invalid UTF-8",
-            RejectReason::BadJson => "bad JSON",
-        })
+        f.write_str(self.text())
     }
 }
 
 /// One rejected record: where and why.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("line {line}: {reason:?}: {detail}")]
+#[error("line {line}: {reason}: {detail}")]
 pub struct ParseError {
     /// Source of the record.
     pub source_id: SourceId,

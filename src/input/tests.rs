@@ -147,3 +147,18 @@ fn unterminated_last_line_is_parsed() {
     let batch = run(&[b"1,2\n3,", b"4"], 100, 4, &ParserConfig::default());
     assert_eq!(batch.values, vec![1., 2., 3., 4.]);
 }
+
+#[test]
+fn parse_errors_say_the_reason_in_words() {
+    let e = ParseError {
+        source_id: 0,
+        line: 3,
+        reason: RejectReason::NotNumeric,
+        detail: "field 1 \"x\" is not a number".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "line 3: not a number: field 1 \"x\" is not a number"
+    );
+    assert_eq!(RejectReason::TooLong.to_string(), "line too long");
+}

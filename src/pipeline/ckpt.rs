@@ -16,7 +16,8 @@ use crate::model::Params;
 
 /// Prepares the checkpoint file before the run: removes stale temporary
 /// files, then either loads the model to resume (checking it against the
-/// command line) or makes sure no existing model would be replaced.
+/// command line) or makes sure no existing model would be replaced unless
+/// `--overwrite` asks for it.
 /// Blocking; called through `spawn_blocking`.
 pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start, PipelineError> {
     let fresh = Start {
@@ -39,7 +40,10 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
     clean_stale(&policy.path, console);
     if !policy.resume {
         if policy.path.exists() {
-            return Err(PipelineError::CheckpointExists { path: policy.path });
+            if !policy.overwrite {
+                return Err(PipelineError::CheckpointExists { path: policy.path });
+            }
+            console.line(&overwrite_notice(&policy));
         }
         return Ok(fresh);
     }
@@ -59,6 +63,16 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         created_unix_ms: ckpt.created_unix_ms,
         learner: Some(ckpt.learner),
     })
+}
+
+/// What `--overwrite` does to the existing file at `policy.path`.
+fn overwrite_notice(policy: &CheckpointPolicy) -> String {
+    let path = policy.path.display();
+    if policy.keep == 0 {
+        format!("{path} exists: starting a new model; the old one will be replaced")
+    } else {
+        format!("{path} exists: starting a new model; the old one will be kept as {path}.1")
+    }
 }
 
 /// Removes temporary files left by an interrupted save.
@@ -219,6 +233,27 @@ pub(crate) async fn save_final(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overwrite_notice_says_what_happens_to_the_old_file() {
+        let mut policy = CheckpointPolicy {
+            path: "m.ckpt".into(),
+            every: None,
+            interval: None,
+            keep: 2,
+            resume: false,
+            overwrite: true,
+        };
+        assert_eq!(
+            overwrite_notice(&policy),
+            "m.ckpt exists: starting a new model; the old one will be kept as m.ckpt.1"
+        );
+        policy.keep = 0;
+        assert_eq!(
+            overwrite_notice(&policy),
+            "m.ckpt exists: starting a new model; the old one will be replaced"
+        );
+    }
 
     #[test]
     fn every_learner_key_has_text() {

@@ -147,16 +147,9 @@ pub(crate) fn fmt_ll(ll: Option<f64>) -> String {
     }
 }
 
-/// A reject reason in words.
+/// A reject reason in words ([`RejectReason::text`]).
 pub fn reason_text(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::FieldCount => "wrong number of fields",
-        RejectReason::NotNumeric => "not a number",
-        RejectReason::NonFinite => "NaN or infinite",
-        RejectReason::TooLong => "line too long",
-        RejectReason::InvalidUtf8 => "not UTF-8",
-        RejectReason::BadJson => "not a JSON array of numbers",
-    }
+    reason.text()
 }
 
 /// Names of sources for messages: stdin or the input file is source 0, TCP

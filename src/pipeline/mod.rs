@@ -224,8 +224,8 @@ pub enum PipelineError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A checkpoint exists and `--resume` was not given.
-    #[error("{path} already exists: add --resume to continue that model, or give another --checkpoint path")]
+    /// A checkpoint exists and neither `--resume` nor `--overwrite` was given.
+    #[error("{path} already exists: add --resume to continue that model, --overwrite to start a new one (the old file is kept as {path}.1), or give another --checkpoint path", path = path.display())]
     CheckpointExists {
         /// The checkpoint file.
         path: PathBuf,

@@ -474,22 +474,11 @@ pub fn run_diff(args: &DiffArgs) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CovarianceType, MixtureParams};
+    use crate::report::test_mixture as mixture;
     use rand::Rng;
 
     /// Tolerance of closed-form comparisons.
     const TOL: f64 = 1e-9;
-
-    fn mixture(dim: usize, weights: Vec<f64>, means: Vec<f64>, cov: Vec<f64>) -> GaussianMixture {
-        GaussianMixture::new(MixtureParams {
-            covariance: CovarianceType::Full,
-            dim,
-            weights,
-            means,
-            covariances: cov,
-        })
-        .unwrap()
-    }
 
     fn two_d() -> GaussianMixture {
         mixture(

@@ -287,6 +287,38 @@ enum Swatch {
     Dot(String),
 }
 
+/// The legend entries of the components: colour and weight.
+fn component_entries(model: &GaussianMixture) -> Vec<(Swatch, String)> {
+    (0..model.n_components())
+        .map(|c| {
+            (
+                Swatch::Patch(component_colour(c)),
+                format!("{c}: weight {:.3}", model.weights()[c]),
+            )
+        })
+        .collect()
+}
+
+/// The name of the reference mixture in the legend.
+fn reference_label(options: &PlotOptions) -> String {
+    options
+        .reference_label
+        .clone()
+        .unwrap_or_else(|| "reference".into())
+}
+
+/// Ends a plot: the legend right of the plot area, then the closing tag.
+fn close_svg(out: &mut String, entries: &[(Swatch, String)]) {
+    legend(
+        out,
+        WIDTH - MARGIN_RIGHT + 14.0,
+        MARGIN_TOP,
+        "Components",
+        entries,
+    );
+    out.push_str("</svg>\n");
+}
+
 fn legend(out: &mut String, x0: f64, y0: f64, heading: &str, entries: &[(Swatch, String)]) {
     let row = 20.0;
     let h = 30.0 + row * entries.len() as f64;
@@ -525,14 +557,7 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
         let _ = writeln!(out, "</g>");
     }
     let _ = writeln!(out, "</g>");
-    let mut entries: Vec<(Swatch, String)> = (0..k)
-        .map(|c| {
-            (
-                Swatch::Patch(component_colour(c)),
-                format!("{c}: weight {:.3}", model.weights()[c]),
-            )
-        })
-        .collect();
+    let mut entries = component_entries(model);
     entries.push((
         Swatch::Line("#888888".into(), "none"),
         "1, 2 sigma ellipses".into(),
@@ -542,10 +567,7 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
         "3 sigma ellipse".into(),
     ));
     if options.reference.is_some() {
-        let label = options
-            .reference_label
-            .clone()
-            .unwrap_or_else(|| "reference".into());
+        let label = reference_label(options);
         entries.push((
             Swatch::Line("#555555".into(), "6 4"),
             format!("{label} (2 sigma)"),
@@ -554,14 +576,7 @@ fn render_2d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
     if n_points > 0 {
         entries.push((Swatch::Dot("#888888".into()), format!("{n_points} points")));
     }
-    legend(
-        &mut out,
-        WIDTH - MARGIN_RIGHT + 14.0,
-        MARGIN_TOP,
-        "Components",
-        &entries,
-    );
-    out.push_str("</svg>\n");
+    close_svg(&mut out, &entries);
     out
 }
 
@@ -714,20 +729,10 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
         path(&mix)
     );
     let _ = writeln!(out, "</g>");
-    let mut entries: Vec<(Swatch, String)> = (0..k)
-        .map(|c| {
-            (
-                Swatch::Patch(component_colour(c)),
-                format!("{c}: weight {:.3}", model.weights()[c]),
-            )
-        })
-        .collect();
+    let mut entries = component_entries(model);
     entries.push((Swatch::Line("#222222".into(), "none"), "mixture".into()));
     if options.reference.is_some() {
-        let label = options
-            .reference_label
-            .clone()
-            .unwrap_or_else(|| "reference".into());
+        let label = reference_label(options);
         entries.push((Swatch::Line("#555555".into(), "6 4"), label));
     }
     if n_points > 0 {
@@ -736,14 +741,7 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
             format!("{n_points} points"),
         ));
     }
-    legend(
-        &mut out,
-        WIDTH - MARGIN_RIGHT + 14.0,
-        MARGIN_TOP,
-        "Components",
-        &entries,
-    );
-    out.push_str("</svg>\n");
+    close_svg(&mut out, &entries);
     out
 }
 
@@ -909,18 +907,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CovarianceType, MixtureParams};
-
-    fn mixture(dim: usize, weights: Vec<f64>, means: Vec<f64>, cov: Vec<f64>) -> GaussianMixture {
-        GaussianMixture::new(MixtureParams {
-            covariance: CovarianceType::Full,
-            dim,
-            weights,
-            means,
-            covariances: cov,
-        })
-        .unwrap()
-    }
+    use crate::report::test_mixture as mixture;
 
     fn components<'a>(doc: &'a roxmltree::Document<'a>) -> Vec<roxmltree::Node<'a, 'a>> {
         doc.descendants()

@@ -624,18 +624,7 @@ fn read_batches<R: Read>(
 /// [`ReportError::Invalid`] for an empty list or a field listed twice.
 pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
     let Some(cols) = cols else { return Ok(None) };
-    if cols.is_empty() {
-        return Err(ReportError::Invalid(
-            "--columns is empty: list at least one 0-based field index, e.g. --columns 0,1".into(),
-        ));
-    }
-    for (i, c) in cols.iter().enumerate() {
-        if cols[..i].contains(c) {
-            return Err(ReportError::Invalid(format!(
-                "column {c} is listed twice in --columns: list each field once"
-            )));
-        }
-    }
+    crate::config::check_columns(cols).map_err(|e| ReportError::Invalid(e.to_string()))?;
     Ok(Some(cols.to_vec()))
 }
 
@@ -651,6 +640,36 @@ pub fn load_mixture(path: &std::path::Path) -> Result<GaussianMixture, ReportErr
         .mixture()
         .cloned()
         .ok_or_else(|| ReportError::NoModel(path.to_path_buf()))
+}
+
+/// The lines `emstream score` writes to standard error after scoring: the
+/// rejected records by reason with the first few of them, and the number of
+/// anomalies; none when there is nothing to say.
+fn summary_lines(summary: &ScoreSummary) -> Vec<String> {
+    let mut lines = Vec::new();
+    let rejected: u64 = summary.rejected.by_reason.values().sum();
+    if rejected > 0 {
+        let reasons: Vec<String> = summary
+            .rejected
+            .by_reason
+            .iter()
+            .map(|(r, c)| format!("{c} {r}"))
+            .collect();
+        lines.push(format!(
+            "emstream score: {rejected} records rejected ({})",
+            reasons.join(", ")
+        ));
+        for e in summary.first_errors.iter().take(3) {
+            lines.push(format!("  {e}"));
+        }
+    }
+    if summary.anomalies > 0 {
+        lines.push(format!(
+            "emstream score: {} of {} points flagged as anomalies",
+            summary.anomalies, summary.points
+        ));
+    }
+    lines
 }
 
 /// `emstream score`: scores `--input` (or standard input) with the model of
@@ -691,27 +710,10 @@ pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
         }
         other => other?,
     };
-    let rejected: u64 = summary.rejected.by_reason.values().sum();
-    if rejected > 0 {
-        let reasons: Vec<String> = summary
-            .rejected
-            .by_reason
-            .iter()
-            .map(|(r, c)| format!("{r:?} {c}"))
-            .collect();
-        eprintln!(
-            "emstream score: {rejected} records rejected ({})",
-            reasons.join(", ")
-        );
-        for e in summary.first_errors.iter().take(3) {
-            eprintln!("  {e}");
-        }
-    }
-    if summary.anomalies > 0 {
-        eprintln!(
-            "emstream score: {} of {} points flagged as anomalies",
-            summary.anomalies, summary.points
-        );
+    // A closed stderr loses these lines rather than failing the command.
+    let mut err = io::stderr().lock();
+    for line in summary_lines(&summary) {
+        let _ = writeln!(err, "{line}");
     }
     Ok(summary)
 }
@@ -723,6 +725,30 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, StandardNormal};
+
+    #[test]
+    fn summary_lines_say_rejects_and_anomalies_only_when_there_are_some() {
+        let mut summary = ScoreSummary {
+            points: 10,
+            ..ScoreSummary::default()
+        };
+        assert!(summary_lines(&summary).is_empty());
+        summary
+            .rejected
+            .by_reason
+            .insert(crate::input::RejectReason::NotNumeric, 2);
+        summary.anomalies = 1;
+        let lines = summary_lines(&summary);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "emstream score: 2 records rejected (2 not a number)"
+        );
+        assert_eq!(
+            lines[1],
+            "emstream score: 1 of 10 points flagged as anomalies"
+        );
+    }
 
     fn two_d() -> GaussianMixture {
         GaussianMixture::new(MixtureParams {

@@ -131,8 +131,60 @@ fn an_existing_checkpoint_is_not_replaced_without_resume() {
     let before = std::fs::read(&ck).unwrap();
     let out = run_ck(&ck, &[], &text(&points(300, 18)));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--resume"), "{err}");
+    assert!(err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(&ck).unwrap(), before);
+}
+
+#[test]
+fn overwrite_starts_a_new_model_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let first = text(&points(300, 30));
+    let second = text(&points(500, 31));
+    assert_ok(&run_ck(&ck, &["--overwrite"], &first));
+    let first_model = learner_bytes(&ck);
+
+    let out = run_ck(&ck, &["--overwrite"], &second);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("exists: starting a new model; the old one will be kept as"),
+        "{err}"
+    );
+    assert_eq!(inspect_json(&ck)["points_seen"], 500);
+    assert_eq!(learner_bytes(&file(&dir, "m.ckpt.1")), first_model);
+}
+
+#[test]
+fn overwrite_with_keep_0_replaces_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    assert_ok(&run_ck(&ck, &["--keep", "0"], &text(&points(300, 32))));
+    let out = run_ck(
+        &ck,
+        &["--keep", "0", "--overwrite"],
+        &text(&points(400, 33)),
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("the old one will be replaced"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(inspect_json(&ck)["points_seen"], 400);
+    assert!(!file(&dir, "m.ckpt.1").exists());
+}
+
+#[test]
+fn overwrite_with_resume_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let out = run_ck(&ck, &["--overwrite", "--resume"], b"1,2\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("choose one"), "{}", stderr(&out));
+    assert!(!ck.exists());
 }
 
 #[test]

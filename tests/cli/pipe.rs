@@ -212,3 +212,30 @@ fn json_input_gives_json_score_lines_with_responsibilities() {
         assert!(v.is_object(), "{line}");
     }
 }
+
+#[test]
+fn run_with_a_closed_stderr_still_learns_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let data = file(&dir, "points.csv");
+    // Bad records and the summary are reported on stderr.
+    let mut input = text(&points(400, 6));
+    input.extend_from_slice(b"1,x\n1,2,3\n");
+    std::fs::write(&data, input).unwrap();
+    let mut args = vec![
+        "run",
+        "--input",
+        data.to_str().unwrap(),
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    let out = emstream()
+        .args(&args)
+        .stderr(closed_pipe())
+        .output()
+        .unwrap();
+    // A panic would exit with 101.
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(inspect_json(&ck)["points_seen"], 400);
+}

@@ -223,3 +223,16 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The write end of a pipe whose read end is already closed, like the
+/// stdout of `emstream ... | head -n 0` after `head` exited: every write to
+/// it fails with EPIPE. (The reader is `true`, which exits without reading.)
+pub fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("`true` starts");
+    let write_end = reader.stdin.take().expect("stdin is piped");
+    reader.wait().expect("`true` exits");
+    Stdio::from(write_end)
+}
