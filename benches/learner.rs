@@ -1,1 +1,120 @@
-fn main() {}
+//! Throughput of the stepwise EM learner on in-memory batches, after the
+//! warm-up: each case initialises a learner on a warm-up sample outside the
+//! timed loop, then times `observe` on a pre-generated block of points drawn
+//! from the same mixture (the learner keeps learning from one iteration to
+//! the next, as it would on a stationary stream). Throughput is in points.
+//!
+//! ```text
+//! cargo bench --bench learner
+//! cargo bench --bench learner -- 'd8'        # one group of cases
+//! ```
+//!
+//! Targets (see BENCHMARKS.md): >= 20 M points/s for d=2 K=2 full and
+//! >= 5 M points/s for d=8 K=6 full.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use emstream::model::{
+    testdata, CovarianceType, GaussianMixture, MixtureParams, Params, StepwiseEm,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Points per timed `observe` call (a whole number of default batches).
+const BLOCK: usize = 200_000;
+
+/// A d-dimensional, K-component full-covariance mixture with well separated
+/// means and random correlated covariances `A Aᵀ / d + 0.5 I`, for the
+/// larger case the reference mixtures do not cover.
+fn random_full(d: usize, k: usize, seed: u64) -> GaussianMixture {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+    let means: Vec<f64> = (0..k * d).map(|_| 4.0 * normal()).collect();
+    let mut covariances = Vec::with_capacity(k * d * d);
+    for _ in 0..k {
+        let a: Vec<f64> = (0..d * d).map(|_| normal()).collect();
+        for r in 0..d {
+            for c in 0..d {
+                let dot: f64 = (0..d).map(|t| a[r * d + t] * a[c * d + t]).sum();
+                covariances.push(dot / d as f64 + if r == c { 0.5 } else { 0.0 });
+            }
+        }
+    }
+    GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Full,
+        dim: d,
+        weights: vec![1.0 / k as f64; k],
+        means,
+        covariances,
+    })
+    .expect("A Aᵀ/d + 0.5 I is positive definite")
+}
+
+/// A learner for `truth`'s shape, past its warm-up, and a block of fresh
+/// points from `truth`.
+fn warmed_up(truth: &GaussianMixture) -> (StepwiseEm, Vec<f64>) {
+    let params = Params {
+        components: truth.n_components(),
+        covariance: truth.covariance_type(),
+        ..Params::default()
+    }
+    .check()
+    .expect("default parameters with K <= warm-up are valid");
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let warmup = truth.sample(&mut rng, params.warmup);
+    let block = truth.sample(&mut rng, BLOCK);
+    assert_eq!(
+        BLOCK % params.batch_size,
+        0,
+        "no partial batch per iteration"
+    );
+    let mut em = StepwiseEm::new(params, truth.dim());
+    em.observe(&warmup, None).expect("warm-up fits");
+    assert!(
+        em.mixture().is_some(),
+        "the warm-up sample initialised the learner"
+    );
+    // One untimed pass so that scratch buffers have their final size.
+    em.observe(&block, None)
+        .expect("learning from a valid block");
+    (em, block)
+}
+
+fn learner(c: &mut Criterion) {
+    let cases: Vec<(&str, GaussianMixture)> = vec![
+        ("d2_k2_full", testdata::two_clusters()),
+        ("d8_k6_full", testdata::eight_d(CovarianceType::Full, 3)),
+        ("d8_k6_diag", testdata::eight_d(CovarianceType::Diagonal, 3)),
+        (
+            "d8_k6_spherical",
+            testdata::eight_d(CovarianceType::Spherical, 3),
+        ),
+        ("d32_k10_full", random_full(32, 10, 5)),
+    ];
+    let mut group = c.benchmark_group("observe");
+    // Each iteration is a 200k-point block (a few ms to a few hundred ms):
+    // flat sampling with few samples keeps the whole bench under a minute.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(BLOCK as u64));
+    for (name, truth) in &cases {
+        let (mut em, block) = warmed_up(truth);
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| em.observe(black_box(&block), None).expect("valid block"))
+        });
+        assert_eq!(em.pending_points(), 0);
+        assert_eq!(em.counters().refused_batches, 0, "{name}: no batch refused");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, learner);
+criterion_main!(benches);
