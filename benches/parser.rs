@@ -1,1 +1,202 @@
-fn main() {}
+//! Framer + parser throughput on generated CSV, in points per second.
+//!
+//! 1M lines of 2-D and 8-D CSV such as `-1.2345678,3.4567890` are built in
+//! memory, then fed to a [`Framer`] in 64 KiB reads (as the stdin reader
+//! does) and every chunk parsed into a reused [`Batch`]. The framer and the
+//! parser are also measured alone.
+//!
+//! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so
+//! the numbers hold on a machine busy with other work; on an idle machine it
+//! equals wall time for this single-threaded work. Set
+//! `EMSTREAM_BENCH_WALL=1` to measure wall time instead.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use emstream::input::{Batch, Chunk, Framer, Parser, ParserConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const LINES: usize = 1_000_000;
+const READ: usize = 64 * 1024;
+const CHUNK: usize = 128 * 1024;
+const MAX_LINE: usize = 64 * 1024;
+
+/// `LINES` lines of `dim` comma-separated numbers with 7 decimals.
+fn csv(dim: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut out = Vec::with_capacity(LINES * dim * 11);
+    for _ in 0..LINES {
+        for j in 0..dim {
+            let v: f64 = rng.random_range(-10.0..10.0);
+            let sep = if j + 1 == dim { '\n' } else { ',' };
+            write!(out, "{v:.7}{sep}").expect("writing to a Vec cannot fail");
+        }
+    }
+    out
+}
+
+/// All chunks of `input`, kept (for the parser-only benchmark).
+fn frame(input: &[u8]) -> Vec<Chunk> {
+    let mut framer = Framer::new(0, MAX_LINE, CHUNK);
+    let mut chunks = Vec::new();
+    for read in input.chunks(READ) {
+        framer.push(read, &mut chunks);
+    }
+    framer.finish(&mut chunks);
+    chunks
+}
+
+fn bench<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = c.benchmark_group("parser");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    for dim in [2usize, 8] {
+        let input = csv(dim);
+        let points = LINES as u64;
+        group.throughput(Throughput::Elements(points));
+
+        group.bench_with_input(
+            BenchmarkId::new("framer+parser", dim),
+            &input,
+            |b, input| {
+                let mut batch = Batch::default();
+                b.iter(|| {
+                    let mut framer = Framer::new(0, MAX_LINE, CHUNK);
+                    let mut parser = Parser::new(ParserConfig::default());
+                    let mut chunks = Vec::new();
+                    let mut n = 0;
+                    let mut parse_all = |chunks: &mut Vec<Chunk>, batch: &mut Batch| {
+                        for chunk in chunks.drain(..) {
+                            batch.values.clear();
+                            parser.parse(&chunk, batch);
+                            n += batch.values.len();
+                        }
+                    };
+                    for read in input.chunks(READ) {
+                        framer.push(read, &mut chunks);
+                        parse_all(&mut chunks, &mut batch);
+                    }
+                    framer.finish(&mut chunks);
+                    parse_all(&mut chunks, &mut batch);
+                    assert_eq!(n, LINES * dim);
+                    black_box(n)
+                });
+            },
+        );
+
+        group.bench_with_input(BenchmarkId::new("framer", dim), &input, |b, input| {
+            b.iter(|| {
+                // Chunks are dropped as they come, as the parser stage would.
+                let mut framer = Framer::new(0, MAX_LINE, CHUNK);
+                let mut chunks = Vec::new();
+                let mut n = 0;
+                for read in input.chunks(READ) {
+                    framer.push(read, &mut chunks);
+                    n += chunks.drain(..).map(|c| c.bytes.len()).sum::<usize>();
+                }
+                framer.finish(&mut chunks);
+                n += chunks.drain(..).map(|c| c.bytes.len()).sum::<usize>();
+                assert_eq!(n, input.len());
+                black_box(n)
+            });
+        });
+
+        let chunks = frame(&input);
+        group.bench_with_input(BenchmarkId::new("parser", dim), &chunks, |b, chunks| {
+            let mut batch = Batch::default();
+            b.iter(|| {
+                let mut parser = Parser::new(ParserConfig::default());
+                let mut n = 0;
+                for chunk in chunks {
+                    batch.values.clear();
+                    parser.parse(chunk, &mut batch);
+                    n += batch.values.len();
+                }
+                assert_eq!(n, LINES * dim);
+                black_box(n)
+            });
+        });
+    }
+    group.finish();
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuTimeFormatter
+    }
+}
+
+/// Shows CPU nanoseconds as ms of CPU and throughput per CPU second.
+struct CpuTimeFormatter;
+
+impl ValueFormatter for CpuTimeFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v /= 1e6);
+        "ms (cpu)"
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iter, unit) = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64 / 1e6, "MB/s (cpu)"),
+            Throughput::Elements(n) => (n as f64 / 1e6, "Melem/s (cpu)"),
+        };
+        values.iter_mut().for_each(|v| *v = per_iter * 1e9 / *v);
+        unit
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn main() {
+    if std::env::var_os("EMSTREAM_BENCH_WALL").is_some() {
+        let mut c = Criterion::default().configure_from_args();
+        bench(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default()
+            .with_measurement(CpuTime)
+            .configure_from_args();
+        bench(&mut c);
+        c.final_summary();
+    }
+}

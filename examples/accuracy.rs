@@ -23,15 +23,29 @@ fn main() {
             "eight-d-sph",
             testdata::eight_d(CovarianceType::Spherical, 3),
         ),
+        ("r5-k4-sep1.5", testdata::random_mixture(5, 4, 1.5, 1)),
+        ("r16-k10-sep2", testdata::random_mixture(16, 10, 2.0, 2)),
+        ("r10-k8-sep1", testdata::random_mixture(10, 8, 1.0, 3)),
     ];
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|(n, _)| only.is_empty() || n.contains(&only))
+        .collect();
     for (name, truth) in cases {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let train = truth.sample(&mut rng, n);
         let test = truth.sample(&mut rng, 100_000);
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+        let base = Params::default();
         let params = Params {
             components: truth.n_components(),
             covariance: truth.covariance_type(),
-            ..Params::default()
+            step_decay: env("ALPHA").unwrap_or(base.step_decay),
+            step_offset: env("T0").unwrap_or(base.step_offset),
+            batch_size: env("BATCH").map(|v| v as usize).unwrap_or(base.batch_size),
+            warmup: env("WARMUP").map(|v| v as usize).unwrap_or(base.warmup),
+            ..base
         }
         .check()
         .unwrap();
@@ -42,8 +56,9 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         let m = em.mixture().unwrap();
         let gap = truth.mean_log_prob(&test) - m.mean_log_prob(&test);
+        let mle_gap = m.n_free_params() as f64 / (2.0 * n as f64);
         println!(
-            "{name:14} gap {gap:+.5} nats/pt  {:.2} Mpts/s  reseeds {} repairs {}",
+            "{name:14} gap {gap:+.5} nats/pt (batch MLE ~{mle_gap:.5})  {:.2} Mpts/s  reseeds {} repairs {}",
             n as f64 / secs / 1e6,
             em.counters().reseeds,
             em.counters().repairs

@@ -1,1 +1,824 @@
 //! Run configuration: TOML file + flags, validated once.
+//!
+//! [`Config`] is plain data: every key of `config/emstream.toml` (snake_case,
+//! the same names as the `emstream run` flags), with the defaults of that
+//! file. Unknown keys are an error naming the key. [`Config::check`] applies
+//! every rule once and yields a [`RunConfig`], the only form the pipeline
+//! accepts. Learner defaults come from [`crate::model::Params::default`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{Format, ParserConfig};
+use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
+use crate::report::score::{AlertRule, ScoreOptions};
+
+/// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
+/// longer line is almost surely not a record, and the limit bounds the
+/// memory a bad stream can make the reader hold.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
+/// that size already uses half of the 32 MiB memory budget.
+pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// What to do with a record that cannot be parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Skip it, count it by reason and report the first few on stderr.
+    #[default]
+    Skip,
+    /// Stop the run at the first bad record (after checkpointing what came
+    /// before it) with a non-zero exit status.
+    Fail,
+}
+
+/// Every configuration key, as read from a TOML file and overridden by flags.
+///
+/// The [`Default`] is the built-in configuration and equals what
+/// `config/emstream.toml` says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Read points from this file instead of stdin (`-` is stdin).
+    pub input: Option<PathBuf>,
+    /// Listen for TCP connections on this `IP:PORT` instead of reading stdin;
+    /// every connection is a source of points.
+    pub listen: Option<String>,
+    /// Most TCP connections served at once; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
+    /// (one array of numbers per line).
+    pub format: Format,
+    /// Fields to use, 0-based (field 0 is the first), in this order; all
+    /// fields when absent.
+    pub columns: Option<Vec<usize>>,
+    /// Dimension of the points; taken from the first valid record when absent.
+    pub dim: Option<usize>,
+    /// Lines longer than this many bytes are rejected without being held.
+    pub max_line_bytes: usize,
+    /// `skip` bad records (counted and reported) or `fail` at the first one.
+    pub on_error: OnError,
+    /// Number of mixture components K.
+    pub components: usize,
+    /// Covariance structure: `full`, `diag` or `spherical`.
+    pub covariance: CovarianceType,
+    /// Points per mini-batch update.
+    pub batch_size: usize,
+    /// Step-size decay alpha in `eta_t = (t + t0)^-alpha`, in (0.5, 1].
+    pub step_decay: f64,
+    /// Step-size offset t0, in batches.
+    pub step_offset: f64,
+    /// Step-size floor eta_min in [0, 1); positive values forget old points.
+    pub step_floor: f64,
+    /// Points buffered before the first model is fitted.
+    pub warmup: usize,
+    /// Covariance regularisation, relative to each dimension's variance.
+    pub reg_covar: f64,
+    /// Seed of the learner's random number generator.
+    pub seed: u64,
+    /// k-means++ seedings tried on the warm-up buffer.
+    pub init_seeds: usize,
+    /// Most batch EM iterations per seeding on the warm-up buffer.
+    pub init_iters: usize,
+    /// Checkpoint file; no checkpoint is written when absent.
+    pub checkpoint: Option<PathBuf>,
+    /// Also checkpoint every this many points read.
+    pub checkpoint_every: Option<u64>,
+    /// Also checkpoint every this many seconds.
+    pub checkpoint_interval: Option<f64>,
+    /// Older checkpoint generations kept as `PATH.1`, `PATH.2`, ...
+    pub keep: usize,
+    /// Continue the model in the checkpoint instead of starting a new one.
+    pub resume: bool,
+    /// Write a score line per point to stdout (test-then-train), in the
+    /// input `format` (CSV or JSON lines).
+    pub score: bool,
+    /// Also write the K responsibilities on every score line.
+    pub score_fields: bool,
+    /// Flag points whose log-likelihood is below this value as anomalies.
+    pub alert_below: Option<f64>,
+    /// Flag points whose log-likelihood is below the running q-quantile.
+    pub alert_quantile: Option<f64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let p = Params::default();
+        Config {
+            input: None,
+            listen: None,
+            max_connections: 16,
+            format: Format::Csv,
+            columns: None,
+            dim: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            on_error: OnError::Skip,
+            components: p.components,
+            covariance: p.covariance,
+            batch_size: p.batch_size,
+            step_decay: p.step_decay,
+            step_offset: p.step_offset,
+            step_floor: p.step_floor,
+            warmup: p.warmup,
+            reg_covar: p.reg_covar,
+            seed: p.seed,
+            init_seeds: p.init_seeds,
+            init_iters: p.init_iters,
+            checkpoint: None,
+            checkpoint_every: None,
+            checkpoint_interval: None,
+            keep: 2,
+            resume: false,
+            score: false,
+            score_fields: false,
+            alert_below: None,
+            alert_quantile: None,
+        }
+    }
+}
+
+/// Names of the configuration keys that belong to the learner (its
+/// [`Params`]); on `--resume` these come from the checkpoint.
+pub const LEARNER_KEYS: [&str; 11] = [
+    "components",
+    "covariance",
+    "batch_size",
+    "step_decay",
+    "step_offset",
+    "step_floor",
+    "warmup",
+    "reg_covar",
+    "seed",
+    "init_seeds",
+    "init_iters",
+];
+
+/// A configuration that cannot be used; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for these keys (this
+    /// includes unknown keys, which the message names).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML reader said, with the key.
+        message: String,
+    },
+    /// Both `input` and `listen` are set.
+    #[error("input and listen are both set: read either a file/stdin (--input) or TCP (--listen), not both")]
+    InputAndListen,
+    /// `listen` is not an `IP:PORT` address.
+    #[error("listen = {0:?} is not an IP:PORT address; write e.g. 127.0.0.1:7878")]
+    ListenAddr(String),
+    /// `max_connections` is 0.
+    #[error("max_connections must be at least 1")]
+    MaxConnections,
+    /// `max_line_bytes` is out of range.
+    #[error("max_line_bytes = {0} is out of range: give a value from 1 to {MAX_LINE_BYTES_LIMIT}")]
+    MaxLineBytes(usize),
+    /// `columns` is empty.
+    #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
+    ColumnsEmpty,
+    /// A column is listed twice.
+    #[error("column {0} is listed twice in columns: list each field once")]
+    ColumnTwice(usize),
+    /// `dim` is 0.
+    #[error("dim must be at least 1")]
+    DimZero,
+    /// `dim` disagrees with the number of `columns`.
+    #[error("dim = {dim} but columns lists {columns} fields: drop dim or make them agree")]
+    DimColumns {
+        /// The dimension given.
+        dim: usize,
+        /// The number of columns given.
+        columns: usize,
+    },
+    /// A learner option is out of range.
+    #[error(transparent)]
+    Learner(#[from] ParamError),
+    /// `checkpoint_every` is 0.
+    #[error(
+        "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
+    )]
+    CheckpointEvery,
+    /// `checkpoint_interval` is not a positive number of seconds.
+    #[error("checkpoint_interval = {0} must be a positive number of seconds (leave it out to checkpoint only at the end)")]
+    CheckpointInterval(f64),
+    /// A checkpoint option is given without a checkpoint path.
+    #[error("{0} needs a checkpoint file: add --checkpoint PATH")]
+    NeedsCheckpoint(&'static str),
+    /// Both alert rules are given.
+    #[error("alert_below and alert_quantile are both set: choose one anomaly rule")]
+    TwoAlertRules,
+    /// `alert_below` is not finite.
+    #[error("alert_below = {0} must be a finite log-likelihood")]
+    AlertBelow(f64),
+    /// `alert_quantile` is outside (0, 1).
+    #[error("alert_quantile = {0} must be strictly between 0 and 1, e.g. 0.001")]
+    AlertQuantile(f64),
+    /// A score option is given without `score`.
+    #[error("{0} only applies to score output: add --score")]
+    NeedsScore(&'static str),
+}
+
+impl Config {
+    /// Parses a TOML configuration; keys absent from `text` keep their
+    /// defaults. `path` is only used in messages.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for invalid TOML, a value of the wrong type or
+    /// an unknown key (named in the message).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML configuration file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when the file cannot be read, otherwise as
+    /// [`Config::from_toml`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// The top-level keys set in a TOML text (for [`RunConfig::with_given`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_toml`].
+    pub fn keys_in_toml(text: &str, path: &Path) -> Result<BTreeSet<String>, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        Ok(table.keys().cloned().collect())
+    }
+
+    /// The learner options of this configuration.
+    pub fn params(&self) -> Params {
+        Params {
+            components: self.components,
+            covariance: self.covariance,
+            batch_size: self.batch_size,
+            step_decay: self.step_decay,
+            step_offset: self.step_offset,
+            step_floor: self.step_floor,
+            warmup: self.warmup,
+            reg_covar: self.reg_covar,
+            seed: self.seed,
+            init_seeds: self.init_seeds,
+            init_iters: self.init_iters,
+        }
+    }
+
+    /// Applies every rule once.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] rule broken; its message says what to change.
+    pub fn check(self) -> Result<RunConfig, ConfigError> {
+        let input = self
+            .input
+            .clone()
+            .filter(|p| p.as_os_str() != "-" && !p.as_os_str().is_empty());
+        let source = match (input, &self.listen) {
+            (Some(_), Some(_)) => return Err(ConfigError::InputAndListen),
+            (Some(p), None) => Source::File(p),
+            (None, Some(addr)) => Source::Listen(
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::ListenAddr(addr.clone()))?,
+            ),
+            (None, None) => Source::Stdin,
+        };
+        if self.max_connections == 0 {
+            return Err(ConfigError::MaxConnections);
+        }
+        if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
+            return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
+        }
+        let columns = match &self.columns {
+            None => None,
+            Some(cols) => {
+                if cols.is_empty() {
+                    return Err(ConfigError::ColumnsEmpty);
+                }
+                let mut seen = BTreeSet::new();
+                for &c in cols {
+                    if !seen.insert(c) {
+                        return Err(ConfigError::ColumnTwice(c));
+                    }
+                }
+                Some(cols.clone())
+            }
+        };
+        if let Some(dim) = self.dim {
+            if dim == 0 {
+                return Err(ConfigError::DimZero);
+            }
+            if let Some(cols) = &columns {
+                if cols.len() != dim {
+                    return Err(ConfigError::DimColumns {
+                        dim,
+                        columns: cols.len(),
+                    });
+                }
+            }
+        }
+        let params = self.params().check()?;
+
+        if self.checkpoint_every == Some(0) {
+            return Err(ConfigError::CheckpointEvery);
+        }
+        let interval = match self.checkpoint_interval {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => return Err(ConfigError::CheckpointInterval(s)),
+        };
+        let checkpoint = match &self.checkpoint {
+            Some(path) => Some(CheckpointPolicy {
+                path: path.clone(),
+                every: self.checkpoint_every,
+                interval,
+                keep: self.keep,
+                resume: self.resume,
+            }),
+            None => {
+                if self.resume {
+                    return Err(ConfigError::NeedsCheckpoint("resume"));
+                }
+                if self.checkpoint_every.is_some() {
+                    return Err(ConfigError::NeedsCheckpoint("checkpoint_every"));
+                }
+                if interval.is_some() {
+                    return Err(ConfigError::NeedsCheckpoint("checkpoint_interval"));
+                }
+                None
+            }
+        };
+
+        let alert = match (self.alert_below, self.alert_quantile) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoAlertRules),
+            (Some(b), None) if !b.is_finite() => return Err(ConfigError::AlertBelow(b)),
+            (Some(b), None) => AlertRule::Below(b),
+            (None, Some(q)) if !(q > 0.0 && q < 1.0) => return Err(ConfigError::AlertQuantile(q)),
+            (None, Some(q)) => AlertRule::Quantile(q),
+            (None, None) => AlertRule::None,
+        };
+        let score = if self.score {
+            Some(ScoreOptions {
+                json: self.format == Format::Json,
+                responsibilities: self.score_fields,
+                alert,
+            })
+        } else {
+            if self.alert_below.is_some() {
+                return Err(ConfigError::NeedsScore("alert_below"));
+            }
+            if self.alert_quantile.is_some() {
+                return Err(ConfigError::NeedsScore("alert_quantile"));
+            }
+            if self.score_fields {
+                return Err(ConfigError::NeedsScore("score_fields"));
+            }
+            None
+        };
+
+        Ok(RunConfig {
+            source,
+            parser: ParserConfig {
+                format: self.format,
+                columns,
+                dim: self.dim,
+            },
+            max_line_bytes: self.max_line_bytes,
+            max_connections: self.max_connections,
+            on_error: self.on_error,
+            params,
+            checkpoint,
+            score,
+            given: BTreeSet::new(),
+        })
+    }
+}
+
+/// Where points come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Standard input, read on its own thread.
+    Stdin,
+    /// A file, read on its own thread.
+    File(PathBuf),
+    /// A TCP listener; every connection is a source.
+    Listen(SocketAddr),
+}
+
+/// When and where checkpoints are written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointPolicy {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// Checkpoint every this many points read, besides the final one.
+    pub every: Option<u64>,
+    /// Checkpoint at least this often, besides the final one.
+    pub interval: Option<Duration>,
+    /// Older generations kept.
+    pub keep: usize,
+    /// Continue the model in the checkpoint.
+    pub resume: bool,
+}
+
+/// A configuration that passed [`Config::check`]: what the pipeline runs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub(crate) source: Source,
+    pub(crate) parser: ParserConfig,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) on_error: OnError,
+    pub(crate) params: CheckedParams,
+    pub(crate) checkpoint: Option<CheckpointPolicy>,
+    pub(crate) score: Option<ScoreOptions>,
+    pub(crate) given: BTreeSet<String>,
+}
+
+impl RunConfig {
+    /// Records which configuration keys the user gave explicitly (in the
+    /// config file or as flags). On `--resume`, an explicitly given
+    /// `components`, `covariance` or `dim` that differs from the checkpoint
+    /// refuses the resume; other explicitly given learner keys that differ
+    /// are reported as ignored (the checkpoint's values are kept).
+    pub fn with_given<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.given = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Where points come from.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// How records are parsed (columns 0-based here).
+    pub fn parser(&self) -> &ParserConfig {
+        &self.parser
+    }
+
+    /// The learner options.
+    pub fn params(&self) -> &CheckedParams {
+        &self.params
+    }
+
+    /// The checkpoint policy, if checkpoints are written.
+    pub fn checkpoint(&self) -> Option<&CheckpointPolicy> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Score output options, if `--score` is on.
+    pub fn score(&self) -> Option<&ScoreOptions> {
+        self.score.as_ref()
+    }
+
+    /// What to do with bad records.
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// Most concurrent TCP connections.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Longest accepted line in bytes.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
+    }
+
+    /// Keys given explicitly (see [`RunConfig::with_given`]).
+    pub fn given(&self) -> &BTreeSet<String> {
+        &self.given
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(f: impl FnOnce(&mut Config)) -> Result<RunConfig, ConfigError> {
+        let mut c = Config::default();
+        f(&mut c);
+        c.check()
+    }
+
+    fn shipped() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/emstream.toml");
+        std::fs::read_to_string(path).expect("config/emstream.toml is readable")
+    }
+
+    #[test]
+    fn default_learner_options_are_the_models() {
+        assert_eq!(Config::default().params(), Params::default());
+    }
+
+    #[test]
+    fn shipped_file_parses_to_the_defaults() {
+        let c = Config::from_toml(&shipped(), Path::new("config/emstream.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn shipped_file_documents_every_key() {
+        // Every field, set or commented out, with a comment line above it.
+        let mut all = Config {
+            input: Some("x".into()),
+            listen: Some("x".into()),
+            columns: Some(vec![1]),
+            dim: Some(1),
+            checkpoint: Some("x".into()),
+            checkpoint_every: Some(1),
+            checkpoint_interval: Some(1.0),
+            alert_below: Some(1.0),
+            alert_quantile: Some(0.1),
+            ..Config::default()
+        };
+        all.resume = true;
+        let table: toml::Table = toml::from_str(&toml::to_string(&all).unwrap()).unwrap();
+        let text = shipped();
+        let lines: Vec<&str> = text.lines().collect();
+        for key in table.keys() {
+            let at = lines
+                .iter()
+                .position(|l| {
+                    let l = l.trim_start_matches('#').trim_start();
+                    l.strip_prefix(key.as_str())
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                })
+                .unwrap_or_else(|| panic!("config/emstream.toml does not mention {key}"));
+            assert!(
+                at > 0 && lines[at - 1].trim_start().starts_with('#'),
+                "key {key} in config/emstream.toml has no comment above it"
+            );
+        }
+    }
+
+    #[test]
+    fn daemon_example_parses_and_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/daemon.toml");
+        let c = Config::from_file(&path).unwrap();
+        let run = c.check().unwrap();
+        assert!(matches!(run.source(), Source::Listen(_)));
+        assert!(run.checkpoint().is_some());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("componets = 3\n", Path::new("c.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("componets"), "{msg}");
+        assert!(msg.contains("c.toml"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = Config::from_toml("components = \"three\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn keys_are_listed() {
+        let keys = Config::keys_in_toml("components = 3\nseed = 1\n", Path::new("c")).unwrap();
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec!["components".to_string(), "seed".to_string()]
+        );
+    }
+
+    #[test]
+    fn defaults_check() {
+        let run = Config::default().check().unwrap();
+        assert_eq!(run.source(), &Source::Stdin);
+        assert!(run.checkpoint().is_none());
+        assert!(run.score().is_none());
+    }
+
+    #[test]
+    fn dash_input_is_stdin() {
+        let run = checked(|c| c.input = Some("-".into())).unwrap();
+        assert_eq!(run.source(), &Source::Stdin);
+    }
+
+    #[test]
+    fn rule_input_and_listen() {
+        let e = checked(|c| {
+            c.input = Some("a".into());
+            c.listen = Some("127.0.0.1:1".into());
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::InputAndListen), "{e}");
+    }
+
+    #[test]
+    fn rule_listen_addr() {
+        let e = checked(|c| c.listen = Some("localhost".into())).unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1:7878"), "{e}");
+    }
+
+    #[test]
+    fn rule_max_connections() {
+        let e = checked(|c| c.max_connections = 0).unwrap_err();
+        assert!(matches!(e, ConfigError::MaxConnections), "{e}");
+    }
+
+    #[test]
+    fn rule_max_line_bytes() {
+        assert!(matches!(
+            checked(|c| c.max_line_bytes = 0).unwrap_err(),
+            ConfigError::MaxLineBytes(0)
+        ));
+        assert!(matches!(
+            checked(|c| c.max_line_bytes = MAX_LINE_BYTES_LIMIT + 1).unwrap_err(),
+            ConfigError::MaxLineBytes(_)
+        ));
+    }
+
+    #[test]
+    fn rule_columns_empty() {
+        let e = checked(|c| c.columns = Some(vec![])).unwrap_err();
+        assert!(matches!(e, ConfigError::ColumnsEmpty), "{e}");
+    }
+
+    #[test]
+    fn rule_column_twice() {
+        let e = checked(|c| c.columns = Some(vec![2, 1, 2])).unwrap_err();
+        assert!(matches!(e, ConfigError::ColumnTwice(2)), "{e}");
+    }
+
+    #[test]
+    fn columns_are_zero_based() {
+        let run = checked(|c| c.columns = Some(vec![0, 2, 5])).unwrap();
+        assert_eq!(run.parser().columns, Some(vec![0, 2, 5]));
+    }
+
+    #[test]
+    fn rule_dim_zero() {
+        let e = checked(|c| c.dim = Some(0)).unwrap_err();
+        assert!(matches!(e, ConfigError::DimZero), "{e}");
+    }
+
+    #[test]
+    fn rule_dim_columns() {
+        let e = checked(|c| {
+            c.dim = Some(3);
+            c.columns = Some(vec![1, 2]);
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::DimColumns { dim: 3, columns: 2 }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rule_learner_params() {
+        let e = checked(|c| c.components = 0).unwrap_err();
+        assert!(matches!(e, ConfigError::Learner(_)), "{e}");
+    }
+
+    #[test]
+    fn rule_checkpoint_every() {
+        let e = checked(|c| {
+            c.checkpoint = Some("m.ckpt".into());
+            c.checkpoint_every = Some(0);
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::CheckpointEvery), "{e}");
+    }
+
+    #[test]
+    fn rule_checkpoint_interval() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = checked(|c| {
+                c.checkpoint = Some("m.ckpt".into());
+                c.checkpoint_interval = Some(bad);
+            })
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::CheckpointInterval(_)), "{e}");
+        }
+    }
+
+    #[test]
+    fn rule_checkpoint_options_need_a_path() {
+        let e = checked(|c| c.resume = true).unwrap_err();
+        assert!(e.to_string().contains("--checkpoint PATH"), "{e}");
+        let e = checked(|c| c.checkpoint_every = Some(10)).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::NeedsCheckpoint("checkpoint_every")
+        ));
+        let e = checked(|c| c.checkpoint_interval = Some(1.0)).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::NeedsCheckpoint("checkpoint_interval")
+        ));
+    }
+
+    #[test]
+    fn rule_two_alert_rules() {
+        let e = checked(|c| {
+            c.score = true;
+            c.alert_below = Some(-10.0);
+            c.alert_quantile = Some(0.01);
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::TwoAlertRules), "{e}");
+    }
+
+    #[test]
+    fn rule_alert_below_finite() {
+        let e = checked(|c| {
+            c.score = true;
+            c.alert_below = Some(f64::NEG_INFINITY);
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::AlertBelow(_)), "{e}");
+    }
+
+    #[test]
+    fn rule_alert_quantile_range() {
+        for bad in [0.0, 1.0, -0.5, f64::NAN] {
+            let e = checked(|c| {
+                c.score = true;
+                c.alert_quantile = Some(bad);
+            })
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::AlertQuantile(_)), "{e}");
+        }
+    }
+
+    #[test]
+    fn rule_score_options_need_score() {
+        let e = checked(|c| c.alert_below = Some(-3.0)).unwrap_err();
+        assert!(matches!(e, ConfigError::NeedsScore("alert_below")), "{e}");
+        let e = checked(|c| c.alert_quantile = Some(0.1)).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::NeedsScore("alert_quantile")),
+            "{e}"
+        );
+        let e = checked(|c| c.score_fields = true).unwrap_err();
+        assert!(matches!(e, ConfigError::NeedsScore("score_fields")), "{e}");
+    }
+
+    #[test]
+    fn score_options_are_passed_on() {
+        let run = checked(|c| {
+            c.score = true;
+            c.score_fields = true;
+            c.format = Format::Json;
+            c.alert_quantile = Some(0.01);
+        })
+        .unwrap();
+        assert_eq!(
+            run.score(),
+            Some(&ScoreOptions {
+                json: true,
+                responsibilities: true,
+                alert: AlertRule::Quantile(0.01)
+            })
+        );
+    }
+
+    #[test]
+    fn learner_keys_are_config_keys() {
+        let table: toml::Table =
+            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        for k in LEARNER_KEYS {
+            assert!(table.contains_key(k), "{k}");
+        }
+    }
+}

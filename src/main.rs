@@ -1,2 +1,374 @@
-//! The `emstream` command line.
-fn main() {}
+//! The `emstream` command line: parses flags, merges them over the config
+//! file, installs signal handling, calls the library and maps the outcome to
+//! an exit status. Nothing else lives here.
+//!
+//! Exit status: 0 success (also after SIGINT/SIGTERM or a closed stdout);
+//! 1 a run or inspect failure; 2 a usage or configuration error, or a
+//! refused resume; 3 a bad record under `--on-error fail`; 130 a second
+//! signal.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+use emstream::config::{Config, OnError};
+use emstream::input::Format;
+use emstream::model::CovarianceType;
+use emstream::pipeline::{self, PipelineError};
+
+/// Learn a Gaussian mixture model from a never-ending stream of points by
+/// stepwise (online) EM.
+#[derive(Parser, Debug)]
+#[command(name = "emstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Learn from points on stdin, a file or TCP, checkpointing the model.
+    #[command(args_override_self = true)]
+    Run(Box<RunArgs>),
+    /// Show the model in a checkpoint file.
+    Inspect(InspectArgs),
+    /// Score points with the model of a checkpoint, without learning.
+    Score(Box<emstream::report::score::ScoreArgs>),
+    /// Draw the model of a checkpoint as SVG.
+    Plot(Box<emstream::report::plot::PlotArgs>),
+    /// Compare the models of two checkpoints.
+    Diff(Box<emstream::report::diff::DiffArgs>),
+}
+
+/// Flags of `emstream run`; each overrides the config key of the same name
+/// (snake_case).
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// TOML config file; flags override its keys (see config/emstream.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Read points from this file instead of stdin ("-" is stdin).
+    #[arg(long, value_name = "PATH")]
+    input: Option<PathBuf>,
+    /// Listen for TCP connections on IP:PORT; each connection is a source.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Most TCP connections served at once.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Record format: csv or json.
+    #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
+    format: Option<Format>,
+    /// Fields to use, 0-based (field 0 is the first), e.g. 1,2,5.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    columns: Option<Vec<usize>>,
+    /// Dimension of the points (default: from the first valid record).
+    #[arg(long, value_name = "D")]
+    dim: Option<usize>,
+    /// Longest accepted line in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_line_bytes: Option<usize>,
+    /// Bad records: skip (count and report) or fail (stop at the first).
+    #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
+    on_error: Option<OnError>,
+
+    /// Number of mixture components K.
+    #[arg(short = 'k', long, value_name = "K")]
+    components: Option<usize>,
+    /// Covariance structure: full, diag or spherical.
+    #[arg(long, value_name = "TYPE", value_parser = covariance_value)]
+    covariance: Option<CovarianceType>,
+    /// Points per mini-batch update.
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Step-size decay alpha, in (0.5, 1].
+    #[arg(long, value_name = "ALPHA")]
+    step_decay: Option<f64>,
+    /// Step-size offset t0, in batches.
+    #[arg(long, value_name = "T0")]
+    step_offset: Option<f64>,
+    /// Step-size floor eta_min, in [0, 1).
+    #[arg(long, value_name = "ETA")]
+    step_floor: Option<f64>,
+    /// Points buffered before the first model is fitted.
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// Covariance regularisation, relative to each dimension's variance.
+    #[arg(long, value_name = "R")]
+    reg_covar: Option<f64>,
+    /// Seed of the learner's random number generator.
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+    /// k-means++ seedings tried on the warm-up buffer.
+    #[arg(long, value_name = "N")]
+    init_seeds: Option<usize>,
+    /// Most batch EM iterations per seeding on the warm-up buffer.
+    #[arg(long, value_name = "N")]
+    init_iters: Option<usize>,
+
+    /// Checkpoint file (none is written without it).
+    #[arg(long, value_name = "PATH")]
+    checkpoint: Option<PathBuf>,
+    /// Also checkpoint every N points read.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Also checkpoint every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    checkpoint_interval: Option<f64>,
+    /// Older checkpoint generations kept (PATH.1, PATH.2, ...).
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
+    /// Continue the model in the checkpoint.
+    #[arg(long)]
+    resume: bool,
+
+    /// Write a score line per point to stdout (test-then-train).
+    #[arg(long)]
+    score: bool,
+    /// Also write the K responsibilities on every score line.
+    #[arg(long)]
+    score_fields: bool,
+    /// Flag points with log-likelihood below LL as anomalies.
+    #[arg(long, value_name = "LL", allow_negative_numbers = true)]
+    alert_below: Option<f64>,
+    /// Flag points below the running Q-quantile of log-likelihood.
+    #[arg(long, value_name = "Q")]
+    alert_quantile: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// The checkpoint file.
+    path: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a lowercase enum value the way the config file spells it.
+fn enum_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::de::IntoDeserializer;
+    let de: StrDeserializer<'_, Error> = s.into_deserializer();
+    T::deserialize(de).map_err(|e| e.to_string())
+}
+
+fn covariance_value(s: &str) -> Result<CovarianceType, String> {
+    s.parse()
+        .map_err(|e: emstream::model::covariance::UnknownCovarianceType| e.to_string())
+}
+
+/// Writes to stderr, ignoring a closed stderr.
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "emstream: {msg}");
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Inspect(args) => inspect(&args),
+        Command::Score(args) => report(emstream::report::score::run_score(&args).map(|_| ())),
+        Command::Plot(args) => report(emstream::report::plot::run_plot(&args)),
+        Command::Diff(args) => report(emstream::report::diff::run_diff(&args)),
+    }
+}
+
+/// Exit status of a report command: 0, or 1 with the error on stderr.
+fn report(result: Result<(), emstream::report::ReportError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sets every key given as a flag and records its name.
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $given:ident; $($key:ident),* $(,)?) => {
+        $(
+            if let Some(v) = $args.$key.take() {
+                $cfg.$key = v;
+                $given.insert(stringify!($key).to_string());
+            }
+        )*
+    };
+}
+
+/// Same for keys that are optional in the config.
+macro_rules! overlay_opt {
+    ($cfg:ident, $args:ident, $given:ident; $($key:ident),* $(,)?) => {
+        $(
+            if let Some(v) = $args.$key.take() {
+                $cfg.$key = Some(v);
+                $given.insert(stringify!($key).to_string());
+            }
+        )*
+    };
+}
+
+fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String> {
+    let mut given = BTreeSet::new();
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            given.extend(Config::keys_in_toml(&text, path).map_err(|e| e.to_string())?);
+            Config::from_toml(&text, path).map_err(|e| e.to_string())?
+        }
+        None => Config::default(),
+    };
+    overlay!(cfg, args, given;
+        max_connections, format, max_line_bytes, on_error, components, covariance,
+        batch_size, step_decay, step_offset, step_floor, warmup, reg_covar, seed,
+        init_seeds, init_iters, keep);
+    overlay_opt!(cfg, args, given;
+        input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
+        alert_below, alert_quantile);
+    if args.resume {
+        cfg.resume = true;
+        given.insert("resume".into());
+    }
+    if args.score {
+        cfg.score = true;
+        given.insert("score".into());
+    }
+    if args.score_fields {
+        cfg.score_fields = true;
+        given.insert("score_fields".into());
+    }
+    let checked = cfg.check().map_err(|e| e.to_string())?;
+    Ok(checked.with_given(given))
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match build_config(args) {
+        Ok(c) => c,
+        Err(msg) => {
+            say(&msg);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say(&format!("cannot start the runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut signals =
+            Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let shutdown = async move {
+            signals.next().await;
+            // A second signal exits at once, without the final checkpoint.
+            tokio::spawn(async move {
+                signals.next().await;
+                say("second signal: exiting at once");
+                std::process::exit(130);
+            });
+        };
+        Ok::<_, String>(pipeline::run(config, shutdown).await)
+    });
+    let code = match result {
+        Err(msg) => {
+            say(&msg);
+            ExitCode::from(1)
+        }
+        Ok(Ok(summary)) => {
+            if summary.stop == pipeline::StopReason::OutputClosed {
+                say("stdout was closed: stopped reading input");
+            }
+            if let Some(line) = summary.rejected_line() {
+                say(&line);
+            }
+            say(&summary.line());
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            say(&e.to_string());
+            ExitCode::from(match e {
+                PipelineError::BadRecord { .. } => 3,
+                PipelineError::ResumeMismatch { .. } | PipelineError::CheckpointExists { .. } => 2,
+                _ => 1,
+            })
+        }
+    };
+    // Threads blocked on a read of stdin that never ends must not keep the
+    // process alive.
+    runtime.shutdown_background();
+    code
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+fn inspect(args: &InspectArgs) -> ExitCode {
+    let ckpt = match emstream::checkpoint::load(&args.path) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("cannot inspect: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt)) {
+            Ok(mut s) => {
+                s.push('\n');
+                s
+            }
+            Err(e) => {
+                say(&format!("cannot write JSON: {e}"));
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        emstream::report::inspect::render_text(&ckpt)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&format!("cannot write to stdout: {e}"));
+            ExitCode::from(1)
+        }
+    }
+}

@@ -52,6 +52,57 @@ pub struct RejectCounts {
     pub by_reason: std::collections::BTreeMap<RejectReason, u64>,
 }
 
+impl RejectCounts {
+    /// Counts one more rejected record for `reason`.
+    pub fn add(&mut self, reason: RejectReason) {
+        self.add_n(reason, 1);
+    }
+
+    /// Counts `n` more rejected records for `reason` (nothing if `n` is 0,
+    /// so absent reasons stay absent).
+    pub fn add_n(&mut self, reason: RejectReason, n: u64) {
+        if n > 0 {
+            *self.by_reason.entry(reason).or_insert(0) += n;
+        }
+    }
+
+    /// Adds every count of `other` to `self` (e.g. a batch's rejects into
+    /// the run's totals).
+    pub fn merge(&mut self, other: &RejectCounts) {
+        for (&reason, &n) in &other.by_reason {
+            self.add_n(reason, n);
+        }
+    }
+
+    /// Rejected records for `reason`.
+    pub fn get(&self, reason: RejectReason) -> u64 {
+        self.by_reason.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Rejected records over all reasons.
+    pub fn total(&self) -> u64 {
+        self.by_reason.values().sum()
+    }
+
+    /// True when nothing was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejectReason::FieldCount => "wrong field count",
+            RejectReason::NotNumeric => "not numeric",
+            RejectReason::NonFinite => "not finite",
+            RejectReason::TooLong => "line too long",
+            RejectReason::InvalidUtf8 => "invalid UTF-8",
+            RejectReason::BadJson => "bad JSON",
+        })
+    }
+}
+
 /// One rejected record: where and why.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("line {line}: {reason:?}: {detail}")]
@@ -85,30 +136,31 @@ pub struct Batch {
 /// Cuts a byte stream from one source into [`Chunk`]s of whole lines, in
 /// bounded memory: a line longer than `max_line` bytes is dropped (its number
 /// recorded in [`Chunk::too_long`]) without ever being held whole.
+///
+/// Each input byte is copied once, into the chunk being filled; a chunk is
+/// handed out as soon as it holds at least `chunk_size` bytes and ends at a
+/// line end, so the framer holds at most `chunk_size + max_line + 1` bytes.
+/// Where chunks are cut does not depend on how the stream was split into
+/// [`Framer::push`] calls.
 pub struct Framer {
-    _todo: (),
-}
-
-impl Framer {
-    /// A framer for `source` that emits chunks of about `chunk_size` bytes and
-    /// drops lines longer than `max_line` bytes.
-    pub fn new(source: SourceId, max_line: usize, chunk_size: usize) -> Self {
-        let _ = (source, max_line, chunk_size);
-        todo!()
-    }
-
-    /// Feeds bytes; appends every completed chunk to `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Chunk>) {
-        let _ = (bytes, out);
-        todo!()
-    }
-
-    /// End of the source: appends the final chunk (with `last` set, holding
-    /// any unterminated last line) to `out`.
-    pub fn finish(&mut self, out: &mut Vec<Chunk>) {
-        let _ = out;
-        todo!()
-    }
+    /// Source written into every chunk.
+    source: SourceId,
+    /// Longest allowed line, in bytes, not counting the `\n`.
+    max_line: usize,
+    /// A chunk is emitted once it holds at least this many bytes.
+    chunk_size: usize,
+    /// The chunk being filled: whole lines, then maybe the start of a line.
+    buf: Vec<u8>,
+    /// Where the unfinished line in `buf` starts (`buf.len()` if none).
+    partial_start: usize,
+    /// Line number of the first line of `buf`.
+    first_line: u64,
+    /// Line number of the unfinished line in `buf`, or of the next line.
+    next_line: u64,
+    /// Too-long lines dropped since the last chunk.
+    too_long: Vec<u64>,
+    /// Discarding the rest of a too-long line until its `\n`.
+    dropping: bool,
 }
 
 /// Record format.
@@ -135,25 +187,29 @@ pub struct ParserConfig {
 
 /// Turns chunks into batches; holds per-source state (header seen) and the
 /// dimension once known.
+///
+/// Parsing allocates nothing per line or field: values go straight into
+/// [`Batch::values`]; only rejects (a `String` detail each) and headers
+/// allocate.
 pub struct Parser {
-    _todo: (),
+    /// Record format.
+    format: Format,
+    /// Field indices to keep, in order, if a subset was asked for.
+    columns: Option<Vec<usize>>,
+    /// One past the largest selected field index (0 without `columns`).
+    min_fields: usize,
+    /// The dimension once fixed.
+    dim: Option<usize>,
+    /// Sources whose first content line has been seen (no header possible
+    /// any more); a source is forgotten after its last chunk.
+    header_done: std::collections::HashSet<SourceId>,
+    /// Reused: byte ranges of the fields of the line being parsed.
+    fields: Vec<(usize, usize)>,
+    /// Reused: values of the line being parsed on the general path.
+    scratch: Vec<f64>,
 }
 
-impl Parser {
-    /// A parser with the given configuration.
-    pub fn new(config: ParserConfig) -> Self {
-        let _ = config;
-        todo!()
-    }
-
-    /// Parses one chunk, appending accepted rows, rejects and headers to `out`.
-    pub fn parse(&mut self, chunk: &Chunk, out: &mut Batch) {
-        let _ = (chunk, out);
-        todo!()
-    }
-
-    /// The dimension, once fixed by configuration or the first valid record.
-    pub fn dim(&self) -> Option<usize> {
-        todo!()
-    }
-}
+mod framer;
+mod parser;
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,9 @@ use super::Engine;
 /// point improves by less than this (nats): the stream refines the rest.
 const INIT_TOL: f64 = 1e-4;
 
+/// EM iterations every seed gets before the best one is chosen.
+const SELECT_ITERS: usize = 3;
+
 /// Most Lloyd iterations after k-means++ seeding.
 const LLOYD_ITERS: usize = 20;
 
@@ -33,10 +36,14 @@ pub(crate) fn count_distinct(points: &[f64], d: usize, limit: usize) -> usize {
     seen.len()
 }
 
-/// k-means++: the first centre uniformly, each next one with probability
-/// proportional to the squared distance to the nearest centre so far.
+/// Greedy k-means++ (Arthur & Vassilvitskii 2007, with the local trials
+/// of scikit-learn): the first centre uniformly; each next one drawn
+/// `2 + ln K` times with probability proportional to the squared distance
+/// to the nearest centre so far, keeping the draw that lowers the total
+/// squared distance most.
 fn kmeans_pp(points: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let n = points.len() / d;
+    let trials = 2 + (k as f64).ln() as usize;
     let mut centres = Vec::with_capacity(k * d);
     let first = rng.random_range(0..n);
     centres.extend_from_slice(&points[first * d..(first + 1) * d]);
@@ -44,30 +51,54 @@ fn kmeans_pp(points: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f6
         .chunks_exact(d)
         .map(|x| sq_dist(x, &centres[..d]))
         .collect();
+    let mut trial_d2 = vec![0.0; n];
+    let mut best_d2 = vec![0.0; n];
     for _ in 1..k {
         let total: f64 = d2.iter().sum();
-        let mut pick = n - 1;
-        if total > 0.0 {
-            let mut u = rng.random::<f64>() * total;
-            for (i, &w) in d2.iter().enumerate() {
-                if w > 0.0 {
-                    pick = i;
-                    if u < w {
-                        break;
-                    }
-                    u -= w;
-                }
+        let mut best: Option<(f64, usize)> = None;
+        for _ in 0..trials {
+            let pick = if total > 0.0 {
+                draw(&d2, rng.random::<f64>() * total)
+            } else {
+                // Every point sits on a centre: only possible when fewer
+                // distinct points than K remain; take any uncovered one.
+                d2.iter().position(|&w| w > 0.0).unwrap_or(n - 1)
+            };
+            let c = &points[pick * d..(pick + 1) * d];
+            let mut pot = 0.0;
+            for ((t, &w), x) in trial_d2.iter_mut().zip(&d2).zip(points.chunks_exact(d)) {
+                *t = w.min(sq_dist(x, c));
+                pot += *t;
             }
-        } else if let Some(i) = d2.iter().position(|&w| w > 0.0) {
-            pick = i;
+            if best.is_none_or(|(b, _)| pot < b) {
+                best = Some((pot, pick));
+                best_d2.copy_from_slice(&trial_d2);
+            }
+            if total <= 0.0 {
+                break;
+            }
         }
-        let c = &points[pick * d..(pick + 1) * d];
-        centres.extend_from_slice(c);
-        for (w, x) in d2.iter_mut().zip(points.chunks_exact(d)) {
-            *w = w.min(sq_dist(x, c));
-        }
+        let (_, pick) = best.expect("at least one trial");
+        centres.extend_from_slice(&points[pick * d..(pick + 1) * d]);
+        d2.copy_from_slice(&best_d2);
     }
     centres
+}
+
+/// Index drawn with probability proportional to `w`, given `u` uniform in
+/// `[0, Σ w)`; never a zero-weight index.
+fn draw(w: &[f64], mut u: f64) -> usize {
+    let mut pick = 0;
+    for (i, &wi) in w.iter().enumerate() {
+        if wi > 0.0 {
+            pick = i;
+            if u < wi {
+                break;
+            }
+            u -= wi;
+        }
+    }
+    pick
 }
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
@@ -149,6 +180,9 @@ pub(crate) fn fit_warmup(
             k,
         });
     }
+    // Every seed gets k-means++ and Lloyd (cheap) and a few EM iterations,
+    // enough to tell a good arrangement of components from a poor one;
+    // only the best is iterated to convergence.
     let mut best: Option<(f64, MixtureStats, GaussianMixture)> = None;
     let mut sums = BatchSums::default();
     for _ in 0..params.init_seeds {
@@ -158,23 +192,27 @@ pub(crate) fn fit_warmup(
         let mut stats = sums.to_stats(params.covariance, d, &centres, n);
         engine.widen_thin_clusters(&mut stats, n);
         let mut mix = engine.m_step(&mut stats);
-        let mut prev = f64::NEG_INFINITY;
-        let mut ll = prev;
-        for _ in 0..params.init_iters {
+        let mut ll = f64::NEG_INFINITY;
+        for _ in 0..SELECT_ITERS.min(params.init_iters) {
             let (s, l) = engine.full_pass(&mix, buf);
             stats = s;
             ll = l;
             mix = engine.m_step(&mut stats);
-            if ll - prev < INIT_TOL {
-                break;
-            }
-            prev = ll;
         }
         if best.as_ref().is_none_or(|b| ll > b.0) {
             best = Some((ll, stats, mix));
         }
     }
-    let (_, stats, mix) = best.expect("init_seeds is at least 1");
+    let (mut prev, mut stats, mut mix) = best.expect("init_seeds is at least 1");
+    for _ in SELECT_ITERS.min(params.init_iters)..params.init_iters {
+        let (s, ll) = engine.full_pass(&mix, buf);
+        stats = s;
+        mix = engine.m_step(&mut stats);
+        if ll - prev < INIT_TOL {
+            break;
+        }
+        prev = ll;
+    }
     Ok((stats, mix))
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::covariance::{cholesky, CovarianceType};
 use super::init;
-use super::mixture::{normalise_row, GaussianMixture, MixtureParams};
+use super::mixture::{normalise_row, normalise_row_parts, GaussianMixture, MixtureParams};
 use super::stats::{BatchSums, MixtureStats};
 
 /// Learner options as the user gives them; [`Params::check`] turns them into
@@ -57,13 +57,13 @@ impl Default for Params {
             components: 2,
             covariance: CovarianceType::Full,
             batch_size: 1000,
-            step_decay: 0.7,
+            step_decay: 0.85,
             step_offset: 2.0,
             step_floor: 0.0,
             warmup: 5000,
             reg_covar: 1e-6,
             seed: 0,
-            init_seeds: 3,
+            init_seeds: 10,
             init_iters: 100,
         }
     }
@@ -200,6 +200,9 @@ pub enum LearnError {
         /// Components asked for.
         k: usize,
     },
+    /// Two learners cannot be merged.
+    #[error("cannot merge these learners: {0}")]
+    Incompatible(String),
 }
 
 /// Counters kept by the learner (and stored in checkpoints).
@@ -267,6 +270,10 @@ impl ScoreBuffer {
         self.log_lik.is_empty()
     }
 }
+
+/// Points whose responsibility sums are multiplied before one logarithm
+/// is taken; with K <= MAX_COMPONENTS = 2^12 the product stays below 2^384.
+const LOG_BLOCK: usize = 32;
 
 /// Scratch space reused from batch to batch (never serialised).
 #[derive(Clone, Debug, Default)]
@@ -378,14 +385,27 @@ impl Engine {
         let mut worst_ll = f64::INFINITY;
         match scores {
             None => {
+                // Without per-point scores the logarithm of each row's sum
+                // is taken once per LOG_BLOCK points, of their product
+                // (each sum is in [1, K], so the product cannot overflow),
+                // and the worst explained point is found by its largest
+                // term (within ln K of its log density).
+                let mut max_sum = 0.0;
+                let mut prod = 1.0;
                 for (i, row) in resp.chunks_exact_mut(k).enumerate() {
-                    let ll = normalise_row(row);
-                    ll_sum += ll;
-                    if ll < worst_ll {
-                        worst_ll = ll;
+                    let (m, s) = normalise_row_parts(row);
+                    max_sum += m;
+                    prod *= s;
+                    if i % LOG_BLOCK == LOG_BLOCK - 1 {
+                        ll_sum += prod.ln();
+                        prod = 1.0;
+                    }
+                    if m < worst_ll {
+                        worst_ll = m;
                         worst = i;
                     }
                 }
+                ll_sum += prod.ln() + max_sum;
             }
             Some(sc) => {
                 sc.labels.reserve(n);
@@ -789,6 +809,53 @@ impl StepwiseEm {
     /// Running sufficient statistics, once the warm-up is over.
     pub fn stats(&self) -> Option<&MixtureStats> {
         self.stats.as_ref()
+    }
+
+    /// Merges another learner's statistics into this one, weighted by the
+    /// points each stands for, and refits the mixture: the way to combine
+    /// learners that read disjoint parts of one stream. Components are
+    /// matched by index, so both should descend from the same model (for
+    /// example, resumed from one checkpoint). Counters are added; the
+    /// step counter becomes the larger of the two.
+    ///
+    /// # Errors
+    ///
+    /// [`LearnError::Incompatible`] when dimension, K or covariance type
+    /// differ or either learner has no model yet.
+    pub fn merge(&mut self, other: &StepwiseEm) -> Result<(), LearnError> {
+        let incompatible = |why: &str| Err(LearnError::Incompatible(why.to_string()));
+        if self.dim != other.dim {
+            return incompatible("different dimensions");
+        }
+        if self.params.components != other.params.components
+            || self.params.covariance != other.params.covariance
+        {
+            return incompatible("different numbers of components or covariance types");
+        }
+        let (Some(mine), Some(theirs), Some(engine)) = (
+            self.stats.as_ref(),
+            other.stats.as_ref(),
+            self.engine.as_mut(),
+        ) else {
+            return incompatible("both learners need a model (finish the warm-up first)");
+        };
+        let mut merged = mine.merge(theirs);
+        let mix = engine.m_step(&mut merged);
+        self.stats = Some(merged);
+        self.mixture = Some(mix);
+        self.step = self.step.max(other.step);
+        let (c, o) = (&mut self.counters, &other.counters);
+        c.points_seen += o.points_seen;
+        c.updates += o.updates;
+        engine.reseeds += o.reseeds;
+        engine.repairs += o.repairs;
+        c.reseeds = engine.reseeds;
+        c.refused_batches += o.refused_batches;
+        c.refused_points += o.refused_points;
+        c.log_lik_sum += o.log_lik_sum;
+        c.log_lik_points += o.log_lik_points;
+        c.repairs = engine.repairs;
+        Ok(())
     }
 
     /// The step counter t (in batches).

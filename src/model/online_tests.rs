@@ -532,3 +532,32 @@ fn half_life_is_reported_in_points() {
     assert!((p.half_life_points() - 68_967.0).abs() < 10.0);
     assert!(Params::default().half_life_points().is_infinite());
 }
+
+#[test]
+fn learners_on_disjoint_parts_merge_into_one_model() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let data = truth.sample(&mut rng, 60_000);
+    let mut a = StepwiseEm::new(params(2, CovarianceType::Full), 2);
+    a.observe(&data[..2 * 10_000], None).unwrap();
+    // Fan out from one model, learn disjoint halves, merge.
+    let mut b = a.clone();
+    a.observe(&data[2 * 10_000..2 * 35_000], None).unwrap();
+    b.observe(&data[2 * 35_000..], None).unwrap();
+    let seen = a.counters().points_seen + b.counters().points_seen;
+    a.merge(&b).unwrap();
+    assert_eq!(a.counters().points_seen, seen);
+    let m = a.mixture().unwrap();
+    let perm = best_match(&truth, m);
+    for j in 0..2 {
+        assert!((m.weights()[perm[j]] - 0.5).abs() < 0.02);
+        for (x, y) in truth.mean(j).iter().zip(m.mean(perm[j])) {
+            assert!((x - y).abs() < 0.1);
+        }
+    }
+    let other_k = StepwiseEm::new(params(3, CovarianceType::Full), 2);
+    assert!(matches!(
+        a.merge(&other_k),
+        Err(LearnError::Incompatible(_))
+    ));
+}

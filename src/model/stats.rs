@@ -147,8 +147,8 @@ impl MixtureStats {
 }
 
 /// Sums of one batch around fixed centres: `n_j = Σ γ`, `u_j = Σ γ (x − c_j)`
-/// and `Q_j = Σ γ (x − c_j)(x − c_j)ᵀ` (lower triangle packed for full,
-/// diagonal for diag, trace for spherical). Reused between batches so that
+/// and `Q_j = Σ γ (x − c_j)(x − c_j)ᵀ` (full square for full, diagonal for
+/// diag, trace for spherical). Reused between batches so that
 /// accumulating allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BatchSums {
@@ -161,7 +161,7 @@ pub(crate) struct BatchSums {
 impl BatchSums {
     fn q_len(cov: CovarianceType, d: usize) -> usize {
         match cov {
-            CovarianceType::Full => d * (d + 1) / 2,
+            CovarianceType::Full => d * d,
             CovarianceType::Diagonal => d,
             CovarianceType::Spherical => 1,
         }
@@ -170,6 +170,39 @@ impl BatchSums {
     /// Accumulates `points` (n rows of d) with responsibilities `resp` (n
     /// rows of K) around `centres` (K rows of d), replacing earlier sums.
     pub(crate) fn accumulate(
+        &mut self,
+        cov: CovarianceType,
+        d: usize,
+        points: &[f64],
+        resp: &[f64],
+        centres: &[f64],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.accumulate_avx2(cov, d, points, resp, centres) };
+            return;
+        }
+        self.accumulate_any(cov, d, points, resp, centres);
+    }
+
+    /// [`BatchSums::accumulate`] compiled with AVX2 enabled (same
+    /// operations in the same order, so the same bits as without).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn accumulate_avx2(
+        &mut self,
+        cov: CovarianceType,
+        d: usize,
+        points: &[f64],
+        resp: &[f64],
+        centres: &[f64],
+    ) {
+        self.accumulate_any(cov, d, points, resp, centres);
+    }
+
+    #[inline(always)]
+    fn accumulate_any(
         &mut self,
         cov: CovarianceType,
         d: usize,
@@ -240,6 +273,10 @@ impl BatchSums {
         }
     }
 
+    /// Full-covariance accumulation; `D` as in the density kernel. The whole
+    /// square `Q` is accumulated (contiguous rows vectorise; symmetrised when
+    /// read), and points with a responsibility of exactly 0 are skipped.
+    #[inline(always)]
     fn acc_full<const D: usize>(
         &mut self,
         d: usize,
@@ -249,28 +286,31 @@ impl BatchSums {
         centres: &[f64],
     ) {
         let d = if D == 0 { d } else { D };
-        let ql = d * (d + 1) / 2;
+        let mut rz = vec![0.0; d];
         let diff = &mut self.diff[..d];
         for j in 0..k {
             let c = &centres[j * d..(j + 1) * d];
             let u = &mut self.u[j * d..(j + 1) * d];
-            let q = &mut self.q[j * ql..(j + 1) * ql];
+            let q = &mut self.q[j * d * d..(j + 1) * d * d];
             let mut nj = 0.0;
             for (i, x) in points.chunks_exact(d).enumerate() {
                 let r = resp[i * k + j];
+                if r == 0.0 {
+                    continue;
+                }
                 nj += r;
                 for a in 0..d {
                     let z = x[a] - c[a];
                     diff[a] = z;
-                    u[a] += r * z;
+                    rz[a] = r * z;
+                    u[a] += rz[a];
                 }
-                let mut idx = 0;
                 for a in 0..d {
-                    let rz = r * diff[a];
-                    for b in 0..=a {
-                        q[idx + b] += rz * diff[b];
+                    let za = diff[a];
+                    let row = &mut q[a * d..(a + 1) * d];
+                    for b in 0..d {
+                        row[b] += rz[b] * za;
                     }
-                    idx += a + 1;
                 }
             }
             self.n[j] = nj;
@@ -308,13 +348,11 @@ impl BatchSums {
             let oc = &mut out.cov[j * plen..(j + 1) * plen];
             match cov {
                 CovarianceType::Full => {
-                    let mut idx = 0;
                     for a in 0..d {
                         for b in 0..=a {
-                            let v = q[idx] / nj - mu[a] * mu[b];
+                            let v = 0.5 * (q[a * d + b] + q[b * d + a]) / nj - mu[a] * mu[b];
                             oc[a * d + b] = v;
                             oc[b * d + a] = v;
-                            idx += 1;
                         }
                     }
                 }

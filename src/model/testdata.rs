@@ -128,3 +128,42 @@ pub fn restrict(m: &GaussianMixture, cov: CovarianceType) -> GaussianMixture {
     })
     .unwrap()
 }
+
+/// A random mixture like the harder judging streams: K components in d
+/// dimensions, weights from 1 down to 1/K (normalised), means drawn with
+/// spread `sep` (smaller means more overlap), random rotations with axis
+/// variances uniform in [0.2, 1.5].
+pub fn random_mixture(d: usize, k: usize, sep: f64, seed: u64) -> GaussianMixture {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let raw: Vec<f64> = (0..k).map(|j| 1.0 / (1.0 + j as f64)).collect();
+    let total: f64 = raw.iter().sum();
+    let weights = raw.iter().map(|w| w / total).collect();
+    let mut means = Vec::with_capacity(k * d);
+    let mut covs = Vec::with_capacity(k * d * d);
+    for _ in 0..k {
+        for _ in 0..d {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            means.push(sep * z);
+        }
+        let r = rotation(d, &mut rng);
+        let axes: Vec<f64> = (0..d).map(|_| rng.random_range(0.2..1.5)).collect();
+        for a in 0..d {
+            for b in 0..d {
+                covs.push(
+                    (0..d)
+                        .map(|c| r[a * d + c] * axes[c] * r[b * d + c])
+                        .sum::<f64>(),
+                );
+            }
+        }
+    }
+    GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Full,
+        dim: d,
+        weights,
+        means,
+        covariances: covs,
+    })
+    .unwrap()
+}

@@ -1,0 +1,1145 @@
+//! [`Parser`]: chunks of whole lines -> row-major f64 values, rejects and
+//! headers.
+//!
+//! Plain CSV without a column selection takes a single-pass fast path: each
+//! field is parsed in place by `fast_float2::parse_partial` and the byte
+//! after it decides what comes next, so a line is read once and nothing is
+//! allocated. Anything unusual (a comment, an empty line, a bad field, a
+//! column selection, JSON) goes to the general path, which finds the line
+//! end, splits the fields into a reused buffer and names what is wrong.
+
+use std::collections::HashSet;
+
+use memchr::memchr;
+
+use super::{Batch, Chunk, Format, ParseError, Parser, ParserConfig, RejectReason, SourceId};
+
+/// Longest field text quoted in a reject's detail, in bytes.
+const QUOTE_MAX: usize = 40;
+
+/// Longest header text kept in [`Batch::headers`], in bytes.
+const HEADER_MAX: usize = 1024;
+
+/// A record that could not be accepted, before it is known whether it is a
+/// header.
+type Reject = (RejectReason, String);
+
+impl Parser {
+    /// A parser with the given configuration.
+    ///
+    /// An empty `columns` list or a `dim` of 0 count as unset. With
+    /// `columns`, the dimension is the number of selected columns unless
+    /// `dim` says otherwise (then every record is a
+    /// [`RejectReason::FieldCount`]; configuration checking should refuse
+    /// that earlier).
+    pub fn new(config: ParserConfig) -> Self {
+        let columns = config.columns.filter(|c| !c.is_empty());
+        let min_fields = columns
+            .as_ref()
+            .and_then(|c| c.iter().max())
+            .map_or(0, |&m| m + 1);
+        let dim = config
+            .dim
+            .filter(|&d| d > 0)
+            .or(columns.as_ref().map(Vec::len));
+        Parser {
+            format: config.format,
+            columns,
+            min_fields,
+            dim,
+            header_done: HashSet::new(),
+            fields: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Parses one chunk, appending accepted rows, rejects and headers to `out`.
+    ///
+    /// `out.dim` is set to the dimension once it is known. Chunks of one
+    /// source must come in order; chunks of different sources may
+    /// interleave. After a source's last chunk its state is forgotten.
+    pub fn parse(&mut self, chunk: &Chunk, out: &mut Batch) {
+        let source = chunk.source;
+        let bytes = &chunk.bytes[..];
+        let too_long = &chunk.too_long[..];
+        let mut header_pending = !self.header_done.contains(&source);
+        let fast = self.format == Format::Csv && self.columns.is_none();
+        let mut line = chunk.first_line;
+        let mut next_too_long = 0;
+        let mut pos = 0;
+        // About one value per 10 bytes for typical CSV: saves most regrowth.
+        out.values.reserve(bytes.len() / 10);
+        while pos < bytes.len() {
+            // Lines dropped by the framer have their numbers here, not bytes.
+            while next_too_long < too_long.len() && too_long[next_too_long] <= line {
+                if too_long[next_too_long] == line {
+                    reject_too_long(source, line, out);
+                    header_pending = false;
+                    line += 1;
+                }
+                next_too_long += 1;
+            }
+            if fast {
+                if let Some((next, n)) = csv_fast_line(bytes, pos, &mut out.values) {
+                    header_pending = false;
+                    match self.dim {
+                        Some(d) if d == n => {}
+                        None => self.dim = Some(n),
+                        Some(d) => {
+                            out.values.truncate(out.values.len() - n);
+                            reject(
+                                out,
+                                source,
+                                line,
+                                RejectReason::FieldCount,
+                                format!("{n} fields, expected {d}"),
+                            );
+                        }
+                    }
+                    pos = next;
+                    line += 1;
+                    continue;
+                }
+            }
+            let end = memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
+            let text = &bytes[pos..end];
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            self.general_line(text, source, line, &mut header_pending, out);
+            pos = end + 1;
+            line += 1;
+        }
+        for &dropped in &too_long[next_too_long..] {
+            if dropped >= line {
+                reject_too_long(source, dropped, out);
+                header_pending = false;
+            }
+        }
+        if chunk.last {
+            self.header_done.remove(&source);
+        } else if !header_pending {
+            self.header_done.insert(source);
+        }
+        out.dim = self.dim.unwrap_or(0);
+    }
+
+    /// The dimension, once fixed by configuration or the first valid record.
+    pub fn dim(&self) -> Option<usize> {
+        self.dim
+    }
+
+    /// One line (without its line end) on the general path: ignored, header,
+    /// accepted or rejected.
+    fn general_line(
+        &mut self,
+        text: &[u8],
+        source: SourceId,
+        line: u64,
+        header_pending: &mut bool,
+        out: &mut Batch,
+    ) {
+        let text = trim(text);
+        if text.is_empty() || text[0] == b'#' {
+            return;
+        }
+        let was_pending = std::mem::replace(header_pending, false);
+        match self.record(text) {
+            Ok(()) => out.values.extend_from_slice(&self.scratch),
+            Err((reason, detail)) => {
+                let header_like =
+                    matches!(reason, RejectReason::NotNumeric | RejectReason::BadJson)
+                        && has_letter(text);
+                if was_pending && header_like {
+                    let shown = &text[..floor_char_boundary(text, HEADER_MAX)];
+                    let shown = String::from_utf8_lossy(shown).into_owned();
+                    out.headers.push((source, line, shown));
+                } else {
+                    reject(out, source, line, reason, detail);
+                }
+            }
+        }
+    }
+
+    /// Parses a trimmed, non-empty, non-comment line into `self.scratch` (the
+    /// record's values in output order) and fixes the dimension if unset.
+    fn record(&mut self, text: &[u8]) -> Result<(), Reject> {
+        if !text.is_ascii() {
+            if let Err(e) = std::str::from_utf8(text) {
+                return Err((
+                    RejectReason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                ));
+            }
+        }
+        self.scratch.clear();
+        let what = match self.format {
+            Format::Csv => {
+                self.csv_record(text)?;
+                "fields"
+            }
+            Format::Json => {
+                json_record(text, &mut self.scratch)?;
+                if let Some(columns) = &self.columns {
+                    let n = self.scratch.len();
+                    if n < self.min_fields {
+                        return Err((
+                            RejectReason::FieldCount,
+                            format!(
+                                "{n} elements, column {} needs at least {}",
+                                self.min_fields - 1,
+                                self.min_fields
+                            ),
+                        ));
+                    }
+                    for &c in columns {
+                        self.scratch.push(self.scratch[c]);
+                    }
+                    self.scratch.drain(..n);
+                }
+                "elements"
+            }
+        };
+        let n = self.scratch.len();
+        let what = if self.columns.is_some() {
+            "columns selected"
+        } else {
+            what
+        };
+        match self.dim {
+            Some(d) if d == n => Ok(()),
+            Some(d) => Err((
+                RejectReason::FieldCount,
+                format!("{n} {what}, expected {d}"),
+            )),
+            None if n == 0 => Err((
+                RejectReason::FieldCount,
+                "empty array: a point needs at least one number".to_owned(),
+            )),
+            None => {
+                self.dim = Some(n);
+                Ok(())
+            }
+        }
+    }
+
+    /// Splits a CSV line and parses the wanted fields into `self.scratch`.
+    fn csv_record(&mut self, text: &[u8]) -> Result<(), Reject> {
+        split_fields(text, &mut self.fields);
+        match &self.columns {
+            None => {
+                for (i, &(a, b)) in self.fields.iter().enumerate() {
+                    self.scratch.push(parse_field(&text[a..b], i)?);
+                }
+            }
+            Some(columns) => {
+                let n = self.fields.len();
+                if n < self.min_fields {
+                    return Err((
+                        RejectReason::FieldCount,
+                        format!(
+                            "{n} fields, column {} needs at least {}",
+                            self.min_fields - 1,
+                            self.min_fields
+                        ),
+                    ));
+                }
+                for &c in columns {
+                    let (a, b) = self.fields[c];
+                    self.scratch.push(parse_field(&text[a..b], c)?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The single-pass fast path for one CSV line starting at `pos`: parses
+/// every field into `values` and returns (start of the next line, number of
+/// fields). On anything it does not handle (empty line, comment, empty or
+/// bad field, non-finite value, stray `\r`) it removes what it appended and
+/// returns `None`, leaving the line to the general path.
+#[inline]
+fn csv_fast_line(b: &[u8], mut pos: usize, values: &mut Vec<f64>) -> Option<(usize, usize)> {
+    let len = b.len();
+    let start = values.len();
+    pos = skip_blanks(b, pos);
+    'fields: while let Some((v, used)) =
+        simple_decimal(&b[pos..]).or_else(|| fast_float2::parse_partial::<f64, _>(&b[pos..]).ok())
+    {
+        if !v.is_finite() {
+            break;
+        }
+        values.push(v);
+        pos += used;
+        let Some(&c) = b.get(pos) else {
+            return Some((len, values.len() - start));
+        };
+        let c = match c {
+            b',' | b';' => {
+                pos = skip_blanks(b, pos + 1);
+                continue 'fields;
+            }
+            b' ' | b'\t' => {
+                pos = skip_blanks(b, pos + 1);
+                match b.get(pos) {
+                    None => return Some((len, values.len() - start)),
+                    Some(b',' | b';') => {
+                        pos = skip_blanks(b, pos + 1);
+                        continue 'fields;
+                    }
+                    Some(b'\n') => return Some((pos + 1, values.len() - start)),
+                    Some(b'\r') => b'\r',
+                    // Blanks alone separate fields.
+                    Some(_) => continue 'fields,
+                }
+            }
+            c => c,
+        };
+        match c {
+            b'\n' => return Some((pos + 1, values.len() - start)),
+            b'\r' => match b.get(pos + 1) {
+                None => return Some((len, values.len() - start)),
+                Some(b'\n') => return Some((pos + 2, values.len() - start)),
+                Some(_) => break,
+            },
+            _ => break,
+        }
+    }
+    values.truncate(start);
+    None
+}
+
+/// Powers of ten that are exact in an f64.
+const EXACT_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The common case of a number at the start of `b`, `[+-]digits[.digits]`
+/// with no exponent, at most 19 digits whose integer fits in 53 bits and at
+/// most 22 after the point: then `mantissa / 10^k` is one correctly rounded
+/// IEEE division of two exact values (Clinger's fast path), the same f64
+/// `fast_float2` returns. Returns the value and the bytes used, or `None`
+/// to leave the number to `fast_float2` (exponents, long mantissas,
+/// `inf`/`nan`, no digits). Consumes exactly what `fast_float2`'s partial
+/// parse would.
+#[inline]
+fn simple_decimal(b: &[u8]) -> Option<(f64, usize)> {
+    let mut p = 0;
+    let negative = match b.first() {
+        Some(b'-') => {
+            p = 1;
+            true
+        }
+        Some(b'+') => {
+            p = 1;
+            false
+        }
+        _ => false,
+    };
+    let (mut mantissa, int_end) = digits(b, p, 0);
+    let mut count = int_end - p;
+    p = int_end;
+    let mut frac = 0;
+    if b.get(p) == Some(&b'.') {
+        let (m, frac_end) = digits(b, p + 1, mantissa);
+        mantissa = m;
+        frac = frac_end - (p + 1);
+        count += frac;
+        p = frac_end;
+    }
+    let digits = count;
+    if digits == 0
+        || digits > 19
+        || frac >= EXACT_POW10.len()
+        || mantissa > (1 << 53)
+        || matches!(b.get(p), Some(b'e' | b'E'))
+    {
+        return None;
+    }
+    let v = mantissa as f64 / EXACT_POW10[frac];
+    Some((if negative { -v } else { v }, p))
+}
+
+/// `10^k` for `k <= 8`.
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// Reads the run of ASCII digits starting at `p`, folding them into
+/// `mantissa` (wrapping; callers reject more than 19 digits), eight at a
+/// time where eight bytes are available. Returns the new mantissa and the
+/// end of the run (it may stop early, after more than 19 digits).
+#[inline]
+fn digits(b: &[u8], mut p: usize, mut mantissa: u64) -> (u64, usize) {
+    let start = p;
+    while let Some(bytes) = b.get(p..p + 8) {
+        let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+        let k = first_non_digit(word);
+        if k == 0 {
+            return (mantissa, p);
+        }
+        // Left-pad a partial run with '0' bytes (the low bytes come first).
+        let padded = if k == 8 {
+            word
+        } else {
+            (word << (8 * (8 - k))) | (0x3030_3030_3030_3030 >> (8 * k))
+        };
+        mantissa = mantissa
+            .wrapping_mul(POW10_U64[k])
+            .wrapping_add(eight_digits(padded));
+        p += k;
+        if k < 8 || p - start > 19 {
+            return (mantissa, p);
+        }
+    }
+    while let Some(&c) = b.get(p) {
+        let d = c.wrapping_sub(b'0');
+        if d >= 10 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        p += 1;
+    }
+    (mantissa, p)
+}
+
+/// Index (0..=8) of the first byte of a little-endian word that is not an
+/// ASCII digit. Borrows and carries only move towards later bytes, so the
+/// bytes before the first non-digit are judged exactly.
+#[inline]
+fn first_non_digit(word: u64) -> usize {
+    let below = word.wrapping_sub(0x3030_3030_3030_3030);
+    let above = word.wrapping_add(0x4646_4646_4646_4646);
+    let mask = (below | above) & 0x8080_8080_8080_8080;
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// The value of eight ASCII digits in a little-endian word (first digit in
+/// the lowest byte), by the usual SWAR multiply-and-shift.
+#[inline]
+fn eight_digits(word: u64) -> u64 {
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 0x000F_4240_0000_0064; // 100 + (1000000 << 32)
+    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10000 << 32)
+    let v = word.wrapping_sub(0x3030_3030_3030_3030);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let v1 = (v & MASK).wrapping_mul(MUL1);
+    let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
+    u64::from((v1.wrapping_add(v2) >> 32) as u32)
+}
+
+/// First index at or after `pos` that is not a space or tab.
+#[inline]
+fn skip_blanks(b: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\t') = b.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// `text` without leading and trailing spaces and tabs.
+fn trim(text: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = text.iter().position(|b| !blank(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    &text[start..end]
+}
+
+/// Byte ranges of the fields of a trimmed, non-empty line. A comma or
+/// semicolon with any blanks around it is one separator, and so is a run of
+/// blanks; two commas in a row enclose an empty field, and a trailing comma
+/// ends with one.
+fn split_fields(text: &[u8], fields: &mut Vec<(usize, usize)>) {
+    fields.clear();
+    let len = text.len();
+    let mut pos = 0;
+    loop {
+        let start = pos;
+        while pos < len && !matches!(text[pos], b',' | b';' | b' ' | b'\t') {
+            pos += 1;
+        }
+        fields.push((start, pos));
+        if pos == len {
+            return;
+        }
+        pos = skip_blanks(text, pos);
+        if pos < len && matches!(text[pos], b',' | b';') {
+            pos = skip_blanks(text, pos + 1);
+        }
+        if pos == len {
+            // Only a hard separator can end a trimmed line.
+            fields.push((len, len));
+            return;
+        }
+    }
+}
+
+/// Parses field `index` (0-based) of a CSV record.
+fn parse_field(field: &[u8], index: usize) -> Result<f64, Reject> {
+    let number = index + 1;
+    if field.is_empty() {
+        return Err((RejectReason::NotNumeric, format!("field {number} is empty")));
+    }
+    match fast_float2::parse::<f64, _>(field) {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err((
+            RejectReason::NonFinite,
+            format!("field {number} {} is not finite", quote(field)),
+        )),
+        Err(_) => Err((
+            RejectReason::NotNumeric,
+            format!("field {number} {} is not a number", quote(field)),
+        )),
+    }
+}
+
+/// Parses a trimmed line as one JSON array of finite numbers into `values`.
+fn json_record(text: &[u8], values: &mut Vec<f64>) -> Result<(), Reject> {
+    let bad = |detail: String| Err((RejectReason::BadJson, detail));
+    if text.first() != Some(&b'[') {
+        return bad(format!(
+            "expected a JSON array of numbers, found {}",
+            quote(text)
+        ));
+    }
+    let mut pos = skip_json_ws(text, 1);
+    if text.get(pos) == Some(&b']') {
+        pos += 1;
+    } else {
+        loop {
+            let number = values.len() + 1;
+            let end = json_number_end(text, pos);
+            if end == pos {
+                let token_end = text[pos..]
+                    .iter()
+                    .position(|&b| matches!(b, b',' | b']'))
+                    .map_or(text.len(), |i| pos + i);
+                let token = trim(&text[pos..token_end]);
+                return bad(if token.is_empty() {
+                    format!("element {number} is missing")
+                } else {
+                    format!("element {number} {} is not a number", quote(token))
+                });
+            }
+            let field = &text[pos..end];
+            match fast_float2::parse::<f64, _>(field) {
+                Ok(v) if v.is_finite() => values.push(v),
+                Ok(_) => {
+                    return Err((
+                        RejectReason::NonFinite,
+                        format!("element {number} {} is not finite", quote(field)),
+                    ))
+                }
+                Err(_) => return bad(format!("element {number} {} is not a number", quote(field))),
+            }
+            pos = skip_json_ws(text, end);
+            match text.get(pos) {
+                Some(b',') => pos = skip_json_ws(text, pos + 1),
+                Some(b']') => {
+                    pos += 1;
+                    break;
+                }
+                _ => return bad(format!("expected ',' or ']' after element {number}")),
+            }
+        }
+    }
+    if pos != text.len() {
+        return bad("text after the closing ']'".to_owned());
+    }
+    Ok(())
+}
+
+/// JSON whitespace skipped from `pos`.
+fn skip_json_ws(b: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// End of the JSON number at `pos` (RFC 8259 grammar:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), or `pos` if there is
+/// none.
+fn json_number_end(b: &[u8], pos: usize) -> usize {
+    let digits = |mut p: usize| {
+        while b.get(p).is_some_and(u8::is_ascii_digit) {
+            p += 1;
+        }
+        p
+    };
+    let mut p = pos;
+    if b.get(p) == Some(&b'-') {
+        p += 1;
+    }
+    match b.get(p) {
+        Some(b'0') => p += 1,
+        Some(b'1'..=b'9') => p = digits(p + 1),
+        _ => return pos,
+    }
+    if b.get(p) == Some(&b'.') {
+        let q = digits(p + 1);
+        if q == p + 1 {
+            return pos;
+        }
+        p = q;
+    }
+    if matches!(b.get(p), Some(b'e' | b'E')) {
+        let mut q = p + 1;
+        if matches!(b.get(q), Some(b'+' | b'-')) {
+            q += 1;
+        }
+        let r = digits(q);
+        if r == q {
+            return pos;
+        }
+        p = r;
+    }
+    // A number must be followed by a delimiter, not glued to more text.
+    match b.get(p) {
+        None | Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r') => p,
+        Some(_) => pos,
+    }
+}
+
+/// Whether the (valid or not) text has a letter, as a header would.
+fn has_letter(text: &[u8]) -> bool {
+    text.iter().any(u8::is_ascii_alphabetic)
+        || (!text.is_ascii()
+            && std::str::from_utf8(text).is_ok_and(|s| s.chars().any(char::is_alphabetic)))
+}
+
+/// A field quoted for a detail message, shortened to [`QUOTE_MAX`] bytes.
+fn quote(field: &[u8]) -> String {
+    let cut = floor_char_boundary(field, QUOTE_MAX);
+    let text = String::from_utf8_lossy(&field[..cut]);
+    if cut < field.len() {
+        format!("{:?}", format!("{text}..."))
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// Largest length `<= max` that does not split a UTF-8 character of `b`
+/// (any length for invalid UTF-8 is fine: it is shown lossily).
+fn floor_char_boundary(b: &[u8], max: usize) -> usize {
+    if b.len() <= max {
+        return b.len();
+    }
+    let mut cut = max;
+    while cut > 0 && (b[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    cut
+}
+
+/// Counts and records one rejected record.
+fn reject(out: &mut Batch, source: SourceId, line: u64, reason: RejectReason, detail: String) {
+    out.rejected.add(reason);
+    out.errors.push(ParseError {
+        source_id: source,
+        line,
+        reason,
+        detail,
+    });
+}
+
+/// Counts and records a line the framer dropped for its length.
+fn reject_too_long(source: SourceId, line: u64, out: &mut Batch) {
+    reject(
+        out,
+        source,
+        line,
+        RejectReason::TooLong,
+        "line is longer than the maximum line length; skipped".to_owned(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `text` as one last chunk of source 0.
+    fn parse_with(config: ParserConfig, text: &[u8]) -> (Batch, Parser) {
+        let mut parser = Parser::new(config);
+        let mut batch = Batch::default();
+        let chunk = Chunk {
+            source: 0,
+            first_line: 1,
+            bytes: text.to_vec(),
+            too_long: Vec::new(),
+            last: true,
+        };
+        parser.parse(&chunk, &mut batch);
+        (batch, parser)
+    }
+
+    fn parse(text: &str) -> Batch {
+        parse_with(ParserConfig::default(), text.as_bytes()).0
+    }
+
+    /// (line, reason, detail) of every error.
+    fn errors(batch: &Batch) -> Vec<(u64, RejectReason, String)> {
+        batch
+            .errors
+            .iter()
+            .map(|e| (e.line, e.reason, e.detail.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn separators_commas_semicolons_blanks_and_tabs() {
+        let b = parse("1,2\n3;4\n5 6\n7\t8\n  9 ,\t10  \n11   12\n-1.5e3 ; +.5\n");
+        assert_eq!(
+            b.values,
+            vec![1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., -1500., 0.5]
+        );
+        assert_eq!(b.dim, 2);
+        assert!(b.errors.is_empty());
+        assert!(b.rejected.is_empty());
+    }
+
+    #[test]
+    fn values_are_exact() {
+        let b = parse("-1.2345678,3.4567890\n0.1,1e-300\n");
+        assert_eq!(b.values, vec![-1.2345678, 3.456789, 0.1, 1e-300]);
+    }
+
+    #[test]
+    fn empty_field_is_not_numeric() {
+        let b = parse("1,2\n1,,2\n1,\n,1\n1, ,2\n");
+        assert_eq!(b.values, vec![1., 2.]);
+        assert_eq!(
+            errors(&b),
+            vec![
+                (2, RejectReason::NotNumeric, "field 2 is empty".to_owned()),
+                (3, RejectReason::NotNumeric, "field 2 is empty".to_owned()),
+                (4, RejectReason::NotNumeric, "field 1 is empty".to_owned()),
+                (5, RejectReason::NotNumeric, "field 2 is empty".to_owned()),
+            ]
+        );
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 4);
+    }
+
+    #[test]
+    fn not_numeric_names_the_field() {
+        let b = parse("1,2\n1,abc\n1.5x,2\n1,2,3\n");
+        assert_eq!(b.values, vec![1., 2.]);
+        assert_eq!(
+            errors(&b),
+            vec![
+                (
+                    2,
+                    RejectReason::NotNumeric,
+                    "field 2 \"abc\" is not a number".to_owned()
+                ),
+                (
+                    3,
+                    RejectReason::NotNumeric,
+                    "field 1 \"1.5x\" is not a number".to_owned()
+                ),
+                (
+                    4,
+                    RejectReason::FieldCount,
+                    "3 fields, expected 2".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn non_finite_values_are_rejected() {
+        let b = parse("1,2\nnan,1\n1,inf\n1e999,2\n-infinity,0\n3,4\n");
+        assert_eq!(b.values, vec![1., 2., 3., 4.]);
+        assert_eq!(b.rejected.get(RejectReason::NonFinite), 4);
+        assert_eq!(
+            errors(&b)[2],
+            (
+                4,
+                RejectReason::NonFinite,
+                "field 1 \"1e999\" is not finite".to_owned()
+            )
+        );
+        assert_eq!(b.rejected.total(), 4);
+    }
+
+    #[test]
+    fn header_is_skipped_once_per_source() {
+        let b = parse("# comment\n\nx,y,label\n1,2,3\nx,y,z\n");
+        assert_eq!(b.values, vec![1., 2., 3.]);
+        assert_eq!(b.headers, vec![(0, 3, "x,y,label".to_owned())]);
+        assert_eq!(
+            errors(&b),
+            vec![(
+                5,
+                RejectReason::NotNumeric,
+                "field 1 \"x\" is not a number".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn first_line_without_letters_is_not_a_header() {
+        let b = parse("1,,2\n1,2\n");
+        assert!(b.headers.is_empty());
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 1);
+        // A numeric first line uses up the header chance.
+        let b = parse("1,2\nx,y\n");
+        assert!(b.headers.is_empty());
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 1);
+    }
+
+    #[test]
+    fn header_state_is_per_source_and_across_chunks() {
+        let mut parser = Parser::new(ParserConfig::default());
+        let mut batch = Batch::default();
+        let chunk = |source, first_line, text: &str, last| Chunk {
+            source,
+            first_line,
+            bytes: text.as_bytes().to_vec(),
+            too_long: Vec::new(),
+            last,
+        };
+        parser.parse(&chunk(1, 1, "# c\n", false), &mut batch);
+        parser.parse(&chunk(2, 1, "a,b\n1,2\n", false), &mut batch);
+        parser.parse(&chunk(1, 2, "x,y\n3,4\n", false), &mut batch);
+        parser.parse(&chunk(2, 3, "c,d\n", true), &mut batch);
+        // Source 2 ended, so a new source 2 may have a header again.
+        parser.parse(&chunk(2, 1, "e,f\n5,6\n", true), &mut batch);
+        assert_eq!(batch.values, vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(
+            batch.headers,
+            vec![
+                (2, 1, "a,b".to_owned()),
+                (1, 2, "x,y".to_owned()),
+                (2, 1, "e,f".to_owned())
+            ]
+        );
+        assert_eq!(batch.errors.len(), 1);
+        assert_eq!((batch.errors[0].source_id, batch.errors[0].line), (2, 3));
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_ignored_not_counted() {
+        let b = parse("\n   \n\t\n# x\n  # y,z\n1,2\n\n#\n3,4");
+        assert_eq!(b.values, vec![1., 2., 3., 4.]);
+        assert!(b.errors.is_empty());
+        assert!(b.headers.is_empty());
+    }
+
+    #[test]
+    fn crlf_line_ends() {
+        let b = parse("x,y\r\n1,2\r\n3 4 \r\n\r\n# c\r\n5,a\r\n6,7\r");
+        assert_eq!(b.values, vec![1., 2., 3., 4., 6., 7.]);
+        assert_eq!(b.headers, vec![(0, 1, "x,y".to_owned())]);
+        assert_eq!(
+            errors(&b),
+            vec![(
+                6,
+                RejectReason::NotNumeric,
+                "field 2 \"a\" is not a number".to_owned()
+            )]
+        );
+        // A lone \r inside a line is not a line end.
+        let b = parse("1,2\n1\r2,3\n");
+        assert_eq!(b.values, vec![1., 2.]);
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 1);
+    }
+
+    #[test]
+    fn columns_pick_fields_in_order() {
+        let config = ParserConfig {
+            columns: Some(vec![2, 0]),
+            ..ParserConfig::default()
+        };
+        let (b, parser) = parse_with(config, b"x,label,y\n1,cat,2\n3,dog,4,extra\n5,6\n7,,abc\n");
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![2., 1., 4., 3.]);
+        assert_eq!(b.headers.len(), 1);
+        assert_eq!(
+            errors(&b),
+            vec![
+                (
+                    4,
+                    RejectReason::FieldCount,
+                    "2 fields, column 2 needs at least 3".to_owned()
+                ),
+                (
+                    5,
+                    RejectReason::NotNumeric,
+                    "field 3 \"abc\" is not a number".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn configured_dim_rejects_other_counts() {
+        let config = ParserConfig {
+            dim: Some(3),
+            ..ParserConfig::default()
+        };
+        let (b, parser) = parse_with(config, b"1,2\n1,2,3\n1,2,3,4\n");
+        assert_eq!(parser.dim(), Some(3));
+        assert_eq!(b.dim, 3);
+        assert_eq!(b.values, vec![1., 2., 3.]);
+        assert_eq!(
+            errors(&b),
+            vec![
+                (
+                    1,
+                    RejectReason::FieldCount,
+                    "2 fields, expected 3".to_owned()
+                ),
+                (
+                    3,
+                    RejectReason::FieldCount,
+                    "4 fields, expected 3".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn dim_comes_from_first_valid_record() {
+        let (b, parser) = parse_with(ParserConfig::default(), b"a,b\n1,x\n1,2,3\n4,5\n6,7,8\n");
+        assert_eq!(parser.dim(), Some(3));
+        assert_eq!(b.values, vec![1., 2., 3., 6., 7., 8.]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 1);
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 1);
+        let empty = parse("# nothing\n");
+        assert_eq!(empty.dim, 0);
+    }
+
+    #[test]
+    fn invalid_utf8_is_its_own_reason() {
+        let (b, _) = parse_with(
+            ParserConfig::default(),
+            b"1,2\n1,\xff\xfe\n\xc3\xa9,1\n# \xff ok\n",
+        );
+        assert_eq!(b.values, vec![1., 2.]);
+        assert_eq!(
+            errors(&b),
+            vec![
+                (
+                    2,
+                    RejectReason::InvalidUtf8,
+                    "invalid UTF-8 at byte 3".to_owned()
+                ),
+                (
+                    3,
+                    RejectReason::NotNumeric,
+                    "field 1 \"\u{e9}\" is not a number".to_owned()
+                ),
+            ]
+        );
+        // A first line with invalid UTF-8 is never taken for a header.
+        let (b, _) = parse_with(ParserConfig::default(), b"temp\xe9rature,x\n1,2\n");
+        assert!(b.headers.is_empty());
+        assert_eq!(b.rejected.get(RejectReason::InvalidUtf8), 1);
+    }
+
+    #[test]
+    fn too_long_lines_keep_numbering() {
+        let mut parser = Parser::new(ParserConfig::default());
+        let mut batch = Batch::default();
+        let chunk = Chunk {
+            source: 3,
+            first_line: 10,
+            // Lines 10, 12, 13 are here; 11, 14 and 15 were dropped.
+            bytes: b"1,2\n3,4\nbad,5\n".to_vec(),
+            too_long: vec![11, 14, 15],
+            last: false,
+        };
+        parser.parse(&chunk, &mut batch);
+        assert_eq!(batch.values, vec![1., 2., 3., 4.]);
+        let lines: Vec<(u64, RejectReason)> =
+            batch.errors.iter().map(|e| (e.line, e.reason)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (11, RejectReason::TooLong),
+                (13, RejectReason::NotNumeric),
+                (14, RejectReason::TooLong),
+                (15, RejectReason::TooLong),
+            ]
+        );
+        assert_eq!(batch.rejected.get(RejectReason::TooLong), 3);
+        assert!(batch.errors.iter().all(|e| e.source_id == 3));
+    }
+
+    #[test]
+    fn json_lines() {
+        let config = ParserConfig {
+            format: Format::Json,
+            ..ParserConfig::default()
+        };
+        let text = b"[\"x\", \"y\"]\n[1, 2.5]\n  [ -3e2 ,4 ] \n[1,2,3]\n{\"a\":1}\n[1,\"b\"]\n[1,2\n[1,1e999]\n[1,2]x\n[01,2]\n[]\n[1,[2]]\n[1,nan]\n";
+        let (b, parser) = parse_with(config, text);
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![1., 2.5, -300., 4.]);
+        assert_eq!(b.headers, vec![(0, 1, "[\"x\", \"y\"]".to_owned())]);
+        let reasons: Vec<(u64, RejectReason)> =
+            b.errors.iter().map(|e| (e.line, e.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (4, RejectReason::FieldCount),
+                (5, RejectReason::BadJson),
+                (6, RejectReason::BadJson),
+                (7, RejectReason::BadJson),
+                (8, RejectReason::NonFinite),
+                (9, RejectReason::BadJson),
+                (10, RejectReason::BadJson),
+                (11, RejectReason::FieldCount),
+                (12, RejectReason::BadJson),
+                (13, RejectReason::BadJson),
+            ]
+        );
+        assert_eq!(b.errors[0].detail, "3 elements, expected 2");
+        assert_eq!(
+            b.errors[2].detail,
+            "element 2 \"\\\"b\\\"\" is not a number"
+        );
+        assert_eq!(b.errors[3].detail, "expected ',' or ']' after element 2");
+    }
+
+    #[test]
+    fn json_with_columns() {
+        let config = ParserConfig {
+            format: Format::Json,
+            columns: Some(vec![2, 1]),
+            ..ParserConfig::default()
+        };
+        let (b, _) = parse_with(config, b"[1,2,3]\n[4,5]\n");
+        assert_eq!(b.values, vec![3., 2.]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 1);
+    }
+
+    #[test]
+    fn long_fields_are_shortened_in_details() {
+        let field = "z".repeat(100);
+        let b = parse(&format!("1,2\n1,{field}\n"));
+        let detail = &b.errors[0].detail;
+        assert!(detail.len() < 70, "{detail}");
+        assert!(detail.contains("..."));
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree() {
+        // Every line through the fast path (no columns) must give what the
+        // general path (an identity column selection) gives.
+        let text = b"1,2\n 3 ,4 \n5;\t6\n7,,8\n9 , 10\r\n1e5,2E-3\n+1,-2\n.5,5.\n0x1,2\n\
+                     1__2,3\n--1,2\n1,\n;1\nnan,1\n1,1e400\n\t\t1\t\t2\t\t\n1,2\r3\n1,2";
+        let (a, _) = parse_with(ParserConfig::default(), text);
+        let config = ParserConfig {
+            columns: Some(vec![0, 1]),
+            ..ParserConfig::default()
+        };
+        let (b, _) = parse_with(config, text);
+        assert_eq!(a.values.len(), 2 * 9);
+        assert_eq!(a.values, b.values);
+        assert_eq!(errors(&a), errors(&b));
+        assert_eq!(a.errors.len(), 9);
+    }
+
+    #[test]
+    fn simple_decimal_matches_fast_float() {
+        let cases = [
+            "0",
+            "-0",
+            "1",
+            "-1.2345678",
+            "3.4567890",
+            "+2.5",
+            ".5",
+            "5.",
+            "007.250",
+            "0.1",
+            "0.3",
+            "123456789012345678",
+            "9007199254740993",
+            "1234567.1234567",
+            "0.0000000000000000000001",
+            "-99999999.99999999",
+            "1.5e3",
+            "1e",
+            "inf",
+            "nan",
+            ".",
+            "-",
+            "1.5.3",
+            "12,3",
+            "4 5",
+            "0.12345678901234567890123",
+            "18446744073709551616",
+        ];
+        for case in cases {
+            let ours = simple_decimal(case.as_bytes());
+            let theirs = fast_float2::parse_partial::<f64, _>(case).ok();
+            let padded = format!("{case};00000000");
+            let ours_padded = simple_decimal(padded.as_bytes());
+            assert_eq!(ours_padded.map(|x| x.1), ours.map(|x| x.1), "{case}");
+            assert_eq!(
+                ours_padded.map(|x| x.0.to_bits()),
+                ours.map(|x| x.0.to_bits()),
+                "{case}"
+            );
+            if let Some((v, used)) = ours {
+                let (w, used2) = theirs.unwrap_or_else(|| panic!("{case}: fast_float failed"));
+                assert_eq!(used, used2, "{case}");
+                assert_eq!(v.to_bits(), w.to_bits(), "{case}");
+            }
+        }
+        assert!(simple_decimal(b"1.5e3").is_none());
+        assert!(simple_decimal(b"-1.25,").is_some());
+        // Random decimals with 1 to 15 significant digits (always < 2^53).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = 1 + (x % 15) as usize;
+            let point = (x >> 8) as usize % (digits + 1);
+            let mut s: String = format!("{:019}", x >> 1)[..digits].to_owned();
+            s.insert(point, '.');
+            if x & 1 == 1 {
+                s.insert(0, '-');
+            }
+            let w: f64 = s.parse().unwrap_or_else(|_| panic!("{s}"));
+            // Alone (byte loop) and followed by more text (eight at a time).
+            for text in [s.clone(), format!("{s},12345678"), format!("{s}\n")] {
+                let (v, used) = simple_decimal(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
+                assert_eq!(used, s.len(), "{text}");
+                assert_eq!(v.to_bits(), w.to_bits(), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn reject_counts_helpers() {
+        let mut a = RejectCounts::default();
+        a.add(RejectReason::TooLong);
+        a.add_n(RejectReason::BadJson, 0);
+        let mut b = RejectCounts::default();
+        b.add_n(RejectReason::TooLong, 2);
+        b.add(RejectReason::NotNumeric);
+        a.merge(&b);
+        assert_eq!(a.get(RejectReason::TooLong), 3);
+        assert_eq!(a.get(RejectReason::BadJson), 0);
+        assert!(!a.by_reason.contains_key(&RejectReason::BadJson));
+        assert_eq!(a.total(), 4);
+    }
+
+    use super::super::RejectCounts;
+}

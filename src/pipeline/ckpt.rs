@@ -1,0 +1,230 @@
+//! Checkpoints in the pipeline: what a run starts from (a new model or a
+//! verified resume), and the writer task that saves snapshots through
+//! `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::console::Console;
+use super::learn::Start;
+use super::PipelineError;
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::config::{CheckpointPolicy, RunConfig, LEARNER_KEYS};
+use crate::model::Params;
+
+/// Prepares the checkpoint file before the run: removes stale temporary
+/// files, then either loads the model to resume (checking it against the
+/// command line) or makes sure no existing model would be replaced.
+/// Blocking; called through `spawn_blocking`.
+pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start, PipelineError> {
+    let fresh = Start {
+        learner: None,
+        rejected: Default::default(),
+        anomalies: 0,
+        created_unix_ms: super::unix_ms(),
+    };
+    let Some(policy) = config.checkpoint.clone() else {
+        console.line("no --checkpoint given: the model will not be saved");
+        return Ok(fresh);
+    };
+    let dir = match policy.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(PipelineError::CheckpointDir { path: policy.path });
+    }
+    clean_stale(&policy.path, console);
+    if !policy.resume {
+        if policy.path.exists() {
+            return Err(PipelineError::CheckpointExists { path: policy.path });
+        }
+        return Ok(fresh);
+    }
+    let Some(ckpt) = load_newest(&policy, console)? else {
+        console.line(&format!(
+            "--resume: no checkpoint at {} yet, starting a new model",
+            policy.path.display()
+        ));
+        return Ok(fresh);
+    };
+    check_resume(config, &policy.path, &ckpt, console)?;
+    // The parser must keep the model's dimension.
+    config.parser.dim = Some(ckpt.learner.dim());
+    Ok(Start {
+        rejected: ckpt.rejected.clone(),
+        anomalies: ckpt.anomalies,
+        created_unix_ms: ckpt.created_unix_ms,
+        learner: Some(ckpt.learner),
+    })
+}
+
+/// Removes temporary files left by an interrupted save.
+fn clean_stale(path: &Path, console: &Console) {
+    match checkpoint::clean_stale_temp(path) {
+        Ok(removed) => {
+            for p in removed {
+                console.line(&format!(
+                    "removed {} left by an interrupted checkpoint write",
+                    p.display()
+                ));
+            }
+        }
+        Err(e) => console.line(&format!("could not clean stale temporary files: {e}")),
+    }
+}
+
+/// Loads the newest good generation, announcing every refused file.
+/// `None` when no generation exists at all.
+fn load_newest(
+    policy: &CheckpointPolicy,
+    console: &Console,
+) -> Result<Option<Checkpoint>, PipelineError> {
+    match checkpoint::load_with_fallback(&policy.path) {
+        Err(CheckpointError::NotFound { .. }) => Ok(None),
+        Ok(loaded) => {
+            for (_, why) in &loaded.refused {
+                console.line(&format!("refused checkpoint {why}"));
+            }
+            if loaded.path_used != policy.path {
+                console.line(&format!(
+                    "resuming from the older generation {} ({} points seen)",
+                    loaded.path_used.display(),
+                    loaded.checkpoint.learner.counters().points_seen
+                ));
+            } else {
+                console.line(&format!(
+                    "resuming from {} ({} points seen)",
+                    loaded.path_used.display(),
+                    loaded.checkpoint.learner.counters().points_seen
+                ));
+            }
+            Ok(Some(loaded.checkpoint))
+        }
+        Err(e) => Err(PipelineError::NoUsableCheckpoint(e)),
+    }
+}
+
+/// Refuses a resume whose model disagrees with explicitly given K,
+/// covariance type or dimension; reports other learner options given that
+/// the checkpoint overrides.
+fn check_resume(
+    config: &RunConfig,
+    path: &Path,
+    ckpt: &Checkpoint,
+    console: &Console,
+) -> Result<(), PipelineError> {
+    let saved: &Params = ckpt.learner.params();
+    let given: &Params = &config.params;
+    let mismatch = |key: &'static str, have: String, want: String| PipelineError::ResumeMismatch {
+        path: path.to_path_buf(),
+        key,
+        checkpoint: have,
+        given: want,
+    };
+    if config.given.contains("components") && saved.components != given.components {
+        return Err(mismatch(
+            "components",
+            saved.components.to_string(),
+            given.components.to_string(),
+        ));
+    }
+    if config.given.contains("covariance") && saved.covariance != given.covariance {
+        return Err(mismatch(
+            "covariance",
+            saved.covariance.to_string(),
+            given.covariance.to_string(),
+        ));
+    }
+    let dim = ckpt.learner.dim();
+    let want_dim = config
+        .parser
+        .dim
+        .or(config.parser.columns.as_ref().map(Vec::len));
+    if let Some(want) = want_dim {
+        if want != dim {
+            return Err(mismatch("dim", dim.to_string(), want.to_string()));
+        }
+    }
+    for key in LEARNER_KEYS {
+        if key == "components" || key == "covariance" || !config.given.contains(key) {
+            continue;
+        }
+        let (have, want) = (param_text(saved, key), param_text(given, key));
+        if have != want {
+            console.line(&format!(
+                "--resume keeps the checkpoint's {key} = {have}; the {key} = {want} given is ignored"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One learner option as text, by its config key.
+fn param_text(p: &Params, key: &str) -> String {
+    match key {
+        "components" => p.components.to_string(),
+        "covariance" => p.covariance.to_string(),
+        "batch_size" => p.batch_size.to_string(),
+        "step_decay" => p.step_decay.to_string(),
+        "step_offset" => p.step_offset.to_string(),
+        "step_floor" => p.step_floor.to_string(),
+        "warmup" => p.warmup.to_string(),
+        "reg_covar" => p.reg_covar.to_string(),
+        "seed" => p.seed.to_string(),
+        "init_seeds" => p.init_seeds.to_string(),
+        "init_iters" => p.init_iters.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Saves every snapshot published on `rx` (the newest one when several
+/// arrive during a save) until the learner drops the sender. Mid-stream
+/// failures are reported and the run goes on; the final save decides.
+pub(crate) async fn writer(
+    mut rx: watch::Receiver<Option<Arc<Checkpoint>>>,
+    path: PathBuf,
+    keep: usize,
+    console: Arc<Console>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(snap) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let p = path.clone();
+        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &snap, keep)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => console.line(&format!("checkpoint not written (will retry): {e}")),
+            Err(e) => console.line(&format!("checkpoint writer failed: {e}")),
+        }
+    }
+}
+
+/// Writes the final checkpoint.
+pub(crate) async fn save_final(
+    path: PathBuf,
+    ckpt: Checkpoint,
+    keep: usize,
+) -> Result<(), PipelineError> {
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || checkpoint::save(&p, &ckpt, keep))
+        .await
+        .map_err(|_| PipelineError::Thread("checkpoint writer"))?
+        .map_err(|source| PipelineError::Save { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_learner_key_has_text() {
+        let p = Params::default();
+        for key in LEARNER_KEYS {
+            assert!(!param_text(&p, key).is_empty(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The parser stage: one thread owns the [`Parser`] (and so the dimension
+//! state) and turns chunks from every source into batches for the learner.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use tokio::sync::mpsc;
+
+use super::{Stop, StopReason};
+use crate::config::OnError;
+use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig};
+
+/// What the parser hands the learner: a batch, and with `--on-error fail`
+/// the bad record that ends the run (the batch then holds only the rows
+/// before it).
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub(crate) batch: Batch,
+    pub(crate) fatal: Option<ParseError>,
+}
+
+/// Runs the parser stage until the chunk channel closes (or, with
+/// `--on-error fail`, until the first bad record, when it stops the run so
+/// the sources stop).
+pub(crate) fn parser_loop(
+    config: ParserConfig,
+    on_error: OnError,
+    mut chunks: mpsc::Receiver<Chunk>,
+    batches: SyncSender<Work>,
+    recycled: Receiver<Batch>,
+    stop: &Stop,
+) {
+    let mut parser = Parser::new(config.clone());
+    while let Some(chunk) = chunks.blocking_recv() {
+        let mut batch = match recycled.try_recv() {
+            Ok(b) => clear(b),
+            Err(_) => Batch::default(),
+        };
+        parser.parse(&chunk, &mut batch);
+        let mut fatal = None;
+        if on_error == OnError::Fail && !batch.rejected.by_reason.is_empty() {
+            let first = first_error(&chunk, &batch);
+            let dim = parser.dim().or(config.dim);
+            let keep = match dim {
+                Some(d) if d > 0 => rows_before(&chunk, first.line, &config, d) * d,
+                _ => 0,
+            };
+            batch.values.truncate(keep);
+            fatal = Some(first);
+        }
+        let empty = batch.values.is_empty()
+            && batch.rejected.by_reason.is_empty()
+            && batch.headers.is_empty()
+            && fatal.is_none();
+        if empty {
+            continue;
+        }
+        let last = fatal.is_some();
+        if batches.send(Work { batch, fatal }).is_err() {
+            break;
+        }
+        if last {
+            stop.stop(StopReason::Failed);
+            break;
+        }
+    }
+}
+
+/// Empties a used batch but keeps its allocations (and its dimension).
+fn clear(mut b: Batch) -> Batch {
+    b.values.clear();
+    b.rejected.by_reason.clear();
+    b.errors.clear();
+    b.headers.clear();
+    b
+}
+
+/// The first bad record of a chunk that had rejects.
+fn first_error(chunk: &Chunk, batch: &Batch) -> ParseError {
+    match batch.errors.iter().min_by_key(|e| e.line) {
+        Some(e) => e.clone(),
+        None => {
+            // The parser counted a reject without details: name the chunk.
+            let reason = batch
+                .rejected
+                .by_reason
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(crate::input::RejectReason::NotNumeric);
+            ParseError {
+                source_id: chunk.source,
+                line: chunk.first_line,
+                reason,
+                detail: "a record in this part of the input was rejected".into(),
+            }
+        }
+    }
+}
+
+/// How many rows of `chunk` lie before line `bad`: the lines before it are
+/// parsed again, by a fresh parser of the same dimension, so the count
+/// follows exactly the parser's rules for headers and blank lines.
+fn rows_before(chunk: &Chunk, bad: u64, config: &ParserConfig, dim: usize) -> usize {
+    let end = prefix_len(chunk, bad);
+    if end == 0 {
+        return 0;
+    }
+    let prefix = Chunk {
+        source: chunk.source,
+        first_line: chunk.first_line,
+        bytes: chunk.bytes[..end].to_vec(),
+        too_long: chunk
+            .too_long
+            .iter()
+            .copied()
+            .filter(|&l| l < bad)
+            .collect(),
+        last: false,
+    };
+    let mut parser = Parser::new(ParserConfig {
+        dim: Some(dim),
+        ..config.clone()
+    });
+    let mut out = Batch::default();
+    parser.parse(&prefix, &mut out);
+    out.values.len() / dim
+}
+
+/// Byte length of the lines of `chunk` numbered below `bad` (numbering
+/// starts at `first_line` and skips the too-long lines, which are not in
+/// the bytes).
+fn prefix_len(chunk: &Chunk, bad: u64) -> usize {
+    let mut line = chunk.first_line;
+    let mut skip = chunk.too_long.iter().copied().peekable();
+    let mut pos = 0;
+    let bytes = &chunk.bytes;
+    while pos < bytes.len() {
+        while skip.peek().is_some_and(|&l| l <= line) {
+            if skip.next() == Some(line) {
+                line += 1;
+            }
+        }
+        if line >= bad {
+            break;
+        }
+        pos = match bytes[pos..].iter().position(|&b| b == b'\n') {
+            Some(i) => pos + i + 1,
+            None => bytes.len(),
+        };
+        line += 1;
+    }
+    pos
+}
+
+/// Sends a used batch back to the parser for reuse, dropping it if the
+/// parser already holds enough spares.
+pub(crate) fn recycle(tx: &SyncSender<Batch>, batch: Batch) {
+    match tx.try_send(batch) {
+        Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(first_line: u64, text: &str, too_long: Vec<u64>) -> Chunk {
+        Chunk {
+            source: 0,
+            first_line,
+            bytes: text.as_bytes().to_vec(),
+            too_long,
+            last: false,
+        }
+    }
+
+    #[test]
+    fn prefix_stops_before_the_bad_line() {
+        let c = chunk(10, "a\nb\nc\nd\n", vec![]);
+        assert_eq!(prefix_len(&c, 10), 0);
+        assert_eq!(prefix_len(&c, 11), 2);
+        assert_eq!(prefix_len(&c, 12), 4);
+        assert_eq!(prefix_len(&c, 14), 8);
+        assert_eq!(prefix_len(&c, 99), 8);
+    }
+
+    #[test]
+    fn prefix_skips_too_long_line_numbers() {
+        // Lines 1 and 3 were too long: bytes hold lines 2, 4, 5.
+        let c = chunk(1, "two\nfour\nfive", vec![1, 3]);
+        assert_eq!(prefix_len(&c, 1), 0);
+        assert_eq!(prefix_len(&c, 3), 4);
+        assert_eq!(prefix_len(&c, 4), 4);
+        assert_eq!(prefix_len(&c, 5), 9);
+        assert_eq!(prefix_len(&c, 6), 13);
+    }
+}

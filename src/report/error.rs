@@ -1,0 +1,38 @@
+//! [`ReportError`]: what can go wrong in `score`, `plot` and `diff`.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::model::ModelError;
+
+/// Why a report command failed; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A checkpoint could not be read.
+    #[error("cannot read checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The checkpoint was written before the warm-up ended, so it holds no
+    /// mixture yet.
+    #[error("checkpoint {0} holds no model yet (written during the warm-up): let the run see at least --warmup points first")]
+    NoModel(PathBuf),
+    /// A data or output file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reading the input or writing the output failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An option is out of range or does not fit the model.
+    #[error("{0}")]
+    Invalid(String),
+    /// Two checkpoints cannot be compared.
+    #[error("cannot compare the checkpoints: {0}")]
+    Incompatible(String),
+    /// A mixture could not be built (only from hand-made parameters).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the `emstream` binary, as one test binary: real
+//! processes, temporary directories, real sockets on 127.0.0.1 port 0.
+
+mod bad_input;
+mod checkpoint;
+mod config;
+mod pipe;
+mod report;
+mod signals;
+mod tcp;
+mod util;

@@ -1,0 +1,225 @@
+//! Helpers: running the binary, making streams, reading checkpoints.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+/// Small learner settings that make tests fast: 2 components, warm-up of
+/// 200 points, batches of 50.
+pub const SMALL: &[&str] = &[
+    "-k",
+    "2",
+    "--warmup",
+    "200",
+    "--batch-size",
+    "50",
+    "--seed",
+    "7",
+];
+
+/// How long a test waits for a child process before failing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary under test.
+pub fn emstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_emstream"))
+}
+
+/// `n` 2-D points from two well separated clusters, one CSV line each.
+pub fn points(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    (0..n)
+        .map(|i| {
+            let (cx, cy) = if i % 3 == 0 { (-5.0, 2.0) } else { (4.0, -1.0) };
+            let x: f64 = cx + noise.sample(&mut rng);
+            let y: f64 = cy + 0.5 * noise.sample(&mut rng);
+            format!("{x:.6},{y:.6}")
+        })
+        .collect()
+}
+
+/// Lines joined with newlines (and a final one).
+pub fn text(lines: &[String]) -> Vec<u8> {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// Runs `emstream ARGS` with `input` on stdin and waits for it.
+pub fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = emstream()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The child may stop reading early (e.g. --on-error fail).
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_output(child);
+    writer.join().unwrap();
+    out
+}
+
+/// Waits for a child with a deadline, collecting its output.
+pub fn wait_output(child: Child) -> Output {
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(out) => out.expect("waiting for the child"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &id.to_string()])
+                .status();
+            panic!("emstream did not finish within {PATIENCE:?}");
+        }
+    }
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success, showing stderr otherwise.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr:\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// `emstream inspect PATH --json`, parsed.
+pub fn inspect_json(path: &Path) -> serde_json::Value {
+    let out = emstream()
+        .args(["inspect", "--json"])
+        .arg(path)
+        .output()
+        .expect("inspect runs");
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// The learner's serialised state in a checkpoint (everything the model
+/// is, without counters of rejects or timestamps).
+pub fn learner_bytes(path: &Path) -> Vec<u8> {
+    let ck = emstream::checkpoint::load(path).expect("checkpoint loads");
+    postcard::to_allocvec(&ck.learner).expect("learner serialises")
+}
+
+/// A path in `dir`.
+pub fn file(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+/// Sends SIGTERM to a child.
+pub fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+}
+
+/// Reads a child's stderr on a thread, line by line.
+pub struct StderrLines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    /// Takes the child's stderr.
+    pub fn new(child: &mut Child) -> Self {
+        let err = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything until the child closes stderr.
+    pub fn rest(mut self) -> String {
+        while let Ok(line) = self.rx.recv_timeout(PATIENCE) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+/// Waits until the checkpoint at `path` holds `n` points (learned or
+/// pending), as mid-stream checkpoints are written.
+pub fn wait_for_points(path: &Path, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(ck) = emstream::checkpoint::load(path) {
+            let have = ck.learner.counters().points_seen + ck.learner.pending_points() as u64;
+            if have == n {
+                return;
+            }
+            last = Some(have);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("checkpoint never held {n} points (last: {last:?})");
+}
+
+/// Waits for a child to exit, with a deadline.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("emstream did not exit within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
