@@ -130,7 +130,8 @@ peak_rss() {
     local cmd="$1"
     if [ ! -x /usr/bin/time ]; then echo "n/a"; return; fi
     fresh
-    /usr/bin/time -v -o "$tmp/rss.txt" bash -c "exec $cmd" >/dev/null
+    /usr/bin/time -v -o "$tmp/rss.txt" bash -c "exec $cmd" >/dev/null 2>"$tmp/rss.err" \
+        || { cat "$tmp/rss.err" >&2; say "failed: $cmd"; return 1; }
     awk -F: '/Maximum resident set size/ { printf "%.1f\n", $2 / 1024 }' "$tmp/rss.txt"
 }
 
