@@ -82,6 +82,8 @@ has_score=0
 tmp="$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/emstream-bench.XXXXXX")"
 if [ "$keep" = 1 ]; then say "streams kept in $tmp"; else trap 'rm -rf "$tmp"' EXIT; fi
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---- streams --------------------------------------------------------------
 scale=1
 [ "$quick" = 1 ] && scale=10
@@ -97,7 +99,8 @@ say "generating streams in $tmp"
 # would be resumed (no warm-up) or refused (other dimension).
 fresh() { rm -rf "$tmp/ck" && mkdir "$tmp/ck"; }
 
-# time_cmd NAME CMD -> prints "mean sd" in seconds
+# time_cmd NAME CMD -> prints "mean sd cpu" in seconds (cpu: mean user+system
+# CPU seconds, "-" when the plain loop cannot tell)
 time_cmd() {
     local name="$1" cmd="$2"
     if [ "$have_hyperfine" = 1 ]; then
@@ -106,7 +109,7 @@ time_cmd() {
             --export-csv "$tmp/$name.timing.csv" "$cmd" >/dev/null 2>"$tmp/hyperfine.err" \
             || { cat "$tmp/hyperfine.err" >&2; return 1; }
         # command,mean,stddev,median,user,system,min,max
-        awk -F, 'NR == 2 { printf "%.4f %.4f\n", $2, ($3 == "" ? 0 : $3) }' "$tmp/$name.timing.csv"
+        awk -F, 'NR == 2 { printf "%.4f %.4f %.3f\n", $2, ($3 == "" ? 0 : $3), $5 + $6 }' "$tmp/$name.timing.csv"
     else
         local i t0 t1
         fresh
@@ -121,18 +124,20 @@ time_cmd() {
         done
         awk '{ s += $1; ss += $1 * $1; n++ }
              END { m = s / n; v = (n > 1) ? (ss - n * m * m) / (n - 1) : 0;
-                   printf "%.4f %.4f\n", m, (v > 0 ? sqrt(v) : 0) }' "$tmp/$name.times"
+                   printf "%.4f %.4f -\n", m, (v > 0 ? sqrt(v) : 0) }' "$tmp/$name.times"
     fi
 }
 
-# peak_rss CMD -> MiB (or n/a)
+# peak_rss CMD -> "MiB cpu-seconds" of one run (or "n/a -")
 peak_rss() {
     local cmd="$1"
-    if [ ! -x /usr/bin/time ]; then echo "n/a"; return; fi
+    if [ ! -x /usr/bin/time ]; then echo "n/a -"; return; fi
     fresh
     /usr/bin/time -v -o "$tmp/rss.txt" bash -c "exec $cmd" >/dev/null 2>"$tmp/rss.err" \
         || { cat "$tmp/rss.err" >&2; say "failed: $cmd"; return 1; }
-    awk -F: '/Maximum resident set size/ { printf "%.1f\n", $2 / 1024 }' "$tmp/rss.txt"
+    awk -F: '/Maximum resident set size/ { rss = $2 / 1024 }
+             /User time \(seconds\)|System time \(seconds\)/ { cpu += $2 }
+             END { printf "%.1f %.3f\n", rss, cpu }' "$tmp/rss.txt"
 }
 
 rows=()
@@ -141,11 +146,12 @@ fails=0
 measure() {
     local name="$1" points="$2" cmd="$3" tput_target="$4" rss_target="$5"
     say "timing $name"
-    local mean sd rss mps target verdict
-    local timing
+    local mean sd cpu rss cpu1 mps target verdict timing memory
     timing=$(time_cmd "$name" "$cmd")
-    read -r mean sd <<<"$timing"
-    rss=$(peak_rss "$cmd")
+    read -r mean sd cpu <<<"$timing"
+    memory=$(peak_rss "$cmd")
+    read -r rss cpu1 <<<"$memory"
+    [ "$cpu" = "-" ] && cpu="$cpu1"
     mps=$(awk -v n="$points" -v t="$mean" 'BEGIN { printf "%.2f", n / t / 1e6 }')
     target=""
     verdict="pass"
@@ -160,7 +166,7 @@ measure() {
         fi
     fi
     [ "$verdict" = pass ] || fails=$((fails + 1))
-    rows+=("| $name | $points | $mean ± $sd | $mps | $rss | $target | $verdict |")
+    rows+=("| $name | $points | $mean ± $sd | $cpu | $mps | $rss | $target | $verdict |")
 }
 
 ck="$tmp/ck/m.ckpt"
@@ -180,10 +186,11 @@ timer="hyperfine, $runs runs after 1 warm-up"
 [ "$have_hyperfine" = 1 ] || timer="shell loop, $runs runs after 1 warm-up"
 echo
 echo "emstream whole-process benchmark ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $timer)"
+echo "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (above 0.5 per core, other work shares the CPUs; compare CPU s)"
 [ "$quick" = 1 ] && echo "QUICK MODE: 10x fewer points, not a benchmark"
 echo
-echo "| stream | points | seconds (mean ± sd) | M points/s | peak RSS MiB | target | result |"
-echo "|---|---:|---:|---:|---:|---|---|"
+echo "| stream | points | seconds (mean ± sd) | CPU s | M points/s | peak RSS MiB | target | result |"
+echo "|---|---:|---:|---:|---:|---:|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 if [ "$fails" -gt 0 ]; then
