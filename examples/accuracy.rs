@@ -26,6 +26,8 @@ fn main() {
         ("r5-k4-sep1.5", testdata::random_mixture(5, 4, 1.5, 1)),
         ("r16-k10-sep2", testdata::random_mixture(16, 10, 2.0, 2)),
         ("r10-k8-sep1", testdata::random_mixture(10, 8, 1.0, 3)),
+        ("r32-k10-sep2", testdata::random_mixture(32, 10, 2.0, 4)),
+        ("r8-k20-sep3", testdata::random_mixture(8, 20, 3.0, 5)),
     ];
     let only = std::env::var("ONLY").unwrap_or_default();
     let cases: Vec<_> = cases
