@@ -1,1 +1,206 @@
-fn main() {}
+//! Throughput of the stepwise EM learner on in-memory batches, after the
+//! warm-up: each case initialises a learner on a warm-up sample outside the
+//! timed loop, then times `observe` on a pre-generated block of points drawn
+//! from the same mixture (the learner keeps learning from one iteration to
+//! the next, as it would on a stationary stream). Throughput is in points.
+//!
+//! ```text
+//! cargo bench --bench learner
+//! cargo bench --bench learner -- 'd8'        # one group of cases
+//! EMSTREAM_BENCH_WALL=1 cargo bench --bench learner   # wall-clock time
+//! ```
+//!
+//! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), as in
+//! the parser bench, so the numbers hold on a machine busy with other work
+//! (the learner is single-threaded; on an idle machine CPU time equals wall
+//! time). Set `EMSTREAM_BENCH_WALL=1` to measure wall time instead.
+//!
+//! Targets (see BENCHMARKS.md): >= 20 M points/s for d=2 K=2 full and
+//! >= 5 M points/s for d=8 K=6 full.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use emstream::model::{
+    testdata, CovarianceType, GaussianMixture, MixtureParams, Params, StepwiseEm,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Points per timed `observe` call (a whole number of default batches);
+/// the d=32 case, about 100x slower per point, uses a tenth of it.
+const BLOCK: usize = 200_000;
+
+/// A d-dimensional, K-component full-covariance mixture with well separated
+/// means and random correlated covariances `A Aᵀ / d + 0.5 I`, for the
+/// larger case the reference mixtures do not cover.
+fn random_full(d: usize, k: usize, seed: u64) -> GaussianMixture {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+    let means: Vec<f64> = (0..k * d).map(|_| 4.0 * normal()).collect();
+    let mut covariances = Vec::with_capacity(k * d * d);
+    for _ in 0..k {
+        let a: Vec<f64> = (0..d * d).map(|_| normal()).collect();
+        for r in 0..d {
+            for c in 0..d {
+                let dot: f64 = (0..d).map(|t| a[r * d + t] * a[c * d + t]).sum();
+                covariances.push(dot / d as f64 + if r == c { 0.5 } else { 0.0 });
+            }
+        }
+    }
+    GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Full,
+        dim: d,
+        weights: vec![1.0 / k as f64; k],
+        means,
+        covariances,
+    })
+    .expect("A Aᵀ/d + 0.5 I is positive definite")
+}
+
+/// A learner for `truth`'s shape, past its warm-up, and a block of fresh
+/// points from `truth`.
+fn warmed_up(truth: &GaussianMixture, n: usize) -> (StepwiseEm, Vec<f64>) {
+    let params = Params {
+        components: truth.n_components(),
+        covariance: truth.covariance_type(),
+        ..Params::default()
+    }
+    .check()
+    .expect("default parameters with K <= warm-up are valid");
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let warmup = truth.sample(&mut rng, params.warmup);
+    let block = truth.sample(&mut rng, n);
+    assert_eq!(n % params.batch_size, 0, "no partial batch per iteration");
+    let mut em = StepwiseEm::new(params, truth.dim());
+    em.observe(&warmup, None).expect("warm-up fits");
+    assert!(
+        em.mixture().is_some(),
+        "the warm-up sample initialised the learner"
+    );
+    // One untimed pass so that scratch buffers have their final size.
+    em.observe(&block, None)
+        .expect("learning from a valid block");
+    (em, block)
+}
+
+fn learner<M: Measurement>(c: &mut Criterion<M>) {
+    let cases: Vec<(&str, GaussianMixture, usize)> = vec![
+        ("d2_k2_full", testdata::two_clusters(), BLOCK),
+        (
+            "d8_k6_full",
+            testdata::eight_d(CovarianceType::Full, 3),
+            BLOCK,
+        ),
+        (
+            "d8_k6_diag",
+            testdata::eight_d(CovarianceType::Diagonal, 3),
+            BLOCK,
+        ),
+        (
+            "d8_k6_spherical",
+            testdata::eight_d(CovarianceType::Spherical, 3),
+            BLOCK,
+        ),
+        ("d32_k10_full", random_full(32, 10, 5), BLOCK / 10),
+    ];
+    let mut group = c.benchmark_group("observe");
+    // Each iteration is one block (a few ms to a few hundred ms):
+    // flat sampling with few samples keeps the whole bench under a minute.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (name, truth, n) in &cases {
+        let (mut em, block) = warmed_up(truth, *n);
+        group.throughput(Throughput::Elements(*n as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| em.observe(black_box(&block), None).expect("valid block"))
+        });
+        assert_eq!(em.pending_points(), 0);
+        assert_eq!(em.counters().refused_batches, 0, "{name}: no batch refused");
+    }
+    group.finish();
+}
+
+/// CPU time of the calling thread, in nanoseconds (the same measurement as
+/// benches/parser.rs; each bench target is its own crate, hence the copy).
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuTimeFormatter
+    }
+}
+
+/// Shows CPU nanoseconds as ms of CPU and throughput per CPU second.
+struct CpuTimeFormatter;
+
+impl ValueFormatter for CpuTimeFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        values.iter_mut().for_each(|v| *v /= 1e6);
+        "ms (cpu)"
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iter, unit) = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64 / 1e6, "MB/s (cpu)"),
+            Throughput::Elements(n) => (n as f64 / 1e6, "Melem/s (cpu)"),
+        };
+        values.iter_mut().for_each(|v| *v = per_iter * 1e9 / *v);
+        unit
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn main() {
+    if std::env::var_os("EMSTREAM_BENCH_WALL").is_some() {
+        let mut c = Criterion::default().configure_from_args();
+        learner(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default()
+            .with_measurement(CpuTime)
+            .configure_from_args();
+        learner(&mut c);
+        c.final_summary();
+    }
+}
