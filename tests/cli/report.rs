@@ -98,3 +98,76 @@ fn score_messages_to_a_closed_stderr_do_not_panic() {
     // A panic would exit with 101.
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `score` with a checkpoint's model writes exactly the lines `run --score`
+/// writes for the points it learns first after resuming from that
+/// checkpoint: both score each point under the model before it is learned.
+#[test]
+fn score_matches_run_score_on_the_first_batch_after_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "model.ckpt");
+    let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    assert_ok(&run_stdin(&args, &text(&points(400, 90))));
+    let frozen = file(&dir, "frozen.ckpt");
+    std::fs::copy(&ck, &frozen).unwrap();
+
+    // Fewer points than one batch: all scored by the checkpoint's model.
+    let fresh = text(&points(40, 91));
+    let batch: usize = SMALL
+        .windows(2)
+        .find(|w| w[0] == "--batch-size")
+        .map(|w| w[1].parse().unwrap())
+        .expect("SMALL sets --batch-size");
+    assert!(40 <= batch);
+    for extra in [&[][..], &["--score-fields"][..], &["--format", "json"][..]] {
+        std::fs::copy(&frozen, &ck).unwrap();
+        let mut run_args = vec![
+            "run",
+            "--resume",
+            "--score",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ];
+        run_args.extend_from_slice(extra);
+        let learned = run_stdin(
+            &run_args,
+            &if extra.contains(&"json") {
+                json_lines(&fresh)
+            } else {
+                fresh.clone()
+            },
+        );
+        assert_ok(&learned);
+        let mut score_args = vec!["score", "--model", frozen.to_str().unwrap()];
+        score_args.extend_from_slice(extra);
+        let scored = run_stdin(
+            &score_args,
+            &if extra.contains(&"json") {
+                json_lines(&fresh)
+            } else {
+                fresh.clone()
+            },
+        );
+        assert_ok(&scored);
+        assert_eq!(
+            String::from_utf8_lossy(&learned.stdout).lines().count(),
+            40,
+            "{extra:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&learned.stdout),
+            String::from_utf8_lossy(&scored.stdout),
+            "{extra:?}"
+        );
+    }
+}
+
+/// CSV lines `a,b` as JSON arrays `[a,b]`.
+fn json_lines(csv: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(csv)
+        .lines()
+        .map(|l| format!("[{l}]\n"))
+        .collect::<String>()
+        .into_bytes()
+}
