@@ -57,7 +57,7 @@ impl Default for Params {
             components: 2,
             covariance: CovarianceType::Full,
             batch_size: 1000,
-            step_decay: 0.85,
+            step_decay: 0.95,
             step_offset: 2.0,
             step_floor: 0.0,
             warmup: 5000,
