@@ -45,6 +45,15 @@ pub(crate) fn parser_loop(
                 _ => 0,
             };
             batch.values.truncate(keep);
+            // The run stops at `first`: the records after it were never
+            // judged, and `first` itself is reported as the error, not as
+            // skipped. Only it counts as rejected.
+            batch.errors.clear();
+            batch
+                .headers
+                .retain(|(source, line, _)| *source != first.source_id || *line < first.line);
+            batch.rejected.by_reason.clear();
+            batch.rejected.by_reason.insert(first.reason, 1);
             fatal = Some(first);
         }
         let empty = batch.values.is_empty()

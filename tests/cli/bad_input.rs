@@ -161,6 +161,40 @@ fn on_error_fail_stops_at_the_first_bad_record() {
 }
 
 #[test]
+fn on_error_fail_neither_counts_nor_reports_the_records_after_the_first_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    // A sensor that switches to three fields: every later line is bad, but
+    // the run stops at the first, so the later ones were never judged.
+    let mut lines = points(400, 46);
+    for i in 0..50 {
+        lines.push(format!("{i}.5,1.0,2.0"));
+    }
+    let mut args = vec![
+        "run",
+        "--on-error",
+        "fail",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&lines));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 401"), "{err}");
+    assert!(
+        !err.contains("skipped"),
+        "--on-error fail skips nothing:\n{err}"
+    );
+    let j = inspect_json(&ck);
+    assert_eq!(j["points_seen"], 400);
+    assert_eq!(
+        j["records_rejected"], 1,
+        "only the record that stopped the run"
+    );
+}
+
+#[test]
 fn a_header_line_is_skipped_not_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
