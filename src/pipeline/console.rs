@@ -142,7 +142,10 @@ pub(crate) fn human_rate(rate: f64) -> String {
 /// A log-likelihood for people, or `n/a`.
 pub(crate) fn fmt_ll(ll: Option<f64>) -> String {
     match ll {
-        Some(v) => format!("{v:.4}"),
+        // Fixed point where that is readable; a wild outlier can drive the
+        // average to 1e196, which would otherwise print 200 digits.
+        Some(v) if v == 0.0 || (1e-3..1e9).contains(&v.abs()) => format!("{v:.4}"),
+        Some(v) => format!("{v:.4e}"),
         None => "n/a".to_string(),
     }
 }
@@ -210,5 +213,23 @@ impl SourceNames {
             Some(n) => format!("connection #{id} ({n})"),
             None => format!("connection #{id}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_likelihood_is_short_at_any_magnitude() {
+        assert_eq!(fmt_ll(None), "n/a");
+        assert_eq!(fmt_ll(Some(-3.52881)), "-3.5288");
+        assert_eq!(fmt_ll(Some(-123456.0)), "-123456.0000");
+        // A wild outlier must not print a 200-digit summary line.
+        let huge = fmt_ll(Some(-1.922876e196));
+        assert!(huge.len() < 20, "{huge}");
+        assert!(huge.parse::<f64>().unwrap() < -1.9e196, "{huge}");
+        let tiny = fmt_ll(Some(2.5e-9));
+        assert!(tiny.parse::<f64>().unwrap() > 0.0, "{tiny}");
     }
 }
