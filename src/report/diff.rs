@@ -412,11 +412,20 @@ pub struct DiffArgs {
     #[arg(long)]
     pub json: bool,
     /// Monte-Carlo draws from each mixture for the whole-mixture divergence.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = at_least_one)]
     pub samples: usize,
     /// Seed of the Monte-Carlo draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// A count of at least 1 (no draws would give a NaN divergence).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("give at least 1 draw, e.g. 20000".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Loads the mixture of exactly this checkpoint file (no fallback: a diff
@@ -753,5 +762,10 @@ mod tests {
         let c = Cli::try_parse_from(["emstream", "diff", "a", "b", "--json"]).unwrap();
         let Cmd::Diff(a) = c.cmd else { panic!() };
         assert!(a.json && a.samples == 20_000);
+        // No draws would print a NaN divergence.
+        let e = Cli::try_parse_from(["emstream", "diff", "a", "b", "--samples", "0"])
+            .err()
+            .expect("--samples 0 is refused");
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 }
