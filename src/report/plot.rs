@@ -860,7 +860,8 @@ pub struct PlotArgs {
 /// # Errors
 ///
 /// [`ReportError`] when the checkpoint or the data cannot be read, the
-/// dimensions do not fit the model, or the SVG cannot be written.
+/// dimensions do not fit the model, `--data` holds no point of the model's
+/// dimension, or the SVG cannot be written.
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let model = load_mixture(&args.checkpoint)?;
     let columns = super::score::check_columns(args.columns.as_deref())?;
@@ -880,7 +881,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                 path: path.clone(),
                 source,
             })?;
-            let (pts, _) = reservoir_sample(
+            let (pts, seen) = reservoir_sample(
                 std::io::BufReader::new(file),
                 args.format,
                 columns,
@@ -888,6 +889,14 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                 args.sample,
                 args.seed,
             )?;
+            if seen == 0 {
+                return Err(ReportError::Invalid(format!(
+                    "--data {}: no record holds a point of the model's dimension {d}: \
+                     pick {d} fields with --columns (0-based), or check --format",
+                    path.display(),
+                    d = model.dim()
+                )));
+            }
             Some(pts)
         }
         None => None,

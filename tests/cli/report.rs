@@ -171,3 +171,43 @@ fn json_lines(csv: &[u8]) -> Vec<u8> {
         .collect::<String>()
         .into_bytes()
 }
+
+#[test]
+fn plot_refuses_data_of_which_no_point_fits_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = model(&dir);
+    // 3-D points for a 2-D model: before, an SVG without any point was
+    // written and plot exited 0.
+    let data = file(&dir, "three.csv");
+    std::fs::write(&data, "1,2,3\n4,5,6\n7,8,9\n").unwrap();
+    let svg = file(&dir, "m.svg");
+    let out = emstream()
+        .arg("plot")
+        .arg(&ck)
+        .arg("-o")
+        .arg(&svg)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--columns"), "says what to change: {err}");
+    assert!(err.contains("dimension 2"), "{err}");
+    assert!(!svg.exists());
+
+    // The same with a usable column choice draws the points.
+    let out = emstream()
+        .arg("plot")
+        .arg(&ck)
+        .arg("-o")
+        .arg(&svg)
+        .arg("--data")
+        .arg(&data)
+        .args(["--columns", "0,2"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(drawn.matches("<circle cx=").count(), 3, "{drawn}");
+}
