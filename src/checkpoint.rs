@@ -666,6 +666,31 @@ pub fn load_with_fallback(path: &Path) -> Result<Loaded, CheckpointError> {
     })
 }
 
+/// Checks that [`save`] can create its temporary file next to `path` by
+/// creating and removing one (`.NAME.tmp.<pid>.probe`), so that an
+/// unwritable directory is found when a run starts, not when its first
+/// checkpoint is due.
+///
+/// # Errors
+///
+/// [`CheckpointError::Io`] when the file cannot be created.
+pub fn probe_writable(path: &Path) -> Result<(), CheckpointError> {
+    let mut name = temp_prefix(path);
+    name.push(format!("{}.probe", std::process::id()));
+    let probe = parent_dir(path).join(name);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map_err(io_err(
+            &probe,
+            "cannot create a file next to the checkpoint",
+        ))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Removes temporary files (`.NAME.tmp.*`) that a crashed [`save`] left next
 /// to `path`, and returns the paths removed. Call it before the first save of
 /// a run, when no other save to this `path` is in progress.

@@ -313,7 +313,10 @@ fn run(args: RunArgs) -> ExitCode {
             say(&e.to_string());
             ExitCode::from(match e {
                 PipelineError::BadRecord { .. } => 3,
-                PipelineError::ResumeMismatch { .. } | PipelineError::CheckpointExists { .. } => 2,
+                PipelineError::ResumeMismatch { .. }
+                | PipelineError::CheckpointExists { .. }
+                | PipelineError::CheckpointIsDir { .. }
+                | PipelineError::CheckpointNotWritable(_) => 2,
                 _ => 1,
             })
         }

@@ -37,7 +37,12 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
     if !dir.is_dir() {
         return Err(PipelineError::CheckpointDir { path: policy.path });
     }
+    if policy.path.is_dir() || ends_with_separator(&policy.path) {
+        return Err(PipelineError::CheckpointIsDir { path: policy.path });
+    }
     clean_stale(&policy.path, console);
+    // Found now rather than at the first save, maybe months from now.
+    checkpoint::probe_writable(&policy.path).map_err(PipelineError::CheckpointNotWritable)?;
     if !policy.resume {
         if policy.path.exists() {
             if !policy.overwrite {
@@ -63,6 +68,15 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         created_unix_ms: ckpt.created_unix_ms,
         learner: Some(ckpt.learner),
     })
+}
+
+/// Whether `path` ends with a separator (`models/`): it names a directory.
+fn ends_with_separator(path: &Path) -> bool {
+    path.as_os_str()
+        .to_string_lossy()
+        .chars()
+        .next_back()
+        .is_some_and(std::path::is_separator)
 }
 
 /// What `--overwrite` does to the existing file at `policy.path`.

@@ -236,6 +236,15 @@ pub enum PipelineError {
         /// The checkpoint file.
         path: PathBuf,
     },
+    /// `--checkpoint` names a directory.
+    #[error("--checkpoint {path} is a directory: give the path of a file, e.g. {example}", path = path.display(), example = path.join("model.ckpt").display())]
+    CheckpointIsDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// No file can be created in the checkpoint's directory.
+    #[error("cannot write checkpoints there: {0}")]
+    CheckpointNotWritable(CheckpointError),
     /// `--resume` found checkpoint files but none was usable.
     #[error("cannot resume: {0}")]
     NoUsableCheckpoint(CheckpointError),
@@ -303,6 +312,7 @@ pub(crate) fn unix_ms() -> u64 {
 /// # Errors
 ///
 /// A [`PipelineError`] for a source that cannot be opened or bound, a
+/// checkpoint path that is a directory or where no file can be created, a
 /// refused resume, a bad record under `--on-error fail` (after saving what
 /// came before it), a learning error, a failed read, score write or final
 /// checkpoint.

@@ -286,3 +286,54 @@ fn inspect_of_a_missing_file_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("none.ckpt"), "{}", stderr(&out));
 }
+
+/// Starts `emstream run --checkpoint CK` on a stdin that stays open, as a
+/// feed that runs for months would, and waits for it to exit by itself.
+fn run_on_open_stdin(ck: &str) -> std::process::Output {
+    let mut args = vec!["run", "--checkpoint", ck];
+    args.extend_from_slice(SMALL);
+    let mut child = emstream()
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    let _ = stdin.write_all(&text(&points(300, 12)));
+    // Kept open until the child has exited (wait_output kills it after
+    // PATIENCE, failing the test).
+    let out = wait_output(child);
+    drop(stdin);
+    out
+}
+
+#[test]
+fn an_unwritable_checkpoint_path_is_refused_at_the_start_not_after_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // A directory, named with a trailing slash (it does not exist yet).
+    let slash = format!("{}/models/", dir.path().display());
+    let out = run_on_open_stdin(&slash);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("directory"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("points used"), "{}", stderr(&out));
+
+    // An existing directory: adding --resume would not help either.
+    let sub = file(&dir, "sub");
+    std::fs::create_dir(&sub).unwrap();
+    let out = run_on_open_stdin(sub.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--resume"), "{}", stderr(&out));
+
+    // A directory where no file can be created (even by root): /proc.
+    if Path::new("/proc/self").exists() {
+        let out = run_on_open_stdin("/proc/emstream-test.ckpt");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("cannot create"), "{err}");
+        assert!(!err.contains("points used"), "{err}");
+    }
+}
