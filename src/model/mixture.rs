@@ -559,15 +559,10 @@ mod tests {
 
     const TOL: f64 = 1e-10;
 
+    /// The write-up's first example: means (1, 1) and (7, 7), covariances
+    /// [[3, 2], [2, 3]] and [[2, -1], [-1, 2]], equal weights.
     fn two_d() -> GaussianMixture {
-        GaussianMixture::new(MixtureParams {
-            covariance: CovarianceType::Full,
-            dim: 2,
-            weights: vec![0.5, 0.5],
-            means: vec![1.0, 1.0, 7.0, 7.0],
-            covariances: vec![3.0, 2.0, 2.0, 3.0, 2.0, -1.0, -1.0, 2.0],
-        })
-        .unwrap()
+        crate::model::testdata::two_clusters()
     }
 
     /// Density of a 2-D Gaussian computed the textbook way, for comparison.

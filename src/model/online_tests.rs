@@ -561,3 +561,59 @@ fn learners_on_disjoint_parts_merge_into_one_model() {
         Err(LearnError::Incompatible(_))
     ));
 }
+
+#[test]
+fn a_step_floor_tracks_a_drifting_stream() {
+    // The stream's second half comes from the same clusters moved by (3, -2):
+    // with a step floor the model follows within a few half-lives (here
+    // 100 batches leave 0.95^100 = 0.6 % of the old weight); without
+    // one it is left averaging old and new.
+    let before = testdata::two_clusters();
+    let mut p = before.params().clone();
+    for (i, m) in p.means.iter_mut().enumerate() {
+        *m += if i % 2 == 0 { 3.0 } else { -2.0 };
+    }
+    let after = GaussianMixture::new(p).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let first = before.sample(&mut rng, 50_000);
+    let second = after.sample(&mut rng, 100_000);
+    let learn_with = |floor: f64| {
+        let p = Params {
+            step_floor: floor,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(p, 2);
+        em.observe(&first, None).unwrap();
+        em.observe(&second, None).unwrap();
+        em
+    };
+    let tracking = learn_with(0.05);
+    // Half-life of 0.05 per batch of 1000: about 13,500 points.
+    assert!((tracking.params().half_life_points() - 13_513.0).abs() < 10.0);
+    let m = tracking.mixture().unwrap();
+    let perm = best_match(&after, m);
+    for j in 0..2 {
+        for (a, b) in after.mean(j).iter().zip(m.mean(perm[j])) {
+            assert!((a - b).abs() < 0.1, "with a floor: {a} vs {b}");
+        }
+    }
+    let stuck = learn_with(0.0);
+    let m = stuck.mixture().unwrap();
+    let perm = best_match(&after, m);
+    let off: f64 = (0..2)
+        .flat_map(|j| {
+            after
+                .mean(j)
+                .iter()
+                .zip(m.mean(perm[j]))
+                .map(|(a, b)| (a - b).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        off > 0.3,
+        "without a floor the model should lag, but is off by only {off}"
+    );
+}

@@ -342,19 +342,24 @@ mod tests {
     use crate::model::CovarianceType;
     use rand::SeedableRng;
 
-    #[test]
-    fn a_merge_and_a_split_undo_a_local_optimum() {
-        // Three 1-D clusters at -10, 0 and 10; the model starts with one
-        // component over the first two and two components sharing the third:
-        // a fixed point of EM that a merge plus a split leaves.
-        let truth = GaussianMixture::new(MixtureParams {
+    /// Three unit-variance 1-D clusters at -10, 0 and 10.
+    fn three_apart() -> GaussianMixture {
+        GaussianMixture::new(MixtureParams {
             covariance: CovarianceType::Full,
             dim: 1,
             weights: vec![1.0 / 3.0; 3],
             means: vec![-10.0, 0.0, 10.0],
             covariances: vec![1.0; 3],
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_merge_and_a_split_undo_a_local_optimum() {
+        // Three 1-D clusters at -10, 0 and 10; the model starts with one
+        // component over the first two and two components sharing the third:
+        // a fixed point of EM that a merge plus a split leaves.
+        let truth = three_apart();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let buf = truth.sample(&mut rng, 3000);
         let bad = GaussianMixture::new(MixtureParams {
@@ -382,14 +387,7 @@ mod tests {
 
     #[test]
     fn a_good_fit_is_left_alone() {
-        let truth = GaussianMixture::new(MixtureParams {
-            covariance: CovarianceType::Full,
-            dim: 1,
-            weights: vec![1.0 / 3.0; 3],
-            means: vec![-10.0, 0.0, 10.0],
-            covariances: vec![1.0; 3],
-        })
-        .unwrap();
+        let truth = three_apart();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let buf = truth.sample(&mut rng, 3000);
         let params = Params {
