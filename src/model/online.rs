@@ -191,7 +191,7 @@ pub enum LearnError {
         dim: usize,
     },
     /// The warm-up buffer has fewer distinct points than components.
-    #[error("the first {points} points hold only {distinct} distinct points, fewer than the {k} components asked for: lower --components or give more varied data")]
+    #[error("the first {points} points hold only {distinct} distinct usable points (gross outliers are left out), fewer than the {k} components asked for: lower --components or give more varied data")]
     TooFewDistinct {
         /// Points in the buffer.
         points: usize,
@@ -220,6 +220,13 @@ pub struct Counters {
     pub refused_batches: u64,
     /// Points in refused batches.
     pub refused_points: u64,
+    /// Points left out of the statistics as gross outliers: a coordinate
+    /// beyond ±1e150 (its square would overflow), or farther than
+    /// [`OUTLIER_SPREAD`] times the data's overall spread from its centre
+    /// (a glitching sensor's 1e100 must not drag a component away). They
+    /// are still scored.
+    #[serde(default)]
+    pub outliers: u64,
     /// Sum of the log-likelihoods of learned points under the model before
     /// they were learned from (test-then-train), for the running average.
     pub log_lik_sum: f64,
@@ -271,6 +278,16 @@ impl ScoreBuffer {
     }
 }
 
+/// A point farther than this many times the data's overall spread (per
+/// dimension, from the centre of the mixture, or of the warm-up buffer by
+/// median and median absolute deviation) is a gross outlier: scored, but
+/// left out of the statistics. Generous on purpose: a new cluster inside
+/// this range is learned, a glitch of 1e100 is not.
+pub const OUTLIER_SPREAD: f64 = 100.0;
+
+/// Largest coordinate magnitude learned from: beyond it squares overflow.
+pub const MAX_ABS: f64 = 1e150;
+
 /// Points whose responsibility sums are multiplied before one logarithm
 /// is taken; with K <= MAX_COMPONENTS = 2^12 the product stays below 2^384.
 const LOG_BLOCK: usize = 32;
@@ -280,6 +297,105 @@ const LOG_BLOCK: usize = 32;
 struct Scratch {
     resp: Vec<f64>,
     sums: BatchSums,
+}
+
+/// Tells gross outliers: points farther than [`OUTLIER_SPREAD`] spreads
+/// from a centre, per dimension, or with a coordinate beyond [`MAX_ABS`].
+struct OutlierTest {
+    centre: Vec<f64>,
+    inv_spread2: Vec<f64>,
+    limit: f64,
+}
+
+impl OutlierTest {
+    /// Centre and spread of the whole mixture: its mean and, per dimension,
+    /// its total variance (within and between components).
+    fn of(mix: &GaussianMixture) -> Self {
+        let d = mix.dim();
+        let w = mix.weights();
+        let mut centre = vec![0.0; d];
+        for j in 0..w.len() {
+            for a in 0..d {
+                centre[a] += w[j] * mix.mean(j)[a];
+            }
+        }
+        let mut var = vec![0.0; d];
+        for j in 0..w.len() {
+            let c = mix.covariance_matrix(j);
+            for a in 0..d {
+                var[a] += w[j] * (c[a * d + a] + (mix.mean(j)[a] - centre[a]).powi(2));
+            }
+        }
+        Self::new(centre, var)
+    }
+
+    fn new(centre: Vec<f64>, var: Vec<f64>) -> Self {
+        let d = centre.len();
+        let inv_spread2 = var
+            .iter()
+            .map(|v| if *v > 0.0 { 1.0 / v } else { 0.0 })
+            .collect();
+        OutlierTest {
+            centre,
+            inv_spread2,
+            limit: OUTLIER_SPREAD * OUTLIER_SPREAD * d as f64,
+        }
+    }
+
+    #[inline]
+    fn is_outlier(&self, x: &[f64]) -> bool {
+        let mut q = 0.0;
+        for a in 0..x.len() {
+            if !(x[a].abs() <= MAX_ABS) {
+                return true;
+            }
+            let z = x[a] - self.centre[a];
+            q += z * z * self.inv_spread2[a];
+        }
+        !(q <= self.limit)
+    }
+}
+
+/// The warm-up buffer without its gross outliers (judged by each
+/// dimension's median and median absolute deviation, or mean absolute
+/// deviation where half the points are equal), and how many were dropped.
+fn without_outliers(buf: &[f64], d: usize) -> (Vec<f64>, usize) {
+    let n = buf.len() / d;
+    let finite: Vec<&[f64]> = buf
+        .chunks_exact(d)
+        .filter(|x| x.iter().all(|v| v.abs() <= MAX_ABS))
+        .collect();
+    let mut centre = vec![0.0; d];
+    let mut var = vec![0.0; d];
+    let mut col = Vec::with_capacity(finite.len());
+    for a in 0..d {
+        col.clear();
+        col.extend(finite.iter().map(|x| x[a]));
+        if col.is_empty() {
+            break;
+        }
+        col.sort_by(f64::total_cmp);
+        let med = col[col.len() / 2];
+        let mut dev: Vec<f64> = col.iter().map(|v| (v - med).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let mad = 1.4826 * dev[dev.len() / 2];
+        let spread = if mad > 0.0 {
+            mad
+        } else {
+            dev.iter().sum::<f64>() / dev.len() as f64
+        };
+        centre[a] = med;
+        var[a] = spread * spread;
+    }
+    let test = OutlierTest::new(centre, var);
+    let kept: Vec<f64> = buf
+        .chunks_exact(d)
+        .filter(|x| !test.is_outlier(x))
+        .flatten()
+        .copied()
+        .collect();
+    let dropped = n - kept.len() / d;
+    (kept, dropped)
 }
 
 /// The numeric engine shared by the warm-up fit and the stream: E-step,
@@ -301,8 +417,11 @@ pub(crate) struct Engine {
 /// Outcome of the E-step over one batch.
 struct EStep {
     stats: MixtureStats,
+    /// Sum of the log-likelihoods of the points that were not outliers.
     ll_sum: f64,
     worst: usize,
+    /// Gross outliers among the points (left out of `stats` and `ll_sum`).
+    outliers: usize,
 }
 
 impl Engine {
@@ -350,6 +469,11 @@ impl Engine {
                 }
             })
             .collect();
+        // Inputs are within ±MAX_ABS, so squares are finite; keep it so.
+        let scale: Vec<f64> = scale
+            .into_iter()
+            .map(|v| if v > 0.0 && v.is_finite() { v } else { 1.0 })
+            .collect();
         // Zero reg_covar is allowed, but a singular covariance is then
         // repaired from this floor upward.
         let reg = scale.iter().map(|s| s * reg_covar).collect();
@@ -380,9 +504,11 @@ impl Engine {
         resp.clear();
         resp.resize(n * k, 0.0);
         mix.weighted_log_probs(points, resp);
+        let outlier = OutlierTest::of(mix);
         let mut ll_sum = 0.0;
         let mut worst = 0;
         let mut worst_ll = f64::INFINITY;
+        let mut outliers = 0;
         match scores {
             None => {
                 // Without per-point scores the logarithm of each row's sum
@@ -392,8 +518,17 @@ impl Engine {
                 // term (within ln K of its log density).
                 let mut max_sum = 0.0;
                 let mut prod = 1.0;
-                for (i, row) in resp.chunks_exact_mut(k).enumerate() {
+                for (i, (row, x)) in resp
+                    .chunks_exact_mut(k)
+                    .zip(points.chunks_exact(d))
+                    .enumerate()
+                {
                     let (m, s) = normalise_row_parts(row);
+                    if outlier.is_outlier(x) {
+                        row.iter_mut().for_each(|r| *r = 0.0);
+                        outliers += 1;
+                        continue;
+                    }
                     max_sum += m;
                     prod *= s;
                     if i % LOG_BLOCK == LOG_BLOCK - 1 {
@@ -410,7 +545,12 @@ impl Engine {
             Some(sc) => {
                 sc.labels.reserve(n);
                 sc.log_lik.reserve(n);
-                for (i, row) in resp.chunks_exact_mut(k).enumerate() {
+                let first = sc.resp.len();
+                for (i, (row, x)) in resp
+                    .chunks_exact_mut(k)
+                    .zip(points.chunks_exact(d))
+                    .enumerate()
+                {
                     let ll = normalise_row(row);
                     let mut best = 0;
                     for (j, &r) in row.iter().enumerate() {
@@ -420,15 +560,21 @@ impl Engine {
                     }
                     sc.labels.push(best as u32);
                     sc.log_lik.push(ll);
+                    if sc.want_resp {
+                        sc.resp.extend_from_slice(row);
+                    }
+                    if outlier.is_outlier(x) {
+                        row.iter_mut().for_each(|r| *r = 0.0);
+                        outliers += 1;
+                        continue;
+                    }
                     ll_sum += ll;
                     if ll < worst_ll {
                         worst_ll = ll;
                         worst = i;
                     }
                 }
-                if sc.want_resp {
-                    sc.resp.extend_from_slice(resp);
-                }
+                debug_assert!(!sc.want_resp || sc.resp.len() == first + n * k);
             }
         }
         self.scratch
@@ -437,11 +583,12 @@ impl Engine {
         let stats = self
             .scratch
             .sums
-            .to_stats(self.covariance, d, mix.means(), n);
+            .to_stats(self.covariance, d, mix.means(), n - outliers);
         EStep {
             stats,
             ll_sum,
             worst,
+            outliers,
         }
     }
 
@@ -452,9 +599,9 @@ impl Engine {
         mix: &GaussianMixture,
         points: &[f64],
     ) -> (MixtureStats, f64) {
-        let n = (points.len() / self.dim).max(1);
+        let n = points.len() / self.dim;
         let e = self.e_step(mix, points, None);
-        (e.stats, e.ll_sum / n as f64)
+        (e.stats, e.ll_sum / (n - e.outliers).max(1) as f64)
     }
 
     /// Clusters with too few points for a covariance of their own (fewer
@@ -701,8 +848,11 @@ impl StepwiseEm {
     fn initialise(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         let d = self.dim;
         let buf = std::mem::take(&mut self.pending);
-        let mut engine = Engine::new(d, self.params.covariance, &buf, self.params.reg_covar);
-        let fitted = init::fit_warmup(&mut engine, &buf, &self.params, &mut self.rng);
+        // Gross outliers (a glitch of 1e300) would wreck the data's scale
+        // and the first fit: fit on the rest, score them all.
+        let (kept, _) = without_outliers(&buf, d);
+        let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
+        let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
         let (stats, mix) = match fitted {
             Ok(v) => v,
             Err(e) => {
@@ -713,14 +863,16 @@ impl StepwiseEm {
         let n = buf.len() / d;
         // Score the warm-up points under the first model, in order.
         let e = engine.e_step(&mix, &buf, scores);
+        let used = n - e.outliers;
         self.worst
             .copy_from_slice(&buf[e.worst * d..(e.worst + 1) * d]);
         self.counters.log_lik_sum += e.ll_sum;
-        self.counters.log_lik_points += n as u64;
-        self.counters.points_seen += n as u64;
-        self.step = n as f64 / self.params.batch_size as f64;
+        self.counters.log_lik_points += used as u64;
+        self.counters.points_seen += used as u64;
+        self.counters.outliers += e.outliers as u64;
+        self.step = used as f64 / self.params.batch_size as f64;
         let mut stats = MixtureStats {
-            points: n as f64,
+            points: (kept.len() / d) as f64,
             ..stats
         };
         let mix = engine.m_step(&mut stats);
@@ -753,13 +905,18 @@ impl StepwiseEm {
             unreachable!("update runs only after initialisation");
         };
         let e = engine.e_step(mix, batch, scores);
-        let eta = self.eta(n);
+        let used = n - e.outliers;
+        let eta = self.eta(used);
         let (Some(engine), Some(stats)) = (self.engine.as_mut(), self.stats.as_mut()) else {
             unreachable!()
         };
+        self.counters.outliers += e.outliers as u64;
+        if used == 0 {
+            return;
+        }
         if !e.stats.is_finite() || !e.ll_sum.is_finite() {
             self.counters.refused_batches += 1;
-            self.counters.refused_points += n as u64;
+            self.counters.refused_points += used as u64;
             return;
         }
         self.worst
@@ -771,12 +928,12 @@ impl StepwiseEm {
         let mix = engine.m_step(&mut next);
         *stats = next;
         self.mixture = Some(mix);
-        self.step += (n as f64 / self.params.batch_size as f64).min(1.0);
+        self.step += (used as f64 / self.params.batch_size as f64).min(1.0);
         let c = &mut self.counters;
-        c.points_seen += n as u64;
+        c.points_seen += used as u64;
         c.updates += 1;
         c.log_lik_sum += e.ll_sum;
-        c.log_lik_points += n as u64;
+        c.log_lik_points += used as u64;
         c.repairs = engine.repairs;
         c.reseeds = engine.reseeds;
     }
@@ -852,6 +1009,7 @@ impl StepwiseEm {
         c.reseeds = engine.reseeds;
         c.refused_batches += o.refused_batches;
         c.refused_points += o.refused_points;
+        c.outliers += o.outliers;
         c.log_lik_sum += o.log_lik_sum;
         c.log_lik_points += o.log_lik_points;
         c.repairs = engine.repairs;

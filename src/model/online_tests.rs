@@ -305,10 +305,12 @@ fn sixty_four_dimensions() {
 }
 
 #[test]
-fn non_finite_batches_are_refused_and_counted() {
+fn gross_outliers_are_scored_but_left_out_of_the_statistics() {
+    // NaN, 1e200 and a 1e100 glitch in a batch: the batch's other points
+    // are learned, the glitches counted, and no component is dragged away.
     let truth = testdata::two_clusters();
     let mut rng = ChaCha8Rng::seed_from_u64(13);
-    let data = truth.sample(&mut rng, 1_000);
+    let data = truth.sample(&mut rng, 2_000);
     let p = Params {
         warmup: 200,
         batch_size: 50,
@@ -317,16 +319,59 @@ fn non_finite_batches_are_refused_and_counted() {
     .check()
     .unwrap();
     let mut em = StepwiseEm::new(p, 2);
-    em.observe(&data, None).unwrap();
+    em.observe(&data[..2 * 1_000], None).unwrap();
     let before = em.mixture().unwrap().clone();
-    let mut bad = data[..100].to_vec();
+    let mut bad = data[2 * 1_000..].to_vec();
     bad[7] = f64::NAN;
     bad[20] = 1e200;
-    em.observe(&bad, None).unwrap();
-    assert_eq!(em.counters().refused_batches, 1);
-    assert_eq!(em.counters().refused_points, 50);
-    assert_eq!(em.mixture().unwrap(), &before);
+    bad[40] = 1e100;
+    bad[41] = -1e100;
+    let mut sb = ScoreBuffer::default();
+    em.observe(&bad, Some(&mut sb)).unwrap();
+    assert_eq!(sb.len(), 1_000, "every point is scored");
+    assert_eq!(em.counters().outliers, 3);
+    assert_eq!(em.counters().refused_batches, 0);
+    assert_eq!(em.counters().points_seen, 2_000 - 3);
+    assert!(em.counters().avg_log_lik().is_finite());
+    assert_ne!(
+        em.mixture().unwrap(),
+        &before,
+        "the good points were learned"
+    );
     assert_finite(&em);
+    let m = em.mixture().unwrap();
+    let perm = best_match(&truth, m);
+    for j in 0..2 {
+        for (a, b) in truth.mean(j).iter().zip(m.mean(perm[j])) {
+            assert!((a - b).abs() < 0.5, "{a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn a_huge_value_in_the_warm_up_is_left_out() {
+    // A reproducer from review: 1e300 among the warm-up points used to
+    // make the data's scale infinite and the first M-step panic.
+    let mut data: Vec<f64> = (1..=100)
+        .flat_map(|i| [i as f64, ((i * 7) % 13) as f64])
+        .collect();
+    data.extend_from_slice(&[1e300, 1e300]);
+    for cov in [
+        CovarianceType::Full,
+        CovarianceType::Diagonal,
+        CovarianceType::Spherical,
+    ] {
+        let em = run(&data, 2, 2, cov).unwrap();
+        assert_finite(&em);
+        assert_eq!(em.counters().outliers, 1);
+        assert_eq!(em.counters().points_seen, 100);
+    }
+    // Every warm-up point beyond reach: a clear error, not a panic.
+    let err = run(&[1e300, -1e300, 1e301, 1e302], 1, 2, CovarianceType::Full).unwrap_err();
+    assert!(
+        matches!(err, LearnError::TooFewDistinct { distinct: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]

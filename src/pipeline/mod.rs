@@ -141,6 +141,9 @@ pub struct RunSummary {
     pub avg_log_lik: Option<f64>,
     /// Points flagged as anomalies in this run.
     pub anomalies: u64,
+    /// Points of this run left out of the statistics as gross outliers
+    /// (scored, but not learned from).
+    pub outliers: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Why the run ended.
@@ -175,6 +178,9 @@ impl RunSummary {
             console::fmt_ll(self.avg_log_lik),
             console::human_rate(self.points_per_sec()),
         );
+        if self.outliers > 0 {
+            s.push_str(&format!(", {} gross outliers ignored", self.outliers));
+        }
         if self.anomalies > 0 {
             s.push_str(&format!(", {} anomalies", self.anomalies));
         }
@@ -540,11 +546,17 @@ pub async fn run(
         .map(|l| l.counters().points_seen)
         .unwrap_or(0);
     let points = points_total.saturating_sub(outcome.counters_at_start.points_seen);
+    let outliers = outcome.learner.as_ref().map_or(0, |l| {
+        l.counters()
+            .outliers
+            .saturating_sub(outcome.counters_at_start.outliers)
+    });
     let avg_log_lik = outcome
         .learner
         .as_ref()
         .and_then(|l| learn::average_log_lik(l.counters(), &outcome.counters_at_start));
-    let changed = points > 0 || !outcome.rejected.by_reason.is_empty() || anomalies > 0;
+    let changed =
+        points > 0 || outliers > 0 || !outcome.rejected.by_reason.is_empty() || anomalies > 0;
 
     // The final checkpoint, last.
     let mut written = None;
@@ -594,6 +606,7 @@ pub async fn run(
         rejected: outcome.rejected,
         avg_log_lik,
         anomalies,
+        outliers,
         elapsed: started.elapsed(),
         stop: stop.reason(),
         checkpoint: written,

@@ -107,6 +107,7 @@ fn rejected_line_counts_by_reason() {
         rejected,
         avg_log_lik: None,
         anomalies: 0,
+        outliers: 2,
         elapsed: Duration::from_secs(1),
         stop: StopReason::EndOfInput,
         checkpoint: None,
@@ -117,4 +118,5 @@ fn rejected_line_counts_by_reason() {
         "rejected records: 3 not a number, 1 line too long"
     );
     assert!(s.line().contains("average log-likelihood n/a"));
+    assert!(s.line().contains("2 gross outliers ignored"));
 }

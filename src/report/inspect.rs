@@ -5,7 +5,7 @@
 //! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
 //! `pending_points`, `points_seen`, `records_rejected` (total),
 //! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
-//! `repairs`, `refused_batches`, `refused_points`, `updates`,
+//! `repairs`, `refused_batches`, `refused_points`, `outliers`, `updates`,
 //! `avg_log_likelihood` (null before any point was scored), `anomalies`,
 //! `created`, `updated` (ISO 8601 UTC), `created_unix_ms`, `updated_unix_ms`,
 //! `params` (the learner options), and the model: `weights` (K numbers),
@@ -33,6 +33,7 @@ struct Summary<'a> {
     repairs: u64,
     refused_batches: u64,
     refused_points: u64,
+    outliers: u64,
     log_lik_sum: f64,
     log_lik_points: u64,
     pending_points: usize,
@@ -59,6 +60,7 @@ impl<'a> Summary<'a> {
             repairs: c.repairs,
             refused_batches: c.refused_batches,
             refused_points: c.refused_points,
+            outliers: c.outliers,
             log_lik_sum: c.log_lik_sum,
             log_lik_points: c.log_lik_points,
             pending_points: l.pending_points(),
@@ -133,6 +135,7 @@ impl<'a> Summary<'a> {
             "  refused batches   {} ({} points)",
             self.refused_batches, self.refused_points
         );
+        let _ = writeln!(s, "  outliers ignored  {}", self.outliers);
         let _ = writeln!(s, "  anomalies         {}", self.anomalies);
         let Some(m) = self.mixture else {
             let _ = writeln!(
@@ -217,6 +220,7 @@ impl<'a> Summary<'a> {
             "repairs": self.repairs,
             "refused_batches": self.refused_batches,
             "refused_points": self.refused_points,
+            "outliers": self.outliers,
             "updates": self.updates,
             "avg_log_likelihood": self.avg_log_lik(),
             "log_lik_points": self.log_lik_points,
@@ -355,6 +359,7 @@ mod tests {
             repairs: 2,
             refused_batches: 3,
             refused_points: 30,
+            outliers: 4,
             log_lik_sum: -7000.0,
             log_lik_points: 2000,
             pending_points: if m.is_some() { 17 } else { 4321 },
@@ -388,6 +393,7 @@ mod tests {
             "re-seeds          1",
             "repairs           2",
             "refused batches   3 (30 points)",
+            "outliers ignored  4",
             "component 0  weight 0.250000",
             "component 1  weight 0.750000",
             "correlations",

@@ -213,3 +213,41 @@ fn a_header_line_is_skipped_not_rejected() {
     assert!(stderr(&out).contains("header"), "{}", stderr(&out));
     assert_eq!(inspect_json(&ck)["points_seen"], 300);
 }
+
+/// A glitching sensor's 1e300 in the warm-up and 1e100 later are scored and
+/// counted, never learned from: the model stays that of the clean stream's
+/// neighbourhood and nothing panics.
+#[test]
+fn gross_outliers_are_counted_not_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "model.ckpt");
+    let mut lines = points(600, 95);
+    lines.insert(10, "1e300,1e300".to_string());
+    lines.insert(400, "1e100,-1e100".to_string());
+    let mut args = vec!["run", "--score", "--checkpoint", ck.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&lines));
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("panicked"));
+    assert!(
+        stderr(&out).contains("2 gross outliers ignored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        602,
+        "every record scored"
+    );
+    let j = inspect_json(&ck);
+    assert_eq!(j["outliers"], 2);
+    assert_eq!(j["points_seen"], 600);
+    for mean in j["means"].as_array().unwrap() {
+        for v in mean.as_array().unwrap() {
+            assert!(
+                v.as_f64().unwrap().abs() < 100.0,
+                "a mean was dragged away: {mean:?}"
+            );
+        }
+    }
+}
