@@ -661,7 +661,7 @@ fn reject_too_long(source: SourceId, line: u64, out: &mut Batch) {
         source,
         line,
         RejectReason::TooLong,
-        "line is longer than the maximum line length; skipped".to_owned(),
+        "line is longer than the maximum line length (--max-line-bytes); skipped".to_owned(),
     );
 }
 
