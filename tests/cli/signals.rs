@@ -71,3 +71,40 @@ fn checkpoint_every_writes_mid_stream() {
     assert!(status.success());
     assert_eq!(inspect_json(&ck)["points_seen"], 400);
 }
+
+/// A second signal while the first one's drain is still working exits at
+/// once with status 130. The drain is made long on purpose: every point is
+/// still in the warm-up buffer, so the first fit runs after the signal.
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut child = emstream()
+        .args([
+            "run",
+            "-k",
+            "6",
+            "--warmup",
+            "1000000",
+            "--init-seeds",
+            "50",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // write_all returns once the reader has taken all but a pipe's worth.
+    stdin.write_all(&text(&points(200_000, 51))).unwrap();
+    stdin.flush().unwrap();
+    let mut err = StderrLines::new(&mut child);
+    sigterm(&child);
+    err.wait_for("second signal exits at once");
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(130), "{}", err.rest());
+    drop(stdin);
+}
