@@ -28,6 +28,20 @@ fn main() {
         ("r10-k8-sep1", testdata::random_mixture(10, 8, 1.0, 3)),
         ("r32-k10-sep2", testdata::random_mixture(32, 10, 2.0, 4)),
         ("r8-k20-sep3", testdata::random_mixture(8, 20, 3.0, 5)),
+        (
+            "r10-k8-diag",
+            testdata::restrict(
+                &testdata::random_mixture(10, 8, 1.0, 3),
+                CovarianceType::Diagonal,
+            ),
+        ),
+        (
+            "r8-k20-sph",
+            testdata::restrict(
+                &testdata::random_mixture(8, 20, 3.0, 5),
+                CovarianceType::Spherical,
+            ),
+        ),
     ];
     let only = std::env::var("ONLY").unwrap_or_default();
     let cases: Vec<_> = cases

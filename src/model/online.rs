@@ -225,7 +225,6 @@ pub struct Counters {
     /// [`OUTLIER_SPREAD`] times the data's overall spread from its centre
     /// (a glitching sensor's 1e100 must not drag a component away). They
     /// are still scored.
-    #[serde(default)]
     pub outliers: u64,
     /// Sum of the log-likelihoods of learned points under the model before
     /// they were learned from (test-then-train), for the running average.
