@@ -12,11 +12,12 @@
 //! cargo run --example seed_example2 [OUT_DIR]
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 
 use emstream::model::{CovarianceType, GaussianMixture, MixtureParams, Params, StepwiseEm};
 use emstream::report::diff::diff_mixtures;
-use emstream::report::plot::{render_svg, PlotOptions};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -75,7 +76,7 @@ fn main() {
         seed: 7,
         // A short, finite stream: alpha = 1 weights every mini-batch about
         // equally (a running average), which suits 300 points better than
-        // the default 0.7 made for long streams.
+        // the default 0.95 made for long streams.
         step_decay: 1.0,
         ..Params::default()
     }
@@ -83,42 +84,18 @@ fn main() {
     .expect("valid parameters");
     let mut em = StepwiseEm::new(params, 1);
 
-    let mut fed = 0;
-    for (n, &stage) in STAGES.iter().enumerate() {
-        em.observe(&stream[fed..stage], None)
-            .expect("the stream is well formed");
-        fed = stage;
-        if stage == stream.len() {
-            em.flush(None).expect("the stream is well formed");
-        }
-        let Some(model) = em.mixture() else {
-            println!("after {stage} points: still warming up");
-            continue;
-        };
-        let what = if stage == WARMUP {
-            " (first model, from the warm-up)"
-        } else {
-            ""
-        };
-        let options = PlotOptions {
-            title: Some(format!(
-                "Example 2 after {stage} of {} points{what}",
-                stream.len()
-            )),
-            reference: Some(truth.clone()),
-            reference_label: Some("truth".into()),
-            ..PlotOptions::new()
-        };
-        let svg = render_svg(model, Some(&stream[..stage]), &options).expect("1-D plot");
-        let path = out_dir.join(format!("seed2_stage{}.svg", n + 1));
-        std::fs::write(&path, svg).expect("cannot write the SVG");
-        let diff = diff_mixtures(&truth, model, 20_000, 1).expect("same dimension");
-        println!(
-            "after {stage:3} points: symmetric KL to the truth {:.4}  -> {}",
-            diff.kl.symmetric,
-            path.display()
-        );
-    }
+    common::stream_in_stages(
+        &mut em,
+        &stream,
+        &common::Snapshots {
+            stages: &STAGES,
+            warmup: WARMUP,
+            truth: &truth,
+            title: "Example 2",
+            out_dir: &out_dir,
+            prefix: "seed2",
+        },
+    );
 
     let model = em.mixture().expect("300 points end the warm-up");
     let diff = diff_mixtures(&truth, model, 20_000, 1).expect("same dimension");
