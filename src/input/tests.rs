@@ -162,3 +162,63 @@ fn parse_errors_say_the_reason_in_words() {
     );
     assert_eq!(RejectReason::TooLong.to_string(), "line too long");
 }
+
+/// Random bytes, biased towards what numbers and separators are made of,
+/// never make the framer or parser panic, and whatever they accept is a
+/// whole number of finite rows; every line is either a row, a reject, a
+/// header, or ignored (empty or comment).
+#[test]
+fn random_bytes_never_panic_and_only_finite_rows_pass() {
+    const ALPHABET: &[u8] = b"0123456789.-+eE,; \t\n\r#[]nafi\"\xff\xc3";
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for case in 0..400 {
+        let len = rng.random_range(0..4000);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                if rng.random_range(0..10) == 0 {
+                    rng.random()
+                } else {
+                    ALPHABET[rng.random_range(0..ALPHABET.len())]
+                }
+            })
+            .collect();
+        for format in [Format::Csv, Format::Json] {
+            let config = ParserConfig {
+                format,
+                columns: if case % 3 == 0 {
+                    Some(vec![1, 0])
+                } else {
+                    None
+                },
+                dim: if case % 5 == 0 { Some(2) } else { None },
+            };
+            let cut = if bytes.is_empty() {
+                0
+            } else {
+                rng.random_range(0..bytes.len())
+            };
+            let batch = run(&[&bytes[..cut], &bytes[cut..]], 64, 128, &config);
+            assert!(batch.values.iter().all(|v| v.is_finite()), "case {case}");
+            if batch.dim > 0 {
+                assert_eq!(batch.values.len() % batch.dim, 0, "case {case}");
+            } else {
+                assert!(batch.values.is_empty(), "case {case}");
+            }
+            let rows = if batch.dim > 0 {
+                batch.values.len() / batch.dim
+            } else {
+                0
+            };
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+            assert!(
+                rows as u64 + batch.rejected.total() + batch.headers.len() as u64 <= lines as u64,
+                "case {case}: more records than lines"
+            );
+            assert_eq!(
+                batch.errors.len() as u64,
+                batch.rejected.total(),
+                "case {case}"
+            );
+        }
+    }
+}

@@ -662,3 +662,65 @@ fn a_step_floor_tracks_a_drifting_stream() {
         "without a floor the model should lag, but is off by only {off}"
     );
 }
+
+#[test]
+fn random_streams_with_garbage_never_panic_or_go_non_finite() {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(20);
+    for case in 0..60 {
+        let d = rng.random_range(1..5);
+        let k = rng.random_range(1..5);
+        let cov = [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ][case % 3];
+        let n = rng.random_range(0..3000);
+        let scale = [1e-9, 1.0, 1e6][case % 4 % 3];
+        let values: Vec<f64> = (0..n * d)
+            .map(|_| match rng.random_range(0..200) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => 1e300,
+                3 => -1e151,
+                4 => 1e149,
+                5..=20 => 3.0,
+                _ => {
+                    scale * rng.random_range(-5.0..5.0)
+                        + (rng.random_range(0..3) as f64) * 10.0 * scale
+                }
+            })
+            .collect();
+        let p = Params {
+            components: k,
+            covariance: cov,
+            warmup: rng.random_range(k..500),
+            batch_size: rng.random_range(1..200),
+            step_floor: [0.0, 0.1][case % 2],
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let mut em = StepwiseEm::new(p, d);
+        let mut sb = ScoreBuffer::default();
+        let mut outcome = Ok(());
+        for slice in values.chunks(d * rng.random_range(1..400)) {
+            outcome = outcome.and(em.observe(slice, Some(&mut sb)));
+        }
+        outcome = outcome.and(em.flush(Some(&mut sb)));
+        match outcome {
+            Ok(()) | Err(LearnError::TooFewDistinct { .. }) => {}
+            Err(e) => panic!("case {case}: unexpected error {e}"),
+        }
+        if em.mixture().is_some() {
+            assert_finite(&em);
+            let c = em.counters();
+            assert_eq!(
+                c.points_seen + c.outliers + c.refused_points,
+                n as u64,
+                "case {case}"
+            );
+            assert_eq!(sb.len(), n, "case {case}: every point scored once");
+        }
+    }
+}
