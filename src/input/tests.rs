@@ -204,11 +204,7 @@ fn random_bytes_never_panic_and_only_finite_rows_pass() {
             } else {
                 assert!(batch.values.is_empty(), "case {case}");
             }
-            let rows = if batch.dim > 0 {
-                batch.values.len() / batch.dim
-            } else {
-                0
-            };
+            let rows = batch.values.len().checked_div(batch.dim).unwrap_or(0);
             let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
             assert!(
                 rows as u64 + batch.rejected.total() + batch.headers.len() as u64 <= lines as u64,
