@@ -541,8 +541,9 @@ pub(crate) fn normalise_row_parts(row: &mut [f64]) -> (f64, f64) {
     (m, s)
 }
 
+/// Index of the largest entry (the first one on ties).
 #[inline]
-fn argmax(row: &[f64]) -> usize {
+pub(crate) fn argmax(row: &[f64]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

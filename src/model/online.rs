@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::covariance::{cholesky, CovarianceType};
 use super::init;
-use super::mixture::{normalise_row, normalise_row_parts, GaussianMixture, MixtureParams};
+use super::mixture::{argmax, normalise_row, normalise_row_parts, GaussianMixture, MixtureParams};
 use super::stats::{BatchSums, MixtureStats};
 
 /// Learner options as the user gives them; [`Params::check`] turns them into
@@ -357,9 +357,8 @@ impl OutlierTest {
 
 /// The warm-up buffer without its gross outliers (judged by each
 /// dimension's median and median absolute deviation, or mean absolute
-/// deviation where half the points are equal), and how many were dropped.
-fn without_outliers(buf: &[f64], d: usize) -> (Vec<f64>, usize) {
-    let n = buf.len() / d;
+/// deviation where half the points are equal).
+fn without_outliers(buf: &[f64], d: usize) -> Vec<f64> {
     let finite: Vec<&[f64]> = buf
         .chunks_exact(d)
         .filter(|x| x.iter().all(|v| v.abs() <= MAX_ABS))
@@ -387,14 +386,11 @@ fn without_outliers(buf: &[f64], d: usize) -> (Vec<f64>, usize) {
         var[a] = spread * spread;
     }
     let test = OutlierTest::new(centre, var);
-    let kept: Vec<f64> = buf
-        .chunks_exact(d)
+    buf.chunks_exact(d)
         .filter(|x| !test.is_outlier(x))
         .flatten()
         .copied()
-        .collect();
-    let dropped = n - kept.len() / d;
-    (kept, dropped)
+        .collect()
 }
 
 /// The numeric engine shared by the warm-up fit and the stream: E-step,
@@ -551,13 +547,7 @@ impl Engine {
                     .enumerate()
                 {
                     let ll = normalise_row(row);
-                    let mut best = 0;
-                    for (j, &r) in row.iter().enumerate() {
-                        if r > row[best] {
-                            best = j;
-                        }
-                    }
-                    sc.labels.push(best as u32);
+                    sc.labels.push(argmax(row) as u32);
                     sc.log_lik.push(ll);
                     if sc.want_resp {
                         sc.resp.extend_from_slice(row);
@@ -809,10 +799,7 @@ impl StepwiseEm {
             if self.pending.len() < b {
                 return Ok(());
             }
-            let batch = std::mem::take(&mut self.pending);
-            self.update(&batch, scores.as_deref_mut());
-            self.pending = batch;
-            self.pending.clear();
+            self.learn_pending(scores.as_deref_mut());
         }
         let mut chunks = rest.chunks_exact(b);
         for batch in &mut chunks {
@@ -837,11 +824,17 @@ impl StepwiseEm {
         if self.mixture.is_none() {
             return self.initialise(scores);
         }
+        self.learn_pending(scores);
+        Ok(())
+    }
+
+    /// Learns from the pending (full or final partial) batch and empties
+    /// it, keeping its allocation.
+    fn learn_pending(&mut self, scores: Option<&mut ScoreBuffer>) {
         let batch = std::mem::take(&mut self.pending);
         self.update(&batch, scores);
         self.pending = batch;
         self.pending.clear();
-        Ok(())
     }
 
     fn initialise(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
@@ -849,7 +842,7 @@ impl StepwiseEm {
         let buf = std::mem::take(&mut self.pending);
         // Gross outliers (a glitch of 1e300) would wreck the data's scale
         // and the first fit: fit on the rest, score them all.
-        let (kept, _) = without_outliers(&buf, d);
+        let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
         let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
         let (stats, mix) = match fitted {
