@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::{Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
-use crate::report::score::{AlertRule, ScoreOptions};
+use crate::score::{AlertRule, ScoreOptions};
 
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
 /// longer line is almost surely not a record, and the limit bounds the
@@ -25,6 +25,22 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
+/// way the config file spells it, ignoring case and surrounding blanks: the
+/// one parser of enum flags for every command, so `CSV` means the same to
+/// `run`, `score` and `plot`.
+///
+/// # Errors
+///
+/// A message naming the accepted values.
+pub fn enum_value<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::de::IntoDeserializer;
+    let lower = s.trim().to_ascii_lowercase();
+    let de: StrDeserializer<'_, Error> = lower.as_str().into_deserializer();
+    T::deserialize(de).map_err(|e| e.to_string())
+}
 
 /// What to do with a record that cannot be parsed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

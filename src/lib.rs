@@ -72,3 +72,4 @@ pub mod input;
 pub mod model;
 pub mod pipeline;
 pub mod report;
+pub mod score;

@@ -13,9 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde::de::DeserializeOwned;
 
-use emstream::config::{Config, OnError};
+use emstream::config::{enum_value, Config, OnError};
 use emstream::input::Format;
 use emstream::model::CovarianceType;
 use emstream::pipeline::{self, PipelineError};
@@ -81,7 +80,7 @@ struct RunArgs {
     #[arg(short = 'k', long, value_name = "K")]
     components: Option<usize>,
     /// Covariance structure: full, diag or spherical.
-    #[arg(long, value_name = "TYPE", value_parser = covariance_value)]
+    #[arg(long, value_name = "TYPE", value_parser = enum_value::<CovarianceType>)]
     covariance: Option<CovarianceType>,
     /// Points per mini-batch update.
     #[arg(long, value_name = "N")]
@@ -151,19 +150,6 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Parses a lowercase enum value the way the config file spells it.
-fn enum_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    use serde::de::value::{Error, StrDeserializer};
-    use serde::de::IntoDeserializer;
-    let de: StrDeserializer<'_, Error> = s.into_deserializer();
-    T::deserialize(de).map_err(|e| e.to_string())
-}
-
-fn covariance_value(s: &str) -> Result<CovarianceType, String> {
-    s.parse()
-        .map_err(|e: emstream::model::covariance::UnknownCovarianceType| e.to_string())
 }
 
 /// Writes to stderr, ignoring a closed stderr.

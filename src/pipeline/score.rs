@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::console::Metrics;
 use super::{Stop, StopReason, SCORE_OUT_BYTES};
 use crate::model::ScoreBuffer;
-use crate::report::score::{ScoreOptions, Scorer};
+use crate::score::{ScoreOptions, Scorer};
 
 /// Writes score buffers to `out` until the learner drops its sender.
 ///

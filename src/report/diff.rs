@@ -717,7 +717,8 @@ mod tests {
     #[test]
     fn the_three_commands_parse_as_clap_subcommands() {
         use crate::report::plot::PlotArgs;
-        use crate::report::score::{AlertRule, ScoreArgs};
+        use crate::report::score::ScoreArgs;
+        use crate::score::AlertRule;
         use clap::{CommandFactory, Parser, Subcommand};
         #[derive(Parser)]
         struct Cli {

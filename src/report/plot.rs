@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::score::{load_mixture, parse_format};
+use super::score::load_mixture;
 use super::ReportError;
 use crate::input::{Batch, Chunk, Format, Framer, Parser, ParserConfig};
 use crate::model::GaussianMixture;
@@ -845,7 +845,7 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Record format of --data: csv or json.
-    #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "csv")]
+    #[arg(long, value_name = "FORMAT", value_parser = crate::config::enum_value::<Format>, default_value = "csv")]
     pub format: Format,
     /// Fields of --data to use, 0-based (as for `run`), e.g. 0,1.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
