@@ -9,6 +9,8 @@ use tokio::sync::watch;
 
 use super::console::Console;
 use super::learn::Start;
+use super::snapshot::{Durable, Snapshot, SnapshotReceiver};
+use super::state::RunState;
 use super::PipelineError;
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::config::{CheckpointPolicy, RunConfig, LEARNER_KEYS};
@@ -208,40 +210,60 @@ fn param_text(p: &Params, key: &str) -> String {
     }
 }
 
-/// Saves every snapshot published on `rx` (the newest one when several
-/// arrive during a save) until the learner drops the sender. Mid-stream
-/// failures are reported and the run goes on; the final save decides.
-pub(crate) async fn writer(
-    mut rx: watch::Receiver<Option<Arc<Checkpoint>>>,
-    path: PathBuf,
-    keep: usize,
-    console: Arc<Console>,
-) {
+/// Where checkpoints go and who hears about them.
+#[derive(Clone)]
+pub(crate) struct Saver {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: usize,
+    pub(crate) state: Arc<RunState>,
+    /// The durability hook's sending side.
+    pub(crate) durable: Arc<watch::Sender<Durable>>,
+}
+
+impl Saver {
+    /// Saves `snap` (blocking work off the reactor), counts the outcome and,
+    /// on success, reports the snapshot durable.
+    ///
+    /// # Errors
+    ///
+    /// The save's error.
+    pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
+        let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
+        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &s.checkpoint, keep))
+            .await
+            .map_err(|_| PipelineError::Thread("checkpoint writer"))
+            .and_then(|r| {
+                r.map_err(|source| PipelineError::Save {
+                    path: self.path.clone(),
+                    source,
+                })
+            });
+        self.state.checkpoint_done(result.is_ok());
+        if result.is_ok() {
+            self.durable.send_replace(Durable::of(&snap));
+        }
+        result
+    }
+}
+
+/// Saves the newest snapshot every time a checkpoint has come due (its
+/// [`Snapshot::saves_due`] passed the last one saved), until the learner
+/// drops the sender. Mid-stream failures are reported and the run goes on;
+/// the final save decides.
+pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<Console>) {
+    let mut saved_due = 0;
     while rx.changed().await.is_ok() {
         let Some(snap) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let p = path.clone();
-        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &snap, keep)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => console.line(&format!("checkpoint not written (will retry): {e}")),
-            Err(e) => console.line(&format!("checkpoint writer failed: {e}")),
+        if snap.saves_due <= saved_due {
+            continue;
+        }
+        saved_due = snap.saves_due;
+        if let Err(e) = saver.save(snap).await {
+            console.line(&format!("checkpoint not written (will retry): {e}"));
         }
     }
-}
-
-/// Writes the final checkpoint.
-pub(crate) async fn save_final(
-    path: PathBuf,
-    ckpt: Checkpoint,
-    keep: usize,
-) -> Result<(), PipelineError> {
-    let p = path.clone();
-    tokio::task::spawn_blocking(move || checkpoint::save(&p, &ckpt, keep))
-        .await
-        .map_err(|_| PipelineError::Thread("checkpoint writer"))?
-        .map_err(|source| PipelineError::Save { path, source })
 }
 
 #[cfg(test)]

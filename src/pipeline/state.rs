@@ -328,7 +328,11 @@ mod tests {
         s.source_closed(1);
         let c = s.counts();
         assert_eq!(
-            (c.connections_open, c.connections_total, c.connections_refused),
+            (
+                c.connections_open,
+                c.connections_total,
+                c.connections_refused
+            ),
             (1, 2, 1)
         );
         assert_eq!(s.source_name(1), "connection #1 (10.0.0.1:5)");
