@@ -310,6 +310,8 @@ pub struct Pipeline {
     console: Arc<Console>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     durable: Arc<watch::Sender<Durable>>,
+    /// A source given instead of the configured one.
+    source: Option<Box<dyn Source>>,
     /// Test-only fault injection: the learner panics after this many points.
     #[cfg(test)]
     panic_learner_after: Option<u64>,
@@ -329,9 +331,18 @@ impl Pipeline {
             console: Arc::new(Console::new()),
             snapshots: watch::Sender::new(None),
             durable: Arc::new(watch::Sender::new(Durable::default())),
+            source: None,
             #[cfg(test)]
             panic_learner_after: None,
         }
+    }
+
+    /// Reads from `source` instead of the configured stdin, file or
+    /// listener (a source the command line does not know yet, a test's).
+    pub fn with_source(mut self, source: Box<dyn Source>) -> Self {
+        self.state.rename_first(source.name());
+        self.source = Some(source);
+        self
     }
 
     /// The run's shared state.
@@ -390,6 +401,7 @@ impl Pipeline {
             console,
             snapshots,
             durable,
+            source,
             #[cfg(test)]
             panic_learner_after,
         } = self;
@@ -404,7 +416,10 @@ impl Pipeline {
         .await
         .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
 
-        let source = source::open(&config, &console).await?;
+        let source = match source {
+            Some(s) => s,
+            None => source::open(&config, &console).await?,
+        };
         let (event_tx, event_rx) = mpsc::channel::<SourceEvent>(CHUNK_QUEUE);
 
         // Parser thread.
@@ -569,7 +584,10 @@ impl Pipeline {
         match (&saver, &outcome.last) {
             (Some(saver), Some(snap)) => {
                 if changed {
-                    saver.save(snap.clone()).await?;
+                    // The writer may have saved this very snapshot already.
+                    if durable.borrow().seq != snap.seq {
+                        saver.save(snap.clone()).await?;
+                    }
                     written = Some(saver.path.clone());
                 }
             }

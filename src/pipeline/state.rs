@@ -211,6 +211,11 @@ impl RunState {
         }
     }
 
+    /// Renames source 0.
+    pub(crate) fn rename_first(&self, name: String) {
+        self.lock_names().first = name;
+    }
+
     /// A source's name for messages: source 0 by its own name,
     /// connections as `connection #N (peer)`.
     pub fn source_name(&self, id: SourceId) -> String {

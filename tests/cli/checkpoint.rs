@@ -337,3 +337,58 @@ fn an_unwritable_checkpoint_path_is_refused_at_the_start_not_after_the_stream() 
         assert!(!err.contains("points used"), "{err}");
     }
 }
+
+/// Every checkpoint, mid-stream ones included, counts exactly the anomalies
+/// among the points its model has seen: the score lines (one per point, in
+/// order) say which those are.
+#[test]
+fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut lines = points(40_000, 17);
+    // Rare, scattered far points: flagged, never a component of their own.
+    for i in (50..lines.len()).step_by(211) {
+        lines[i] = format!("{},{}", 14.5 + (i % 7) as f64, 13.5 - (i % 5) as f64);
+    }
+    let out = run_stdin(
+        &[
+            "run",
+            "-k",
+            "2",
+            "--warmup",
+            "500",
+            "--batch-size",
+            "100",
+            "--score",
+            "--alert-below",
+            "-40",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--checkpoint-every",
+            "3000",
+            "--keep",
+            "30",
+        ],
+        &text(&lines),
+    );
+    assert_ok(&out);
+    let flags: Vec<bool> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.ends_with(",1"))
+        .collect();
+    assert_eq!(flags.len(), 40_000);
+    assert!(flags.iter().filter(|&&f| f).count() > 100);
+    let mut generations = vec![ck.clone()];
+    generations.extend((1..=30).map(|i| file(&dir, &format!("m.ckpt.{i}"))));
+    let mut checked = 0;
+    for path in generations.iter().filter(|p| p.exists()) {
+        let j = inspect_json(path);
+        let seen = j["points_seen"].as_u64().unwrap() as usize;
+        let anomalies = j["anomalies"].as_u64().unwrap() as usize;
+        let expected = flags[..seen].iter().filter(|&&f| f).count();
+        assert_eq!(anomalies, expected, "{} at {seen} points", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} checkpoints written");
+}
