@@ -54,130 +54,197 @@ pub enum OnError {
     Fail,
 }
 
-/// Every configuration key, as read from a TOML file and overridden by flags.
-///
-/// The [`Default`] is the built-in configuration and equals what
-/// `config/emstream.toml` says.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Read points from this file instead of stdin (`-` is stdin).
-    pub input: Option<PathBuf>,
-    /// Listen for TCP connections on this `IP:PORT` instead of reading stdin;
-    /// every connection is a source of points.
-    pub listen: Option<String>,
-    /// Most TCP connections served at once; more wait in the accept backlog.
-    pub max_connections: usize,
-    /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
-    /// (one array of numbers per line).
-    pub format: Format,
-    /// Fields to use, 0-based (field 0 is the first), in this order; all
-    /// fields when absent.
-    pub columns: Option<Vec<usize>>,
-    /// Dimension of the points; taken from the first valid record when absent.
-    pub dim: Option<usize>,
-    /// Lines longer than this many bytes are rejected without being held.
-    pub max_line_bytes: usize,
-    /// `skip` bad records (counted and reported) or `fail` at the first one.
-    pub on_error: OnError,
-    /// Number of mixture components K.
-    pub components: usize,
-    /// Covariance structure: `full`, `diag` or `spherical`.
-    pub covariance: CovarianceType,
-    /// Points per mini-batch update.
-    pub batch_size: usize,
-    /// Step-size decay alpha in `eta_t = (t + t0)^-alpha`, in (0.5, 1].
-    pub step_decay: f64,
-    /// Step-size offset t0, in batches.
-    pub step_offset: f64,
-    /// Step-size floor eta_min in [0, 1); positive values forget old points.
-    pub step_floor: f64,
-    /// Points buffered before the first model is fitted.
-    pub warmup: usize,
-    /// Covariance regularisation, relative to each dimension's variance.
-    pub reg_covar: f64,
-    /// Seed of the learner's random number generator.
-    pub seed: u64,
-    /// k-means++ seedings tried on the warm-up buffer.
-    pub init_seeds: usize,
-    /// Most batch EM iterations per seeding on the warm-up buffer.
-    pub init_iters: usize,
-    /// Checkpoint file; no checkpoint is written when absent.
-    pub checkpoint: Option<PathBuf>,
-    /// Also checkpoint every this many points read.
-    pub checkpoint_every: Option<u64>,
-    /// Also checkpoint every this many seconds.
-    pub checkpoint_interval: Option<f64>,
-    /// Older checkpoint generations kept as `PATH.1`, `PATH.2`, ...
-    pub keep: usize,
-    /// Continue the model in the checkpoint instead of starting a new one.
-    pub resume: bool,
-    /// Start a new model even though the checkpoint file exists; its first
-    /// save rotates the old file into `PATH.1` (replaces it when `keep` is 0).
-    pub overwrite: bool,
-    /// Write a score line per point to stdout (test-then-train), in the
-    /// input `format` (CSV or JSON lines).
-    pub score: bool,
-    /// Also write the K responsibilities on every score line.
-    pub score_fields: bool,
-    /// Flag points whose log-likelihood is below this value as anomalies.
-    pub alert_below: Option<f64>,
-    /// Flag points whose log-likelihood is below the running q-quantile.
-    pub alert_quantile: Option<f64>,
+/// Declares [`Config`] with its defaults, and from the one list of learner
+/// options (each key once: its type, flag value name and help) everything
+/// else that names them: the fields of [`Config`], [`LEARNER_KEYS`],
+/// [`Config::params`], [`param_text`] and the `run` flags of
+/// [`LearnerArgs`]. A new learner option is one line here and a field of
+/// [`Params`]; `config/emstream.toml` documents it (a test checks that
+/// every key is there).
+macro_rules! config_keys {
+    (
+        $(#[$cmeta:meta])*
+        pub struct Config {
+            $( $(#[doc = $fdoc:literal])* pub $field:ident : $fty:ty = $fdefault:expr, )*
+        }
+        learner {
+            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? ; )*
+        }
+    ) => {
+        $(#[$cmeta])*
+        pub struct Config {
+            $( $(#[doc = $fdoc])* pub $field: $fty, )*
+            $( $(#[doc = $ldoc])* pub $key: $kty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                let p = Params::default();
+                Config {
+                    $( $field: $fdefault, )*
+                    $( $key: p.$key, )*
+                }
+            }
+        }
+
+        /// Names of the configuration keys that belong to the learner (its
+        /// [`Params`]); on `--resume` these come from the checkpoint.
+        pub const LEARNER_KEYS: &[&str] = &[ $( stringify!($key), )* ];
+
+        impl Config {
+            /// The learner options of this configuration.
+            pub fn params(&self) -> Params {
+                Params { $( $key: self.$key, )* }
+            }
+        }
+
+        /// One learner option of `p` as text, by its config key (`None` for
+        /// a key that is not a learner option).
+        pub fn param_text(p: &Params, key: &str) -> Option<String> {
+            match key {
+                $( stringify!($key) => Some(p.$key.to_string()), )*
+                _ => None,
+            }
+        }
+
+        /// The learner options as `run` flags; each overrides the config key
+        /// of the same name.
+        #[derive(Clone, Debug, Default, clap::Args)]
+        pub struct LearnerArgs {
+            $(
+                $(#[doc = $ldoc])*
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)?)]
+                pub $key: Option<$kty>,
+            )*
+        }
+
+        impl LearnerArgs {
+            /// Sets every option given as a flag in `config` and records its
+            /// key in `given`.
+            pub fn apply(self, config: &mut Config, given: &mut BTreeSet<String>) {
+                $(
+                    if let Some(v) = self.$key {
+                        config.$key = v;
+                        given.insert(stringify!($key).to_string());
+                    }
+                )*
+            }
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        let p = Params::default();
-        Config {
-            input: None,
-            listen: None,
-            max_connections: 16,
-            format: Format::Csv,
-            columns: None,
-            dim: None,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            on_error: OnError::Skip,
-            components: p.components,
-            covariance: p.covariance,
-            batch_size: p.batch_size,
-            step_decay: p.step_decay,
-            step_offset: p.step_offset,
-            step_floor: p.step_floor,
-            warmup: p.warmup,
-            reg_covar: p.reg_covar,
-            seed: p.seed,
-            init_seeds: p.init_seeds,
-            init_iters: p.init_iters,
-            checkpoint: None,
-            checkpoint_every: None,
-            checkpoint_interval: None,
-            keep: 2,
-            resume: false,
-            overwrite: false,
-            score: false,
-            score_fields: false,
-            alert_below: None,
-            alert_quantile: None,
+/// A flag value of a learner option: numbers as Rust parses them, enums as
+/// [`enum_value`] does.
+pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
+    /// Parses the flag's text.
+    ///
+    /// # Errors
+    ///
+    /// A message for clap.
+    fn parse_flag(s: &str) -> Result<Self, String>;
+}
+
+macro_rules! flag_value_from_str {
+    ($($t:ty),*) => {$(
+        impl FlagValue for $t {
+            fn parse_flag(s: &str) -> Result<Self, String> {
+                s.trim().parse::<$t>().map_err(|e| e.to_string())
+            }
         }
+    )*};
+}
+flag_value_from_str!(usize, u64, f64);
+
+impl FlagValue for CovarianceType {
+    fn parse_flag(s: &str) -> Result<Self, String> {
+        enum_value(s)
     }
 }
 
-/// Names of the configuration keys that belong to the learner (its
-/// [`Params`]); on `--resume` these come from the checkpoint.
-pub const LEARNER_KEYS: [&str; 11] = [
-    "components",
-    "covariance",
-    "batch_size",
-    "step_decay",
-    "step_offset",
-    "step_floor",
-    "warmup",
-    "reg_covar",
-    "seed",
-    "init_seeds",
-    "init_iters",
-];
+/// The clap value parser of a learner option.
+///
+/// # Errors
+///
+/// As [`FlagValue::parse_flag`].
+pub fn flag_value<T: FlagValue>(s: &str) -> Result<T, String> {
+    T::parse_flag(s)
+}
+
+config_keys! {
+    /// Every configuration key, as read from a TOML file and overridden by flags.
+    ///
+    /// The [`Default`] is the built-in configuration and equals what
+    /// `config/emstream.toml` says.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Read points from this file instead of stdin (`-` is stdin).
+        pub input: Option<PathBuf> = None,
+        /// Listen for TCP connections on this `IP:PORT` instead of reading stdin;
+        /// every connection is a source of points.
+        pub listen: Option<String> = None,
+        /// Most TCP connections served at once; more wait in the accept backlog.
+        pub max_connections: usize = 16,
+        /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
+        /// (one array of numbers per line).
+        pub format: Format = Format::Csv,
+        /// Fields to use, 0-based (field 0 is the first), in this order; all
+        /// fields when absent.
+        pub columns: Option<Vec<usize>> = None,
+        /// Dimension of the points; taken from the first valid record when absent.
+        pub dim: Option<usize> = None,
+        /// Lines longer than this many bytes are rejected without being held.
+        pub max_line_bytes: usize = DEFAULT_MAX_LINE_BYTES,
+        /// `skip` bad records (counted and reported) or `fail` at the first one.
+        pub on_error: OnError = OnError::Skip,
+        /// Checkpoint file; no checkpoint is written when absent.
+        pub checkpoint: Option<PathBuf> = None,
+        /// Also checkpoint every this many points read.
+        pub checkpoint_every: Option<u64> = None,
+        /// Also checkpoint every this many seconds.
+        pub checkpoint_interval: Option<f64> = None,
+        /// Older checkpoint generations kept as `PATH.1`, `PATH.2`, ...
+        pub keep: usize = 2,
+        /// Continue the model in the checkpoint instead of starting a new one.
+        pub resume: bool = false,
+        /// Start a new model even though the checkpoint file exists; its first
+        /// save rotates the old file into `PATH.1` (replaces it when `keep` is 0).
+        pub overwrite: bool = false,
+        /// Write a score line per point to stdout (test-then-train), in the
+        /// input `format` (CSV or JSON lines).
+        pub score: bool = false,
+        /// Also write the K responsibilities on every score line.
+        pub score_fields: bool = false,
+        /// Flag points whose log-likelihood is below this value as anomalies.
+        pub alert_below: Option<f64> = None,
+        /// Flag points whose log-likelihood is below the running q-quantile.
+        pub alert_quantile: Option<f64> = None,
+    }
+    learner {
+        /// Number of mixture components K.
+        components: usize, "K", short = 'k';
+        /// Covariance structure: `full`, `diag` or `spherical`.
+        covariance: CovarianceType, "TYPE";
+        /// Points per mini-batch update.
+        batch_size: usize, "N";
+        /// Step-size decay alpha in `eta_t = (t + t0)^-alpha`, in (0.5, 1].
+        step_decay: f64, "ALPHA";
+        /// Step-size offset t0, in batches.
+        step_offset: f64, "T0";
+        /// Step-size floor eta_min in [0, 1); positive values forget old points.
+        step_floor: f64, "ETA";
+        /// Points buffered before the first model is fitted.
+        warmup: usize, "N";
+        /// Covariance regularisation, relative to each dimension's variance.
+        reg_covar: f64, "R";
+        /// Seed of the learner's random number generator.
+        seed: u64, "SEED";
+        /// k-means++ seedings tried on the warm-up buffer.
+        init_seeds: usize, "N";
+        /// Most batch EM iterations per seeding on the warm-up buffer.
+        init_iters: usize, "N";
+    }
+}
 
 /// A configuration that cannot be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -299,23 +366,6 @@ impl Config {
             message: e.message().to_string(),
         })?;
         Ok(table.keys().cloned().collect())
-    }
-
-    /// The learner options of this configuration.
-    pub fn params(&self) -> Params {
-        Params {
-            components: self.components,
-            covariance: self.covariance,
-            batch_size: self.batch_size,
-            step_decay: self.step_decay,
-            step_offset: self.step_offset,
-            step_floor: self.step_floor,
-            warmup: self.warmup,
-            reg_covar: self.reg_covar,
-            seed: self.seed,
-            init_seeds: self.init_seeds,
-            init_iters: self.init_iters,
-        }
     }
 
     /// Applies every rule once.
@@ -878,11 +928,61 @@ mod tests {
     }
 
     #[test]
-    fn learner_keys_are_config_keys() {
+    fn learner_keys_are_config_keys_with_text() {
         let table: toml::Table =
             toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let p = Params::default();
         for k in LEARNER_KEYS {
-            assert!(table.contains_key(k), "{k}");
+            assert!(table.contains_key(*k), "{k}");
+            let text = param_text(&p, k).unwrap_or_else(|| panic!("no text for {k}"));
+            assert!(!text.is_empty(), "{k}");
         }
+        assert_eq!(param_text(&p, "format"), None);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        learner: LearnerArgs,
+    }
+
+    #[test]
+    fn learner_flags_set_their_keys_and_say_so() {
+        use clap::Parser as _;
+        let flags = Flags::try_parse_from([
+            "x",
+            "-k",
+            "3",
+            "--covariance",
+            "DIAG",
+            "--step-floor",
+            "0.01",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let mut c = Config::default();
+        let mut given = BTreeSet::new();
+        flags.learner.apply(&mut c, &mut given);
+        assert_eq!(c.components, 3);
+        assert_eq!(c.covariance, CovarianceType::Diagonal);
+        assert_eq!(c.step_floor, 0.01);
+        assert_eq!(c.seed, 7);
+        let want: BTreeSet<String> = ["components", "covariance", "step_floor", "seed"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(given, want);
+        assert_eq!(c.params().components, 3);
+        // Every learner key is a flag.
+        for k in LEARNER_KEYS {
+            let flag = format!("--{}", k.replace('_', "-"));
+            let value = param_text(&Params::default(), k).unwrap();
+            assert!(
+                Flags::try_parse_from(["x", flag.as_str(), value.as_str()]).is_ok(),
+                "{flag} {value}"
+            );
+        }
+        assert!(Flags::try_parse_from(["x", "--warmup", "many"]).is_err());
     }
 }
