@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{Format, ParserConfig};
+use crate::input::{Columns, ColumnsError, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 
@@ -278,12 +278,9 @@ pub enum ConfigError {
     /// `max_line_bytes` is out of range.
     #[error("max_line_bytes = {0} is out of range: give a value from 1 to {MAX_LINE_BYTES_LIMIT}")]
     MaxLineBytes(usize),
-    /// `columns` is empty.
-    #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
-    ColumnsEmpty,
-    /// A column is listed twice.
-    #[error("column {0} is listed twice in columns: list each field once")]
-    ColumnTwice(usize),
+    /// `columns` is empty or lists a field twice.
+    #[error(transparent)]
+    Columns(#[from] ColumnsError),
     /// `dim` is 0.
     #[error("dim must be at least 1")]
     DimZero,
@@ -393,10 +390,7 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
-        if let Some(cols) = &self.columns {
-            check_columns(cols)?;
-        }
-        let columns = self.columns.clone();
+        let columns = self.columns.clone().map(Columns::new).transpose()?;
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
@@ -492,21 +486,6 @@ impl Config {
             given: BTreeSet::new(),
         })
     }
-}
-
-/// The rules of `columns` (also those of `--columns` of `emstream score` and
-/// `plot`): at least one field, each field once.
-pub(crate) fn check_columns(cols: &[usize]) -> Result<(), ConfigError> {
-    if cols.is_empty() {
-        return Err(ConfigError::ColumnsEmpty);
-    }
-    let mut seen = BTreeSet::new();
-    for &c in cols {
-        if !seen.insert(c) {
-            return Err(ConfigError::ColumnTwice(c));
-        }
-    }
-    Ok(())
 }
 
 /// Where points come from.
@@ -757,19 +736,28 @@ mod tests {
     #[test]
     fn rule_columns_empty() {
         let e = checked(|c| c.columns = Some(vec![])).unwrap_err();
-        assert!(matches!(e, ConfigError::ColumnsEmpty), "{e}");
+        assert!(
+            matches!(e, ConfigError::Columns(ColumnsError::Empty)),
+            "{e}"
+        );
     }
 
     #[test]
     fn rule_column_twice() {
         let e = checked(|c| c.columns = Some(vec![2, 1, 2])).unwrap_err();
-        assert!(matches!(e, ConfigError::ColumnTwice(2)), "{e}");
+        assert!(
+            matches!(e, ConfigError::Columns(ColumnsError::Twice(2))),
+            "{e}"
+        );
     }
 
     #[test]
     fn columns_are_zero_based() {
         let run = checked(|c| c.columns = Some(vec![0, 2, 5])).unwrap();
-        assert_eq!(run.parser().columns, Some(vec![0, 2, 5]));
+        assert_eq!(
+            run.parser().columns.as_ref().map(Columns::fields),
+            Some(&[0, 2, 5][..])
+        );
     }
 
     #[test]

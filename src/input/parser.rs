@@ -33,7 +33,7 @@ impl Parser {
     /// [`RejectReason::FieldCount`]; configuration checking should refuse
     /// that earlier).
     pub fn new(config: ParserConfig) -> Self {
-        let columns = config.columns.filter(|c| !c.is_empty());
+        let columns = config.columns.map(|c| c.0);
         let min_fields = columns
             .as_ref()
             .and_then(|c| c.iter().max())
@@ -668,6 +668,7 @@ fn reject_too_long(source: SourceId, line: u64, out: &mut Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::Columns;
 
     /// Parses `text` as one last chunk of source 0.
     fn parse_with(config: ParserConfig, text: &[u8]) -> (Batch, Parser) {
@@ -859,7 +860,7 @@ mod tests {
     #[test]
     fn columns_pick_fields_in_order() {
         let config = ParserConfig {
-            columns: Some(vec![2, 0]),
+            columns: Some(Columns::new(vec![2, 0]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, parser) = parse_with(config, b"x,label,y\n1,cat,2\n3,dog,4,extra\n5,6\n7,,abc\n");
@@ -1018,7 +1019,7 @@ mod tests {
     fn json_with_columns() {
         let config = ParserConfig {
             format: Format::Json,
-            columns: Some(vec![2, 1]),
+            columns: Some(Columns::new(vec![2, 1]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, _) = parse_with(config, b"[1,2,3]\n[4,5]\n");
@@ -1043,7 +1044,7 @@ mod tests {
                      1__2,3\n--1,2\n1,\n;1\nnan,1\n1,1e400\n\t\t1\t\t2\t\t\n1,2\r3\n1,2";
         let (a, _) = parse_with(ParserConfig::default(), text);
         let config = ParserConfig {
-            columns: Some(vec![0, 1]),
+            columns: Some(Columns::new(vec![0, 1]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, _) = parse_with(config, text);

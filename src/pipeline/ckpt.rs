@@ -14,6 +14,7 @@ use super::state::RunState;
 use super::PipelineError;
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::config::{param_text, CheckpointPolicy, RunConfig, LEARNER_KEYS};
+use crate::input::Columns;
 use crate::model::Params;
 
 /// Prepares the checkpoint file before the run: removes stale temporary
@@ -172,7 +173,7 @@ fn check_resume(
     let want_dim = config
         .parser
         .dim
-        .or(config.parser.columns.as_ref().map(Vec::len));
+        .or(config.parser.columns.as_ref().map(Columns::len));
     if let Some(want) = want_dim {
         if want != dim {
             return Err(mismatch("dim", dim.to_string(), want.to_string()));

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::score::load_mixture;
 use super::ReportError;
-use crate::input::{Batch, Chunk, Format, Framer, Parser, ParserConfig};
+use crate::input::{Batch, BatchReader, Columns, Format, Parser, ParserConfig};
 use crate::model::GaussianMixture;
 
 /// Width of the whole picture in pixels.
@@ -754,57 +754,37 @@ fn render_1d(model: &GaussianMixture, points: Option<&[f64]>, options: &PlotOpti
 ///
 /// [`ReportError::Io`] when reading fails.
 pub fn reservoir_sample<R: Read>(
-    mut input: R,
+    input: R,
     format: Format,
-    columns: Option<Vec<usize>>,
+    columns: Option<Columns>,
     dim: usize,
     n: usize,
     seed: u64,
 ) -> Result<(Vec<f64>, u64), ReportError> {
-    let mut framer = Framer::new(0, 1 << 20, 1 << 18);
-    let mut parser = Parser::new(ParserConfig {
+    let parser = Parser::new(ParserConfig {
         format,
         columns,
         dim: Some(dim),
     });
+    let mut reader = BatchReader::new(input, 0, 1 << 20, parser);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sample: Vec<f64> = Vec::with_capacity(n.min(1 << 20) * dim);
     let mut seen = 0u64;
-    let mut buf = vec![0u8; 1 << 18];
-    let mut chunks: Vec<Chunk> = Vec::new();
     let mut batch = Batch::default();
-    let mut take = |chunks: &mut Vec<Chunk>, batch: &mut Batch, sample: &mut Vec<f64>| {
-        for chunk in chunks.drain(..) {
-            batch.values.clear();
-            parser.parse(&chunk, batch);
-            for x in batch.values.chunks_exact(dim) {
-                if (seen as usize) < n {
-                    sample.extend_from_slice(x);
-                } else {
-                    let r = rng.random_range(0..=seen);
-                    if (r as usize) < n {
-                        let at = r as usize * dim;
-                        sample[at..at + dim].copy_from_slice(x);
-                    }
+    while reader.next_into(&mut batch)? {
+        for x in batch.values.chunks_exact(dim) {
+            if (seen as usize) < n {
+                sample.extend_from_slice(x);
+            } else {
+                let r = rng.random_range(0..=seen);
+                if (r as usize) < n {
+                    let at = r as usize * dim;
+                    sample[at..at + dim].copy_from_slice(x);
                 }
-                seen += 1;
             }
-            batch.errors.clear();
-            batch.headers.clear();
+            seen += 1;
         }
-    };
-    loop {
-        let got = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(g) => g,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        framer.push(&buf[..got], &mut chunks);
-        take(&mut chunks, &mut batch, &mut sample);
     }
-    framer.finish(&mut chunks);
-    take(&mut chunks, &mut batch, &mut sample);
     Ok((sample, seen))
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use super::ReportError;
-use crate::input::{Batch, Chunk, Format, Framer, ParseError, Parser, ParserConfig, RejectCounts};
+use crate::input::{
+    Batch, BatchReader, Columns, Format, ParseError, Parser, ParserConfig, RejectCounts,
+};
 use crate::model::{GaussianMixture, ScoreBuffer};
 use crate::score::{AlertArgs, ScoreOptions, Scorer};
 
@@ -59,17 +61,13 @@ pub struct ScoreStreamOptions {
     /// Input record format.
     pub format: Format,
     /// 0-based input columns to keep, in this order; `None` keeps all.
-    pub columns: Option<Vec<usize>>,
+    pub columns: Option<Columns>,
     /// How the score lines look.
     pub score: ScoreOptions,
     /// Write a CSV header line first.
     pub header: bool,
 }
 
-/// Bytes read from the input at a time.
-const READ_SIZE: usize = 1 << 20;
-/// Framer chunk size: about this many bytes of whole lines per batch.
-const CHUNK_SIZE: usize = 1 << 18;
 /// Longest input line accepted (longer ones are rejected as too long).
 const MAX_LINE: usize = 1 << 20;
 /// Batches in flight between the parser thread and the scoring thread.
@@ -157,61 +155,38 @@ where
     Ok(summary)
 }
 
-/// The reader thread of [`score_stream`]: frames and parses the input and
-/// sends batches of about [`CHUNK_SIZE`] bytes of lines, reusing the
-/// batches sent back.
+/// The reader thread of [`score_stream`]: a [`BatchReader`] over the
+/// input, reusing the batches sent back.
 fn read_batches<R: Read>(
-    mut input: R,
-    mut parser: Parser,
+    input: R,
+    parser: Parser,
     full: mpsc::SyncSender<io::Result<Batch>>,
     empty: mpsc::Receiver<Batch>,
 ) {
-    let mut framer = Framer::new(0, MAX_LINE, CHUNK_SIZE);
-    let mut buf = vec![0u8; READ_SIZE];
-    let mut chunks: Vec<Chunk> = Vec::new();
-    let send_chunks = |chunks: &mut Vec<Chunk>, parser: &mut Parser| -> bool {
-        for chunk in chunks.drain(..) {
-            let mut batch = empty.try_recv().unwrap_or_default();
-            batch.values.clear();
-            batch.rejected = RejectCounts::default();
-            batch.errors.clear();
-            batch.headers.clear();
-            parser.parse(&chunk, &mut batch);
-            if full.send(Ok(batch)).is_err() {
-                return false;
-            }
-        }
-        true
-    };
+    let mut reader = BatchReader::new(input, 0, MAX_LINE, parser);
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = full.send(Err(e));
-                return;
-            }
+        let mut batch = empty.try_recv().unwrap_or_default();
+        let msg = match reader.next_into(&mut batch) {
+            Ok(true) => Ok(batch),
+            Ok(false) => return,
+            Err(e) => Err(e),
         };
-        framer.push(&buf[..n], &mut chunks);
-        if !send_chunks(&mut chunks, &mut parser) {
+        let failed = msg.is_err();
+        if full.send(msg).is_err() || failed {
             return;
         }
     }
-    framer.finish(&mut chunks);
-    send_chunks(&mut chunks, &mut parser);
 }
 
-/// Checks `--columns` (0-based field indices, as `run` takes them) for
-/// [`ParserConfig::columns`].
+/// Checks `--columns` (0-based field indices, as `run` takes them).
 ///
 /// # Errors
 ///
 /// [`ReportError::Invalid`] for an empty list or a field listed twice.
-pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Vec<usize>>, ReportError> {
-    let Some(cols) = cols else { return Ok(None) };
-    crate::config::check_columns(cols).map_err(|e| ReportError::Invalid(e.to_string()))?;
-    Ok(Some(cols.to_vec()))
+pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Columns>, ReportError> {
+    cols.map(|c| Columns::new(c.to_vec()))
+        .transpose()
+        .map_err(|e| ReportError::Invalid(e.to_string()))
 }
 
 /// Loads the mixture held by a checkpoint.
@@ -387,7 +362,7 @@ mod tests {
         let m = two_d();
         let input = "[9, 1.0, 2.0]\n[9, 7.5, 6.0]\n";
         let mut opts = stream_options(Format::Json, true, AlertRule::Below(-30.0));
-        opts.columns = Some(vec![1, 2]);
+        opts.columns = Some(Columns::new(vec![1, 2]).unwrap());
         let mut out = Vec::new();
         let summary = score_stream(&m, io::Cursor::new(input), &mut out, &opts).unwrap();
         assert_eq!(summary.points, 2);
@@ -400,7 +375,7 @@ mod tests {
         assert_eq!(json_number(text, 0, "log_lik"), m.log_prob(&[1.0, 2.0]));
         assert_eq!(v[1]["label"], 1);
         assert_eq!(v[1]["anomaly"], false);
-        opts.columns = Some(vec![0]);
+        opts.columns = Some(Columns::new(vec![0]).unwrap());
         assert!(matches!(
             score_stream(&m, io::Cursor::new(input), Vec::new(), &opts),
             Err(ReportError::Invalid(_))
@@ -461,7 +436,10 @@ mod tests {
     #[test]
     fn columns_count_from_one() {
         assert_eq!(check_columns(None).unwrap(), None);
-        assert_eq!(check_columns(Some(&[2, 0])).unwrap(), Some(vec![2, 0]));
+        assert_eq!(
+            check_columns(Some(&[2, 0])).unwrap(),
+            Some(Columns::new(vec![2, 0]).unwrap())
+        );
         assert!(check_columns(Some(&[1, 1])).is_err());
         assert!(check_columns(Some(&[])).is_err());
     }
