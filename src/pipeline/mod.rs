@@ -2,18 +2,37 @@
 //! writer, score sink, shutdown. No maths here.
 //!
 //! ```text
-//!  reader thread (stdin/file) ─────┐
-//!  TCP connection tasks (framing) ─┴─► CHUNK_QUEUE ─► parser thread
-//!      ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Checkpoint>> ─► checkpoint writer
-//!                                        └─► SCORE_QUEUE ─► score sink thread ─► stdout
+//!  Source impls (source/: stdin, file, tcp, ...) ─► SourceEvent channel (CHUNK_QUEUE)
+//!      ─► parser thread ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Snapshot>> ─► checkpoint writer ─► Durable hook
+//!                                                         │        (and any reader: /model, /metrics)
+//!                                                         └─► SCORE_QUEUE ─► score sink thread ─► stdout
+//!  every stage ─► RunState (counters, phase, stop reason, source names)
 //! ```
 //!
-//! Shutdown: one [`CancellationToken`] is watched by the sources only. A
-//! signal (the `shutdown` future given to [`run`]), a closed stdout under
-//! `--score`, or a bad record under `--on-error fail` cancels it; the sources
-//! stop and drop their senders; every later stage ends when its input
-//! channel closes, after draining it; the learner flushes its partial batch,
-//! and the final checkpoint is written last.
+//! Where things go:
+//!
+//! - a new **source** (MQTT, NATS): a file in [`source`] with a type that
+//!   implements [`Source`], one arm in `source::open` (or
+//!   [`Pipeline::with_source`]); its stream positions reach every
+//!   [`Snapshot`] and, once saved, the [`Durable`] hook;
+//! - a new **counter**: a field of [`state::LearnerCounts`] if the learner
+//!   produces it (it then changes together with the points), else an atomic
+//!   of [`RunState`] and a field of [`Counts`];
+//! - a new **endpoint** (admin server): a task holding [`Pipeline::state`],
+//!   [`Pipeline::snapshots`] and [`Pipeline::durable`], living until
+//!   [`RunState::finished_token`].
+//!
+//! Shutdown has two phases. Phase one: the sources watch
+//! [`RunState::sources_token`]; a signal (the `shutdown` future given to
+//! [`run`]), a closed stdout under `--score`, a bad record under
+//! `--on-error fail` or a failed stage cancels it ([`RunState::stop`]); the
+//! sources hand on what they hold and drop their senders. Phase two
+//! ([`Phase::Draining`]): every later stage ends when its input channel
+//! closes, after draining it; the learner flushes its partial batch and
+//! publishes its final snapshot, and the final checkpoint is written last.
+//! Then [`RunState::finished_token`] fires. A panicking stage is caught: the
+//! sources are stopped, every task and thread is waited for, and the run
+//! returns [`PipelineError::Panic`].
 
 mod ckpt;
 mod console;
