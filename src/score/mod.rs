@@ -14,7 +14,7 @@
 //!
 //! Numbers are written in the shortest form that reads back to the same
 //! `f64` (so a log-likelihood compares exactly with
-//! [`GaussianMixture::log_prob`]). `resp` appears with `--score-fields`,
+//! [`GaussianMixture::log_prob`](crate::model::GaussianMixture::log_prob)). `resp` appears with `--score-fields`,
 //! `anomaly` with any alert rule.
 //!
 //! # Anomaly rules

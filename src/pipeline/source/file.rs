@@ -1,5 +1,5 @@
 //! A file as a source: opened before the run starts, read on its own thread
-//! ([`super::reader`]).
+//! (`reader.rs`).
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Sources: where chunks of whole lines come from.
 //!
 //! A source is one implementation of [`Source`]: stdin ([`stdin`]), a file
-//! ([`file`]) and a TCP listener whose connections are sub-sources
+//! ([`mod@file`]) and a TCP listener whose connections are sub-sources
 //! ([`tcp`]) are siblings and none knows about the others. A source
 //!
 //! - frames its bytes into [`Chunk`]s of whole lines (a [`Framer`] per
@@ -15,12 +15,12 @@
 //!   data.
 //!
 //! A new source (MQTT, NATS JetStream) is a new file here with a type that
-//! implements [`Source`], and one arm in [`open`]; nothing else changes.
+//! implements [`Source`], and one arm in `open`; nothing else changes.
 
-pub(crate) mod file;
+pub mod file;
 pub(crate) mod reader;
-pub(crate) mod stdin;
-pub(crate) mod tcp;
+pub mod stdin;
+pub mod tcp;
 
 use std::future::Future;
 use std::pin::Pin;

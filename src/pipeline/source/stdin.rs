@@ -1,4 +1,4 @@
-//! Standard input as a source: read on its own thread ([`super::reader`]).
+//! Standard input as a source: read on its own thread (`reader.rs`).
 
 use super::{reader, Source, SourceContext, SourceFuture};
 
