@@ -125,8 +125,6 @@ impl Learner {
         let mut read_error = None;
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
-        let mut flags = Vec::new();
-
         loop {
             let publish_at = run.dirty.then(|| run.last_published + SNAPSHOT_EVERY);
             let wake = match (next_time, publish_at) {
@@ -188,28 +186,13 @@ impl Learner {
                     let l = run
                         .learner
                         .get_or_insert_with(|| StepwiseEm::new(self.params.clone(), batch.dim));
-                    let result = match &mut self.score {
-                        Some(link) => {
-                            let mut block = link.empty.try_recv().unwrap_or_else(|_| ScoredBlock {
-                                scores: ScoreBuffer {
-                                    want_resp: link.want_resp,
-                                    ..ScoreBuffer::default()
-                                },
-                                flags: Vec::new(),
-                            });
-                            block.scores.clear();
-                            let r = l.observe(&batch.values, Some(&mut block.scores));
-                            if let Some(det) = self.detector.as_mut() {
-                                run.counts.anomalies +=
-                                    det.flag_block(&block.scores.log_lik, &mut block.flags);
-                            }
-                            if !block.scores.is_empty() {
-                                let _ = link.filled.send(block);
-                            }
-                            r
-                        }
-                        None => l.observe(&batch.values, None),
-                    };
+                    let values = &batch.values;
+                    let result = scored(
+                        self.score.as_ref(),
+                        self.detector.as_mut(),
+                        &mut run.counts,
+                        |scores| l.observe(values, scores),
+                    );
                     if let Err(e) = result {
                         learn_error = Some(e);
                         break;
@@ -260,28 +243,12 @@ impl Learner {
 
         if learn_error.is_none() {
             if let Some(l) = run.learner.as_mut() {
-                let result = match &mut self.score {
-                    Some(link) => {
-                        let mut block = ScoredBlock {
-                            scores: ScoreBuffer {
-                                want_resp: link.want_resp,
-                                ..ScoreBuffer::default()
-                            },
-                            flags: Vec::new(),
-                        };
-                        let r = l.flush(Some(&mut block.scores));
-                        if let Some(det) = self.detector.as_mut() {
-                            run.counts.anomalies +=
-                                det.flag_block(&block.scores.log_lik, &mut flags);
-                            block.flags = std::mem::take(&mut flags);
-                        }
-                        if !block.scores.is_empty() {
-                            let _ = link.filled.send(block);
-                        }
-                        r
-                    }
-                    None => l.flush(None),
-                };
+                let result = scored(
+                    self.score.as_ref(),
+                    self.detector.as_mut(),
+                    &mut run.counts,
+                    |scores| l.flush(scores),
+                );
                 if let Err(e) = result {
                     learn_error = Some(e);
                 }
@@ -332,6 +299,36 @@ impl Learner {
         };
         self.snapshots.send_replace(Some(Arc::new(snap)));
     }
+}
+
+/// Runs `learn` (an observe or the final flush) with a score block when
+/// scores are wanted, flags the block's anomalies (counted in `counts`, at
+/// the same moment as its points) and hands it to the score sink.
+fn scored(
+    link: Option<&ScoreLink>,
+    detector: Option<&mut AnomalyDetector>,
+    counts: &mut LearnerCounts,
+    learn: impl FnOnce(Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
+) -> Result<(), LearnError> {
+    let Some(link) = link else {
+        return learn(None);
+    };
+    let mut block = link.empty.try_recv().unwrap_or_else(|_| ScoredBlock {
+        scores: ScoreBuffer {
+            want_resp: link.want_resp,
+            ..ScoreBuffer::default()
+        },
+        flags: Vec::new(),
+    });
+    block.scores.clear();
+    let result = learn(Some(&mut block.scores));
+    if let Some(det) = detector {
+        counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
+    }
+    if !block.scores.is_empty() {
+        let _ = link.filled.send(block);
+    }
+    result
 }
 
 impl Run {
