@@ -447,16 +447,9 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
-            let state = state.clone();
-            spawn_stage("parser", move || {
-                parse::parser_loop(
-                    parser_config,
-                    on_error,
-                    event_rx,
-                    work_tx,
-                    recycle_rx,
-                    &state,
-                );
+            let s = state.clone();
+            spawn_stage("parser", &state, move || {
+                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
             })?
         };
 
@@ -475,7 +468,7 @@ impl Pipeline {
                 .map_or(config.params.components, |l| l.params().components);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
             let s = state.clone();
-            sink = Some(spawn_stage("score output", move || {
+            sink = Some(spawn_stage("score output", &state, move || {
                 score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s)
             })?);
             score_link = Some(ScoreLink {
@@ -522,7 +515,7 @@ impl Pipeline {
             #[cfg(test)]
             panic_after: panic_learner_after,
         };
-        let outcome_rx = spawn_stage("learner", move || learner.run())?;
+        let outcome_rx = spawn_stage("learner", &state, move || learner.run())?;
 
         // The source, started last so nothing it sends waits for a stage
         // that does not exist yet.
@@ -588,9 +581,9 @@ impl Pipeline {
         let parser_result = stage_result("parser", parser.await);
         tasks.close();
         tasks.wait().await;
+        // Without the learner there is no model to save; a parser or score
+        // sink that failed leaves a consistent model, saved below first.
         let outcome = stage_result("learner", outcome)?;
-        parser_result?;
-        let score_result = score_result.transpose()?;
 
         let counts = outcome.counts;
         let changed = counts.points > 0
@@ -618,6 +611,8 @@ impl Pipeline {
             .as_ref()
             .map_or(0, |s| s.checkpoint.learner.counters().points_seen);
 
+        parser_result?;
+        let score_result = score_result.transpose()?;
         if let Some(e) = outcome.learn_error {
             return Err(PipelineError::Learn(e));
         }
@@ -676,17 +671,22 @@ pub async fn run(
 type StageEnd<T> = Result<T, String>;
 
 /// Starts a named pipeline thread; the receiver gets its result, or its
-/// panic message (the thread catches its own panic so that the run can
-/// stop the sources and report it).
+/// panic message: the thread catches its own panic, stops the sources at
+/// once, and the run reports it.
 fn spawn_stage<T: Send + 'static>(
     name: &'static str,
+    state: &Arc<RunState>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<oneshot::Receiver<StageEnd<T>>, PipelineError> {
     let (tx, rx) = oneshot::channel();
+    let state = state.clone();
     std::thread::Builder::new()
         .name(format!("emstream-{}", name.replace(' ', "-")))
         .spawn(move || {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if r.is_err() {
+                state.stop(StopReason::Failed);
+            }
             let _ = tx.send(r.map_err(|p| panic_text(p.as_ref())));
         })
         .map_err(|_| PipelineError::Thread(name))?;
