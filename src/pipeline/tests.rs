@@ -267,3 +267,99 @@ fn the_durability_hook_reports_each_saved_snapshot() {
     let on_disk = crate::checkpoint::load(&ck).unwrap();
     assert_eq!(on_disk.learner.counters().points_seen, 20_000);
 }
+
+/// A source whose stream fails after a few lines.
+struct Failing;
+
+impl Source for Failing {
+    fn name(&self) -> String {
+        "flaky".into()
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> source::SourceFuture {
+        Box::pin(async move {
+            let mut framer = ctx.framer(ctx.id(), 1 << 12);
+            let mut out = Vec::new();
+            let lines: String = (0..300).map(|i| format!("{},{}\n", i % 7, i % 5)).collect();
+            framer.push(lines.as_bytes(), &mut out);
+            framer.flush(&mut out);
+            source::send_chunks(ctx.sender(), &mut out).await;
+            let failed = SourceEvent::Failed {
+                source: ctx.id(),
+                name: self.name(),
+                error: std::io::Error::other("device unplugged"),
+            };
+            let _ = ctx.sender().send(failed).await;
+        })
+    }
+}
+
+#[test]
+fn a_source_error_comes_through_the_channel_after_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("m.ckpt");
+    let mut c = Config {
+        checkpoint: Some(ck.clone()),
+        ..Config::default()
+    };
+    small(&mut c);
+    let pipeline = Pipeline::new(c.check().unwrap()).with_source(Box::new(Failing));
+    let err = runtime()
+        .block_on(pipeline.run(std::future::pending()))
+        .unwrap_err();
+    match &err {
+        PipelineError::Read { name, source } => {
+            assert_eq!(name, "flaky");
+            assert!(source.to_string().contains("unplugged"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // The lines before the error were learned and saved.
+    let saved = crate::checkpoint::load(&ck).unwrap();
+    assert_eq!(saved.learner.counters().points_seen, 300);
+}
+
+#[test]
+fn tcp_connections_are_counted_and_their_positions_forgotten() {
+    use std::io::Write as _;
+    let mut c = Config {
+        listen: Some("127.0.0.1:0".into()),
+        ..Config::default()
+    };
+    small(&mut c);
+    let config = c.check().unwrap();
+    let rt = runtime();
+    let (summary, state, snap) = rt.block_on(async {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let tcp = source::tcp::TcpSource::bind(addr, 4).await.unwrap();
+        let local = tcp.local_addr();
+        let pipeline = Pipeline::new(config).with_source(Box::new(tcp));
+        let (state, live) = (pipeline.state(), pipeline.snapshots());
+        let clients = std::thread::spawn(move || {
+            for k in 0..3 {
+                let mut s = std::net::TcpStream::connect(local).unwrap();
+                for i in 0..200 {
+                    let x = if i % 2 == 0 { -3.0 } else { 3.0 };
+                    writeln!(s, "{},{}", x + (k * i % 11) as f64 / 11.0, i % 3).unwrap();
+                }
+            }
+        });
+        let watched = state.clone();
+        let shutdown = async move {
+            // Stop once all 600 points are learned.
+            while watched.counts().learner.points < 600 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let summary = pipeline.run(shutdown).await.unwrap();
+        clients.join().unwrap();
+        let snap = live.borrow().clone().unwrap();
+        (summary, state, snap)
+    });
+    assert_eq!(summary.points, 600);
+    let counts = state.counts();
+    assert_eq!(counts.connections_total, 3);
+    assert_eq!(counts.connections_open, 0);
+    assert!(snap.positions.is_empty(), "{:?}", snap.positions);
+    assert_eq!(state.source_name(1).split(' ').next(), Some("connection"));
+}
