@@ -254,6 +254,9 @@ impl Learner {
             anomalies: self.start.anomalies + self.metrics.anomalies.load(Ordering::Relaxed),
             created_unix_ms: self.start.created_unix_ms,
             updated_unix_ms: super::unix_ms(),
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         };
         tx.send_replace(Some(Arc::new(ckpt)));
     }

@@ -568,6 +568,9 @@ pub async fn run(
                 anomalies: outcome.anomalies_before + anomalies,
                 created_unix_ms: outcome.created_unix_ms,
                 updated_unix_ms: unix_ms(),
+                sources: Vec::new(),
+                columns: None,
+                selection: None,
             };
             ckpt::save_final(p.path.clone(), ckpt, p.keep).await?;
             written = Some(p.path.clone());
