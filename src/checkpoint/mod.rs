@@ -932,7 +932,7 @@ mod tests {
     }
 
     /// Frames `payload` as a valid file of format `version`.
-    fn frame_version(version: u32, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn frame_version(version: u32, payload: &[u8]) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
         b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&(payload.len() as u64).to_le_bytes());

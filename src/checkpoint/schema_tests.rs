@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 
+use super::super::tests::frame_version as frame;
 use super::super::v1::CheckpointV1;
-use super::super::{decode, from_bytes, to_bytes, HEADER_LEN, MAGIC};
+use super::super::{decode, from_bytes, to_bytes, HEADER_LEN};
 use super::*;
 use crate::checkpoint::{CheckpointError, FORMAT_VERSION};
 use crate::model::testdata;
@@ -21,17 +22,6 @@ fn golden(name: &str) -> PathBuf {
 /// The payload of a golden file (its frame already checked by loading).
 fn payload(bytes: &[u8]) -> &[u8] {
     &bytes[HEADER_LEN..bytes.len() - 4]
-}
-
-/// Frames `payload` as a valid file of format `version`, CRC included.
-fn frame(version: u32, payload: &[u8]) -> Vec<u8> {
-    let mut b = MAGIC.to_vec();
-    b.extend_from_slice(&version.to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    b.extend_from_slice(payload);
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
 }
 
 const V1_FILES: [&str; 4] = [

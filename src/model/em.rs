@@ -295,17 +295,7 @@ impl BatchStats {
     /// [`LearnError::Incompatible`] when K, d or the covariance type differ.
     pub fn merge(&self, other: &BatchStats) -> Result<BatchStats, LearnError> {
         let (a, b) = (&self.stats, &other.stats);
-        if a.covariance != b.covariance || a.dim != b.dim || a.s0.len() != b.s0.len() {
-            return Err(LearnError::Incompatible(format!(
-                "batch statistics of {} components of dimension {} ({}) and of {} of dimension {} ({})",
-                a.s0.len(),
-                a.dim,
-                a.covariance,
-                b.s0.len(),
-                b.dim,
-                b.covariance
-            )));
-        }
+        same_shape(a, b)?;
         let take_other = other.worst_ll < self.worst_ll || self.worst.is_empty();
         let (worst, worst_ll) = if take_other {
             (other.worst.clone(), other.worst_ll)
@@ -320,6 +310,23 @@ impl BatchStats {
             worst_ll,
         })
     }
+}
+
+/// Checks that two sets of statistics have the same K, d and covariance
+/// type.
+pub(crate) fn same_shape(a: &MixtureStats, b: &MixtureStats) -> Result<(), LearnError> {
+    if a.covariance != b.covariance || a.dim != b.dim || a.s0.len() != b.s0.len() {
+        return Err(LearnError::Incompatible(format!(
+            "statistics of {} components of dimension {} ({}) and of {} of dimension {} ({})",
+            a.s0.len(),
+            a.dim,
+            a.covariance,
+            b.s0.len(),
+            b.dim,
+            b.covariance
+        )));
+    }
+    Ok(())
 }
 
 /// E-step of `points` (rows of `mix.dim()`) against `mix`: responsibilities,

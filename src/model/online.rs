@@ -124,12 +124,7 @@ impl StepwiseEm {
         mut scores: Option<&mut ScoreBuffer>,
     ) -> Result<(), LearnError> {
         let d = self.dim;
-        if points.len() % d != 0 {
-            return Err(LearnError::Ragged {
-                len: points.len(),
-                dim: d,
-            });
-        }
+        self.whole_rows(points)?;
         let mut rest = points;
         if self.mixture.is_none() {
             let want = self.params.warmup * d - self.pending.len();
@@ -234,6 +229,17 @@ impl StepwiseEm {
         Ok(())
     }
 
+    /// Checks that `points` is a whole number of rows.
+    fn whole_rows(&self, points: &[f64]) -> Result<(), LearnError> {
+        if points.len() % self.dim != 0 {
+            return Err(LearnError::Ragged {
+                len: points.len(),
+                dim: self.dim,
+            });
+        }
+        Ok(())
+    }
+
     /// Step size for the next batch of `n` points.
     fn eta(&self, n: u64) -> f64 {
         let p = &self.params;
@@ -271,12 +277,7 @@ impl StepwiseEm {
     /// [`LearnError::Ragged`] for a ragged slice, [`LearnError::NotFitted`]
     /// before the first model.
     pub fn batch_stats(&mut self, points: &[f64]) -> Result<BatchStats, LearnError> {
-        if points.len() % self.dim != 0 {
-            return Err(LearnError::Ragged {
-                len: points.len(),
-                dim: self.dim,
-            });
-        }
+        self.whole_rows(points)?;
         let (Some(engine), Some(mix)) = (self.engine.as_mut(), self.mixture.as_ref()) else {
             return Err(LearnError::NotFitted);
         };
@@ -306,16 +307,7 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let s = &batch.stats;
-        if s.dim != d || s.covariance != stats.covariance || s.s0.len() != stats.s0.len() {
-            return Err(LearnError::Incompatible(format!(
-                "batch statistics of {} components of dimension {} ({}) for a model of {} of dimension {d} ({})",
-                s.s0.len(),
-                s.dim,
-                s.covariance,
-                stats.s0.len(),
-                stats.covariance
-            )));
-        }
+        em::same_shape(stats, s)?;
         self.counters.outliers += batch.outliers;
         if used == 0 {
             return Ok(());

@@ -51,7 +51,7 @@ impl<'a> Summary<'a> {
         let c = l.counters();
         Summary {
             dim: l.dim(),
-            components: p.components,
+            components: l.n_components().unwrap_or(p.components),
             covariance: p.covariance,
             params: serde_json::to_value(&**p).unwrap_or(Value::Null),
             points_seen: c.points_seen,
