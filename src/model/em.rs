@@ -335,6 +335,7 @@ pub(crate) fn same_shape(a: &MixtureStats, b: &MixtureStats) -> Result<(), Learn
 /// ([`OUTLIER_SPREAD`], [`MAX_ABS`]) are scored but left out. Pure apart
 /// from `scratch`, so workers can run it on their own batches against a
 /// shared mixture and a reducer merges the results.
+#[inline]
 pub fn e_step(
     mix: &GaussianMixture,
     points: &[f64],
