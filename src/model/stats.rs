@@ -1,5 +1,6 @@
 //! Per-component sufficient statistics: accumulated from a batch around
-//! fixed centres, then blended (stepwise EM) or merged (two learners).
+//! fixed centres, then blended (stepwise EM) or merged (disjoint batches,
+//! see [`super::em::BatchStats::merge`]).
 //!
 //! The statistics are kept in centred form, per component: the averaged
 //! responsibility `s0 ≈ E[γ]`, the mean `m = E[γ x] / s0` and the covariance
@@ -71,8 +72,10 @@ impl MixtureStats {
         self.points += batch.points;
     }
 
-    /// Merges statistics of two disjoint parts of a stream, weighted by the
-    /// points each stands for. Merging with empty statistics is the identity.
+    /// Merges statistics of two disjoint batches, weighted by the points
+    /// each stands for: exact when both were computed against the same
+    /// mixture (as E-step statistics are). Merging with empty statistics is
+    /// the identity.
     ///
     /// # Panics
     ///
