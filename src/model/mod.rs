@@ -5,6 +5,7 @@
 //! - [`covariance`]: [`CovarianceType`] and the factorisation helpers.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
+//! - `kernels`: the register-blocked inner loops of both for wide points.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
 //!   then split-and-merge moves (`smem`) out of local optima.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together.
@@ -13,6 +14,7 @@
 
 pub mod covariance;
 pub mod init;
+mod kernels;
 pub mod mixture;
 pub mod online;
 mod smem;
