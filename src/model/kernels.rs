@@ -5,10 +5,10 @@
 //! multiply-adds instead of reading and writing memory for each one:
 //!
 //! - [`solve_block`]: forward substitution `L y = x - μ` for [`LANES`]
-//!   points side by side, [`ROWS`] rows of `L` at a time, so that
-//!   `ROWS × LANES` independent running sums hide the latency of the adds
-//!   (one row at a time had only `LANES` of them: about a third of the
-//!   arithmetic units' throughput).
+//!   points side by side, [`SOLVE_ROWS`] rows of `L` at a time, so that
+//!   `SOLVE_ROWS × LANES` independent running sums hide the latency of the
+//!   adds (one row of 8 points at a time had 8 of them: about a third of
+//!   the arithmetic units' throughput).
 //! - [`rank_update`]: `Q += Σ_p z_p (r_p z_p)ᵀ` over a block of gathered
 //!   points, a `ROWS × COLS` tile of `Q` at a time (a rank-k update rather
 //!   than one rank-1 read-modify-write of all of `Q` per point).
@@ -25,11 +25,13 @@
 //! AVX2 and plain entry points of their callers, with their target
 //! features.
 
-/// Points processed side by side by [`solve_block`] (two AVX2 vectors).
-pub(crate) const LANES: usize = 8;
+/// Points processed side by side by [`solve_block`] (four AVX2 vectors).
+pub(crate) const LANES: usize = 16;
 
-/// Rows of a tile: rows of `L` in [`solve_block`], rows of `Q` in
-/// [`rank_update`].
+/// Rows of `L` taken at a time by [`solve_block`].
+const SOLVE_ROWS: usize = 2;
+
+/// Rows of a `Q` tile in [`rank_update`].
 const ROWS: usize = 4;
 
 /// Columns of a `Q` tile in [`rank_update`] (two AVX2 vectors).
@@ -96,6 +98,28 @@ impl V8 {
     }
 }
 
+/// Two [`V8`]: [`LANES`] points.
+#[derive(Clone, Copy)]
+struct V16(V8, V8);
+
+impl V16 {
+    #[inline(always)]
+    fn load(s: &[f64]) -> V16 {
+        V16(V8::load(&s[..8]), V8::load(&s[8..16]))
+    }
+
+    #[inline(always)]
+    fn store(self, s: &mut [f64]) {
+        self.0.store(&mut s[..8]);
+        self.1.store(&mut s[8..16]);
+    }
+
+    #[inline(always)]
+    fn sub_mul(self, a: f64, y: V16) -> V16 {
+        V16(self.0.sub_mul(a, y.0), self.1.sub_mul(a, y.1))
+    }
+}
+
 /// Forward substitution for [`LANES`] points at once; returns each point's
 /// squared Mahalanobis distance `Σ_a y_a²`.
 ///
@@ -104,6 +128,10 @@ impl V8 {
 /// [`LANES`]), `y` scratch of the same shape. Row `a` computes
 /// `y_a = ((x_a − μ_a) − Σ_{b<a} L_ab y_b) · inv_a`, the sum in order of
 /// `b`, exactly like one row at a time.
+///
+/// Two rows at a time over 16 points: 8 vector sums in flight in the long
+/// loop over `b`, and the serial step between the two rows (`y_a` feeds
+/// row `a + 1`) is short and shared by 16 points.
 #[inline(always)]
 pub(crate) fn solve_block(
     d: usize,
@@ -116,58 +144,51 @@ pub(crate) fn solve_block(
     debug_assert!(l.len() >= d * d && inv.len() >= d && mu.len() >= d);
     debug_assert!(xt.len() >= d * LANES && y.len() >= d * LANES);
     let mut q = [0.0; LANES];
+    let centred = |a: usize| centred_row(&xt[a * LANES..(a + 1) * LANES], mu[a]);
     let mut a0 = 0;
-    while a0 + ROWS <= d {
-        let centred = |r: usize| {
-            let xa = &xt[(a0 + r) * LANES..(a0 + r + 1) * LANES];
-            let m = mu[a0 + r];
-            V8::load(&std::array::from_fn::<f64, LANES, _>(|p| xa[p] - m))
-        };
-        let (mut s0, mut s1, mut s2, mut s3) = (centred(0), centred(1), centred(2), centred(3));
+    while a0 + SOLVE_ROWS <= d {
+        let (mut s0, mut s1) = (centred(a0), centred(a0 + 1));
         let (done, rest) = y.split_at_mut(a0 * LANES);
-        let row = |r: usize| &l[(a0 + r) * d..(a0 + r) * d + a0];
-        let rows = row(0).iter().zip(row(1)).zip(row(2)).zip(row(3));
-        for (yb, (((&l0, &l1), &l2), &l3)) in done.chunks_exact(LANES).zip(rows) {
-            let yb = V8::load(yb);
+        let row0 = &l[a0 * d..a0 * d + a0];
+        let row1 = &l[(a0 + 1) * d..(a0 + 1) * d + a0 + 1];
+        for (yb, (&l0, &l1)) in done.chunks_exact(LANES).zip(row0.iter().zip(row1)) {
+            let yb = V16::load(yb);
             s0 = s0.sub_mul(l0, yb);
             s1 = s1.sub_mul(l1, yb);
-            s2 = s2.sub_mul(l2, yb);
-            s3 = s3.sub_mul(l3, yb);
         }
-        for (r, mut s) in [s0, s1, s2, s3].into_iter().enumerate() {
-            let tri = &l[(a0 + r) * d + a0..(a0 + r) * d + a0 + r];
-            for (yb, &lab) in rest.chunks_exact(LANES).zip(tri) {
-                s = s.sub_mul(lab, V8::load(yb));
-            }
-            let mut v = [0.0; LANES];
-            s.store(&mut v);
-            let ia = inv[a0 + r];
-            let ya = &mut rest[r * LANES..(r + 1) * LANES];
-            for p in 0..LANES {
-                let t = v[p] * ia;
-                ya[p] = t;
-                q[p] += t * t;
-            }
-        }
-        a0 += ROWS;
+        let (y0, y1) = rest.split_at_mut(LANES);
+        finish(s0, inv[a0], y0, &mut q);
+        s1 = s1.sub_mul(row1[a0], V16::load(y0));
+        finish(s1, inv[a0 + 1], &mut y1[..LANES], &mut q);
+        a0 += SOLVE_ROWS;
     }
-    for a in a0..d {
-        let xa = &xt[a * LANES..(a + 1) * LANES];
-        let mut s = V8::load(&std::array::from_fn::<f64, LANES, _>(|p| xa[p] - mu[a]));
-        let (done, rest) = y.split_at_mut(a * LANES);
-        for (yb, &lab) in done.chunks_exact(LANES).zip(&l[a * d..a * d + a]) {
-            s = s.sub_mul(lab, V8::load(yb));
+    if a0 < d {
+        let mut s = centred(a0);
+        let (done, rest) = y.split_at_mut(a0 * LANES);
+        for (yb, &lab) in done.chunks_exact(LANES).zip(&l[a0 * d..a0 * d + a0]) {
+            s = s.sub_mul(lab, V16::load(yb));
         }
-        let mut v = [0.0; LANES];
-        s.store(&mut v);
-        let ia = inv[a];
-        for p in 0..LANES {
-            let t = v[p] * ia;
-            rest[p] = t;
-            q[p] += t * t;
-        }
+        finish(s, inv[a0], &mut rest[..LANES], &mut q);
     }
     q
+}
+
+/// `x − μ_a` for one row of [`LANES`] points.
+#[inline(always)]
+fn centred_row(xa: &[f64], mu_a: f64) -> V16 {
+    V16::load(&std::array::from_fn::<f64, LANES, _>(|p| xa[p] - mu_a))
+}
+
+/// `y_a = s · inv_a`, stored in `ya`, and `q += y_a²`.
+#[inline(always)]
+fn finish(s: V16, inv_a: f64, ya: &mut [f64], q: &mut [f64; LANES]) {
+    let mut v = [0.0; LANES];
+    s.store(&mut v);
+    for p in 0..LANES {
+        let t = v[p] * inv_a;
+        ya[p] = t;
+        q[p] += t * t;
+    }
 }
 
 /// `q[a][b] += Σ_p rz_p[b] · z_p[a]` over the first `m` rows of `z` and

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::covariance::{cholesky, CovarianceType};
 use super::kernels;
 
-/// Points processed side by side in the full-covariance density kernel.
-const BLOCK: usize = kernels::LANES;
+/// Points processed side by side in the full-covariance density kernel
+/// (the wide one, [`kernels::solve_block`], takes [`kernels::LANES`]).
+const BLOCK: usize = 8;
 
 /// Below this log ratio to the largest term, `exp` is under half an ulp of
 /// the sum and the responsibility is taken as 0 without computing it.
@@ -340,7 +341,11 @@ impl GaussianMixture {
     /// rows of the factor at a time ([`kernels::solve_block`], same bits).
     #[inline(always)]
     fn full_log_probs<const D: usize>(&self, points: &[f64], out: &mut [f64]) {
-        let d = if D == 0 { self.p.dim } else { D };
+        if D == 0 {
+            self.full_log_probs_wide(points, out);
+            return;
+        }
+        let d = D;
         let k = self.k;
         let n = points.len() / d;
         let mut xt = vec![0.0; d * BLOCK];
@@ -361,14 +366,6 @@ impl GaussianMixture {
                 let mu = &self.p.means[j * d..(j + 1) * d];
                 let l = &self.factor[j * d * d..(j + 1) * d * d];
                 let inv = &self.inv_diag[j * d..(j + 1) * d];
-                if D == 0 {
-                    let q = kernels::solve_block(d, l, inv, mu, &xt, &mut y);
-                    let c = self.log_norm[j];
-                    for p in 0..m {
-                        out[(start + p) * k + j] = c - 0.5 * q[p];
-                    }
-                    continue;
-                }
                 let mut q = [0.0; BLOCK];
                 for a in 0..d {
                     let mut s = [0.0; BLOCK];
@@ -398,6 +395,46 @@ impl GaussianMixture {
             }
             start += BLOCK;
         }
+    }
+
+    /// [`GaussianMixture::full_log_probs`] for any dimension: points taken
+    /// [`kernels::LANES`] at a time, transposed, and solved two rows of
+    /// the factor at a time ([`kernels::solve_block`]; same bits as one
+    /// row at a time).
+    #[inline(always)]
+    fn full_log_probs_wide(&self, points: &[f64], out: &mut [f64]) {
+        const LANES: usize = kernels::LANES;
+        let d = self.p.dim;
+        let k = self.k;
+        let n = points.len() / d;
+        let mut xt = vec![0.0; d * LANES];
+        let mut y = vec![0.0; d * LANES];
+        for (b, block) in points.chunks(LANES * d).enumerate() {
+            let m = block.len() / d;
+            for (p, x) in block.chunks_exact(d).enumerate() {
+                for a in 0..d {
+                    xt[a * LANES + p] = x[a];
+                }
+            }
+            for a in 0..d {
+                xt[a * LANES + m..(a + 1) * LANES].fill(0.0);
+            }
+            for j in 0..k {
+                let q = kernels::solve_block(
+                    d,
+                    &self.factor[j * d * d..(j + 1) * d * d],
+                    &self.inv_diag[j * d..(j + 1) * d],
+                    &self.p.means[j * d..(j + 1) * d],
+                    &xt,
+                    &mut y,
+                );
+                let c = self.log_norm[j];
+                for p in 0..m {
+                    out[(b * LANES + p) * k + j] = c - 0.5 * q[p];
+                }
+            }
+        }
+        debug_assert!(n.div_ceil(LANES) == points.chunks(LANES * d).len());
     }
 
     /// Log density of the mixture at one point.
