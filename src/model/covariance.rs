@@ -96,10 +96,15 @@ impl FromStr for CovarianceType {
 /// dot product after another. Every entry is still
 /// `(a_ij − Σ_{k<j} l_ik l_jk) / l_jj` with the sum in order of `k`: the
 /// same bits as entry by entry. Only the lower triangle of `a` is read.
+/// Small matrices (d ≤ [`SMALL_CHOLESKY`]) go entry by entry, without the
+/// copy.
 pub(crate) fn cholesky(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     debug_assert_eq!(a.len(), d * d);
     debug_assert_eq!(l.len(), d * d);
     l.iter_mut().for_each(|v| *v = 0.0);
+    if d <= SMALL_CHOLESKY {
+        return cholesky_by_entries(a, d, l);
+    }
     // lt[k * d + i] = l[i * d + k]: column k of the factor, contiguous.
     let mut lt = vec![0.0; d * d];
     let mut col = vec![0.0; d];
@@ -109,9 +114,7 @@ pub(crate) fn cholesky(a: &[f64], d: usize, l: &mut [f64]) -> bool {
         for &v in lj {
             sum -= v * v;
         }
-        // Refuse pivots that are not clearly positive relative to the
-        // diagonal entry: they mean the matrix has lost definiteness.
-        if !(sum > a[j * d + j].abs() * 1e-14) || !sum.is_finite() {
+        if !pivot_ok(sum, a[j * d + j]) {
             return false;
         }
         let ljj = sum.sqrt();
@@ -134,6 +137,37 @@ pub(crate) fn cholesky(a: &[f64], d: usize, l: &mut [f64]) -> bool {
         }
     }
     true
+}
+
+/// Largest dimension [`cholesky`] factors entry by entry.
+const SMALL_CHOLESKY: usize = 8;
+
+/// [`cholesky`] entry by entry in row order (`l` zeroed by the caller).
+fn cholesky_by_entries(a: &[f64], d: usize, l: &mut [f64]) -> bool {
+    for i in 0..d {
+        for j in 0..=i {
+            let mut sum = a[i * d + j];
+            for k in 0..j {
+                sum -= l[i * d + k] * l[j * d + k];
+            }
+            if i == j {
+                if !pivot_ok(sum, a[i * d + i]) {
+                    return false;
+                }
+                l[i * d + i] = sum.sqrt();
+            } else {
+                l[i * d + j] = sum / l[j * d + j];
+            }
+        }
+    }
+    true
+}
+
+/// Refuses pivots that are not clearly positive relative to the diagonal
+/// entry: they mean the matrix has lost definiteness.
+#[inline]
+fn pivot_ok(pivot: f64, diagonal: f64) -> bool {
+    pivot > diagonal.abs() * 1e-14 && pivot.is_finite()
 }
 
 /// Per-dimension regularisation: `reg` added to the diagonal, scaled to the
