@@ -7,6 +7,7 @@
 //!   and blended or merged.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
 //!   then split-and-merge moves (`smem`) out of local optima.
+//! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
@@ -15,6 +16,7 @@ pub mod covariance;
 pub mod init;
 pub mod mixture;
 pub mod online;
+pub mod select;
 mod smem;
 pub mod stats;
 pub mod testdata;
