@@ -192,19 +192,13 @@ pub(crate) fn fit_auto(
         });
     }
     let base = rng.next_u64();
-    let mut fits: Vec<(MixtureStats, GaussianMixture)> = Vec::with_capacity(distinct);
-    let mut bic_by_k = Vec::with_capacity(distinct);
-    for k in 1..=max_k.min(distinct) {
-        let p = Params {
-            components: k,
-            ..params.clone()
-        };
-        let mut k_rng = ChaCha8Rng::seed_from_u64(base);
-        k_rng.set_stream(k as u64);
-        let (stats, mix) = init::fit_warmup(engine, buf, &p, &mut k_rng)?;
-        bic_by_k.push((k, bic(&mix, buf)));
-        fits.push((stats, mix));
-    }
+    let ks = max_k.min(distinct);
+    let mut fits = fit_each_k(engine, buf, params, ks, base)?;
+    let bic_by_k: Vec<(usize, f64)> = fits
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, mix))| (i + 1, bic(mix, buf)))
+        .collect();
     let (k, k_min) = smallest_within_margin(&bic_by_k, BIC_MARGIN)
         .expect("K = 1 always gives a finite BIC on finite points");
     let chosen_by = format!(
@@ -214,7 +208,10 @@ pub(crate) fn fit_auto(
         bic_by_k.len(),
         bic_by_k[k - 1].1,
     );
-    let (stats, mix) = fits.swap_remove(k - 1);
+    let (chosen_engine, stats, mix) = fits.swap_remove(k - 1);
+    // The learner goes on with the engine as the chosen K's fit left it
+    // (its repair count).
+    *engine = chosen_engine;
     Ok((
         stats,
         mix,
@@ -223,6 +220,61 @@ pub(crate) fn fit_auto(
             chosen_by,
         },
     ))
+}
+
+/// Fits K = 1..=`ks`, each on its own copy of `engine` and with its own
+/// random stream (stream K of the ChaCha generator seeded with `base`), on
+/// up to as many threads as the machine has cores, the largest K first.
+/// The result is the same whatever the number of threads.
+fn fit_each_k(
+    engine: &Engine,
+    buf: &[f64],
+    params: &Params,
+    ks: usize,
+    base: u64,
+) -> Result<Vec<(Engine, MixtureStats, GaussianMixture)>, LearnError> {
+    type Fit = Result<(Engine, MixtureStats, GaussianMixture), LearnError>;
+    let fit = |k: usize| -> Fit {
+        let p = Params {
+            components: k,
+            ..params.clone()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(base);
+        rng.set_stream(k as u64);
+        let mut e = engine.clone();
+        let (stats, mix) = init::fit_warmup(&mut e, buf, &p, &mut rng)?;
+        Ok((e, stats, mix))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(ks);
+    let mut slots: Vec<Option<Fit>> = (0..ks).map(|_| None).collect();
+    if threads <= 1 {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            *slot = Some(fit(i + 1));
+        }
+    } else {
+        // The largest K take longest: hand them out first.
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(&mut slots);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= ks {
+                        break;
+                    }
+                    let k = ks - i;
+                    let r = fit(k);
+                    done.lock().expect("no fit panics while holding the lock")[k - 1] = Some(r);
+                });
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|s| s.expect("every K was fitted"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -360,5 +412,99 @@ mod tests {
             choose_components(&[1.0, 2.0, 3.0], 2, &params, 10, &mut rng),
             Err(LearnError::Ragged { len: 3, dim: 2 })
         ));
+    }
+
+    /// scikit-learn's fits on a committed buffer (`scripts/bic_fixture.py`).
+    #[derive(Deserialize)]
+    struct Fixture {
+        dim: usize,
+        points: Vec<f64>,
+        fits: Vec<SkFit>,
+    }
+
+    #[derive(Deserialize)]
+    struct SkFit {
+        covariance: CovarianceType,
+        k: usize,
+        weights: Vec<f64>,
+        means: Vec<f64>,
+        covariances: Vec<f64>,
+        bic: f64,
+        aic: f64,
+    }
+
+    fn fixture() -> Fixture {
+        serde_json::from_str(include_str!("fixtures/bic_sklearn.json")).unwrap()
+    }
+
+    /// Relative agreement asked of BIC against scikit-learn.
+    const REL_TOL: f64 = 1e-3;
+
+    #[test]
+    fn bic_and_aic_equal_scikit_learns_on_its_own_parameters() {
+        let fx = fixture();
+        for f in &fx.fits {
+            let mix = GaussianMixture::new(MixtureParams {
+                covariance: f.covariance,
+                dim: fx.dim,
+                weights: f.weights.clone(),
+                means: f.means.clone(),
+                covariances: f.covariances.clone(),
+            })
+            .unwrap();
+            let c = Criteria::of(&mix, &fx.points);
+            // The same parameters: only rounding may differ.
+            assert!(
+                (c.bic - f.bic).abs() <= 1e-9 * f.bic.abs(),
+                "{} K = {}: {} vs {}",
+                f.covariance,
+                f.k,
+                c.bic,
+                f.bic
+            );
+            assert!((c.aic - f.aic).abs() <= 1e-9 * f.aic.abs());
+        }
+    }
+
+    #[test]
+    fn bic_per_k_of_our_fits_matches_scikit_learn() {
+        let fx = fixture();
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let params = Params {
+                components: 1,
+                covariance: cov,
+                warmup: fx.points.len() / fx.dim,
+                ..Params::default()
+            }
+            .check()
+            .unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let s = choose_components(&fx.points, fx.dim, &params, 5, &mut rng).unwrap();
+            for f in fx.fits.iter().filter(|f| f.covariance == cov) {
+                let (k, ours) = s.selection.bic_by_k[f.k - 1];
+                assert_eq!(k, f.k);
+                assert!(
+                    (ours - f.bic).abs() <= REL_TOL * f.bic.abs(),
+                    "{cov} K = {k}: ours {ours}, scikit-learn {}",
+                    f.bic
+                );
+            }
+            // The margin rule on scikit-learn's numbers chooses as on ours.
+            let theirs: Vec<(usize, f64)> = fx
+                .fits
+                .iter()
+                .filter(|f| f.covariance == cov)
+                .map(|f| (f.k, f.bic))
+                .collect();
+            let (k_theirs, _) = smallest_within_margin(&theirs, BIC_MARGIN).unwrap();
+            assert_eq!(s.k(), k_theirs, "{cov}: {:?}", s.selection.bic_by_k);
+            if cov == CovarianceType::Full {
+                assert_eq!(s.k(), 3, "the buffer has three clusters");
+            }
+        }
     }
 }
