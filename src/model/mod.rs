@@ -7,11 +7,14 @@
 //!   and blended or merged.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
 //!   then split-and-merge moves (`smem`) out of local optima.
+//! - [`adapt`]: keeping K right over the stream (prune, merge, split,
+//!   spawn by BIC on recent points), a pure component the learner calls.
 //! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 
+pub mod adapt;
 pub mod covariance;
 pub mod init;
 pub mod mixture;
