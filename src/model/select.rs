@@ -120,6 +120,76 @@ pub fn smallest_within_margin(bic_by_k: &[(usize, f64)], margin: f64) -> Option<
     Some((k, k_min))
 }
 
+/// The number of components asked for: a number, or `auto` (choose K on
+/// the warm-up buffer). Parsed from `-k`/`--components` and from config
+/// files, where it is a number or the string `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawCount", into = "RawCount")]
+pub enum ComponentCount {
+    /// Exactly this many components (at least 1).
+    Fixed(usize),
+    /// Chosen on the warm-up buffer by [`choose_components`].
+    Auto,
+}
+
+/// A number of components that is neither a positive number nor `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "components must be a number >= 1 or \"auto\" (to choose K by BIC on the warm-up), got {0:?}"
+)]
+pub struct BadComponentCount(pub String);
+
+impl std::str::FromStr for ComponentCount {
+    type Err = BadComponentCount;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(ComponentCount::Auto);
+        }
+        match t.parse::<usize>() {
+            Ok(k) if k >= 1 => Ok(ComponentCount::Fixed(k)),
+            _ => Err(BadComponentCount(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComponentCount::Fixed(k) => write!(f, "{k}"),
+            ComponentCount::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The serialised form of [`ComponentCount`]: a number or a string.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Number(usize),
+    Text(String),
+}
+
+impl TryFrom<RawCount> for ComponentCount {
+    type Error = BadComponentCount;
+    fn try_from(r: RawCount) -> Result<Self, Self::Error> {
+        match r {
+            RawCount::Number(k) => k.to_string().parse(),
+            RawCount::Text(t) => t.parse(),
+        }
+    }
+}
+
+impl From<ComponentCount> for RawCount {
+    fn from(c: ComponentCount) -> Self {
+        match c {
+            ComponentCount::Fixed(k) => RawCount::Number(k),
+            ComponentCount::Auto => RawCount::Text("auto".to_string()),
+        }
+    }
+}
+
 /// The outcome of choosing K on a warm-up buffer.
 #[derive(Clone, Debug)]
 pub struct Selected {
@@ -316,6 +386,30 @@ mod tests {
     }
 
     #[test]
+    fn component_count_parses_numbers_and_auto() {
+        assert_eq!("3".parse(), Ok(ComponentCount::Fixed(3)));
+        assert_eq!(" AUTO ".parse(), Ok(ComponentCount::Auto));
+        for bad in ["0", "-1", "two", ""] {
+            let e = bad.parse::<ComponentCount>().unwrap_err();
+            assert!(e.to_string().contains("\"auto\""), "{e}");
+        }
+        assert_eq!(ComponentCount::Auto.to_string(), "auto");
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Cfg {
+            components: ComponentCount,
+        }
+        for (text, want) in [
+            ("components = 4", ComponentCount::Fixed(4)),
+            ("components = \"auto\"", ComponentCount::Auto),
+        ] {
+            let c: Cfg = toml::from_str(text).unwrap();
+            assert_eq!(c.components, want);
+            assert_eq!(toml::to_string(&c).unwrap().trim(), text);
+        }
+        assert!(toml::from_str::<Cfg>("components = 0").is_err());
+    }
+
+    #[test]
     fn margin_rule_prefers_the_smallest_close_k() {
         let b = [(1, 500.0), (2, 109.0), (3, 100.0), (4, 104.0)];
         assert_eq!(smallest_within_margin(&b, 10.0), Some((2, 3)));
@@ -368,7 +462,7 @@ mod tests {
         for d in [2, 5] {
             for k in 1..=6 {
                 let truth = separated(d, k, 8.0, 100 + k as u64);
-                let s = chosen(&truth, 2000, 8, 7);
+                let s = chosen(&truth, 2000, k + 3, 7);
                 assert_eq!(
                     s.k(),
                     k,
@@ -376,9 +470,26 @@ mod tests {
                     s.selection.chosen_by,
                     s.selection.bic_by_k
                 );
-                assert_eq!(s.selection.bic_by_k.len(), 8);
+                assert_eq!(s.selection.bic_by_k.len(), k + 3);
                 assert!(s.selection.chosen_by.contains(&format!("K = {k},")));
             }
+        }
+    }
+
+    #[test]
+    fn the_seed_examples_k_is_chosen_on_a_default_warm_up() {
+        for (name, truth) in [
+            ("two clusters", testdata::two_clusters()),
+            ("overlapping", testdata::overlapping()),
+            ("three 1-d", testdata::three_1d()),
+        ] {
+            let s = chosen(&truth, Params::default().warmup, 6, 11);
+            assert_eq!(
+                s.k(),
+                truth.n_components(),
+                "{name}: {:?}",
+                s.selection.bic_by_k
+            );
         }
     }
 
