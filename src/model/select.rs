@@ -263,7 +263,8 @@ pub(crate) fn fit_auto(
     }
     let base = rng.next_u64();
     let ks = max_k.min(distinct);
-    let mut fits = fit_each_k(engine, buf, params, ks, base)?;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let mut fits = fit_each_k(engine, buf, params, ks, base, threads)?;
     let bic_by_k: Vec<(usize, f64)> = fits
         .iter()
         .enumerate()
@@ -294,14 +295,15 @@ pub(crate) fn fit_auto(
 
 /// Fits K = 1..=`ks`, each on its own copy of `engine` and with its own
 /// random stream (stream K of the ChaCha generator seeded with `base`), on
-/// up to as many threads as the machine has cores, the largest K first.
-/// The result is the same whatever the number of threads.
+/// up to `threads` threads, the largest K first. The result is the same
+/// whatever the number of threads.
 fn fit_each_k(
     engine: &Engine,
     buf: &[f64],
     params: &Params,
     ks: usize,
     base: u64,
+    threads: usize,
 ) -> Result<Vec<(Engine, MixtureStats, GaussianMixture)>, LearnError> {
     type Fit = Result<(Engine, MixtureStats, GaussianMixture), LearnError>;
     let fit = |k: usize| -> Fit {
@@ -315,9 +317,7 @@ fn fit_each_k(
         let (stats, mix) = init::fit_warmup(&mut e, buf, &p, &mut rng)?;
         Ok((e, stats, mix))
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(ks);
+    let threads = threads.min(ks);
     let mut slots: Vec<Option<Fit>> = (0..ks).map(|_| None).collect();
     if threads <= 1 {
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -503,6 +503,22 @@ mod tests {
             let truth = testdata::restrict(&testdata::random_mixture(3, 1, 0.0, 9), cov);
             let s = chosen(&truth, 3000, 6, 3);
             assert_eq!(s.k(), 1, "{cov}: {:?}", s.selection.bic_by_k);
+        }
+    }
+
+    #[test]
+    fn the_fits_do_not_depend_on_the_number_of_threads() {
+        let truth = separated(2, 3, 6.0, 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let buf = truth.sample(&mut rng, 1500);
+        let params = Params::default();
+        let engine = Engine::new(2, params.covariance, &buf, params.reg_covar);
+        let one = fit_each_k(&engine, &buf, &params, 5, 42, 1).unwrap();
+        let three = fit_each_k(&engine, &buf, &params, 5, 42, 3).unwrap();
+        for (k, (a, b)) in one.iter().zip(&three).enumerate() {
+            assert_eq!(a.2.n_components(), k + 1);
+            assert_eq!(a.1, b.1);
+            assert_eq!(a.2, b.2);
         }
     }
 
