@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::input::{Columns, ColumnsError, Format, ParserConfig};
-use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
+use crate::model::{CheckedParams, ComponentCount, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
@@ -68,7 +68,7 @@ macro_rules! config_keys {
             $( $(#[doc = $fdoc:literal])* pub $field:ident : $fty:ty = $fdefault:expr, )*
         }
         learner {
-            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? ; )*
+            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? $(, missing = $missing:literal)? ; )*
         }
     ) => {
         $(#[$cmeta])*
@@ -113,7 +113,7 @@ macro_rules! config_keys {
         pub struct LearnerArgs {
             $(
                 $(#[doc = $ldoc])*
-                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)?)]
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = $missing)?)]
                 pub $key: Option<$kty>,
             )*
         }
@@ -153,7 +153,7 @@ macro_rules! flag_value_from_str {
         }
     )*};
 }
-flag_value_from_str!(usize, u64, f64);
+flag_value_from_str!(usize, u64, f64, bool, ComponentCount);
 
 impl FlagValue for CovarianceType {
     fn parse_flag(s: &str) -> Result<Self, String> {
@@ -221,8 +221,9 @@ config_keys! {
         pub alert_quantile: Option<f64> = None,
     }
     learner {
-        /// Number of mixture components K.
-        components: usize, "K", short = 'k';
+        /// Number of mixture components K, or `auto` to choose K by BIC on the
+        /// warm-up among 1..=max_components.
+        components: ComponentCount, "K|auto", short = 'k';
         /// Covariance structure: `full`, `diag` or `spherical`.
         covariance: CovarianceType, "TYPE";
         /// Points per mini-batch update.
@@ -243,6 +244,13 @@ config_keys! {
         init_seeds: usize, "N";
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
+        /// Largest K tried by `--components auto` and reached by
+        /// `--adapt-components`.
+        max_components: usize, "N";
+        /// Keep K right over the stream: prune, merge, split or spawn a
+        /// component when the BIC on the recent points improves by more than
+        /// 10 (off by default; `--adapt-components` alone means true).
+        adapt_components: bool, "BOOL", missing = "true";
     }
 }
 
@@ -321,6 +329,9 @@ pub enum ConfigError {
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
+    /// Responsibilities asked for while K may change mid-stream.
+    #[error("score_fields (--score-fields) writes K responsibilities per line, but adapt_components (--adapt-components) changes K mid-stream: drop one of them")]
+    ScoreFieldsWithAdapt,
 }
 
 impl Config {
@@ -452,6 +463,9 @@ impl Config {
             (None, None) => AlertRule::None,
         };
         let score = if self.score {
+            if self.score_fields && self.adapt_components {
+                return Err(ConfigError::ScoreFieldsWithAdapt);
+            }
             Some(ScoreOptions {
                 json: self.format == Format::Json,
                 responsibilities: self.score_fields,
@@ -781,7 +795,7 @@ mod tests {
 
     #[test]
     fn rule_learner_params() {
-        let e = checked(|c| c.components = 0).unwrap_err();
+        let e = checked(|c| c.components = crate::model::ComponentCount::Fixed(0)).unwrap_err();
         assert!(matches!(e, ConfigError::Learner(_)), "{e}");
     }
 
@@ -952,7 +966,7 @@ mod tests {
         let mut c = Config::default();
         let mut given = BTreeSet::new();
         flags.learner.apply(&mut c, &mut given);
-        assert_eq!(c.components, 3);
+        assert_eq!(c.components, crate::model::ComponentCount::Fixed(3));
         assert_eq!(c.covariance, CovarianceType::Diagonal);
         assert_eq!(c.step_floor, 0.01);
         assert_eq!(c.seed, 7);
@@ -961,7 +975,7 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(given, want);
-        assert_eq!(c.params().components, 3);
+        assert_eq!(c.params().components, crate::model::ComponentCount::Fixed(3));
         // Every learner key is a flag.
         for k in LEARNER_KEYS {
             let flag = format!("--{}", k.replace('_', "-"));

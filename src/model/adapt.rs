@@ -91,7 +91,7 @@ impl Default for AdaptParams {
 
 /// A ring buffer of the most recent points (row-major), the reservoir the
 /// adaptation judges on.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecentPoints {
     dim: usize,
     capacity: usize,
@@ -137,6 +137,59 @@ impl RecentPoints {
     /// The points held (in no particular order).
     pub fn points(&self) -> &[f64] {
         &self.data
+    }
+
+    /// Dimension of the points.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Most points held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Row the next point overwrites once the buffer is full (0 before).
+    pub fn next_row(&self) -> usize {
+        self.next
+    }
+
+    /// Rebuilds a reservoir from its parts ([`RecentPoints::points`],
+    /// [`RecentPoints::capacity`], [`RecentPoints::next_row`]), as a
+    /// checkpoint stores them.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first inconsistent part: not whole points,
+    /// more points than the capacity, a next row out of range or set
+    /// before the buffer is full, a non-finite value.
+    pub fn from_parts(
+        dim: usize,
+        capacity: usize,
+        data: Vec<f64>,
+        next: usize,
+    ) -> Result<Self, String> {
+        if dim == 0 || capacity == 0 || data.len() % dim != 0 {
+            return Err(format!(
+                "the recent-points reservoir holds {} numbers, not whole points of dimension {dim} (capacity {capacity})",
+                data.len()
+            ));
+        }
+        let n = data.len() / dim;
+        if n > capacity || next >= capacity || (n < capacity && next != 0) {
+            return Err(format!(
+                "the recent-points reservoir holds {n} points with capacity {capacity} and next row {next}"
+            ));
+        }
+        if !data.iter().all(|v| v.is_finite()) {
+            return Err("the recent-points reservoir holds a non-finite value".into());
+        }
+        Ok(RecentPoints {
+            dim,
+            capacity,
+            data,
+            next,
+        })
     }
 }
 
@@ -191,6 +244,21 @@ pub struct Proposal {
     pub bic_after: f64,
 }
 
+/// The hysteresis state of an [`Adapter`] between calls: what a
+/// checkpoint keeps so a resumed run changes K exactly when the
+/// uninterrupted run would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterState {
+    /// Points seen at the last check.
+    pub last_check: u64,
+    /// Points seen at the last check that tried merges and splits.
+    pub last_full_check: u64,
+    /// Points seen and direction (+1 grow, −1 shrink) of the last change.
+    pub last_change: Option<(u64, i8)>,
+    /// Changes so far.
+    pub changes: u64,
+}
+
 /// Decides when K changes; keeps the hysteresis state between calls.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Adapter {
@@ -211,6 +279,28 @@ impl Adapter {
             last_full_check: 0,
             last_change: None,
             changes: 0,
+        }
+    }
+
+    /// Its state between calls, for a checkpoint (the options are not
+    /// part of it: they follow from the learner's).
+    pub fn state(&self) -> AdapterState {
+        AdapterState {
+            last_check: self.last_check,
+            last_full_check: self.last_full_check,
+            last_change: self.last_change,
+            changes: self.changes,
+        }
+    }
+
+    /// An adapter with the given options, resuming from `state`.
+    pub fn from_state(params: AdaptParams, state: AdapterState) -> Self {
+        Adapter {
+            params,
+            last_check: state.last_check,
+            last_full_check: state.last_full_check,
+            last_change: state.last_change,
+            changes: state.changes,
         }
     }
 
@@ -529,13 +619,12 @@ mod tests {
     impl Learner {
         fn start(warmup: &[f64], d: usize, k: usize) -> Self {
             let params = Params {
-                components: k,
                 warmup: warmup.len() / d,
                 ..Params::default()
             };
             let mut engine = Engine::new(d, CovarianceType::Full, warmup, params.reg_covar);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let (stats, mix) = init::fit_warmup(&mut engine, warmup, &params, &mut rng).unwrap();
+            let (stats, mix) = init::fit_warmup(&mut engine, warmup, &params, k, &mut rng).unwrap();
             let mut recent = RecentPoints::new(d, 5000);
             recent.push(warmup);
             let n = warmup.len() / d;

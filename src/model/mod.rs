@@ -40,6 +40,6 @@ pub mod testdata;
 pub use covariance::CovarianceType;
 pub use em::{BatchStats, Engine, EngineState, LearnError, ScoreBuffer};
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
-pub use online::{Counters, Fitted, LearnerState, Phase, StepwiseEm};
-pub use params::{CheckedParams, ParamError, Params};
+pub use online::{Counters, Fitted, KChange, LearnerState, Phase, StepwiseEm};
+pub use params::{CheckedParams, ComponentCount, ParamError, Params};
 pub use stats::MixtureStats;

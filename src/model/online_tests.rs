@@ -19,7 +19,7 @@ const N: usize = 200_000;
 
 fn params(k: usize, cov: CovarianceType) -> CheckedParams {
     Params {
-        components: k,
+        components: crate::model::ComponentCount::Fixed(k),
         covariance: cov,
         ..Params::default()
     }
@@ -175,7 +175,7 @@ fn recovers_write_up_examples_as_diag_and_spherical() {
 /// Streams `data` and returns the model, or the error.
 fn run(data: &[f64], d: usize, k: usize, cov: CovarianceType) -> Result<StepwiseEm, LearnError> {
     let p = Params {
-        components: k,
+        components: crate::model::ComponentCount::Fixed(k),
         covariance: cov,
         warmup: 200,
         batch_size: 50,
@@ -379,7 +379,7 @@ fn a_dead_component_is_reseeded() {
     // Warm up on three clusters, then stream only one: the others' weights
     // collapse under a step floor and they are re-seeded, never NaN.
     let p = Params {
-        components: 3,
+        components: crate::model::ComponentCount::Fixed(3),
         warmup: 300,
         batch_size: 100,
         step_floor: 0.5,
@@ -487,7 +487,7 @@ fn each_parameter_rule_has_its_message() {
     let cases: Vec<(Params, &str)> = vec![
         (
             Params {
-                components: 0,
+                components: crate::model::ComponentCount::Fixed(0),
                 ..base()
             },
             "components",
@@ -597,7 +597,7 @@ fn fitted_learner(cov: CovarianceType, seed: u64) -> (StepwiseEm, Vec<f64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = truth.sample(&mut rng, 10_000);
     let p = Params {
-        components: 3,
+        components: crate::model::ComponentCount::Fixed(3),
         covariance: cov,
         batch_size: 500,
         warmup: 2_000,
@@ -687,7 +687,7 @@ fn k_comes_from_the_model_not_the_options() {
     // Options asking for another K do not change the model's K: they only
     // seed the first fit.
     let mut p = (*state.params).clone();
-    p.components = 5;
+    p.components = crate::model::ComponentCount::Fixed(5);
     state.params = p.check().unwrap();
     let mut resumed = StepwiseEm::from_state(state).unwrap();
     assert_eq!(resumed.n_components(), Some(3));
@@ -799,7 +799,7 @@ fn random_streams_with_garbage_never_panic_or_go_non_finite() {
             })
             .collect();
         let p = Params {
-            components: k,
+            components: crate::model::ComponentCount::Fixed(k),
             covariance: cov,
             warmup: rng.random_range(k..500),
             batch_size: rng.random_range(1..200),
