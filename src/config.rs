@@ -975,16 +975,66 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(given, want);
-        assert_eq!(c.params().components, crate::model::ComponentCount::Fixed(3));
+        assert_eq!(
+            c.params().components,
+            crate::model::ComponentCount::Fixed(3)
+        );
         // Every learner key is a flag.
         for k in LEARNER_KEYS {
             let flag = format!("--{}", k.replace('_', "-"));
             let value = param_text(&Params::default(), k).unwrap();
-            assert!(
-                Flags::try_parse_from(["x", flag.as_str(), value.as_str()]).is_ok(),
-                "{flag} {value}"
-            );
+            let arg = format!("{flag}={value}");
+            assert!(Flags::try_parse_from(["x", arg.as_str()]).is_ok(), "{arg}");
         }
         assert!(Flags::try_parse_from(["x", "--warmup", "many"]).is_err());
+    }
+
+    #[test]
+    fn k_can_be_auto_and_adapted() {
+        use crate::model::ComponentCount;
+        use clap::Parser as _;
+        for args in [
+            &[
+                "x",
+                "-k",
+                "auto",
+                "--max-components",
+                "4",
+                "--adapt-components",
+            ][..],
+            &[
+                "x",
+                "--components",
+                "AUTO",
+                "--max-components=4",
+                "--adapt-components=true",
+            ],
+        ] {
+            let flags = Flags::try_parse_from(args).unwrap();
+            let mut c = Config::default();
+            let mut given = BTreeSet::new();
+            flags.learner.apply(&mut c, &mut given);
+            assert_eq!(c.components, ComponentCount::Auto, "{args:?}");
+            assert_eq!(c.max_components, 4);
+            assert!(c.adapt_components);
+            assert!(c.clone().check().is_ok());
+        }
+        let e = Flags::try_parse_from(["x", "-k", "many"]).unwrap_err();
+        assert!(e.to_string().contains("\"auto\""), "{e}");
+        let c: Config =
+            toml::from_str("components = \"auto\"\nmax_components = 6\nadapt_components = true")
+                .unwrap();
+        assert_eq!(c.params().components, ComponentCount::Auto);
+        assert_eq!(c.params().max_components, 6);
+        assert!(Config::default().max_components == 10 && !Config::default().adapt_components);
+        let e = checked(|c| c.max_components = 0).unwrap_err();
+        assert!(e.to_string().contains("--max-components"), "{e}");
+        let e = checked(|c| {
+            c.score = true;
+            c.score_fields = true;
+            c.adapt_components = true;
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ScoreFieldsWithAdapt), "{e}");
     }
 }

@@ -859,7 +859,8 @@ mod tests {
                     // is caught by the CRC, which covers the header.
                     8..=11 => matches!(
                         err,
-                        CheckpointError::UnsupportedVersion { .. } | CheckpointError::CrcMismatch { .. }
+                        CheckpointError::UnsupportedVersion { .. }
+                            | CheckpointError::CrcMismatch { .. }
                     ),
                     12..=19 => matches!(
                         err,

@@ -72,6 +72,7 @@ pub(super) struct AdapterV3 {
     pub last_full_check: u64,
     pub last_change: Option<(u64, i8)>,
     pub changes: u64,
+    pub baseline: Option<f64>,
 }
 
 impl CheckpointV3 {
@@ -97,6 +98,7 @@ impl CheckpointV3 {
                     last_full_check: a.last_full_check,
                     last_change: a.last_change,
                     changes: a.changes,
+                    baseline: a.baseline,
                 }),
             },
         }
@@ -302,6 +304,7 @@ impl CheckpointV2 {
                     last_full_check: a.last_full_check,
                     last_change: a.last_change,
                     changes: a.changes,
+                    baseline: a.baseline,
                 }),
                 k.component_changes,
             ),

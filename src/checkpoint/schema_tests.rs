@@ -116,6 +116,7 @@ fn fixed_v3() -> Checkpoint {
         last_full_check: 0,
         last_change: Some((5_000, -1)),
         changes: 1,
+        baseline: Some(-3.75),
     });
     Checkpoint {
         learner: StepwiseEm::from_state(state).unwrap(),
@@ -166,14 +167,20 @@ fn a_format_2_payload_is_the_start_of_its_format_3_payload() {
     let ck = from_bytes(Path::new("x"), &frame(2, &v2)).unwrap();
     let p = ck.learner.params();
     assert_eq!(p.components, ComponentCount::Fixed(2));
-    assert_eq!(p.max_components, crate::model::params::DEFAULT_MAX_COMPONENTS);
+    assert_eq!(
+        p.max_components,
+        crate::model::params::DEFAULT_MAX_COMPONENTS
+    );
     assert!(!p.adapt_components);
     let state = ck.learner.state();
     assert!(state.recent.is_empty() && state.adapter.is_none());
     assert_eq!(state.counters.component_changes, 0);
     // A format-3 payload read as format 2 has bytes left over.
     let err = from_bytes(Path::new("x"), &frame(2, &v3)).unwrap_err();
-    assert!(matches!(err, CheckpointError::TrailingPayload { .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::TrailingPayload { .. }),
+        "{err}"
+    );
 }
 
 /// The on-disk form of a fitted learner with a pending batch, to spoil.

@@ -20,8 +20,10 @@
 //!
 //! Cost: a check for prunes and spawns runs at most every
 //! [`AdaptParams::check_every`] points and costs one pass over the
-//! reservoir unless it finds a candidate; merges and splits are tried at
-//! most every [`AdaptParams::full_check_every`] points.
+//! reservoir unless it finds a candidate; merges and splits are tried
+//! every [`AdaptParams::full_check_every`] points, and sooner when the
+//! reservoir's fit got significantly worse since they were last tried
+//! ([`AdaptParams::ll_drop_z`]: a component stretched over a new cluster).
 //!
 //! Hysteresis: after a change none follows for [`AdaptParams::cooldown`]
 //! points, and a change in the opposite direction (a merge after a spawn,
@@ -59,6 +61,12 @@ pub struct AdaptParams {
     /// Points between two checks that also try merges and splits (each a
     /// few EM iterations on the reservoir).
     pub full_check_every: u64,
+    /// A check also tries merges and splits when the reservoir's mean
+    /// log-likelihood fell since the last such check by more than this
+    /// many standard errors, `ll_drop_z · sqrt(d / n)` nats per point (the
+    /// difference of two means of n independent points whose
+    /// log-densities have a Gaussian's variance d/2).
+    pub ll_drop_z: f64,
     /// Points after a change before the next.
     pub cooldown: u64,
     /// Points after a change before one in the opposite direction.
@@ -80,6 +88,7 @@ impl Default for AdaptParams {
             far_fraction: 0.01,
             check_every: 5_000,
             full_check_every: 50_000,
+            ll_drop_z: 4.0,
             cooldown: 20_000,
             reverse_hold: 200_000,
             em_iters: 5,
@@ -247,7 +256,7 @@ pub struct Proposal {
 /// The hysteresis state of an [`Adapter`] between calls: what a
 /// checkpoint keeps so a resumed run changes K exactly when the
 /// uninterrupted run would.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdapterState {
     /// Points seen at the last check.
     pub last_check: u64,
@@ -257,6 +266,9 @@ pub struct AdapterState {
     pub last_change: Option<(u64, i8)>,
     /// Changes so far.
     pub changes: u64,
+    /// Mean log-likelihood of the reservoir at the last full check (or
+    /// the first check after a change).
+    pub baseline: Option<f64>,
 }
 
 /// Decides when K changes; keeps the hysteresis state between calls.
@@ -268,6 +280,7 @@ pub struct Adapter {
     /// Points seen and direction of the last change.
     last_change: Option<(u64, i8)>,
     changes: u64,
+    baseline: Option<f64>,
 }
 
 impl Adapter {
@@ -279,6 +292,7 @@ impl Adapter {
             last_full_check: 0,
             last_change: None,
             changes: 0,
+            baseline: None,
         }
     }
 
@@ -290,6 +304,7 @@ impl Adapter {
             last_full_check: self.last_full_check,
             last_change: self.last_change,
             changes: self.changes,
+            baseline: self.baseline,
         }
     }
 
@@ -301,6 +316,7 @@ impl Adapter {
             last_full_check: state.last_full_check,
             last_change: state.last_change,
             changes: state.changes,
+            baseline: state.baseline,
         }
     }
 
@@ -344,12 +360,20 @@ impl Adapter {
         if !grow && !shrink {
             return None;
         }
-        let full = points_seen >= self.last_full_check + p.full_check_every;
+        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
+        let (base, ll) = engine.full_pass(mix, reservoir);
+        // A fit that got worse since the last full check (a component
+        // stretched over a new cluster) calls for merges and splits now.
+        let dropped = self
+            .baseline
+            .is_some_and(|b| ll < b - p.ll_drop_z * (d as f64 / n as f64).sqrt());
+        let full = dropped || points_seen >= self.last_full_check + p.full_check_every;
+        if full || self.baseline.is_none() {
+            self.baseline = Some(ll);
+        }
         if full {
             self.last_full_check = points_seen;
         }
-        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
-        let (base, _) = engine.full_pass(mix, reservoir);
         let mut candidates: Vec<(Change, MixtureStats)> = Vec::new();
         let k = mix.n_components();
         if shrink && k > 1 {
@@ -399,6 +423,7 @@ impl Adapter {
         if let Some(prop) = &best {
             self.last_change = Some((points_seen, prop.change.direction()));
             self.changes += 1;
+            self.baseline = None;
         }
         best
     }

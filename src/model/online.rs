@@ -261,8 +261,9 @@ impl StepwiseEm {
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
         let p = &self.params;
         let fitted = match p.components {
-            ComponentCount::Fixed(k) => init::fit_warmup(&mut engine, &kept, p, k, &mut self.rng)
-                .map(|(s, m)| (s, m, None)),
+            ComponentCount::Fixed(k) => {
+                init::fit_warmup(&mut engine, &kept, p, k, &mut self.rng).map(|(s, m)| (s, m, None))
+            }
             ComponentCount::Auto => {
                 select::fit_auto(&mut engine, &kept, p, p.max_components, &mut self.rng)
                     .map(|(s, m, sel)| (s, m, Some(sel)))
@@ -594,7 +595,11 @@ impl StepwiseEm {
         if adapter.is_some() != params.adapt_components {
             return bad(format!(
                 "the adaptation's state is {} but adapt_components is {}",
-                if adapter.is_some() { "present" } else { "absent" },
+                if adapter.is_some() {
+                    "present"
+                } else {
+                    "absent"
+                },
                 params.adapt_components
             ));
         }

@@ -273,4 +273,3 @@ impl From<ComponentCount> for RawCount {
         }
     }
 }
-

@@ -166,7 +166,9 @@ fn check_resume(
     // `auto` given must find a model whose K was chosen so.
     let model_k = ckpt.learner.n_components();
     let k_fits = match given.components {
-        ComponentCount::Fixed(k) => model_k.map_or(saved.components, ComponentCount::Fixed) == ComponentCount::Fixed(k),
+        ComponentCount::Fixed(k) => {
+            model_k.map_or(saved.components, ComponentCount::Fixed) == ComponentCount::Fixed(k)
+        }
         ComponentCount::Auto => saved.components == ComponentCount::Auto,
     };
     if config.given.contains("components") && !k_fits {
@@ -178,8 +180,7 @@ fn check_resume(
         return Err(mismatch("components", have, given.components.to_string()));
     }
     // The adaptation's state belongs to the model: it is kept or not.
-    if config.given.contains("adapt_components")
-        && saved.adapt_components != given.adapt_components
+    if config.given.contains("adapt_components") && saved.adapt_components != given.adapt_components
     {
         return Err(mismatch(
             "adapt_components",

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod checkpoint;
+mod choose_k;
 mod config;
 mod pipe;
 mod report;
