@@ -345,8 +345,10 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let e = engine.e_step(mix, batch, scores);
+        for x in em::usable_rows(mix, batch) {
+            self.recent.push(x);
+        }
         self.apply(&e)?;
-        self.recent.push(&without_outliers(batch, self.dim));
         self.adapt();
         Ok(())
     }
