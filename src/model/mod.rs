@@ -19,8 +19,10 @@
 //! - [`adapt`]: keeping K right over the stream (prune, merge, split,
 //!   spawn by BIC on recent points), a pure component the learner calls.
 //! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
-//! - [`online`]: [`StepwiseEm`], the learner that ties them together, and
-//!   its plain [`LearnerState`] for checkpoints.
+//! - [`online`]: [`StepwiseEm`], the learner that ties them together
+//!   (fixed or `auto` K, the recent-points reservoir, the adaptation of K
+//!   with `adapt_components`), and its plain [`LearnerState`] for
+//!   checkpoints.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 

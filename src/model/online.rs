@@ -10,6 +10,16 @@
 //! [`StepwiseEm::apply`] expose the split a reducer of workers needs).
 //! `η_t = max(η_min, (t + t0)^(−α))`, t counting batches with the warm-up
 //! counted as `warmup / batch_size` batches.
+//!
+//! With `components = auto` the first fit chooses K by BIC on the warm-up
+//! buffer ([`super::select`]) and the learner keeps how it chose
+//! ([`StepwiseEm::selection`]). Every learner keeps its most recent points
+//! in a bounded reservoir ([`RECENT_POINTS`], [`StepwiseEm::criteria`]);
+//! with `adapt_components` it asks an [`Adapter`] after every mini-batch
+//! whether K should change and, on a proposal, replaces its mixture and
+//! statistics and counts the change ([`Counters::component_changes`],
+//! [`StepwiseEm::last_change`]). The reservoir and the adapter's state are
+//! part of [`LearnerState`], so resuming stays bit-identical.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

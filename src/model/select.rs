@@ -22,10 +22,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::covariance::CovarianceType;
+use super::em::LearnError;
 use super::init;
 use super::mixture::GaussianMixture;
-use super::online::{CheckedParams, LearnError, Params};
 pub use super::params::{BadComponentCount, ComponentCount};
+use super::params::{CheckedParams, Params};
 use super::stats::MixtureStats;
 use super::Engine;
 
