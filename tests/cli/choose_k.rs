@@ -89,6 +89,24 @@ fn auto_picks_the_true_k_and_inspect_shows_how() {
     ] {
         assert!(table.contains(want), "missing {want:?} in\n{table}");
     }
+    // Responsibilities per point: K is known only after the warm-up, and
+    // every line has the chosen K's (label, log_lik, 3 resp).
+    let out = run_stdin(
+        &[
+            "run",
+            "-k",
+            "auto",
+            "--warmup",
+            "500",
+            "--score",
+            "--score-fields",
+        ],
+        &text(&clustered(&THREE, 1200, 9)),
+    );
+    assert_ok(&out);
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 1200);
+    assert!(lines.lines().all(|l| l.split(',').count() == 5), "{lines}");
     // A fixed K on resume must be the model's; `auto` fits a chosen K.
     let more = text(&clustered(&THREE, 100, 2));
     let out = run_ck(&ck, &["--resume", "-k", "2"], &more);
