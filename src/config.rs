@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::input::{Columns, ColumnsError, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
+use crate::security::{AccessFiles, SecurityError};
 
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
 /// longer line is almost surely not a record, and the limit bounds the
@@ -25,6 +26,11 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// Most older checkpoint generations `keep` accepts: each save renames every
+/// kept generation, so the bound keeps a save (and a stop waiting for it)
+/// short; a thousand generations are far more than any rollback needs.
+pub const MAX_KEEP: usize = 1000;
 
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
@@ -219,6 +225,16 @@ config_keys! {
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
         pub alert_quantile: Option<f64> = None,
+        /// PEM certificate chain served by TLS on the listeners (with `tls_key`).
+        pub tls_cert: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert`.
+        pub tls_key: Option<PathBuf> = None,
+        /// PEM bundle of client CAs: every client must present a certificate
+        /// signed by one of them (mutual TLS). Needs `tls_cert`.
+        pub tls_client_ca: Option<PathBuf> = None,
+        /// File whose first line is a token every TCP connection must send as
+        /// its first line (and the admin server takes as a bearer token).
+        pub auth_token_file: Option<PathBuf> = None,
     }
     learner {
         /// Number of mixture components K.
@@ -321,6 +337,12 @@ pub enum ConfigError {
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
+    /// `keep` is above [`MAX_KEEP`].
+    #[error("keep = {0} is out of range: give a value from 0 to {MAX_KEEP}")]
+    Keep(usize),
+    /// The TLS or token options do not go together.
+    #[error(transparent)]
+    Access(#[from] SecurityError),
 }
 
 impl Config {
@@ -417,6 +439,21 @@ impl Config {
         if self.resume && self.overwrite {
             return Err(ConfigError::ResumeAndOverwrite);
         }
+        if self.keep > MAX_KEEP {
+            return Err(ConfigError::Keep(self.keep));
+        }
+        let access = AccessFiles {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            auth_token_file: self.auth_token_file.clone(),
+        };
+        if access.tls_cert.is_some() != access.tls_key.is_some() {
+            return Err(SecurityError::CertWithoutKey.into());
+        }
+        if access.tls_client_ca.is_some() && access.tls_cert.is_none() {
+            return Err(SecurityError::ClientCaWithoutTls.into());
+        }
         let checkpoint = match &self.checkpoint {
             Some(path) => Some(CheckpointPolicy {
                 path: path.clone(),
@@ -484,6 +521,7 @@ impl Config {
             checkpoint,
             score,
             given: BTreeSet::new(),
+            access,
         })
     }
 }
@@ -528,6 +566,7 @@ pub struct RunConfig {
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) access: AccessFiles,
 }
 
 impl RunConfig {
@@ -589,6 +628,12 @@ impl RunConfig {
     pub fn given(&self) -> &BTreeSet<String> {
         &self.given
     }
+
+    /// TLS and token files of the listeners (TCP ingest, admin server):
+    /// load them with [`crate::security::Guard::load`].
+    pub fn access(&self) -> &AccessFiles {
+        &self.access
+    }
 }
 
 #[cfg(test)]
@@ -630,6 +675,10 @@ mod tests {
             checkpoint_interval: Some(1.0),
             alert_below: Some(1.0),
             alert_quantile: Some(0.1),
+            tls_cert: Some("x".into()),
+            tls_key: Some("x".into()),
+            tls_client_ca: Some("x".into()),
+            auth_token_file: Some("x".into()),
             ..Config::default()
         };
         all.resume = true;

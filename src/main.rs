@@ -110,6 +110,19 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+
+    /// PEM certificate chain for TLS on the listeners (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM client CA bundle: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// File whose first line is the token each TCP connection must send first.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +209,8 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
+    overlay_opt!(cfg, args, given;
+        tls_cert, tls_key, tls_client_ca, auth_token_file);
     if args.resume {
         cfg.resume = true;
         given.insert("resume".into());
@@ -270,6 +285,8 @@ fn run(args: RunArgs) -> ExitCode {
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
+                | PipelineError::CheckpointDir { .. }
+                | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_) => 2,
                 _ => 1,
             })

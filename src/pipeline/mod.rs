@@ -288,6 +288,9 @@ pub enum PipelineError {
     /// Writing scores to stdout failed (other than it being closed).
     #[error("writing scores to stdout failed: {0}")]
     ScoreOutput(std::io::Error),
+    /// The TLS or token files of the listener cannot be used.
+    #[error("{0}")]
+    Access(crate::security::SecurityError),
     /// A pipeline thread could not be started or its task failed.
     #[error("the {0} stage stopped unexpectedly")]
     Thread(&'static str),

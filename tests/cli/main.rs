@@ -1,6 +1,7 @@
 //! Integration tests of the `emstream` binary, as one test binary: real
 //! processes, temporary directories, real sockets on 127.0.0.1 port 0.
 
+mod access;
 mod bad_input;
 mod checkpoint;
 mod config;
