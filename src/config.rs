@@ -27,6 +27,9 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
 
+/// Largest configuration file read (1 MiB; the shipped one is 5 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Most older checkpoint generations `keep` accepts: each save renames every
 /// kept generation, so the bound keeps a save (and a stop waiting for it)
 /// short; a thousand generations are far more than any rollback needs.
@@ -356,7 +359,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: toml_message(text, &e),
         })
     }
 
@@ -367,11 +370,25 @@ impl Config {
     /// [`ConfigError::Read`] when the file cannot be read, otherwise as
     /// [`Config::from_toml`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = Config::read_text(path)?;
+        Config::from_toml(&text, path)
+    }
+
+    /// The text of a configuration file: a regular file (a FIFO or a
+    /// device is refused without blocking) of at most [`MAX_CONFIG_BYTES`],
+    /// in UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] naming the file and what is wrong with it.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+        let read_err = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Config::from_toml(&text, path)
+        };
+        let bytes = crate::security::read_regular(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
     }
 
     /// The top-level keys set in a TOML text (for [`RunConfig::with_given`]).
@@ -382,7 +399,7 @@ impl Config {
     pub fn keys_in_toml(text: &str, path: &Path) -> Result<BTreeSet<String>, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: toml_message(text, &e),
         })?;
         Ok(table.keys().cloned().collect())
     }
@@ -523,6 +540,25 @@ impl Config {
             given: BTreeSet::new(),
             access,
         })
+    }
+}
+
+/// A TOML error as `line N, key K: what` (the key when the error's span
+/// starts on a `key = value` line), so a wrong type names where it is.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, key {k}: {}", e.message()),
+        None => format!("line {line_no}: {}", e.message()),
     }
 }
 
@@ -721,8 +757,14 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err = Config::from_toml("components = \"three\"\n", Path::new("c.toml")).unwrap_err();
+        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 2, key components: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]

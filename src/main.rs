@@ -57,7 +57,7 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Most TCP connections served at once.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_connections: Option<usize>,
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
@@ -66,10 +66,10 @@ struct RunArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     columns: Option<Vec<usize>>,
     /// Dimension of the points (default: from the first valid record).
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     dim: Option<usize>,
     /// Longest accepted line in bytes.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_line_bytes: Option<usize>,
     /// Bad records: skip (count and report) or fail (stop at the first).
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
@@ -83,13 +83,13 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     checkpoint: Option<PathBuf>,
     /// Also checkpoint every N points read.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     checkpoint_every: Option<u64>,
     /// Also checkpoint every SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     checkpoint_interval: Option<f64>,
-    /// Older checkpoint generations kept (PATH.1, PATH.2, ...).
-    #[arg(long, value_name = "N")]
+    /// Older checkpoint generations kept (PATH.1, PATH.2, ...), 0 to 1000.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = keep_value)]
     keep: Option<usize>,
     /// Continue the model in the checkpoint.
     #[arg(long)]
@@ -132,6 +132,16 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--keep`: a count from 0 to [`MAX_KEEP`](emstream::config::MAX_KEEP),
+/// with the range in the message for anything else (a negative number too).
+fn keep_value(s: &str) -> Result<usize, String> {
+    let max = emstream::config::MAX_KEEP;
+    match s.trim().parse::<i128>() {
+        Ok(n) if (0..=max as i128).contains(&n) => Ok(n as usize),
+        _ => Err(format!("give a number of generations from 0 to {max}")),
+    }
 }
 
 /// Writes to stderr, ignoring a closed stderr.
@@ -196,8 +206,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     let mut given = BTreeSet::new();
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            let text = Config::read_text(path).map_err(|e| e.to_string())?;
             given.extend(Config::keys_in_toml(&text, path).map_err(|e| e.to_string())?);
             Config::from_toml(&text, path).map_err(|e| e.to_string())?
         }
@@ -286,6 +295,8 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
                 | PipelineError::CheckpointDir { .. }
+                | PipelineError::CheckpointLocked(_)
+                | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_) => 2,
                 _ => 1,

@@ -240,6 +240,18 @@ pub enum PipelineError {
         /// The path given.
         path: PathBuf,
     },
+    /// Another process writes this checkpoint (it holds the writer lock).
+    #[error("{0}")]
+    CheckpointLocked(CheckpointError),
+    /// `PATH` is missing but an older generation exists, and neither
+    /// `--resume` nor `--overwrite` was given.
+    #[error("{path} is missing but the older generation {newest} exists (a run may have been cut short while rotating): add --resume to continue the model in {newest}, or --overwrite to start a new one", path = path.display(), newest = newest.display())]
+    OnlyOlderGeneration {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The newest existing older generation.
+        newest: PathBuf,
+    },
     /// No file can be created in the checkpoint's directory.
     #[error("cannot write checkpoints there: {0}")]
     CheckpointNotWritable(CheckpointError),
@@ -430,10 +442,12 @@ impl Pipeline {
 
         // What the run starts from (blocking file I/O, off the reactor).
         let prep_console = console.clone();
-        let (config, start) = tokio::task::spawn_blocking(move || {
+        // `_lock` (one writer per checkpoint) is held until this returns,
+        // after the final save.
+        let (config, start, _lock) = tokio::task::spawn_blocking(move || {
             let mut config = config;
             let start = ckpt::prepare(&mut config, &prep_console);
-            start.map(|s| (config, s))
+            start.map(|(s, lock)| (config, s, lock))
         })
         .await
         .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
