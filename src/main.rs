@@ -261,14 +261,21 @@ fn run(args: RunArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let shutdown = async move {
+        // Signals are counted by a task of their own from the start, so the
+        // second one exits at once in every phase (loading, the warm-up fit,
+        // the final save), whether or not the run is looking at the first.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
             signals.next().await;
-            // A second signal exits at once, without the final checkpoint.
-            tokio::spawn(async move {
-                signals.next().await;
-                say("second signal: exiting at once");
-                std::process::exit(130);
-            });
+            let _ = first_tx.send(());
+            signals.next().await;
+            say("second signal: exiting at once");
+            std::process::exit(130);
+        });
+        let shutdown = async move {
+            if first_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
         };
         Ok::<_, String>(pipeline::run(config, shutdown).await)
     });
@@ -280,6 +287,13 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(Ok(summary)) => {
             if summary.stop == pipeline::StopReason::OutputClosed {
                 say("stdout was closed: stopped reading input");
+            }
+            if summary.scores_dropped > 0 {
+                say(&format!(
+                    "score lines of {} points dropped: stdout was not read within {}s of the stop",
+                    summary.scores_dropped,
+                    pipeline::SCORE_STALL_TIMEOUT.as_secs()
+                ));
             }
             if let Some(line) = summary.rejected_line() {
                 say(&line);

@@ -48,6 +48,19 @@ pub(crate) fn prepare(
     Ok((prepare_locked(config, console)?, Some(lock)))
 }
 
+/// Test-only fault injection in debug builds: sleeps for the number of
+/// milliseconds in the environment variable `var`, so the integration tests
+/// can send signals while a checkpoint is being loaded or saved. Release
+/// builds ignore it.
+fn fault_delay(var: &str) {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = var;
+}
+
 /// Refuses a checkpoint path whose directory is missing or that names a
 /// directory.
 fn check_dir(path: &Path) -> Result<(), PipelineError> {
@@ -107,6 +120,7 @@ fn prepare_locked(config: &mut RunConfig, console: &Console) -> Result<Start, Pi
         }
         return Ok(fresh);
     }
+    fault_delay("EMSTREAM_FAULT_SLOW_LOAD_MS");
     let Some(ckpt) = load_newest(&policy, console)? else {
         console.line(&format!(
             "--resume: no checkpoint at {} yet, starting a new model",
@@ -272,15 +286,18 @@ impl Saver {
     /// The save's error.
     pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
         let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
-        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &s.checkpoint, keep))
-            .await
-            .map_err(|_| PipelineError::Thread("checkpoint writer"))
-            .and_then(|r| {
-                r.map_err(|source| PipelineError::Save {
-                    path: self.path.clone(),
-                    source,
-                })
-            });
+        let result = tokio::task::spawn_blocking(move || {
+            fault_delay("EMSTREAM_FAULT_SLOW_SAVE_MS");
+            checkpoint::save(&p, &s.checkpoint, keep)
+        })
+        .await
+        .map_err(|_| PipelineError::Thread("checkpoint writer"))
+        .and_then(|r| {
+            r.map_err(|source| PipelineError::Save {
+                path: self.path.clone(),
+                source,
+            })
+        });
         self.state.checkpoint_done(result.is_ok());
         if result.is_ok() {
             self.durable.send_replace(Durable::of(&snap));

@@ -6,6 +6,7 @@ mod bad_input;
 mod checkpoint;
 mod config;
 mod files;
+mod phases;
 mod pipe;
 mod report;
 mod signals;
