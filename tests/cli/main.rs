@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod checkpoint;
 mod config;
+mod crash;
 mod files;
 mod phases;
 mod pipe;
