@@ -88,7 +88,10 @@ fn fifty_sigkills_leave_verifiable_checkpoints_that_never_go_back() {
             mid_write += usize::from(tmp);
         }
         if let Some(seen) = verify_all(&ck) {
-            assert!(seen >= last, "kill {i}: points_seen went from {last} to {seen}");
+            assert!(
+                seen >= last,
+                "kill {i}: points_seen went from {last} to {seen}"
+            );
             last = seen;
         }
     }
