@@ -167,13 +167,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit status of a report command: 0, or 1 with the error on stderr.
+/// Exit status of a report command: 0; 2 with the error on stderr for an
+/// option that is out of range or does not fit the model (a usage error,
+/// like one clap finds); else 1.
 fn report(result: Result<(), emstream::report::ReportError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&e.to_string());
-            ExitCode::from(1)
+            let usage = matches!(e, emstream::report::ReportError::Invalid(_));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

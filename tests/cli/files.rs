@@ -232,3 +232,60 @@ fn every_documented_exit_code() {
     assert_eq!(code(&out), Some(3), "{}", stderr(&out));
     // 130: a second signal (tests/cli/signals.rs covers it in each phase).
 }
+
+/// Case 8's report messages: plot's two kinds of bad `--dims` exit alike,
+/// `inspect` names rejects in the run summary's words, and `diff` of two
+/// far apart models prints no 300-digit numbers.
+#[test]
+fn report_messages_agree_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = file(&dir, "a.ckpt");
+    let b = file(&dir, "b.ckpt");
+    let mut args = vec!["run", "--checkpoint", a.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let mut input = text(&points(300, 11));
+    input.extend_from_slice(b"1,nope\n");
+    let out = run_stdin(&args, &input);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("1 not a number"), "{}", stderr(&out));
+    let shown = run(&["inspect", a.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&shown.stdout);
+    assert!(table.contains("(1 not a number)"), "{table}");
+
+    let far: Vec<String> = points(300, 12)
+        .iter()
+        .map(|l| {
+            let (x, y) = l.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            format!("{},{}", 1e6 + x * 1e-3, -1e6 + y * 1e-3)
+        })
+        .collect();
+    let mut args = vec!["run", "--checkpoint", b.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    assert_ok(&run_stdin(&args, &text(&far)));
+    let out = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_ok(&out);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let longest = report
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest <= 12, "a {longest}-digit number:\n{report}");
+    assert!(!report.contains("+- inf"), "{report}");
+
+    let svg = file(&dir, "p.svg");
+    for dims in ["0,5", "0,0"] {
+        let out = run(&["plot", a.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+        assert_ok(&out);
+        let out = run(&[
+            "plot",
+            a.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+            "--dims",
+            dims,
+        ]);
+        assert_eq!(code(&out), Some(2), "--dims {dims}: {}", stderr(&out));
+    }
+}
