@@ -5,14 +5,20 @@
 //!
 //! One [`Guard`] is loaded from [`AccessFiles`] when a run starts and wraps
 //! every listener that takes it: the TCP ingest listener (each connection's
-//! first line must be the token) and the admin HTTP server (the token as a
-//! `Authorization: Bearer` header, [`Guard::check_bearer`]). A guard does no
+//! first line must be the token) and the admin HTTP server, which is to
+//! take its connections from a [`GuardedListener`] (TLS handshakes run
+//! concurrently, off its accept loop) and check the token as an
+//! `Authorization: Bearer` header with [`Guard::check_bearer`]. A guard does no
 //! I/O of its own after loading: [`Guard::accept`] runs the TLS handshake
 //! under [`HANDSHAKE_TIMEOUT`], or passes a plain stream through.
 //!
 //! The token is never logged: errors name the token file, not its contents,
 //! and only SHA-256 hashes of the token and of what a client presents are
 //! compared, so the comparison takes the same time whatever their lengths.
+
+mod listener;
+
+pub use listener::{Admitted, GuardedListener, MAX_PENDING_HANDSHAKES};
 
 use std::fs::File;
 use std::io::{self, Read};
