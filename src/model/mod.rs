@@ -7,6 +7,8 @@
 //! - [`mixture`]: [`GaussianMixture`], parameters and densities.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
+//! - `kernels`: the register-blocked inner loops of the densities and the
+//!   statistics for wide points.
 //! - [`params`]: the learner's options, [`Params`] checked into
 //!   [`CheckedParams`].
 //! - [`em`]: the public EM engine: E-step statistics of a batch against a
@@ -22,6 +24,7 @@
 pub mod covariance;
 pub mod em;
 pub mod init;
+mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
