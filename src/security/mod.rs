@@ -60,6 +60,33 @@ pub struct AccessFiles {
     pub auth_token_file: Option<PathBuf>,
 }
 
+impl AccessFiles {
+    /// Warnings about secrets other users can read: a token file or TLS key
+    /// with group or world permissions (the run goes on; the operator is
+    /// told what to change).
+    pub fn warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        for (what, path) in [
+            ("token file", &self.auth_token_file),
+            ("TLS key", &self.tls_key),
+        ] {
+            let Some(path) = path else { continue };
+            if let Ok(m) = std::fs::metadata(path) {
+                let mode = m.permissions().mode();
+                if mode & 0o077 != 0 {
+                    out.push(format!(
+                        "warning: {what} {} can be read by other users (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Why access control could not be set up; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -583,6 +610,24 @@ mod tests {
         std::fs::write(&big, [0u8; 11]).unwrap();
         let e = read_regular(&big, 10).unwrap_err();
         assert!(e.to_string().contains("more than the 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn readable_secrets_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "tok\n").unwrap();
+        let files = AccessFiles {
+            auth_token_file: Some(p.clone()),
+            ..AccessFiles::default()
+        };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = files.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("chmod 600"), "{w:?}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(files.warnings().is_empty());
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub(crate) async fn open(
             if let Some(w) = guard.exposure_warning(*addr, "the listener") {
                 console.line(&w);
             }
+            for w in config.access().warnings() {
+                console.line(&w);
+            }
             let s = tcp::TcpSource::bind(*addr, config.max_connections())
                 .await?
                 .with_guard(Arc::new(guard.clone()));
