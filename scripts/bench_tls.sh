@@ -2,8 +2,8 @@
 # Plain TCP vs TLS + token ingestion of 1M 2-D points over loopback.
 # Needs openssl (the test certificate) and socat (the clients). Usage: scripts/bench_tls.sh
 set -euo pipefail
-dir="${BENCH_TMP:-/tmp}/emstream-tls-bench"; mkdir -p "$dir"; cd "$dir"
 root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="${BENCH_TMP:-/tmp}/emstream-tls-bench"; mkdir -p "$dir"; cd "$dir"
 (cd "$root" && cargo build --release --quiet --bin emstream --example gen_stream)
 B="$root/target/release/emstream"
 [ -f p.csv ] || "$root/target/release/examples/gen_stream" --n 1000000 > p.csv
