@@ -50,13 +50,13 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until something accepts connections on `port`.
-fn wait_listening(port: u16, child: &mut Child, what: &str) {
+fn wait_listening(port: u16, mut child: Option<&mut Child>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
             panic!("{what} exited at start: {status}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -97,7 +97,7 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", self.what));
-        wait_listening(self.port, &mut child, self.what);
+        wait_listening(self.port, Some(&mut child), self.what);
         self.child = Some(child);
     }
 
@@ -131,6 +131,33 @@ pub fn nats(dir: &Path, test: &str) -> Option<Broker> {
         store.display().to_string(),
     ];
     Some(Broker::start(binary, args, port, "nats-server"))
+}
+
+/// A `nats-server` started with `config/nats-mqtt.conf` (the README's
+/// recipe) on free ports and a store in `dir`: (broker, MQTT port), `None`
+/// when skipped.
+pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
+    let binary = find("nats-server", test)?;
+    let (port, mqtt) = (free_port(), free_port());
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nats-mqtt.conf"),
+    )
+    .expect("config/nats-mqtt.conf is readable");
+    let store = dir.join("store");
+    let conf = shipped
+        .replace("127.0.0.1:4222", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:1884", &format!("127.0.0.1:{mqtt}"))
+        .replace("/var/lib/emstream-nats", &store.display().to_string());
+    assert_ne!(
+        conf, shipped,
+        "the recipe's ports and store are where the test expects"
+    );
+    let path = dir.join("nats-mqtt.conf");
+    std::fs::write(&path, conf).expect("the config is written");
+    let args = vec!["-c".into(), path.display().to_string()];
+    let broker = Broker::start(binary, args, port, "nats-server (MQTT)");
+    wait_listening(mqtt, None, "the MQTT listener of nats-server");
+    Some((broker, mqtt))
 }
 
 /// A `mosquitto` with its own config in `dir`; `None` when skipped.

@@ -10,7 +10,7 @@ use crate::brokers::{self, runtime};
 use crate::util::{emstream, file, points, wait_exit, wait_for_points, StderrLines, SMALL};
 
 /// Publishes `msgs` (topic, body) at QoS 1 and waits for every PUBACK.
-fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
+pub fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
     runtime().block_on(async {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5));
@@ -39,7 +39,7 @@ fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
 
 /// `count` messages of 50 points each, spread over topics the run
 /// subscribes to through its wildcards.
-fn batch(seed: u64, count: usize) -> Vec<(String, Vec<u8>)> {
+pub fn batch(seed: u64, count: usize) -> Vec<(String, Vec<u8>)> {
     let pts = points(50 * count, seed);
     let topics = ["sensors/a/temp", "sensors/b/temp", "plant/x/y", "plant"];
     pts.chunks(50)

@@ -271,3 +271,35 @@ fn a_missing_stream_is_an_error_that_names_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no stream NOPE"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_readme_recipe_sensors_over_mqtt_into_jetstream_are_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((nats, mqtt)) = brokers::nats_mqtt(dir.path(), "nats-server MQTT recipe test") else {
+        return;
+    };
+    runtime().block_on(async {
+        let js = jetstream(nats.port).await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "SENSORS".into(),
+            subjects: vec!["sensors.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is created");
+    });
+    // Sensors publish over MQTT (QoS 1) to sensors/<site>/<device>.
+    let msgs: Vec<(String, Vec<u8>)> = crate::mqtt::batch(4, 12)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, body))| (format!("sensors/site{}/dev{}", i % 2, i % 3), body))
+        .collect();
+    crate::mqtt::publish_all(mqtt, "sensor-1", msgs);
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(nats.port, "SENSORS", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "0.5"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, 12 * 50);
+    assert_eq!(position(&ckpt, "jetstream:SENSORS"), Some(12));
+}
