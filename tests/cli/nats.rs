@@ -303,3 +303,54 @@ fn the_readme_recipe_sensors_over_mqtt_into_jetstream_are_learned() {
     assert_eq!(ck.learner.counters().points_seen, 12 * 50);
     assert_eq!(position(&ckpt, "jetstream:SENSORS"), Some(12));
 }
+
+#[test]
+fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = brokers::nats(dir.path(), "jetstream broker restart test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, valid) = messages(8_000, 21);
+    let half = bodies.len() / 2;
+    let lines = |range: std::ops::Range<usize>| -> u64 {
+        bodies[range]
+            .iter()
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .filter(|l| !l.starts_with("not"))
+                    .count() as u64
+            })
+            .sum()
+    };
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "RS", -1).await;
+        for b in &bodies[..half] {
+            publish(&js, "rs.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "RS", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "8", "--checkpoint-interval", "0.1"].map(String::from));
+    let mut child = spawn(&args);
+    crate::util::wait_for_points(&ckpt, lines(0..half));
+    // The server dies and comes back with its store; the run reconnects.
+    nats.restart();
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[half..] {
+            publish(&js, "rs.a", b.clone()).await;
+        }
+    });
+    let err = crate::util::StderrLines::new(&mut child);
+    let status = crate::util::wait_exit(&mut child);
+    let text = err.rest();
+    eprintln!("{text}");
+    assert!(status.success(), "{status:?} {text}");
+    assert!(text.contains("NATS: reconnected"), "{text}");
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, valid);
+    assert_eq!(position(&ckpt, "jetstream:RS"), Some(bodies.len() as u64));
+}

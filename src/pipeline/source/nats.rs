@@ -151,6 +151,8 @@ async fn connect(
                         }
                     }
                     async_nats::Event::Closed => {}
+                    // Each failed reconnect attempt: said once, as disconnected.
+                    async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
                     other => ctx.say(&format!("NATS: {other}")),
                 }
             }
