@@ -5,7 +5,8 @@
 //! its last message, the parser and learner carry that position with the
 //! points, and every snapshot (so every checkpoint) holds, atomically with
 //! the statistics and the pending partial batch, the sequence of the last
-//! message whose points are all in it, under the key `jetstream:STREAM`.
+//! message whose points are all in it, under the key [`name`]
+//! (`jetstream:STREAM`, or `jetstream:STREAM:SUBJECT` with a filter).
 //! At start the source reads that position back and replays the stream
 //! from the next sequence, so no message is lost or learned twice whatever
 //! the moment the process died.
@@ -54,9 +55,16 @@ pub const HEAD_EVERY: Duration = Duration::from_secs(1);
 /// First and longest wait between connection or consumer attempts.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// The source's name and the key of its position in checkpoints.
+/// The source's name and the key of its position in checkpoints:
+/// `jetstream:STREAM`, or `jetstream:STREAM:SUBJECT` with a subject filter
+/// (a position says which of the messages *matching the filter* are
+/// learned, so another filter is another position; one partition per
+/// subject has a position of its own).
 pub fn name(o: &NatsOptions) -> String {
-    format!("jetstream:{}", o.stream)
+    match &o.subject {
+        Some(s) => format!("jetstream:{}:{s}", o.stream),
+        None => format!("jetstream:{}", o.stream),
+    }
 }
 
 /// A JetStream stream read through a durable consumer; see the module docs.
@@ -516,6 +524,14 @@ mod tests {
             0,
             std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
         )
+    }
+
+    #[test]
+    fn each_subject_filter_has_a_position_of_its_own() {
+        let mut o = opts(false);
+        assert_eq!(name(&o), "jetstream:S");
+        o.subject = Some("points.p3".into());
+        assert_eq!(name(&o), "jetstream:S:points.p3");
     }
 
     #[test]
