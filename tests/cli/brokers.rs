@@ -31,8 +31,7 @@ pub fn find(binary: &str, test: &str) -> Option<PathBuf> {
         return Some(found);
     }
     let why = format!(
-        "{test}: `{binary}` is not installed (apt-get install {}); the test needs a broker it can start",
-        if binary == "mosquitto" { "mosquitto" } else { "nats-server" }
+        "{test}: `{binary}` is not installed (Debian: apt-get install {binary}); the test needs a broker it can start"
     );
     if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
         panic!("{why} ({REQUIRE_ENV}=1: brokers are required here)");
@@ -212,4 +211,17 @@ pub async fn publish(js: &async_nats::jetstream::Context, subject: &str, body: V
         .await
         .expect("publish is acknowledged")
         .sequence
+}
+
+#[test]
+fn a_missing_broker_binary_skips_or_under_ci_fails() {
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+    let found = std::panic::catch_unwind(|| find("emstream-no-such-broker", "probe"));
+    match found {
+        // Skipped (the line on stderr says why).
+        Ok(None) => assert!(!required),
+        Ok(Some(p)) => panic!("found {}", p.display()),
+        // Required: a missing binary fails the test that needs it.
+        Err(_) => assert!(required),
+    }
 }
