@@ -36,8 +36,10 @@
 
 mod ckpt;
 mod console;
+mod idle;
 mod learn;
 mod parse;
+pub mod replay;
 mod score;
 pub mod snapshot;
 pub mod source;
@@ -53,6 +55,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 pub use console::reason_text;
+pub use replay::{Replay, StreamLag};
 pub use snapshot::{Durable, DurableReceiver, Snapshot, SnapshotReceiver};
 pub use source::{Source, SourceContext, SourceEvent};
 pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
@@ -152,6 +155,13 @@ pub struct RunSummary {
     /// Points whose score lines were dropped (at least this many): after a
     /// stop, stdout was not read within [`SCORE_STALL_TIMEOUT`].
     pub scores_dropped: u64,
+    /// Replayable streams at the end: the log's last sequence, the model's,
+    /// and the lag between them.
+    pub streams: Vec<StreamLag>,
+    /// Broker reconnections in this run.
+    pub reconnects: u64,
+    /// Messages lost to a retention gap (`--allow-gap`) in this run.
+    pub gap_messages: u64,
 }
 
 impl RunSummary {
@@ -187,6 +197,35 @@ impl RunSummary {
             s.push_str(&format!(", {} anomalies", self.anomalies));
         }
         s
+    }
+
+    /// One line per replayable stream (`jetstream:S: model at sequence 90
+    /// of 100, lag 10 messages`), and reconnects and retention gaps when
+    /// there were any.
+    pub fn replay_lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .streams
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: model at sequence {} of {}, lag {} messages",
+                    s.key,
+                    s.learned,
+                    s.head,
+                    s.lag()
+                )
+            })
+            .collect();
+        if self.reconnects > 0 {
+            out.push(format!("{} broker reconnections", self.reconnects));
+        }
+        if self.gap_messages > 0 {
+            out.push(format!(
+                "{} messages lost to the stream's retention (--allow-gap)",
+                self.gap_messages
+            ));
+        }
+        out
     }
 
     /// The rejects by reason, e.g. `rejected: 3 not a number, 1 line too
@@ -368,6 +407,8 @@ impl Pipeline {
             SourceConfig::Stdin => "stdin".to_string(),
             SourceConfig::File(p) => p.display().to_string(),
             SourceConfig::Listen(_) => "listener".to_string(),
+            SourceConfig::Mqtt(m) => source::mqtt::name(m),
+            SourceConfig::Nats(n) => source::nats::name(n),
         };
         Pipeline {
             config,
@@ -491,6 +532,9 @@ impl Pipeline {
                 stop: StopReason::Signal,
                 checkpoint: None,
                 scores_dropped: 0,
+                streams: state.replay().streams(),
+                reconnects: state.replay().reconnects(),
+                gap_messages: state.replay().gap_messages(),
             });
         }
 
@@ -499,6 +543,7 @@ impl Pipeline {
             None => source::open(&config, &console).await?,
         };
         let (event_tx, event_rx) = mpsc::channel::<SourceEvent>(CHUNK_QUEUE);
+        let resumed = start.sources.clone();
 
         // Parser thread.
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel(BATCH_QUEUE);
@@ -592,8 +637,12 @@ impl Pipeline {
             config.max_line_bytes,
             0,
             Arc::new(AtomicU64::new(1)),
-        );
+        )
+        .with_replay(resumed, durable.subscribe());
         tasks.spawn(source.run(ctx));
+        if let Some(idle) = config.stop_when_idle {
+            tasks.spawn(idle::stop_when_idle(state.clone(), idle));
+        }
         state.set_phase(Phase::Running);
 
         // Progress line on a terminal.
@@ -739,6 +788,9 @@ impl Pipeline {
             stop: state.stop_reason(),
             checkpoint: written,
             scores_dropped,
+            streams: state.replay().streams(),
+            reconnects: state.replay().reconnects(),
+            gap_messages: state.replay().gap_messages(),
         })
     }
 }

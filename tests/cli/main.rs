@@ -3,10 +3,13 @@
 
 mod access;
 mod bad_input;
+mod brokers;
 mod checkpoint;
 mod config;
 mod crash;
 mod files;
+mod mqtt;
+mod nats;
 mod phases;
 mod pipe;
 mod report;
