@@ -112,10 +112,12 @@ pub struct RecentPoints {
 impl RecentPoints {
     /// An empty reservoir of at most `capacity` points of dimension `dim`.
     pub fn new(dim: usize, capacity: usize) -> Self {
+        // Grown as points come (not reserved): a checkpoint's dimension
+        // is checked against its data only after the reservoir is made.
         RecentPoints {
             dim,
             capacity: capacity.max(1),
-            data: Vec::with_capacity(capacity.max(1) * dim),
+            data: Vec::new(),
             next: 0,
         }
     }

@@ -54,6 +54,49 @@ pub(crate) struct ScoreLink {
     pub(crate) filled: SyncSender<ScoredBlock>,
     pub(crate) empty: Receiver<ScoredBlock>,
     pub(crate) want_resp: bool,
+    /// Points handed to the sink and points it has written (see
+    /// [`super::score::ScoreProgress`]).
+    pub(crate) progress: Arc<super::score::ScoreProgress>,
+    /// The stop: once it fires, a full score queue is waited on for at most
+    /// [`super::SCORE_STALL_TIMEOUT`], then blocks are dropped (counted).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// Set once a block was dropped: later ones are dropped at once when
+    /// the queue is full.
+    pub(crate) stalled: std::cell::Cell<bool>,
+}
+
+impl ScoreLink {
+    /// Hands a block to the sink. A full queue makes the learner wait (a
+    /// slow reader of stdout slows the run) until the stop; then it waits
+    /// at most [`super::SCORE_STALL_TIMEOUT`] and drops the block, counting
+    /// its points, so a stalled reader cannot keep the final checkpoint
+    /// from being written.
+    fn hand_over(&self, block: ScoredBlock) {
+        use std::sync::mpsc::TrySendError;
+        let n = block.scores.log_lik.len() as u64;
+        let mut block = block;
+        let mut deadline = None;
+        loop {
+            match self.filled.try_send(block) {
+                Ok(()) => {
+                    self.progress.handed(n);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(b)) => block = b,
+            }
+            if self.stop.is_cancelled() {
+                let now = Instant::now();
+                let at = *deadline.get_or_insert(now + super::SCORE_STALL_TIMEOUT);
+                if self.stalled.get() || now >= at {
+                    self.stalled.set(true);
+                    self.progress.dropped(n);
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Everything the learner thread owns.
@@ -303,7 +346,10 @@ impl Learner {
                 anomalies: self.start.anomalies + run.counts.anomalies,
                 created_unix_ms: self.start.created_unix_ms,
                 updated_unix_ms: super::unix_ms(),
-                sources: self.start.sources.clone(),
+                sources: self
+                    .state
+                    .replay()
+                    .checkpoint_positions(&self.start.sources, &run.positions),
                 columns: self.start.columns.clone(),
                 // The learner keeps how K was chosen (a resumed one got it
                 // from the checkpoint).
@@ -313,6 +359,7 @@ impl Learner {
             positions: run.positions.clone(),
             saves_due,
         };
+        self.state.replay().set_learned(&snap.positions);
         self.snapshots.send_replace(Some(Arc::new(snap)));
     }
 }
@@ -389,7 +436,7 @@ fn scored(
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
     }
     if !block.scores.is_empty() {
-        let _ = link.filled.send(block);
+        link.hand_over(block);
     }
     result
 }

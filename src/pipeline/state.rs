@@ -87,6 +87,9 @@ pub struct Counts {
     pub connections_total: u64,
     /// Connections that could not be accepted.
     pub connections_refused: u64,
+    /// Connections accepted but refused by access control (a failed TLS
+    /// handshake, a wrong or missing token) before any data was used.
+    pub connections_denied: u64,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -108,7 +111,10 @@ pub struct RunState {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
+    connections_denied: AtomicU64,
     names: Mutex<Names>,
+    /// Replayable streams, reconnects, retention gaps, idle time.
+    replay: super::replay::Replay,
 }
 
 /// Open sources with a name of their own (connections), plus the last
@@ -140,11 +146,19 @@ impl RunState {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_denied: AtomicU64::new(0),
             names: Mutex::new(Names {
                 first: first.into(),
                 ..Names::default()
             }),
+            replay: super::replay::Replay::default(),
         }
+    }
+
+    /// What the replayable (log) sources share: streams with their lag,
+    /// reconnects, messages lost to a retention gap, idle time.
+    pub fn replay(&self) -> &super::replay::Replay {
+        &self.replay
     }
 
     /// Every counter, read at one moment.
@@ -156,6 +170,7 @@ impl RunState {
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            connections_denied: self.connections_denied.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         }
     }
@@ -189,6 +204,11 @@ impl RunState {
     /// Counts a connection that could not be accepted.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused by access control (TLS, token).
+    pub(crate) fn connection_denied(&self) {
+        self.connections_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers an open source with its own name (a connection).

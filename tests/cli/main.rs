@@ -1,10 +1,17 @@
 //! Integration tests of the `emstream` binary, as one test binary: real
 //! processes, temporary directories, real sockets on 127.0.0.1 port 0.
 
+mod access;
 mod bad_input;
+mod brokers;
 mod checkpoint;
 mod choose_k;
 mod config;
+mod crash;
+mod files;
+mod mqtt;
+mod nats;
+mod phases;
 mod pipe;
 mod report;
 mod signals;
