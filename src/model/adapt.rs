@@ -180,7 +180,7 @@ impl RecentPoints {
         data: Vec<f64>,
         next: usize,
     ) -> Result<Self, String> {
-        if dim == 0 || capacity == 0 || data.len() % dim != 0 {
+        if dim == 0 || capacity == 0 || !data.len().is_multiple_of(dim) {
             return Err(format!(
                 "the recent-points reservoir holds {} numbers, not whole points of dimension {dim} (capacity {capacity})",
                 data.len()
