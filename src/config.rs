@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{Format, ParserConfig};
+use crate::input::{Delimiter, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::report::score::{AlertRule, ScoreOptions};
 
@@ -58,6 +58,19 @@ pub struct Config {
     /// Fields to use, 0-based (field 0 is the first), in this order; all
     /// fields when absent.
     pub columns: Option<Vec<usize>>,
+    /// Header names of the CSV fields to use, in this order (the first line
+    /// must then be a header); instead of `columns`.
+    pub column_names: Option<Vec<String>>,
+    /// CSV field separator: `auto` (decided from the first line and
+    /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
+    /// `tab`, `pipe` or `whitespace`.
+    pub delimiter: Delimiter,
+    /// JSON objects: the fields to use, in this order; `env.temp` walks into
+    /// a nested object.
+    pub fields: Option<Vec<String>>,
+    /// JSON: accept numbers written as strings (`"21.5"`), otherwise a
+    /// rejected record.
+    pub string_numbers: bool,
     /// Dimension of the points; taken from the first valid record when absent.
     pub dim: Option<usize>,
     /// Lines longer than this many bytes are rejected without being held.
@@ -119,6 +132,10 @@ impl Default for Config {
             max_connections: 16,
             format: Format::Csv,
             columns: None,
+            column_names: None,
+            delimiter: Delimiter::Auto,
+            fields: None,
+            string_numbers: false,
             dim: None,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             on_error: OnError::Skip,
@@ -198,6 +215,17 @@ pub enum ConfigError {
     /// `columns` is empty.
     #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
     ColumnsEmpty,
+    /// Both `columns` and `column_names` are given.
+    #[error(
+        "columns (0-based indices) and column_names (header names) are both set: give one of them"
+    )]
+    ColumnsTwoWays,
+    /// `fields` without `format = "json"`.
+    #[error("fields names values of JSON objects: add --format json, or use --columns for CSV")]
+    FieldsNeedJson,
+    /// A CSV-only option with `format = "json"`.
+    #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
+    CsvOnly,
     /// A column is listed twice.
     #[error("column {0} is listed twice in columns: list each field once")]
     ColumnTwice(usize),
@@ -205,7 +233,7 @@ pub enum ConfigError {
     #[error("dim must be at least 1")]
     DimZero,
     /// `dim` disagrees with the number of `columns`.
-    #[error("dim = {dim} but columns lists {columns} fields: drop dim or make them agree")]
+    #[error("dim = {dim} but columns (or column_names, fields) lists {columns} fields: drop dim or make them agree")]
     DimColumns {
         /// The dimension given.
         dim: usize,
@@ -331,16 +359,33 @@ impl Config {
             check_columns(cols)?;
         }
         let columns = self.columns.clone();
+        if columns.is_some() && self.column_names.is_some() {
+            return Err(ConfigError::ColumnsTwoWays);
+        }
+        if self.column_names.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::ColumnsEmpty);
+        }
+        let fields = self.fields.clone().filter(|f| !f.is_empty());
+        if fields.is_some() && self.format != Format::Json {
+            return Err(ConfigError::FieldsNeedJson);
+        }
+        if (self.column_names.is_some() || self.delimiter != Delimiter::Auto)
+            && self.format != Format::Csv
+        {
+            return Err(ConfigError::CsvOnly);
+        }
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
             }
-            if let Some(cols) = &columns {
-                if cols.len() != dim {
-                    return Err(ConfigError::DimColumns {
-                        dim,
-                        columns: cols.len(),
-                    });
+            let listed = columns
+                .as_ref()
+                .map(Vec::len)
+                .or(self.column_names.as_ref().map(Vec::len))
+                .or(fields.as_ref().map(Vec::len));
+            if let Some(n) = listed {
+                if n != dim {
+                    return Err(ConfigError::DimColumns { dim, columns: n });
                 }
             }
         }
@@ -416,6 +461,10 @@ impl Config {
                 format: self.format,
                 columns,
                 dim: self.dim,
+                delimiter: self.delimiter,
+                column_names: self.column_names.clone(),
+                fields,
+                string_numbers: self.string_numbers,
             },
             max_line_bytes: self.max_line_bytes,
             max_connections: self.max_connections,
@@ -579,6 +628,8 @@ mod tests {
             input: Some("x".into()),
             listen: Some("x".into()),
             columns: Some(vec![1]),
+            column_names: Some(vec!["x".into()]),
+            fields: Some(vec!["x".into()]),
             dim: Some(1),
             checkpoint: Some("x".into()),
             checkpoint_every: Some(1),

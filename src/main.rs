@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use emstream::config::{Config, OnError};
-use emstream::input::Format;
+use emstream::input::{Delimiter, Format};
 use emstream::model::CovarianceType;
 use emstream::pipeline::{self, PipelineError};
 
@@ -64,9 +64,21 @@ struct RunArgs {
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
     format: Option<Format>,
-    /// Fields to use, 0-based (field 0 is the first), e.g. 1,2,5.
+    /// Fields to use: 0-based indices (field 0 is the first), e.g. 1,2,5,
+    /// or header names, e.g. carat,price.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    columns: Option<Vec<usize>>,
+    columns: Option<Vec<String>>,
+    /// CSV field separator: auto (default; decided from the first line and
+    /// reported), comma, semicolon (numbers may use a decimal comma), tab,
+    /// pipe or whitespace.
+    #[arg(long, value_name = "SEP", value_parser = delimiter_value)]
+    delimiter: Option<Delimiter>,
+    /// JSON objects: the fields to use, e.g. temp,hum or env.temp,env.hum.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// JSON: accept numbers written as strings ("21.5").
+    #[arg(long)]
+    string_numbers: bool,
     /// Dimension of the points (default: from the first valid record).
     #[arg(long, value_name = "D")]
     dim: Option<usize>,
@@ -161,6 +173,10 @@ fn enum_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
     T::deserialize(de).map_err(|e| e.to_string())
 }
 
+fn delimiter_value(s: &str) -> Result<Delimiter, String> {
+    s.parse()
+}
+
 fn covariance_value(s: &str) -> Result<CovarianceType, String> {
     s.parse()
         .map_err(|e: emstream::model::covariance::UnknownCovarianceType| e.to_string())
@@ -235,12 +251,24 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         }
         None => Config::default(),
     };
+    if let Some(list) = args.columns.take() {
+        let indices: Result<Vec<usize>, _> = list.iter().map(|c| c.trim().parse()).collect();
+        match indices {
+            Ok(i) => cfg.columns = Some(i),
+            Err(_) => cfg.column_names = Some(list),
+        }
+        given.insert("columns".into());
+    }
+    if args.string_numbers {
+        cfg.string_numbers = true;
+        given.insert("string_numbers".into());
+    }
     overlay!(cfg, args, given;
-        max_connections, format, max_line_bytes, on_error, components, covariance,
+        delimiter, max_connections, format, max_line_bytes, on_error, components, covariance,
         batch_size, step_decay, step_offset, step_floor, warmup, reg_covar, seed,
         init_seeds, init_iters, keep);
     overlay_opt!(cfg, args, given;
-        input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
+        input, listen, fields, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
     if args.resume {
         cfg.resume = true;
@@ -316,7 +344,8 @@ fn run(args: RunArgs) -> ExitCode {
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
-                | PipelineError::CheckpointNotWritable(_) => 2,
+                | PipelineError::CheckpointNotWritable(_)
+                | PipelineError::Input(_) => 2,
                 _ => 1,
             })
         }

@@ -13,7 +13,7 @@ use super::console::{reason_text, Console, Metrics, SourceNames};
 use super::parse::{recycle, Work};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::Checkpoint;
-use crate::input::{Batch, ParseError, RejectCounts};
+use crate::input::{Batch, InputError, ParseError, RejectCounts};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 
 /// Where the learner stands when the run begins (fresh or resumed).
@@ -76,6 +76,8 @@ pub(crate) struct Outcome {
     pub(crate) bad_record: Option<ParseError>,
     /// A learning error that stopped the run.
     pub(crate) learn_error: Option<LearnError>,
+    /// Input that does not fit the parser configuration (a usage error).
+    pub(crate) input_error: Option<InputError>,
 }
 
 impl Learner {
@@ -95,6 +97,7 @@ impl Learner {
         let mut headers_reported = 0usize;
         let mut bad_record = None;
         let mut learn_error = None;
+        let mut input_error = None;
         let mut points_run: u64 = 0;
         let mut rejected_run: u64 = 0;
         let mut next_every = self.due.every;
@@ -117,7 +120,14 @@ impl Learner {
                     Err(_) => break,
                 },
             };
-            if let Some(Work { batch, fatal }) = received {
+            if let Some(Work { mut batch, fatal }) = received {
+                for note in &batch.notes {
+                    self.console.line(note);
+                }
+                if let Some(e) = batch.fatal.take() {
+                    input_error = Some(e);
+                    break;
+                }
                 for e in &batch.errors {
                     if reported < REPORTED_RECORDS {
                         reported += 1;
@@ -226,6 +236,7 @@ impl Learner {
             created_unix_ms: self.start.created_unix_ms,
             bad_record,
             learn_error,
+            input_error,
         }
     }
 

@@ -290,6 +290,10 @@ pub enum PipelineError {
         /// The checkpoint holding them, if any.
         checkpoint: Option<PathBuf>,
     },
+    /// The input does not fit the configuration (e.g. a `--columns` name
+    /// the header lacks).
+    #[error("{0}")]
+    Input(crate::input::InputError),
     /// The learner refused the points.
     #[error("learning failed: {0}")]
     Learn(#[from] LearnError),
@@ -578,6 +582,9 @@ pub async fn run(
 
     if let Some(e) = outcome.learn_error {
         return Err(PipelineError::Learn(e));
+    }
+    if let Some(e) = outcome.input_error {
+        return Err(PipelineError::Input(e));
     }
     if let Some(ParseError {
         source_id,

@@ -59,11 +59,13 @@ pub(crate) fn parser_loop(
         let empty = batch.values.is_empty()
             && batch.rejected.by_reason.is_empty()
             && batch.headers.is_empty()
+            && batch.notes.is_empty()
+            && batch.fatal.is_none()
             && fatal.is_none();
         if empty {
             continue;
         }
-        let last = fatal.is_some();
+        let last = fatal.is_some() || batch.fatal.is_some();
         if batches.send(Work { batch, fatal }).is_err() {
             break;
         }
@@ -80,6 +82,8 @@ fn clear(mut b: Batch) -> Batch {
     b.rejected.by_reason.clear();
     b.errors.clear();
     b.headers.clear();
+    b.notes.clear();
+    b.fatal = None;
     b
 }
 

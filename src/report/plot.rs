@@ -766,6 +766,7 @@ pub fn reservoir_sample<R: Read>(
         format,
         columns,
         dim: Some(dim),
+        ..ParserConfig::default()
     });
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sample: Vec<f64> = Vec::with_capacity(n.min(1 << 20) * dim);

@@ -521,6 +521,7 @@ where
         format: options.format,
         columns: options.columns.clone(),
         dim: Some(d),
+        ..ParserConfig::default()
     });
     let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Batch>>(BATCHES_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT + 2);
