@@ -5,6 +5,7 @@ mod bad_input;
 mod checkpoint;
 mod config;
 mod pipe;
+mod realdata;
 mod report;
 mod signals;
 mod tcp;

@@ -1,0 +1,165 @@
+//! Files nobody here wrote, as exported by R, pandas, Excel and a sensor
+//! gateway (committed under tests/fixtures/): exact counts of points
+//! learned and of records rejected by reason, read back through
+//! `inspect --json`.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+/// A committed fixture.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Small learner settings for files of 50 to 150 records.
+const FEW: &[&str] = &[
+    "-k",
+    "2",
+    "--warmup",
+    "30",
+    "--batch-size",
+    "10",
+    "--seed",
+    "3",
+];
+
+/// Runs `emstream run --input FIXTURE ARGS` into a fresh checkpoint and
+/// returns (inspect --json, stderr).
+fn learn(name: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let out = emstream()
+        .arg("run")
+        .arg("--input")
+        .arg(fixture(name))
+        .arg("--checkpoint")
+        .arg(&ck)
+        .args(FEW)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    (inspect_json(&ck), stderr(&out))
+}
+
+/// (points_seen, rejects by reason) of an inspect --json object.
+fn counts(v: &serde_json::Value) -> (u64, Vec<(String, u64)>) {
+    let by_reason = v["rejected_by_reason"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect();
+    (v["points_seen"].as_u64().unwrap(), by_reason)
+}
+
+/// Rejects by reason, in the order `inspect --json` lists them (by name).
+fn reasons(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = list.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn r_export_with_quoted_ids_and_text_with_spaces() {
+    // 80 rows, 10 of them "Very Good"; two prices are NA.
+    let (v, err) = learn("diamonds_r.csv", &["--columns", "carat,depth,price"]);
+    assert_eq!(counts(&v), (78, reasons(&[("not_numeric", 2)])));
+    assert_eq!(v["dim"], 3);
+    assert!(err.contains("fields are separated by ','"), "{err}");
+    // The same columns by index give the same model.
+    let (w, _) = learn("diamonds_r.csv", &["--columns", "1,5,7"]);
+    assert_eq!(counts(&w), counts(&v));
+    assert_eq!(w["means"], v["means"]);
+}
+
+#[test]
+fn pandas_export_with_index_nan_and_quoted_notes() {
+    let cols = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)";
+    let (v, _) = learn("iris_pandas.csv", &["--columns", cols]);
+    // 150 flowers, two with an empty (NaN) sepal width.
+    assert_eq!(counts(&v), (148, reasons(&[("not_numeric", 2)])));
+    assert_eq!(v["dim"], 4);
+}
+
+#[test]
+fn decimal_comma_file_with_semicolons() {
+    // 60 rows, one "n/a"; the time column is left out.
+    for delimiter in ["semicolon", "auto"] {
+        let (v, err) = learn(
+            "decimal_comma.csv",
+            &["--delimiter", delimiter, "--columns", "1,2,3"],
+        );
+        assert_eq!(counts(&v), (59, reasons(&[("not_numeric", 1)])), "{delimiter}");
+        assert_eq!(v["dim"], 3, "never 4-D or more: 1,5 is one number");
+        let means: Vec<f64> = v["means"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect();
+        // Temperature about 21, humidity about 45, pressure about 1013.
+        for m in means.chunks(3) {
+            assert!((15.0..27.0).contains(&m[0]), "{means:?}");
+            assert!((1000.0..1030.0).contains(&m[2]), "{means:?}");
+        }
+        assert_eq!(err.contains("--delimiter auto"), delimiter == "auto", "{err}");
+    }
+}
+
+#[test]
+fn byte_order_mark_and_crlf_from_excel() {
+    let (v, err) = learn("bom_excel.csv", &[]);
+    assert_eq!(counts(&v), (50, reasons(&[])));
+    assert_eq!(v["dim"], 2);
+    assert!(err.contains("line 1 is a header"), "{err}");
+}
+
+#[test]
+fn ndjson_sensor_objects_with_nested_fields_and_junk() {
+    // 70 good records; junk: a log line, a truncated object, one without
+    // hum, a temperature as a string, a null, an array; a blank line.
+    let args = ["--format", "json", "--fields", "env.temp,env.hum"];
+    let (v, _) = learn("sensors.ndjson", &args);
+    assert_eq!(
+        counts(&v),
+        (
+            70,
+            reasons(&[("not_numeric", 2), ("bad_json", 3), ("missing_field", 1)])
+        )
+    );
+    let mut with_strings = args.to_vec();
+    with_strings.push("--string-numbers");
+    let (v, _) = learn("sensors.ndjson", &with_strings);
+    assert_eq!(
+        counts(&v),
+        (
+            71,
+            reasons(&[("not_numeric", 1), ("bad_json", 3), ("missing_field", 1)])
+        )
+    );
+}
+
+#[test]
+fn unknown_column_name_is_a_usage_error_listing_the_header() {
+    let out = emstream()
+        .args(["run", "--input"])
+        .arg(fixture("diamonds_r.csv"))
+        .args(["--columns", "carat,weight"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("\"weight\""), "{err}");
+    assert!(
+        err.contains(", carat, cut, color, clarity, depth, table, price, x, y, z"),
+        "{err}"
+    );
+    // Names need a header line.
+    let out = run_stdin(&["run", "--columns", "a,b"], b"1,2\n3,4\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a header line"), "{}", stderr(&out));
+}
