@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use emstream::config::{Config, OnError};
-use emstream::input::{Delimiter, Format};
+use emstream::input::{ColumnList, Delimiter, Format};
 use emstream::model::CovarianceType;
 use emstream::pipeline::{self, PipelineError};
 
@@ -252,10 +252,9 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         None => Config::default(),
     };
     if let Some(list) = args.columns.take() {
-        let indices: Result<Vec<usize>, _> = list.iter().map(|c| c.trim().parse()).collect();
-        match indices {
-            Ok(i) => cfg.columns = Some(i),
-            Err(_) => cfg.column_names = Some(list),
+        match ColumnList::parse(&list) {
+            ColumnList::Indices(i) => cfg.columns = Some(i),
+            ColumnList::Names(n) => cfg.column_names = Some(n),
         }
         given.insert("columns".into());
     }

@@ -174,6 +174,29 @@ pub enum InputError {
     },
 }
 
+/// A `--columns` list as given: 0-based indices if every entry is a
+/// number, header names otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColumnList {
+    /// 0-based field indices (`--columns 1,5`).
+    Indices(Vec<usize>),
+    /// Header names (`--columns carat,price`).
+    Names(Vec<String>),
+}
+
+impl ColumnList {
+    /// Reads a comma-split list: indices if all entries are non-negative
+    /// integers, else names (trimmed).
+    pub fn parse(list: &[String]) -> Self {
+        match list.iter().map(|c| c.trim().parse()).collect() {
+            Ok(indices) => ColumnList::Indices(indices),
+            Err(std::num::ParseIntError { .. }) => {
+                ColumnList::Names(list.iter().map(|c| c.trim().to_owned()).collect())
+            }
+        }
+    }
+}
+
 /// Field separator of CSV records (`--delimiter`).
 ///
 /// `Auto` decides once, from the first content line (header or record) of

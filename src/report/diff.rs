@@ -754,7 +754,7 @@ mod tests {
         ])
         .unwrap();
         let Cmd::Plot(a) = c.cmd else { panic!() };
-        assert_eq!((a.dims, a.sample), ((2, 0), 10));
+        assert_eq!((a.dims, a.sample), (Some((2, 0)), 10));
         assert!(
             Cli::try_parse_from(["emstream", "plot", "m.ckpt", "-o", "x", "--dims", "1,1"])
                 .is_err()

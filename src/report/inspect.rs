@@ -293,7 +293,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Unix milliseconds as ISO 8601 UTC, e.g. `2024-02-29T13:05:09.250Z`.
-fn iso8601_utc(unix_ms: u64) -> String {
+pub(crate) fn iso8601_utc(unix_ms: u64) -> String {
     let ms = unix_ms % 1000;
     let secs = unix_ms / 1000;
     let days = (secs / 86_400) as i64;
