@@ -387,7 +387,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
         }
     };
     let text = if args.json {
-        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt)) {
+        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt, None)) {
             Ok(mut s) => {
                 s.push('\n');
                 s
@@ -398,7 +398,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
             }
         }
     } else {
-        emstream::report::inspect::render_text(&ckpt)
+        emstream::report::inspect::render_text(&ckpt, None)
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
