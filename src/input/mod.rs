@@ -400,6 +400,8 @@ pub struct Parser {
     quoted_out: Vec<u8>,
     /// Reused: field ends in `quoted_out`.
     quoted_ends: Vec<usize>,
+    /// The configuration given, for [`Parser::resolved_config`].
+    config: ParserConfig,
 }
 
 mod framer;

@@ -38,6 +38,7 @@ impl Parser {
     /// that earlier). `column_names` (used when `columns` is unset) and JSON
     /// `fields` fix the dimension the same way.
     pub fn new(config: ParserConfig) -> Self {
+        let given = config.clone();
         let columns = config.columns.filter(|c| !c.is_empty());
         let pending_names = match columns {
             Some(_) => None,
@@ -86,6 +87,26 @@ impl Parser {
                 .build(),
             quoted_out: Vec::new(),
             quoted_ends: Vec::new(),
+            config: given,
+        }
+    }
+
+    /// The configuration with what this parser has decided so far filled
+    /// in: the delimiter `auto` chose, `column_names` resolved to
+    /// `columns`, the dimension. A new parser with it reads later parts of
+    /// the same input as this one does (without a header to see again).
+    pub fn resolved_config(&self) -> ParserConfig {
+        let resolved = self.pending_names.is_none() && self.config.column_names.is_some();
+        ParserConfig {
+            columns: self.columns.clone(),
+            column_names: if resolved {
+                None
+            } else {
+                self.config.column_names.clone()
+            },
+            dim: self.dim,
+            delimiter: self.delimiter().unwrap_or(self.config.delimiter),
+            ..self.config.clone()
         }
     }
 
@@ -1136,6 +1157,22 @@ mod tests {
         assert_eq!(p.names(), Some(&["x".to_owned(), "y".to_owned()][..]));
         let (_, p) = parse_with(ParserConfig::default(), b"1,2\n");
         assert_eq!(p.names(), None);
+    }
+
+    #[test]
+    fn resolved_config_reads_the_rest_alike() {
+        let config = ParserConfig {
+            column_names: Some(vec!["b".into()]),
+            ..ParserConfig::default()
+        };
+        let (_, p) = parse_with(config, b"a;b\n1;2\n");
+        let again = p.resolved_config();
+        assert_eq!(again.columns, Some(vec![1]));
+        assert_eq!(again.column_names, None);
+        assert_eq!(again.delimiter, Delimiter::Semicolon);
+        let (b, _) = parse_with(again, b"3;4,5\n");
+        assert_eq!(b.values, vec![4.5]);
+        assert!(b.notes.is_empty() && b.fatal.is_none());
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub(crate) fn parser_loop(
             let first = first_error(&chunk, &batch);
             let dim = parser.dim().or(config.dim);
             let keep = match dim {
-                Some(d) if d > 0 => rows_before(&chunk, first.line, &config, d) * d,
+                Some(d) if d > 0 => {
+                    rows_before(&chunk, first.line, &parser.resolved_config(), d) * d
+                }
                 _ => 0,
             };
             batch.values.truncate(keep);

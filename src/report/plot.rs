@@ -54,7 +54,7 @@ const GAP: f64 = 12.0;
 /// Points along each 1-D density curve.
 const CURVE_POINTS: usize = 400;
 /// Histogram bins when `--bins` is not given, for streamed data.
-const DEFAULT_BINS: usize = 40;
+const DEFAULT_BINS: usize = 30;
 
 /// Component colours (Tableau 10); components past the tenth get hues a
 /// golden angle apart.
@@ -380,8 +380,14 @@ fn default_title(model: &GaussianMixture) -> String {
     )
 }
 
-/// Opens the document: header, background and title.
+/// Opens the document: header, background and title (centred at
+/// `title_x`, moved in so that a long title stays inside the picture).
 fn open_svg(out: &mut String, width: f64, height: f64, title: &str, title_x: f64) {
+    // About 9.5 pixels per character of 16-pixel bold sans-serif.
+    let half = 0.5 * 9.5 * title.chars().count() as f64;
+    let title_x = title_x
+        .max(half + 10.0)
+        .min((width - half - 10.0).max(width / 2.0));
     let _ = writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
@@ -683,7 +689,7 @@ fn draw_pair(
             0..=600 => 2.4,
             601..=5000 => 1.8,
             _ => 1.2,
-        } * if p.single { 1.0 } else { 0.7 };
+        } * if p.single { 1.0 } else { 0.85 };
         let group = if p.single {
             "id=\"points\""
         } else {
@@ -1406,7 +1412,7 @@ fn checkpoint_title(model: &GaussianMixture, ck: &crate::checkpoint::Checkpoint)
     // Minutes are enough in a title.
     let when = when.get(..16).unwrap_or(&when).replace('T', " ");
     format!(
-        "K = {} mixture, d = {}, {}: {seen} points seen, saved {when} UTC",
+        "K = {} mixture, d = {}, {} covariance: {seen} points seen, saved {when} UTC",
         model.n_components(),
         model.dim(),
         model.covariance_type()

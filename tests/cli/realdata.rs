@@ -93,7 +93,11 @@ fn decimal_comma_file_with_semicolons() {
             "decimal_comma.csv",
             &["--delimiter", delimiter, "--columns", "1,2,3"],
         );
-        assert_eq!(counts(&v), (59, reasons(&[("not_numeric", 1)])), "{delimiter}");
+        assert_eq!(
+            counts(&v),
+            (59, reasons(&[("not_numeric", 1)])),
+            "{delimiter}"
+        );
         assert_eq!(v["dim"], 3, "never 4-D or more: 1,5 is one number");
         let means: Vec<f64> = v["means"]
             .as_array()
@@ -106,7 +110,11 @@ fn decimal_comma_file_with_semicolons() {
             assert!((15.0..27.0).contains(&m[0]), "{means:?}");
             assert!((1000.0..1030.0).contains(&m[2]), "{means:?}");
         }
-        assert_eq!(err.contains("--delimiter auto"), delimiter == "auto", "{err}");
+        assert_eq!(
+            err.contains("--delimiter auto"),
+            delimiter == "auto",
+            "{err}"
+        );
     }
 }
 
@@ -161,5 +169,31 @@ fn unknown_column_name_is_a_usage_error_listing_the_header() {
     // Names need a header line.
     let out = run_stdin(&["run", "--columns", "a,b"], b"1,2\n3,4\n");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not a header line"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a header line"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn on_error_fail_with_column_names_keeps_the_rows_before() {
+    // Row id 17 (line 18) has price NA: the 16 rows before it are kept.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let out = emstream()
+        .arg("run")
+        .arg("--input")
+        .arg(fixture("diamonds_r.csv"))
+        .args(["--columns", "carat,depth,price", "--on-error", "fail"])
+        .args(["-k", "2", "--warmup", "10", "--batch-size", "5"])
+        .arg("--checkpoint")
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 18"), "{err}");
+    assert!(err.contains("the 16 points before it were saved"), "{err}");
+    assert_eq!(inspect_json(&ck)["points_seen"], 16);
 }
