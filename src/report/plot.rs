@@ -262,19 +262,14 @@ pub fn render_svg(
             )));
         }
     }
-    if let Some(n) = &options.names {
-        if n.len() != d {
+    let lengths = [
+        ("names", options.names.as_ref().map(Vec::len)),
+        ("histograms", options.histograms.as_ref().map(Vec::len)),
+    ];
+    for (what, n) in lengths {
+        if let Some(n) = n.filter(|&n| n != d) {
             return Err(ReportError::Invalid(format!(
-                "{} names for a model of dimension {d}: give one name per dimension",
-                n.len()
-            )));
-        }
-    }
-    if let Some(h) = &options.histograms {
-        if h.len() != d {
-            return Err(ReportError::Invalid(format!(
-                "{} histograms for a model of dimension {d}",
-                h.len()
+                "{n} {what} for a model of dimension {d}: give one per dimension"
             )));
         }
     }
