@@ -217,10 +217,11 @@ pub enum Delimiter {
     Semicolon,
     /// A tab; a number may use a decimal comma.
     Tab,
-    /// `|`.
+    /// `|`; a number may use a decimal comma.
     Pipe,
-    /// Any run of spaces and tabs; a number may use a decimal comma. Quoted
-    /// fields are not recognised with this separator.
+    /// Any run of spaces and tabs; a number may use a decimal comma when
+    /// this is given explicitly (not when `auto` chose it). Quoted fields
+    /// are not recognised with this separator.
     Whitespace,
 }
 

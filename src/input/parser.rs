@@ -292,7 +292,10 @@ impl Parser {
             _ => (None, "blanks"),
         };
         self.sep = Some(sep);
-        self.decimal_comma = sep != Some(b',');
+        // Blanks chosen from a first line such as a header `x y` must not
+        // turn a later `1,2` into the one number 1.2: decimal commas only
+        // with a separator the line showed (or one given explicitly).
+        self.decimal_comma = sep.is_some_and(|b| b != b',');
         self.quoted = csv_core::ReaderBuilder::new()
             .delimiter(sep.unwrap_or(b','))
             .build();
@@ -1067,6 +1070,14 @@ mod tests {
 
     #[test]
     fn decimal_commas_with_a_semicolon() {
+        // Auto chose blanks from "x y": "1,2" is not read as 1.2.
+        let b = parse("x y\n1,2\n3 4\n");
+        assert_eq!(b.values, vec![3., 4.]);
+        assert!(
+            b.errors[0].detail.contains("decimal comma?"),
+            "{:?}",
+            b.errors
+        );
         let b = parse("x;y\n1,5;2,25\n-0,5;1e3\n3;4,0e-1\n1,2,3;4\n");
         assert_eq!(b.values, vec![1.5, 2.25, -0.5, 1000., 3., 0.4]);
         assert_eq!(
