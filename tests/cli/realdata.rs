@@ -197,3 +197,85 @@ fn on_error_fail_with_column_names_keeps_the_rows_before() {
     assert!(err.contains("the 16 points before it were saved"), "{err}");
     assert_eq!(inspect_json(&ck)["points_seen"], 16);
 }
+
+#[test]
+fn plot_of_old_faithful_reads_names_and_counts_every_point() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/data/faithful.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "f.ckpt");
+    let out = emstream()
+        .arg("run")
+        .arg("--input")
+        .arg(&data)
+        .args([
+            "--columns",
+            "eruptions,waiting",
+            "-k",
+            "2",
+            "--warmup",
+            "100",
+        ])
+        .args(["--batch-size", "20", "--seed", "1", "--checkpoint"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let svg = file(&dir, "f.svg");
+    let plot = |columns: &str| {
+        emstream()
+            .arg("plot")
+            .arg(&ck)
+            .arg("-o")
+            .arg(&svg)
+            .arg("--data")
+            .arg(&data)
+            .args(["--columns", columns, "--sample", "50"])
+            .output()
+            .unwrap()
+    };
+    assert_ok(&plot("eruptions,waiting"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let by_id = |id: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .and_then(|n| n.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(by_id("x-label"), "eruptions");
+    assert_eq!(by_id("y-label"), "waiting");
+    assert!(
+        by_id("title").contains("272 points seen"),
+        "{}",
+        by_id("title")
+    );
+    let dots = doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("points"))
+        .unwrap()
+        .children()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    assert_eq!(dots, 50);
+    // A PNG name is refused, and nothing is written under it.
+    let png = file(&dir, "f.png");
+    let out = emstream()
+        .arg("plot")
+        .arg(&ck)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("SVG only"), "{}", stderr(&out));
+    assert!(!png.exists());
+    // An unknown column name lists the header.
+    let out = plot("eruptions,wait");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("rownames, eruptions, waiting"),
+        "{}",
+        stderr(&out)
+    );
+}
