@@ -1,6 +1,7 @@
 //! # emstream: a Gaussian mixture learned from a never-ending stream
 //!
-//! emstream reads points (CSV, whitespace-separated or JSON lines) from stdin
+//! emstream reads points (CSV per RFC 4180, whitespace-separated, or JSON
+//! lines of arrays or objects) from stdin
 //! or TCP, learns a Gaussian mixture model from them by stepwise (online) EM
 //! in one pass with memory that does not grow, and keeps the model in
 //! crash-safe checkpoints that can be inspected, plotted, diffed and used to
@@ -14,7 +15,9 @@
 //!   initialisation, stepwise EM updates, re-seeding of dead components).
 //! - [`input`]: framing bytes into whole lines in bounded memory and parsing
 //!   them into row-major [`input::Batch`]es, with every bad record counted by
-//!   reason.
+//!   reason; one delimiter per input, quoted fields through `csv-core`, the
+//!   dimensions' names from the header or the JSON fields
+//!   ([`input::Parser::names`]).
 //! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
 //!   file and its verified loading with fallback to older generations.
 //! - [`config`]: the run configuration (TOML file + flags), validated once.

@@ -5,6 +5,16 @@
 //! buffered whole). A [`Parser`] turns chunks into [`Batch`]es: row-major
 //! f64 values plus the count of bad records by [`RejectReason`] and the
 //! first few [`ParseError`]s with line numbers.
+//!
+//! CSV: one [`Delimiter`] per input (`auto` decides on the first content
+//! line and says so in [`Batch::notes`]); a line without a quote takes a
+//! single-pass fast path, a line with one is split by `csv-core` (RFC
+//! 4180: separators, spaces and doubled quotes inside quotes; a quoted
+//! number is a number). A byte-order mark at the start is skipped. Columns
+//! are picked by index or by header name. JSON: arrays of numbers, or
+//! objects with named (nested) fields. [`Parser::names`] gives the
+//! dimensions' names once known; an input that cannot fit the
+//! configuration at all is a [`Batch::fatal`] [`InputError`].
 
 use serde::{Deserialize, Serialize};
 
