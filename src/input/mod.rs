@@ -230,8 +230,8 @@ pub enum Delimiter {
     /// `|`; a number may use a decimal comma.
     Pipe,
     /// Any run of spaces and tabs; a number may use a decimal comma when
-    /// this is given explicitly (not when `auto` chose it). Quoted fields
-    /// are not recognised with this separator.
+    /// this is given explicitly (not when `auto` chose it). On a line with
+    /// quotes (as R's `write.table` writes) fields are separated by spaces.
     Whitespace,
 }
 

@@ -83,7 +83,7 @@ impl Parser {
             names,
             fatal: None,
             quoted: csv_core::ReaderBuilder::new()
-                .delimiter(sep.flatten().unwrap_or(b','))
+                .delimiter(sep.flatten().unwrap_or(b' '))
                 .build(),
             quoted_out: Vec::new(),
             quoted_ends: Vec::new(),
@@ -297,7 +297,7 @@ impl Parser {
         // with a separator the line showed (or one given explicitly).
         self.decimal_comma = sep.is_some_and(|b| b != b',');
         self.quoted = csv_core::ReaderBuilder::new()
-            .delimiter(sep.unwrap_or(b','))
+            .delimiter(sep.unwrap_or(b' '))
             .build();
         out.notes.push(format!(
             "--delimiter auto: fields are separated by {name}, decided from source {source} line {line}; give --delimiter to choose another"
@@ -450,7 +450,7 @@ impl Parser {
     /// where `csv_core` has put the fields with their quotes undone.
     fn split(&mut self, text: &[u8]) -> Result<bool, Reject> {
         let sep = self.sep.flatten();
-        if sep.is_none() || memchr(b'"', text).is_none() {
+        if memchr(b'"', text).is_none() {
             split_fields(text, sep, &mut self.fields);
             return Ok(false);
         }
@@ -498,6 +498,12 @@ impl Parser {
         for &end in &self.quoted_ends[..nend] {
             self.fields.push((start, end));
             start = end;
+        }
+        if sep.is_none() {
+            // Separated by runs of spaces (as R's write.table writes): the
+            // empty "fields" between two spaces are no fields.
+            let out = &self.quoted_out;
+            self.fields.retain(|&(a, b)| !trim(&out[a..b]).is_empty());
         }
         Ok(true)
     }
@@ -1140,6 +1146,27 @@ mod tests {
         // Quoted numbers are numbers, on the fast path's input too.
         let b = parse("\"1\",\"2.5\"\n3,\" 4 \"\n");
         assert_eq!(b.values, vec![1., 2.5, 3., 4.]);
+    }
+
+    #[test]
+    fn quoted_fields_separated_by_spaces() {
+        // R's write.table(): quoted names and text, separated by spaces.
+        let text = b"\"eruptions\" \"waiting\" \"cut\"\n\"1\" 3.6  79 \"Very Good\"\n\"2\" 1.8 54 \"Fair\"\n";
+        let (b, p) = parse_with(ParserConfig::default(), text);
+        assert_eq!(p.delimiter(), Some(Delimiter::Whitespace));
+        assert_eq!(
+            p.names(),
+            Some(&["eruptions", "waiting", "cut"].map(String::from)[..])
+        );
+        assert_eq!(b.rejected.get(RejectReason::NotNumeric), 2, "the text");
+        let config = ParserConfig {
+            delimiter: Delimiter::Whitespace,
+            columns: Some(vec![1, 2]),
+            ..ParserConfig::default()
+        };
+        let (b, _) = parse_with(config, text);
+        assert_eq!(b.values, vec![3.6, 79., 1.8, 54.]);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
     }
 
     #[test]
