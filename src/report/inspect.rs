@@ -503,17 +503,21 @@ mod tests {
         assert!(!t.contains("warming up"));
     }
 
+    /// The header and two rows of the compact table in `t`.
+    fn table_lines(t: &str) -> Vec<&str> {
+        t.lines()
+            .skip_while(|l| !l.starts_with("components by weight"))
+            .skip(1)
+            .take(3)
+            .collect()
+    }
+
     #[test]
     fn compact_table_sorts_by_weight_and_fits_100_columns() {
         let m = mixture(CovarianceType::Full);
         let r = rejects();
         let t = summary(Some(&m), &r).text();
-        let table: Vec<&str> = t
-            .lines()
-            .skip_while(|l| !l.starts_with("components by weight"))
-            .skip(1)
-            .take(3)
-            .collect();
+        let table = table_lines(&t);
         assert_eq!(
             table,
             [
@@ -545,12 +549,7 @@ mod tests {
         s.dim = d;
         s.names = Some(&names);
         let t = s.text();
-        let table: Vec<&str> = t
-            .lines()
-            .skip_while(|l| !l.starts_with("components by weight"))
-            .skip(1)
-            .take(3)
-            .collect();
+        let table = table_lines(&t);
         for l in &table {
             assert!(
                 l.chars().count() <= 100,

@@ -993,6 +993,39 @@ fn ellipse_entries(entries: &mut Vec<(Swatch, String)>, options: &PlotOptions, n
     }
 }
 
+/// Opens a single-panel picture: document, title, and the panel's axes
+/// with the ids `plot-area`, `x-label` and `y-label`.
+fn open_single(
+    model: &GaussianMixture,
+    options: &PlotOptions,
+    x: &Axis,
+    y: &Axis,
+    x_label: &str,
+    y_label: &str,
+) -> String {
+    let title = options
+        .title
+        .clone()
+        .unwrap_or_else(|| default_title(model));
+    let mut out = String::with_capacity(64 * 1024);
+    open_svg(&mut out, WIDTH, HEIGHT, &title, (x.px_lo + x.px_hi) / 2.0);
+    panel_axes(
+        &mut out,
+        x,
+        y,
+        &Frame {
+            clip: "plot-area",
+            ticks: 7,
+            x_ticks: true,
+            y_ticks: true,
+            x_label: Some(x_label),
+            y_label: Some(y_label),
+            label_ids: true,
+        },
+    );
+    out
+}
+
 fn render_2d(
     model: &GaussianMixture,
     points: Option<&[f64]>,
@@ -1009,27 +1042,7 @@ fn render_2d(
         (MARGIN_TOP, HEIGHT - MARGIN_BOTTOM),
         options.equal_aspect,
     );
-    let title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title(model));
-    let mut out = String::with_capacity(64 * 1024);
-    open_svg(&mut out, WIDTH, HEIGHT, &title, (x.px_lo + x.px_hi) / 2.0);
-    let (xl, yl) = (options.label(i), options.label(j));
-    panel_axes(
-        &mut out,
-        &x,
-        &y,
-        &Frame {
-            clip: "plot-area",
-            ticks: 7,
-            x_ticks: true,
-            y_ticks: true,
-            x_label: Some(&xl),
-            y_label: Some(&yl),
-            label_ids: true,
-        },
-    );
+    let mut out = open_single(model, options, &x, &y, &options.label(i), &options.label(j));
     let panel = PairPanel {
         i,
         j,
@@ -1060,30 +1073,11 @@ fn render_1d(model: &GaussianMixture, hist: Option<&Histogram>, options: &PlotOp
         px_lo: HEIGHT - MARGIN_BOTTOM,
         px_hi: MARGIN_TOP,
     };
-    let title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title(model));
-    let mut out = String::with_capacity(64 * 1024);
-    open_svg(&mut out, WIDTH, HEIGHT, &title, (x.px_lo + x.px_hi) / 2.0);
     let xl = options
         .names
         .as_ref()
         .map_or_else(|| "x".to_owned(), |n| n[0].clone());
-    panel_axes(
-        &mut out,
-        &x,
-        &y,
-        &Frame {
-            clip: "plot-area",
-            ticks: 7,
-            x_ticks: true,
-            y_ticks: true,
-            x_label: Some(&xl),
-            y_label: Some("density"),
-            label_ids: true,
-        },
-    );
+    let mut out = open_single(model, options, &x, &y, &xl, "density");
     let _ = writeln!(out, "<g clip-path=\"url(#plot-area)\">");
     dens.draw(&mut out, model, &x, &y, true);
     let _ = writeln!(out, "</g>");
@@ -1615,14 +1609,7 @@ mod tests {
             equal_aspect: true,
             ..PlotOptions::new()
         };
-        let svg = render_svg(&m, None, &opts).unwrap();
-        let doc = roxmltree::Document::parse(&svg).unwrap();
-        let e = doc
-            .descendants()
-            .find(|n| n.attribute("class") == Some("sigma-1"))
-            .unwrap();
-        let rx: f64 = e.attribute("rx").unwrap().parse().unwrap();
-        let ry: f64 = e.attribute("ry").unwrap().parse().unwrap();
+        let (rx, ry) = radii(&render_svg(&m, None, &opts).unwrap());
         assert!((rx / ry - 3.0).abs() < 1e-3);
         let bad = PlotOptions {
             dims: (0, 3),
