@@ -38,7 +38,7 @@ enum Command {
     Inspect(InspectArgs),
     /// Score points with the model of a checkpoint, without learning.
     Score(Box<emstream::report::score::ScoreArgs>),
-    /// Draw the model of a checkpoint as SVG.
+    /// Draw the model of a checkpoint as SVG (or PNG).
     Plot(Box<emstream::report::plot::PlotArgs>),
     /// Compare the models of two checkpoints.
     Diff(Box<emstream::report::diff::DiffArgs>),

@@ -1,4 +1,5 @@
-//! `emstream plot`: a hand-written SVG picture of a mixture.
+//! `emstream plot`: a hand-written SVG picture of a mixture (rendered to
+//! PNG by `resvg` for `-o x.png`, see [`svg_to_png`]).
 //!
 //! - d = 2, or d > 2 with `--dims I,J`: the points (if any) projected on two
 //!   dimensions and each component's 1-, 2- and 3-sigma ellipses, from the
@@ -1351,8 +1352,9 @@ pub struct PlotArgs {
     /// Checkpoint holding the model.
     #[arg(value_name = "PATH")]
     pub checkpoint: PathBuf,
-    /// SVG file to write (a name ending in .svg, or without an extension).
-    #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
+    /// Picture to write: SVG (a name ending in .svg, or without an
+    /// extension) or PNG (.png, rendered with resvg).
+    #[arg(short = 'o', long = "output", value_name = "FILE.svg|FILE.png")]
     pub output: PathBuf,
     /// Points to draw with the model: a random sample of --sample of them
     /// in the scatter, every one in the histograms.
@@ -1408,29 +1410,88 @@ fn checkpoint_title(model: &GaussianMixture, ck: &crate::checkpoint::Checkpoint)
     )
 }
 
-/// Refuses an output name that promises another format than SVG.
-fn check_output(path: &Path) -> Result<(), ReportError> {
+/// What `-o` asks for, by the file name's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputKind {
+    /// `.svg` or no extension.
+    Svg,
+    /// `.png`: the SVG rendered by `resvg`.
+    Png,
+}
+
+/// The kind of picture an output name asks for; a name that promises
+/// another format is refused, so no file ever holds the wrong format.
+fn output_kind(path: &Path) -> Result<OutputKind, ReportError> {
     match path.extension().and_then(|e| e.to_str()) {
-        None => Ok(()),
-        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(()),
+        None => Ok(OutputKind::Svg),
+        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(OutputKind::Svg),
+        Some(e) if e.eq_ignore_ascii_case("png") => Ok(OutputKind::Png),
         Some(e) => Err(ReportError::Invalid(format!(
-            "-o {}: emstream plot writes SVG only, not .{e}; name the file .svg and convert it, e.g. `rsvg-convert -o {} {}`",
-            path.display(),
-            path.display(),
-            path.with_extension("svg").display()
+            "-o {}: emstream plot writes SVG or PNG, not .{e}; name the file .svg or .png",
+            path.display()
         ))),
     }
+}
+
+/// Families tried, in order, for the SVG's generic `sans-serif` text.
+const SANS_FAMILIES: [&str; 5] = [
+    "DejaVu Sans",
+    "Liberation Sans",
+    "Noto Sans",
+    "Arial",
+    "Helvetica",
+];
+
+/// Renders an SVG document to PNG bytes with `resvg`, the text in a sans
+/// font of the system. Returns the PNG and whether a font was found
+/// (without one the picture has no text).
+///
+/// # Errors
+///
+/// [`ReportError::Invalid`] when the SVG cannot be parsed or the picture
+/// cannot be encoded (neither happens with emstream's own SVG).
+pub fn svg_to_png(svg: &str) -> Result<(Vec<u8>, bool), ReportError> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    let family = SANS_FAMILIES
+        .iter()
+        .find(|f| {
+            db.faces()
+                .any(|face| face.families.iter().any(|(name, _)| name == *f))
+        })
+        .map(|f| (*f).to_owned())
+        .or_else(|| {
+            db.faces()
+                .next()
+                .and_then(|face| face.families.first().map(|(name, _)| name.clone()))
+        });
+    let have_font = family.is_some();
+    if let Some(f) = family {
+        db.set_sans_serif_family(f);
+    }
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        ReportError::Invalid(format!("cannot render the picture as PNG: {what}: {e}"))
+    };
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| bad("SVG", &e))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| bad("size", &format!("{}x{}", size.width(), size.height())))?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let png = pixmap.encode_png().map_err(|e| bad("PNG", &e))?;
+    Ok((png, have_font))
 }
 
 /// `emstream plot`: writes the SVG picture of a checkpoint's mixture.
 ///
 /// # Errors
 ///
-/// [`ReportError`] when the output name is not an SVG's, the checkpoint or
+/// [`ReportError`] when the output name is neither an SVG's nor a PNG's, the checkpoint or
 /// the data cannot be read, the dimensions do not fit the model, `--data`
 /// holds no point of the model's dimension, or the SVG cannot be written.
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
-    check_output(&args.output)?;
+    let kind = output_kind(&args.output)?;
     let ck = crate::checkpoint::load(&args.checkpoint)?;
     let model = ck
         .learner
@@ -1510,7 +1571,20 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
         None => None,
     };
     let svg = render_svg(&model, points.as_deref(), &options)?;
-    std::fs::write(&args.output, svg).map_err(|source| ReportError::File {
+    let bytes = match kind {
+        OutputKind::Svg => svg.into_bytes(),
+        OutputKind::Png => {
+            let (png, have_font) = svg_to_png(&svg)?;
+            if !have_font {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    b"emstream plot: no system font found, so the PNG has no text; install one (e.g. fonts-dejavu-core) or write .svg\n",
+                );
+            }
+            png
+        }
+    };
+    std::fs::write(&args.output, bytes).map_err(|source| ReportError::File {
         path: args.output.clone(),
         source,
     })
@@ -1810,14 +1884,25 @@ mod tests {
             ..args.clone()
         };
         assert!(matches!(run_plot(&bad), Err(ReportError::Invalid(_))));
-        // Never an SVG under another format's name.
+        // A .png name gets a PNG of the picture's size, never an SVG.
         let png = PlotArgs {
             output: dir.path().join("m.png"),
+            ..args.clone()
+        };
+        run_plot(&png).unwrap();
+        let bytes = std::fs::read(dir.path().join("m.png")).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert_eq!((width, height), (WIDTH as u32, HEIGHT as u32));
+        // Another format's name is refused, and nothing is written.
+        let jpg = PlotArgs {
+            output: dir.path().join("m.jpg"),
             ..args
         };
-        let e = run_plot(&png).unwrap_err().to_string();
-        assert!(e.contains("SVG only") && e.contains("rsvg-convert"), "{e}");
-        assert!(!dir.path().join("m.png").exists());
+        let e = run_plot(&jpg).unwrap_err().to_string();
+        assert!(e.contains("SVG or PNG"), "{e}");
+        assert!(!dir.path().join("m.jpg").exists());
     }
 
     /// `rx`, `ry` of the first `sigma-1` ellipse.

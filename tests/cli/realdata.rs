@@ -199,7 +199,7 @@ fn on_error_fail_with_column_names_keeps_the_rows_before() {
 }
 
 #[test]
-fn plot_of_old_faithful_reads_names_and_counts_every_point() {
+fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/data/faithful.csv");
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "f.ckpt");
@@ -258,18 +258,25 @@ fn plot_of_old_faithful_reads_names_and_counts_every_point() {
         .filter(|n| n.has_tag_name("circle"))
         .count();
     assert_eq!(dots, 50);
-    // A PNG name is refused, and nothing is written under it.
-    let png = file(&dir, "f.png");
-    let out = emstream()
-        .arg("plot")
-        .arg(&ck)
-        .arg("-o")
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("SVG only"), "{}", stderr(&out));
-    assert!(!png.exists());
+    // A PNG name gets a PNG; another format's name is refused.
+    for (name, code) in [("f.png", Some(0)), ("f.pdf", Some(1))] {
+        let path = file(&dir, name);
+        let out = emstream()
+            .arg("plot")
+            .arg(&ck)
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), code, "{name}: {}", stderr(&out));
+        match code {
+            Some(0) => assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG")),
+            _ => {
+                assert!(stderr(&out).contains("SVG or PNG"), "{}", stderr(&out));
+                assert!(!path.exists());
+            }
+        }
+    }
     // An unknown column name lists the header.
     let out = plot("eruptions,wait");
     assert_eq!(out.status.code(), Some(1));
