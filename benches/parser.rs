@@ -148,7 +148,7 @@ fn bench<M: Measurement>(c: &mut Criterion<M>) {
             let mut batch = Batch::default();
             b.iter(|| {
                 let mut parser = Parser::new(ParserConfig {
-                    columns: Some(vec![2, 3]),
+                    columns: Some(emstream::input::Columns::new(vec![2, 3]).unwrap()),
                     ..ParserConfig::default()
                 });
                 let mut n = 0;

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{Delimiter, Format, ParserConfig};
+use crate::input::{Columns, ColumnsError, Delimiter, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
-use crate::report::score::{AlertRule, ScoreOptions};
+use crate::score::{AlertRule, ScoreOptions};
 
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
 /// longer line is almost surely not a record, and the limit bounds the
@@ -25,6 +25,22 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
+/// way the config file spells it, ignoring case and surrounding blanks: the
+/// one parser of enum flags for every command, so `CSV` means the same to
+/// `run`, `score` and `plot`.
+///
+/// # Errors
+///
+/// A message naming the accepted values.
+pub fn enum_value<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::de::IntoDeserializer;
+    let lower = s.trim().to_ascii_lowercase();
+    let de: StrDeserializer<'_, Error> = lower.as_str().into_deserializer();
+    T::deserialize(de).map_err(|e| e.to_string())
+}
 
 /// What to do with a record that cannot be parsed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,147 +54,210 @@ pub enum OnError {
     Fail,
 }
 
-/// Every configuration key, as read from a TOML file and overridden by flags.
-///
-/// The [`Default`] is the built-in configuration and equals what
-/// `config/emstream.toml` says.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Read points from this file instead of stdin (`-` is stdin).
-    pub input: Option<PathBuf>,
-    /// Listen for TCP connections on this `IP:PORT` instead of reading stdin;
-    /// every connection is a source of points.
-    pub listen: Option<String>,
-    /// Most TCP connections served at once; more wait in the accept backlog.
-    pub max_connections: usize,
-    /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
-    /// (one array of numbers per line).
-    pub format: Format,
-    /// Fields to use, 0-based (field 0 is the first), in this order; all
-    /// fields when absent.
-    pub columns: Option<Vec<usize>>,
-    /// Header names of the CSV fields to use, in this order (the first line
-    /// must then be a header); instead of `columns`.
-    pub column_names: Option<Vec<String>>,
-    /// CSV field separator: `auto` (decided from the first line and
-    /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
-    /// `tab`, `pipe` or `whitespace`.
-    pub delimiter: Delimiter,
-    /// JSON objects: the fields to use, in this order; `env.temp` walks into
-    /// a nested object.
-    pub fields: Option<Vec<String>>,
-    /// JSON: accept numbers written as strings (`"21.5"`), otherwise a
-    /// rejected record.
-    pub string_numbers: bool,
-    /// Dimension of the points; taken from the first valid record when absent.
-    pub dim: Option<usize>,
-    /// Lines longer than this many bytes are rejected without being held.
-    pub max_line_bytes: usize,
-    /// `skip` bad records (counted and reported) or `fail` at the first one.
-    pub on_error: OnError,
-    /// Number of mixture components K.
-    pub components: usize,
-    /// Covariance structure: `full`, `diag` or `spherical`.
-    pub covariance: CovarianceType,
-    /// Points per mini-batch update.
-    pub batch_size: usize,
-    /// Step-size decay alpha in `eta_t = (t + t0)^-alpha`, in (0.5, 1].
-    pub step_decay: f64,
-    /// Step-size offset t0, in batches.
-    pub step_offset: f64,
-    /// Step-size floor eta_min in [0, 1); positive values forget old points.
-    pub step_floor: f64,
-    /// Points buffered before the first model is fitted.
-    pub warmup: usize,
-    /// Covariance regularisation, relative to each dimension's variance.
-    pub reg_covar: f64,
-    /// Seed of the learner's random number generator.
-    pub seed: u64,
-    /// k-means++ seedings tried on the warm-up buffer.
-    pub init_seeds: usize,
-    /// Most batch EM iterations per seeding on the warm-up buffer.
-    pub init_iters: usize,
-    /// Checkpoint file; no checkpoint is written when absent.
-    pub checkpoint: Option<PathBuf>,
-    /// Also checkpoint every this many points read.
-    pub checkpoint_every: Option<u64>,
-    /// Also checkpoint every this many seconds.
-    pub checkpoint_interval: Option<f64>,
-    /// Older checkpoint generations kept as `PATH.1`, `PATH.2`, ...
-    pub keep: usize,
-    /// Continue the model in the checkpoint instead of starting a new one.
-    pub resume: bool,
-    /// Start a new model even though the checkpoint file exists; its first
-    /// save rotates the old file into `PATH.1` (replaces it when `keep` is 0).
-    pub overwrite: bool,
-    /// Write a score line per point to stdout (test-then-train), in the
-    /// input `format` (CSV or JSON lines).
-    pub score: bool,
-    /// Also write the K responsibilities on every score line.
-    pub score_fields: bool,
-    /// Flag points whose log-likelihood is below this value as anomalies.
-    pub alert_below: Option<f64>,
-    /// Flag points whose log-likelihood is below the running q-quantile.
-    pub alert_quantile: Option<f64>,
+/// Declares [`Config`] with its defaults, and from the one list of learner
+/// options (each key once: its type, flag value name and help) everything
+/// else that names them: the fields of [`Config`], [`LEARNER_KEYS`],
+/// [`Config::params`], [`param_text`] and the `run` flags of
+/// [`LearnerArgs`]. A new learner option is one line here and a field of
+/// [`Params`]; `config/emstream.toml` documents it (a test checks that
+/// every key is there).
+macro_rules! config_keys {
+    (
+        $(#[$cmeta:meta])*
+        pub struct Config {
+            $( $(#[doc = $fdoc:literal])* pub $field:ident : $fty:ty = $fdefault:expr, )*
+        }
+        learner {
+            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? ; )*
+        }
+    ) => {
+        $(#[$cmeta])*
+        pub struct Config {
+            $( $(#[doc = $fdoc])* pub $field: $fty, )*
+            $( $(#[doc = $ldoc])* pub $key: $kty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                let p = Params::default();
+                Config {
+                    $( $field: $fdefault, )*
+                    $( $key: p.$key, )*
+                }
+            }
+        }
+
+        /// Names of the configuration keys that belong to the learner (its
+        /// [`Params`]); on `--resume` these come from the checkpoint.
+        pub const LEARNER_KEYS: &[&str] = &[ $( stringify!($key), )* ];
+
+        impl Config {
+            /// The learner options of this configuration.
+            pub fn params(&self) -> Params {
+                Params { $( $key: self.$key, )* }
+            }
+        }
+
+        /// One learner option of `p` as text, by its config key (`None` for
+        /// a key that is not a learner option).
+        pub fn param_text(p: &Params, key: &str) -> Option<String> {
+            match key {
+                $( stringify!($key) => Some(p.$key.to_string()), )*
+                _ => None,
+            }
+        }
+
+        /// The learner options as `run` flags; each overrides the config key
+        /// of the same name.
+        #[derive(Clone, Debug, Default, clap::Args)]
+        pub struct LearnerArgs {
+            $(
+                $(#[doc = $ldoc])*
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)?)]
+                pub $key: Option<$kty>,
+            )*
+        }
+
+        impl LearnerArgs {
+            /// Sets every option given as a flag in `config` and records its
+            /// key in `given`.
+            pub fn apply(self, config: &mut Config, given: &mut BTreeSet<String>) {
+                $(
+                    if let Some(v) = self.$key {
+                        config.$key = v;
+                        given.insert(stringify!($key).to_string());
+                    }
+                )*
+            }
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        let p = Params::default();
-        Config {
-            input: None,
-            listen: None,
-            max_connections: 16,
-            format: Format::Csv,
-            columns: None,
-            column_names: None,
-            delimiter: Delimiter::Auto,
-            fields: None,
-            string_numbers: false,
-            dim: None,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            on_error: OnError::Skip,
-            components: p.components,
-            covariance: p.covariance,
-            batch_size: p.batch_size,
-            step_decay: p.step_decay,
-            step_offset: p.step_offset,
-            step_floor: p.step_floor,
-            warmup: p.warmup,
-            reg_covar: p.reg_covar,
-            seed: p.seed,
-            init_seeds: p.init_seeds,
-            init_iters: p.init_iters,
-            checkpoint: None,
-            checkpoint_every: None,
-            checkpoint_interval: None,
-            keep: 2,
-            resume: false,
-            overwrite: false,
-            score: false,
-            score_fields: false,
-            alert_below: None,
-            alert_quantile: None,
+/// A flag value of a learner option: numbers as Rust parses them, enums as
+/// [`enum_value`] does.
+pub trait FlagValue: Sized + Clone + Send + Sync + 'static {
+    /// Parses the flag's text.
+    ///
+    /// # Errors
+    ///
+    /// A message for clap.
+    fn parse_flag(s: &str) -> Result<Self, String>;
+}
+
+macro_rules! flag_value_from_str {
+    ($($t:ty),*) => {$(
+        impl FlagValue for $t {
+            fn parse_flag(s: &str) -> Result<Self, String> {
+                s.trim().parse::<$t>().map_err(|e| e.to_string())
+            }
         }
+    )*};
+}
+flag_value_from_str!(usize, u64, f64);
+
+impl FlagValue for CovarianceType {
+    fn parse_flag(s: &str) -> Result<Self, String> {
+        enum_value(s)
     }
 }
 
-/// Names of the configuration keys that belong to the learner (its
-/// [`Params`]); on `--resume` these come from the checkpoint.
-pub const LEARNER_KEYS: [&str; 11] = [
-    "components",
-    "covariance",
-    "batch_size",
-    "step_decay",
-    "step_offset",
-    "step_floor",
-    "warmup",
-    "reg_covar",
-    "seed",
-    "init_seeds",
-    "init_iters",
-];
+/// The clap value parser of a learner option.
+///
+/// # Errors
+///
+/// As [`FlagValue::parse_flag`].
+pub fn flag_value<T: FlagValue>(s: &str) -> Result<T, String> {
+    T::parse_flag(s)
+}
+
+config_keys! {
+    /// Every configuration key, as read from a TOML file and overridden by flags.
+    ///
+    /// The [`Default`] is the built-in configuration and equals what
+    /// `config/emstream.toml` says.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Read points from this file instead of stdin (`-` is stdin).
+        pub input: Option<PathBuf> = None,
+        /// Listen for TCP connections on this `IP:PORT` instead of reading stdin;
+        /// every connection is a source of points.
+        pub listen: Option<String> = None,
+        /// Most TCP connections served at once; more wait in the accept backlog.
+        pub max_connections: usize = 16,
+        /// Record format: `csv` (commas, whitespace, semicolons or tabs) or `json`
+        /// (one array of numbers per line).
+        pub format: Format = Format::Csv,
+        /// Fields to use, 0-based (field 0 is the first), in this order; all
+        /// fields when absent.
+        pub columns: Option<Vec<usize>> = None,
+        /// Header names of the CSV fields to use, in this order (the first line
+        /// must then be a header); instead of `columns`.
+        pub column_names: Option<Vec<String>> = None,
+        /// CSV field separator: `auto` (decided from the first line and
+        /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
+        /// `tab`, `pipe` or `whitespace`.
+        pub delimiter: Delimiter = Delimiter::Auto,
+        /// JSON objects: the fields to use, in this order; `env.temp` walks into
+        /// a nested object.
+        pub fields: Option<Vec<String>> = None,
+        /// JSON: accept numbers written as strings (`"21.5"`), otherwise a
+        /// rejected record.
+        pub string_numbers: bool = false,
+        /// Dimension of the points; taken from the first valid record when absent.
+        pub dim: Option<usize> = None,
+        /// Lines longer than this many bytes are rejected without being held.
+        pub max_line_bytes: usize = DEFAULT_MAX_LINE_BYTES,
+        /// `skip` bad records (counted and reported) or `fail` at the first one.
+        pub on_error: OnError = OnError::Skip,
+        /// Checkpoint file; no checkpoint is written when absent.
+        pub checkpoint: Option<PathBuf> = None,
+        /// Also checkpoint every this many points read.
+        pub checkpoint_every: Option<u64> = None,
+        /// Also checkpoint every this many seconds.
+        pub checkpoint_interval: Option<f64> = None,
+        /// Older checkpoint generations kept as `PATH.1`, `PATH.2`, ...
+        pub keep: usize = 2,
+        /// Continue the model in the checkpoint instead of starting a new one.
+        pub resume: bool = false,
+        /// Start a new model even though the checkpoint file exists; its first
+        /// save rotates the old file into `PATH.1` (replaces it when `keep` is 0).
+        pub overwrite: bool = false,
+        /// Write a score line per point to stdout (test-then-train), in the
+        /// input `format` (CSV or JSON lines).
+        pub score: bool = false,
+        /// Also write the K responsibilities on every score line.
+        pub score_fields: bool = false,
+        /// Flag points whose log-likelihood is below this value as anomalies.
+        pub alert_below: Option<f64> = None,
+        /// Flag points whose log-likelihood is below the running q-quantile.
+        pub alert_quantile: Option<f64> = None,
+    }
+    learner {
+        /// Number of mixture components K.
+        components: usize, "K", short = 'k';
+        /// Covariance structure: `full`, `diag` or `spherical`.
+        covariance: CovarianceType, "TYPE";
+        /// Points per mini-batch update.
+        batch_size: usize, "N";
+        /// Step-size decay alpha in `eta_t = (t + t0)^-alpha`, in (0.5, 1].
+        step_decay: f64, "ALPHA";
+        /// Step-size offset t0, in batches.
+        step_offset: f64, "T0";
+        /// Step-size floor eta_min in [0, 1); positive values forget old points.
+        step_floor: f64, "ETA";
+        /// Points buffered before the first model is fitted.
+        warmup: usize, "N";
+        /// Covariance regularisation, relative to each dimension's variance.
+        reg_covar: f64, "R";
+        /// Seed of the learner's random number generator.
+        seed: u64, "SEED";
+        /// k-means++ seedings tried on the warm-up buffer.
+        init_seeds: usize, "N";
+        /// Most batch EM iterations per seeding on the warm-up buffer.
+        init_iters: usize, "N";
+    }
+}
 
 /// A configuration that cannot be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -212,23 +291,23 @@ pub enum ConfigError {
     /// `max_line_bytes` is out of range.
     #[error("max_line_bytes = {0} is out of range: give a value from 1 to {MAX_LINE_BYTES_LIMIT}")]
     MaxLineBytes(usize),
-    /// `columns` is empty.
-    #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
-    ColumnsEmpty,
+    /// `columns` is empty or lists a field twice.
+    #[error(transparent)]
+    Columns(#[from] ColumnsError),
     /// Both `columns` and `column_names` are given.
     #[error(
         "columns (0-based indices) and column_names (header names) are both set: give one of them"
     )]
     ColumnsTwoWays,
+    /// `column_names` is empty.
+    #[error("column_names is empty: list at least one header name, e.g. --columns carat,price")]
+    ColumnNamesEmpty,
     /// `fields` without `format = "json"`.
     #[error("fields names values of JSON objects: add --format json, or use --columns for CSV")]
     FieldsNeedJson,
     /// A CSV-only option with `format = "json"`.
     #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
     CsvOnly,
-    /// A column is listed twice.
-    #[error("column {0} is listed twice in columns: list each field once")]
-    ColumnTwice(usize),
     /// `dim` is 0.
     #[error("dim must be at least 1")]
     DimZero,
@@ -313,23 +392,6 @@ impl Config {
         Ok(table.keys().cloned().collect())
     }
 
-    /// The learner options of this configuration.
-    pub fn params(&self) -> Params {
-        Params {
-            components: self.components,
-            covariance: self.covariance,
-            batch_size: self.batch_size,
-            step_decay: self.step_decay,
-            step_offset: self.step_offset,
-            step_floor: self.step_floor,
-            warmup: self.warmup,
-            reg_covar: self.reg_covar,
-            seed: self.seed,
-            init_seeds: self.init_seeds,
-            init_iters: self.init_iters,
-        }
-    }
-
     /// Applies every rule once.
     ///
     /// # Errors
@@ -355,15 +417,12 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
-        if let Some(cols) = &self.columns {
-            check_columns(cols)?;
-        }
-        let columns = self.columns.clone();
+        let columns = self.columns.clone().map(Columns::new).transpose()?;
         if columns.is_some() && self.column_names.is_some() {
             return Err(ConfigError::ColumnsTwoWays);
         }
         if self.column_names.as_ref().is_some_and(Vec::is_empty) {
-            return Err(ConfigError::ColumnsEmpty);
+            return Err(ConfigError::ColumnNamesEmpty);
         }
         let fields = self.fields.clone().filter(|f| !f.is_empty());
         if fields.is_some() && self.format != Format::Json {
@@ -380,7 +439,7 @@ impl Config {
             }
             let listed = columns
                 .as_ref()
-                .map(Vec::len)
+                .map(Columns::len)
                 .or(self.column_names.as_ref().map(Vec::len))
                 .or(fields.as_ref().map(Vec::len));
             if let Some(n) = listed {
@@ -475,21 +534,6 @@ impl Config {
             given: BTreeSet::new(),
         })
     }
-}
-
-/// The rules of `columns` (also those of `--columns` of `emstream score` and
-/// `plot`): at least one field, each field once.
-pub(crate) fn check_columns(cols: &[usize]) -> Result<(), ConfigError> {
-    if cols.is_empty() {
-        return Err(ConfigError::ColumnsEmpty);
-    }
-    let mut seen = BTreeSet::new();
-    for &c in cols {
-        if !seen.insert(c) {
-            return Err(ConfigError::ColumnTwice(c));
-        }
-    }
-    Ok(())
 }
 
 /// Where points come from.
@@ -742,19 +786,28 @@ mod tests {
     #[test]
     fn rule_columns_empty() {
         let e = checked(|c| c.columns = Some(vec![])).unwrap_err();
-        assert!(matches!(e, ConfigError::ColumnsEmpty), "{e}");
+        assert!(
+            matches!(e, ConfigError::Columns(ColumnsError::Empty)),
+            "{e}"
+        );
     }
 
     #[test]
     fn rule_column_twice() {
         let e = checked(|c| c.columns = Some(vec![2, 1, 2])).unwrap_err();
-        assert!(matches!(e, ConfigError::ColumnTwice(2)), "{e}");
+        assert!(
+            matches!(e, ConfigError::Columns(ColumnsError::Twice(2))),
+            "{e}"
+        );
     }
 
     #[test]
     fn columns_are_zero_based() {
         let run = checked(|c| c.columns = Some(vec![0, 2, 5])).unwrap();
-        assert_eq!(run.parser().columns, Some(vec![0, 2, 5]));
+        assert_eq!(
+            run.parser().columns.as_ref().map(Columns::fields),
+            Some(&[0, 2, 5][..])
+        );
     }
 
     #[test]
@@ -913,11 +966,61 @@ mod tests {
     }
 
     #[test]
-    fn learner_keys_are_config_keys() {
+    fn learner_keys_are_config_keys_with_text() {
         let table: toml::Table =
             toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let p = Params::default();
         for k in LEARNER_KEYS {
-            assert!(table.contains_key(k), "{k}");
+            assert!(table.contains_key(*k), "{k}");
+            let text = param_text(&p, k).unwrap_or_else(|| panic!("no text for {k}"));
+            assert!(!text.is_empty(), "{k}");
         }
+        assert_eq!(param_text(&p, "format"), None);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        learner: LearnerArgs,
+    }
+
+    #[test]
+    fn learner_flags_set_their_keys_and_say_so() {
+        use clap::Parser as _;
+        let flags = Flags::try_parse_from([
+            "x",
+            "-k",
+            "3",
+            "--covariance",
+            "DIAG",
+            "--step-floor",
+            "0.01",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let mut c = Config::default();
+        let mut given = BTreeSet::new();
+        flags.learner.apply(&mut c, &mut given);
+        assert_eq!(c.components, 3);
+        assert_eq!(c.covariance, CovarianceType::Diagonal);
+        assert_eq!(c.step_floor, 0.01);
+        assert_eq!(c.seed, 7);
+        let want: BTreeSet<String> = ["components", "covariance", "step_floor", "seed"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(given, want);
+        assert_eq!(c.params().components, 3);
+        // Every learner key is a flag.
+        for k in LEARNER_KEYS {
+            let flag = format!("--{}", k.replace('_', "-"));
+            let value = param_text(&Params::default(), k).unwrap();
+            assert!(
+                Flags::try_parse_from(["x", flag.as_str(), value.as_str()]).is_ok(),
+                "{flag} {value}"
+            );
+        }
+        assert!(Flags::try_parse_from(["x", "--warmup", "many"]).is_err());
     }
 }

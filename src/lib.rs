@@ -11,20 +11,50 @@
 //!
 //! - [`model`]: the numeric core. Synchronous, deterministic, no I/O:
 //!   [`model::GaussianMixture`] (weights, means, Cholesky factors, log
-//!   densities) and [`model::StepwiseEm`] (warm-up, k-means++ and batch EM
-//!   initialisation, stepwise EM updates, re-seeding of dead components).
-//! - [`input`]: framing bytes into whole lines in bounded memory and parsing
-//!   them into row-major [`input::Batch`]es, with every bad record counted by
-//!   reason; one delimiter per input, quoted fields through `csv-core`, the
+//!   densities), [`model::em`] (the public EM engine: E-step statistics of a
+//!   batch against a mixture, mergeable across disjoint batches; blend with
+//!   a step size; M-step returning a `Result`) and [`model::StepwiseEm`]
+//!   (warm-up, k-means++ and batch EM initialisation, stepwise EM updates,
+//!   re-seeding of dead components), all built from the engine's steps.
+//! - [`input`]: framing bytes into whole lines in bounded memory, the
+//!   checked column selection ([`input::Columns`]), and parsing into
+//!   row-major [`input::Batch`]es, with every bad record counted by reason;
+//!   [`input::BatchReader`] is the one read-frame-parse loop over a whole
+//!   input; one delimiter per input, quoted fields through `csv-core`, the
 //!   dimensions' names from the header or the JSON fields
 //!   ([`input::Parser::names`]).
 //! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
-//!   file and its verified loading with fallback to older generations.
-//! - [`config`]: the run configuration (TOML file + flags), validated once.
-//! - [`pipeline`]: async wiring only: sources (stdin thread, TCP listener),
-//!   parser stage, learner thread, checkpoint writer, score sink, shutdown.
-//! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, score
-//!   output formatting.
+//!   file: an explicit on-disk schema (format 2; format 1 migrated on load)
+//!   converted to and from the in-memory [`checkpoint::Checkpoint`],
+//!   validated as a whole, loaded with fallback to older generations.
+//! - [`score`]: per-point score lines and anomaly detection
+//!   ([`score::AnomalyDetector`], [`score::Scorer`]), shared by `run --score`
+//!   and `score`.
+//! - [`config`]: the run configuration (TOML file + flags), validated once;
+//!   each learner option is declared once there, and one parser reads every
+//!   enum flag ([`config::enum_value`]).
+//! - [`pipeline`]: async wiring only: sources behind one contract
+//!   ([`pipeline::Source`]: stdin, file, TCP), parser stage, learner thread,
+//!   the run state ([`pipeline::RunState`]), the live snapshot
+//!   ([`pipeline::Snapshot`]) and its durability hook, checkpoint writer,
+//!   score sink, two-phase shutdown. Its module docs say where a new source,
+//!   counter or endpoint goes.
+//! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, and the
+//!   `score` command.
+//!
+//! ## Dependency direction
+//!
+//! Modules only use modules listed before them here, never the reverse, so
+//! there are no import cycles:
+//!
+//! ```text
+//! model ◄── input ◄── checkpoint ◄── score ◄── config ◄── pipeline
+//!                                        ▲                   (binary: main.rs uses all)
+//!                                        └──── report (uses model, input, checkpoint, score, config)
+//! ```
+//!
+//! The numeric core ([`model`]) depends on nothing else in the crate;
+//! [`report`] and [`pipeline`] do not use each other.
 //!
 //! ## Entry points
 //!
@@ -34,10 +64,12 @@
 //! [`pipeline::run`]`(config, shutdown)` runs on a tokio runtime (I/O and
 //! time enabled; current-thread is enough) until every source ends or the
 //! `shutdown` future completes, returning a
-//! [`pipeline::RunSummary`]. The other commands are plain functions:
-//! [`report::inspect::render_text`] and [`report::inspect::render_json`] of
-//! a [`checkpoint::load`]ed file, [`report::score::run_score`],
-//! [`report::plot::run_plot`] and [`report::diff::run_diff`].
+//! [`pipeline::RunSummary`]. [`pipeline::Pipeline`] is the same run with its
+//! state, live snapshot and durability hook in hand before it starts. The
+//! other commands are plain functions: [`report::inspect::render_text`] and
+//! [`report::inspect::render_json`] of a [`checkpoint::load`]ed file,
+//! [`report::score::run_score`], [`report::plot::run_plot`] and
+//! [`report::diff::run_diff`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,9 +87,11 @@
 //! ## Data flow
 //!
 //! ```text
-//!  stdin reader thread ─┐
-//!  TCP connection tasks ┴─► chunks of whole lines ─► parser ─► Batch ─► learner ─► snapshot
-//!                                                        checkpoint writer · score sink ◄┘
+//!  Source: stdin thread ─┐
+//!  Source: file thread  ─┼─► chunks of whole lines ─► parser ─► Batch ─► learner ─► Arc<Snapshot> (watch)
+//!  Source: TCP tasks    ─┘   (+ source positions)                  │          │
+//!                                                     score lines ◄┘          ├─► checkpoint writer ─► durable hook
+//!                                                                             └─► any reader (/model, /metrics)
 //! ```
 //!
 //! Every channel is bounded and carries chunks or batches, never single
@@ -75,3 +109,57 @@ pub mod input;
 pub mod model;
 pub mod pipeline;
 pub mod report;
+pub mod score;
+
+#[cfg(test)]
+mod layering {
+    //! The dependency direction of the crate root's docs, checked on the
+    //! sources: a module names only modules of a lower rank.
+
+    use std::path::{Path, PathBuf};
+
+    /// (module, rank): a module may use modules of a lower rank only.
+    const RANKS: [(&str, u32); 7] = [
+        ("model", 0),
+        ("input", 1),
+        ("checkpoint", 2),
+        ("score", 3),
+        ("config", 4),
+        ("report", 5),
+        ("pipeline", 5),
+    ];
+
+    fn files(path: &Path, out: &mut Vec<PathBuf>) {
+        if path.is_dir() {
+            for e in std::fs::read_dir(path).unwrap() {
+                files(&e.unwrap().path(), out);
+            }
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.to_path_buf());
+        }
+    }
+
+    #[test]
+    fn modules_use_only_modules_below_them() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut broken = Vec::new();
+        for (module, rank) in RANKS {
+            let mut paths = Vec::new();
+            files(&src.join(module), &mut paths);
+            files(&src.join(format!("{module}.rs")), &mut paths);
+            assert!(!paths.is_empty(), "no sources for {module}");
+            for path in paths {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (other, other_rank) in RANKS {
+                    let uses = text.contains(&format!("crate::{other}::"))
+                        || text.contains(&format!("crate::{other};"))
+                        || text.contains(&format!("crate::{other}}}"));
+                    if other != module && uses && other_rank >= rank {
+                        broken.push(format!("{} uses {other}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "{broken:#?}");
+    }
+}

@@ -13,11 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde::de::DeserializeOwned;
 
-use emstream::config::{Config, OnError};
+use emstream::config::{enum_value, Config, LearnerArgs, OnError};
 use emstream::input::{ColumnList, Delimiter, Format};
-use emstream::model::CovarianceType;
 use emstream::pipeline::{self, PipelineError};
 
 /// Learn a Gaussian mixture model from a never-ending stream of points by
@@ -89,39 +87,9 @@ struct RunArgs {
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
     on_error: Option<OnError>,
 
-    /// Number of mixture components K.
-    #[arg(short = 'k', long, value_name = "K")]
-    components: Option<usize>,
-    /// Covariance structure: full, diag or spherical.
-    #[arg(long, value_name = "TYPE", value_parser = covariance_value)]
-    covariance: Option<CovarianceType>,
-    /// Points per mini-batch update.
-    #[arg(long, value_name = "N")]
-    batch_size: Option<usize>,
-    /// Step-size decay alpha, in (0.5, 1].
-    #[arg(long, value_name = "ALPHA")]
-    step_decay: Option<f64>,
-    /// Step-size offset t0, in batches.
-    #[arg(long, value_name = "T0")]
-    step_offset: Option<f64>,
-    /// Step-size floor eta_min, in [0, 1).
-    #[arg(long, value_name = "ETA")]
-    step_floor: Option<f64>,
-    /// Points buffered before the first model is fitted.
-    #[arg(long, value_name = "N")]
-    warmup: Option<usize>,
-    /// Covariance regularisation, relative to each dimension's variance.
-    #[arg(long, value_name = "R")]
-    reg_covar: Option<f64>,
-    /// Seed of the learner's random number generator.
-    #[arg(long, value_name = "SEED")]
-    seed: Option<u64>,
-    /// k-means++ seedings tried on the warm-up buffer.
-    #[arg(long, value_name = "N")]
-    init_seeds: Option<usize>,
-    /// Most batch EM iterations per seeding on the warm-up buffer.
-    #[arg(long, value_name = "N")]
-    init_iters: Option<usize>,
+    /// Learner options.
+    #[command(flatten)]
+    learner: LearnerArgs,
 
     /// Checkpoint file (none is written without it).
     #[arg(long, value_name = "PATH")]
@@ -165,21 +133,10 @@ struct InspectArgs {
     json: bool,
 }
 
-/// Parses a lowercase enum value the way the config file spells it.
-fn enum_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    use serde::de::value::{Error, StrDeserializer};
-    use serde::de::IntoDeserializer;
-    let de: StrDeserializer<'_, Error> = s.into_deserializer();
-    T::deserialize(de).map_err(|e| e.to_string())
-}
-
+/// A `--delimiter` value: a name (as [`enum_value`] reads, any case) or the
+/// character itself (`;`, a tab), which the shared enum parser would trim.
 fn delimiter_value(s: &str) -> Result<Delimiter, String> {
-    s.parse()
-}
-
-fn covariance_value(s: &str) -> Result<CovarianceType, String> {
-    s.parse()
-        .map_err(|e: emstream::model::covariance::UnknownCovarianceType| e.to_string())
+    s.parse().or_else(|e| enum_value(s).map_err(|_| e))
 }
 
 /// Writes to stderr, ignoring a closed stderr.
@@ -262,10 +219,9 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         cfg.string_numbers = true;
         given.insert("string_numbers".into());
     }
+    std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
     overlay!(cfg, args, given;
-        delimiter, max_connections, format, max_line_bytes, on_error, components, covariance,
-        batch_size, step_decay, step_offset, step_floor, warmup, reg_covar, seed,
-        init_seeds, init_iters, keep);
+        delimiter, max_connections, format, max_line_bytes, on_error, keep);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);

@@ -343,13 +343,63 @@ pub enum Format {
     Json,
 }
 
+/// A checked selection of 0-based fields, in the order they become
+/// coordinates: at least one field, each field once. `run`, `score` and
+/// `plot` all take their `--columns` through [`Columns::new`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns(Vec<usize>);
+
+/// Why a column selection is refused; the message says what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnsError {
+    /// No field selected.
+    #[error("columns is empty: list at least one 0-based field index, e.g. --columns 0,1")]
+    Empty,
+    /// A field listed twice.
+    #[error("column {0} is listed twice in columns: list each field once")]
+    Twice(usize),
+}
+
+impl Columns {
+    /// Checks a selection.
+    ///
+    /// # Errors
+    ///
+    /// [`ColumnsError`] for an empty list or a field listed twice.
+    pub fn new(fields: Vec<usize>) -> Result<Self, ColumnsError> {
+        if fields.is_empty() {
+            return Err(ColumnsError::Empty);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(&twice) = fields.iter().find(|&&c| !seen.insert(c)) {
+            return Err(ColumnsError::Twice(twice));
+        }
+        Ok(Columns(fields))
+    }
+
+    /// The field indices, in order.
+    pub fn fields(&self) -> &[usize] {
+        &self.0
+    }
+
+    /// How many fields (the dimension of the points).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: a selection has at least one field.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// How to parse records.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParserConfig {
     /// Record format.
     pub format: Format,
     /// 0-based field indices to keep, in this order; `None` keeps all.
-    pub columns: Option<Vec<usize>>,
+    pub columns: Option<Columns>,
     /// Expected dimension; `None` takes it from the first valid record.
     pub dim: Option<usize>,
     /// CSV field separator.
@@ -418,5 +468,8 @@ pub struct Parser {
 mod framer;
 mod json;
 mod parser;
+mod reader;
+
+pub use reader::{BatchReader, BATCH_CHUNK_BYTES, BATCH_READ_BYTES};
 #[cfg(test)]
 mod tests;

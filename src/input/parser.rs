@@ -14,8 +14,8 @@ use memchr::memchr;
 
 use super::json;
 use super::{
-    Batch, Chunk, Delimiter, Format, InputError, ParseError, Parser, ParserConfig, RejectReason,
-    SourceId,
+    Batch, Chunk, Columns, Delimiter, Format, InputError, ParseError, Parser, ParserConfig,
+    RejectReason, SourceId,
 };
 
 /// Longest field text quoted in a reject's detail, in bytes.
@@ -39,7 +39,7 @@ impl Parser {
     /// `fields` fix the dimension the same way.
     pub fn new(config: ParserConfig) -> Self {
         let given = config.clone();
-        let columns = config.columns.filter(|c| !c.is_empty());
+        let columns = config.columns.map(|c| c.0);
         let pending_names = match columns {
             Some(_) => None,
             None => config.column_names.filter(|c| !c.is_empty()),
@@ -98,7 +98,7 @@ impl Parser {
     pub fn resolved_config(&self) -> ParserConfig {
         let resolved = self.pending_names.is_none() && self.config.column_names.is_some();
         ParserConfig {
-            columns: self.columns.clone(),
+            columns: self.columns.clone().map(Columns),
             column_names: if resolved {
                 None
             } else {
@@ -1006,6 +1006,7 @@ fn reject_too_long(source: SourceId, line: u64, out: &mut Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::Columns;
 
     /// Parses `text` as one last chunk of source 0.
     fn parse_with(config: ParserConfig, text: &[u8]) -> (Batch, Parser) {
@@ -1103,7 +1104,7 @@ mod tests {
         assert_eq!(b.values, vec![1.5, 2.]);
         let config = ParserConfig {
             delimiter: Delimiter::Comma,
-            columns: Some(vec![0]),
+            columns: Some(Columns::new(vec![0]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, _) = parse_with(config, b"\"1,5\",2\n");
@@ -1161,7 +1162,7 @@ mod tests {
         assert_eq!(b.rejected.get(RejectReason::NotNumeric), 2, "the text");
         let config = ParserConfig {
             delimiter: Delimiter::Whitespace,
-            columns: Some(vec![1, 2]),
+            columns: Some(Columns::new(vec![1, 2]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, _) = parse_with(config, text);
@@ -1205,7 +1206,7 @@ mod tests {
         };
         let (_, p) = parse_with(config, b"a;b\n1;2\n");
         let again = p.resolved_config();
-        assert_eq!(again.columns, Some(vec![1]));
+        assert_eq!(again.columns, Some(Columns::new(vec![1]).unwrap()));
         assert_eq!(again.column_names, None);
         assert_eq!(again.delimiter, Delimiter::Semicolon);
         let (b, _) = parse_with(again, b"3;4,5\n");
@@ -1426,7 +1427,7 @@ mod tests {
     #[test]
     fn columns_pick_fields_in_order() {
         let config = ParserConfig {
-            columns: Some(vec![2, 0]),
+            columns: Some(Columns::new(vec![2, 0]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, parser) = parse_with(config, b"x,label,y\n1,cat,2\n3,dog,4,extra\n5,6\n7,,abc\n");
@@ -1585,7 +1586,7 @@ mod tests {
     fn json_with_columns() {
         let config = ParserConfig {
             format: Format::Json,
-            columns: Some(vec![2, 1]),
+            columns: Some(Columns::new(vec![2, 1]).unwrap()),
             ..ParserConfig::default()
         };
         let (b, _) = parse_with(config, b"[1,2,3]\n[4,5]\n");
@@ -1621,7 +1622,7 @@ mod tests {
             };
             let (a, _) = parse_with(config.clone(), text);
             let config = ParserConfig {
-                columns: Some(vec![0, 1]),
+                columns: Some(Columns::new(vec![0, 1]).unwrap()),
                 ..config
             };
             let (b, _) = parse_with(config, text);

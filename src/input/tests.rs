@@ -186,7 +186,7 @@ fn random_bytes_never_panic_and_only_finite_rows_pass() {
             let config = ParserConfig {
                 format,
                 columns: if case % 3 == 0 {
-                    Some(vec![1, 0])
+                    Some(Columns::new(vec![1, 0]).unwrap())
                 } else {
                     None
                 },

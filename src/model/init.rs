@@ -4,10 +4,10 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::em::{Engine, LearnError};
 use super::mixture::GaussianMixture;
-use super::online::{LearnError, Params};
+use super::params::Params;
 use super::stats::{BatchSums, MixtureStats};
-use super::Engine;
 
 /// Stop batch EM on the warm-up buffer when the average log-likelihood per
 /// point improves by less than this (nats): the stream refines the rest.
@@ -169,7 +169,7 @@ pub(crate) fn fit_warmup(
     params: &Params,
     rng: &mut ChaCha8Rng,
 ) -> Result<(MixtureStats, GaussianMixture), LearnError> {
-    let d = engine.dim;
+    let d = engine.dim();
     let k = params.components;
     let n = buf.len() / d;
     let distinct = count_distinct(buf, d, k);
@@ -191,30 +191,33 @@ pub(crate) fn fit_warmup(
         sums.accumulate(params.covariance, d, buf, &resp, &centres);
         let mut stats = sums.to_stats(params.covariance, d, &centres, n);
         engine.widen_thin_clusters(&mut stats, n);
-        let mut mix = engine.m_step(&mut stats);
+        let mut mix = engine.m_step(&mut stats)?;
         let mut ll = f64::NEG_INFINITY;
         for _ in 0..SELECT_ITERS.min(params.init_iters) {
             let (s, l) = engine.full_pass(&mix, buf);
             stats = s;
             ll = l;
-            mix = engine.m_step(&mut stats);
+            mix = engine.m_step(&mut stats)?;
         }
         if best.as_ref().is_none_or(|b| ll > b.0) {
             best = Some((ll, stats, mix));
         }
     }
-    let (mut prev, mut stats, mut mix) = best.expect("init_seeds is at least 1");
+    // init_seeds is at least 1, so there is a best seed.
+    let Some((mut prev, mut stats, mut mix)) = best else {
+        return Err(LearnError::NotFitted);
+    };
     for _ in SELECT_ITERS.min(params.init_iters)..params.init_iters {
         let (s, ll) = engine.full_pass(&mix, buf);
         stats = s;
-        mix = engine.m_step(&mut stats);
+        mix = engine.m_step(&mut stats)?;
         if ll - prev < INIT_TOL {
             prev = ll;
             break;
         }
         prev = ll;
     }
-    let (stats, mix, _) = super::smem::improve(engine, buf, params, stats, mix, prev);
+    let (stats, mix, _) = super::smem::improve(engine, buf, stats, mix, prev);
     Ok((stats, mix))
 }
 

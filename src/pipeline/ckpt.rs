@@ -9,9 +9,12 @@ use tokio::sync::watch;
 
 use super::console::Console;
 use super::learn::Start;
+use super::snapshot::{Durable, Snapshot, SnapshotReceiver};
+use super::state::RunState;
 use super::PipelineError;
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::config::{CheckpointPolicy, RunConfig, LEARNER_KEYS};
+use crate::config::{param_text, CheckpointPolicy, RunConfig, LEARNER_KEYS};
+use crate::input::Columns;
 use crate::model::Params;
 
 /// Prepares the checkpoint file before the run: removes stale temporary
@@ -25,6 +28,9 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         rejected: Default::default(),
         anomalies: 0,
         created_unix_ms: super::unix_ms(),
+        sources: Vec::new(),
+        columns: None,
+        selection: None,
     };
     let Some(policy) = config.checkpoint.clone() else {
         console.line("no --checkpoint given: the model will not be saved");
@@ -66,6 +72,9 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         rejected: ckpt.rejected.clone(),
         anomalies: ckpt.anomalies,
         created_unix_ms: ckpt.created_unix_ms,
+        sources: ckpt.sources,
+        columns: ckpt.columns,
+        selection: ckpt.selection,
         learner: Some(ckpt.learner),
     })
 }
@@ -152,10 +161,12 @@ fn check_resume(
         checkpoint: have,
         given: want,
     };
-    if config.given.contains("components") && saved.components != given.components {
+    // K is the model's own (a future K change leaves params.components behind).
+    let saved_k = ckpt.learner.n_components().unwrap_or(saved.components);
+    if config.given.contains("components") && saved_k != given.components {
         return Err(mismatch(
             "components",
-            saved.components.to_string(),
+            saved_k.to_string(),
             given.components.to_string(),
         ));
     }
@@ -170,7 +181,7 @@ fn check_resume(
     let want_dim = config
         .parser
         .dim
-        .or(config.parser.columns.as_ref().map(Vec::len))
+        .or(config.parser.columns.as_ref().map(Columns::len))
         .or(config.parser.column_names.as_ref().map(Vec::len))
         .or(config.parser.fields.as_ref().map(Vec::len));
     if let Some(want) = want_dim {
@@ -178,11 +189,14 @@ fn check_resume(
             return Err(mismatch("dim", dim.to_string(), want.to_string()));
         }
     }
-    for key in LEARNER_KEYS {
+    for &key in LEARNER_KEYS {
         if key == "components" || key == "covariance" || !config.given.contains(key) {
             continue;
         }
-        let (have, want) = (param_text(saved, key), param_text(given, key));
+        let (have, want) = (
+            param_text(saved, key).unwrap_or_default(),
+            param_text(given, key).unwrap_or_default(),
+        );
         if have != want {
             console.line(&format!(
                 "--resume keeps the checkpoint's {key} = {have}; the {key} = {want} given is ignored"
@@ -192,58 +206,60 @@ fn check_resume(
     Ok(())
 }
 
-/// One learner option as text, by its config key.
-fn param_text(p: &Params, key: &str) -> String {
-    match key {
-        "components" => p.components.to_string(),
-        "covariance" => p.covariance.to_string(),
-        "batch_size" => p.batch_size.to_string(),
-        "step_decay" => p.step_decay.to_string(),
-        "step_offset" => p.step_offset.to_string(),
-        "step_floor" => p.step_floor.to_string(),
-        "warmup" => p.warmup.to_string(),
-        "reg_covar" => p.reg_covar.to_string(),
-        "seed" => p.seed.to_string(),
-        "init_seeds" => p.init_seeds.to_string(),
-        "init_iters" => p.init_iters.to_string(),
-        _ => String::new(),
+/// Where checkpoints go and who hears about them.
+#[derive(Clone)]
+pub(crate) struct Saver {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: usize,
+    pub(crate) state: Arc<RunState>,
+    /// The durability hook's sending side.
+    pub(crate) durable: Arc<watch::Sender<Durable>>,
+}
+
+impl Saver {
+    /// Saves `snap` (blocking work off the reactor), counts the outcome and,
+    /// on success, reports the snapshot durable.
+    ///
+    /// # Errors
+    ///
+    /// The save's error.
+    pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
+        let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
+        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &s.checkpoint, keep))
+            .await
+            .map_err(|_| PipelineError::Thread("checkpoint writer"))
+            .and_then(|r| {
+                r.map_err(|source| PipelineError::Save {
+                    path: self.path.clone(),
+                    source,
+                })
+            });
+        self.state.checkpoint_done(result.is_ok());
+        if result.is_ok() {
+            self.durable.send_replace(Durable::of(&snap));
+        }
+        result
     }
 }
 
-/// Saves every snapshot published on `rx` (the newest one when several
-/// arrive during a save) until the learner drops the sender. Mid-stream
-/// failures are reported and the run goes on; the final save decides.
-pub(crate) async fn writer(
-    mut rx: watch::Receiver<Option<Arc<Checkpoint>>>,
-    path: PathBuf,
-    keep: usize,
-    console: Arc<Console>,
-) {
+/// Saves the newest snapshot every time a checkpoint has come due (its
+/// [`Snapshot::saves_due`] passed the last one saved), until the learner
+/// drops the sender. Mid-stream failures are reported and the run goes on;
+/// the final save decides.
+pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<Console>) {
+    let mut saved_due = 0;
     while rx.changed().await.is_ok() {
         let Some(snap) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let p = path.clone();
-        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &snap, keep)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => console.line(&format!("checkpoint not written (will retry): {e}")),
-            Err(e) => console.line(&format!("checkpoint writer failed: {e}")),
+        if snap.saves_due <= saved_due {
+            continue;
+        }
+        saved_due = snap.saves_due;
+        if let Err(e) = saver.save(snap).await {
+            console.line(&format!("checkpoint not written (will retry): {e}"));
         }
     }
-}
-
-/// Writes the final checkpoint.
-pub(crate) async fn save_final(
-    path: PathBuf,
-    ckpt: Checkpoint,
-    keep: usize,
-) -> Result<(), PipelineError> {
-    let p = path.clone();
-    tokio::task::spawn_blocking(move || checkpoint::save(&p, &ckpt, keep))
-        .await
-        .map_err(|_| PipelineError::Thread("checkpoint writer"))?
-        .map_err(|source| PipelineError::Save { path, source })
 }
 
 #[cfg(test)]
@@ -269,13 +285,5 @@ mod tests {
             overwrite_notice(&policy),
             "m.ckpt exists: starting a new model; the old one will be replaced"
         );
-    }
-
-    #[test]
-    fn every_learner_key_has_text() {
-        let p = Params::default();
-        for key in LEARNER_KEYS {
-            assert!(!param_text(&p, key).is_empty(), "{key}");
-        }
     }
 }

@@ -4,13 +4,10 @@
 //! learner. On a terminal a progress line is redrawn in place; messages
 //! clear it first so the two never interleave.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
-use crate::input::{RejectReason, SourceId};
+use crate::input::RejectReason;
 
 /// Writes messages and the progress line to stderr.
 #[derive(Debug)]
@@ -77,57 +74,6 @@ impl Console {
     }
 }
 
-/// Counters the learner publishes for the progress line: plain atomics,
-/// written once per batch, never per point.
-#[derive(Debug)]
-pub(crate) struct Metrics {
-    /// Points learned from in this run.
-    pub(crate) points: AtomicU64,
-    /// Bits of the average log-likelihood of this run (f64), NaN when none.
-    pub(crate) avg_log_lik: AtomicU64,
-    /// Records rejected in this run.
-    pub(crate) rejected: AtomicU64,
-    /// Points flagged as anomalies in this run (written by the score sink).
-    pub(crate) anomalies: AtomicU64,
-    /// When the run started.
-    pub(crate) started: Instant,
-}
-
-impl Metrics {
-    pub(crate) fn new() -> Self {
-        Metrics {
-            points: AtomicU64::new(0),
-            avg_log_lik: AtomicU64::new(f64::NAN.to_bits()),
-            rejected: AtomicU64::new(0),
-            anomalies: AtomicU64::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    /// The progress line text.
-    pub(crate) fn progress_text(&self) -> String {
-        let points = self.points.load(Ordering::Relaxed);
-        let secs = self.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 {
-            points as f64 / secs
-        } else {
-            0.0
-        };
-        let ll = f64::from_bits(self.avg_log_lik.load(Ordering::Relaxed));
-        let rejected = self.rejected.load(Ordering::Relaxed);
-        let mut s = format!(
-            "emstream: {} points, {}/s, avg log-lik {}",
-            points,
-            human_rate(rate),
-            fmt_ll(ll.is_finite().then_some(ll))
-        );
-        if rejected > 0 {
-            s.push_str(&format!(", {rejected} rejected"));
-        }
-        s
-    }
-}
-
 /// `12.3M`, `45.6k`, `789`.
 pub(crate) fn human_rate(rate: f64) -> String {
     if rate >= 1e6 {
@@ -153,67 +99,6 @@ pub(crate) fn fmt_ll(ll: Option<f64>) -> String {
 /// A reject reason in words ([`RejectReason::text`]).
 pub fn reason_text(reason: RejectReason) -> &'static str {
     reason.text()
-}
-
-/// Names of sources for messages: stdin or the input file is source 0, TCP
-/// connections are named by peer address while they are open.
-#[derive(Debug, Default)]
-pub(crate) struct SourceNames {
-    first: String,
-    conns: Mutex<Names>,
-}
-
-/// Open connections, plus the last [`RECENTLY_CLOSED`] closed ones (their
-/// last records are reported after they close).
-#[derive(Debug, Default)]
-struct Names {
-    open: HashMap<SourceId, String>,
-    closed: std::collections::VecDeque<(SourceId, String)>,
-}
-
-/// Closed connections whose names are kept for messages.
-const RECENTLY_CLOSED: usize = 64;
-
-impl SourceNames {
-    pub(crate) fn new(first: String) -> Self {
-        SourceNames {
-            first,
-            conns: Mutex::new(Names::default()),
-        }
-    }
-
-    pub(crate) fn insert(&self, id: SourceId, name: String) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .open
-            .insert(id, name);
-    }
-
-    pub(crate) fn remove(&self, id: SourceId) {
-        let mut names = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = names.open.remove(&id) {
-            if names.closed.len() == RECENTLY_CLOSED {
-                names.closed.pop_front();
-            }
-            names.closed.push_back((id, name));
-        }
-    }
-
-    pub(crate) fn name(&self, id: SourceId) -> String {
-        if id == 0 {
-            return self.first.clone();
-        }
-        let names = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let found = names
-            .open
-            .get(&id)
-            .or_else(|| names.closed.iter().find(|(i, _)| *i == id).map(|(_, n)| n));
-        match found {
-            Some(n) => format!("connection #{id} ({n})"),
-            None => format!("connection #{id}"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,26 @@
 //! The learner stage: one thread owns [`StepwiseEm`], learns from batches,
-//! counts and reports bad records, hands score buffers to the score sink and
-//! publishes checkpoint snapshots when they are due.
+//! counts and reports bad records, flags anomalies where the scores are
+//! produced, hands score blocks to the score sink, and publishes
+//! [`Snapshot`]s at a bounded rate and whenever a checkpoint is due.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::console::{reason_text, Console, Metrics, SourceNames};
+use super::console::{reason_text, Console};
 use super::parse::{recycle, Work};
+use super::score::ScoredBlock;
+use super::snapshot::{Snapshot, SNAPSHOT_EVERY};
+use super::source::Position;
+use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
-use crate::checkpoint::Checkpoint;
-use crate::input::{Batch, InputError, ParseError, RejectCounts};
+use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
+use crate::input::{Batch, InputError, ParseError, RejectCounts, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
+use crate::score::AnomalyDetector;
 
 /// Where the learner stands when the run begins (fresh or resumed).
 #[derive(Debug)]
@@ -27,6 +33,13 @@ pub(crate) struct Start {
     pub(crate) anomalies: u64,
     /// When the model was first created (Unix ms).
     pub(crate) created_unix_ms: u64,
+    /// Source positions of the resumed checkpoint, kept until a source
+    /// reports newer ones.
+    pub(crate) sources: Vec<SourcePosition>,
+    /// Names of the dimensions, if known.
+    pub(crate) columns: Option<Vec<String>>,
+    /// How K was chosen, if it was.
+    pub(crate) selection: Option<ModelSelection>,
 }
 
 /// When mid-stream checkpoints are due.
@@ -36,10 +49,10 @@ pub(crate) struct Due {
     pub(crate) interval: Option<Duration>,
 }
 
-/// Channels to the score sink: filled buffers out, empty ones back.
+/// Channels to the score sink: filled blocks out, empty ones back.
 pub(crate) struct ScoreLink {
-    pub(crate) filled: SyncSender<ScoreBuffer>,
-    pub(crate) empty: Receiver<ScoreBuffer>,
+    pub(crate) filled: SyncSender<ScoredBlock>,
+    pub(crate) empty: Receiver<ScoredBlock>,
     pub(crate) want_resp: bool,
 }
 
@@ -49,64 +62,86 @@ pub(crate) struct Learner {
     pub(crate) start: Start,
     pub(crate) work: Receiver<Work>,
     pub(crate) recycle: SyncSender<Batch>,
-    pub(crate) snapshots: Option<watch::Sender<Option<Arc<Checkpoint>>>>,
+    pub(crate) snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     pub(crate) due: Due,
     pub(crate) score: Option<ScoreLink>,
-    pub(crate) metrics: Arc<Metrics>,
+    /// Flags anomalies (with `--score` and an alert rule).
+    pub(crate) detector: Option<AnomalyDetector>,
+    pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
-    pub(crate) names: Arc<SourceNames>,
+    /// Test-only fault injection: panic once this many points are learned.
+    #[cfg(test)]
+    pub(crate) panic_after: Option<u64>,
 }
 
 /// What the learner thread hands back when its input has closed.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    /// The learner (none if no valid point ever arrived and nothing was resumed).
-    pub(crate) learner: Option<StepwiseEm>,
-    /// Counters when the run started (zero for a new model).
-    pub(crate) counters_at_start: Counters,
-    /// Records rejected in this run.
-    pub(crate) rejected: RejectCounts,
-    /// Rejected records of earlier runs.
-    pub(crate) rejected_before: RejectCounts,
-    /// Anomalies of earlier runs.
-    pub(crate) anomalies_before: u64,
-    /// When the model was first created.
-    pub(crate) created_unix_ms: u64,
+    /// The final snapshot (none if no valid point ever arrived and nothing
+    /// was resumed).
+    pub(crate) last: Option<Arc<Snapshot>>,
+    /// This run's counters at the end.
+    pub(crate) counts: LearnerCounts,
     /// The bad record that stopped the run (`--on-error fail`).
     pub(crate) bad_record: Option<ParseError>,
     /// A learning error that stopped the run.
     pub(crate) learn_error: Option<LearnError>,
     /// Input that does not fit the parser configuration (a usage error).
     pub(crate) input_error: Option<InputError>,
+    /// The first read error of a source: (its name, the error).
+    pub(crate) read_error: Option<(String, std::io::Error)>,
+}
+
+/// The learner's running state between batches.
+struct Run {
+    learner: Option<StepwiseEm>,
+    at_start: Counters,
+    counts: LearnerCounts,
+    positions: BTreeMap<SourceId, Position>,
+    seq: u64,
+    saves_due: u64,
+    /// Whether anything changed since the last snapshot.
+    dirty: bool,
+    /// Whether anything changed since the last checkpoint was due.
+    unsaved: bool,
+    last_published: Instant,
 }
 
 impl Learner {
     /// Runs until the batch channel closes (after draining it), a learning
     /// error, or a fatal bad record; then learns from the pending partial
-    /// batch ([`StepwiseEm::flush`]).
+    /// batch ([`StepwiseEm::flush`]) and publishes the final snapshot.
     pub(crate) fn run(mut self) -> Outcome {
-        let counters_at_start = self
-            .start
-            .learner
-            .as_ref()
-            .map(|l| l.counters().clone())
-            .unwrap_or_default();
-        let mut learner = self.start.learner.take();
-        let mut rejected = RejectCounts::default();
+        let learner = self.start.learner.take();
+        let mut run = Run {
+            at_start: learner
+                .as_ref()
+                .map(|l| l.counters().clone())
+                .unwrap_or_default(),
+            learner,
+            counts: LearnerCounts::default(),
+            positions: BTreeMap::new(),
+            seq: 0,
+            saves_due: 0,
+            dirty: false,
+            unsaved: false,
+            last_published: Instant::now(),
+        };
         let mut reported = 0usize;
         let mut headers_reported = 0usize;
         let mut bad_record = None;
         let mut learn_error = None;
         let mut input_error = None;
-        let mut points_run: u64 = 0;
-        let mut rejected_run: u64 = 0;
+        let mut read_error = None;
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
-        // Whether anything changed since the last snapshot.
-        let mut dirty = false;
-
         loop {
-            let received = match next_time {
+            let publish_at = run.dirty.then(|| run.last_published + SNAPSHOT_EVERY);
+            let wake = match (next_time, publish_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let received = match wake {
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
                     match self.work.recv_timeout(wait) {
@@ -120,7 +155,17 @@ impl Learner {
                     Err(_) => break,
                 },
             };
-            if let Some(Work { mut batch, fatal }) = received {
+            if let Some(Work {
+                mut batch,
+                fatal,
+                positions,
+                forget,
+                failed,
+            }) = received
+            {
+                if let Some(f) = failed {
+                    read_error.get_or_insert(f);
+                }
                 for note in &batch.notes {
                     self.console.line(note);
                 }
@@ -133,7 +178,7 @@ impl Learner {
                         reported += 1;
                         self.console.line(&format!(
                             "skipped {} line {}: {}: {}",
-                            self.names.name(e.source_id),
+                            self.state.source_name(e.source_id),
                             e.line,
                             reason_text(e.reason),
                             e.detail
@@ -145,128 +190,196 @@ impl Learner {
                         headers_reported += 1;
                         self.console.line(&format!(
                             "{} line {line} is a header, skipped: {}",
-                            self.names.name(*source),
+                            self.state.source_name(*source),
                             truncate(text, 80)
                         ));
                     }
                 }
-                for (&reason, &n) in &batch.rejected.by_reason {
-                    *rejected.by_reason.entry(reason).or_insert(0) += n;
-                    rejected_run += n;
-                    dirty = true;
+                if !batch.rejected.is_empty() {
+                    run.counts.rejected.merge(&batch.rejected);
+                    run.changed();
                 }
                 if !batch.values.is_empty() && batch.dim > 0 {
-                    let l = learner
+                    let l = run
+                        .learner
                         .get_or_insert_with(|| StepwiseEm::new(self.params.clone(), batch.dim));
-                    let n = (batch.values.len() / batch.dim) as u64;
-                    let result = match &mut self.score {
-                        Some(link) => {
-                            let mut buf = link.empty.try_recv().unwrap_or_else(|_| ScoreBuffer {
-                                want_resp: link.want_resp,
-                                ..ScoreBuffer::default()
-                            });
-                            clear_scores(&mut buf);
-                            let r = l.observe(&batch.values, Some(&mut buf));
-                            if !buf.log_lik.is_empty() {
-                                let _ = link.filled.send(buf);
-                            }
-                            r
-                        }
-                        None => l.observe(&batch.values, None),
-                    };
+                    let values = &batch.values;
+                    let result = scored(
+                        self.score.as_ref(),
+                        self.detector.as_mut(),
+                        &mut run.counts,
+                        |scores| l.observe(values, scores),
+                    );
                     if let Err(e) = result {
                         learn_error = Some(e);
                         break;
                     }
-                    points_run += n;
-                    dirty = true;
-                    self.publish_metrics(l, &counters_at_start, points_run);
+                    run.counts.batches += 1;
+                    run.changed();
+                    #[cfg(test)]
+                    if let (Some(n), Some(l)) = (self.panic_after, &run.learner) {
+                        let seen = l.counters().points_seen - run.at_start.points_seen;
+                        assert!(seen < n, "test fault: the learner panics after {n} points");
+                    }
                 }
-                self.metrics.rejected.store(rejected_run, Ordering::Relaxed);
+                for (source, pos) in positions {
+                    run.positions.insert(source, pos);
+                }
+                for source in forget {
+                    run.positions.remove(&source);
+                }
+                run.update_counts();
+                self.state.set_learner_counts(&run.counts);
                 recycle(&self.recycle, batch);
                 if fatal.is_some() {
                     bad_record = fatal;
                     break;
                 }
                 if let Some(every) = self.due.every {
-                    if next_every.is_some_and(|n| points_run >= n) {
-                        next_every = Some((points_run / every + 1) * every);
-                        self.snapshot(learner.as_ref(), &rejected, &mut dirty);
+                    if next_every.is_some_and(|n| run.counts.points >= n) {
+                        next_every = Some((run.counts.points / every + 1) * every);
+                        if run.save_due() {
+                            self.publish(&mut run, true);
+                        }
                     }
                 }
             }
+            let now = Instant::now();
             if let (Some(at), Some(interval)) = (next_time, self.due.interval) {
-                let now = Instant::now();
                 if now >= at {
                     next_time = Some(now + interval);
-                    self.snapshot(learner.as_ref(), &rejected, &mut dirty);
+                    if run.save_due() {
+                        self.publish(&mut run, true);
+                    }
                 }
+            }
+            if run.dirty && now >= run.last_published + SNAPSHOT_EVERY {
+                self.publish(&mut run, false);
             }
         }
 
         if learn_error.is_none() {
-            if let Some(l) = learner.as_mut() {
-                let result = match &mut self.score {
-                    Some(link) => {
-                        let mut buf = ScoreBuffer {
-                            want_resp: link.want_resp,
-                            ..ScoreBuffer::default()
-                        };
-                        let r = l.flush(Some(&mut buf));
-                        if !buf.log_lik.is_empty() {
-                            let _ = link.filled.send(buf);
-                        }
-                        r
-                    }
-                    None => l.flush(None),
-                };
+            if let Some(l) = run.learner.as_mut() {
+                let result = scored(
+                    self.score.as_ref(),
+                    self.detector.as_mut(),
+                    &mut run.counts,
+                    |scores| l.flush(scores),
+                );
                 if let Err(e) = result {
                     learn_error = Some(e);
                 }
-                let points = l.counters().points_seen - counters_at_start.points_seen;
-                self.publish_metrics(l, &counters_at_start, points);
             }
         }
+        run.update_counts();
+        self.state.set_learner_counts(&run.counts);
+        // The final snapshot, whatever the rate: the final checkpoint is
+        // saved from it.
+        self.publish(&mut run, true);
         Outcome {
-            learner,
-            counters_at_start,
-            rejected,
-            rejected_before: std::mem::take(&mut self.start.rejected),
-            anomalies_before: self.start.anomalies,
-            created_unix_ms: self.start.created_unix_ms,
+            last: self.snapshots.borrow().clone(),
+            counts: run.counts,
             bad_record,
             learn_error,
             input_error,
+            read_error,
         }
     }
 
-    fn publish_metrics(&self, l: &StepwiseEm, at_start: &Counters, points: u64) {
-        self.metrics.points.store(points, Ordering::Relaxed);
-        if let Some(ll) = average_log_lik(l.counters(), at_start) {
-            self.metrics
-                .avg_log_lik
-                .store(ll.to_bits(), Ordering::Relaxed);
+    /// Publishes a snapshot of the current state, if anything changed since
+    /// the last one or `force` (a checkpoint is due), and there is a model
+    /// state to show.
+    fn publish(&self, run: &mut Run, force: bool) {
+        let Some(l) = run.learner.as_ref() else {
+            return;
+        };
+        if !run.dirty && !force {
+            return;
         }
+        let saves_due = run.saves_due;
+        run.dirty = false;
+        run.last_published = Instant::now();
+        run.seq += 1;
+        let mut rejected = self.start.rejected.clone();
+        rejected.merge(&run.counts.rejected);
+        let snap = Snapshot {
+            seq: run.seq,
+            checkpoint: Checkpoint {
+                learner: l.clone(),
+                rejected,
+                anomalies: self.start.anomalies + run.counts.anomalies,
+                created_unix_ms: self.start.created_unix_ms,
+                updated_unix_ms: super::unix_ms(),
+                sources: self.start.sources.clone(),
+                columns: self.start.columns.clone(),
+                selection: self.start.selection.clone(),
+            },
+            counts: run.counts.clone(),
+            positions: run.positions.clone(),
+            saves_due,
+        };
+        self.snapshots.send_replace(Some(Arc::new(snap)));
+    }
+}
+
+/// Runs `learn` (an observe or the final flush) with a score block when
+/// scores are wanted, flags the block's anomalies (counted in `counts`, at
+/// the same moment as its points) and hands it to the score sink.
+fn scored(
+    link: Option<&ScoreLink>,
+    detector: Option<&mut AnomalyDetector>,
+    counts: &mut LearnerCounts,
+    learn: impl FnOnce(Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
+) -> Result<(), LearnError> {
+    let Some(link) = link else {
+        return learn(None);
+    };
+    let mut block = link.empty.try_recv().unwrap_or_else(|_| ScoredBlock {
+        scores: ScoreBuffer {
+            want_resp: link.want_resp,
+            ..ScoreBuffer::default()
+        },
+        flags: Vec::new(),
+    });
+    block.scores.clear();
+    let result = learn(Some(&mut block.scores));
+    if let Some(det) = detector {
+        counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
+    }
+    if !block.scores.is_empty() {
+        let _ = link.filled.send(block);
+    }
+    result
+}
+
+impl Run {
+    fn changed(&mut self) {
+        self.dirty = true;
+        self.unsaved = true;
     }
 
-    /// Publishes the current state for the checkpoint writer (if anything
-    /// changed and there is a model to save).
-    fn snapshot(&self, learner: Option<&StepwiseEm>, rejected: &RejectCounts, dirty: &mut bool) {
-        let (Some(tx), Some(l)) = (&self.snapshots, learner) else {
-            return;
-        };
-        if !*dirty {
-            return;
+    /// A checkpoint is due: counts it if anything changed since the last
+    /// one (a checkpoint of an unchanged model would be the same file).
+    fn save_due(&mut self) -> bool {
+        if !self.unsaved {
+            return false;
         }
-        *dirty = false;
-        let ckpt = Checkpoint {
-            learner: l.clone(),
-            rejected: add_counts(&self.start.rejected, rejected),
-            anomalies: self.start.anomalies + self.metrics.anomalies.load(Ordering::Relaxed),
-            created_unix_ms: self.start.created_unix_ms,
-            updated_unix_ms: super::unix_ms(),
+        self.unsaved = false;
+        self.saves_due += 1;
+        true
+    }
+
+    /// Brings the learner-derived counters up to date.
+    fn update_counts(&mut self) {
+        let Some(l) = self.learner.as_ref() else {
+            return;
         };
-        tx.send_replace(Some(Arc::new(ckpt)));
+        let (now, at) = (l.counters(), &self.at_start);
+        self.counts.points = now.points_seen.saturating_sub(at.points_seen);
+        self.counts.outliers = now.outliers.saturating_sub(at.outliers);
+        self.counts.reseeds = now.reseeds.saturating_sub(at.reseeds);
+        self.counts.repairs = now.repairs.saturating_sub(at.repairs);
+        self.counts.avg_log_lik = average_log_lik(now, at);
     }
 }
 
@@ -280,21 +393,6 @@ pub(crate) fn average_log_lik(now: &Counters, at_start: &Counters) -> Option<f64
     avg.is_finite().then_some(avg)
 }
 
-/// The sum of two reject tallies.
-pub(crate) fn add_counts(a: &RejectCounts, b: &RejectCounts) -> RejectCounts {
-    let mut sum = a.clone();
-    for (&reason, &n) in &b.by_reason {
-        *sum.by_reason.entry(reason).or_insert(0) += n;
-    }
-    sum
-}
-
-fn clear_scores(buf: &mut ScoreBuffer) {
-    buf.labels.clear();
-    buf.log_lik.clear();
-    buf.resp.clear();
-}
-
 fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &text[..i]),
@@ -305,19 +403,6 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::RejectReason;
-
-    #[test]
-    fn counts_add_by_reason() {
-        let mut a = RejectCounts::default();
-        a.by_reason.insert(RejectReason::NotNumeric, 2);
-        let mut b = RejectCounts::default();
-        b.by_reason.insert(RejectReason::NotNumeric, 3);
-        b.by_reason.insert(RejectReason::TooLong, 1);
-        let s = add_counts(&a, &b);
-        assert_eq!(s.by_reason[&RejectReason::NotNumeric], 5);
-        assert_eq!(s.by_reason[&RejectReason::TooLong], 1);
-    }
 
     #[test]
     fn average_is_of_this_run_only() {

@@ -2,42 +2,67 @@
 //! writer, score sink, shutdown. No maths here.
 //!
 //! ```text
-//!  reader thread (stdin/file) ─────┐
-//!  TCP connection tasks (framing) ─┴─► CHUNK_QUEUE ─► parser thread
-//!      ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Checkpoint>> ─► checkpoint writer
-//!                                        └─► SCORE_QUEUE ─► score sink thread ─► stdout
+//!  Source impls (source/: stdin, file, tcp, ...) ─► SourceEvent channel (CHUNK_QUEUE)
+//!      ─► parser thread ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Snapshot>> ─► checkpoint writer ─► Durable hook
+//!                                                         │        (and any reader: /model, /metrics)
+//!                                                         └─► SCORE_QUEUE ─► score sink thread ─► stdout
+//!  every stage ─► RunState (counters, phase, stop reason, source names)
 //! ```
 //!
-//! Shutdown: one [`CancellationToken`] is watched by the sources only. A
-//! signal (the `shutdown` future given to [`run`]), a closed stdout under
-//! `--score`, or a bad record under `--on-error fail` cancels it; the sources
-//! stop and drop their senders; every later stage ends when its input
-//! channel closes, after draining it; the learner flushes its partial batch,
-//! and the final checkpoint is written last.
+//! Where things go:
+//!
+//! - a new **source** (MQTT, NATS): a file in [`source`] with a type that
+//!   implements [`Source`], one arm in `source::open` (or
+//!   [`Pipeline::with_source`]); its stream positions reach every
+//!   [`Snapshot`] and, once saved, the [`Durable`] hook;
+//! - a new **counter**: a field of [`state::LearnerCounts`] if the learner
+//!   produces it (it then changes together with the points), else an atomic
+//!   of [`RunState`] and a field of [`Counts`];
+//! - a new **endpoint** (admin server): a task holding [`Pipeline::state`],
+//!   [`Pipeline::snapshots`] and [`Pipeline::durable`], living until
+//!   [`RunState::finished_token`].
+//!
+//! Shutdown has two phases. Phase one: the sources watch
+//! [`RunState::sources_token`]; a signal (the `shutdown` future given to
+//! [`run`]), a closed stdout under `--score`, a bad record under
+//! `--on-error fail` or a failed stage cancels it ([`RunState::stop`]); the
+//! sources hand on what they hold and drop their senders. Phase two
+//! ([`Phase::Draining`]): every later stage ends when its input channel
+//! closes, after draining it; the learner flushes its partial batch and
+//! publishes its final snapshot, and the final checkpoint is written last.
+//! Then [`RunState::finished_token`] fires. A panicking stage is caught: the
+//! sources are stopped, every task and thread is waited for, and the run
+//! returns [`PipelineError::Panic`].
 
 mod ckpt;
 mod console;
 mod learn;
 mod parse;
 mod score;
-mod source;
+pub mod snapshot;
+pub mod source;
+pub mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use console::reason_text;
+pub use snapshot::{Durable, DurableReceiver, Snapshot, SnapshotReceiver};
+pub use source::{Source, SourceContext, SourceEvent};
+pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::config::{RunConfig, Source};
-use crate::input::{Chunk, ParseError, RejectCounts, RejectReason};
+use crate::checkpoint::CheckpointError;
+use crate::config::{RunConfig, Source as SourceConfig};
+use crate::input::{ParseError, RejectCounts, RejectReason};
 use crate::model::LearnError;
-use console::{Console, Metrics, SourceNames};
+use crate::score::AnomalyDetector;
+use console::Console;
 use learn::{Due, Learner, ScoreLink};
 
 /// Bytes asked of stdin or a file per read, into one reusable buffer: large
@@ -93,39 +118,6 @@ pub const REPORTED_RECORDS: usize = 5;
 
 /// How often the progress line is redrawn on a terminal.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Why the run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// Every source ended.
-    EndOfInput,
-    /// The shutdown future completed (SIGINT or SIGTERM in the binary).
-    Signal,
-    /// stdout was closed while writing scores.
-    OutputClosed,
-    /// A bad record under `--on-error fail`, a read or write error.
-    Failed,
-}
-
-/// The run's stop request: the reason first given, and the token the
-/// sources watch.
-#[derive(Debug)]
-pub(crate) struct Stop {
-    token: CancellationToken,
-    reason: OnceLock<StopReason>,
-}
-
-impl Stop {
-    /// Asks the sources to stop (the first reason given is kept).
-    pub(crate) fn stop(&self, reason: StopReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-    }
-
-    fn reason(&self) -> StopReason {
-        self.reason.get().copied().unwrap_or(StopReason::EndOfInput)
-    }
-}
 
 /// What a run did, for the summary line.
 #[derive(Clone, Debug)]
@@ -300,9 +292,18 @@ pub enum PipelineError {
     /// Writing scores to stdout failed (other than it being closed).
     #[error("writing scores to stdout failed: {0}")]
     ScoreOutput(std::io::Error),
-    /// A pipeline thread panicked.
+    /// A pipeline thread could not be started or its task failed.
     #[error("the {0} stage stopped unexpectedly")]
     Thread(&'static str),
+    /// A pipeline thread panicked (a bug); the sources were stopped and the
+    /// last checkpoint written is kept.
+    #[error("the {stage} thread panicked: {message} (this is a bug; the sources were stopped and the last checkpoint written is kept)")]
+    Panic {
+        /// The stage.
+        stage: &'static str,
+        /// The panic message.
+        message: String,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -313,323 +314,421 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the pipeline until every source ends or `shutdown` completes, then
-/// drains it, flushes the learner and writes the final checkpoint.
+/// A run being assembled: its state, live snapshot and durability hook
+/// exist before it starts, so a caller (a test, a future admin server) can
+/// hold them and watch the run.
 ///
-/// Progress and messages (bad records, checkpoint choices, the listening
-/// address as `listening on ADDR`) go to stderr.
+/// ```no_run
+/// # async fn demo(config: emstream::config::RunConfig) -> Result<(), emstream::pipeline::PipelineError> {
+/// let pipeline = emstream::pipeline::Pipeline::new(config);
+/// let state = pipeline.state();        // counters, phase, stop
+/// let live = pipeline.snapshots();     // newest Arc<Snapshot>
+/// let durable = pipeline.durable();    // newest snapshot on disk
+/// let summary = pipeline.run(std::future::pending()).await?;
+/// # let _ = (state, live, durable, summary); Ok(()) }
+/// ```
+pub struct Pipeline {
+    config: RunConfig,
+    state: Arc<RunState>,
+    console: Arc<Console>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    durable: Arc<watch::Sender<Durable>>,
+    /// A source given instead of the configured one.
+    source: Option<Box<dyn Source>>,
+    /// Test-only fault injection: the learner panics after this many points.
+    #[cfg(test)]
+    panic_learner_after: Option<u64>,
+}
+
+impl Pipeline {
+    /// A pipeline for `config`, not started.
+    pub fn new(config: RunConfig) -> Self {
+        let first = match config.source() {
+            SourceConfig::Stdin => "stdin".to_string(),
+            SourceConfig::File(p) => p.display().to_string(),
+            SourceConfig::Listen(_) => "listener".to_string(),
+        };
+        Pipeline {
+            config,
+            state: Arc::new(RunState::new(first)),
+            console: Arc::new(Console::new()),
+            snapshots: watch::Sender::new(None),
+            durable: Arc::new(watch::Sender::new(Durable::default())),
+            source: None,
+            #[cfg(test)]
+            panic_learner_after: None,
+        }
+    }
+
+    /// Reads from `source` instead of the configured stdin, file or
+    /// listener (a source the command line does not know yet, a test's).
+    pub fn with_source(mut self, source: Box<dyn Source>) -> Self {
+        self.state.rename_first(source.name());
+        self.source = Some(source);
+        self
+    }
+
+    /// The run's shared state.
+    pub fn state(&self) -> Arc<RunState> {
+        self.state.clone()
+    }
+
+    /// The live snapshot; it keeps the last one after the run.
+    pub fn snapshots(&self) -> SnapshotReceiver {
+        self.snapshots.subscribe()
+    }
+
+    /// The durability hook.
+    pub fn durable(&self) -> DurableReceiver {
+        self.durable.subscribe()
+    }
+
+    /// Runs the pipeline until every source ends or `shutdown` completes,
+    /// then drains it, flushes the learner and writes the final checkpoint.
+    ///
+    /// The stop has two phases: the sources stop (end of input, the
+    /// `shutdown` future, a closed stdout, a fatal error: see
+    /// [`RunState::sources_token`]); then every later stage ends when its
+    /// input channel closes, after draining it, and the final checkpoint is
+    /// written. [`RunState::finished_token`] fires after that, just before
+    /// this returns. No task or thread of the run is left behind when it
+    /// returns, also when a stage panics.
+    ///
+    /// Progress and messages (bad records, checkpoint choices, the listening
+    /// address as `listening on ADDR`) go to stderr.
+    ///
+    /// # Errors
+    ///
+    /// A [`PipelineError`] for a source that cannot be opened or bound, a
+    /// checkpoint path that is a directory or where no file can be created,
+    /// a refused resume, a bad record under `--on-error fail` (after saving
+    /// what came before it), a learning error, a failed read, score write or
+    /// final checkpoint, or a panicked stage.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, PipelineError> {
+        let state = self.state.clone();
+        let result = self.run_inner(shutdown).await;
+        state.set_phase(Phase::Finished);
+        result
+    }
+
+    async fn run_inner(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, PipelineError> {
+        let Pipeline {
+            config,
+            state,
+            console,
+            snapshots,
+            durable,
+            source,
+            #[cfg(test)]
+            panic_learner_after,
+        } = self;
+
+        // What the run starts from (blocking file I/O, off the reactor).
+        let prep_console = console.clone();
+        let (config, start) = tokio::task::spawn_blocking(move || {
+            let mut config = config;
+            let start = ckpt::prepare(&mut config, &prep_console);
+            start.map(|s| (config, s))
+        })
+        .await
+        .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+
+        let source = match source {
+            Some(s) => s,
+            None => source::open(&config, &console).await?,
+        };
+        let (event_tx, event_rx) = mpsc::channel::<SourceEvent>(CHUNK_QUEUE);
+
+        // Parser thread.
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(BATCH_QUEUE);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(BATCH_RECYCLE);
+        let parser = {
+            let parser_config = config.parser.clone();
+            let on_error = config.on_error;
+            let s = state.clone();
+            spawn_stage("parser", &state, move || {
+                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
+            })?
+        };
+
+        // Score sink thread.
+        let mut score_link = None;
+        let mut sink = None;
+        let mut detector = None;
+        if let Some(options) = config.score.clone() {
+            let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
+            let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
+            let want_resp = options.responsibilities;
+            // A resumed model keeps its own K.
+            let k = start
+                .learner
+                .as_ref()
+                .map_or(config.params.components, |l| l.params().components);
+            detector = Some(AnomalyDetector::new(options.alert.clone()));
+            let s = state.clone();
+            sink = Some(spawn_stage("score output", &state, move || {
+                score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s)
+            })?);
+            score_link = Some(ScoreLink {
+                filled: filled_tx,
+                empty: empty_rx,
+                want_resp,
+            });
+        }
+
+        // Checkpoint writer task, tracked so none is left behind.
+        let tasks = TaskTracker::new();
+        let policy = config.checkpoint.clone();
+        let saver = policy.as_ref().map(|p| ckpt::Saver {
+            path: p.path.clone(),
+            keep: p.keep,
+            state: state.clone(),
+            durable: durable.clone(),
+        });
+        if let (Some(p), Some(saver)) = (&policy, &saver) {
+            if p.every.is_some() || p.interval.is_some() {
+                tasks.spawn(ckpt::writer(
+                    snapshots.subscribe(),
+                    saver.clone(),
+                    console.clone(),
+                ));
+            }
+        }
+
+        // Learner thread.
+        let learner = Learner {
+            params: config.params.clone(),
+            start,
+            work: work_rx,
+            recycle: recycle_tx,
+            snapshots,
+            due: Due {
+                every: policy.as_ref().and_then(|p| p.every),
+                interval: policy.as_ref().and_then(|p| p.interval),
+            },
+            score: score_link,
+            detector,
+            state: state.clone(),
+            console: console.clone(),
+            #[cfg(test)]
+            panic_after: panic_learner_after,
+        };
+        let outcome_rx = spawn_stage("learner", &state, move || learner.run())?;
+
+        // The source, started last so nothing it sends waits for a stage
+        // that does not exist yet.
+        let ctx = source::SourceContext::new(
+            event_tx,
+            state.clone(),
+            console.clone(),
+            config.max_line_bytes,
+            0,
+            Arc::new(AtomicU64::new(1)),
+        );
+        tasks.spawn(source.run(ctx));
+        state.set_phase(Phase::Running);
+
+        // Progress line on a terminal.
+        let progress = console.is_tty().then(|| {
+            let (c, s) = (console.clone(), state.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROGRESS_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    c.progress(&s.progress_text());
+                }
+            })
+        });
+
+        // Wait for the learner, turning the shutdown future into a stop.
+        tokio::pin!(shutdown);
+        let mut outcome_rx = outcome_rx;
+        let mut signalled = false;
+        let outcome = loop {
+            tokio::select! {
+                () = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    state.stop(StopReason::Signal);
+                    state.set_phase(Phase::Draining);
+                    console.line("stopping: finishing the points already read (a second signal exits at once)");
+                }
+                r = &mut outcome_rx => break r,
+            }
+        };
+        // The learner may have stopped on its own (a learning error, a
+        // panic): make sure the sources (a listener, above all) stop too.
+        let failed =
+            !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none() && o.input_error.is_none());
+        state.stop(if failed {
+            StopReason::Failed
+        } else {
+            state.stop_reason()
+        });
+        state.set_phase(Phase::Draining);
+        if let Some(p) = progress {
+            p.abort();
+        }
+        console.clear_progress();
+
+        // The learner dropped its senders: the score sink and the writer
+        // end; the sources end on the stop (or a closed channel).
+        let score_result = match sink {
+            Some(rx) => Some(stage_result("score output", rx.await)),
+            None => None,
+        };
+        let parser_result = stage_result("parser", parser.await);
+        tasks.close();
+        tasks.wait().await;
+        // Without the learner there is no model to save; a parser or score
+        // sink that failed leaves a consistent model, saved below first.
+        let outcome = stage_result("learner", outcome)?;
+
+        let counts = outcome.counts;
+        let changed = counts.points > 0
+            || counts.outliers > 0
+            || !counts.rejected.is_empty()
+            || counts.anomalies > 0;
+
+        // The final checkpoint, last.
+        let mut written = None;
+        match (&saver, &outcome.last) {
+            (Some(saver), Some(snap)) => {
+                if changed {
+                    // The writer may have saved this very snapshot already.
+                    if durable.borrow().seq != snap.seq {
+                        saver.save(snap.clone()).await?;
+                    }
+                    written = Some(saver.path.clone());
+                }
+            }
+            (Some(_), None) => console.line("no valid points were read: no checkpoint written"),
+            (None, _) => {}
+        }
+        let points_total = outcome
+            .last
+            .as_ref()
+            .map_or(0, |s| s.checkpoint.learner.counters().points_seen);
+
+        parser_result?;
+        let score_result = score_result.transpose()?;
+        if let Some(e) = outcome.learn_error {
+            return Err(PipelineError::Learn(e));
+        }
+        if let Some(e) = outcome.input_error {
+            return Err(PipelineError::Input(e));
+        }
+        if let Some(ParseError {
+            source_id,
+            line,
+            reason,
+            detail,
+        }) = outcome.bad_record
+        {
+            return Err(PipelineError::BadRecord {
+                name: state.source_name(source_id),
+                line,
+                reason,
+                detail,
+                points: counts.points,
+                checkpoint: written,
+            });
+        }
+        if let Some((name, source)) = outcome.read_error {
+            return Err(PipelineError::Read { name, source });
+        }
+        if let Some(r) = score_result {
+            r.map_err(PipelineError::ScoreOutput)?;
+        }
+
+        Ok(RunSummary {
+            points: counts.points,
+            points_total,
+            rejected: counts.rejected,
+            avg_log_lik: counts.avg_log_lik,
+            anomalies: counts.anomalies,
+            outliers: counts.outliers,
+            elapsed: state.counts().elapsed,
+            stop: state.stop_reason(),
+            checkpoint: written,
+        })
+    }
+}
+
+/// Runs the pipeline for `config` until every source ends or `shutdown`
+/// completes: [`Pipeline::new`]`(config).`[`run`](Pipeline::run)`(shutdown)`.
 ///
 /// # Errors
 ///
-/// A [`PipelineError`] for a source that cannot be opened or bound, a
-/// checkpoint path that is a directory or where no file can be created, a
-/// refused resume, a bad record under `--on-error fail` (after saving what
-/// came before it), a learning error, a failed read, score write or final
-/// checkpoint.
+/// As [`Pipeline::run`].
 pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, PipelineError> {
-    let console = Arc::new(Console::new());
-    let metrics = Arc::new(Metrics::new());
-    let started = Instant::now();
-
-    // What the run starts from (blocking file I/O, off the reactor).
-    let prep_console = console.clone();
-    let (config, start) = tokio::task::spawn_blocking(move || {
-        let mut config = config;
-        let start = ckpt::prepare(&mut config, &prep_console);
-        start.map(|s| (config, s))
-    })
-    .await
-    .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
-
-    let stop = Arc::new(Stop {
-        token: CancellationToken::new(),
-        reason: OnceLock::new(),
-    });
-    let read_error: source::ReadError = Arc::new(Mutex::new(None));
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
-
-    // Sources.
-    let first_name = match &config.source {
-        Source::Stdin => "stdin".to_string(),
-        Source::File(p) => p.display().to_string(),
-        Source::Listen(_) => "listener".to_string(),
-    };
-    let names = Arc::new(SourceNames::new(first_name.clone()));
-    match &config.source {
-        Source::Stdin => {
-            source::spawn_reader(
-                std::io::stdin(),
-                first_name,
-                config.max_line_bytes,
-                chunk_tx,
-                stop.token.clone(),
-                read_error.clone(),
-            )
-            .map_err(|e| PipelineError::Read {
-                name: "stdin".into(),
-                source: e,
-            })?;
-        }
-        Source::File(path) => {
-            let file = std::fs::File::open(path).map_err(|e| PipelineError::Open {
-                path: path.clone(),
-                source: e,
-            })?;
-            source::spawn_reader(
-                file,
-                first_name,
-                config.max_line_bytes,
-                chunk_tx,
-                stop.token.clone(),
-                read_error.clone(),
-            )
-            .map_err(|e| PipelineError::Read {
-                name: path.display().to_string(),
-                source: e,
-            })?;
-        }
-        Source::Listen(addr) => {
-            let listener = source::bind(*addr).await.map_err(|e| PipelineError::Bind {
-                addr: *addr,
-                source: e,
-            })?;
-            let local = listener.local_addr().unwrap_or(*addr);
-            console.line(&format!("listening on {local}"));
-            let shared = source::TcpShared {
-                out: chunk_tx,
-                token: stop.token.clone(),
-                max_line: config.max_line_bytes,
-                names: names.clone(),
-                console: console.clone(),
-            };
-            tokio::spawn(source::accept_loop(
-                listener,
-                config.max_connections,
-                shared,
-            ));
-        }
-    }
-
-    // Parser thread.
-    let (work_tx, work_rx) = std::sync::mpsc::sync_channel(BATCH_QUEUE);
-    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(BATCH_RECYCLE);
-    {
-        let parser_config = config.parser.clone();
-        let on_error = config.on_error;
-        let stop = stop.clone();
-        spawn_thread("emstream-parser", move || {
-            parse::parser_loop(
-                parser_config,
-                on_error,
-                chunk_rx,
-                work_tx,
-                recycle_rx,
-                &stop,
-            );
-        })?;
-    }
-
-    // Score sink thread.
-    let mut score_link = None;
-    let mut sink = None;
-    if let Some(options) = config.score.clone() {
-        let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
-        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
-        let want_resp = options.responsibilities;
-        // A resumed model keeps its own K.
-        let k = start
-            .learner
-            .as_ref()
-            .map_or(config.params.components, |l| l.params().components);
-        let (m, s) = (metrics.clone(), stop.clone());
-        let (done_tx, done_rx) = oneshot::channel();
-        spawn_thread("emstream-score", move || {
-            let r = score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, m, s);
-            let _ = done_tx.send(r);
-        })?;
-        score_link = Some(ScoreLink {
-            filled: filled_tx,
-            empty: empty_rx,
-            want_resp,
-        });
-        sink = Some(done_rx);
-    }
-
-    // Checkpoint writer task.
-    let policy = config.checkpoint.clone();
-    let mut snapshots = None;
-    let mut writer = None;
-    if let Some(p) = &policy {
-        if p.every.is_some() || p.interval.is_some() {
-            let (tx, rx) = watch::channel(None);
-            snapshots = Some(tx);
-            writer = Some(tokio::spawn(ckpt::writer(
-                rx,
-                p.path.clone(),
-                p.keep,
-                console.clone(),
-            )));
-        }
-    }
-
-    // Learner thread.
-    let learner = Learner {
-        params: config.params.clone(),
-        start,
-        work: work_rx,
-        recycle: recycle_tx,
-        snapshots,
-        due: Due {
-            every: policy.as_ref().and_then(|p| p.every),
-            interval: policy.as_ref().and_then(|p| p.interval),
-        },
-        score: score_link,
-        metrics: metrics.clone(),
-        console: console.clone(),
-        names: names.clone(),
-    };
-    let (outcome_tx, outcome_rx) = oneshot::channel();
-    spawn_thread("emstream-learner", move || {
-        let _ = outcome_tx.send(learner.run());
-    })?;
-
-    // Progress line on a terminal.
-    let progress = console.is_tty().then(|| {
-        let (c, m) = (console.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROGRESS_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                c.progress(&m.progress_text());
-            }
-        })
-    });
-
-    // Wait for the learner, turning the shutdown future into a cancel.
-    tokio::pin!(shutdown);
-    let mut outcome_rx = outcome_rx;
-    let mut signalled = false;
-    let outcome = loop {
-        tokio::select! {
-            () = &mut shutdown, if !signalled => {
-                signalled = true;
-                stop.stop(StopReason::Signal);
-                console.line("stopping: finishing the points already read (a second signal exits at once)");
-            }
-            r = &mut outcome_rx => break r.map_err(|_| PipelineError::Thread("learner"))?,
-        }
-    };
-    // The learner may have stopped on its own (a learning error): make sure
-    // the sources (a listener, above all) stop too.
-    stop.token.cancel();
-    if let Some(p) = progress {
-        p.abort();
-    }
-    console.clear_progress();
-
-    // The score sink ends once the learner dropped its sender.
-    let score_result = match sink {
-        Some(rx) => rx
-            .await
-            .map_err(|_| PipelineError::Thread("score output"))?,
-        None => Ok(()),
-    };
-    // Mid-stream saves end before the final one.
-    if let Some(w) = writer {
-        let _ = w.await;
-    }
-
-    let anomalies = metrics.anomalies.load(Ordering::Relaxed);
-    let points_total = outcome
-        .learner
-        .as_ref()
-        .map(|l| l.counters().points_seen)
-        .unwrap_or(0);
-    let points = points_total.saturating_sub(outcome.counters_at_start.points_seen);
-    let outliers = outcome.learner.as_ref().map_or(0, |l| {
-        l.counters()
-            .outliers
-            .saturating_sub(outcome.counters_at_start.outliers)
-    });
-    let avg_log_lik = outcome
-        .learner
-        .as_ref()
-        .and_then(|l| learn::average_log_lik(l.counters(), &outcome.counters_at_start));
-    let changed =
-        points > 0 || outliers > 0 || !outcome.rejected.by_reason.is_empty() || anomalies > 0;
-
-    // The final checkpoint, last.
-    let mut written = None;
-    if let (Some(p), Some(l)) = (&policy, &outcome.learner) {
-        if changed {
-            let ckpt = Checkpoint {
-                learner: l.clone(),
-                rejected: learn::add_counts(&outcome.rejected_before, &outcome.rejected),
-                anomalies: outcome.anomalies_before + anomalies,
-                created_unix_ms: outcome.created_unix_ms,
-                updated_unix_ms: unix_ms(),
-            };
-            ckpt::save_final(p.path.clone(), ckpt, p.keep).await?;
-            written = Some(p.path.clone());
-        }
-    } else if policy.is_some() && outcome.learner.is_none() {
-        console.line("no valid points were read: no checkpoint written");
-    }
-
-    if let Some(e) = outcome.learn_error {
-        return Err(PipelineError::Learn(e));
-    }
-    if let Some(e) = outcome.input_error {
-        return Err(PipelineError::Input(e));
-    }
-    if let Some(ParseError {
-        source_id,
-        line,
-        reason,
-        detail,
-    }) = outcome.bad_record
-    {
-        return Err(PipelineError::BadRecord {
-            name: names.name(source_id),
-            line,
-            reason,
-            detail,
-            points,
-            checkpoint: written,
-        });
-    }
-    if let Some((name, source)) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(PipelineError::Read { name, source });
-    }
-    score_result.map_err(PipelineError::ScoreOutput)?;
-
-    Ok(RunSummary {
-        points,
-        points_total,
-        rejected: outcome.rejected,
-        avg_log_lik,
-        anomalies,
-        outliers,
-        elapsed: started.elapsed(),
-        stop: stop.reason(),
-        checkpoint: written,
-    })
+    Pipeline::new(config).run(shutdown).await
 }
 
-/// Starts a named pipeline thread.
-fn spawn_thread(
+/// What a stage thread ends with: its value, or the message it panicked
+/// with.
+type StageEnd<T> = Result<T, String>;
+
+/// Starts a named pipeline thread; the receiver gets its result, or its
+/// panic message: the thread catches its own panic, stops the sources at
+/// once, and the run reports it.
+fn spawn_stage<T: Send + 'static>(
     name: &'static str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<(), PipelineError> {
+    state: &Arc<RunState>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<oneshot::Receiver<StageEnd<T>>, PipelineError> {
+    let (tx, rx) = oneshot::channel();
+    let state = state.clone();
     std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(|_| ())
-        .map_err(|_| PipelineError::Thread(name))
+        .name(format!("emstream-{}", name.replace(' ', "-")))
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if r.is_err() {
+                state.stop(StopReason::Failed);
+            }
+            let _ = tx.send(r.map_err(|p| panic_text(p.as_ref())));
+        })
+        .map_err(|_| PipelineError::Thread(name))?;
+    Ok(rx)
+}
+
+/// The result of a stage thread as a [`PipelineError`] when it panicked.
+fn stage_result<T>(
+    stage: &'static str,
+    r: Result<StageEnd<T>, oneshot::error::RecvError>,
+) -> Result<T, PipelineError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(message)) => Err(panic_error(stage, Some(message))),
+        Err(_) => Err(panic_error(stage, None)),
+    }
+}
+
+fn panic_error(stage: &'static str, message: Option<String>) -> PipelineError {
+    PipelineError::Panic {
+        stage,
+        message: message.unwrap_or_else(|| "no message".into()),
+    }
+}
+
+/// The text of a panic payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "no message".into()
+    }
 }
 
 #[cfg(test)]

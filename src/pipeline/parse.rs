@@ -5,32 +5,70 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
 
-use super::{Stop, StopReason};
+use super::source::{Position, SourceEvent};
+use super::state::{RunState, StopReason};
 use crate::config::OnError;
-use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig};
+use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, SourceId};
 
-/// What the parser hands the learner: a batch, and with `--on-error fail`
-/// the bad record that ends the run (the batch then holds only the rows
-/// before it).
-#[derive(Debug)]
+/// What the parser hands the learner: a batch, the source positions its
+/// rows reach, the streams that ended, and with `--on-error fail` the bad
+/// record that ends the run (the batch then holds only the rows before it).
+#[derive(Debug, Default)]
 pub(crate) struct Work {
     pub(crate) batch: Batch,
     pub(crate) fatal: Option<ParseError>,
+    /// (stream, position after the batch's lines), in arrival order.
+    pub(crate) positions: Vec<(SourceId, Position)>,
+    /// Streams that ended and whose position can be forgotten.
+    pub(crate) forget: Vec<SourceId>,
+    /// A read error that ended a stream: (its name, the error).
+    pub(crate) failed: Option<(String, std::io::Error)>,
 }
 
-/// Runs the parser stage until the chunk channel closes (or, with
+/// Runs the parser stage until the event channel closes (or, with
 /// `--on-error fail`, until the first bad record, when it stops the run so
 /// the sources stop).
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
-    mut chunks: mpsc::Receiver<Chunk>,
+    mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
-    stop: &Stop,
+    state: &RunState,
 ) {
     let mut parser = Parser::new(config.clone());
-    while let Some(chunk) = chunks.blocking_recv() {
+    // Positions and ends not yet handed on (their chunks held no rows).
+    let mut positions = Vec::new();
+    let mut forget = Vec::new();
+    while let Some(event) = events.blocking_recv() {
+        let chunk = match event {
+            SourceEvent::Chunk { chunk, position } => {
+                positions.push((chunk.source, position));
+                chunk
+            }
+            SourceEvent::End { source, forget: f } => {
+                if f {
+                    forget.push(source);
+                }
+                continue;
+            }
+            SourceEvent::Failed {
+                source: _,
+                name,
+                error,
+            } => {
+                let work = Work {
+                    positions: std::mem::take(&mut positions),
+                    forget: std::mem::take(&mut forget),
+                    failed: Some((name, error)),
+                    ..Work::default()
+                };
+                if batches.send(work).is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
         let mut batch = match recycled.try_recv() {
             Ok(b) => clear(b),
             Err(_) => Batch::default(),
@@ -68,13 +106,27 @@ pub(crate) fn parser_loop(
             continue;
         }
         let last = fatal.is_some() || batch.fatal.is_some();
-        if batches.send(Work { batch, fatal }).is_err() {
+        let work = Work {
+            batch,
+            fatal,
+            positions: std::mem::take(&mut positions),
+            forget: std::mem::take(&mut forget),
+            failed: None,
+        };
+        if batches.send(work).is_err() {
             break;
         }
         if last {
-            stop.stop(StopReason::Failed);
+            state.stop(StopReason::Failed);
             break;
         }
+    }
+    if !positions.is_empty() || !forget.is_empty() {
+        let _ = batches.send(Work {
+            positions,
+            forget,
+            ..Work::default()
+        });
     }
 }
 

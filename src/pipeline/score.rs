@@ -1,19 +1,26 @@
-//! The score sink: a thread that writes the learner's filled score buffers
-//! to stdout through [`Scorer::write_block`] and counts anomalies.
+//! The score sink: a thread that writes the learner's scored blocks to
+//! stdout through [`Scorer::write_flagged`]. The anomaly flags come with
+//! the blocks: the learner judged them where the scores were produced, so
+//! its snapshots count them at the same moment as the points.
 //!
 //! A closed stdout (`| head`) is not an error: the sink stops writing, asks
 //! the run to stop like a signal would, and keeps taking buffers so the
 //! learner never blocks on it.
 
 use std::io::{BufWriter, Write};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Arc;
 
-use super::console::Metrics;
-use super::{Stop, StopReason, SCORE_OUT_BYTES};
+use super::state::{RunState, StopReason};
+use super::SCORE_OUT_BYTES;
 use crate::model::ScoreBuffer;
-use crate::report::score::{ScoreOptions, Scorer};
+use crate::score::{ScoreOptions, Scorer};
+
+/// One learned block's scores and, with an alert rule, its anomaly flags.
+#[derive(Debug, Default)]
+pub(crate) struct ScoredBlock {
+    pub(crate) scores: ScoreBuffer,
+    pub(crate) flags: Vec<bool>,
+}
 
 /// Writes score buffers to `out` until the learner drops its sender.
 ///
@@ -25,10 +32,9 @@ pub(crate) fn sink_loop<W: Write>(
     out: W,
     options: ScoreOptions,
     k: usize,
-    filled: Receiver<ScoreBuffer>,
-    empty: SyncSender<ScoreBuffer>,
-    metrics: Arc<Metrics>,
-    stop: Arc<Stop>,
+    filled: Receiver<ScoredBlock>,
+    empty: SyncSender<ScoredBlock>,
+    state: &RunState,
 ) -> std::io::Result<()> {
     let mut scorer = Scorer::new(options, k);
     let mut out = BufWriter::with_capacity(SCORE_OUT_BYTES, out);
@@ -36,16 +42,14 @@ pub(crate) fn sink_loop<W: Write>(
     let mut closed = false;
     for buf in filled {
         if !closed && failed.is_none() {
-            match scorer.write_block(&buf, &mut out) {
-                Ok(n) => {
-                    metrics.anomalies.fetch_add(n, Ordering::Relaxed);
-                }
+            match scorer.write_flagged(&buf.scores, &buf.flags, &mut out) {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     closed = true;
-                    stop.stop(StopReason::OutputClosed);
+                    state.stop(StopReason::OutputClosed);
                 }
                 Err(e) => {
-                    stop.stop(StopReason::Failed);
+                    state.stop(StopReason::Failed);
                     failed = Some(e);
                 }
             }

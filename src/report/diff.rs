@@ -659,6 +659,9 @@ mod tests {
             anomalies: 0,
             created_unix_ms: 0,
             updated_unix_ms: 0,
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         };
         save(path, &ck, 0).unwrap();
     }
@@ -717,7 +720,8 @@ mod tests {
     #[test]
     fn the_three_commands_parse_as_clap_subcommands() {
         use crate::report::plot::PlotArgs;
-        use crate::report::score::{AlertRule, ScoreArgs};
+        use crate::report::score::ScoreArgs;
+        use crate::score::AlertRule;
         use clap::{CommandFactory, Parser, Subcommand};
         #[derive(Parser)]
         struct Cli {

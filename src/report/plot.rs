@@ -35,9 +35,10 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::score::parse_format;
 use super::ReportError;
-use crate::input::{Batch, Chunk, ColumnList, Delimiter, Format, Framer, Parser, ParserConfig};
+use crate::input::{
+    Batch, BatchReader, ColumnList, Columns, Delimiter, Format, Parser, ParserConfig,
+};
 use crate::model::GaussianMixture;
 
 /// Width of a single-panel picture in pixels.
@@ -1234,72 +1235,49 @@ pub struct DataSummary {
 /// the input does not fit `config` (e.g. a `--columns` name the header
 /// lacks).
 pub fn read_data<R: Read>(
-    mut input: R,
+    input: R,
     config: ParserConfig,
     dim: usize,
     n: usize,
     seed: u64,
     mut histograms: Vec<Histogram>,
 ) -> Result<DataSummary, ReportError> {
-    let mut framer = Framer::new(0, 1 << 20, 1 << 18);
-    let mut parser = Parser::new(ParserConfig {
+    let parser = Parser::new(ParserConfig {
         dim: Some(dim),
         ..config
     });
+    let mut reader = BatchReader::new(input, 0, 1 << 20, parser);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sample: Vec<f64> = Vec::with_capacity(n.min(1 << 20) * dim);
     let (mut seen, mut rejected) = (0u64, 0u64);
-    let mut buf = vec![0u8; 1 << 18];
-    let mut chunks: Vec<Chunk> = Vec::new();
     let mut batch = Batch::default();
-    let mut take = |chunks: &mut Vec<Chunk>, batch: &mut Batch| -> Result<(), ReportError> {
-        for chunk in chunks.drain(..) {
-            batch.values.clear();
-            batch.rejected.by_reason.clear();
-            parser.parse(&chunk, batch);
-            if let Some(e) = batch.fatal.take() {
-                return Err(ReportError::Invalid(e.to_string()));
-            }
-            rejected += batch.rejected.total();
-            for x in batch.values.chunks_exact(dim) {
-                for (h, &v) in histograms.iter_mut().zip(x) {
-                    h.add(v);
-                }
-                if (seen as usize) < n {
-                    sample.extend_from_slice(x);
-                } else {
-                    let r = rng.random_range(0..=seen);
-                    if (r as usize) < n {
-                        let at = r as usize * dim;
-                        sample[at..at + dim].copy_from_slice(x);
-                    }
-                }
-                seen += 1;
-            }
-            batch.errors.clear();
-            batch.headers.clear();
-            batch.notes.clear();
+    while reader.next_into(&mut batch)? {
+        if let Some(e) = batch.fatal.take() {
+            return Err(ReportError::Invalid(e.to_string()));
         }
-        Ok(())
-    };
-    loop {
-        let got = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(g) => g,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        framer.push(&buf[..got], &mut chunks);
-        take(&mut chunks, &mut batch)?;
+        rejected += batch.rejected.total();
+        for x in batch.values.chunks_exact(dim) {
+            for (h, &v) in histograms.iter_mut().zip(x) {
+                h.add(v);
+            }
+            if (seen as usize) < n {
+                sample.extend_from_slice(x);
+            } else {
+                let r = rng.random_range(0..=seen);
+                if (r as usize) < n {
+                    let at = r as usize * dim;
+                    sample[at..at + dim].copy_from_slice(x);
+                }
+            }
+            seen += 1;
+        }
     }
-    framer.finish(&mut chunks);
-    take(&mut chunks, &mut batch)?;
     Ok(DataSummary {
         sample,
         seen,
         rejected,
         histograms,
-        names: parser.names().map(<[String]>::to_vec),
+        names: reader.parser().names().map(<[String]>::to_vec),
     })
 }
 
@@ -1313,7 +1291,7 @@ pub fn read_data<R: Read>(
 pub fn reservoir_sample<R: Read>(
     input: R,
     format: Format,
-    columns: Option<Vec<usize>>,
+    columns: Option<Columns>,
     dim: usize,
     n: usize,
     seed: u64,
@@ -1378,7 +1356,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub equal_aspect: bool,
     /// Record format of --data: csv or json.
-    #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "csv")]
+    #[arg(long, value_name = "FORMAT", value_parser = crate::config::enum_value::<Format>, default_value = "csv")]
     pub format: Format,
     /// CSV field separator of --data (as for `run`).
     #[arg(long, value_name = "SEP", value_parser = parse_delimiter, default_value = "auto")]
@@ -1508,7 +1486,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     };
     let listed = columns
         .as_ref()
-        .map(Vec::len)
+        .map(Columns::len)
         .or(column_names.as_ref().map(Vec::len));
     if let Some(n) = listed.filter(|&n| n != d) {
         return Err(ReportError::Invalid(format!(
@@ -1833,6 +1811,9 @@ mod tests {
             anomalies: 0,
             created_unix_ms: 0,
             updated_unix_ms: 0,
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         };
         let ckpt = dir.path().join("m.ckpt");
         save(&ckpt, &ck, 0).unwrap();

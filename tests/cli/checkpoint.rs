@@ -337,3 +337,86 @@ fn an_unwritable_checkpoint_path_is_refused_at_the_start_not_after_the_stream() 
         assert!(!err.contains("points used"), "{err}");
     }
 }
+
+/// Every checkpoint, mid-stream ones included, counts exactly the anomalies
+/// among the points its model has seen: the score lines (one per point, in
+/// order) say which those are.
+#[test]
+fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut lines = points(40_000, 17);
+    // Rare, scattered far points: flagged, never a component of their own.
+    for i in (50..lines.len()).step_by(211) {
+        lines[i] = format!("{},{}", 14.5 + (i % 7) as f64, 13.5 - (i % 5) as f64);
+    }
+    let out = run_stdin(
+        &[
+            "run",
+            "-k",
+            "2",
+            "--warmup",
+            "500",
+            "--batch-size",
+            "100",
+            "--score",
+            "--alert-below",
+            "-40",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--checkpoint-every",
+            "3000",
+            "--keep",
+            "30",
+        ],
+        &text(&lines),
+    );
+    assert_ok(&out);
+    let flags: Vec<bool> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.ends_with(",1"))
+        .collect();
+    assert_eq!(flags.len(), 40_000);
+    assert!(flags.iter().filter(|&&f| f).count() > 100);
+    let mut generations = vec![ck.clone()];
+    generations.extend((1..=30).map(|i| file(&dir, &format!("m.ckpt.{i}"))));
+    let mut checked = 0;
+    for path in generations.iter().filter(|p| p.exists()) {
+        let j = inspect_json(path);
+        let seen = j["points_seen"].as_u64().unwrap() as usize;
+        let anomalies = j["anomalies"].as_u64().unwrap() as usize;
+        let expected = flags[..seen].iter().filter(|&&f| f).count();
+        assert_eq!(anomalies, expected, "{} at {seen} points", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} checkpoints written");
+}
+
+#[test]
+fn a_format_1_checkpoint_resumes_and_is_rewritten_as_format_2() {
+    // tests/golden/v1-full-pending.ckpt: written by the format-1 code, a
+    // 2-D full-covariance learner (K = 2, batch 25) with 7 points pending.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "old.ckpt");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-full-pending.ckpt");
+    std::fs::copy(&golden, &ck).unwrap();
+    assert_eq!(inspect_json(&ck)["points_seen"], 90);
+    let out = run_stdin(
+        &["run", "--resume", "--checkpoint", ck.to_str().unwrap()],
+        &text(&points(300, 14)),
+    );
+    assert_ok(&out);
+    let bytes = std::fs::read(&ck).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let after = inspect_json(&ck);
+    // 90 seen + 7 pending + 300 new, every one learned by the end.
+    assert_eq!(after["points_seen"], 397);
+    assert_eq!(after["components"], 2);
+    assert_eq!(after["params"]["batch_size"], 25);
+    // The previous generation is the untouched format-1 file.
+    assert_eq!(
+        std::fs::read(file(&dir, "old.ckpt.1")).unwrap(),
+        std::fs::read(&golden).unwrap()
+    );
+}

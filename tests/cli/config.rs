@@ -60,7 +60,7 @@ fn invalid_options_say_what_to_change() {
     for (args, needle) in [
         (
             vec!["run", "--covariance", "round"],
-            "full, diag or spherical",
+            "`full`, `diag`, `spherical`",
         ),
         (vec!["run", "--resume"], "--checkpoint PATH"),
         (vec!["run", "--columns", "1,1"], "listed twice"),
@@ -70,5 +70,57 @@ fn invalid_options_say_what_to_change() {
         let out = run_stdin(&args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn enum_flags_are_parsed_the_same_way_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let data = text(&points(600, 4));
+    let out = run_stdin(
+        &[
+            "run",
+            "-k",
+            "2",
+            "--warmup",
+            "200",
+            "--format",
+            "CSV",
+            "--on-error",
+            "Skip",
+            "--covariance",
+            "Diag",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ],
+        &data,
+    );
+    assert_ok(&out);
+    let out = run_stdin(
+        &["score", "--model", ck.to_str().unwrap(), "--format", "CSV"],
+        &data,
+    );
+    assert_ok(&out);
+    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 600);
+    for cmd in [
+        vec!["run", "--format", "xml"],
+        vec!["score", "--model", ck.to_str().unwrap(), "--format", "xml"],
+        vec![
+            "plot",
+            ck.to_str().unwrap(),
+            "-o",
+            "x.svg",
+            "--format",
+            "xml",
+        ],
+    ] {
+        let out = run_stdin(&cmd, b"");
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        assert!(
+            stderr(&out).contains("`csv` or `json`"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
     }
 }

@@ -1,0 +1,258 @@
+//! Sources: where chunks of whole lines come from.
+//!
+//! A source is one implementation of [`Source`]: stdin ([`stdin`]), a file
+//! ([`mod@file`]) and a TCP listener whose connections are sub-sources
+//! ([`tcp`]) are siblings and none knows about the others. A source
+//!
+//! - frames its bytes into [`Chunk`]s of whole lines (a [`Framer`] per
+//!   stream) and sends each as a [`SourceEvent::Chunk`] tagged with its
+//!   [`SourceId`] and the [`Position`] reached at the chunk's end;
+//! - watches [`SourceContext::stop`] (phase one of the stop) and, when it
+//!   fires, hands on the whole lines it holds and returns;
+//! - ends each stream with a [`SourceEvent::End`] and reports a read error
+//!   that ends it with [`SourceEvent::Failed`], through the same channel,
+//!   so the parser and learner see the end and the error in order with the
+//!   data.
+//!
+//! A new source (MQTT, NATS JetStream) is a new file here with a type that
+//! implements [`Source`], and one arm in `open`; nothing else changes.
+
+pub mod file;
+pub(crate) mod reader;
+pub mod stdin;
+pub mod tcp;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::console::Console;
+use super::state::RunState;
+use super::PipelineError;
+use crate::config::{RunConfig, Source as SourceConfig};
+use crate::input::{Chunk, Framer, SourceId};
+
+/// Where a source stands after a chunk: for a line source the number of the
+/// last line in it (lines counted from 1, too-long lines included); for a
+/// replayable log the sequence number of the last message wholly in it.
+/// The learner keeps the last position of every source with the model, so
+/// a snapshot (and a checkpoint) says how far each source has been learned.
+pub type Position = u64;
+
+/// What a source sends down the pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Whole lines of one stream, and the position reached at their end.
+    Chunk {
+        /// The lines (tagged with their stream's [`SourceId`]).
+        chunk: Chunk,
+        /// The stream's position after them.
+        position: Position,
+    },
+    /// A stream ended (end of input, closed connection, or the stop).
+    End {
+        /// The stream.
+        source: SourceId,
+        /// Whether its position is of no more use once ended (a TCP
+        /// connection cannot be replayed): the learner then forgets it, so
+        /// thousands of short connections do not grow the snapshot.
+        forget: bool,
+    },
+    /// A read error ended a stream; the run reports it when it ends.
+    Failed {
+        /// The stream.
+        source: SourceId,
+        /// Its name for the message.
+        name: String,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+/// The sending side every source gets.
+pub type EventSender = mpsc::Sender<SourceEvent>;
+
+/// A boxed future a source runs as.
+pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// One named source of lines; see the module docs for the contract.
+pub trait Source: Send + 'static {
+    /// The name of the source's first stream in messages (`stdin`, the file
+    /// path, `listener`); sub-streams are named through
+    /// [`SourceContext::opened`].
+    fn name(&self) -> String;
+
+    /// Runs the source until its input ends or [`SourceContext::stop`]
+    /// fires. The returned future is spawned on the runtime and tracked:
+    /// the run waits for it before returning, so a source must not leave
+    /// tasks or threads of its own behind.
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture;
+}
+
+/// What a running source is given.
+#[derive(Clone)]
+pub struct SourceContext {
+    out: EventSender,
+    stop: CancellationToken,
+    state: Arc<RunState>,
+    console: Arc<Console>,
+    max_line: usize,
+    id: SourceId,
+    next_id: Arc<AtomicU64>,
+}
+
+impl SourceContext {
+    pub(crate) fn new(
+        out: EventSender,
+        state: Arc<RunState>,
+        console: Arc<Console>,
+        max_line: usize,
+        id: SourceId,
+        next_id: Arc<AtomicU64>,
+    ) -> Self {
+        SourceContext {
+            out,
+            stop: state.sources_token(),
+            state,
+            console,
+            max_line,
+            id,
+            next_id,
+        }
+    }
+
+    /// The channel to the parser.
+    pub fn sender(&self) -> &EventSender {
+        &self.out
+    }
+
+    /// Phase one of the stop: the source hands on what it holds and ends.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The run state (counters, names).
+    pub fn state(&self) -> &Arc<RunState> {
+        &self.state
+    }
+
+    /// Longest accepted line in bytes (`--max-line-bytes`).
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// The id of the source's own stream.
+    pub fn id(&self) -> SourceId {
+        self.id
+    }
+
+    /// A framer for stream `id` with the run's line limit.
+    pub fn framer(&self, id: SourceId, chunk_bytes: usize) -> Framer {
+        Framer::new(id, self.max_line, chunk_bytes)
+    }
+
+    /// A fresh id for a sub-stream (a connection), unique over the run,
+    /// registered under `name` (the peer) until [`SourceContext::closed`].
+    pub fn opened(&self, name: String) -> SourceId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.state.source_opened(id, name);
+        id
+    }
+
+    /// Marks a sub-stream from [`SourceContext::opened`] closed.
+    pub fn closed(&self, id: SourceId) {
+        self.state.source_closed(id);
+    }
+
+    /// A message line on stderr.
+    pub fn say(&self, msg: &str) {
+        self.console.line(msg);
+    }
+}
+
+/// Opens the configured source: a file is opened and a listener bound here,
+/// so that a wrong path or a busy port fails the run before it starts.
+///
+/// # Errors
+///
+/// [`PipelineError::Open`] for a file that cannot be opened,
+/// [`PipelineError::Bind`] for an address that cannot be bound.
+pub(crate) async fn open(
+    config: &RunConfig,
+    console: &Console,
+) -> Result<Box<dyn Source>, PipelineError> {
+    Ok(match config.source() {
+        SourceConfig::Stdin => Box::new(stdin::StdinSource),
+        SourceConfig::File(path) => Box::new(file::FileSource::open(path)?),
+        SourceConfig::Listen(addr) => {
+            let s = tcp::TcpSource::bind(*addr, config.max_connections()).await?;
+            console.line(&format!("listening on {}", s.local_addr()));
+            Box::new(s)
+        }
+    })
+}
+
+/// Number of lines a chunk covers (too-long lines, which are not in its
+/// bytes, included), for line sources' [`Position`].
+pub(crate) fn lines_in(chunk: &Chunk) -> u64 {
+    let mut n = memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
+    if chunk.last && chunk.bytes.last().is_some_and(|&b| b != b'\n') {
+        n += 1;
+    }
+    n + chunk.too_long.len() as u64
+}
+
+/// Sends framed chunks with their line positions; false when the parser is
+/// gone.
+pub(crate) async fn send_chunks(tx: &EventSender, out: &mut Vec<Chunk>) -> bool {
+    for chunk in out.drain(..) {
+        let position = chunk.first_line + lines_in(&chunk) - 1;
+        if tx
+            .send(SourceEvent::Chunk { chunk, position })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`send_chunks`] from a thread.
+pub(crate) fn blocking_send_chunks(tx: &EventSender, out: &mut Vec<Chunk>) -> bool {
+    out.drain(..).all(|chunk| {
+        let position = chunk.first_line + lines_in(&chunk) - 1;
+        tx.blocking_send(SourceEvent::Chunk { chunk, position })
+            .is_ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_position_is_its_last_line_number() {
+        let c = Chunk {
+            source: 0,
+            first_line: 5,
+            bytes: b"a\nb\n".to_vec(),
+            too_long: vec![6],
+            last: false,
+        };
+        // Lines 5, 6 (too long) and 7.
+        assert_eq!(c.first_line + lines_in(&c) - 1, 7);
+        let end = Chunk {
+            source: 0,
+            first_line: 8,
+            bytes: b"c\nd".to_vec(),
+            too_long: vec![],
+            last: true,
+        };
+        assert_eq!(end.first_line + lines_in(&end) - 1, 9);
+    }
+}

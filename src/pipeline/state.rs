@@ -1,0 +1,365 @@
+//! The run state: the one place that holds a run's counters, its phase, its
+//! stop request and the names of its sources. Every stage updates it; any
+//! reader (the progress line, the summary, a future admin server's
+//! `/metrics` and `/healthz`) reads it through [`RunState::counts`].
+//!
+//! Consistency: the counters the learner owns (points, rejects, anomalies,
+//! outliers, re-seeds, repairs, batches, the log-likelihood) change together
+//! under one lock, once per batch, never per point, so a reader never sees
+//! the points of a batch without its rejects or anomalies. The others
+//! (checkpoints, connections) are independent atomics.
+//!
+//! A new counter goes into [`LearnerCounts`] when the learner produces it,
+//! else into [`RunState`] as an atomic with an `add_`/`inc_` method and a
+//! field of [`Counts`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::input::{RejectCounts, SourceId};
+
+/// Why the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every source ended.
+    EndOfInput,
+    /// The shutdown future completed (SIGINT or SIGTERM in the binary).
+    Signal,
+    /// stdout was closed while writing scores.
+    OutputClosed,
+    /// A bad record under `--on-error fail`, a read, write or learner error.
+    Failed,
+}
+
+/// Where the run is in its life, for a health check: only
+/// [`Phase::Running`] is healthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Loading the checkpoint and opening the sources.
+    Starting = 0,
+    /// Sources open, learning.
+    Running = 1,
+    /// Sources asked to stop (or all ended); the stages drain and the final
+    /// checkpoint is written.
+    Draining = 2,
+    /// The run has returned.
+    Finished = 3,
+}
+
+/// Counters produced by the learner thread, changed together once per batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LearnerCounts {
+    /// Points learned from in this run.
+    pub points: u64,
+    /// Records rejected in this run, by reason.
+    pub rejected: RejectCounts,
+    /// Points flagged as anomalies in this run.
+    pub anomalies: u64,
+    /// Points left out of the statistics as gross outliers in this run.
+    pub outliers: u64,
+    /// Components re-seeded in this run.
+    pub reseeds: u64,
+    /// Covariance repairs in this run.
+    pub repairs: u64,
+    /// Batches handed to the learner in this run.
+    pub batches: u64,
+    /// Average test-then-train log-likelihood of this run's points.
+    pub avg_log_lik: Option<f64>,
+}
+
+/// A copy of every counter of the run, taken at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// The learner's counters (consistent with each other).
+    pub learner: LearnerCounts,
+    /// Checkpoints written (mid-stream and final).
+    pub checkpoints_written: u64,
+    /// Checkpoint writes that failed.
+    pub checkpoints_failed: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted over the run.
+    pub connections_total: u64,
+    /// Connections that could not be accepted.
+    pub connections_refused: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
+}
+
+/// The run's shared state; see the module docs.
+#[derive(Debug)]
+pub struct RunState {
+    started: Instant,
+    phase: AtomicU8,
+    /// Phase one of the stop: the sources watch it.
+    sources: CancellationToken,
+    /// Phase two: cancelled when the run has drained and returned; whatever
+    /// must outlive the drain (an admin server answering 503) waits for it.
+    finished: CancellationToken,
+    reason: OnceLock<StopReason>,
+    learner: Mutex<LearnerCounts>,
+    checkpoints_written: AtomicU64,
+    checkpoints_failed: AtomicU64,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_refused: AtomicU64,
+    names: Mutex<Names>,
+}
+
+/// Open sources with a name of their own (connections), plus the last
+/// [`RECENTLY_CLOSED`] closed ones (their last records are reported after
+/// they close).
+#[derive(Debug, Default)]
+struct Names {
+    first: String,
+    open: HashMap<SourceId, String>,
+    closed: VecDeque<(SourceId, String)>,
+}
+
+/// Closed sources whose names are kept for messages.
+const RECENTLY_CLOSED: usize = 64;
+
+impl RunState {
+    /// A new run state; `first` names source 0 (stdin, the file, or the
+    /// listener).
+    pub fn new(first: impl Into<String>) -> Self {
+        RunState {
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            sources: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            reason: OnceLock::new(),
+            learner: Mutex::new(LearnerCounts::default()),
+            checkpoints_written: AtomicU64::new(0),
+            checkpoints_failed: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            names: Mutex::new(Names {
+                first: first.into(),
+                ..Names::default()
+            }),
+        }
+    }
+
+    /// Every counter, read at one moment.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            learner: self.learner_counts(),
+            checkpoints_written: self.checkpoints_written.load(Ordering::Relaxed),
+            checkpoints_failed: self.checkpoints_failed.load(Ordering::Relaxed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_total: self.connections_total.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The learner's counters.
+    pub fn learner_counts(&self) -> LearnerCounts {
+        self.learner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the learner's counters (the learner thread, once per batch).
+    pub(crate) fn set_learner_counts(&self, counts: &LearnerCounts) {
+        self.learner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone_from(counts);
+    }
+
+    /// Counts a checkpoint written (`ok`) or failed.
+    pub(crate) fn checkpoint_done(&self, ok: bool) {
+        let c = if ok {
+            &self.checkpoints_written
+        } else {
+            &self.checkpoints_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection that could not be accepted.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers an open source with its own name (a connection).
+    pub(crate) fn source_opened(&self, id: SourceId, name: String) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.lock_names().open.insert(id, name);
+    }
+
+    /// Marks a source registered by [`RunState::source_opened`] closed; its
+    /// name stays known for a while.
+    pub(crate) fn source_closed(&self, id: SourceId) {
+        let mut names = self.lock_names();
+        if let Some(name) = names.open.remove(&id) {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+            if names.closed.len() == RECENTLY_CLOSED {
+                names.closed.pop_front();
+            }
+            names.closed.push_back((id, name));
+        }
+    }
+
+    /// Renames source 0.
+    pub(crate) fn rename_first(&self, name: String) {
+        self.lock_names().first = name;
+    }
+
+    /// A source's name for messages: source 0 by its own name,
+    /// connections as `connection #N (peer)`.
+    pub fn source_name(&self, id: SourceId) -> String {
+        let names = self.lock_names();
+        if id == 0 {
+            return names.first.clone();
+        }
+        let found = names
+            .open
+            .get(&id)
+            .or_else(|| names.closed.iter().find(|(i, _)| *i == id).map(|(_, n)| n));
+        match found {
+            Some(n) => format!("connection #{id} ({n})"),
+            None => format!("connection #{id}"),
+        }
+    }
+
+    fn lock_names(&self) -> std::sync::MutexGuard<'_, Names> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the sources to stop (phase one); the first reason given is kept.
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.sources.cancel();
+    }
+
+    /// Why the run stopped ([`StopReason::EndOfInput`] when nobody asked).
+    pub fn stop_reason(&self) -> StopReason {
+        self.reason.get().copied().unwrap_or(StopReason::EndOfInput)
+    }
+
+    /// The token the sources watch (phase one of the stop).
+    pub fn sources_token(&self) -> CancellationToken {
+        self.sources.clone()
+    }
+
+    /// Cancelled when the run has drained, written its final checkpoint and
+    /// is about to return (phase two): what must answer during the drain
+    /// waits for this one, not for [`RunState::sources_token`].
+    pub fn finished_token(&self) -> CancellationToken {
+        self.finished.clone()
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            2 => Phase::Draining,
+            _ => Phase::Finished,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        if phase == Phase::Finished {
+            self.finished.cancel();
+        }
+    }
+
+    /// The progress line text.
+    pub(crate) fn progress_text(&self) -> String {
+        let c = self.counts();
+        let secs = c.elapsed.as_secs_f64();
+        let points = c.learner.points;
+        let rate = if secs > 0.0 {
+            points as f64 / secs
+        } else {
+            0.0
+        };
+        let rejected = c.learner.rejected.total();
+        let mut s = format!(
+            "emstream: {} points, {}/s, avg log-lik {}",
+            points,
+            super::console::human_rate(rate),
+            super::console::fmt_ll(c.learner.avg_log_lik)
+        );
+        if rejected > 0 {
+            s.push_str(&format!(", {rejected} rejected"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::RejectReason;
+
+    #[test]
+    fn the_first_stop_reason_is_kept_and_cancels_the_sources_only() {
+        let s = RunState::new("stdin");
+        assert_eq!(s.stop_reason(), StopReason::EndOfInput);
+        s.stop(StopReason::Signal);
+        s.stop(StopReason::Failed);
+        assert_eq!(s.stop_reason(), StopReason::Signal);
+        assert!(s.sources_token().is_cancelled());
+        assert!(!s.finished_token().is_cancelled());
+        s.set_phase(Phase::Draining);
+        assert_eq!(s.phase(), Phase::Draining);
+        assert!(!s.finished_token().is_cancelled());
+        s.set_phase(Phase::Finished);
+        assert!(s.finished_token().is_cancelled());
+    }
+
+    #[test]
+    fn connections_are_counted_and_named_after_they_close() {
+        let s = RunState::new("listener");
+        s.source_opened(1, "10.0.0.1:5".into());
+        s.source_opened(2, "10.0.0.2:6".into());
+        s.connection_refused();
+        assert_eq!(s.counts().connections_open, 2);
+        s.source_closed(1);
+        s.source_closed(1);
+        let c = s.counts();
+        assert_eq!(
+            (
+                c.connections_open,
+                c.connections_total,
+                c.connections_refused
+            ),
+            (1, 2, 1)
+        );
+        assert_eq!(s.source_name(1), "connection #1 (10.0.0.1:5)");
+        assert_eq!(s.source_name(0), "listener");
+        assert_eq!(s.source_name(9), "connection #9");
+    }
+
+    #[test]
+    fn learner_counts_are_replaced_together() {
+        let s = RunState::new("stdin");
+        let mut l = LearnerCounts {
+            points: 10,
+            anomalies: 2,
+            ..LearnerCounts::default()
+        };
+        l.rejected.add_n(RejectReason::NotNumeric, 3);
+        s.set_learner_counts(&l);
+        s.checkpoint_done(true);
+        s.checkpoint_done(false);
+        let c = s.counts();
+        assert_eq!(c.learner, l);
+        assert_eq!((c.checkpoints_written, c.checkpoints_failed), (1, 1));
+        assert!(s.progress_text().contains("3 rejected"));
+    }
+}
