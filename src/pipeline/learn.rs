@@ -98,6 +98,8 @@ struct Run {
     at_start: Counters,
     counts: LearnerCounts,
     positions: BTreeMap<SourceId, Position>,
+    /// Names of the dimensions: the resumed checkpoint's, then the input's.
+    columns: Option<Vec<String>>,
     seq: u64,
     saves_due: u64,
     /// Whether anything changed since the last snapshot.
@@ -121,6 +123,7 @@ impl Learner {
             learner,
             counts: LearnerCounts::default(),
             positions: BTreeMap::new(),
+            columns: self.start.columns.take(),
             seq: 0,
             saves_due: 0,
             dirty: false,
@@ -161,8 +164,12 @@ impl Learner {
                 positions,
                 forget,
                 failed,
+                names,
             }) = received
             {
+                if let Some(names) = names {
+                    self.take_names(names, &mut run);
+                }
                 if let Some(f) = failed {
                     read_error.get_or_insert(f);
                 }
@@ -286,6 +293,24 @@ impl Learner {
         }
     }
 
+    /// Records the names the input gives its dimensions. A resumed model
+    /// whose checkpoint named them otherwise keeps learning (the numbers
+    /// are what it learns from) under the new names, with a warning: the
+    /// input may be another file than the one the model was learned from.
+    fn take_names(&self, names: Vec<String>, run: &mut Run) {
+        if let Some(old) = run.columns.as_ref().filter(|old| **old != names) {
+            self.console.line(&format!(
+                "warning: the input names its columns {} but the checkpoint's model was learned from {}: check that this is the same kind of data; the checkpoint now records the new names",
+                names.join(", "),
+                old.join(", ")
+            ));
+        }
+        if run.columns.as_ref() != Some(&names) {
+            run.columns = Some(names);
+            run.changed();
+        }
+    }
+
     /// Publishes a snapshot of the current state, if anything changed since
     /// the last one or `force` (a checkpoint is due), and there is a model
     /// state to show.
@@ -311,7 +336,9 @@ impl Learner {
                 created_unix_ms: self.start.created_unix_ms,
                 updated_unix_ms: super::unix_ms(),
                 sources: self.start.sources.clone(),
-                columns: self.start.columns.clone(),
+                // Names that do not fit the model (a header wider than the
+                // points) are left out rather than make the file invalid.
+                columns: run.columns.clone().filter(|c| c.len() == l.dim()),
                 selection: self.start.selection.clone(),
             },
             counts: run.counts.clone(),

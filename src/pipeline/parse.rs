@@ -23,6 +23,9 @@ pub(crate) struct Work {
     pub(crate) forget: Vec<SourceId>,
     /// A read error that ended a stream: (its name, the error).
     pub(crate) failed: Option<(String, std::io::Error)>,
+    /// The dimensions' names, on the first batch after the parser learned
+    /// them (a header, or JSON `--fields`); they go into the checkpoint.
+    pub(crate) names: Option<Vec<String>>,
 }
 
 /// Runs the parser stage until the event channel closes (or, with
@@ -40,6 +43,7 @@ pub(crate) fn parser_loop(
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
+    let mut names_sent = false;
     while let Some(event) = events.blocking_recv() {
         let chunk = match event {
             SourceEvent::Chunk { chunk, position } => {
@@ -106,12 +110,20 @@ pub(crate) fn parser_loop(
             continue;
         }
         let last = fatal.is_some() || batch.fatal.is_some();
+        let names = match parser.names() {
+            Some(n) if !names_sent => {
+                names_sent = true;
+                Some(n.to_vec())
+            }
+            _ => None,
+        };
         let work = Work {
             batch,
             fatal,
             positions: std::mem::take(&mut positions),
             forget: std::mem::take(&mut forget),
             failed: None,
+            names,
         };
         if batches.send(work).is_err() {
             break;

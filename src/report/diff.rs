@@ -751,8 +751,8 @@ mod tests {
         .unwrap();
         let Cmd::Score(a) = c.cmd else { panic!() };
         assert_eq!(a.alert.rule(), AlertRule::Quantile(0.005));
-        assert_eq!(a.columns, Some(vec![1, 2]));
-        assert_eq!(a.format, crate::input::Format::Json);
+        assert_eq!(a.read.columns, Some(vec!["1".to_owned(), "2".to_owned()]));
+        assert_eq!(a.read.format, crate::input::Format::Json);
         let c = Cli::try_parse_from([
             "emstream", "plot", "m.ckpt", "-o", "m.svg", "--dims", "2,0", "--sample", "10",
         ])

@@ -76,7 +76,9 @@ impl<'a> Summary<'a> {
             created_unix_ms: ck.created_unix_ms,
             updated_unix_ms: ck.updated_unix_ms,
             mixture: l.mixture(),
-            names: names.filter(|n| n.len() == l.dim()),
+            names: names
+                .or(ck.columns.as_deref())
+                .filter(|n| n.len() == l.dim()),
         }
     }
 
@@ -304,14 +306,15 @@ impl<'a> Summary<'a> {
 /// means (heaviest first; 8 dimensions fit in 100 columns), then one table
 /// per component with its weight, mean, standard deviations and (full
 /// covariance) correlations. `names` (one per dimension, else ignored)
-/// label the dimensions.
+/// label the dimensions; without them, the names the checkpoint recorded
+/// from its input (a header, JSON `--fields`), if any.
 pub fn render_text(ck: &Checkpoint, names: Option<&[String]>) -> String {
     Summary::of(ck, names).text()
 }
 
 /// The checkpoint as one JSON object (fields listed in the module docs);
-/// `covariances` are always full d-by-d matrices; `names` is null unless
-/// given (one per dimension).
+/// `covariances` are always full d-by-d matrices; `names` is `names`, else
+/// the checkpoint's recorded names, else null.
 pub fn render_json(ck: &Checkpoint, names: Option<&[String]>) -> Value {
     Summary::of(ck, names).json()
 }

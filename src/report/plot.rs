@@ -36,9 +36,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::ReportError;
-use crate::input::{
-    Batch, BatchReader, ColumnList, Columns, Delimiter, Format, Parser, ParserConfig,
-};
+use crate::input::{Batch, BatchReader, Columns, Format, Parser, ParserConfig};
 use crate::model::GaussianMixture;
 
 /// Width of a single-panel picture in pixels.
@@ -1320,10 +1318,6 @@ fn parse_dims(s: &str) -> Result<(usize, usize), String> {
     }
 }
 
-fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
-    s.parse()
-}
-
 /// Arguments of `emstream plot`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PlotArgs {
@@ -1331,11 +1325,12 @@ pub struct PlotArgs {
     #[arg(value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// Picture to write: SVG (a name ending in .svg, or without an
-    /// extension) or PNG (.png, rendered with resvg).
+    /// extension) or PNG (.png, rendered with resvg); `-` writes SVG to
+    /// standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE.svg|FILE.png")]
     pub output: PathBuf,
     /// Points to draw with the model: a random sample of --sample of them
-    /// in the scatter, every one in the histograms.
+    /// in the scatter, every one in the histograms (`-` is standard input).
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
     /// The two 0-based dimensions to project on; for d > 2 without it, a
@@ -1355,19 +1350,9 @@ pub struct PlotArgs {
     /// axis fits its own data.
     #[arg(long)]
     pub equal_aspect: bool,
-    /// Record format of --data: csv or json.
-    #[arg(long, value_name = "FORMAT", value_parser = crate::config::enum_value::<Format>, default_value = "csv")]
-    pub format: Format,
-    /// CSV field separator of --data (as for `run`).
-    #[arg(long, value_name = "SEP", value_parser = parse_delimiter, default_value = "auto")]
-    pub delimiter: Delimiter,
-    /// Fields of --data to use: 0-based indices or header names (as for
-    /// `run`), e.g. 0,1 or eruptions,waiting.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub columns: Option<Vec<String>>,
-    /// JSON objects in --data: the fields to use (as for `run`).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub fields: Option<Vec<String>>,
+    /// How to read --data (as for `run`).
+    #[command(flatten)]
+    pub input: super::InputArgs,
     /// Title of the picture (default: what the checkpoint holds).
     #[arg(long)]
     pub title: Option<String>,
@@ -1477,22 +1462,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
         .cloned()
         .ok_or_else(|| ReportError::NoModel(args.checkpoint.clone()))?;
     let d = model.dim();
-    let (columns, column_names) = match &args.columns {
-        None => (None, None),
-        Some(list) => match ColumnList::parse(list) {
-            ColumnList::Indices(i) => (super::score::check_columns(Some(&i))?, None),
-            ColumnList::Names(n) => (None, Some(n)),
-        },
-    };
-    let listed = columns
-        .as_ref()
-        .map(Columns::len)
-        .or(column_names.as_ref().map(Vec::len));
-    if let Some(n) = listed.filter(|&n| n != d) {
-        return Err(ReportError::Invalid(format!(
-            "--columns names {n} fields but the model has dimension {d}: name exactly {d}"
-        )));
-    }
+    let config = args.input.parser_config(d)?;
     let mut options = PlotOptions {
         dims: args.dims.unwrap_or((0, 1)),
         title: Some(
@@ -1507,10 +1477,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     };
     let points = match &args.data {
         Some(path) => {
-            let file = std::fs::File::open(path).map_err(|source| ReportError::File {
-                path: path.clone(),
-                source,
-            })?;
+            let file = super::open_input(path)?;
             // Bins over each dimension's +-4 sigma span of the model; a
             // point beyond widens them.
             let hists = (0..d)
@@ -1519,22 +1486,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                     Histogram::new(lo, hi, args.bins)
                 })
                 .collect();
-            let config = ParserConfig {
-                format: args.format,
-                columns,
-                column_names,
-                delimiter: args.delimiter,
-                fields: args.fields.clone(),
-                ..ParserConfig::default()
-            };
-            let data = read_data(
-                std::io::BufReader::new(file),
-                config,
-                d,
-                args.sample,
-                args.seed,
-                hists,
-            )?;
+            let data = read_data(file, config, d, args.sample, args.seed, hists)?;
             if data.seen == 0 {
                 return Err(ReportError::Invalid(format!(
                     "--data {}: no record holds a point of the model's dimension {d}: \
@@ -1542,11 +1494,14 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                     path.display(),
                 )));
             }
-            options.names = data.names;
+            options.names = data.names.or_else(|| ck.columns.clone());
             options.histograms = Some(data.histograms);
             Some(data.sample)
         }
-        None => None,
+        None => {
+            options.names = ck.columns.clone();
+            None
+        }
     };
     let svg = render_svg(&model, points.as_deref(), &options)?;
     let bytes = match kind {
@@ -1562,10 +1517,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
             png
         }
     };
-    std::fs::write(&args.output, bytes).map_err(|source| ReportError::File {
-        path: args.output.clone(),
-        source,
-    })
+    super::write_output(&args.output, &bytes)
 }
 
 #[cfg(test)]
@@ -1833,10 +1785,7 @@ mod tests {
             seed: 0,
             bins: DEFAULT_BINS,
             equal_aspect: false,
-            format: Format::Csv,
-            delimiter: Delimiter::Auto,
-            columns: None,
-            fields: None,
+            input: crate::report::InputArgs::default(),
             title: None,
         };
         run_plot(&args).unwrap();

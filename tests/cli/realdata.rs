@@ -286,3 +286,170 @@ fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
         stderr(&out)
     );
 }
+
+#[test]
+fn names_travel_into_the_checkpoint_and_on_to_inspect_plot_and_resume() {
+    // The header's names of the kept columns.
+    let (v, _) = learn("iris_pandas.csv", &["--columns", "3,4"]);
+    assert_eq!(
+        v["names"],
+        serde_json::json!(["petal length (cm)", "petal width (cm)"])
+    );
+    let (v, _) = learn(
+        "decimal_comma.csv",
+        &["--delimiter", ";", "--columns", "1,3"],
+    );
+    assert_eq!(v["names"], serde_json::json!(["Temperatur", "Druck"]));
+    // JSON --fields name the dimensions.
+    let (v, _) = learn(
+        "sensors.ndjson",
+        &["--format", "json", "--fields", "env.temp,env.hum"],
+    );
+    assert_eq!(v["names"], serde_json::json!(["env.temp", "env.hum"]));
+    // Input without a header leaves them unknown.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let out = run_stdin(
+        &["run", "--checkpoint", ck.to_str().unwrap()],
+        &text(&points(300, 1)),
+    );
+    assert_ok(&out);
+    assert!(inspect_json(&ck)["names"].is_null());
+
+    let ck = file(&dir, "n.ckpt");
+    let run = |columns: &str, extra: &[&str]| {
+        emstream()
+            .arg("run")
+            .arg("--input")
+            .arg(fixture("iris_pandas.csv"))
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(FEW)
+            .args(["--columns", columns])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run("1,2", &[]));
+    // The table labels the dimensions with the names.
+    let out = emstream().arg("inspect").arg(&ck).output().unwrap();
+    assert_ok(&out);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("sepal length (cm)"), "{table}");
+    // The plot of the checkpoint alone labels its axes with them; -o - is
+    // standard output.
+    let out = run_stdin(&["plot", ck.to_str().unwrap(), "-o", "-"], b"");
+    assert_ok(&out);
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert!(svg.contains(">sepal width (cm)<"), "{svg}");
+    // A resume on input whose header names other columns warns, and the
+    // checkpoint records the new names.
+    let out = run("3,4", &["--resume"]);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(
+            "but the checkpoint's model was learned from sepal length (cm), sepal width (cm)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        inspect_json(&ck)["names"],
+        serde_json::json!(["petal length (cm)", "petal width (cm)"])
+    );
+}
+
+#[test]
+fn score_reads_like_run_and_dash_is_stdin_and_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let out = emstream()
+        .arg("run")
+        .arg("--input")
+        .arg(fixture("decimal_comma.csv"))
+        .arg("--checkpoint")
+        .arg(&ck)
+        .args(FEW)
+        .args(["--delimiter", ";", "--columns", "1,2,3"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(inspect_json(&ck)["points_seen"], 59);
+    let ck = ck.to_str().unwrap();
+    let data = std::fs::read(fixture("decimal_comma.csv")).unwrap();
+    // score --input - with the same --delimiter and the columns by name:
+    // one line per point.
+    let out = run_stdin(
+        &[
+            "score",
+            "--model",
+            ck,
+            "--input",
+            "-",
+            "--delimiter",
+            ";",
+            "--columns",
+            "Temperatur,Luftfeuchte,Druck",
+        ],
+        &data,
+    );
+    assert_ok(&out);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 59);
+
+    // JSON objects: --fields and --string-numbers as for run.
+    let ck2 = file(&dir, "s.ckpt");
+    let out = emstream()
+        .arg("run")
+        .arg("--input")
+        .arg(fixture("sensors.ndjson"))
+        .arg("--checkpoint")
+        .arg(&ck2)
+        .args(FEW)
+        .args(["--format", "json", "--fields", "env.temp,env.hum"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let sensors = std::fs::read(fixture("sensors.ndjson")).unwrap();
+    let score = |extra: &[&str]| {
+        let mut args = vec![
+            "score",
+            "--model",
+            ck2.to_str().unwrap(),
+            "--format",
+            "json",
+            "--fields",
+            "env.temp,env.hum",
+        ];
+        args.extend(extra);
+        let out = run_stdin(&args, &sensors);
+        assert_ok(&out);
+        String::from_utf8(out.stdout).unwrap().lines().count()
+    };
+    assert_eq!(score(&[]), 70);
+    assert_eq!(score(&["--string-numbers"]), 71);
+
+    // plot --data - reads standard input.
+    let out = run_stdin(
+        &[
+            "plot",
+            ck,
+            "-o",
+            "-",
+            "--data",
+            "-",
+            "--columns",
+            "1,2,3",
+            "--sample",
+            "7",
+        ],
+        &data,
+    );
+    assert_ok(&out);
+    let svg = String::from_utf8(out.stdout).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let dots = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("circle") && n.attribute("class").is_none())
+        .count();
+    assert_eq!(dots, 7 * 3, "7 points in each of the grid's 3 pair panels");
+}
