@@ -26,6 +26,36 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
 
+/// Default `max_reject_rate`: a run that rejects more than half of its
+/// records fails. Such a run almost surely reads its input with the wrong
+/// options (every record rejected for a wrong `--dim`, `--columns` or
+/// `--delimiter`), and a model learned from the rest would be learned from
+/// whatever happened to parse.
+pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.5;
+
+/// Records a run must have read before its reject rate can stop it while
+/// input still arrives; at the end of the input any number is judged.
+pub const REJECT_RATE_MIN_RECORDS: u64 = 1000;
+
+/// The reject-rate rule, in one place for every caller: the rate
+/// (`rejected / (points + rejected)`) when it is above `max_rate` and
+/// there are enough records to judge (any at the end of the input, else at
+/// least [`REJECT_RATE_MIN_RECORDS`]); `None` otherwise. A `max_rate` of 1
+/// or more never fails.
+pub fn reject_rate_exceeded(
+    max_rate: f64,
+    points: u64,
+    rejected: u64,
+    at_end: bool,
+) -> Option<f64> {
+    let records = points + rejected;
+    if records == 0 || (!at_end && records < REJECT_RATE_MIN_RECORDS) {
+        return None;
+    }
+    let rate = rejected as f64 / records as f64;
+    (rate > max_rate).then_some(rate)
+}
+
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
 /// one parser of enum flags for every command, so `CSV` means the same to
@@ -210,6 +240,9 @@ config_keys! {
         pub max_line_bytes: usize = DEFAULT_MAX_LINE_BYTES,
         /// `skip` bad records (counted and reported) or `fail` at the first one.
         pub on_error: OnError = OnError::Skip,
+        /// Fail the run (exit status 4, after checkpointing) when more than
+        /// this fraction of its records is rejected; 1 never fails.
+        pub max_reject_rate: f64 = DEFAULT_MAX_REJECT_RATE,
         /// Checkpoint file; no checkpoint is written when absent.
         pub checkpoint: Option<PathBuf> = None,
         /// Also checkpoint every this many points read.
@@ -308,6 +341,9 @@ pub enum ConfigError {
     /// A CSV-only option with `format = "json"`.
     #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
     CsvOnly,
+    /// `max_reject_rate` is not in [0, 1].
+    #[error("max_reject_rate = {0} is out of range: give a fraction from 0 to 1 (1 never fails)")]
+    MaxRejectRate(f64),
     /// `dim` is 0.
     #[error("dim must be at least 1")]
     DimZero,
@@ -416,6 +452,9 @@ impl Config {
         }
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
+        }
+        if !(0.0..=1.0).contains(&self.max_reject_rate) {
+            return Err(ConfigError::MaxRejectRate(self.max_reject_rate));
         }
         let columns = self.columns.clone().map(Columns::new).transpose()?;
         if columns.is_some() && self.column_names.is_some() {
@@ -528,6 +567,7 @@ impl Config {
             max_line_bytes: self.max_line_bytes,
             max_connections: self.max_connections,
             on_error: self.on_error,
+            max_reject_rate: self.max_reject_rate,
             params,
             checkpoint,
             score,
@@ -572,6 +612,7 @@ pub struct RunConfig {
     pub(crate) max_line_bytes: usize,
     pub(crate) max_connections: usize,
     pub(crate) on_error: OnError,
+    pub(crate) max_reject_rate: f64,
     pub(crate) params: CheckedParams,
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
@@ -621,6 +662,11 @@ impl RunConfig {
     /// What to do with bad records.
     pub fn on_error(&self) -> OnError {
         self.on_error
+    }
+
+    /// Largest fraction of rejected records before the run fails.
+    pub fn max_reject_rate(&self) -> f64 {
+        self.max_reject_rate
     }
 
     /// Most concurrent TCP connections.
@@ -808,6 +854,29 @@ mod tests {
             run.parser().columns.as_ref().map(Columns::fields),
             Some(&[0, 2, 5][..])
         );
+    }
+
+    #[test]
+    fn reject_rate_rule() {
+        // Judged at the end whatever the count; mid-run from 1000 records.
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, true), Some(1.0));
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, false), None);
+        assert_eq!(reject_rate_exceeded(0.5, 0, 0, true), None);
+        assert_eq!(reject_rate_exceeded(0.5, 5, 5, true), None, "at the limit");
+        assert_eq!(reject_rate_exceeded(0.5, 4, 6, true), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 600, false), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 599, false), None);
+        assert_eq!(reject_rate_exceeded(1.0, 0, 10_000, false), None);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let c = Config {
+                max_reject_rate: bad,
+                ..Config::default()
+            };
+            assert!(
+                matches!(c.check(), Err(ConfigError::MaxRejectRate(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

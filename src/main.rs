@@ -86,6 +86,10 @@ struct RunArgs {
     /// Bad records: skip (count and report) or fail (stop at the first).
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
     on_error: Option<OnError>,
+    /// Fail (exit status 4, after checkpointing) when more than this
+    /// fraction of the records is rejected (default 0.5; 1 never fails).
+    #[arg(long, value_name = "R")]
+    max_reject_rate: Option<f64>,
 
     /// Learner options.
     #[command(flatten)]
@@ -221,7 +225,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     }
     std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
     overlay!(cfg, args, given;
-        delimiter, max_connections, format, max_line_bytes, on_error, keep);
+        delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
@@ -296,6 +300,7 @@ fn run(args: RunArgs) -> ExitCode {
             say(&e.to_string());
             ExitCode::from(match e {
                 PipelineError::BadRecord { .. } => 3,
+                PipelineError::TooManyRejects { .. } => 4,
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }

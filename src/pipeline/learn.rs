@@ -18,6 +18,7 @@ use super::source::Position;
 use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
+use crate::config::reject_rate_exceeded;
 use crate::input::{Batch, InputError, ParseError, RejectCounts, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 use crate::score::AnomalyDetector;
@@ -67,6 +68,8 @@ pub(crate) struct Learner {
     pub(crate) score: Option<ScoreLink>,
     /// Flags anomalies (with `--score` and an alert rule).
     pub(crate) detector: Option<AnomalyDetector>,
+    /// `--max-reject-rate`.
+    pub(crate) max_reject_rate: f64,
     pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
     /// Test-only fault injection: panic once this many points are learned.
@@ -90,6 +93,9 @@ pub(crate) struct Outcome {
     pub(crate) input_error: Option<InputError>,
     /// The first read error of a source: (its name, the error).
     pub(crate) read_error: Option<(String, std::io::Error)>,
+    /// (points, rejected records) of this run when its reject rate went
+    /// above `--max-reject-rate`.
+    pub(crate) too_many_rejects: Option<(u64, u64)>,
 }
 
 /// The learner's running state between batches.
@@ -136,6 +142,9 @@ impl Learner {
         let mut learn_error = None;
         let mut input_error = None;
         let mut read_error = None;
+        let mut too_many_rejects = None;
+        // Records of this run: (points, rejected), for the reject rate.
+        let (mut points, mut rejected) = (0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
         loop {
@@ -206,6 +215,8 @@ impl Learner {
                     run.counts.rejected.merge(&batch.rejected);
                     run.changed();
                 }
+                rejected += batch.rejected.total();
+                points += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
                 if !batch.values.is_empty() && batch.dim > 0 {
                     let l = run
                         .learner
@@ -242,6 +253,10 @@ impl Learner {
                     bad_record = fatal;
                     break;
                 }
+                if reject_rate_exceeded(self.max_reject_rate, points, rejected, false).is_some() {
+                    too_many_rejects = Some((points, rejected));
+                    break;
+                }
                 if let Some(every) = self.due.every {
                     if next_every.is_some_and(|n| run.counts.points >= n) {
                         next_every = Some((run.counts.points / every + 1) * every);
@@ -265,6 +280,13 @@ impl Learner {
             }
         }
 
+        let clean_end = learn_error.is_none() && input_error.is_none() && bad_record.is_none();
+        if clean_end
+            && too_many_rejects.is_none()
+            && reject_rate_exceeded(self.max_reject_rate, points, rejected, true).is_some()
+        {
+            too_many_rejects = Some((points, rejected));
+        }
         if learn_error.is_none() {
             if let Some(l) = run.learner.as_mut() {
                 let result = scored(
@@ -290,6 +312,7 @@ impl Learner {
             learn_error,
             input_error,
             read_error,
+            too_many_rejects,
         }
     }
 

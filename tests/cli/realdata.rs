@@ -453,3 +453,64 @@ fn score_reads_like_run_and_dash_is_stdin_and_stdout() {
         .count();
     assert_eq!(dots, 7 * 3, "7 points in each of the grid's 3 pair panels");
 }
+
+#[test]
+fn a_run_rejecting_most_records_fails_after_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let ck = ck.to_str().unwrap();
+    // 100 points and 150 lines of three fields: 60 % rejected.
+    let mut lines = points(100, 5);
+    lines.extend((0..150).map(|i| format!("{i},1,2")));
+    let out = run_stdin(
+        &["run", "--checkpoint", ck, "--warmup", "50"],
+        &text(&lines),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("150 of 250 records were rejected (60.0 %), more than --max-reject-rate 0.5"),
+        "{err}"
+    );
+    assert!(err.contains("--columns") && err.contains("--dim") && err.contains("--delimiter"));
+    assert!(
+        err.contains(&format!("what was learned is saved in {ck}")),
+        "{err}"
+    );
+    assert_eq!(inspect_json(Path::new(ck))["points_seen"], 100);
+    // Allowed with a higher limit; a limit of 1 never fails.
+    for limit in ["0.7", "1"] {
+        let out = run_stdin(
+            &["run", "--warmup", "50", "--max-reject-rate", limit],
+            &text(&lines),
+        );
+        assert_ok(&out);
+    }
+    // Every record rejected (a wrong --dim): no model, still a failure.
+    let out = run_stdin(&["run", "--dim", "3"], &text(&points(20, 1)));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was saved"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_live_stream_of_rejects_fails_without_waiting_for_its_end() {
+    use std::io::Write;
+    let mut child = emstream()
+        .args(["run", "--dim", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 2000 wrong records, then the input stays open.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&text(&points(2000, 2))).unwrap();
+    stdin.flush().unwrap();
+    let status = wait_exit(&mut child);
+    drop(stdin);
+    assert_eq!(status.code(), Some(4));
+}
