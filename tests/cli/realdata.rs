@@ -514,3 +514,57 @@ fn a_live_stream_of_rejects_fails_without_waiting_for_its_end() {
     drop(stdin);
     assert_eq!(status.code(), Some(4));
 }
+
+#[test]
+fn a_slow_writer_sees_each_score_line_within_200_ms() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::{Duration, Instant};
+    let mut child = emstream()
+        .args(["run", "--score", "--alert-quantile", "0.05"])
+        .args(["-k", "2", "--warmup", "100", "--batch-size", "50"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = points(140, 9);
+    let mut stdin = child.stdin.take().unwrap();
+    // The warm-up at once; then one record every 20 ms, far slower than
+    // the score buffer and than a mini-batch of 50.
+    let (warm, slow) = lines.split_at(100);
+    stdin.write_all(&text(warm)).unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            tx.send((Instant::now(), line)).unwrap();
+        }
+    });
+    for _ in 0..100 {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the warm-up's score lines");
+    }
+    let mut worst = Duration::ZERO;
+    for line in slow {
+        std::thread::sleep(Duration::from_millis(20));
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let written = Instant::now();
+        let (seen, score) = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a score line for the record just written");
+        assert!(score.split(',').count() >= 2, "{score}");
+        worst = worst.max(seen.saturating_duration_since(written));
+    }
+    drop(stdin);
+    assert!(
+        worst < Duration::from_millis(200),
+        "a score line came {worst:?} after its record"
+    );
+    let status = wait_exit(&mut child);
+    reader.join().unwrap();
+    assert!(status.success());
+    assert!(rx.try_recv().is_err(), "one line per record, no more");
+}
