@@ -243,6 +243,12 @@ config_keys! {
         /// Fail the run (exit status 4, after checkpointing) when more than
         /// this fraction of its records is rejected; 1 never fails.
         pub max_reject_rate: f64 = DEFAULT_MAX_REJECT_RATE,
+        /// Pass the points of an `input` file through a random buffer of this
+        /// many points before learning: a file sorted by a column is a
+        /// drifting stream to one-pass EM, the buffer undoes most of that in
+        /// bounded memory. Not with `score` (lines would not follow the
+        /// input) or `on_error = "fail"`.
+        pub shuffle_buffer: Option<usize> = None,
         /// Checkpoint file; no checkpoint is written when absent.
         pub checkpoint: Option<PathBuf> = None,
         /// Also checkpoint every this many points read.
@@ -341,6 +347,9 @@ pub enum ConfigError {
     /// A CSV-only option with `format = "json"`.
     #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
     CsvOnly,
+    /// `shuffle_buffer` with something it cannot work with.
+    #[error("shuffle_buffer {0}")]
+    ShuffleBuffer(&'static str),
     /// `max_reject_rate` is not in [0, 1].
     #[error("max_reject_rate = {0} is out of range: give a fraction from 0 to 1 (1 never fails)")]
     MaxRejectRate(f64),
@@ -488,6 +497,22 @@ impl Config {
             }
         }
         let params = self.params().check()?;
+        if let Some(n) = self.shuffle_buffer {
+            if n == 0 {
+                return Err(ConfigError::ShuffleBuffer(
+                    "is 0: give at least 1 point, or leave it out",
+                ));
+            }
+            if !matches!(source, Source::File(_)) {
+                return Err(ConfigError::ShuffleBuffer("reorders a file: give --input PATH (a stream that never ends cannot wait for the buffer)"));
+            }
+            if self.score {
+                return Err(ConfigError::ShuffleBuffer("reorders the points, so score lines would not follow the input: drop --score, or score afterwards with emstream score"));
+            }
+            if self.on_error == OnError::Fail {
+                return Err(ConfigError::ShuffleBuffer("with --on-error fail cannot say which points came before the bad record: use --on-error skip"));
+            }
+        }
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -568,6 +593,7 @@ impl Config {
             max_connections: self.max_connections,
             on_error: self.on_error,
             max_reject_rate: self.max_reject_rate,
+            shuffle_buffer: self.shuffle_buffer,
             params,
             checkpoint,
             score,
@@ -613,6 +639,7 @@ pub struct RunConfig {
     pub(crate) max_connections: usize,
     pub(crate) on_error: OnError,
     pub(crate) max_reject_rate: f64,
+    pub(crate) shuffle_buffer: Option<usize>,
     pub(crate) params: CheckedParams,
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
@@ -718,6 +745,7 @@ mod tests {
             input: Some("x".into()),
             listen: Some("x".into()),
             columns: Some(vec![1]),
+            shuffle_buffer: Some(1),
             column_names: Some(vec!["x".into()]),
             fields: Some(vec!["x".into()]),
             dim: Some(1),

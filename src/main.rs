@@ -90,6 +90,10 @@ struct RunArgs {
     /// fraction of the records is rejected (default 0.5; 1 never fails).
     #[arg(long, value_name = "R")]
     max_reject_rate: Option<f64>,
+    /// Learn the points of an --input file through a random buffer of N
+    /// points (a file sorted by a column is a drifting stream otherwise).
+    #[arg(long, value_name = "N")]
+    shuffle_buffer: Option<usize>,
 
     /// Learner options.
     #[command(flatten)]
@@ -227,7 +231,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay!(cfg, args, given;
         delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep);
     overlay_opt!(cfg, args, given;
-        input, listen, fields, dim, checkpoint, checkpoint_every, checkpoint_interval,
+        input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
     if args.resume {
         cfg.resume = true;

@@ -39,6 +39,7 @@ mod console;
 mod learn;
 mod parse;
 mod score;
+mod shuffle;
 pub mod snapshot;
 pub mod source;
 pub mod state;
@@ -473,9 +474,20 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
+            let shuffle = config
+                .shuffle_buffer
+                .map(|n| shuffle::Shuffle::new(n, config.params.seed));
             let s = state.clone();
             spawn_stage("parser", &state, move || {
-                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
+                parse::parser_loop(
+                    parser_config,
+                    on_error,
+                    shuffle,
+                    event_rx,
+                    work_tx,
+                    recycle_rx,
+                    &s,
+                );
             })?
         };
 

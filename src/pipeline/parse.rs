@@ -5,6 +5,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
 
+use super::shuffle::Shuffle;
 use super::source::{Position, SourceEvent};
 use super::state::{RunState, StopReason};
 use crate::config::OnError;
@@ -34,6 +35,7 @@ pub(crate) struct Work {
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
+    mut shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
@@ -100,6 +102,9 @@ pub(crate) fn parser_loop(
             batch.rejected.by_reason.insert(first.reason, 1);
             fatal = Some(first);
         }
+        if let Some(sh) = shuffle.as_mut() {
+            sh.pass(&mut batch.values, batch.dim);
+        }
         let empty = batch.values.is_empty()
             && batch.rejected.by_reason.is_empty()
             && batch.headers.is_empty()
@@ -133,8 +138,15 @@ pub(crate) fn parser_loop(
             break;
         }
     }
-    if !positions.is_empty() || !forget.is_empty() {
+    // The end of the input: the points still in the shuffle buffer.
+    let mut rest = Batch::default();
+    if let (Some(sh), Some(dim)) = (shuffle.as_mut(), parser.dim()) {
+        rest.dim = dim;
+        sh.drain(&mut rest.values, dim);
+    }
+    if !positions.is_empty() || !forget.is_empty() || !rest.values.is_empty() {
         let _ = batches.send(Work {
+            batch: rest,
             positions,
             forget,
             ..Work::default()

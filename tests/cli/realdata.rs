@@ -568,3 +568,79 @@ fn a_slow_writer_sees_each_score_line_within_200_ms() {
     assert!(status.success());
     assert!(rx.try_recv().is_err(), "one line per record, no more");
 }
+
+#[test]
+fn a_sorted_file_learns_through_the_shuffle_buffer() {
+    // Old Faithful sorted by waiting time: a drifting stream.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/data/faithful.csv"),
+    )
+    .unwrap();
+    let mut rows: Vec<&str> = text.lines().skip(1).collect();
+    rows.sort_by_key(|r| r.rsplit(',').next().unwrap().parse::<u32>().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sorted = file(&dir, "sorted.csv");
+    std::fs::write(
+        &sorted,
+        format!("rownames,eruptions,waiting\n{}\n", rows.join("\n")),
+    )
+    .unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let avg_ll = |extra: &[&str]| {
+        let out = emstream()
+            .arg("run")
+            .arg("--input")
+            .arg(&sorted)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(["--overwrite", "--columns", "eruptions,waiting", "-k", "2"])
+            .args(["--warmup", "40", "--batch-size", "10", "--seed", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        assert_eq!(inspect_json(&ck)["points_seen"], 272, "every point once");
+        let out = emstream()
+            .args(["score", "--columns", "eruptions,waiting", "--model"])
+            .arg(&ck)
+            .arg("--input")
+            .arg(&sorted)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let lls: Vec<f64> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(lls.len(), 272);
+        lls.iter().sum::<f64>() / 272.0
+    };
+    let plain = avg_ll(&[]);
+    let shuffled = avg_ll(&["--shuffle-buffer", "100"]);
+    // scikit-learn's GaussianMixture(2) on the same points: -4.1554.
+    assert!(shuffled > -4.17, "{shuffled}");
+    assert!(
+        plain < shuffled - 0.2,
+        "sorted {plain}, shuffled {shuffled}"
+    );
+    // Refused where it cannot work.
+    for (args, says) in [
+        (&["--score"][..], "score lines would not follow"),
+        (&["--on-error", "fail"][..], "--on-error skip"),
+    ] {
+        let out = emstream()
+            .arg("run")
+            .arg("--input")
+            .arg(&sorted)
+            .args(["--shuffle-buffer", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    let out = run_stdin(&["run", "--shuffle-buffer", "10"], b"1,2\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--input PATH"), "{}", stderr(&out));
+}
