@@ -358,7 +358,10 @@ impl Learner {
                 anomalies: self.start.anomalies + run.counts.anomalies,
                 created_unix_ms: self.start.created_unix_ms,
                 updated_unix_ms: super::unix_ms(),
-                sources: self.start.sources.clone(),
+                sources: self
+                    .state
+                    .replay()
+                    .checkpoint_positions(&self.start.sources, &run.positions),
                 // Names that do not fit the model (a header wider than the
                 // points) are left out rather than make the file invalid.
                 columns: run.columns.clone().filter(|c| c.len() == l.dim()),
@@ -368,6 +371,7 @@ impl Learner {
             positions: run.positions.clone(),
             saves_due,
         };
+        self.state.replay().set_learned(&snap.positions);
         self.snapshots.send_replace(Some(Arc::new(snap)));
     }
 }
