@@ -12,6 +12,7 @@ mod mqtt;
 mod nats;
 mod phases;
 mod pipe;
+mod realdata;
 mod report;
 mod signals;
 mod tcp;
