@@ -28,6 +28,7 @@ mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
+mod pool;
 mod smem;
 pub mod stats;
 pub mod testdata;
