@@ -364,12 +364,16 @@ pub(crate) fn same_shape(a: &MixtureStats, b: &MixtureStats) -> Result<(), Learn
 
 /// Work of one E-step sub-block, in multiply-adds of the statistics (about
 /// K·d² per point for full covariance, K·d otherwise): large enough that
-/// combining sub-blocks costs well under 1 % of computing them.
-const SUB_BLOCK_WORK: usize = 1 << 20;
+/// clearing and adding up the sums of a sub-block (2·K·d² memory accesses)
+/// stays a small part of computing them.
+const SUB_BLOCK_WORK: usize = 1 << 21;
 
-/// Fewest points in a sub-block (wide points): enough for the blocked
-/// kernels (16 points side by side, rank-16 updates) to run full.
-const SUB_BLOCK_MIN: usize = 128;
+/// Fewest points in a sub-block (wide points). Each sub-block clears and
+/// adds K·d² sums: at d = 32, K = 10 the learner on one thread loses 15 %
+/// with 128 points per sub-block, 7 % with 256 and 3 % with 1,024
+/// (BENCHMARKS.md); 256 still cuts a default batch of 1,000 points into
+/// four sub-blocks, two per thread on two cores.
+const SUB_BLOCK_MIN: usize = 256;
 
 /// Most points in a sub-block (narrow points): a mini-batch of the default
 /// 1,000 points of up to 8 dimensions is one sub-block, computed as before.
@@ -887,9 +891,11 @@ impl Engine {
         let wsum: f64 = weights.iter().sum();
         weights.iter_mut().for_each(|w| *w /= wsum);
         let mut covs = stats.cov.clone();
-        let mut l = vec![0.0; plen];
+        // The factors of the full covariances, passed on to the mixture.
+        let mut factors = vec![0.0; k * plen];
         for j in 0..k {
             let block = &mut covs[j * plen..(j + 1) * plen];
+            let l = &mut factors[j * plen..(j + 1) * plen];
             if self.covariance == CovarianceType::Full {
                 for a in 0..d {
                     for b in 0..a {
@@ -911,7 +917,7 @@ impl Engine {
                     .collect();
                 super::covariance::add_regularisation(self.covariance, block, d, &reg);
                 let ok = match self.covariance {
-                    CovarianceType::Full => cholesky(block, d, &mut l),
+                    CovarianceType::Full => cholesky(block, d, l),
                     _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
                 };
                 if ok {
@@ -923,6 +929,10 @@ impl Engine {
                     // Nothing of the statistics is usable: fall back to the
                     // data's scale.
                     self.scale_covariance(block);
+                    if self.covariance == CovarianceType::Full {
+                        // A positive diagonal: this factor exists.
+                        cholesky(block, d, l);
+                    }
                     break;
                 }
             }
@@ -934,7 +944,7 @@ impl Engine {
             means: stats.mean.clone(),
             covariances: covs,
         };
-        GaussianMixture::new(params).map_err(LearnError::MStep)
+        GaussianMixture::with_factors(params, factors).map_err(LearnError::MStep)
     }
 }
 
@@ -1131,6 +1141,30 @@ mod tests {
         other_dim.s0 = vec![0.25; 4];
         let err = engine.m_step(&mut other_dim).unwrap_err();
         assert!(err.to_string().contains("engine of dimension 3"), "{err}");
+    }
+
+    /// The M-step passes its factors on: the mixture is the one
+    /// `GaussianMixture::new` makes of the same parameters, bit for bit,
+    /// also for a covariance it had to repair (d = 3 and d = 12, the two
+    /// Cholesky paths).
+    #[test]
+    fn the_m_step_factors_are_those_of_new() {
+        for d in [3, 12] {
+            let truth = testdata::random_mixture(d, 3, 4.0, 63);
+            let mut rng = ChaCha8Rng::seed_from_u64(63);
+            let pts = truth.sample(&mut rng, 600);
+            let mut engine = Engine::new(d, CovarianceType::Full, &pts, 0.0);
+            let mut st = stats(&truth, &pts).stats;
+            // Component 1 singular: repaired by regularisation.
+            st.cov[d * d..2 * d * d].iter_mut().for_each(|v| *v = 1.0);
+            let mix = engine.m_step(&mut st).unwrap();
+            assert!(engine.repairs() > 0);
+            let again = GaussianMixture::new(mix.params().clone()).unwrap();
+            let (mut a, mut b) = (vec![0.0; 600 * 3], vec![0.0; 600 * 3]);
+            mix.weighted_log_probs(&pts, &mut a);
+            again.weighted_log_probs(&pts, &mut b);
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
     }
 
     #[test]
