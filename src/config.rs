@@ -219,6 +219,10 @@ config_keys! {
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
         pub alert_quantile: Option<f64> = None,
+        /// Threads of the learner's E-step; the available cores (at most
+        /// [`DEFAULT_THREADS_CAP`]) when absent. Any number learns the same
+        /// model, bit for bit.
+        pub threads: Option<usize> = None,
     }
     learner {
         /// Number of mixture components K.
@@ -244,6 +248,22 @@ config_keys! {
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
     }
+}
+
+/// Most threads the learner takes by default (without `threads`): past
+/// this a default mini-batch of 1,000 points has too few sub-blocks to
+/// share (see [`crate::model::em::sub_block_points`]).
+pub const DEFAULT_THREADS_CAP: usize = 8;
+
+/// Most threads `threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// The E-step threads when `threads` is not given: the available cores, at
+/// most [`DEFAULT_THREADS_CAP`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(DEFAULT_THREADS_CAP)
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -295,6 +315,9 @@ pub enum ConfigError {
     /// A learner option is out of range.
     #[error(transparent)]
     Learner(#[from] ParamError),
+    /// `threads` is 0 or above [`MAX_THREADS`].
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores, at most {DEFAULT_THREADS_CAP})")]
+    Threads(usize),
     /// `checkpoint_every` is 0.
     #[error(
         "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
@@ -405,6 +428,11 @@ impl Config {
             }
         }
         let params = self.params().check()?;
+        let threads = match self.threads {
+            None => default_threads(),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::Threads(t)),
+        };
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -484,6 +512,7 @@ impl Config {
             checkpoint,
             score,
             given: BTreeSet::new(),
+            threads,
         })
     }
 }
@@ -528,6 +557,7 @@ pub struct RunConfig {
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) threads: usize,
 }
 
 impl RunConfig {
@@ -585,6 +615,11 @@ impl RunConfig {
         self.max_line_bytes
     }
 
+    /// Threads of the learner's E-step.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Keys given explicitly (see [`RunConfig::with_given`]).
     pub fn given(&self) -> &BTreeSet<String> {
         &self.given
@@ -630,6 +665,7 @@ mod tests {
             checkpoint_interval: Some(1.0),
             alert_below: Some(1.0),
             alert_quantile: Some(0.1),
+            threads: Some(2),
             ..Config::default()
         };
         all.resume = true;
@@ -713,6 +749,19 @@ mod tests {
     fn rule_listen_addr() {
         let e = checked(|c| c.listen = Some("localhost".into())).unwrap_err();
         assert!(e.to_string().contains("127.0.0.1:7878"), "{e}");
+    }
+
+    #[test]
+    fn rule_threads() {
+        for bad in [0, MAX_THREADS + 1] {
+            let e = checked(|c| c.threads = Some(bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Threads(t) if t == bad), "{e}");
+            assert!(e.to_string().contains("give 1 to"), "{e}");
+        }
+        assert_eq!(checked(|c| c.threads = Some(3)).unwrap().threads(), 3);
+        let default = checked(|_| {}).unwrap().threads();
+        assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
+        assert_eq!(default, default_threads());
     }
 
     #[test]

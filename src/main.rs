@@ -110,6 +110,9 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+    /// Threads of the learner's E-step (default: the available cores, at most 8); the model is the same with any number.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -195,7 +198,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         max_connections, format, max_line_bytes, on_error, keep);
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile);
+        alert_below, alert_quantile, threads);
     if args.resume {
         cfg.resume = true;
         given.insert("resume".into());

@@ -500,6 +500,7 @@ impl Pipeline {
         // Learner thread.
         let learner = Learner {
             params: config.params.clone(),
+            threads: config.threads,
             start,
             work: work_rx,
             recycle: recycle_tx,

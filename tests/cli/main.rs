@@ -8,4 +8,5 @@ mod pipe;
 mod report;
 mod signals;
 mod tcp;
+mod threads;
 mod util;
