@@ -98,11 +98,9 @@ fn mixture(name: &str) -> Result<GaussianMixture, String> {
         "three-1d" => testdata::three_1d(),
         "eight-d" => testdata::eight_d(CovarianceType::Full, 3),
         "wide-32" => testdata::random_mixture(32, 10, 4.0, 32),
-        _ => {
-            return Err(format!(
-                "unknown mixture {name:?}: use two-clusters, overlapping, three-1d, eight-d or wide-32"
-            ))
-        }
+        _ => return Err(format!(
+            "unknown mixture {name:?}: use two-clusters, overlapping, three-1d, eight-d or wide-32"
+        )),
     })
 }
 
@@ -134,7 +132,7 @@ fn push_f64(out: &mut Vec<u8>, v: f64, digits: u32) {
     out.extend_from_slice(buf.as_bytes());
     if p > 0 && frac != 0 {
         let mut width = p;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }
