@@ -98,9 +98,11 @@ fn mixture(name: &str) -> Result<GaussianMixture, String> {
         "three-1d" => testdata::three_1d(),
         "eight-d" => testdata::eight_d(CovarianceType::Full, 3),
         "wide-32" => testdata::random_mixture(32, 10, 4.0, 32),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "unknown mixture {name:?}: use two-clusters, overlapping, three-1d, eight-d or wide-32"
-        )),
+        ))
+        }
     })
 }
 
