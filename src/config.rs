@@ -293,6 +293,10 @@ config_keys! {
         /// File whose first line is a token every TCP connection must send as
         /// its first line (and the admin server takes as a bearer token).
         pub auth_token_file: Option<PathBuf> = None,
+        /// Threads of the learner's E-step; the available cores (at most
+        /// [`DEFAULT_THREADS_CAP`]) when absent. Any number learns the same
+        /// model, bit for bit.
+        pub threads: Option<usize> = None,
         /// End the run as at the end of input once no record has arrived for
         /// this many seconds (any source).
         pub stop_when_idle: Option<f64> = None,
@@ -353,6 +357,22 @@ config_keys! {
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
     }
+}
+
+/// Most threads the learner takes by default (without `threads`): past
+/// this a default mini-batch of 1,000 points has too few sub-blocks to
+/// share (see [`crate::model::em::sub_block_points`]).
+pub const DEFAULT_THREADS_CAP: usize = 8;
+
+/// Most threads `threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// The E-step threads when `threads` is not given: the available cores, at
+/// most [`DEFAULT_THREADS_CAP`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(DEFAULT_THREADS_CAP)
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -427,6 +447,9 @@ pub enum ConfigError {
     /// A learner option is out of range.
     #[error(transparent)]
     Learner(#[from] ParamError),
+    /// `threads` is 0 or above [`MAX_THREADS`].
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores, at most {DEFAULT_THREADS_CAP})")]
+    Threads(usize),
     /// `checkpoint_every` is 0.
     #[error(
         "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
@@ -607,6 +630,11 @@ impl Config {
                 return Err(ConfigError::ShuffleBuffer("with --on-error fail cannot say which points came before the bad record: use --on-error skip"));
             }
         }
+        let threads = match self.threads {
+            None => default_threads(),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::Threads(t)),
+        };
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -708,6 +736,7 @@ impl Config {
             score,
             given: BTreeSet::new(),
             access,
+            threads,
             stop_when_idle,
         })
     }
@@ -779,6 +808,7 @@ pub struct RunConfig {
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
     pub(crate) access: AccessFiles,
+    pub(crate) threads: usize,
     pub(crate) stop_when_idle: Option<Duration>,
 }
 
@@ -840,6 +870,11 @@ impl RunConfig {
     /// Longest accepted line in bytes.
     pub fn max_line_bytes(&self) -> usize {
         self.max_line_bytes
+    }
+
+    /// Threads of the learner's E-step.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The run ends once idle this long (`--stop-when-idle`).
@@ -905,6 +940,7 @@ mod tests {
             tls_key: Some("x".into()),
             tls_client_ca: Some("x".into()),
             auth_token_file: Some("x".into()),
+            threads: Some(2),
             ..Config::default()
         };
         all.resume = true;
@@ -994,6 +1030,19 @@ mod tests {
     fn rule_listen_addr() {
         let e = checked(|c| c.listen = Some("localhost".into())).unwrap_err();
         assert!(e.to_string().contains("127.0.0.1:7878"), "{e}");
+    }
+
+    #[test]
+    fn rule_threads() {
+        for bad in [0, MAX_THREADS + 1] {
+            let e = checked(|c| c.threads = Some(bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Threads(t) if t == bad), "{e}");
+            assert!(e.to_string().contains("give 1 to"), "{e}");
+        }
+        assert_eq!(checked(|c| c.threads = Some(3)).unwrap().threads(), 3);
+        let default = checked(|_| {}).unwrap().threads();
+        assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
+        assert_eq!(default, default_threads());
     }
 
     #[test]

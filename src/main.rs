@@ -130,6 +130,9 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+    /// Threads of the learner's E-step (default: the available cores, at most 8); the model is the same with any number.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 
     /// PEM certificate chain for TLS on the listeners (with --tls-key).
     #[arg(long, value_name = "FILE")]
@@ -305,7 +308,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile);
+        alert_below, alert_quantile, threads);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);

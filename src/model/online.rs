@@ -88,6 +88,9 @@ pub struct StepwiseEm {
     /// The worst explained point of the last batch (re-seeding target).
     worst: Vec<f64>,
     counters: Counters,
+    /// Threads of the E-step (not part of the state: any number learns
+    /// the same bits).
+    threads: usize,
 }
 
 impl StepwiseEm {
@@ -111,7 +114,24 @@ impl StepwiseEm {
             mixture: None,
             worst: vec![0.0; dim],
             counters: Counters::default(),
+            threads: 1,
         }
+    }
+
+    /// Runs the E-steps (the warm-up fit's and every mini-batch's) on
+    /// `threads` threads; 0 and 1 mean the learner's own thread alone. The
+    /// model is the same bits with any number ([`super::em::e_step`]), so
+    /// this is not part of the learner's state.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        if let Some(e) = self.engine.as_mut() {
+            e.set_threads(self.threads);
+        }
+    }
+
+    /// Threads the E-steps run on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Feeds points (row-major, a whole number of rows); complete mini-batches
@@ -234,6 +254,7 @@ impl StepwiseEm {
         // and the first fit: fit on the rest, score them all.
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
+        engine.set_threads(self.threads);
         let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
         let (stats, mix) = match fitted {
             Ok(v) => v,

@@ -103,6 +103,8 @@ impl ScoreLink {
 /// Everything the learner thread owns.
 pub(crate) struct Learner {
     pub(crate) params: CheckedParams,
+    /// Threads of the E-step (`--threads`).
+    pub(crate) threads: usize,
     pub(crate) start: Start,
     pub(crate) work: Receiver<Work>,
     pub(crate) recycle: SyncSender<Batch>,
@@ -163,7 +165,10 @@ impl Learner {
     /// error, or a fatal bad record; then learns from the pending partial
     /// batch ([`StepwiseEm::flush`]) and publishes the final snapshot.
     pub(crate) fn run(mut self) -> Outcome {
-        let learner = self.start.learner.take();
+        let mut learner = self.start.learner.take();
+        if let Some(l) = learner.as_mut() {
+            l.set_threads(self.threads);
+        }
         let mut run = Run {
             at_start: learner
                 .as_ref()
@@ -261,9 +266,11 @@ impl Learner {
                 rejected += batch.rejected.total();
                 points += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
                 if !batch.values.is_empty() && batch.dim > 0 {
-                    let l = run
-                        .learner
-                        .get_or_insert_with(|| StepwiseEm::new(self.params.clone(), batch.dim));
+                    let l = run.learner.get_or_insert_with(|| {
+                        let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
+                        l.set_threads(self.threads);
+                        l
+                    });
                     let values = &batch.values;
                     let result = scored(
                         self.score.as_ref(),

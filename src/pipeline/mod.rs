@@ -650,6 +650,7 @@ impl Pipeline {
         let max_reject_rate = config.max_reject_rate;
         let learner = Learner {
             params: config.params.clone(),
+            threads: config.threads,
             start,
             work: work_rx,
             recycle: recycle_tx,

@@ -16,4 +16,5 @@ mod realdata;
 mod report;
 mod signals;
 mod tcp;
+mod threads;
 mod util;
