@@ -1750,7 +1750,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let pts = truth.sample(&mut rng, 10_000);
         let params = Params {
-            components: 2,
+            components: crate::model::ComponentCount::Fixed(2),
             ..Params::default()
         }
         .check()
