@@ -269,7 +269,9 @@ fn check_resume(
     let want_dim = config
         .parser
         .dim
-        .or(config.parser.columns.as_ref().map(Columns::len));
+        .or(config.parser.columns.as_ref().map(Columns::len))
+        .or(config.parser.column_names.as_ref().map(Vec::len))
+        .or(config.parser.fields.as_ref().map(Vec::len));
     if let Some(want) = want_dim {
         if want != dim {
             return Err(mismatch("dim", dim.to_string(), want.to_string()));

@@ -41,6 +41,7 @@ mod learn;
 mod parse;
 pub mod replay;
 mod score;
+mod shuffle;
 pub mod snapshot;
 pub mod source;
 pub mod state;
@@ -343,6 +344,32 @@ pub enum PipelineError {
         /// The checkpoint holding them, if any.
         checkpoint: Option<PathBuf>,
     },
+    /// The input does not fit the configuration (e.g. a `--columns` name
+    /// the header lacks).
+    #[error("{0}")]
+    Input(crate::input::InputError),
+    /// More records were rejected than `--max-reject-rate` allows (see
+    /// [`crate::config::reject_rate_exceeded`]).
+    #[error(
+        "{rejected} of {records} records were rejected ({pct:.1} %), more than --max-reject-rate {max}: \
+         the input does not fit the options; see the reasons above and check --columns (0-based \
+         indices or header names), --dim, --delimiter and --format ({saved})",
+        pct = 100.0 * *rejected as f64 / (*records).max(1) as f64,
+        saved = match checkpoint {
+            Some(p) => format!("what was learned is saved in {}", p.display()),
+            None => "nothing was saved: no --checkpoint".to_owned(),
+        }
+    )]
+    TooManyRejects {
+        /// Records rejected in this run.
+        rejected: u64,
+        /// Records read in this run (points and rejects).
+        records: u64,
+        /// The limit.
+        max: f64,
+        /// The checkpoint holding what was learned, if any.
+        checkpoint: Option<PathBuf>,
+    },
     /// The learner refused the points.
     #[error("learning failed: {0}")]
     Learn(#[from] LearnError),
@@ -551,9 +578,20 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
+            let shuffle = config
+                .shuffle_buffer
+                .map(|n| shuffle::Shuffle::new(n, config.params.seed));
             let s = state.clone();
             spawn_stage("parser", &state, move || {
-                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
+                parse::parser_loop(
+                    parser_config,
+                    on_error,
+                    shuffle,
+                    event_rx,
+                    work_tx,
+                    recycle_rx,
+                    &s,
+                );
             })?
         };
 
@@ -612,8 +650,10 @@ impl Pipeline {
         }
 
         // Learner thread.
+        let max_reject_rate = config.max_reject_rate;
         let learner = Learner {
             params: config.params.clone(),
+            threads: config.threads,
             start,
             work: work_rx,
             recycle: recycle_tx,
@@ -624,6 +664,7 @@ impl Pipeline {
             },
             score: score_link,
             detector,
+            max_reject_rate,
             state: state.clone(),
             console: console.clone(),
             #[cfg(test)]
@@ -676,7 +717,9 @@ impl Pipeline {
         };
         // The learner may have stopped on its own (a learning error, a
         // panic): make sure the sources (a listener, above all) stop too.
-        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none());
+        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none()
+            && o.input_error.is_none()
+            && o.too_many_rejects.is_none());
         state.stop(if failed {
             StopReason::Failed
         } else {
@@ -757,6 +800,9 @@ impl Pipeline {
         if let Some(e) = outcome.learn_error {
             return Err(PipelineError::Learn(e));
         }
+        if let Some(e) = outcome.input_error {
+            return Err(PipelineError::Input(e));
+        }
         if let Some(ParseError {
             source_id,
             line,
@@ -775,6 +821,14 @@ impl Pipeline {
         }
         if let Some((name, source)) = outcome.read_error {
             return Err(PipelineError::Read { name, source });
+        }
+        if let Some((points, rejected)) = outcome.too_many_rejects {
+            return Err(PipelineError::TooManyRejects {
+                rejected,
+                records: points + rejected,
+                max: max_reject_rate,
+                checkpoint: written,
+            });
         }
         if let Some(r) = score_result {
             r.map_err(PipelineError::ScoreOutput)?;
