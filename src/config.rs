@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
 
+/// Default memory budget (`max_memory`): 1 GiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
 /// one parser of enum flags for every command, so `CSV` means the same to
@@ -219,6 +222,11 @@ config_keys! {
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
         pub alert_quantile: Option<f64> = None,
+        /// Memory budget in bytes for everything sized by data or options
+        /// (model of the dimension, warm-up buffer, batch, line buffers);
+        /// a configuration or a record's dimension that would exceed it is
+        /// refused before anything is allocated.
+        pub max_memory: u64 = DEFAULT_MAX_MEMORY,
     }
     learner {
         /// Number of mixture components K.
@@ -318,6 +326,19 @@ pub enum ConfigError {
     /// `alert_quantile` is outside (0, 1).
     #[error("alert_quantile = {0} must be strictly between 0 and 1, e.g. 0.001")]
     AlertQuantile(f64),
+    /// The options (and the configured dimension) need more memory than
+    /// `max_memory` allows.
+    #[error("{what} would need about {need} bytes, more than max_memory (--max-memory) = {budget}: {fix}")]
+    Memory {
+        /// What would be too large.
+        what: String,
+        /// Estimated bytes.
+        need: u128,
+        /// The budget.
+        budget: u64,
+        /// What to change.
+        fix: &'static str,
+    },
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
@@ -405,6 +426,7 @@ impl Config {
             }
         }
         let params = self.params().check()?;
+        self.check_memory(&params, columns.as_ref().map(|c| c.len()).or(self.dim))?;
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -484,7 +506,50 @@ impl Config {
             checkpoint,
             score,
             given: BTreeSet::new(),
+            max_memory: self.max_memory,
         })
+    }
+}
+
+impl Config {
+    /// The memory budget rule: line buffers of every connection, and, when
+    /// the dimension is configured, the learner
+    /// ([`crate::model::learner_memory`]).
+    fn check_memory(&self, params: &Params, dim: Option<usize>) -> Result<(), ConfigError> {
+        let budget = self.max_memory;
+        // A connection holds up to a line being framed and a chunk in flight.
+        let conns = if self.listen.is_some() {
+            self.max_connections
+        } else {
+            1
+        };
+        let lines = (conns as u128) * (self.max_line_bytes as u128) * 2;
+        if lines > budget as u128 {
+            return Err(ConfigError::Memory {
+                what: format!(
+                    "line buffers of {conns} connections of max_line_bytes = {}",
+                    self.max_line_bytes
+                ),
+                need: lines,
+                budget,
+                fix: "lower max_connections or max_line_bytes, or raise max_memory",
+            });
+        }
+        if let Some(d) = dim {
+            let need = crate::model::learner_memory(params, d);
+            if need.is_none_or(|n| n as u128 + lines > budget as u128) {
+                return Err(ConfigError::Memory {
+                    what: format!(
+                        "a model of dimension {d} with {} {} components, warmup = {} and batch_size = {}",
+                        params.components, params.covariance, params.warmup, params.batch_size
+                    ),
+                    need: need.map_or(u128::MAX, |n| n as u128 + lines),
+                    budget,
+                    fix: "lower components, warmup or batch_size, use covariance diag, or raise max_memory",
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -528,6 +593,7 @@ pub struct RunConfig {
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) max_memory: u64,
 }
 
 impl RunConfig {
@@ -543,6 +609,11 @@ impl RunConfig {
     {
         self.given = keys.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The memory budget in bytes (`max_memory`).
+    pub fn max_memory(&self) -> u64 {
+        self.max_memory
     }
 
     /// Where points come from.

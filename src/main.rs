@@ -110,6 +110,9 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+    /// Memory budget in bytes for the model, buffers and line buffers (default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +199,10 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
+    if let Some(m) = args.max_memory {
+        cfg.max_memory = m;
+        given.insert("max_memory".into());
+    }
     if args.resume {
         cfg.resume = true;
         given.insert("resume".into());

@@ -113,6 +113,21 @@ impl Framer {
         self.emit(true, out);
     }
 
+    /// End of a network source: like [`Framer::finish`], but an
+    /// unterminated last line is torn (the peer went away mid-record): it
+    /// is dropped, not handed out, and its line number returned.
+    pub fn finish_torn(&mut self, out: &mut Vec<Chunk>) -> Option<u64> {
+        self.dropping = false;
+        let torn = (self.partial_start < self.buf.len()).then(|| {
+            self.buf.truncate(self.partial_start);
+            let line = self.next_line;
+            self.next_line += 1;
+            line
+        });
+        self.emit(true, out);
+        torn
+    }
+
     /// Hands out the whole lines buffered so far as a (not last) chunk, for a
     /// slow source that should not wait for a full chunk; an unfinished line
     /// stays buffered. Does nothing when no whole line or dropped line is

@@ -43,6 +43,9 @@ pub enum RejectReason {
     InvalidUtf8,
     /// A `--format json` line is not a JSON array of numbers.
     BadJson,
+    /// A network stream ended in the middle of this record (no line end):
+    /// it was cut, so it is not learned.
+    Torn,
 }
 
 /// Count of rejected records per reason.
@@ -100,6 +103,7 @@ impl RejectReason {
             RejectReason::TooLong => "line too long",
             RejectReason::InvalidUtf8 => "not UTF-8",
             RejectReason::BadJson => "not a JSON array of numbers",
+            RejectReason::Torn => "torn record (the connection ended mid-line)",
         }
     }
 }
@@ -138,6 +142,10 @@ pub struct Batch {
     pub errors: Vec<ParseError>,
     /// Header lines skipped in this chunk: (source, line, text).
     pub headers: Vec<(SourceId, u64, String)>,
+    /// Set on the batch in which the parser decided the dimension from the
+    /// data (no `dim` or `columns` configured): the first record of that
+    /// dimension, (source, line), so the run can say whom it came from.
+    pub dim_from: Option<(SourceId, u64)>,
 }
 
 /// Cuts a byte stream from one source into [`Chunk`]s of whole lines, in
@@ -264,9 +272,18 @@ pub struct Parser {
     fields: Vec<(usize, usize)>,
     /// Reused: values of the line being parsed on the general path.
     scratch: Vec<f64>,
+    /// Largest dimension a record may fix (the memory budget's), if any.
+    max_dim: Option<usize>,
+    /// Records looked at before the dimension is decided by majority
+    /// (1: the first valid record decides, as before).
+    vote: usize,
+    /// Valid records held while the dimension is undecided:
+    /// (source, line, values).
+    held: Vec<(SourceId, u64, Vec<f64>)>,
 }
 
 mod framer;
+pub mod hostile;
 mod parser;
 mod reader;
 

@@ -50,7 +50,101 @@ impl Parser {
             header_done: HashSet::new(),
             fields: Vec::new(),
             scratch: Vec::new(),
+            max_dim: None,
+            vote: 1,
+            held: Vec::new(),
         }
+    }
+
+    /// Refuses to let a record fix a dimension above `max` (the largest
+    /// one the memory budget allows): such a record is rejected
+    /// ([`RejectReason::FieldCount`]) instead of sizing the model.
+    pub fn with_max_dim(mut self, max: usize) -> Self {
+        self.max_dim = Some(max);
+        self
+    }
+
+    /// Decides an unconfigured dimension by majority instead of by the
+    /// first valid record: up to `records` valid records are held (not
+    /// output) until one field count holds a strict majority of `records`,
+    /// or `records` have been seen (the most common count wins, the
+    /// earliest on a tie), or [`Parser::finish`] is called. The held
+    /// records of the winning count are then output in order, the others
+    /// rejected as [`RejectReason::FieldCount`] with a message naming
+    /// `--dim`. So one stray first line (a count, a date) cannot fix the
+    /// dimension for good. `records` of 0 or 1 keep the first-record rule.
+    pub fn with_dim_vote(mut self, records: usize) -> Self {
+        self.vote = records.max(1);
+        self
+    }
+
+    /// Whether valid records are held while the dimension is undecided
+    /// ([`Parser::with_dim_vote`]).
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// End of all input: decides the dimension from the records held so
+    /// far, if it is still undecided, and outputs them into `out`.
+    pub fn finish(&mut self, out: &mut Batch) {
+        self.decide(out, true);
+        out.dim = self.dim.unwrap_or(0);
+    }
+
+    /// Decides the dimension from the held records when the vote allows
+    /// (or `force`), outputting them.
+    fn decide(&mut self, out: &mut Batch, force: bool) {
+        if self.dim.is_some() || self.held.is_empty() {
+            return;
+        }
+        // (field count, records, first index)
+        let mut tally: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, (_, _, v)) in self.held.iter().enumerate() {
+            match tally.iter_mut().find(|t| t.0 == v.len()) {
+                Some(t) => t.1 += 1,
+                None => tally.push((v.len(), 1, i)),
+            }
+        }
+        let &(win, votes, first) = tally
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .expect("held records");
+        if !(force || votes * 2 > self.vote || self.held.len() >= self.vote) {
+            return;
+        }
+        self.dim = Some(win);
+        let (src, line, _) = self.held[first];
+        out.dim_from = Some((src, line));
+        for (source, line, values) in std::mem::take(&mut self.held) {
+            if values.len() == win {
+                out.values.extend_from_slice(&values);
+            } else {
+                reject(
+                    out,
+                    source,
+                    line,
+                    RejectReason::FieldCount,
+                    format!(
+                        "{} fields, expected {win} (the dimension of most of the first records; give --dim to choose it)",
+                        values.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The rejection of a record that would fix a dimension above the
+    /// memory budget's, if it would.
+    fn too_wide(&self, n: usize) -> Option<Reject> {
+        let max = self.max_dim?;
+        (n > max).then(|| {
+            (
+                RejectReason::FieldCount,
+                format!(
+                    "{n} fields: a model of dimension {n} would not fit in the memory budget (at most {max}); give --dim or --columns, or raise --max-memory"
+                ),
+            )
+        })
     }
 
     /// Parses one chunk, appending accepted rows, rejects and headers to `out`.
@@ -63,7 +157,11 @@ impl Parser {
         let bytes = &chunk.bytes[..];
         let too_long = &chunk.too_long[..];
         let mut header_pending = !self.header_done.contains(&source);
-        let fast = self.format == Format::Csv && self.columns.is_none();
+        // While the dimension is put to the vote, every record takes the
+        // general path (which holds it).
+        let fast = self.format == Format::Csv
+            && self.columns.is_none()
+            && (self.dim.is_some() || self.vote <= 1);
         let mut line = chunk.first_line;
         let mut next_too_long = 0;
         let mut pos = 0;
@@ -84,7 +182,15 @@ impl Parser {
                     header_pending = false;
                     match self.dim {
                         Some(d) if d == n => {}
-                        None => self.dim = Some(n),
+                        None => {
+                            if let Some((reason, detail)) = self.too_wide(n) {
+                                out.values.truncate(out.values.len() - n);
+                                reject(out, source, line, reason, detail);
+                            } else {
+                                self.dim = Some(n);
+                                out.dim_from = Some((source, line));
+                            }
+                        }
                         Some(d) => {
                             out.values.truncate(out.values.len() - n);
                             reject(
@@ -142,8 +248,18 @@ impl Parser {
             return;
         }
         let was_pending = std::mem::replace(header_pending, false);
+        let undecided = self.dim.is_none();
         match self.record(text) {
-            Ok(()) => out.values.extend_from_slice(&self.scratch),
+            Ok(()) if self.dim.is_none() => {
+                self.held.push((source, line, self.scratch.clone()));
+                self.decide(out, false);
+            }
+            Ok(()) => {
+                if undecided {
+                    out.dim_from = Some((source, line));
+                }
+                out.values.extend_from_slice(&self.scratch);
+            }
             Err((reason, detail)) => {
                 let header_like =
                     matches!(reason, RejectReason::NotNumeric | RejectReason::BadJson)
@@ -215,7 +331,12 @@ impl Parser {
                 "empty array: a point needs at least one number".to_owned(),
             )),
             None => {
-                self.dim = Some(n);
+                if let Some(r) = self.too_wide(n) {
+                    return Err(r);
+                }
+                if self.vote <= 1 {
+                    self.dim = Some(n);
+                }
                 Ok(())
             }
         }

@@ -69,6 +69,9 @@ pub(crate) struct Learner {
     pub(crate) detector: Option<AnomalyDetector>,
     pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
+    /// Say on stderr which dimension the data decided, and from whom (a
+    /// daemon without a configured dimension).
+    pub(crate) announce_dim: bool,
     /// Test-only fault injection: panic once this many points are learned.
     #[cfg(test)]
     pub(crate) panic_after: Option<u64>,
@@ -86,6 +89,8 @@ pub(crate) struct Outcome {
     pub(crate) bad_record: Option<ParseError>,
     /// A learning error that stopped the run.
     pub(crate) learn_error: Option<LearnError>,
+    /// The input was overwhelmingly not points: (rejected, records).
+    pub(crate) not_points: Option<(u64, u64)>,
     /// The first read error of a source: (its name, the error).
     pub(crate) read_error: Option<(String, std::io::Error)>,
 }
@@ -110,7 +115,10 @@ impl Learner {
     /// error, or a fatal bad record; then learns from the pending partial
     /// batch ([`StepwiseEm::flush`]) and publishes the final snapshot.
     pub(crate) fn run(mut self) -> Outcome {
-        let learner = self.start.learner.take();
+        let mut learner = self.start.learner.take();
+        if let Some(l) = learner.as_mut() {
+            l.set_interrupt(self.state.interrupt_flag());
+        }
         let mut run = Run {
             at_start: learner
                 .as_ref()
@@ -130,6 +138,10 @@ impl Learner {
         let mut bad_record = None;
         let mut learn_error = None;
         let mut read_error = None;
+        let mut not_points = None;
+        let mut fit_announced = false;
+        // Records of this run: accepted rows and rejects.
+        let mut accepted: u64 = 0;
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
         loop {
@@ -189,10 +201,43 @@ impl Learner {
                     run.counts.rejected.merge(&batch.rejected);
                     run.changed();
                 }
+                if let (Some((source, line)), true) = (batch.dim_from, self.announce_dim) {
+                    self.console.line(&format!(
+                        "dimension {} taken from {} line {line}: most of the first records have {} fields (no --dim was given; give --dim or --columns to fix it)",
+                        batch.dim,
+                        self.state.source_name(source),
+                        batch.dim
+                    ));
+                }
+                accepted += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
+                let rejected = run.counts.rejected.total();
+                if not_points_yet(rejected, accepted) {
+                    // Garbage in must not make a model: stop before
+                    // learning from this batch.
+                    not_points = Some((rejected, rejected + accepted));
+                    self.state.stop(super::StopReason::Failed);
+                    recycle(&self.recycle, batch);
+                    break;
+                }
                 if !batch.values.is_empty() && batch.dim > 0 {
-                    let l = run
-                        .learner
-                        .get_or_insert_with(|| StepwiseEm::new(self.params.clone(), batch.dim));
+                    let l = run.learner.get_or_insert_with(|| {
+                        let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
+                        l.set_interrupt(self.state.interrupt_flag());
+                        l
+                    });
+                    let dropped = l.warmup_dropped();
+                    let regimes = l.regime_changes();
+                    let rows = batch.values.len() / batch.dim;
+                    if !fit_announced
+                        && l.mixture().is_none()
+                        && l.pending_points() + rows >= l.params().warmup
+                    {
+                        fit_announced = true;
+                        self.console.line(&format!(
+                            "fitting the first model on {} warm-up points (a signal stops the fit and saves them unfitted)",
+                            l.params().warmup
+                        ));
+                    }
                     let values = &batch.values;
                     let result = scored(
                         self.score.as_ref(),
@@ -200,9 +245,33 @@ impl Learner {
                         &mut run.counts,
                         |scores| l.observe(values, scores),
                     );
-                    if let Err(e) = result {
-                        learn_error = Some(e);
-                        break;
+                    match result {
+                        // A signal stopped the warm-up fit: the buffer is
+                        // kept and saved unfitted.
+                        Err(LearnError::Interrupted) => {}
+                        Err(e) => {
+                            learn_error = Some(e);
+                            break;
+                        }
+                        Ok(()) => {}
+                    }
+                    if let Some(l) = run.learner.as_ref() {
+                        if l.regime_changes() > regimes {
+                            run.counts.regime_changes += l.regime_changes() - regimes;
+                            self.console.line(&format!(
+                                "regime change: more than half of the last {} points were gross outliers; the model was re-fitted on the most recent points ({} so far)",
+                                l.params().warmup,
+                                run.counts.regime_changes
+                            ));
+                        }
+                        if dropped == 0 && l.warmup_dropped() > 0 {
+                            self.console.line(&format!(
+                                "warm-up: too few distinct usable points to fit {} components; dropped {} repeated or unusable points and waiting for more varied data ({} buffered)",
+                                l.params().components,
+                                l.warmup_dropped(),
+                                l.pending_points()
+                            ));
+                        }
                     }
                     run.counts.batches += 1;
                     run.changed();
@@ -248,7 +317,7 @@ impl Learner {
             }
         }
 
-        if learn_error.is_none() {
+        if learn_error.is_none() && not_points.is_none() {
             if let Some(l) = run.learner.as_mut() {
                 let result = scored(
                     self.score.as_ref(),
@@ -271,6 +340,7 @@ impl Learner {
             counts: run.counts,
             bad_record,
             learn_error,
+            not_points,
             read_error,
         }
     }
@@ -370,6 +440,24 @@ impl Run {
         self.counts.repairs = now.repairs.saturating_sub(at.repairs);
         self.counts.avg_log_lik = average_log_lik(now, at);
     }
+}
+
+/// Records a run must have read before [`NOT_POINTS_RATE`] applies.
+pub const NOT_POINTS_MIN_RECORDS: u64 = 1000;
+
+/// Share of rejected records above which an input is "not points" and the
+/// run fails (once [`NOT_POINTS_MIN_RECORDS`] were read): a binary file, a
+/// random stream, the wrong format. Messy real data with some bad lines
+/// stays far below it.
+pub const NOT_POINTS_RATE: f64 = 0.9;
+
+/// Whether `rejected` rejects among `rejected + accepted` records of this
+/// run say the input is not points ([`NOT_POINTS_RATE`]). The one place
+/// the rule lives, so a configurable reject-rate limit can replace the
+/// constant.
+pub(crate) fn not_points_yet(rejected: u64, accepted: u64) -> bool {
+    let records = rejected + accepted;
+    records >= NOT_POINTS_MIN_RECORDS && rejected as f64 > NOT_POINTS_RATE * records as f64
 }
 
 /// Average log-likelihood of the points scored since `at_start`.

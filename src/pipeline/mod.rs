@@ -282,6 +282,14 @@ pub enum PipelineError {
         /// The checkpoint holding them, if any.
         checkpoint: Option<PathBuf>,
     },
+    /// Almost every record was rejected: the input is not points.
+    #[error("the input is not points: {rejected} of the first {records} records were rejected (more than {pct} %); no model was made of it (a checkpoint written before is kept). Check --input, --format and --columns", pct = learn::NOT_POINTS_RATE * 100.0)]
+    NotPoints {
+        /// Records rejected.
+        rejected: u64,
+        /// Records read.
+        records: u64,
+    },
     /// The learner refused the points.
     #[error("learning failed: {0}")]
     Learn(#[from] LearnError),
@@ -447,9 +455,18 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
+            let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let s = state.clone();
             spawn_stage("parser", &state, move || {
-                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
+                parse::parser_loop(
+                    parser_config,
+                    on_error,
+                    max_dim,
+                    event_rx,
+                    work_tx,
+                    recycle_rx,
+                    &s,
+                );
             })?
         };
 
@@ -512,6 +529,8 @@ impl Pipeline {
             detector,
             state: state.clone(),
             console: console.clone(),
+            announce_dim: matches!(config.source(), SourceConfig::Listen(_))
+                && config.parser.dim.is_none(),
             #[cfg(test)]
             panic_after: panic_learner_after,
         };
@@ -552,6 +571,7 @@ impl Pipeline {
                 () = &mut shutdown, if !signalled => {
                     signalled = true;
                     state.stop(StopReason::Signal);
+                    state.interrupt();
                     state.set_phase(Phase::Draining);
                     console.line("stopping: finishing the points already read (a second signal exits at once)");
                 }
@@ -560,7 +580,8 @@ impl Pipeline {
         };
         // The learner may have stopped on its own (a learning error, a
         // panic): make sure the sources (a listener, above all) stop too.
-        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none());
+        let failed =
+            !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none() && o.not_points.is_none());
         state.stop(if failed {
             StopReason::Failed
         } else {
@@ -586,14 +607,24 @@ impl Pipeline {
         let outcome = stage_result("learner", outcome)?;
 
         let counts = outcome.counts;
+        // Batches count too: a warm-up buffer that was not fitted (a stop
+        // during the warm-up, too few distinct points) is saved as such.
         let changed = counts.points > 0
+            || counts.batches > 0
             || counts.outliers > 0
             || !counts.rejected.is_empty()
             || counts.anomalies > 0;
 
-        // The final checkpoint, last.
+        // The final checkpoint, last (none when the input was not points:
+        // garbage must not become a model; the last checkpoint written is
+        // kept).
         let mut written = None;
-        match (&saver, &outcome.last) {
+        let last = if outcome.not_points.is_some() {
+            None
+        } else {
+            outcome.last.clone()
+        };
+        match (&saver, &last) {
             (Some(saver), Some(snap)) => {
                 if changed {
                     // The writer may have saved this very snapshot already.
@@ -603,6 +634,7 @@ impl Pipeline {
                     written = Some(saver.path.clone());
                 }
             }
+            (Some(_), None) if outcome.not_points.is_some() => {}
             (Some(_), None) => console.line("no valid points were read: no checkpoint written"),
             (None, _) => {}
         }
@@ -615,6 +647,9 @@ impl Pipeline {
         let score_result = score_result.transpose()?;
         if let Some(e) = outcome.learn_error {
             return Err(PipelineError::Learn(e));
+        }
+        if let Some((rejected, records)) = outcome.not_points {
+            return Err(PipelineError::NotPoints { rejected, records });
         }
         if let Some(ParseError {
             source_id,

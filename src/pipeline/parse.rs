@@ -8,7 +8,11 @@ use tokio::sync::mpsc;
 use super::source::{Position, SourceEvent};
 use super::state::{RunState, StopReason};
 use crate::config::OnError;
-use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, SourceId};
+use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, RejectReason, SourceId};
+
+/// Valid records that decide an unconfigured dimension by majority
+/// ([`Parser::with_dim_vote`]): 9 of the first 16 agreeing decide at once.
+pub(crate) const DIM_VOTE: usize = 16;
 
 /// What the parser hands the learner: a batch, the source positions its
 /// rows reach, the streams that ended, and with `--on-error fail` the bad
@@ -31,12 +35,22 @@ pub(crate) struct Work {
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
+    max_dim: usize,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
     state: &RunState,
 ) {
-    let mut parser = Parser::new(config.clone());
+    // Without --on-error fail (whose error must be the first bad line in
+    // input order), an unconfigured dimension is decided by majority.
+    let vote = if on_error == OnError::Fail {
+        1
+    } else {
+        DIM_VOTE
+    };
+    let mut parser = Parser::new(config.clone())
+        .with_max_dim(max_dim)
+        .with_dim_vote(vote);
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
@@ -49,6 +63,26 @@ pub(crate) fn parser_loop(
             SourceEvent::End { source, forget: f } => {
                 if f {
                     forget.push(source);
+                }
+                continue;
+            }
+            SourceEvent::Torn { source, line } => {
+                let mut batch = Batch::default();
+                batch.rejected.add(RejectReason::Torn);
+                batch.errors.push(ParseError {
+                    source_id: source,
+                    line,
+                    reason: RejectReason::Torn,
+                    detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
+                });
+                let work = Work {
+                    batch,
+                    positions: std::mem::take(&mut positions),
+                    forget: std::mem::take(&mut forget),
+                    ..Work::default()
+                };
+                if batches.send(work).is_err() {
+                    break;
                 }
                 continue;
             }
@@ -117,8 +151,15 @@ pub(crate) fn parser_loop(
             break;
         }
     }
-    if !positions.is_empty() || !forget.is_empty() {
+    let mut batch = Batch::default();
+    parser.finish(&mut batch);
+    if !positions.is_empty()
+        || !forget.is_empty()
+        || !batch.values.is_empty()
+        || !batch.rejected.is_empty()
+    {
         let _ = batches.send(Work {
+            batch,
             positions,
             forget,
             ..Work::default()
@@ -132,6 +173,7 @@ fn clear(mut b: Batch) -> Batch {
     b.rejected.by_reason.clear();
     b.errors.clear();
     b.headers.clear();
+    b.dim_from = None;
     b
 }
 
