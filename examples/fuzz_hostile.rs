@@ -23,8 +23,25 @@ const MAX_INPUT: usize = 64 << 10;
 
 /// Tokens spliced in by the mutator: what a parser meets at its edges.
 const DICT: &[&[u8]] = &[
-    b"\n", b",", b" ", b"\t", b";", b"#", b"[", b"]", b"1e308", b"-1e-320", b"nan", b"inf",
-    b"0x1p3", b"1e150", b"5\n", b"2024 01 15\n", b"9.99,9.", b"\r\n", b"\xff\xfe",
+    b"\n",
+    b",",
+    b" ",
+    b"\t",
+    b";",
+    b"#",
+    b"[",
+    b"]",
+    b"1e308",
+    b"-1e-320",
+    b"nan",
+    b"inf",
+    b"0x1p3",
+    b"1e150",
+    b"5\n",
+    b"2024 01 15\n",
+    b"9.99,9.",
+    b"\r\n",
+    b"\xff\xfe",
 ];
 
 fn main() {
@@ -71,10 +88,7 @@ fn load(dir: &Path) -> Vec<Vec<u8>> {
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.sort();
-    files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .collect()
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
 }
 
 /// Runs one input; on a failure saves it and exits 1.
@@ -99,7 +113,11 @@ fn check(input: &[u8], cut: usize, good: &[f64], n: u64) {
 fn mutate(base: &[u8], other: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     let mut v = base.to_vec();
     for _ in 0..rng.random_range(1..8) {
-        let at = if v.is_empty() { 0 } else { rng.random_range(0..=v.len()) };
+        let at = if v.is_empty() {
+            0
+        } else {
+            rng.random_range(0..=v.len())
+        };
         match rng.random_range(0..6) {
             0 if !v.is_empty() => {
                 let i = at.min(v.len() - 1);
