@@ -97,14 +97,9 @@ pub struct SourcePosition {
     pub position: u64,
 }
 
-/// How the number of components was chosen.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelSelection {
-    /// BIC of each K tried, as (K, BIC).
-    pub bic_by_k: Vec<(usize, f64)>,
-    /// The rule that chose, e.g. "bic".
-    pub chosen_by: String,
-}
+/// How the number of components was chosen: the model's own type, kept
+/// in the checkpoint as it is (the on-disk schema has its own copy).
+pub use crate::model::select::ModelSelection;
 
 /// Why a checkpoint could not be written or read. Every variant names the
 /// file and, for a refused file, the check that failed.

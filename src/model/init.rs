@@ -19,6 +19,16 @@ const SELECT_ITERS: usize = 3;
 /// Most Lloyd iterations after k-means++ seeding.
 const LLOYD_ITERS: usize = 20;
 
+/// Seeds are compared on a random subsample of the warm-up buffer of at
+/// most this many points (or [`SEED_SAMPLE_PER_K`] per component, if more):
+/// enough to tell a good arrangement of components from a poor one, for a
+/// fraction of the cost on a large buffer. Only the best seed is iterated on
+/// the whole buffer. A buffer this small or smaller is used whole.
+const SEED_SAMPLE: usize = 2000;
+
+/// Points per component a seed subsample holds at least.
+const SEED_SAMPLE_PER_K: usize = 100;
+
 /// Number of distinct rows in `points`, counting no further than `limit`.
 pub(crate) fn count_distinct(points: &[f64], d: usize, limit: usize) -> usize {
     let mut seen: Vec<&[f64]> = Vec::with_capacity(limit);
@@ -101,6 +111,27 @@ fn draw(w: &[f64], mut u: f64) -> usize {
     pick
 }
 
+/// `m` rows of `points` drawn without replacement (in their original
+/// order), or `None` when there are no more than `m`.
+fn subsample(points: &[f64], d: usize, m: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f64>> {
+    let n = points.len() / d;
+    if n <= m {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        let j = rng.random_range(i..n);
+        idx.swap(i, j);
+    }
+    let mut chosen = idx[..m].to_vec();
+    chosen.sort_unstable();
+    let mut out = Vec::with_capacity(m * d);
+    for i in chosen {
+        out.extend_from_slice(&points[i * d..(i + 1) * d]);
+    }
+    Some(out)
+}
+
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
@@ -155,9 +186,12 @@ fn lloyd(points: &[f64], d: usize, centres: &mut [f64]) -> Vec<f64> {
 }
 
 /// Fits the first model on the warm-up buffer: for each of
-/// `params.init_seeds` seeds, k-means++ and Lloyd, then batch EM until the
-/// average log-likelihood stops improving; keeps the best seed. Returns the
-/// statistics of the buffer under the best model and the model.
+/// `params.init_seeds` seeds, k-means++, Lloyd and a few EM iterations on a
+/// random subsample of the buffer (the whole buffer when it is small, see
+/// [`SEED_SAMPLE`]); the best seed then gets batch EM on the whole buffer
+/// until the average log-likelihood stops improving, and split-and-merge
+/// moves. Returns the statistics of the buffer under the model and the
+/// model.
 ///
 /// # Errors
 ///
@@ -180,21 +214,27 @@ pub(crate) fn fit_warmup(
             k,
         });
     }
-    // Every seed gets k-means++ and Lloyd (cheap) and a few EM iterations,
-    // enough to tell a good arrangement of components from a poor one;
-    // only the best is iterated to convergence.
+    // Every seed gets k-means++ and Lloyd (cheap) and a few EM iterations
+    // on the subsample, enough to tell a good arrangement of components
+    // from a poor one; only the best is iterated to convergence on the
+    // whole buffer. With one component every seed ends at the same place.
+    let sample = subsample(buf, d, SEED_SAMPLE.max(SEED_SAMPLE_PER_K * k), rng)
+        .filter(|s| count_distinct(s, d, k) >= k);
+    let seed_buf = sample.as_deref().unwrap_or(buf);
+    let m = seed_buf.len() / d;
+    let seeds = if k == 1 { 1 } else { params.init_seeds };
     let mut best: Option<(f64, MixtureStats, GaussianMixture)> = None;
     let mut sums = BatchSums::default();
-    for _ in 0..params.init_seeds {
-        let mut centres = kmeans_pp(buf, d, k, rng);
-        let resp = lloyd(buf, d, &mut centres);
-        sums.accumulate(params.covariance, d, buf, &resp, &centres);
-        let mut stats = sums.to_stats(params.covariance, d, &centres, n);
-        engine.widen_thin_clusters(&mut stats, n);
+    for _ in 0..seeds {
+        let mut centres = kmeans_pp(seed_buf, d, k, rng);
+        let resp = lloyd(seed_buf, d, &mut centres);
+        sums.accumulate(params.covariance, d, seed_buf, &resp, &centres);
+        let mut stats = sums.to_stats(params.covariance, d, &centres, m);
+        engine.widen_thin_clusters(&mut stats, m);
         let mut mix = engine.m_step(&mut stats)?;
         let mut ll = f64::NEG_INFINITY;
         for _ in 0..SELECT_ITERS.min(params.init_iters) {
-            let (s, l) = engine.full_pass(&mix, buf);
+            let (s, l) = engine.full_pass(&mix, seed_buf);
             stats = s;
             ll = l;
             mix = engine.m_step(&mut stats)?;
@@ -207,6 +247,14 @@ pub(crate) fn fit_warmup(
     let Some((mut prev, mut stats, mut mix)) = best else {
         return Err(LearnError::NotFitted);
     };
+    if sample.is_some() {
+        // One EM iteration on the whole buffer, so that the statistics and
+        // the log-likelihood below are the whole buffer's.
+        let (s, ll) = engine.full_pass(&mix, buf);
+        stats = s;
+        prev = ll;
+        mix = engine.m_step(&mut stats)?;
+    }
     for _ in SELECT_ITERS.min(params.init_iters)..params.init_iters {
         let (s, ll) = engine.full_pass(&mix, buf);
         stats = s;

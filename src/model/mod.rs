@@ -7,6 +7,8 @@
 //! - [`mixture`]: [`GaussianMixture`], parameters and densities.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
+//! - `kernels`: the register-blocked inner loops of the densities and the
+//!   statistics for wide points.
 //! - [`params`]: the learner's options, [`Params`] checked into
 //!   [`CheckedParams`].
 //! - [`em`]: the public EM engine: E-step statistics of a batch against a
@@ -14,17 +16,23 @@
 //!   returning a `Result`. Everything below is built from these steps.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
 //!   then split-and-merge moves (`smem`) out of local optima.
+//! - [`adapt`]: keeping K right over the stream (prune, merge, split,
+//!   spawn by BIC on recent points), a pure component the learner calls.
+//! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together, and
 //!   its plain [`LearnerState`] for checkpoints.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 
+pub mod adapt;
 pub mod covariance;
 pub mod em;
 pub mod init;
+mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
+pub mod select;
 mod smem;
 pub mod stats;
 pub mod testdata;

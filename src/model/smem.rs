@@ -34,7 +34,7 @@ const MAX_K: usize = 64;
 const TOL: f64 = 1e-5;
 
 /// Responsibilities of every component for every buffer point (n rows of K).
-fn responsibilities(mix: &GaussianMixture, buf: &[f64]) -> Vec<f64> {
+pub(super) fn responsibilities(mix: &GaussianMixture, buf: &[f64]) -> Vec<f64> {
     let k = mix.n_components();
     let n = buf.len() / mix.dim();
     let mut r = vec![0.0; n * k];
@@ -118,7 +118,7 @@ fn weighted_em(
 /// Splits component `j` in two along its longest axis and refits the two
 /// on its points; returns the two-component model and the gain in
 /// weighted log-likelihood over the single component.
-fn split_gain(
+pub(super) fn split_gain(
     engine: &mut Engine,
     mix: &GaussianMixture,
     resp: &[f64],
@@ -216,7 +216,7 @@ fn merge_loss(
 }
 
 /// Component statistics of `i` and `j` pooled into one (exact moments).
-fn merged_stats(stats: &MixtureStats, i: usize, j: usize) -> MixtureStats {
+pub(super) fn merged_stats(stats: &MixtureStats, i: usize, j: usize) -> MixtureStats {
     let one = |c: usize| {
         let d = stats.dim;
         let plen = stats.covariance.param_len(d);
