@@ -262,6 +262,23 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_line_is_dropped_and_numbered() {
+        let mut framer = Framer::new(0, 100, 1000);
+        let mut out = Vec::new();
+        framer.push(b"1,2\n3,4\n9.99,9.", &mut out);
+        assert_eq!(framer.finish_torn(&mut out), Some(3));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes, b"1,2\n3,4\n");
+        assert!(out[0].last);
+        // A stream that ends with its line end tore nothing.
+        let mut framer = Framer::new(0, 100, 1000);
+        let mut out = Vec::new();
+        framer.push(b"1,2\n", &mut out);
+        assert_eq!(framer.finish_torn(&mut out), None);
+        assert_eq!(out[0].bytes, b"1,2\n");
+    }
+
+    #[test]
     fn chunks_end_at_line_ends_and_number_lines_across_chunks() {
         // 10 lines of 4 bytes; chunks of at least 9 bytes -> 3 lines each.
         let input: Vec<u8> = (0..10)

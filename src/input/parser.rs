@@ -1043,6 +1043,76 @@ mod tests {
         assert_eq!(empty.dim, 0);
     }
 
+    /// Parses `text` (one last chunk of source 0) with a majority vote of
+    /// `vote` records, then ends the input.
+    fn parse_voting(vote: usize, text: &[u8]) -> (Batch, Parser) {
+        let mut parser = Parser::new(ParserConfig::default()).with_dim_vote(vote);
+        let mut b = Batch::default();
+        let chunk = Chunk {
+            source: 0,
+            first_line: 1,
+            bytes: text.to_vec(),
+            too_long: Vec::new(),
+            last: true,
+        };
+        parser.parse(&chunk, &mut b);
+        parser.finish(&mut b);
+        (b, parser)
+    }
+
+    #[test]
+    fn the_majority_of_the_first_records_decides_the_dimension() {
+        let mut text = b"5\n2024 01 15\n".to_vec();
+        for i in 0..20 {
+            text.extend_from_slice(format!("{i},{}\n", i * 2).as_bytes());
+        }
+        let (b, parser) = parse_voting(16, &text);
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values.len(), 40);
+        assert_eq!(&b.values[..4], &[0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 2);
+        assert_eq!(b.dim_from, Some((0, 3)));
+        let lines: Vec<u64> = b.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![1, 2]);
+        assert!(
+            b.errors[0].detail.contains("--dim"),
+            "{}",
+            b.errors[0].detail
+        );
+        // The old rule, for comparison: the stray line wins.
+        let (b, parser) = parse_voting(1, &text);
+        assert_eq!(parser.dim(), Some(1));
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 21);
+    }
+
+    #[test]
+    fn a_short_input_is_decided_at_its_end() {
+        let (b, parser) = parse_voting(16, b"1,2\n3\n4,5\n");
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![1.0, 2.0, 4.0, 5.0]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 1);
+        // A tie goes to the earliest count.
+        let (_, parser) = parse_voting(16, b"1\n2,3\n");
+        assert_eq!(parser.dim(), Some(1));
+    }
+
+    #[test]
+    fn a_record_too_wide_for_the_memory_budget_is_rejected() {
+        let mut parser = Parser::new(ParserConfig::default()).with_max_dim(3);
+        let mut b = Batch::default();
+        let chunk = Chunk {
+            source: 0,
+            first_line: 1,
+            bytes: b"1,2,3,4\n1,2\n".to_vec(),
+            too_long: Vec::new(),
+            last: true,
+        };
+        parser.parse(&chunk, &mut b);
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![1.0, 2.0]);
+        assert!(b.errors[0].detail.contains("--max-memory"));
+    }
+
     #[test]
     fn invalid_utf8_is_its_own_reason() {
         let (b, _) = parse_with(

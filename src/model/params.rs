@@ -234,3 +234,48 @@ impl Params {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CovarianceType;
+
+    #[test]
+    fn memory_grows_with_the_options_and_never_overflows() {
+        let p = Params::default();
+        let m2 = learner_memory(&p, 2).unwrap();
+        // Warm-up 5000 x 2, batch 1000 x 2, K = 2: well under a megabyte.
+        assert!(m2 > 8 * 5000 * 2 && m2 < 1 << 20, "{m2}");
+        assert!(learner_memory(&p, 30_000).unwrap() > 1 << 30);
+        assert_eq!(learner_memory(&p, usize::MAX), None);
+        let diag = Params {
+            covariance: CovarianceType::Diagonal,
+            ..Params::default()
+        };
+        assert!(learner_memory(&diag, 3000).unwrap() < learner_memory(&p, 3000).unwrap());
+    }
+
+    #[test]
+    fn the_largest_dimension_fits_and_the_next_does_not() {
+        let p = Params::default();
+        let d = max_dim_for(&p, 1 << 30);
+        assert!(d > 100 && d < 30_000, "{d}");
+        assert!(learner_memory(&p, d).unwrap() <= 1 << 30);
+        assert!(learner_memory(&p, d + 1).unwrap() > 1 << 30);
+        assert_eq!(max_dim_for(&p, 10), 0);
+    }
+
+    #[test]
+    fn huge_batch_and_warm_up_are_refused() {
+        let big = Params {
+            batch_size: 1 << 63,
+            ..Params::default()
+        };
+        assert!(matches!(big.check(), Err(ParamError::BatchSize(_))));
+        let big = Params {
+            warmup: MAX_WARMUP + 1,
+            ..Params::default()
+        };
+        assert!(matches!(big.check(), Err(ParamError::Warmup { .. })));
+    }
+}
