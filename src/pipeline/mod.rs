@@ -142,6 +142,11 @@ pub struct RunSummary {
     pub stop: StopReason,
     /// The checkpoint written at the end, if any.
     pub checkpoint: Option<PathBuf>,
+    /// Points waiting in a warm-up buffer that was not fitted (a stop
+    /// during the warm-up, or too few distinct points so far).
+    pub warmup_waiting: u64,
+    /// Regime changes followed in this run (re-fits on recent points).
+    pub regime_changes: u64,
 }
 
 impl RunSummary {
@@ -175,6 +180,18 @@ impl RunSummary {
         }
         if self.anomalies > 0 {
             s.push_str(&format!(", {} anomalies", self.anomalies));
+        }
+        if self.regime_changes > 0 {
+            s.push_str(&format!(
+                ", {} regime changes followed",
+                self.regime_changes
+            ));
+        }
+        if self.warmup_waiting > 0 {
+            s.push_str(&format!(
+                ", {} points waiting in the warm-up (no model yet)",
+                self.warmup_waiting
+            ));
         }
         s
     }
@@ -642,6 +659,12 @@ impl Pipeline {
             .last
             .as_ref()
             .map_or(0, |s| s.checkpoint.learner.counters().points_seen);
+        let warmup_waiting = outcome
+            .last
+            .as_ref()
+            .map(|s| &s.checkpoint.learner)
+            .filter(|l| l.mixture().is_none())
+            .map_or(0, |l| l.pending_points() as u64);
 
         parser_result?;
         let score_result = score_result.transpose()?;
@@ -684,6 +707,8 @@ impl Pipeline {
             elapsed: state.counts().elapsed,
             stop: state.stop_reason(),
             checkpoint: written,
+            warmup_waiting,
+            regime_changes: counts.regime_changes,
         })
     }
 }

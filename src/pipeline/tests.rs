@@ -113,6 +113,8 @@ fn rejected_line_counts_by_reason() {
         elapsed: Duration::from_secs(1),
         stop: StopReason::EndOfInput,
         checkpoint: None,
+        warmup_waiting: 0,
+        regime_changes: 0,
     };
     assert_eq!(s.rejected_total(), 4);
     assert_eq!(

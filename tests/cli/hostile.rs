@@ -161,6 +161,7 @@ fn case5_a_signal_during_the_warm_up_saves_the_buffer_unfitted() {
     let status = wait_exit(&mut child);
     let err = err.rest();
     assert!(status.success(), "exit {status:?}: {err}");
+    assert!(err.contains("60 points waiting in the warm-up"), "{err}");
     let saved = load(&ck);
     assert!(saved.learner.mixture().is_none(), "fitted on 60 points");
     assert_eq!(saved.learner.pending_points(), 60);
@@ -364,6 +365,7 @@ fn case4_a_change_of_scale_is_followed() {
         assert_ok(&out);
         let e = stderr(&out);
         assert!(e.contains("regime change"), "{e}");
+        assert!(e.contains("1 regime changes followed"), "{e}");
         let saved = load(&ck);
         let outliers = saved.learner.counters().outliers;
         assert!(outliers < 1000, "{outliers} points ignored: {e}");
