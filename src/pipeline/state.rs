@@ -115,6 +115,8 @@ pub struct RunState {
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
     names: Mutex<Names>,
+    /// Replayable streams, reconnects, retention gaps, idle time.
+    replay: super::replay::Replay,
 }
 
 /// Open sources with a name of their own (connections), plus the last
@@ -151,7 +153,14 @@ impl RunState {
                 first: first.into(),
                 ..Names::default()
             }),
+            replay: super::replay::Replay::default(),
         }
+    }
+
+    /// What the replayable (log) sources share: streams with their lag,
+    /// reconnects, messages lost to a retention gap, idle time.
+    pub fn replay(&self) -> &super::replay::Replay {
+        &self.replay
     }
 
     /// Every counter, read at one moment.
