@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::input::{Columns, ColumnsError, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
+use crate::security::{AccessFiles, SecurityError};
 
 mod brokers;
 pub use brokers::{BrokerError, MqttOptions, NatsOptions};
@@ -28,6 +29,14 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// Largest configuration file read (1 MiB; the shipped one is 5 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most older checkpoint generations `keep` accepts: each save renames every
+/// kept generation, so the bound keeps a save (and a stop waiting for it)
+/// short; a thousand generations are far more than any rollback needs.
+pub const MAX_KEEP: usize = 1000;
 
 /// Default memory budget (`max_memory`): 1 GiB.
 pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
@@ -225,6 +234,16 @@ config_keys! {
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
         pub alert_quantile: Option<f64> = None,
+        /// PEM certificate chain served by TLS on the listeners (with `tls_key`).
+        pub tls_cert: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert`.
+        pub tls_key: Option<PathBuf> = None,
+        /// PEM bundle of client CAs: every client must present a certificate
+        /// signed by one of them (mutual TLS). Needs `tls_cert`.
+        pub tls_client_ca: Option<PathBuf> = None,
+        /// File whose first line is a token every TCP connection must send as
+        /// its first line (and the admin server takes as a bearer token).
+        pub auth_token_file: Option<PathBuf> = None,
         /// End the run as at the end of input once no record has arrived for
         /// this many seconds (any source).
         pub stop_when_idle: Option<f64> = None,
@@ -383,6 +402,12 @@ pub enum ConfigError {
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
+    /// `keep` is above [`MAX_KEEP`].
+    #[error("keep = {0} is out of range: give a value from 0 to {MAX_KEEP}")]
+    Keep(usize),
+    /// The TLS or token options do not go together.
+    #[error(transparent)]
+    Access(#[from] SecurityError),
 }
 
 impl Config {
@@ -396,7 +421,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: toml_message(text, &e),
         })
     }
 
@@ -407,11 +432,25 @@ impl Config {
     /// [`ConfigError::Read`] when the file cannot be read, otherwise as
     /// [`Config::from_toml`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = Config::read_text(path)?;
+        Config::from_toml(&text, path)
+    }
+
+    /// The text of a configuration file: a regular file (a FIFO or a
+    /// device is refused without blocking) of at most [`MAX_CONFIG_BYTES`],
+    /// in UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] naming the file and what is wrong with it.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+        let read_err = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Config::from_toml(&text, path)
+        };
+        let bytes = crate::security::read_regular(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
     }
 
     /// The top-level keys set in a TOML text (for [`RunConfig::with_given`]).
@@ -422,7 +461,7 @@ impl Config {
     pub fn keys_in_toml(text: &str, path: &Path) -> Result<BTreeSet<String>, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: toml_message(text, &e),
         })?;
         Ok(table.keys().cloned().collect())
     }
@@ -494,6 +533,21 @@ impl Config {
         if self.resume && self.overwrite {
             return Err(ConfigError::ResumeAndOverwrite);
         }
+        if self.keep > MAX_KEEP {
+            return Err(ConfigError::Keep(self.keep));
+        }
+        let access = AccessFiles {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            auth_token_file: self.auth_token_file.clone(),
+        };
+        if access.tls_cert.is_some() != access.tls_key.is_some() {
+            return Err(SecurityError::CertWithoutKey.into());
+        }
+        if access.tls_client_ca.is_some() && access.tls_cert.is_none() {
+            return Err(SecurityError::ClientCaWithoutTls.into());
+        }
         let checkpoint = match &self.checkpoint {
             Some(path) => Some(CheckpointPolicy {
                 path: path.clone(),
@@ -561,9 +615,29 @@ impl Config {
             checkpoint,
             score,
             given: BTreeSet::new(),
+            access,
             stop_when_idle,
             max_memory: self.max_memory,
         })
+    }
+}
+
+/// A TOML error as `line N, key K: what` (the key when the error's span
+/// starts on a `key = value` line), so a wrong type names where it is.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, key {k}: {}", e.message()),
+        None => format!("line {line_no}: {}", e.message()),
     }
 }
 
@@ -653,6 +727,7 @@ pub struct RunConfig {
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) access: AccessFiles,
     pub(crate) stop_when_idle: Option<Duration>,
     pub(crate) max_memory: u64,
 }
@@ -726,6 +801,12 @@ impl RunConfig {
     pub fn given(&self) -> &BTreeSet<String> {
         &self.given
     }
+
+    /// TLS and token files of the listeners (TCP ingest, admin server):
+    /// load them with [`crate::security::Guard::load`].
+    pub fn access(&self) -> &AccessFiles {
+        &self.access
+    }
 }
 
 #[cfg(test)]
@@ -767,6 +848,10 @@ mod tests {
             checkpoint_interval: Some(1.0),
             alert_below: Some(1.0),
             alert_quantile: Some(0.1),
+            tls_cert: Some("x".into()),
+            tls_key: Some("x".into()),
+            tls_client_ca: Some("x".into()),
+            auth_token_file: Some("x".into()),
             ..Config::default()
         };
         all.resume = true;
@@ -809,8 +894,14 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err = Config::from_toml("components = \"three\"\n", Path::new("c.toml")).unwrap_err();
+        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 2, key components: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@
 //!   counter or endpoint goes.
 //! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, and the
 //!   `score` command.
+//! - [`security`]: who may use a listening port (TLS with rustls/ring,
+//!   client certificates, a token compared in constant time:
+//!   [`security::Guard`]) and bounded reads of regular files only
+//!   ([`security::read_regular`]). It uses no other module.
 //!
 //! ## Dependency direction
 //!
@@ -51,7 +55,8 @@
 //!                                        └──── report (uses model, input, checkpoint, score, config)
 //! ```
 //!
-//! The numeric core ([`model`]) depends on nothing else in the crate;
+//! [`security`] depends on nothing else in the crate and may be used by any
+//! module. The numeric core ([`model`]) depends on nothing else in the crate;
 //! [`report`] and [`pipeline`] do not use each other.
 //!
 //! ## Entry points
@@ -108,6 +113,7 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod score;
+pub mod security;
 
 #[cfg(test)]
 mod layering {
@@ -117,7 +123,8 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 7] = [
+    const RANKS: [(&str, u32); 8] = [
+        ("security", 0),
         ("model", 0),
         ("input", 1),
         ("checkpoint", 2),

@@ -57,7 +57,7 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Most TCP connections served at once.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_connections: Option<usize>,
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
@@ -66,10 +66,10 @@ struct RunArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     columns: Option<Vec<usize>>,
     /// Dimension of the points (default: from the first valid record).
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     dim: Option<usize>,
     /// Longest accepted line in bytes.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_line_bytes: Option<usize>,
     /// Bad records: skip (count and report) or fail (stop at the first).
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
@@ -83,13 +83,13 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     checkpoint: Option<PathBuf>,
     /// Also checkpoint every N points read.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     checkpoint_every: Option<u64>,
     /// Also checkpoint every SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     checkpoint_interval: Option<f64>,
-    /// Older checkpoint generations kept (PATH.1, PATH.2, ...).
-    #[arg(long, value_name = "N")]
+    /// Older checkpoint generations kept (PATH.1, PATH.2, ...), 0 to 1000.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = keep_value)]
     keep: Option<usize>,
     /// Continue the model in the checkpoint.
     #[arg(long)]
@@ -111,6 +111,18 @@ struct RunArgs {
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
 
+    /// PEM certificate chain for TLS on the listeners (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM client CA bundle: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// File whose first line is the token each TCP connection must send first.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
     /// End the run as at end of input once no record arrived for SECS seconds.
     #[arg(long, value_name = "SECS")]
     stop_when_idle: Option<f64>,
@@ -173,6 +185,16 @@ struct InspectArgs {
     json: bool,
 }
 
+/// `--keep`: a count from 0 to [`MAX_KEEP`](emstream::config::MAX_KEEP),
+/// with the range in the message for anything else (a negative number too).
+fn keep_value(s: &str) -> Result<usize, String> {
+    let max = emstream::config::MAX_KEEP;
+    match s.trim().parse::<i128>() {
+        Ok(n) if (0..=max as i128).contains(&n) => Ok(n as usize),
+        _ => Err(format!("give a number of generations from 0 to {max}")),
+    }
+}
+
 /// Writes to stderr, ignoring a closed stderr.
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "emstream: {msg}");
@@ -196,13 +218,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit status of a report command: 0, or 1 with the error on stderr.
+/// Exit status of a report command: 0; 2 with the error on stderr for an
+/// option that is out of range or does not fit the model (a usage error,
+/// like one clap finds); else 1.
 fn report(result: Result<(), emstream::report::ReportError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&e.to_string());
-            ExitCode::from(1)
+            let usage = matches!(e, emstream::report::ReportError::Invalid(_));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
@@ -235,8 +260,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     let mut given = BTreeSet::new();
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            let text = Config::read_text(path).map_err(|e| e.to_string())?;
             given.extend(Config::keys_in_toml(&text, path).map_err(|e| e.to_string())?);
             Config::from_toml(&text, path).map_err(|e| e.to_string())?
         }
@@ -248,6 +272,8 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile);
+    overlay_opt!(cfg, args, given;
+        tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);
     overlay_opt!(cfg, args, given;
         stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
@@ -305,14 +331,21 @@ fn run(args: RunArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let shutdown = async move {
+        // Signals are counted by a task of their own from the start, so the
+        // second one exits at once in every phase (loading, the warm-up fit,
+        // the final save), whether or not the run is looking at the first.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
             signals.next().await;
-            // A second signal exits at once, without the final checkpoint.
-            tokio::spawn(async move {
-                signals.next().await;
-                say("second signal: exiting at once");
-                std::process::exit(130);
-            });
+            let _ = first_tx.send(());
+            signals.next().await;
+            say("second signal: exiting at once");
+            std::process::exit(130);
+        });
+        let shutdown = async move {
+            if first_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
         };
         Ok::<_, String>(pipeline::run(config, shutdown).await)
     });
@@ -324,6 +357,13 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(Ok(summary)) => {
             if summary.stop == pipeline::StopReason::OutputClosed {
                 say("stdout was closed: stopped reading input");
+            }
+            if summary.scores_dropped > 0 {
+                say(&format!(
+                    "score lines of {} points dropped: stdout was not read within {}s of the stop",
+                    summary.scores_dropped,
+                    pipeline::SCORE_STALL_TIMEOUT.as_secs()
+                ));
             }
             if let Some(line) = summary.rejected_line() {
                 say(&line);
@@ -341,6 +381,10 @@ fn run(args: RunArgs) -> ExitCode {
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
+                | PipelineError::CheckpointDir { .. }
+                | PipelineError::CheckpointLocked(_)
+                | PipelineError::OnlyOlderGeneration { .. }
+                | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_) => 2,
                 _ => 1,
             })

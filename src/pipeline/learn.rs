@@ -54,6 +54,49 @@ pub(crate) struct ScoreLink {
     pub(crate) filled: SyncSender<ScoredBlock>,
     pub(crate) empty: Receiver<ScoredBlock>,
     pub(crate) want_resp: bool,
+    /// Points handed to the sink and points it has written (see
+    /// [`super::score::ScoreProgress`]).
+    pub(crate) progress: Arc<super::score::ScoreProgress>,
+    /// The stop: once it fires, a full score queue is waited on for at most
+    /// [`super::SCORE_STALL_TIMEOUT`], then blocks are dropped (counted).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// Set once a block was dropped: later ones are dropped at once when
+    /// the queue is full.
+    pub(crate) stalled: std::cell::Cell<bool>,
+}
+
+impl ScoreLink {
+    /// Hands a block to the sink. A full queue makes the learner wait (a
+    /// slow reader of stdout slows the run) until the stop; then it waits
+    /// at most [`super::SCORE_STALL_TIMEOUT`] and drops the block, counting
+    /// its points, so a stalled reader cannot keep the final checkpoint
+    /// from being written.
+    fn hand_over(&self, block: ScoredBlock) {
+        use std::sync::mpsc::TrySendError;
+        let n = block.scores.log_lik.len() as u64;
+        let mut block = block;
+        let mut deadline = None;
+        loop {
+            match self.filled.try_send(block) {
+                Ok(()) => {
+                    self.progress.handed(n);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(b)) => block = b,
+            }
+            if self.stop.is_cancelled() {
+                let now = Instant::now();
+                let at = *deadline.get_or_insert(now + super::SCORE_STALL_TIMEOUT);
+                if self.stalled.get() || now >= at {
+                    self.stalled.set(true);
+                    self.progress.dropped(n);
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Everything the learner thread owns.
@@ -410,7 +453,7 @@ fn scored(
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
     }
     if !block.scores.is_empty() {
-        let _ = link.filled.send(block);
+        link.hand_over(block);
     }
     result
 }

@@ -113,6 +113,13 @@ pub const BATCH_RECYCLE: usize = BATCH_QUEUE + 2;
 /// slow reader of stdout for a moment, after which the learner waits.
 pub const SCORE_QUEUE: usize = 4;
 
+/// After a stop, how long the learner waits for a full score queue (a
+/// reader of stdout that does not read), and the run for the score sink,
+/// before score output is dropped (counted and reported) so the final
+/// checkpoint is written anyway: long enough for a live reader to catch up
+/// on a few blocks, short next to a service manager's stop timeout.
+pub const SCORE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Buffer of the score sink's writer to stdout.
 pub const SCORE_OUT_BYTES: usize = 256 << 10;
 
@@ -145,6 +152,9 @@ pub struct RunSummary {
     pub stop: StopReason,
     /// The checkpoint written at the end, if any.
     pub checkpoint: Option<PathBuf>,
+    /// Points whose score lines were dropped (at least this many): after a
+    /// stop, stdout was not read within [`SCORE_STALL_TIMEOUT`].
+    pub scores_dropped: u64,
     /// Replayable streams at the end: the log's last sequence, the model's,
     /// and the lag between them.
     pub streams: Vec<StreamLag>,
@@ -296,6 +306,18 @@ pub enum PipelineError {
         /// The path given.
         path: PathBuf,
     },
+    /// Another process writes this checkpoint (it holds the writer lock).
+    #[error("{0}")]
+    CheckpointLocked(CheckpointError),
+    /// `PATH` is missing but an older generation exists, and neither
+    /// `--resume` nor `--overwrite` was given.
+    #[error("{path} is missing but the older generation {newest} exists (a run may have been cut short while rotating): add --resume to continue the model in {newest}, or --overwrite to start a new one", path = path.display(), newest = newest.display())]
+    OnlyOlderGeneration {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The newest existing older generation.
+        newest: PathBuf,
+    },
     /// No file can be created in the checkpoint's directory.
     #[error("cannot write checkpoints there: {0}")]
     CheckpointNotWritable(CheckpointError),
@@ -352,6 +374,9 @@ pub enum PipelineError {
     /// Writing scores to stdout failed (other than it being closed).
     #[error("writing scores to stdout failed: {0}")]
     ScoreOutput(std::io::Error),
+    /// The TLS or token files of the listener cannot be used.
+    #[error("{0}")]
+    Access(crate::security::SecurityError),
     /// A pipeline thread could not be started or its task failed.
     #[error("the {0} stage stopped unexpectedly")]
     Thread(&'static str),
@@ -492,14 +517,57 @@ impl Pipeline {
         } = self;
 
         // What the run starts from (blocking file I/O, off the reactor).
+        // A signal meanwhile is seen: the load (bounded by the file's size)
+        // finishes, then the run ends without reading any input.
+        tokio::pin!(shutdown);
+        let mut signalled = false;
         let prep_console = console.clone();
-        let (config, start) = tokio::task::spawn_blocking(move || {
+        let prepare = tokio::task::spawn_blocking(move || {
             let mut config = config;
             let start = ckpt::prepare(&mut config, &prep_console);
-            start.map(|s| (config, s))
-        })
-        .await
-        .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+            start.map(|(s, lock)| (config, s, lock))
+        });
+        tokio::pin!(prepare);
+        let prepared = loop {
+            tokio::select! {
+                () = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    state.stop(StopReason::Signal);
+                    console.line("stopping: the checkpoint is being loaded; no input will be read (a second signal exits at once)");
+                }
+                r = &mut prepare => break r,
+            }
+        };
+        // `_lock` (one writer per checkpoint) is held until this returns,
+        // after the final save.
+        let (config, start, _lock) =
+            prepared.map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+        if signalled {
+            return Ok(RunSummary {
+                points: 0,
+                points_total: start
+                    .learner
+                    .as_ref()
+                    .map_or(0, |l| l.counters().points_seen),
+                rejected: RejectCounts::default(),
+                avg_log_lik: None,
+                anomalies: 0,
+                outliers: 0,
+                elapsed: state.counts().elapsed,
+                stop: StopReason::Signal,
+                checkpoint: None,
+                scores_dropped: 0,
+                streams: state.replay().streams(),
+                reconnects: state.replay().reconnects(),
+                gap_messages: state.replay().gap_messages(),
+                warmup_waiting: start
+                    .learner
+                    .as_ref()
+                    .filter(|l| l.mixture().is_none())
+                    .map_or(0, |l| l.pending_points() as u64),
+                regime_changes: 0,
+            });
+        }
 
         let source = match source {
             Some(s) => s,
@@ -531,6 +599,7 @@ impl Pipeline {
 
         // Score sink thread.
         let mut score_link = None;
+        let mut score_progress = None;
         let mut sink = None;
         let mut detector = None;
         if let Some(options) = config.score.clone() {
@@ -544,14 +613,20 @@ impl Pipeline {
                 .map_or(config.params.components, |l| l.params().components);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
             let s = state.clone();
+            let progress = Arc::new(score::ScoreProgress::default());
+            let p = progress.clone();
             sink = Some(spawn_stage("score output", &state, move || {
-                score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s)
+                score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s, &p)
             })?);
             score_link = Some(ScoreLink {
                 filled: filled_tx,
                 empty: empty_rx,
                 want_resp,
+                progress: progress.clone(),
+                stop: state.sources_token(),
+                stalled: std::cell::Cell::new(false),
             });
+            score_progress = Some(progress);
         }
 
         // Checkpoint writer task, tracked so none is left behind.
@@ -628,9 +703,7 @@ impl Pipeline {
         });
 
         // Wait for the learner, turning the shutdown future into a stop.
-        tokio::pin!(shutdown);
         let mut outcome_rx = outcome_rx;
-        let mut signalled = false;
         let outcome = loop {
             tokio::select! {
                 () = &mut shutdown, if !signalled => {
@@ -659,11 +732,9 @@ impl Pipeline {
         console.clear_progress();
 
         // The learner dropped its senders: the score sink and the writer
-        // end; the sources end on the stop (or a closed channel).
-        let score_result = match sink {
-            Some(rx) => Some(stage_result("score output", rx.await)),
-            None => None,
-        };
+        // end; the sources end on the stop (or a closed channel). The score
+        // sink is waited for after the final save (a reader of stdout that
+        // does not read must not keep the model from being saved).
         let parser_result = stage_result("parser", parser.await);
         tasks.close();
         tasks.wait().await;
@@ -714,6 +785,33 @@ impl Pipeline {
             .filter(|l| l.mixture().is_none())
             .map_or(0, |l| l.pending_points() as u64);
 
+        // The score sink: all its output at the end of the input; after a
+        // stop (now or while waiting), at most SCORE_STALL_TIMEOUT more.
+        let mut scores_dropped = 0;
+        let score_result = match sink {
+            Some(mut rx) => {
+                let give_up = async {
+                    if !signalled {
+                        (&mut shutdown).await;
+                    }
+                    tokio::time::sleep(SCORE_STALL_TIMEOUT).await;
+                };
+                tokio::select! {
+                    r = &mut rx => {
+                        scores_dropped = score_progress.as_ref().map_or(0, |p| p.dropped_only());
+                        Some(stage_result("score output", r))
+                    }
+                    () = give_up => {
+                        // The sink thread stays blocked on stdout; the
+                        // process exits without it.
+                        scores_dropped = score_progress.as_ref().map_or(0, |p| p.lost());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
         parser_result?;
         let score_result = score_result.transpose()?;
         if let Some(e) = outcome.learn_error {
@@ -755,6 +853,7 @@ impl Pipeline {
             elapsed: state.counts().elapsed,
             stop: state.stop_reason(),
             checkpoint: written,
+            scores_dropped,
             streams: state.replay().streams(),
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),

@@ -8,6 +8,7 @@
 //! learner never blocks on it.
 
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::state::{RunState, StopReason};
@@ -20,6 +21,41 @@ use crate::score::{ScoreOptions, Scorer};
 pub(crate) struct ScoredBlock {
     pub(crate) scores: ScoreBuffer,
     pub(crate) flags: Vec<bool>,
+}
+
+/// How far score output got: points whose blocks the learner handed to the
+/// sink, points the sink has written (into its buffer), points the learner
+/// dropped because stdout was not read after the stop. The difference of
+/// the first two is what a stalled sink still holds when the run gives up
+/// on it.
+#[derive(Debug, Default)]
+pub(crate) struct ScoreProgress {
+    handed: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl ScoreProgress {
+    pub(crate) fn handed(&self, n: u64) {
+        self.handed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Points whose score lines were not written: dropped by the learner,
+    /// or handed to a sink that never wrote them.
+    pub(crate) fn lost(&self) -> u64 {
+        let handed = self.handed.load(Ordering::Relaxed);
+        let written = self.written.load(Ordering::Relaxed);
+        self.dropped.load(Ordering::Relaxed) + handed.saturating_sub(written)
+    }
+
+    /// Points dropped by the learner only (the sink finished).
+    pub(crate) fn dropped_only(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// Writes score buffers to `out` until the learner drops its sender.
@@ -35,6 +71,7 @@ pub(crate) fn sink_loop<W: Write>(
     filled: Receiver<ScoredBlock>,
     empty: SyncSender<ScoredBlock>,
     state: &RunState,
+    progress: &ScoreProgress,
 ) -> std::io::Result<()> {
     let mut scorer = Scorer::new(options, k);
     let mut out = BufWriter::with_capacity(SCORE_OUT_BYTES, out);
@@ -54,6 +91,9 @@ pub(crate) fn sink_loop<W: Write>(
                 }
             }
         }
+        progress
+            .written
+            .fetch_add(buf.scores.log_lik.len() as u64, Ordering::Relaxed);
         let _ = empty.try_send(buf);
     }
     if !closed && failed.is_none() {

@@ -90,6 +90,9 @@ pub struct Counts {
     pub connections_total: u64,
     /// Connections that could not be accepted.
     pub connections_refused: u64,
+    /// Connections accepted but refused by access control (a failed TLS
+    /// handshake, a wrong or missing token) before any data was used.
+    pub connections_denied: u64,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -114,6 +117,7 @@ pub struct RunState {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
+    connections_denied: AtomicU64,
     names: Mutex<Names>,
     /// Replayable streams, reconnects, retention gaps, idle time.
     replay: super::replay::Replay,
@@ -149,6 +153,7 @@ impl RunState {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_denied: AtomicU64::new(0),
             names: Mutex::new(Names {
                 first: first.into(),
                 ..Names::default()
@@ -172,6 +177,7 @@ impl RunState {
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            connections_denied: self.connections_denied.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         }
     }
@@ -205,6 +211,11 @@ impl RunState {
     /// Counts a connection that could not be accepted.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused by access control (TLS, token).
+    pub(crate) fn connection_denied(&self) {
+        self.connections_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers an open source with its own name (a connection).

@@ -121,10 +121,15 @@ impl<'a> Summary<'a> {
                 let _ = writeln!(s, "  avg log-lik       - (no point scored yet)");
             }
         }
-        let by_reason = self.rejected_by_reason();
         let _ = write!(s, "  records rejected  {}", self.rejected_total());
-        if !by_reason.is_empty() {
-            let parts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        if !self.rejected.by_reason.is_empty() {
+            // The words of the run's summary line ("3 not a number").
+            let parts: Vec<String> = self
+                .rejected
+                .by_reason
+                .iter()
+                .map(|(r, n)| format!("{n} {}", r.text()))
+                .collect();
             let _ = write!(s, " ({})", parts.join(", "));
         }
         s.push('\n');
@@ -389,7 +394,7 @@ mod tests {
             "updated           2024-02-29T14:05:09.250Z",
             "points seen       12000",
             "avg log-lik       -3.500000 per point (over 2000 points)",
-            "records rejected  12 (field_count 10, not_numeric 2)",
+            "records rejected  12 (10 wrong number of fields, 2 not a number)",
             "re-seeds          1",
             "repairs           2",
             "refused batches   3 (30 points)",

@@ -870,7 +870,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                 args.seed,
             )?;
             if seen == 0 {
-                return Err(ReportError::Invalid(format!(
+                return Err(ReportError::Data(format!(
                     "--data {}: no record holds a point of the model's dimension {d}: \
                      pick {d} fields with --columns (0-based), or check --format",
                     path.display(),

@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::admit::{admit, ConnectionLog};
 use super::{send_chunks, Source, SourceContext, SourceEvent, SourceFuture};
 use crate::input::SourceId;
 use crate::pipeline::{PipelineError, IDLE_FLUSH, TCP_CHUNK_BYTES, TCP_READ_BYTES};
+use crate::security::Guard;
 
 /// A bound TCP listener; at most `max_connections` connections are served
 /// at once (a semaphore permit each), further ones wait in the backlog.
@@ -22,6 +24,7 @@ pub struct TcpSource {
     listener: TcpListener,
     local: SocketAddr,
     max_connections: usize,
+    guard: Arc<Guard>,
 }
 
 impl TcpSource {
@@ -39,7 +42,14 @@ impl TcpSource {
             listener,
             local,
             max_connections,
+            guard: Arc::new(Guard::default()),
         })
+    }
+
+    /// Admits connections only through `guard` (TLS, token).
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// The address actually bound.
@@ -54,15 +64,26 @@ impl Source for TcpSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(accept_loop(self.listener, self.max_connections, ctx))
+        Box::pin(accept_loop(
+            self.listener,
+            self.max_connections,
+            self.guard,
+            ctx,
+        ))
     }
 }
 
 /// Accepts connections until the stop; a permit of a semaphore of
 /// `max_connections` is taken before each accept. Returns once every
 /// connection task has ended.
-async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceContext) {
+async fn accept_loop(
+    listener: TcpListener,
+    max_connections: usize,
+    guard: Arc<Guard>,
+    ctx: SourceContext,
+) {
     let limit = Arc::new(Semaphore::new(max_connections));
+    let log = Arc::new(ConnectionLog::default());
     let connections = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -79,12 +100,21 @@ async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceC
         match accepted {
             Ok((stream, peer)) => {
                 let id = ctx.opened(peer.to_string());
-                connections.spawn(serve(stream, id, permit, ctx.clone()));
+                let (guard, log, ctx) = (guard.clone(), log.clone(), ctx.clone());
+                connections.spawn(async move {
+                    match admit(stream, id, &guard, &ctx, &log).await {
+                        Some((stream, first)) => serve(stream, first, id, permit, ctx, &log).await,
+                        None => {
+                            drop(permit);
+                            ctx.closed(id);
+                        }
+                    }
+                });
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
-                ctx.say(&format!("accepting a connection failed: {e}"));
+                log.error(&ctx, &format!("accepting a connection failed: {e}"));
                 drop(permit);
                 tokio::select! {
                     () = ctx.stop().cancelled() => break,
@@ -96,22 +126,27 @@ async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceC
     drop(listener);
     connections.close();
     connections.wait().await;
+    log.flush(&ctx);
 }
 
 /// Reads one connection, frames it and sends its chunks; like the reader
 /// thread, it hands on buffered whole lines after [`IDLE_FLUSH`] without
 /// data, and on the stop hands on the whole lines read and ends.
-async fn serve(
-    mut stream: TcpStream,
+/// `first` holds bytes already read after the token line.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    first: Vec<u8>,
     id: SourceId,
     permit: OwnedSemaphorePermit,
     ctx: SourceContext,
+    log: &ConnectionLog,
 ) {
     let mut buf = vec![0u8; TCP_READ_BYTES];
     let mut framer = ctx.framer(id, TCP_CHUNK_BYTES);
     let tx = ctx.sender();
     let mut out = Vec::new();
-    let mut unflushed = false;
+    framer.push(&first, &mut out);
+    let mut unflushed = framer.buffered() > 0;
     let mut ended = false;
     loop {
         let read = tokio::select! {
@@ -135,7 +170,10 @@ async fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // One connection's error ends that connection, not the run.
-                ctx.say(&format!("{}: read error: {e}", ctx.state().source_name(id)));
+                log.error(
+                    &ctx,
+                    &format!("{}: read error: {e}", ctx.state().source_name(id)),
+                );
                 ended = true;
                 break;
             }
