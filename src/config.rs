@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{Columns, ColumnsError, Format, ParserConfig};
-use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
+use crate::input::{Columns, ColumnsError, Delimiter, Format, ParserConfig};
+use crate::model::{CheckedParams, ComponentCount, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 use crate::security::{AccessFiles, SecurityError};
 
@@ -40,6 +40,36 @@ pub const MAX_KEEP: usize = 1000;
 
 /// Default memory budget (`max_memory`): 1 GiB.
 pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
+/// Default `max_reject_rate`: a run that rejects more than half of its
+/// records fails. Such a run almost surely reads its input with the wrong
+/// options (every record rejected for a wrong `--dim`, `--columns` or
+/// `--delimiter`), and a model learned from the rest would be learned from
+/// whatever happened to parse.
+pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.5;
+
+/// Records a run must have read before its reject rate can stop it while
+/// input still arrives; at the end of the input any number is judged.
+pub const REJECT_RATE_MIN_RECORDS: u64 = 1000;
+
+/// The reject-rate rule, in one place for every caller: the rate
+/// (`rejected / (points + rejected)`) when it is above `max_rate` and
+/// there are enough records to judge (any at the end of the input, else at
+/// least [`REJECT_RATE_MIN_RECORDS`]); `None` otherwise. A `max_rate` of 1
+/// or more never fails.
+pub fn reject_rate_exceeded(
+    max_rate: f64,
+    points: u64,
+    rejected: u64,
+    at_end: bool,
+) -> Option<f64> {
+    let records = points + rejected;
+    if records == 0 || (!at_end && records < REJECT_RATE_MIN_RECORDS) {
+        return None;
+    }
+    let rate = rejected as f64 / records as f64;
+    (rate > max_rate).then_some(rate)
+}
 
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
@@ -83,7 +113,7 @@ macro_rules! config_keys {
             $( $(#[doc = $fdoc:literal])* pub $field:ident : $fty:ty = $fdefault:expr, )*
         }
         learner {
-            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? ; )*
+            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? $(, missing = $missing:literal)? ; )*
         }
     ) => {
         $(#[$cmeta])*
@@ -128,7 +158,7 @@ macro_rules! config_keys {
         pub struct LearnerArgs {
             $(
                 $(#[doc = $ldoc])*
-                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)?)]
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = $missing)?)]
                 pub $key: Option<$kty>,
             )*
         }
@@ -168,7 +198,7 @@ macro_rules! flag_value_from_str {
         }
     )*};
 }
-flag_value_from_str!(usize, u64, f64);
+flag_value_from_str!(usize, u64, f64, bool, ComponentCount);
 
 impl FlagValue for CovarianceType {
     fn parse_flag(s: &str) -> Result<Self, String> {
@@ -206,12 +236,34 @@ config_keys! {
         /// Fields to use, 0-based (field 0 is the first), in this order; all
         /// fields when absent.
         pub columns: Option<Vec<usize>> = None,
+        /// Header names of the CSV fields to use, in this order (the first line
+        /// must then be a header); instead of `columns`.
+        pub column_names: Option<Vec<String>> = None,
+        /// CSV field separator: `auto` (decided from the first line and
+        /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
+        /// `tab`, `pipe` or `whitespace`.
+        pub delimiter: Delimiter = Delimiter::Auto,
+        /// JSON objects: the fields to use, in this order; `env.temp` walks into
+        /// a nested object.
+        pub fields: Option<Vec<String>> = None,
+        /// JSON: accept numbers written as strings (`"21.5"`), otherwise a
+        /// rejected record.
+        pub string_numbers: bool = false,
         /// Dimension of the points; taken from the first valid record when absent.
         pub dim: Option<usize> = None,
         /// Lines longer than this many bytes are rejected without being held.
         pub max_line_bytes: usize = DEFAULT_MAX_LINE_BYTES,
         /// `skip` bad records (counted and reported) or `fail` at the first one.
         pub on_error: OnError = OnError::Skip,
+        /// Fail the run (exit status 4, after checkpointing) when more than
+        /// this fraction of its records is rejected; 1 never fails.
+        pub max_reject_rate: f64 = DEFAULT_MAX_REJECT_RATE,
+        /// Pass the points of an `input` file through a random buffer of this
+        /// many points before learning: a file sorted by a column is a
+        /// drifting stream to one-pass EM, the buffer undoes most of that in
+        /// bounded memory. Not with `score` (lines would not follow the
+        /// input) or `on_error = "fail"`.
+        pub shuffle_buffer: Option<usize> = None,
         /// Checkpoint file; no checkpoint is written when absent.
         pub checkpoint: Option<PathBuf> = None,
         /// Also checkpoint every this many points read.
@@ -244,6 +296,10 @@ config_keys! {
         /// File whose first line is a token every TCP connection must send as
         /// its first line (and the admin server takes as a bearer token).
         pub auth_token_file: Option<PathBuf> = None,
+        /// Threads of the learner's E-step; the available cores (at most
+        /// [`DEFAULT_THREADS_CAP`]) when absent. Any number learns the same
+        /// model, bit for bit.
+        pub threads: Option<usize> = None,
         /// End the run as at the end of input once no record has arrived for
         /// this many seconds (any source).
         pub stop_when_idle: Option<f64> = None,
@@ -286,8 +342,9 @@ config_keys! {
         pub max_memory: u64 = DEFAULT_MAX_MEMORY,
     }
     learner {
-        /// Number of mixture components K.
-        components: usize, "K", short = 'k';
+        /// Number of mixture components K, or `auto` to choose K by BIC on the
+        /// warm-up among 1..=max_components.
+        components: ComponentCount, "K|auto", short = 'k';
         /// Covariance structure: `full`, `diag` or `spherical`.
         covariance: CovarianceType, "TYPE";
         /// Points per mini-batch update.
@@ -308,7 +365,30 @@ config_keys! {
         init_seeds: usize, "N";
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
+        /// Largest K tried by `--components auto` and reached by
+        /// `--adapt-components`.
+        max_components: usize, "N";
+        /// Keep K right over the stream: prune, merge, split or spawn a
+        /// component when the BIC on the recent points improves by more than
+        /// 10 (off by default; `--adapt-components` alone means true).
+        adapt_components: bool, "BOOL", missing = "true";
     }
+}
+
+/// Most threads the learner takes by default (without `threads`): past
+/// this a default mini-batch of 1,000 points has too few sub-blocks to
+/// share (see [`crate::model::em::sub_block_points`]).
+pub const DEFAULT_THREADS_CAP: usize = 8;
+
+/// Most threads `threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// The E-step threads when `threads` is not given: the available cores, at
+/// most [`DEFAULT_THREADS_CAP`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(DEFAULT_THREADS_CAP)
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -349,11 +429,31 @@ pub enum ConfigError {
     /// `columns` is empty or lists a field twice.
     #[error(transparent)]
     Columns(#[from] ColumnsError),
+    /// Both `columns` and `column_names` are given.
+    #[error(
+        "columns (0-based indices) and column_names (header names) are both set: give one of them"
+    )]
+    ColumnsTwoWays,
+    /// `column_names` is empty.
+    #[error("column_names is empty: list at least one header name, e.g. --columns carat,price")]
+    ColumnNamesEmpty,
+    /// `fields` without `format = "json"`.
+    #[error("fields names values of JSON objects: add --format json, or use --columns for CSV")]
+    FieldsNeedJson,
+    /// A CSV-only option with `format = "json"`.
+    #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
+    CsvOnly,
+    /// `shuffle_buffer` with something it cannot work with.
+    #[error("shuffle_buffer {0}")]
+    ShuffleBuffer(&'static str),
+    /// `max_reject_rate` is not in [0, 1].
+    #[error("max_reject_rate = {0} is out of range: give a fraction from 0 to 1 (1 never fails)")]
+    MaxRejectRate(f64),
     /// `dim` is 0.
     #[error("dim must be at least 1")]
     DimZero,
     /// `dim` disagrees with the number of `columns`.
-    #[error("dim = {dim} but columns lists {columns} fields: drop dim or make them agree")]
+    #[error("dim = {dim} but columns (or column_names, fields) lists {columns} fields: drop dim or make them agree")]
     DimColumns {
         /// The dimension given.
         dim: usize,
@@ -363,6 +463,9 @@ pub enum ConfigError {
     /// A learner option is out of range.
     #[error(transparent)]
     Learner(#[from] ParamError),
+    /// `threads` is 0 or above [`MAX_THREADS`].
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores, at most {DEFAULT_THREADS_CAP})")]
+    Threads(usize),
     /// `checkpoint_every` is 0.
     #[error(
         "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
@@ -408,6 +511,9 @@ pub enum ConfigError {
     /// The TLS or token options do not go together.
     #[error(transparent)]
     Access(#[from] SecurityError),
+    /// Responsibilities asked for while K may change mid-stream.
+    #[error("score_fields (--score-fields) writes K responsibilities per line, but adapt_components (--adapt-components) changes K mid-stream: drop one of them")]
+    ScoreFieldsWithAdapt,
 }
 
 impl Config {
@@ -505,21 +611,62 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
+        if !(0.0..=1.0).contains(&self.max_reject_rate) {
+            return Err(ConfigError::MaxRejectRate(self.max_reject_rate));
+        }
         let columns = self.columns.clone().map(Columns::new).transpose()?;
+        if columns.is_some() && self.column_names.is_some() {
+            return Err(ConfigError::ColumnsTwoWays);
+        }
+        if self.column_names.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::ColumnNamesEmpty);
+        }
+        let fields = self.fields.clone().filter(|f| !f.is_empty());
+        if fields.is_some() && self.format != Format::Json {
+            return Err(ConfigError::FieldsNeedJson);
+        }
+        if (self.column_names.is_some() || self.delimiter != Delimiter::Auto)
+            && self.format != Format::Csv
+        {
+            return Err(ConfigError::CsvOnly);
+        }
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
             }
-            if let Some(cols) = &columns {
-                if cols.len() != dim {
-                    return Err(ConfigError::DimColumns {
-                        dim,
-                        columns: cols.len(),
-                    });
+            let listed = columns
+                .as_ref()
+                .map(Columns::len)
+                .or(self.column_names.as_ref().map(Vec::len))
+                .or(fields.as_ref().map(Vec::len));
+            if let Some(n) = listed {
+                if n != dim {
+                    return Err(ConfigError::DimColumns { dim, columns: n });
                 }
             }
         }
         let params = self.params().check()?;
+        if let Some(n) = self.shuffle_buffer {
+            if n == 0 {
+                return Err(ConfigError::ShuffleBuffer(
+                    "is 0: give at least 1 point, or leave it out",
+                ));
+            }
+            if !matches!(source, Source::File(_)) {
+                return Err(ConfigError::ShuffleBuffer("reorders a file: give --input PATH (a stream that never ends cannot wait for the buffer)"));
+            }
+            if self.score {
+                return Err(ConfigError::ShuffleBuffer("reorders the points, so score lines would not follow the input: drop --score, or score afterwards with emstream score"));
+            }
+            if self.on_error == OnError::Fail {
+                return Err(ConfigError::ShuffleBuffer("with --on-error fail cannot say which points came before the bad record: use --on-error skip"));
+            }
+        }
+        let threads = match self.threads {
+            None => default_threads(),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::Threads(t)),
+        };
         self.check_memory(&params, columns.as_ref().map(|c| c.len()).or(self.dim))?;
 
         if self.checkpoint_every == Some(0) {
@@ -583,6 +730,9 @@ impl Config {
             (None, None) => AlertRule::None,
         };
         let score = if self.score {
+            if self.score_fields && self.adapt_components {
+                return Err(ConfigError::ScoreFieldsWithAdapt);
+            }
             Some(ScoreOptions {
                 json: self.format == Format::Json,
                 responsibilities: self.score_fields,
@@ -607,15 +757,22 @@ impl Config {
                 format: self.format,
                 columns,
                 dim: self.dim,
+                delimiter: self.delimiter,
+                column_names: self.column_names.clone(),
+                fields,
+                string_numbers: self.string_numbers,
             },
             max_line_bytes: self.max_line_bytes,
             max_connections: self.max_connections,
             on_error: self.on_error,
+            max_reject_rate: self.max_reject_rate,
+            shuffle_buffer: self.shuffle_buffer,
             params,
             checkpoint,
             score,
             given: BTreeSet::new(),
             access,
+            threads,
             stop_when_idle,
             max_memory: self.max_memory,
         })
@@ -723,11 +880,14 @@ pub struct RunConfig {
     pub(crate) max_line_bytes: usize,
     pub(crate) max_connections: usize,
     pub(crate) on_error: OnError,
+    pub(crate) max_reject_rate: f64,
+    pub(crate) shuffle_buffer: Option<usize>,
     pub(crate) params: CheckedParams,
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
     pub(crate) access: AccessFiles,
+    pub(crate) threads: usize,
     pub(crate) stop_when_idle: Option<Duration>,
     pub(crate) max_memory: u64,
 }
@@ -782,6 +942,11 @@ impl RunConfig {
         self.on_error
     }
 
+    /// Largest fraction of rejected records before the run fails.
+    pub fn max_reject_rate(&self) -> f64 {
+        self.max_reject_rate
+    }
+
     /// Most concurrent TCP connections.
     pub fn max_connections(&self) -> usize {
         self.max_connections
@@ -790,6 +955,11 @@ impl RunConfig {
     /// Longest accepted line in bytes.
     pub fn max_line_bytes(&self) -> usize {
         self.max_line_bytes
+    }
+
+    /// Threads of the learner's E-step.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The run ends once idle this long (`--stop-when-idle`).
@@ -842,6 +1012,9 @@ mod tests {
             input: Some("x".into()),
             listen: Some("x".into()),
             columns: Some(vec![1]),
+            shuffle_buffer: Some(1),
+            column_names: Some(vec!["x".into()]),
+            fields: Some(vec!["x".into()]),
             dim: Some(1),
             checkpoint: Some("x".into()),
             checkpoint_every: Some(1),
@@ -852,6 +1025,7 @@ mod tests {
             tls_key: Some("x".into()),
             tls_client_ca: Some("x".into()),
             auth_token_file: Some("x".into()),
+            threads: Some(2),
             ..Config::default()
         };
         all.resume = true;
@@ -894,14 +1068,21 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+        let err = Config::from_toml("seed = 1\nbatch_size = \"three\"\n", Path::new("c.toml"))
             .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
         let msg = err.to_string();
         assert!(
-            msg.contains("line 2, key components: invalid type"),
+            msg.contains("line 2, key batch_size: invalid type"),
             "{msg}"
         );
+        // components takes a number or "auto": another string is named with
+        // its line and what to give.
+        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2, key components"), "{msg}");
+        assert!(msg.contains("\"auto\""), "{msg}");
     }
 
     #[test]
@@ -941,6 +1122,19 @@ mod tests {
     fn rule_listen_addr() {
         let e = checked(|c| c.listen = Some("localhost".into())).unwrap_err();
         assert!(e.to_string().contains("127.0.0.1:7878"), "{e}");
+    }
+
+    #[test]
+    fn rule_threads() {
+        for bad in [0, MAX_THREADS + 1] {
+            let e = checked(|c| c.threads = Some(bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Threads(t) if t == bad), "{e}");
+            assert!(e.to_string().contains("give 1 to"), "{e}");
+        }
+        assert_eq!(checked(|c| c.threads = Some(3)).unwrap().threads(), 3);
+        let default = checked(|_| {}).unwrap().threads();
+        assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
+        assert_eq!(default, default_threads());
     }
 
     #[test]
@@ -989,6 +1183,29 @@ mod tests {
     }
 
     #[test]
+    fn reject_rate_rule() {
+        // Judged at the end whatever the count; mid-run from 1000 records.
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, true), Some(1.0));
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, false), None);
+        assert_eq!(reject_rate_exceeded(0.5, 0, 0, true), None);
+        assert_eq!(reject_rate_exceeded(0.5, 5, 5, true), None, "at the limit");
+        assert_eq!(reject_rate_exceeded(0.5, 4, 6, true), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 600, false), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 599, false), None);
+        assert_eq!(reject_rate_exceeded(1.0, 0, 10_000, false), None);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let c = Config {
+                max_reject_rate: bad,
+                ..Config::default()
+            };
+            assert!(
+                matches!(c.check(), Err(ConfigError::MaxRejectRate(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn rule_dim_zero() {
         let e = checked(|c| c.dim = Some(0)).unwrap_err();
         assert!(matches!(e, ConfigError::DimZero), "{e}");
@@ -1009,7 +1226,7 @@ mod tests {
 
     #[test]
     fn rule_learner_params() {
-        let e = checked(|c| c.components = 0).unwrap_err();
+        let e = checked(|c| c.components = crate::model::ComponentCount::Fixed(0)).unwrap_err();
         assert!(matches!(e, ConfigError::Learner(_)), "{e}");
     }
 
@@ -1180,7 +1397,7 @@ mod tests {
         let mut c = Config::default();
         let mut given = BTreeSet::new();
         flags.learner.apply(&mut c, &mut given);
-        assert_eq!(c.components, 3);
+        assert_eq!(c.components, crate::model::ComponentCount::Fixed(3));
         assert_eq!(c.covariance, CovarianceType::Diagonal);
         assert_eq!(c.step_floor, 0.01);
         assert_eq!(c.seed, 7);
@@ -1189,16 +1406,66 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(given, want);
-        assert_eq!(c.params().components, 3);
+        assert_eq!(
+            c.params().components,
+            crate::model::ComponentCount::Fixed(3)
+        );
         // Every learner key is a flag.
         for k in LEARNER_KEYS {
             let flag = format!("--{}", k.replace('_', "-"));
             let value = param_text(&Params::default(), k).unwrap();
-            assert!(
-                Flags::try_parse_from(["x", flag.as_str(), value.as_str()]).is_ok(),
-                "{flag} {value}"
-            );
+            let arg = format!("{flag}={value}");
+            assert!(Flags::try_parse_from(["x", arg.as_str()]).is_ok(), "{arg}");
         }
         assert!(Flags::try_parse_from(["x", "--warmup", "many"]).is_err());
+    }
+
+    #[test]
+    fn k_can_be_auto_and_adapted() {
+        use crate::model::ComponentCount;
+        use clap::Parser as _;
+        for args in [
+            &[
+                "x",
+                "-k",
+                "auto",
+                "--max-components",
+                "4",
+                "--adapt-components",
+            ][..],
+            &[
+                "x",
+                "--components",
+                "AUTO",
+                "--max-components=4",
+                "--adapt-components=true",
+            ],
+        ] {
+            let flags = Flags::try_parse_from(args).unwrap();
+            let mut c = Config::default();
+            let mut given = BTreeSet::new();
+            flags.learner.apply(&mut c, &mut given);
+            assert_eq!(c.components, ComponentCount::Auto, "{args:?}");
+            assert_eq!(c.max_components, 4);
+            assert!(c.adapt_components);
+            assert!(c.clone().check().is_ok());
+        }
+        let e = Flags::try_parse_from(["x", "-k", "many"]).unwrap_err();
+        assert!(e.to_string().contains("\"auto\""), "{e}");
+        let c: Config =
+            toml::from_str("components = \"auto\"\nmax_components = 6\nadapt_components = true")
+                .unwrap();
+        assert_eq!(c.params().components, ComponentCount::Auto);
+        assert_eq!(c.params().max_components, 6);
+        assert!(Config::default().max_components == 10 && !Config::default().adapt_components);
+        let e = checked(|c| c.max_components = 0).unwrap_err();
+        assert!(e.to_string().contains("--max-components"), "{e}");
+        let e = checked(|c| {
+            c.score = true;
+            c.score_fields = true;
+            c.adapt_components = true;
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ScoreFieldsWithAdapt), "{e}");
     }
 }

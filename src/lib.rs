@@ -1,6 +1,7 @@
 //! # emstream: a Gaussian mixture learned from a never-ending stream
 //!
-//! emstream reads points (CSV, whitespace-separated or JSON lines) from stdin
+//! emstream reads points (CSV per RFC 4180, whitespace-separated, or JSON
+//! lines of arrays or objects) from stdin
 //! or TCP, learns a Gaussian mixture model from them by stepwise (online) EM
 //! in one pass with memory that does not grow, and keeps the model in
 //! crash-safe checkpoints that can be inspected, plotted, diffed and used to
@@ -19,7 +20,9 @@
 //!   checked column selection ([`input::Columns`]), and parsing into
 //!   row-major [`input::Batch`]es, with every bad record counted by reason;
 //!   [`input::BatchReader`] is the one read-frame-parse loop over a whole
-//!   input.
+//!   input; one delimiter per input, quoted fields through `csv-core`, the
+//!   dimensions' names from the header or the JSON fields
+//!   ([`input::Parser::names`]).
 //! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
 //!   file: an explicit on-disk schema (format 2; format 1 migrated on load)
 //!   converted to and from the in-memory [`checkpoint::Checkpoint`],
@@ -77,7 +80,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = emstream::config::Config::default(); // points on stdin
-//! config.components = 3;
+//! config.components = emstream::model::ComponentCount::Fixed(3); // or ComponentCount::Auto
 //! config.checkpoint = Some("model.ckpt".into());
 //! let run = config.check()?;
 //! // Stop only at the end of the input.

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use emstream::config::{enum_value, Config, LearnerArgs, OnError};
-use emstream::input::Format;
+use emstream::input::{ColumnList, Delimiter, Format};
 use emstream::pipeline::{self, PipelineError};
 
 /// Learn a Gaussian mixture model from a never-ending stream of points by
@@ -36,7 +36,7 @@ enum Command {
     Inspect(InspectArgs),
     /// Score points with the model of a checkpoint, without learning.
     Score(Box<emstream::report::score::ScoreArgs>),
-    /// Draw the model of a checkpoint as SVG.
+    /// Draw the model of a checkpoint as SVG (or PNG).
     Plot(Box<emstream::report::plot::PlotArgs>),
     /// Compare the models of two checkpoints.
     Diff(Box<emstream::report::diff::DiffArgs>),
@@ -62,9 +62,21 @@ struct RunArgs {
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
     format: Option<Format>,
-    /// Fields to use, 0-based (field 0 is the first), e.g. 1,2,5.
+    /// Fields to use: 0-based indices (field 0 is the first), e.g. 1,2,5,
+    /// or header names, e.g. carat,price.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    columns: Option<Vec<usize>>,
+    columns: Option<Vec<String>>,
+    /// CSV field separator: auto (default; decided from the first line and
+    /// reported), comma, semicolon (numbers may use a decimal comma), tab,
+    /// pipe or whitespace.
+    #[arg(long, value_name = "SEP", value_parser = delimiter_value)]
+    delimiter: Option<Delimiter>,
+    /// JSON objects: the fields to use, e.g. temp,hum or env.temp,env.hum.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// JSON: accept numbers written as strings ("21.5").
+    #[arg(long)]
+    string_numbers: bool,
     /// Dimension of the points (default: from the first valid record).
     #[arg(long, value_name = "D", allow_negative_numbers = true)]
     dim: Option<usize>,
@@ -74,6 +86,14 @@ struct RunArgs {
     /// Bad records: skip (count and report) or fail (stop at the first).
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
     on_error: Option<OnError>,
+    /// Fail (exit status 4, after checkpointing) when more than this
+    /// fraction of the records is rejected (default 0.5; 1 never fails).
+    #[arg(long, value_name = "R")]
+    max_reject_rate: Option<f64>,
+    /// Learn the points of an --input file through a random buffer of N
+    /// points (a file sorted by a column is a drifting stream otherwise).
+    #[arg(long, value_name = "N")]
+    shuffle_buffer: Option<usize>,
 
     /// Learner options.
     #[command(flatten)]
@@ -110,6 +130,9 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+    /// Threads of the learner's E-step (default: the available cores, at most 8); the model is the same with any number.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 
     /// PEM certificate chain for TLS on the listeners (with --tls-key).
     #[arg(long, value_name = "FILE")]
@@ -195,6 +218,12 @@ fn keep_value(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A `--delimiter` value: a name (as [`enum_value`] reads, any case) or the
+/// character itself (`;`, a tab), which the shared enum parser would trim.
+fn delimiter_value(s: &str) -> Result<Delimiter, String> {
+    s.parse().or_else(|e| enum_value(s).map_err(|_| e))
+}
+
 /// Writes to stderr, ignoring a closed stderr.
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "emstream: {msg}");
@@ -266,12 +295,23 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         }
         None => Config::default(),
     };
+    if let Some(list) = args.columns.take() {
+        match ColumnList::parse(&list) {
+            ColumnList::Indices(i) => cfg.columns = Some(i),
+            ColumnList::Names(n) => cfg.column_names = Some(n),
+        }
+        given.insert("columns".into());
+    }
+    if args.string_numbers {
+        cfg.string_numbers = true;
+        given.insert("string_numbers".into());
+    }
     std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
     overlay!(cfg, args, given;
-        max_connections, format, max_line_bytes, on_error, keep);
+        delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep);
     overlay_opt!(cfg, args, given;
-        input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile);
+        input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
+        alert_below, alert_quantile, threads);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);
@@ -378,6 +418,7 @@ fn run(args: RunArgs) -> ExitCode {
             say(&e.to_string());
             ExitCode::from(match e {
                 PipelineError::BadRecord { .. } => 3,
+                PipelineError::TooManyRejects { .. } => 4,
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
@@ -385,7 +426,8 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::CheckpointLocked(_)
                 | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
-                | PipelineError::CheckpointNotWritable(_) => 2,
+                | PipelineError::CheckpointNotWritable(_)
+                | PipelineError::Input(_) => 2,
                 _ => 1,
             })
         }
@@ -428,7 +470,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
         }
     };
     let text = if args.json {
-        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt)) {
+        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt, None)) {
             Ok(mut s) => {
                 s.push('\n');
                 s
@@ -439,7 +481,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
             }
         }
     } else {
-        emstream::report::inspect::render_text(&ckpt)
+        emstream::report::inspect::render_text(&ckpt, None)
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -20,7 +20,7 @@ pub const DRIVE_MAX_LINE: usize = 4096;
 /// stream, re-fit) reachable with a few hundred points.
 pub fn drive_params() -> Params {
     Params {
-        components: 3,
+        components: crate::model::ComponentCount::Fixed(3),
         warmup: 64,
         batch_size: 16,
         init_seeds: 2,

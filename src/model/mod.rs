@@ -19,8 +19,10 @@
 //! - [`adapt`]: keeping K right over the stream (prune, merge, split,
 //!   spawn by BIC on recent points), a pure component the learner calls.
 //! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
-//! - [`online`]: [`StepwiseEm`], the learner that ties them together, and
-//!   its plain [`LearnerState`] for checkpoints.
+//! - [`online`]: [`StepwiseEm`], the learner that ties them together
+//!   (fixed or `auto` K, the recent-points reservoir, the adaptation of K
+//!   with `adapt_components`), and its plain [`LearnerState`] for
+//!   checkpoints.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 
@@ -32,6 +34,7 @@ mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
+mod pool;
 pub mod select;
 mod smem;
 pub mod stats;
@@ -40,8 +43,9 @@ pub mod testdata;
 pub use covariance::CovarianceType;
 pub use em::{BatchStats, Engine, EngineState, LearnError, ScoreBuffer, NO_LABEL};
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
-pub use online::{Counters, Fitted, LearnerState, Phase, StepwiseEm};
+pub use online::{Counters, Fitted, KChange, LearnerState, Phase, StepwiseEm};
 pub use params::{
-    learner_memory, max_dim_for, CheckedParams, ParamError, Params, MAX_BATCH_SIZE, MAX_WARMUP,
+    learner_memory, max_dim_for, CheckedParams, ComponentCount, ParamError, Params, MAX_BATCH_SIZE,
+    MAX_WARMUP,
 };
 pub use stats::MixtureStats;

@@ -10,18 +10,56 @@
 //! [`StepwiseEm::apply`] expose the split a reducer of workers needs).
 //! `η_t = max(η_min, (t + t0)^(−α))`, t counting batches with the warm-up
 //! counted as `warmup / batch_size` batches.
+//!
+//! With `components = auto` the first fit chooses K by BIC on the warm-up
+//! buffer ([`super::select`]) and the learner keeps how it chose
+//! ([`StepwiseEm::selection`]). Every learner keeps its most recent points
+//! in a bounded reservoir ([`RECENT_POINTS`], [`StepwiseEm::criteria`]);
+//! with `adapt_components` it asks an [`Adapter`] after every mini-batch
+//! whether K should change and, on a proposal, replaces its mixture and
+//! statistics and counts the change ([`Counters::component_changes`],
+//! [`StepwiseEm::last_change`]). The reservoir and the adapter's state are
+//! part of [`LearnerState`], so resuming stays bit-identical.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::adapt::{AdaptParams, Adapter, AdapterState, Change, RecentPoints};
 use super::em::{self, without_outliers, BatchStats, Engine, EngineState, Interrupt};
 use super::init;
 use super::mixture::GaussianMixture;
+use super::params::ComponentCount;
+use super::select::{self, ModelSelection};
 use super::stats::MixtureStats;
 
 pub use super::em::{LearnError, ScoreBuffer, MAX_ABS, NO_LABEL, OUTLIER_SPREAD};
 pub use super::params::{CheckedParams, ParamError, Params, MAX_COMPONENTS};
+
+/// Points kept in the learner's recent-points reservoir: the BIC and AIC
+/// of the current model are measured on it ([`StepwiseEm::criteria`]).
+pub const RECENT_POINTS: usize = 2_000;
+
+/// Points kept in the reservoir with `adapt_components`: the adaptation of
+/// K judges its candidates on them ([`super::adapt`]).
+pub const ADAPT_RECENT_POINTS: usize = 5_000;
+
+/// A change of K made by the adaptation (`adapt_components`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KChange {
+    /// What changed.
+    pub change: Change,
+    /// K before.
+    pub from: usize,
+    /// K after.
+    pub to: usize,
+    /// Points seen when it changed.
+    pub points_seen: u64,
+    /// BIC on the reservoir of the model before the change.
+    pub bic_before: f64,
+    /// BIC on the reservoir of the model after it.
+    pub bic_after: f64,
+}
 
 /// Counters kept by the learner (and stored in checkpoints).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +87,8 @@ pub struct Counters {
     pub log_lik_sum: f64,
     /// Points counted in `log_lik_sum`.
     pub log_lik_points: u64,
+    /// Changes of K made by `adapt_components`.
+    pub component_changes: u64,
 }
 
 impl Counters {
@@ -76,6 +116,10 @@ pub struct StepwiseEm {
     rng: ChaCha8Rng,
     /// Warm-up buffer before the first model, then the partial mini-batch.
     pending: Vec<f64>,
+    /// Points of the partial mini-batch already scored when they arrived
+    /// (not part of the saved state: a restored pending batch counts as
+    /// scored, by the run that read it).
+    scored: usize,
     /// Step counter t in batches (the warm-up counts as warmup/batch_size).
     step: f64,
     engine: Option<Engine>,
@@ -84,12 +128,25 @@ pub struct StepwiseEm {
     /// The worst explained point of the last batch (re-seeding target).
     worst: Vec<f64>,
     counters: Counters,
+    /// Threads of the E-step (not part of the state: any number learns
+    /// the same bits).
+    threads: usize,
+    /// The most recent points learned from (bounded): BIC and AIC of the
+    /// model, and the adaptation's judge.
+    recent: RecentPoints,
+    /// Keeps K right, with `adapt_components`.
+    adapter: Option<Adapter>,
+    /// How K was chosen, with `components = auto`.
+    selection: Option<ModelSelection>,
+    /// The last change of K in this process (for the run's log; not part
+    /// of the state).
+    last_change: Option<KChange>,
     /// The run's stop request, if shared ([`StepwiseEm::set_interrupt`]).
     interrupt: Option<Interrupt>,
     /// Warm-up points dropped while waiting for distinct points.
     warmup_dropped: u64,
     /// The last `warmup` points learned, for a re-fit after a regime change.
-    recent: std::collections::VecDeque<f64>,
+    regime_recent: std::collections::VecDeque<f64>,
     /// Points and gross outliers of the current regime window.
     window: (u64, u64),
     /// Leading points of the warm-up buffer already scored (a re-fit's).
@@ -103,6 +160,28 @@ pub struct StepwiseEm {
 /// most recent points (see [`StepwiseEm::observe`]).
 pub const REGIME_OUTLIER_RATE: f64 = 0.5;
 
+/// Capacity of the recent-points reservoir of a learner with `params`.
+pub fn recent_capacity(params: &Params) -> usize {
+    if params.adapt_components {
+        ADAPT_RECENT_POINTS
+    } else {
+        RECENT_POINTS
+    }
+}
+
+/// Options of the adaptation of K for a learner with `params`: K up to
+/// `max_components` (or the fixed K, if larger), the learner's
+/// regularisation, the rest [`AdaptParams::default`].
+fn adapt_params(params: &Params) -> AdaptParams {
+    AdaptParams {
+        max_components: params
+            .max_components
+            .max(params.fixed_components().unwrap_or(1)),
+        reg_covar: params.reg_covar,
+        ..AdaptParams::default()
+    }
+}
+
 impl StepwiseEm {
     /// A learner for points of dimension `dim`.
     ///
@@ -112,8 +191,17 @@ impl StepwiseEm {
     pub fn new(params: CheckedParams, dim: usize) -> Self {
         assert!(dim > 0, "dimension must be at least 1");
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        let recent = RecentPoints::new(dim, recent_capacity(&params));
+        let adapter = params
+            .adapt_components
+            .then(|| Adapter::new(adapt_params(&params)));
         StepwiseEm {
             pending: Vec::new(),
+            scored: 0,
+            recent,
+            adapter,
+            selection: None,
+            last_change: None,
             params,
             dim,
             rng,
@@ -123,19 +211,41 @@ impl StepwiseEm {
             mixture: None,
             worst: vec![0.0; dim],
             counters: Counters::default(),
+            threads: 1,
             interrupt: None,
             warmup_dropped: 0,
-            recent: std::collections::VecDeque::new(),
+            regime_recent: std::collections::VecDeque::new(),
             window: (0, 0),
             prescored: 0,
             regime_changes: 0,
         }
     }
 
+    /// Runs the E-steps (the warm-up fit's and every mini-batch's) on
+    /// `threads` threads; 0 and 1 mean the learner's own thread alone. The
+    /// model is the same bits with any number ([`super::em::e_step`]), so
+    /// this is not part of the learner's state.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        if let Some(e) = self.engine.as_mut() {
+            e.set_threads(self.threads);
+        }
+    }
+
+    /// Threads the E-steps run on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Feeds points (row-major, a whole number of rows); complete mini-batches
     /// are learned at once, a partial one is kept for the next call. When
-    /// `scores` is given, every point learned from is scored there first
-    /// (warm-up points once the first model exists), in input order.
+    /// `scores` is given, every point is scored there under the model
+    /// before it is learned from, in input order, and as soon as a model
+    /// exists: the points of a partial mini-batch are scored on arrival
+    /// (the model they are learned into is the current one, so the scores
+    /// are those the batch's update would give), warm-up points once the
+    /// first model is fitted. A live feed slower than a mini-batch sees each
+    /// point's score at once.
     ///
     /// # Errors
     ///
@@ -173,6 +283,7 @@ impl StepwiseEm {
                 self.pending.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if self.pending.len() < b {
+                    self.score_pending(scores);
                     return Ok(());
                 }
                 self.learn_pending(scores.as_deref_mut())?;
@@ -192,6 +303,7 @@ impl StepwiseEm {
                 continue;
             }
             self.pending.extend_from_slice(rest);
+            self.score_pending(scores);
             return Ok(());
         }
     }
@@ -206,10 +318,10 @@ impl StepwiseEm {
     fn watch_regime(&mut self, batch: &[f64], outliers: u64) {
         let d = self.dim;
         let cap = self.params.warmup * d;
-        self.recent.extend(batch.iter().copied());
-        if self.recent.len() > cap {
-            let extra = self.recent.len() - cap;
-            self.recent.drain(..extra);
+        self.regime_recent.extend(batch.iter().copied());
+        if self.regime_recent.len() > cap {
+            let extra = self.regime_recent.len() - cap;
+            self.regime_recent.drain(..extra);
         }
         self.window.0 += (batch.len() / d) as u64;
         self.window.1 += outliers;
@@ -224,9 +336,10 @@ impl StepwiseEm {
         self.engine = None;
         self.stats = None;
         self.mixture = None;
-        self.pending = self.recent.drain(..).collect();
+        self.pending = self.regime_recent.drain(..).collect();
         // Those points were scored (and counted) when they arrived.
         self.prescored = self.pending.len() / d;
+        self.scored = 0;
     }
 
     /// Regime changes followed by this learner ([`StepwiseEm::observe`]
@@ -286,6 +399,21 @@ impl StepwiseEm {
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Scores the points of the partial mini-batch not scored yet, under
+    /// the current model.
+    fn score_pending(&mut self, scores: Option<&mut ScoreBuffer>) {
+        let (Some(scores), Some(engine), Some(mix)) =
+            (scores, self.engine.as_mut(), self.mixture.as_ref())
+        else {
+            return;
+        };
+        let rows = self.pending.len() / self.dim;
+        if rows > self.scored {
+            engine.e_step(mix, &self.pending[self.scored * self.dim..], Some(scores));
+            self.scored = rows;
+        }
+    }
+
     /// End of stream: learns from the pending partial batch (its step scaled
     /// by its share of a full batch), or fits the first model from a warm-up
     /// buffer that never filled. The buffer is kept unfitted (still the
@@ -321,9 +449,27 @@ impl StepwiseEm {
 
     /// Learns from the pending (full or final partial) batch and empties
     /// it, keeping its allocation.
+    /// The points scored on arrival ([`StepwiseEm::score_pending`]) are
+    /// not scored again.
     fn learn_pending(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         let batch = std::mem::take(&mut self.pending);
-        let learned = self.update(&batch, scores);
+        let done = std::mem::take(&mut self.scored);
+        let learned = match scores {
+            Some(sc) => {
+                let (at, resp_at) = (sc.log_lik.len(), sc.resp.len());
+                let learned = self.update(&batch, Some(&mut *sc));
+                if done > 0 && sc.log_lik.len() >= at + done {
+                    sc.labels.drain(at..at + done);
+                    sc.log_lik.drain(at..at + done);
+                    if sc.resp.len() > resp_at {
+                        let k = (sc.resp.len() - resp_at) / (batch.len() / self.dim);
+                        sc.resp.drain(resp_at..resp_at + done * k);
+                    }
+                }
+                learned
+            }
+            None => self.update(&batch, None),
+        };
         // After a regime change the pending points are the re-fit's.
         if self.pending.is_empty() {
             self.pending = batch;
@@ -343,15 +489,25 @@ impl StepwiseEm {
         // and the first fit: fit on the rest, score them all.
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
+        engine.set_threads(self.threads);
         // A stop request ends the fit early (the buffer is kept).
         engine.set_interrupt(self.interrupt.clone());
-        let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
+        let p = &self.params;
+        let fitted = match p.components {
+            ComponentCount::Fixed(k) => {
+                init::fit_warmup(&mut engine, &kept, p, k, &mut self.rng).map(|(s, m)| (s, m, None))
+            }
+            ComponentCount::Auto => {
+                select::fit_auto(&mut engine, &kept, p, p.max_components, &mut self.rng)
+                    .map(|(s, m, sel)| (s, m, Some(sel)))
+            }
+        };
         engine.set_interrupt(None);
         let fitted = match fitted {
             Ok(_) if self.interrupted() => Err(LearnError::Interrupted),
             f => f,
         };
-        let (stats, mix) = match fitted {
+        let (stats, mix, selection) = match fitted {
             Ok(v) => v,
             Err(e) => {
                 self.pending = buf;
@@ -390,6 +546,8 @@ impl StepwiseEm {
         self.engine = Some(engine);
         self.stats = Some(stats);
         self.mixture = Some(mix);
+        self.selection = selection;
+        self.recent.push(&kept);
         self.pending = buf;
         self.pending.clear();
         Ok(())
@@ -430,9 +588,41 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let e = engine.e_step(mix, batch, scores);
+        for x in em::usable_rows(mix, batch) {
+            self.recent.push(x);
+        }
         self.apply(&e)?;
+        self.adapt();
         self.watch_regime(batch, e.outliers);
         Ok(())
+    }
+
+    /// With `adapt_components`, asks the adapter whether K should change
+    /// and applies its proposal: the new mixture and statistics replace
+    /// the current ones, the change is counted and kept for the log.
+    fn adapt(&mut self) {
+        let (Some(adapter), Some(mix), Some(stats)) = (
+            self.adapter.as_mut(),
+            self.mixture.as_ref(),
+            self.stats.as_ref(),
+        ) else {
+            return;
+        };
+        let seen = self.counters.points_seen;
+        let Some(p) = adapter.propose(mix, stats, self.recent.points(), seen) else {
+            return;
+        };
+        self.last_change = Some(KChange {
+            change: p.change,
+            from: mix.n_components(),
+            to: p.mixture.n_components(),
+            points_seen: seen,
+            bic_before: p.bic_before,
+            bic_after: p.bic_after,
+        });
+        self.mixture = Some(p.mixture);
+        self.stats = Some(p.stats);
+        self.counters.component_changes += 1;
     }
 
     /// E-step statistics of `points` (a whole number of rows) against the
@@ -525,6 +715,38 @@ impl StepwiseEm {
         &self.counters
     }
 
+    /// How K was chosen, when `components` is `auto` and the warm-up is
+    /// over (or as a checkpoint recorded it).
+    pub fn selection(&self) -> Option<&ModelSelection> {
+        self.selection.as_ref()
+    }
+
+    /// Sets the record of how K was chosen (a checkpoint written before
+    /// the learner kept it keeps it beside).
+    pub fn set_selection(&mut self, selection: Option<ModelSelection>) {
+        self.selection = selection;
+    }
+
+    /// The last change of K made by `adapt_components` in this process.
+    pub fn last_change(&self) -> Option<&KChange> {
+        self.last_change.as_ref()
+    }
+
+    /// The recent-points reservoir (the last [`RECENT_POINTS`] points, or
+    /// [`ADAPT_RECENT_POINTS`] with `adapt_components`, gross outliers
+    /// left out).
+    pub fn recent(&self) -> &RecentPoints {
+        &self.recent
+    }
+
+    /// BIC and AIC of the current model on the recent-points reservoir,
+    /// once there is a model: comparable across runs with different K on
+    /// the same stream.
+    pub fn criteria(&self) -> Option<select::Criteria> {
+        let mix = self.mixture.as_ref()?;
+        Some(select::Criteria::of(mix, self.recent.points()))
+    }
+
     /// Points waiting in the warm-up buffer or the partial mini-batch.
     pub fn pending_points(&self) -> usize {
         self.pending.len() / self.dim
@@ -541,7 +763,8 @@ impl StepwiseEm {
     }
 
     /// Number of components K of the model, once there is one (K comes
-    /// from the model: `params().components` only seeds the first fit).
+    /// from the model: `params().components` only seeds the first fit, and
+    /// `adapt_components` changes it).
     pub fn n_components(&self) -> Option<usize> {
         self.mixture.as_ref().map(GaussianMixture::n_components)
     }
@@ -567,6 +790,9 @@ impl StepwiseEm {
             step: self.step,
             counters: self.counters.clone(),
             phase,
+            recent: self.recent.clone(),
+            adapter: self.adapter.as_ref().map(Adapter::state),
+            selection: self.selection.clone(),
         }
     }
 
@@ -589,6 +815,9 @@ impl StepwiseEm {
             step,
             counters,
             phase,
+            recent,
+            adapter,
+            selection,
         } = state;
         if d == 0 {
             return bad("the dimension is 0".into());
@@ -601,10 +830,32 @@ impl StepwiseEm {
         if counters.log_lik_sum.is_nan() {
             return bad("the log-likelihood sum is NaN".into());
         }
+        if recent.dim() != d || recent.capacity() != recent_capacity(&params) {
+            return bad(format!(
+                "the recent-points reservoir holds points of dimension {} up to {}, the learner wants dimension {d} up to {}",
+                recent.dim(),
+                recent.capacity(),
+                recent_capacity(&params)
+            ));
+        }
+        if adapter.is_some() != params.adapt_components {
+            return bad(format!(
+                "the adaptation's state is {} but adapt_components is {}",
+                if adapter.is_some() {
+                    "present"
+                } else {
+                    "absent"
+                },
+                params.adapt_components
+            ));
+        }
         let mut learner = StepwiseEm::new(params, d);
         learner.rng = rng;
         learner.step = step;
         learner.counters = counters;
+        learner.recent = recent;
+        learner.selection = selection;
+        learner.adapter = adapter.map(|a| Adapter::from_state(adapt_params(&learner.params), a));
         match phase {
             Phase::WarmUp { buffer } => {
                 if buffer.len() % d != 0 {
@@ -676,6 +927,9 @@ impl StepwiseEm {
                 learner.engine = Some(engine);
                 learner.stats = Some(stats);
                 learner.mixture = Some(mixture);
+                // Its points were scored on arrival by the run that saved
+                // them (their lines and anomalies belong to that run).
+                learner.scored = pending.len() / d;
                 learner.pending = pending;
                 learner.worst = worst;
             }
@@ -700,6 +954,12 @@ pub struct LearnerState {
     pub counters: Counters,
     /// Warm-up or fitted.
     pub phase: Phase,
+    /// The recent-points reservoir.
+    pub recent: RecentPoints,
+    /// The adaptation's state, with `adapt_components`.
+    pub adapter: Option<AdapterState>,
+    /// How K was chosen, with `components = auto`.
+    pub selection: Option<ModelSelection>,
 }
 
 /// Where the learner is: buffering the warm-up, or learning with a model.

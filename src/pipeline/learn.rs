@@ -18,7 +18,8 @@ use super::source::Position;
 use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
-use crate::input::{Batch, ParseError, RejectCounts, SourceId};
+use crate::config::reject_rate_exceeded;
+use crate::input::{Batch, InputError, ParseError, RejectCounts, RejectReason, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 use crate::score::AnomalyDetector;
 
@@ -102,6 +103,8 @@ impl ScoreLink {
 /// Everything the learner thread owns.
 pub(crate) struct Learner {
     pub(crate) params: CheckedParams,
+    /// Threads of the E-step (`--threads`).
+    pub(crate) threads: usize,
     pub(crate) start: Start,
     pub(crate) work: Receiver<Work>,
     pub(crate) recycle: SyncSender<Batch>,
@@ -110,6 +113,8 @@ pub(crate) struct Learner {
     pub(crate) score: Option<ScoreLink>,
     /// Flags anomalies (with `--score` and an alert rule).
     pub(crate) detector: Option<AnomalyDetector>,
+    /// `--max-reject-rate`.
+    pub(crate) max_reject_rate: f64,
     pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
     /// Say on stderr which dimension the data decided, and from whom (a
@@ -134,8 +139,13 @@ pub(crate) struct Outcome {
     pub(crate) learn_error: Option<LearnError>,
     /// The input was overwhelmingly not points: (rejected, records).
     pub(crate) not_points: Option<(u64, u64)>,
+    /// Input that does not fit the parser configuration (a usage error).
+    pub(crate) input_error: Option<InputError>,
     /// The first read error of a source: (its name, the error).
     pub(crate) read_error: Option<(String, std::io::Error)>,
+    /// (points, rejected records) of this run when its reject rate went
+    /// above `--max-reject-rate`.
+    pub(crate) too_many_rejects: Option<(u64, u64)>,
 }
 
 /// The learner's running state between batches.
@@ -144,6 +154,8 @@ struct Run {
     at_start: Counters,
     counts: LearnerCounts,
     positions: BTreeMap<SourceId, Position>,
+    /// Names of the dimensions: the resumed checkpoint's, then the input's.
+    columns: Option<Vec<String>>,
     seq: u64,
     saves_due: u64,
     /// Whether anything changed since the last snapshot.
@@ -160,6 +172,7 @@ impl Learner {
     pub(crate) fn run(mut self) -> Outcome {
         let mut learner = self.start.learner.take();
         if let Some(l) = learner.as_mut() {
+            l.set_threads(self.threads);
             l.set_interrupt(self.state.interrupt_flag());
         }
         let mut run = Run {
@@ -170,6 +183,7 @@ impl Learner {
             learner,
             counts: LearnerCounts::default(),
             positions: BTreeMap::new(),
+            columns: self.start.columns.take(),
             seq: 0,
             saves_due: 0,
             dirty: false,
@@ -180,11 +194,15 @@ impl Learner {
         let mut headers_reported = 0usize;
         let mut bad_record = None;
         let mut learn_error = None;
+        let mut input_error = None;
         let mut read_error = None;
+        let mut too_many_rejects = None;
         let mut not_points = None;
         let mut fit_announced = false;
-        // Records of this run: accepted rows and rejects.
-        let mut accepted: u64 = 0;
+        // Records of this run: (points, rejected), for the reject rate,
+        // and the rejects that are not numbers at all (not a wrong field
+        // count, not a torn record), for the "not points" rule.
+        let (mut points, mut rejected, mut not_numbers) = (0u64, 0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
         loop {
@@ -208,15 +226,26 @@ impl Learner {
                 },
             };
             if let Some(Work {
-                batch,
+                mut batch,
                 fatal,
                 positions,
                 forget,
                 failed,
+                names,
             }) = received
             {
+                if let Some(names) = names {
+                    self.take_names(names, &mut run);
+                }
                 if let Some(f) = failed {
                     read_error.get_or_insert(f);
+                }
+                for note in &batch.notes {
+                    self.console.line(note);
+                }
+                if let Some(e) = batch.fatal.take() {
+                    input_error = Some(e);
+                    break;
                 }
                 for e in &batch.errors {
                     if reported < REPORTED_RECORDS {
@@ -252,12 +281,16 @@ impl Learner {
                         batch.dim
                     ));
                 }
-                accepted += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
-                let rejected = run.counts.rejected.total();
-                if not_points_yet(rejected, accepted) {
-                    // Garbage in must not make a model: stop before
-                    // learning from this batch.
-                    not_points = Some((rejected, rejected + accepted));
+                rejected += batch.rejected.total();
+                not_numbers += batch.rejected.total()
+                    - batch.rejected.get(RejectReason::FieldCount)
+                    - batch.rejected.get(RejectReason::Torn);
+                points += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
+                // Checked before --max-reject-rate (which is checked after
+                // the batch is learned): garbage in must not make a model,
+                // so stop before learning from this batch.
+                if not_points_yet(not_numbers, points + rejected - not_numbers) {
+                    not_points = Some((not_numbers, rejected + points));
                     self.state.stop(super::StopReason::Failed);
                     recycle(&self.recycle, batch);
                     break;
@@ -265,6 +298,7 @@ impl Learner {
                 if !batch.values.is_empty() && batch.dim > 0 {
                     let l = run.learner.get_or_insert_with(|| {
                         let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
+                        l.set_threads(self.threads);
                         l.set_interrupt(self.state.interrupt_flag());
                         l
                     });
@@ -282,12 +316,14 @@ impl Learner {
                         ));
                     }
                     let values = &batch.values;
+                    let before = KEvents::of(l);
                     let result = scored(
                         self.score.as_ref(),
                         self.detector.as_mut(),
                         &mut run.counts,
                         |scores| l.observe(values, scores),
                     );
+                    before.log_news(l, &self.console);
                     match result {
                         // A signal stopped the warm-up fit: the buffer is
                         // kept and saved unfitted.
@@ -337,6 +373,10 @@ impl Learner {
                     bad_record = fatal;
                     break;
                 }
+                if reject_rate_exceeded(self.max_reject_rate, points, rejected, false).is_some() {
+                    too_many_rejects = Some((points, rejected));
+                    break;
+                }
                 if let Some(every) = self.due.every {
                     if next_every.is_some_and(|n| run.counts.points >= n) {
                         next_every = Some((run.counts.points / every + 1) * every);
@@ -360,14 +400,26 @@ impl Learner {
             }
         }
 
+        let clean_end = learn_error.is_none()
+            && input_error.is_none()
+            && bad_record.is_none()
+            && not_points.is_none();
+        if clean_end
+            && too_many_rejects.is_none()
+            && reject_rate_exceeded(self.max_reject_rate, points, rejected, true).is_some()
+        {
+            too_many_rejects = Some((points, rejected));
+        }
         if learn_error.is_none() && not_points.is_none() {
             if let Some(l) = run.learner.as_mut() {
+                let before = KEvents::of(l);
                 let result = scored(
                     self.score.as_ref(),
                     self.detector.as_mut(),
                     &mut run.counts,
                     |scores| l.flush(scores),
                 );
+                before.log_news(l, &self.console);
                 if let Err(e) = result {
                     learn_error = Some(e);
                 }
@@ -384,7 +436,27 @@ impl Learner {
             bad_record,
             learn_error,
             not_points,
+            input_error,
             read_error,
+            too_many_rejects,
+        }
+    }
+
+    /// Records the names the input gives its dimensions. A resumed model
+    /// whose checkpoint named them otherwise keeps learning (the numbers
+    /// are what it learns from) under the new names, with a warning: the
+    /// input may be another file than the one the model was learned from.
+    fn take_names(&self, names: Vec<String>, run: &mut Run) {
+        if let Some(old) = run.columns.as_ref().filter(|old| **old != names) {
+            self.console.line(&format!(
+                "warning: the input names its columns {} but the checkpoint's model was learned from {}: check that this is the same kind of data; the checkpoint now records the new names",
+                names.join(", "),
+                old.join(", ")
+            ));
+        }
+        if run.columns.as_ref() != Some(&names) {
+            run.columns = Some(names);
+            run.changed();
         }
     }
 
@@ -416,8 +488,12 @@ impl Learner {
                     .state
                     .replay()
                     .checkpoint_positions(&self.start.sources, &run.positions),
-                columns: self.start.columns.clone(),
-                selection: self.start.selection.clone(),
+                // Names that do not fit the model (a header wider than the
+                // points) are left out rather than make the file invalid.
+                columns: run.columns.clone().filter(|c| c.len() == l.dim()),
+                // The learner keeps how K was chosen (a resumed one got it
+                // from the checkpoint).
+                selection: l.selection().cloned().or(self.start.selection.clone()),
             },
             counts: run.counts.clone(),
             positions: run.positions.clone(),
@@ -425,6 +501,53 @@ impl Learner {
         };
         self.state.replay().set_learned(&snap.positions);
         self.snapshots.send_replace(Some(Arc::new(snap)));
+    }
+}
+
+/// What the run's log has said about K so far: whether K was chosen yet,
+/// and how many changes of K it has seen.
+struct KEvents {
+    chosen: bool,
+    changes: u64,
+}
+
+impl KEvents {
+    fn of(l: &StepwiseEm) -> Self {
+        KEvents {
+            chosen: l.selection().is_some(),
+            changes: l.counters().component_changes,
+        }
+    }
+
+    /// Logs the choice of K (BIC per K, the rule) when it was just made,
+    /// and the last change of K when there were new ones.
+    fn log_news(&self, l: &StepwiseEm, console: &Console) {
+        if let (false, Some(sel)) = (self.chosen, l.selection()) {
+            let per_k: Vec<String> = sel
+                .bic_by_k
+                .iter()
+                .map(|(k, b)| format!("K={k} {b:.1}"))
+                .collect();
+            console.line(&format!("BIC per K: {}", per_k.join(", ")));
+            console.line(&format!("chose {}", sel.chosen_by));
+        }
+        let new = l.counters().component_changes - self.changes;
+        if let (true, Some(c)) = (new > 0, l.last_change()) {
+            console.line(&format!(
+                "K {} -> {} ({:?}) after {} points: BIC on the recent points {:.1} -> {:.1}{}",
+                c.from,
+                c.to,
+                c.change,
+                c.points_seen,
+                c.bic_before,
+                c.bic_after,
+                if new > 1 {
+                    format!(" ({new} changes since the last report)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
 }
 
@@ -489,22 +612,22 @@ impl Run {
     }
 }
 
-/// Records a run must have read before [`NOT_POINTS_RATE`] applies.
-pub const NOT_POINTS_MIN_RECORDS: u64 = 1000;
-
-/// Share of rejected records above which an input is "not points" and the
-/// run fails (once [`NOT_POINTS_MIN_RECORDS`] were read): a binary file, a
-/// random stream, the wrong format. Messy real data with some bad lines
-/// stays far below it.
+/// Share of records that are not numbers at all (rejected for any reason
+/// but a wrong field count or a torn network record) above which an input
+/// is "not points" and the run fails (once
+/// [`crate::config::REJECT_RATE_MIN_RECORDS`] were read): a binary file, a
+/// random stream, the wrong format. Messy real data
+/// with some bad lines stays far below it. Records of the wrong field count
+/// are points read with the wrong options: `--max-reject-rate` judges them.
 pub const NOT_POINTS_RATE: f64 = 0.9;
 
-/// Whether `rejected` rejects among `rejected + accepted` records of this
-/// run say the input is not points ([`NOT_POINTS_RATE`]). The one place
-/// the rule lives, so a configurable reject-rate limit can replace the
-/// constant.
-pub(crate) fn not_points_yet(rejected: u64, accepted: u64) -> bool {
-    let records = rejected + accepted;
-    records >= NOT_POINTS_MIN_RECORDS && rejected as f64 > NOT_POINTS_RATE * records as f64
+/// Whether `not_numbers` such rejects among `not_numbers + others` records
+/// of this run say the input is not points ([`NOT_POINTS_RATE`]), with the
+/// arithmetic of [`crate::config::reject_rate_exceeded`] while input still
+/// arrives. Checked on every batch before it is learned, and before
+/// `--max-reject-rate` (checked after it), so garbage never makes a model.
+pub(crate) fn not_points_yet(not_numbers: u64, others: u64) -> bool {
+    crate::config::reject_rate_exceeded(NOT_POINTS_RATE, others, not_numbers, false).is_some()
 }
 
 /// Average log-likelihood of the points scored since `at_start`.

@@ -41,6 +41,7 @@ mod learn;
 mod parse;
 pub mod replay;
 mod score;
+mod shuffle;
 pub mod snapshot;
 pub mod source;
 pub mod state;
@@ -63,7 +64,7 @@ pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
 use crate::checkpoint::CheckpointError;
 use crate::config::{RunConfig, Source as SourceConfig};
 use crate::input::{ParseError, RejectCounts, RejectReason};
-use crate::model::LearnError;
+use crate::model::{LearnError, StepwiseEm};
 use crate::score::AnomalyDetector;
 use console::Console;
 use learn::{Due, Learner, ScoreLink};
@@ -361,12 +362,38 @@ pub enum PipelineError {
         checkpoint: Option<PathBuf>,
     },
     /// Almost every record was rejected: the input is not points.
-    #[error("the input is not points: {rejected} of the first {records} records were rejected (more than {pct} %); no model was made of it (a checkpoint written before is kept). Check --input, --format and --columns", pct = learn::NOT_POINTS_RATE * 100.0)]
+    #[error("the input is not points: {rejected} of the first {records} records were rejected as not numbers at all (more than {pct} %); no model was made of it (a checkpoint written before is kept). Check --input, --format and --columns", pct = learn::NOT_POINTS_RATE * 100.0)]
     NotPoints {
         /// Records rejected.
         rejected: u64,
         /// Records read.
         records: u64,
+    },
+    /// The input does not fit the configuration (e.g. a `--columns` name
+    /// the header lacks).
+    #[error("{0}")]
+    Input(crate::input::InputError),
+    /// More records were rejected than `--max-reject-rate` allows (see
+    /// [`crate::config::reject_rate_exceeded`]).
+    #[error(
+        "{rejected} of {records} records were rejected ({pct:.1} %), more than --max-reject-rate {max}: \
+         the input does not fit the options; see the reasons above and check --columns (0-based \
+         indices or header names), --dim, --delimiter and --format ({saved})",
+        pct = 100.0 * *rejected as f64 / (*records).max(1) as f64,
+        saved = match checkpoint {
+            Some(p) => format!("what was learned is saved in {}", p.display()),
+            None => "nothing was saved: no --checkpoint".to_owned(),
+        }
+    )]
+    TooManyRejects {
+        /// Records rejected in this run.
+        rejected: u64,
+        /// Records read in this run (points and rejects).
+        records: u64,
+        /// The limit.
+        max: f64,
+        /// The checkpoint holding what was learned, if any.
+        checkpoint: Option<PathBuf>,
     },
     /// The learner refused the points.
     #[error("learning failed: {0}")]
@@ -583,12 +610,16 @@ impl Pipeline {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
+            let shuffle = config
+                .shuffle_buffer
+                .map(|n| shuffle::Shuffle::new(n, config.params.seed));
             let s = state.clone();
             spawn_stage("parser", &state, move || {
                 parse::parser_loop(
                     parser_config,
                     on_error,
                     max_dim,
+                    shuffle,
                     event_rx,
                     work_tx,
                     recycle_rx,
@@ -606,11 +637,14 @@ impl Pipeline {
             let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
             let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
             let want_resp = options.responsibilities;
-            // A resumed model keeps its own K.
+            // A resumed model keeps its own K; with `auto` it is known
+            // after the warm-up (the sink reads it from each block).
             let k = start
                 .learner
                 .as_ref()
-                .map_or(config.params.components, |l| l.params().components);
+                .and_then(StepwiseEm::n_components)
+                .or(config.params.fixed_components())
+                .unwrap_or(1);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
             let s = state.clone();
             let progress = Arc::new(score::ScoreProgress::default());
@@ -649,8 +683,10 @@ impl Pipeline {
         }
 
         // Learner thread.
+        let max_reject_rate = config.max_reject_rate;
         let learner = Learner {
             params: config.params.clone(),
+            threads: config.threads,
             start,
             work: work_rx,
             recycle: recycle_tx,
@@ -661,6 +697,7 @@ impl Pipeline {
             },
             score: score_link,
             detector,
+            max_reject_rate,
             state: state.clone(),
             console: console.clone(),
             // Daemon sources (TCP, MQTT, NATS) say where the dimension
@@ -718,8 +755,10 @@ impl Pipeline {
         };
         // The learner may have stopped on its own (a learning error, a
         // panic): make sure the sources (a listener, above all) stop too.
-        let failed =
-            !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none() && o.not_points.is_none());
+        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none()
+            && o.not_points.is_none()
+            && o.input_error.is_none()
+            && o.too_many_rejects.is_none());
         state.stop(if failed {
             StopReason::Failed
         } else {
@@ -820,6 +859,9 @@ impl Pipeline {
         if let Some((rejected, records)) = outcome.not_points {
             return Err(PipelineError::NotPoints { rejected, records });
         }
+        if let Some(e) = outcome.input_error {
+            return Err(PipelineError::Input(e));
+        }
         if let Some(ParseError {
             source_id,
             line,
@@ -838,6 +880,14 @@ impl Pipeline {
         }
         if let Some((name, source)) = outcome.read_error {
             return Err(PipelineError::Read { name, source });
+        }
+        if let Some((points, rejected)) = outcome.too_many_rejects {
+            return Err(PipelineError::TooManyRejects {
+                rejected,
+                records: points + rejected,
+                max: max_reject_rate,
+                checkpoint: written,
+            });
         }
         if let Some(r) = score_result {
             r.map_err(PipelineError::ScoreOutput)?;

@@ -5,6 +5,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
 
+use super::shuffle::Shuffle;
 use super::source::{Position, SourceEvent};
 use super::state::{RunState, StopReason};
 use crate::config::OnError;
@@ -27,15 +28,22 @@ pub(crate) struct Work {
     pub(crate) forget: Vec<SourceId>,
     /// A read error that ended a stream: (its name, the error).
     pub(crate) failed: Option<(String, std::io::Error)>,
+    /// The dimensions' names, on the first batch after the parser learned
+    /// them (a header, or JSON `--fields`); they go into the checkpoint.
+    pub(crate) names: Option<Vec<String>>,
 }
 
 /// Runs the parser stage until the event channel closes (or, with
 /// `--on-error fail`, until the first bad record, when it stops the run so
 /// the sources stop).
+// The stage's inputs and outputs, each used once: a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
     max_dim: usize,
+    mut shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
@@ -54,6 +62,7 @@ pub(crate) fn parser_loop(
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
+    let mut names_sent = false;
     while let Some(event) = events.blocking_recv() {
         let chunk = match event {
             SourceEvent::Chunk { chunk, position } => {
@@ -114,7 +123,9 @@ pub(crate) fn parser_loop(
             let first = first_error(&chunk, &batch);
             let dim = parser.dim().or(config.dim);
             let keep = match dim {
-                Some(d) if d > 0 => rows_before(&chunk, first.line, &config, d) * d,
+                Some(d) if d > 0 => {
+                    rows_before(&chunk, first.line, &parser.resolved_config(), d) * d
+                }
                 _ => 0,
             };
             batch.values.truncate(keep);
@@ -129,20 +140,33 @@ pub(crate) fn parser_loop(
             batch.rejected.by_reason.insert(first.reason, 1);
             fatal = Some(first);
         }
+        if let Some(sh) = shuffle.as_mut() {
+            sh.pass(&mut batch.values, batch.dim);
+        }
         let empty = batch.values.is_empty()
             && batch.rejected.by_reason.is_empty()
             && batch.headers.is_empty()
+            && batch.notes.is_empty()
+            && batch.fatal.is_none()
             && fatal.is_none();
         if empty {
             continue;
         }
-        let last = fatal.is_some();
+        let last = fatal.is_some() || batch.fatal.is_some();
+        let names = match parser.names() {
+            Some(n) if !names_sent => {
+                names_sent = true;
+                Some(n.to_vec())
+            }
+            _ => None,
+        };
         let work = Work {
             batch,
             fatal,
             positions: std::mem::take(&mut positions),
             forget: std::mem::take(&mut forget),
             failed: None,
+            names,
         };
         if batches.send(work).is_err() {
             break;
@@ -152,8 +176,14 @@ pub(crate) fn parser_loop(
             break;
         }
     }
+    // The end of the input: the records held by the dimension vote, then
+    // the points still in the shuffle buffer.
     let mut batch = Batch::default();
     parser.finish(&mut batch);
+    if let Some(sh) = shuffle.as_mut() {
+        sh.pass(&mut batch.values, batch.dim);
+        sh.drain(&mut batch.values, batch.dim);
+    }
     if !positions.is_empty()
         || !forget.is_empty()
         || !batch.values.is_empty()
@@ -175,6 +205,8 @@ fn clear(mut b: Batch) -> Batch {
     b.errors.clear();
     b.headers.clear();
     b.dim_from = None;
+    b.notes.clear();
+    b.fatal = None;
     b
 }
 

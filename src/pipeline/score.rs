@@ -3,13 +3,20 @@
 //! the blocks: the learner judged them where the scores were produced, so
 //! its snapshots count them at the same moment as the points.
 //!
+//! Lines are flushed whenever no further block is waiting: on a fast pipe
+//! the queue is seldom empty and the buffer goes out full, as before; on a
+//! live feed slower than the buffer each block (down to one point: the
+//! sources hand on idle input after [`super::IDLE_FLUSH`] and the learner
+//! scores the points of a partial mini-batch on arrival) is written at once,
+//! so a score line, and an alert, follows its record within milliseconds.
+//!
 //! A closed stdout (`| head`) is not an error: the sink stops writing, asks
 //! the run to stop like a signal would, and keeps taking buffers so the
 //! learner never blocks on it.
 
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use super::state::{RunState, StopReason};
 use super::SCORE_OUT_BYTES;
@@ -77,10 +84,34 @@ pub(crate) fn sink_loop<W: Write>(
     let mut out = BufWriter::with_capacity(SCORE_OUT_BYTES, out);
     let mut failed: Option<std::io::Error> = None;
     let mut closed = false;
-    for buf in filled {
+    let mut unflushed = false;
+    loop {
+        let buf = match filled.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Empty) => {
+                // Nothing more waiting: what is written goes out now.
+                if unflushed && !closed && failed.is_none() {
+                    unflushed = false;
+                    if let Err(e) = out.flush() {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            closed = true;
+                            state.stop(StopReason::OutputClosed);
+                        } else {
+                            state.stop(StopReason::Failed);
+                            failed = Some(e);
+                        }
+                    }
+                }
+                match filled.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         if !closed && failed.is_none() {
             match scorer.write_flagged(&buf.scores, &buf.flags, &mut out) {
-                Ok(()) => {}
+                Ok(()) => unflushed |= !buf.scores.is_empty(),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     closed = true;
                     state.stop(StopReason::OutputClosed);

@@ -690,7 +690,7 @@ mod tests {
             p[0] += shift;
         }
         let params = Params {
-            components: truth.n_components(),
+            components: crate::model::ComponentCount::Fixed(truth.n_components()),
             warmup: 2000,
             ..Params::default()
         }
@@ -797,14 +797,14 @@ mod tests {
         .unwrap();
         let Cmd::Score(a) = c.cmd else { panic!() };
         assert_eq!(a.alert.rule(), AlertRule::Quantile(0.005));
-        assert_eq!(a.columns, Some(vec![1, 2]));
-        assert_eq!(a.format, crate::input::Format::Json);
+        assert_eq!(a.read.columns, Some(vec!["1".to_owned(), "2".to_owned()]));
+        assert_eq!(a.read.format, crate::input::Format::Json);
         let c = Cli::try_parse_from([
             "emstream", "plot", "m.ckpt", "-o", "m.svg", "--dims", "2,0", "--sample", "10",
         ])
         .unwrap();
         let Cmd::Plot(a) = c.cmd else { panic!() };
-        assert_eq!((a.dims, a.sample), ((2, 0), 10));
+        assert_eq!((a.dims, a.sample), (Some((2, 0)), 10));
         assert!(
             Cli::try_parse_from(["emstream", "plot", "m.ckpt", "-o", "x", "--dims", "1,1"])
                 .is_err()

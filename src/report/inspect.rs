@@ -1,7 +1,8 @@
 //! `emstream inspect PATH [--json]`: what a checkpoint holds, as a readable
 //! summary with one table per component, or as one JSON object for scripts.
 //!
-//! The JSON object always has `format_version`, `dim`, `components`,
+//! The JSON object always has `format_version`, `dim`, `names` (the
+//! dimensions' names, or null), `components`,
 //! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
 //! `pending_points`, `points_seen`, `records_rejected` (total),
 //! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
@@ -12,6 +13,16 @@
 //! `means` (K lists of d), `covariances` (K full d-by-d nested lists whatever
 //! the covariance type) and `std_devs` (K lists of d). Before the warm-up has
 //! finished there is no model yet and those four lists are empty.
+//!
+//! How K was chosen and how it fares: `bic_by_k` (a list of `{"k", "bic"}`
+//! for every K tried on the warm-up with `--components auto`, else null),
+//! `chosen_by` (the rule's sentence, else null), `component_changes` (K
+//! changes made by `--adapt-components`), and `bic`, `aic` of the current
+//! model on its recent-points reservoir of `recent_points` points (the
+//! last 2,000 points learned from, 5,000 with `--adapt-components`; null
+//! before the warm-up or with an empty reservoir, as in a checkpoint of
+//! format 2): lower is better, and runs with different K on the same
+//! stream compare by them.
 
 use std::fmt::Write as _;
 
@@ -19,6 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{Checkpoint, FORMAT_VERSION};
 use crate::input::RejectCounts;
+use crate::model::select::{Criteria, ModelSelection};
 use crate::model::{CovarianceType, GaussianMixture};
 
 /// Everything the reports show, gathered from a checkpoint once.
@@ -42,16 +54,29 @@ struct Summary<'a> {
     created_unix_ms: u64,
     updated_unix_ms: u64,
     mixture: Option<&'a GaussianMixture>,
+    /// Names of the dimensions, when known.
+    names: Option<&'a [String]>,
+    selection: Option<&'a ModelSelection>,
+    component_changes: u64,
+    /// BIC and AIC on the recent-points reservoir (a model and points).
+    criteria: Option<Criteria>,
 }
 
+/// Width of one value column of the compact table: with the index and
+/// weight columns, 8 dimensions fit in 100 columns.
+const TABLE_COL: usize = 10;
+
 impl<'a> Summary<'a> {
-    fn of(ck: &'a Checkpoint) -> Self {
+    fn of(ck: &'a Checkpoint, names: Option<&'a [String]>) -> Self {
         let l = &ck.learner;
         let p = l.params();
         let c = l.counters();
         Summary {
             dim: l.dim(),
-            components: l.n_components().unwrap_or(p.components),
+            components: l
+                .n_components()
+                .or(p.fixed_components())
+                .unwrap_or_default(),
             covariance: p.covariance,
             params: serde_json::to_value(&**p).unwrap_or(Value::Null),
             points_seen: c.points_seen,
@@ -69,6 +94,71 @@ impl<'a> Summary<'a> {
             created_unix_ms: ck.created_unix_ms,
             updated_unix_ms: ck.updated_unix_ms,
             mixture: l.mixture(),
+            names: names
+                .or(ck.columns.as_deref())
+                .filter(|n| n.len() == l.dim()),
+            selection: ck.selection.as_ref(),
+            component_changes: c.component_changes,
+            criteria: l.criteria().filter(|c| c.points > 0),
+        }
+    }
+
+    /// The name of dimension `a`, or its index.
+    fn dim_name(&self, a: usize) -> String {
+        match self.names {
+            Some(n) => n[a].clone(),
+            None => format!("dim {a}"),
+        }
+    }
+
+    /// The K x d table of weights and means, heaviest component first.
+    fn compact_table(&self, m: &GaussianMixture, s: &mut String) {
+        let d = m.dim();
+        let _ = writeln!(
+            s,
+            "\ncomponents by weight: mean of each dimension (details below)"
+        );
+        let _ = write!(s, "  {:>3} {:>8}", "#", "weight");
+        for a in 0..d {
+            let _ = write!(
+                s,
+                " {:>w$}",
+                fit(&self.dim_name(a), TABLE_COL - 1),
+                w = TABLE_COL - 1
+            );
+        }
+        s.push('\n');
+        let mut order: Vec<usize> = (0..m.n_components()).collect();
+        order.sort_by(|&a, &b| m.weights()[b].total_cmp(&m.weights()[a]));
+        for j in order {
+            let _ = write!(s, "  {j:>3} {:>8.4}", m.weights()[j]);
+            for &v in m.mean(j) {
+                let _ = write!(s, " {:>w$}", short_num(v), w = TABLE_COL - 1);
+            }
+            s.push('\n');
+        }
+    }
+
+    /// The K-choice lines of the text summary.
+    fn k_text(&self, s: &mut String) {
+        if let Some(sel) = self.selection {
+            let _ = writeln!(s, "  K chosen by       {}", sel.chosen_by);
+            let _ = writeln!(s, "  BIC by K          {:>4} {:>16}", "K", "BIC");
+            for &(k, b) in &sel.bic_by_k {
+                let _ = writeln!(s, "                    {k:>4} {:>16}", num(b));
+            }
+        }
+        if self.component_changes > 0 {
+            let _ = writeln!(s, "  K changes         {}", self.component_changes);
+        }
+        if let Some(c) = &self.criteria {
+            let _ = writeln!(
+                s,
+                "  BIC / AIC         {} / {} on the {} most recent points (lower is better)",
+                num(c.bic),
+                num(c.aic),
+                c.points
+            );
         }
     }
 
@@ -112,7 +202,7 @@ impl<'a> Summary<'a> {
             Some(v) => {
                 let _ = writeln!(
                     s,
-                    "  avg log-lik       {} per point (over {} points)",
+                    "  avg log-lik       {} per point over the stream's {} points, test-then-train\n                    (each point scored by the model before it learned from it)",
                     num(v),
                     self.log_lik_points
                 );
@@ -142,6 +232,7 @@ impl<'a> Summary<'a> {
         );
         let _ = writeln!(s, "  outliers ignored  {}", self.outliers);
         let _ = writeln!(s, "  anomalies         {}", self.anomalies);
+        self.k_text(&mut s);
         let Some(m) = self.mixture else {
             let _ = writeln!(
                 s,
@@ -155,19 +246,35 @@ impl<'a> Summary<'a> {
             "  pending points    {} (in the partial mini-batch)",
             self.pending_points
         );
+        self.compact_table(m, &mut s);
         let d = m.dim();
         let full = m.covariance_type() == CovarianceType::Full;
+        // The dimension column fits the longest name (up to 24).
+        let dw = (0..d)
+            .map(|a| self.dim_name(a).chars().count())
+            .max()
+            .unwrap_or(3)
+            .clamp(5, 24);
         for j in 0..m.n_components() {
             let _ = writeln!(s, "\ncomponent {j}  weight {}", num(m.weights()[j]));
             let cov = m.covariance_matrix(j);
-            let _ = write!(s, "  {:>5} {:>14} {:>14}", "dim", "mean", "std dev");
+            let _ = write!(s, "  {:>dw$} {:>14} {:>14}", "dim", "mean", "std dev");
             if full && d > 1 {
                 let _ = write!(s, "   correlations");
             }
             s.push('\n');
             for a in 0..d {
                 let sd_a = cov[a * d + a].sqrt();
-                let _ = write!(s, "  {:>5} {:>14} {:>14}", a, num(m.mean(j)[a]), num(sd_a));
+                let label = match self.names {
+                    Some(_) => fit(&self.dim_name(a), dw),
+                    None => a.to_string(),
+                };
+                let _ = write!(
+                    s,
+                    "  {label:>dw$} {:>14} {:>14}",
+                    num(m.mean(j)[a]),
+                    num(sd_a)
+                );
                 if full && d > 1 {
                     s.push_str("  ");
                     for b in 0..a {
@@ -214,6 +321,7 @@ impl<'a> Summary<'a> {
         json!({
             "format_version": FORMAT_VERSION,
             "dim": self.dim,
+            "names": self.names,
             "components": self.components,
             "covariance": self.covariance.name(),
             "warmed_up": self.mixture.is_some(),
@@ -239,21 +347,62 @@ impl<'a> Summary<'a> {
             "means": means,
             "covariances": covariances,
             "std_devs": std_devs,
+            "bic_by_k": self.selection.map(|sel| {
+                sel.bic_by_k
+                    .iter()
+                    .map(|&(k, b)| json!({ "k": k, "bic": b }))
+                    .collect::<Vec<_>>()
+            }),
+            "chosen_by": self.selection.map(|sel| sel.chosen_by.as_str()),
+            "component_changes": self.component_changes,
+            "recent_points": self.criteria.map_or(0, |c| c.points),
+            "bic": self.criteria.map(|c| c.bic),
+            "aic": self.criteria.map(|c| c.aic),
         })
     }
 }
 
 /// A readable summary of a checkpoint: the model's shape, counters, times
-/// and, once the warm-up is over, one table per component with its weight,
-/// mean, standard deviations and (full covariance) correlations.
-pub fn render_text(ck: &Checkpoint) -> String {
-    Summary::of(ck).text()
+/// and, once the warm-up is over, a compact K x d table of weights and
+/// means (heaviest first; 8 dimensions fit in 100 columns), then one table
+/// per component with its weight, mean, standard deviations and (full
+/// covariance) correlations. `names` (one per dimension, else ignored)
+/// label the dimensions; without them, the names the checkpoint recorded
+/// from its input (a header, JSON `--fields`), if any.
+pub fn render_text(ck: &Checkpoint, names: Option<&[String]>) -> String {
+    Summary::of(ck, names).text()
 }
 
 /// The checkpoint as one JSON object (fields listed in the module docs);
-/// `covariances` are always full d-by-d matrices.
-pub fn render_json(ck: &Checkpoint) -> Value {
-    Summary::of(ck).json()
+/// `covariances` are always full d-by-d matrices; `names` is `names`, else
+/// the checkpoint's recorded names, else null.
+pub fn render_json(ck: &Checkpoint, names: Option<&[String]>) -> Value {
+    Summary::of(ck, names).json()
+}
+
+/// `name` cut to at most `width` characters (a cut one ends in `~`).
+fn fit(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        name.to_owned()
+    } else {
+        let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+        cut.push('~');
+        cut
+    }
+}
+
+/// A number in at most 9 characters with 4 significant digits: plain
+/// between 0.001 and 10^6, else in scientific notation.
+fn short_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".to_owned()
+    } else if (1e-3..1e6).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2e}")
+    }
 }
 
 /// `FieldCount` -> `field_count`.
@@ -298,7 +447,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Unix milliseconds as ISO 8601 UTC, e.g. `2024-02-29T13:05:09.250Z`.
-fn iso8601_utc(unix_ms: u64) -> String {
+pub(crate) fn iso8601_utc(unix_ms: u64) -> String {
     let ms = unix_ms % 1000;
     let secs = unix_ms / 1000;
     let days = (secs / 86_400) as i64;
@@ -368,11 +517,15 @@ mod tests {
             log_lik_sum: -7000.0,
             log_lik_points: 2000,
             pending_points: if m.is_some() { 17 } else { 4321 },
+            names: None,
             rejected,
             anomalies: 5,
             created_unix_ms: 1_709_211_909_250,
             updated_unix_ms: 1_709_215_509_250,
             mixture: m,
+            selection: None,
+            component_changes: 0,
+            criteria: None,
         }
     }
 
@@ -393,7 +546,7 @@ mod tests {
             "created           2024-02-29T13:05:09.250Z",
             "updated           2024-02-29T14:05:09.250Z",
             "points seen       12000",
-            "avg log-lik       -3.500000 per point (over 2000 points)",
+            "avg log-lik       -3.500000 per point over the stream's 2000 points, test-then-train\n",
             "records rejected  12 (10 wrong number of fields, 2 not a number)",
             "re-seeds          1",
             "repairs           2",
@@ -417,6 +570,81 @@ mod tests {
         assert!(!t.contains("warming up"));
     }
 
+    /// The header and two rows of the compact table in `t`.
+    fn table_lines(t: &str) -> Vec<&str> {
+        t.lines()
+            .skip_while(|l| !l.starts_with("components by weight"))
+            .skip(1)
+            .take(3)
+            .collect()
+    }
+
+    #[test]
+    fn compact_table_sorts_by_weight_and_fits_100_columns() {
+        let m = mixture(CovarianceType::Full);
+        let r = rejects();
+        let t = summary(Some(&m), &r).text();
+        let table = table_lines(&t);
+        assert_eq!(
+            table,
+            [
+                "    #   weight     dim 0     dim 1",
+                "    1   0.7500     10.00         0",
+                "    0   0.2500    -1.500     2.000",
+            ],
+            "{t}"
+        );
+        assert!(t.find("components by weight") < t.find("component 0  weight"));
+        // Eight dimensions with long names and awkward values: 100 columns.
+        let d = 8;
+        let mut cov = vec![0.0; d * d];
+        for a in 0..d {
+            cov[a * d + a] = 1.0;
+        }
+        let big = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: d,
+            weights: vec![0.5, 0.5],
+            means: (0..2 * d)
+                .map(|i| -1.234_567e7 / 10f64.powi(i as i32))
+                .collect(),
+            covariances: [cov.clone(), cov].concat(),
+        })
+        .unwrap();
+        let names: Vec<String> = (0..d).map(|a| format!("a very long name {a}")).collect();
+        let mut s = summary(Some(&big), &r);
+        s.dim = d;
+        s.names = Some(&names);
+        let t = s.text();
+        let table = table_lines(&t);
+        for l in &table {
+            assert!(
+                l.chars().count() <= 100,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
+        assert!(table[0].contains(" a very l~"), "{}", table[0]);
+        assert!(table[1].contains("-1.23e7"), "{}", table[1]);
+        // Names label the per-component rows too.
+        assert!(t.contains("a very long name 7"), "{t}");
+    }
+
+    #[test]
+    fn short_numbers_keep_four_significant_digits() {
+        for (v, want) in [
+            (0.0, "0"),
+            (2745.123, "2745"),
+            (61.75, "61.75"),
+            (0.70213, "0.7021"),
+            (-0.00123456, "-0.001235"),
+            (1.5e-7, "1.50e-7"),
+            (123_456_789.0, "1.23e8"),
+        ] {
+            assert_eq!(short_num(v), want);
+        }
+    }
+
     #[test]
     fn text_before_warm_up_says_so() {
         let r = RejectCounts::default();
@@ -438,6 +666,41 @@ mod tests {
         assert!(!t.contains("correlations"), "{t}");
         assert!(t.contains("uncorrelated"), "{t}");
         assert!(t.contains("3.000000"), "sd of variance 9 missing in\n{t}");
+    }
+
+    #[test]
+    fn the_choice_of_k_and_the_criteria_are_shown() {
+        let m = mixture(CovarianceType::Full);
+        let r = RejectCounts::default();
+        let sel = ModelSelection {
+            bic_by_k: vec![(1, 900.0), (2, 700.5), (3, 705.0)],
+            chosen_by: "smallest K with BIC within 10 of the minimum".into(),
+        };
+        let mut s = summary(Some(&m), &r);
+        let plain = (s.text(), s.json());
+        assert!(!plain.0.contains("BIC"), "{}", plain.0);
+        assert!(plain.1["bic_by_k"].is_null() && plain.1["bic"].is_null());
+        s.selection = Some(&sel);
+        s.component_changes = 2;
+        s.criteria = Some(Criteria::from_log_lik(-1000.0, 11, 2000));
+        let t = s.text();
+        for want in [
+            "K chosen by       smallest K with BIC within 10",
+            "       2       700.500000",
+            "K changes         2",
+            "on the 2000 most recent points",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        let v = s.json();
+        assert_eq!(v["bic_by_k"][1]["k"], 2);
+        assert_eq!(v["bic_by_k"][1]["bic"], 700.5);
+        assert_eq!(v["chosen_by"], sel.chosen_by.as_str());
+        assert_eq!(v["component_changes"], 2);
+        assert_eq!(v["recent_points"], 2000);
+        assert_eq!(v["aic"], 2000.0 + 22.0);
+        let bic = v["bic"].as_f64().unwrap();
+        assert!((bic - (2000.0 + 11.0 * 2000f64.ln())).abs() < 1e-9, "{bic}");
     }
 
     fn as_f64s(v: &Value) -> Vec<f64> {
@@ -502,7 +765,7 @@ mod tests {
         use crate::model::{testdata, Params, StepwiseEm};
         use rand::SeedableRng;
         let params = Params {
-            components: 2,
+            components: crate::model::ComponentCount::Fixed(2),
             batch_size: 100,
             warmup: 500,
             seed: 3,
@@ -528,7 +791,7 @@ mod tests {
     fn reports_of_a_real_checkpoint() {
         let ck = real_checkpoint(20_050);
         let m = ck.learner.mixture().unwrap();
-        let v = render_json(&ck);
+        let v = render_json(&ck, None);
         assert_eq!(v["points_seen"], ck.learner.counters().points_seen);
         assert_eq!(v["pending_points"], 50);
         assert_eq!(v["covariance"], "full");
@@ -543,14 +806,14 @@ mod tests {
             (firsts[0] - 1.0).abs() < 0.3 && (firsts[1] - 7.0).abs() < 0.3,
             "{firsts:?}"
         );
-        let t = render_text(&ck);
+        let t = render_text(&ck, None);
         assert!(t.contains("component 1  weight"), "{t}");
         assert!(t.contains("records rejected  12"), "{t}");
 
         let early = real_checkpoint(321);
-        let t = render_text(&early);
+        let t = render_text(&early, None);
         assert!(t.contains("321 points wait in the warm-up buffer"), "{t}");
-        let v = render_json(&early);
+        let v = render_json(&early, None);
         assert_eq!(v["warmed_up"], false);
         assert_eq!(v["points_seen"], early.learner.counters().points_seen);
         assert_eq!(v["params"]["warmup"], 500);
