@@ -38,6 +38,9 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// short; a thousand generations are far more than any rollback needs.
 pub const MAX_KEEP: usize = 1000;
 
+/// Default memory budget (`max_memory`): 1 GiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
 /// Default `max_reject_rate`: a run that rejects more than half of its
 /// records fails. Such a run almost surely reads its input with the wrong
 /// options (every record rejected for a wrong `--dim`, `--columns` or
@@ -332,6 +335,11 @@ config_keys! {
         pub nats_ca_file: Option<PathBuf> = None,
         /// Continue past a JetStream retention gap (counted) instead of refusing.
         pub allow_gap: bool = false,
+        /// Memory budget in bytes for everything sized by data or options
+        /// (model of the dimension, warm-up buffer, batch, line buffers);
+        /// a configuration or a record's dimension that would exceed it is
+        /// refused before anything is allocated.
+        pub max_memory: u64 = DEFAULT_MAX_MEMORY,
     }
     learner {
         /// Number of mixture components K, or `auto` to choose K by BIC on the
@@ -481,6 +489,19 @@ pub enum ConfigError {
     /// `alert_quantile` is outside (0, 1).
     #[error("alert_quantile = {0} must be strictly between 0 and 1, e.g. 0.001")]
     AlertQuantile(f64),
+    /// The options (and the configured dimension) need more memory than
+    /// `max_memory` allows.
+    #[error("{what} would need about {need} bytes, more than max_memory (--max-memory) = {budget}: {fix}")]
+    Memory {
+        /// What would be too large.
+        what: String,
+        /// Estimated bytes.
+        need: u128,
+        /// The budget.
+        budget: u64,
+        /// What to change.
+        fix: &'static str,
+    },
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
@@ -646,6 +667,7 @@ impl Config {
             Some(t) if (1..=MAX_THREADS).contains(&t) => t,
             Some(t) => return Err(ConfigError::Threads(t)),
         };
+        self.check_memory(&params, columns.as_ref().map(|c| c.len()).or(self.dim))?;
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -752,6 +774,7 @@ impl Config {
             access,
             threads,
             stop_when_idle,
+            max_memory: self.max_memory,
         })
     }
 }
@@ -772,6 +795,48 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     match key {
         Some(k) => format!("line {line_no}, key {k}: {}", e.message()),
         None => format!("line {line_no}: {}", e.message()),
+    }
+}
+
+impl Config {
+    /// The memory budget rule: line buffers of every connection, and, when
+    /// the dimension is configured, the learner
+    /// ([`crate::model::learner_memory`]).
+    fn check_memory(&self, params: &Params, dim: Option<usize>) -> Result<(), ConfigError> {
+        let budget = self.max_memory;
+        // A connection holds up to a line being framed and a chunk in flight.
+        let conns = if self.listen.is_some() {
+            self.max_connections
+        } else {
+            1
+        };
+        let lines = (conns as u128) * (self.max_line_bytes as u128) * 2;
+        if lines > budget as u128 {
+            return Err(ConfigError::Memory {
+                what: format!(
+                    "line buffers of {conns} connections of max_line_bytes = {}",
+                    self.max_line_bytes
+                ),
+                need: lines,
+                budget,
+                fix: "lower max_connections or max_line_bytes, or raise max_memory",
+            });
+        }
+        if let Some(d) = dim {
+            let need = crate::model::learner_memory(params, d);
+            if need.is_none_or(|n| n as u128 + lines > budget as u128) {
+                return Err(ConfigError::Memory {
+                    what: format!(
+                        "a model of dimension {d} with {} {} components, warmup = {} and batch_size = {}",
+                        params.components, params.covariance, params.warmup, params.batch_size
+                    ),
+                    need: need.map_or(u128::MAX, |n| n as u128 + lines),
+                    budget,
+                    fix: "lower components, warmup or batch_size, use covariance diag, or raise max_memory",
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -824,6 +889,7 @@ pub struct RunConfig {
     pub(crate) access: AccessFiles,
     pub(crate) threads: usize,
     pub(crate) stop_when_idle: Option<Duration>,
+    pub(crate) max_memory: u64,
 }
 
 impl RunConfig {
@@ -839,6 +905,11 @@ impl RunConfig {
     {
         self.given = keys.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The memory budget in bytes (`max_memory`).
+    pub fn max_memory(&self) -> u64 {
+        self.max_memory
     }
 
     /// Where points come from.

@@ -194,6 +194,9 @@ struct RunArgs {
     /// Continue past a JetStream retention gap (counted) instead of refusing.
     #[arg(long)]
     allow_gap: bool,
+    /// Memory budget in bytes for the model, buffers and line buffers (default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -322,6 +325,10 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     if args.allow_gap {
         cfg.allow_gap = true;
         given.insert("allow_gap".into());
+    }
+    if let Some(m) = args.max_memory {
+        cfg.max_memory = m;
+        given.insert("max_memory".into());
     }
     if args.resume {
         cfg.resume = true;

@@ -116,6 +116,21 @@ impl Framer {
         self.emit(true, out);
     }
 
+    /// End of a network source: like [`Framer::finish`], but an
+    /// unterminated last line is torn (the peer went away mid-record): it
+    /// is dropped, not handed out, and its line number returned.
+    pub fn finish_torn(&mut self, out: &mut Vec<Chunk>) -> Option<u64> {
+        self.dropping = false;
+        let torn = (self.partial_start < self.buf.len()).then(|| {
+            self.buf.truncate(self.partial_start);
+            let line = self.next_line;
+            self.next_line += 1;
+            line
+        });
+        self.emit(true, out);
+        torn
+    }
+
     /// Hands out the whole lines buffered so far as a (not last) chunk, for a
     /// slow source that should not wait for a full chunk; an unfinished line
     /// stays buffered. Does nothing when no whole line or dropped line is
@@ -249,6 +264,23 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].bytes, b"1,2\n3,4");
         assert!(chunks[0].last);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_numbered() {
+        let mut framer = Framer::new(0, 100, 1000);
+        let mut out = Vec::new();
+        framer.push(b"1,2\n3,4\n9.99,9.", &mut out);
+        assert_eq!(framer.finish_torn(&mut out), Some(3));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes, b"1,2\n3,4\n");
+        assert!(out[0].last);
+        // A stream that ends with its line end tore nothing.
+        let mut framer = Framer::new(0, 100, 1000);
+        let mut out = Vec::new();
+        framer.push(b"1,2\n", &mut out);
+        assert_eq!(framer.finish_torn(&mut out), None);
+        assert_eq!(out[0].bytes, b"1,2\n");
     }
 
     #[test]

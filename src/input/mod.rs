@@ -58,6 +58,9 @@ pub enum RejectReason {
     MissingField,
     /// A quoted CSV field is not closed on its line.
     BadQuoting,
+    /// A network stream ended in the middle of this record (no line end):
+    /// it was cut, so it is not learned.
+    Torn,
 }
 
 /// Count of rejected records per reason.
@@ -117,6 +120,7 @@ impl RejectReason {
             RejectReason::BadJson => "not the expected JSON",
             RejectReason::MissingField => "a --fields field is missing",
             RejectReason::BadQuoting => "unclosed quote",
+            RejectReason::Torn => "torn record (the connection ended mid-line)",
         }
     }
 }
@@ -155,6 +159,10 @@ pub struct Batch {
     pub errors: Vec<ParseError>,
     /// Header lines skipped in this chunk: (source, line, text).
     pub headers: Vec<(SourceId, u64, String)>,
+    /// Set on the batch in which the parser decided the dimension from the
+    /// data (no `dim` or `columns` configured): the first record of that
+    /// dimension, (source, line), so the run can say whom it came from.
+    pub dim_from: Option<(SourceId, u64)>,
     /// Decisions the parser took that the user should hear about (e.g.
     /// which delimiter `--delimiter auto` chose), one message each.
     pub notes: Vec<String>,
@@ -438,6 +446,14 @@ pub struct Parser {
     fields: Vec<(usize, usize)>,
     /// Reused: values of the line being parsed on the general path.
     scratch: Vec<f64>,
+    /// Largest dimension a record may fix (the memory budget's), if any.
+    max_dim: Option<usize>,
+    /// Records looked at before the dimension is decided by majority
+    /// (1: the first valid record decides, as before).
+    vote: usize,
+    /// Valid records held while the dimension is undecided:
+    /// (source, line, values).
+    held: Vec<(SourceId, u64, Vec<f64>)>,
     /// The configured delimiter.
     delimiter: Delimiter,
     /// The separator in use once decided: `Some(Some(byte))`, or
@@ -466,6 +482,7 @@ pub struct Parser {
 }
 
 mod framer;
+pub mod hostile;
 mod json;
 mod parser;
 mod reader;

@@ -74,6 +74,9 @@ impl Parser {
             header_done: HashSet::new(),
             fields: Vec::new(),
             scratch: Vec::new(),
+            max_dim: None,
+            vote: 1,
+            held: Vec::new(),
             delimiter: config.delimiter,
             sep,
             decimal_comma: sep.is_some_and(|b| b != Some(b',')),
@@ -110,6 +113,97 @@ impl Parser {
         }
     }
 
+    /// Refuses to let a record fix a dimension above `max` (the largest
+    /// one the memory budget allows): such a record is rejected
+    /// ([`RejectReason::FieldCount`]) instead of sizing the model.
+    pub fn with_max_dim(mut self, max: usize) -> Self {
+        self.max_dim = Some(max);
+        self
+    }
+
+    /// Decides an unconfigured dimension by majority instead of by the
+    /// first valid record: up to `records` valid records are held (not
+    /// output) until one field count holds a strict majority of `records`,
+    /// or `records` have been seen (the most common count wins, the
+    /// earliest on a tie), or [`Parser::finish`] is called. The held
+    /// records of the winning count are then output in order, the others
+    /// rejected as [`RejectReason::FieldCount`] with a message naming
+    /// `--dim`. So one stray first line (a count, a date) cannot fix the
+    /// dimension for good. `records` of 0 or 1 keep the first-record rule.
+    pub fn with_dim_vote(mut self, records: usize) -> Self {
+        self.vote = records.max(1);
+        self
+    }
+
+    /// Whether valid records are held while the dimension is undecided
+    /// ([`Parser::with_dim_vote`]).
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// End of all input: decides the dimension from the records held so
+    /// far, if it is still undecided, and outputs them into `out`.
+    pub fn finish(&mut self, out: &mut Batch) {
+        self.decide(out, true);
+        out.dim = self.dim.unwrap_or(0);
+    }
+
+    /// Decides the dimension from the held records when the vote allows
+    /// (or `force`), outputting them.
+    fn decide(&mut self, out: &mut Batch, force: bool) {
+        if self.dim.is_some() || self.held.is_empty() {
+            return;
+        }
+        // (field count, records, first index)
+        let mut tally: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, (_, _, v)) in self.held.iter().enumerate() {
+            match tally.iter_mut().find(|t| t.0 == v.len()) {
+                Some(t) => t.1 += 1,
+                None => tally.push((v.len(), 1, i)),
+            }
+        }
+        let &(win, votes, first) = tally
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .expect("held records");
+        if !(force || votes * 2 > self.vote || self.held.len() >= self.vote) {
+            return;
+        }
+        self.dim = Some(win);
+        let (src, line, _) = self.held[first];
+        out.dim_from = Some((src, line));
+        for (source, line, values) in std::mem::take(&mut self.held) {
+            if values.len() == win {
+                out.values.extend_from_slice(&values);
+            } else {
+                reject(
+                    out,
+                    source,
+                    line,
+                    RejectReason::FieldCount,
+                    format!(
+                        "{} fields, expected {win} (the dimension of most of the first records; give --dim to choose it)",
+                        values.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The rejection of a record that would fix a dimension above the
+    /// memory budget's, if it would.
+    fn too_wide(&self, n: usize) -> Option<Reject> {
+        let max = self.max_dim?;
+        (n > max).then(|| {
+            (
+                RejectReason::FieldCount,
+                format!(
+                    "{n} fields: a model of dimension {n} would not fit in the memory budget (at most {max}); give --dim or --columns, or raise --max-memory"
+                ),
+            )
+        })
+    }
+
     /// Parses one chunk, appending accepted rows, rejects and headers to `out`.
     ///
     /// `out.dim` is set to the dimension once it is known. Chunks of one
@@ -144,9 +238,12 @@ impl Parser {
             }
             // The fast path needs a decided separator, all fields and no
             // names left to resolve.
+            // While the dimension is put to the vote, every record takes
+            // the general path (which holds it).
             let fast = self.format == Format::Csv
                 && self.columns.is_none()
-                && self.pending_names.is_none();
+                && self.pending_names.is_none()
+                && (self.dim.is_some() || self.vote <= 1);
             if let (true, Some(sep)) = (fast, self.sep) {
                 if let Some((next, n)) =
                     csv_fast_line(bytes, pos, sep.unwrap_or(0), &mut out.values)
@@ -154,7 +251,15 @@ impl Parser {
                     header_pending = false;
                     match self.dim {
                         Some(d) if d == n => {}
-                        None => self.dim = Some(n),
+                        None => {
+                            if let Some((reason, detail)) = self.too_wide(n) {
+                                out.values.truncate(out.values.len() - n);
+                                reject(out, source, line, reason, detail);
+                            } else {
+                                self.dim = Some(n);
+                                out.dim_from = Some((source, line));
+                            }
+                        }
                         Some(d) => {
                             out.values.truncate(out.values.len() - n);
                             reject(
@@ -242,13 +347,20 @@ impl Parser {
             self.decide_separator(text, source, line, out);
         }
         let was_pending = std::mem::replace(header_pending, false);
+        let undecided = self.dim.is_none();
         match self.record(text) {
+            Ok(()) if self.pending_names.is_some() => {
+                self.fatal = Some(InputError::NoHeader { line });
+            }
+            Ok(()) if self.dim.is_none() => {
+                self.held.push((source, line, self.scratch.clone()));
+                self.decide(out, false);
+            }
             Ok(()) => {
-                if self.pending_names.is_some() {
-                    self.fatal = Some(InputError::NoHeader { line });
-                    return;
+                if undecided {
+                    out.dim_from = Some((source, line));
                 }
-                out.values.extend_from_slice(&self.scratch)
+                out.values.extend_from_slice(&self.scratch);
             }
             Err((reason, detail)) => {
                 let header_like = match self.format {
@@ -407,7 +519,12 @@ impl Parser {
                 "empty array: a point needs at least one number".to_owned(),
             )),
             None => {
-                self.dim = Some(n);
+                if let Some(r) = self.too_wide(n) {
+                    return Err(r);
+                }
+                if self.vote <= 1 {
+                    self.dim = Some(n);
+                }
                 Ok(())
             }
         }
@@ -1487,6 +1604,81 @@ mod tests {
         assert_eq!(b.rejected.get(RejectReason::NotNumeric), 1);
         let empty = parse("# nothing\n");
         assert_eq!(empty.dim, 0);
+    }
+
+    /// Parses `text` (one last chunk of source 0) with a majority vote of
+    /// `vote` records, then ends the input.
+    fn parse_voting(vote: usize, text: &[u8]) -> (Batch, Parser) {
+        // The separator is fixed: `auto` would decide from the first line.
+        let config = ParserConfig {
+            delimiter: Delimiter::Comma,
+            ..ParserConfig::default()
+        };
+        let mut parser = Parser::new(config).with_dim_vote(vote);
+        let mut b = Batch::default();
+        let chunk = Chunk {
+            source: 0,
+            first_line: 1,
+            bytes: text.to_vec(),
+            too_long: Vec::new(),
+            last: true,
+        };
+        parser.parse(&chunk, &mut b);
+        parser.finish(&mut b);
+        (b, parser)
+    }
+
+    #[test]
+    fn the_majority_of_the_first_records_decides_the_dimension() {
+        let mut text = b"5\n2024,01,15\n".to_vec();
+        for i in 0..20 {
+            text.extend_from_slice(format!("{i},{}\n", i * 2).as_bytes());
+        }
+        let (b, parser) = parse_voting(16, &text);
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values.len(), 40);
+        assert_eq!(&b.values[..4], &[0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 2);
+        assert_eq!(b.dim_from, Some((0, 3)));
+        let lines: Vec<u64> = b.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![1, 2]);
+        assert!(
+            b.errors[0].detail.contains("--dim"),
+            "{}",
+            b.errors[0].detail
+        );
+        // The old rule, for comparison: the stray line wins.
+        let (b, parser) = parse_voting(1, &text);
+        assert_eq!(parser.dim(), Some(1));
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 21);
+    }
+
+    #[test]
+    fn a_short_input_is_decided_at_its_end() {
+        let (b, parser) = parse_voting(16, b"1,2\n3\n4,5\n");
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![1.0, 2.0, 4.0, 5.0]);
+        assert_eq!(b.rejected.get(RejectReason::FieldCount), 1);
+        // A tie goes to the earliest count.
+        let (_, parser) = parse_voting(16, b"1\n2,3\n");
+        assert_eq!(parser.dim(), Some(1));
+    }
+
+    #[test]
+    fn a_record_too_wide_for_the_memory_budget_is_rejected() {
+        let mut parser = Parser::new(ParserConfig::default()).with_max_dim(3);
+        let mut b = Batch::default();
+        let chunk = Chunk {
+            source: 0,
+            first_line: 1,
+            bytes: b"1,2,3,4\n1,2\n".to_vec(),
+            too_long: Vec::new(),
+            last: true,
+        };
+        parser.parse(&chunk, &mut b);
+        assert_eq!(parser.dim(), Some(2));
+        assert_eq!(b.values, vec![1.0, 2.0]);
+        assert!(b.errors[0].detail.contains("--max-memory"));
     }
 
     #[test]

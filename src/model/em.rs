@@ -51,6 +51,14 @@ pub enum LearnError {
     /// together.
     #[error("cannot combine these statistics: {0}")]
     Incompatible(String),
+    /// A stop was requested during the warm-up fit ([`Interrupt`]); the
+    /// warm-up buffer is kept unfitted.
+    #[error("stopped during the warm-up fit; the warm-up buffer is kept unfitted")]
+    Interrupted,
+    /// The warm-up points are at a scale emstream cannot learn at
+    /// ([`check_scale`]).
+    #[error("the data's scale is out of range: {0}")]
+    Scale(String),
     /// The learner has no model yet (the warm-up is not over).
     #[error("the learner has no model yet: finish the warm-up first")]
     NotFitted,
@@ -70,7 +78,8 @@ pub enum LearnError {
 pub struct ScoreBuffer {
     /// Whether to fill `resp` too.
     pub want_resp: bool,
-    /// Most responsible component per point.
+    /// Most responsible component per point ([`NO_LABEL`] for a gross
+    /// outlier).
     pub labels: Vec<u32>,
     /// Log density per point under the model before the point was learned.
     pub log_lik: Vec<f64>,
@@ -103,6 +112,8 @@ impl ScoreBuffer {
 /// left out of the statistics. Generous on purpose: a new cluster inside
 /// this range is learned, a glitch of 1e100 is not.
 pub const OUTLIER_SPREAD: f64 = 100.0;
+
+pub use super::mixture::NO_LABEL;
 
 /// Largest coordinate magnitude learned from: beyond it squares overflow.
 pub const MAX_ABS: f64 = 1e150;
@@ -207,6 +218,56 @@ impl OutlierTest {
     }
 }
 
+/// Smallest per-dimension spread (mean absolute deviation) of the warm-up
+/// accepted, other than exactly 0 (a constant column): below it squares of
+/// deviations underflow towards subnormals and every point would be an
+/// "outlier".
+pub const MIN_SPREAD: f64 = 1e-100;
+
+/// Largest coordinate magnitude of typical warm-up points: beyond it sums
+/// of squares over a stream lose their range. A warm-up where more than
+/// half of the points have a coordinate beyond it is refused.
+pub const MAX_TYPICAL: f64 = 1e100;
+
+/// Refuses, with a true message, a warm-up buffer whose scale emstream
+/// cannot learn at (see [`MIN_SPREAD`], [`MAX_TYPICAL`]), instead of
+/// learning a wrong model or dropping most points as outliers.
+///
+/// # Errors
+///
+/// [`LearnError::Scale`] naming the dimension, the scale and what to do.
+pub fn check_scale(buf: &[f64], d: usize) -> Result<(), LearnError> {
+    let n = buf.len() / d;
+    if n == 0 {
+        return Ok(());
+    }
+    let huge = buf
+        .chunks_exact(d)
+        .filter(|x| x.iter().any(|v| !(v.abs() <= MAX_TYPICAL)))
+        .count();
+    if huge * 2 > n {
+        return Err(LearnError::Scale(format!(
+            "{huge} of the {n} warm-up points have a coordinate beyond ±{MAX_TYPICAL:e}: divide the data by a constant (e.g. 1e100) before streaming it"
+        )));
+    }
+    for a in 0..d {
+        let col = || {
+            buf.chunks_exact(d)
+                .map(move |x| x[a])
+                .filter(|v| v.abs() <= MAX_TYPICAL)
+        };
+        let m = col().count().max(1) as f64;
+        let mean = col().sum::<f64>() / m;
+        let spread = col().map(|v| (v - mean).abs()).sum::<f64>() / m;
+        if spread > 0.0 && spread < MIN_SPREAD {
+            return Err(LearnError::Scale(format!(
+                "dimension {a} of the warm-up points varies by only {spread:e} (mean absolute deviation), below {MIN_SPREAD:e}: multiply the data by a constant (e.g. 1e100) before streaming it"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The rows of `batch` that are not gross outliers under `mix` (the test
 /// the E-step applies: [`OUTLIER_SPREAD`] spreads of the whole mixture, or
 /// a coordinate beyond [`MAX_ABS`]): cheap, for a batch after the warm-up.
@@ -275,7 +336,13 @@ pub struct Engine {
     repairs: u64,
     reseeds: u64,
     scratch: Scratch,
+    /// Set from outside to stop a long fit ([`Engine::set_interrupt`]).
+    interrupt: Option<Interrupt>,
 }
+
+/// A stop request shared with the learner: once set, a warm-up fit in
+/// progress ends at its next M-step with [`LearnError::Interrupted`].
+pub type Interrupt = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
 /// The stored part of an [`Engine`] (everything but its scratch space).
 #[derive(Clone, Debug, PartialEq)]
@@ -501,15 +568,26 @@ fn e_step_part(
                 .enumerate()
             {
                 let ll = normalise_row(row);
+                if outlier.is_outlier(x) {
+                    // No label, and -inf rather than the NaN a density
+                    // that underflowed everywhere would give.
+                    sc.labels[i] = NO_LABEL;
+                    sc.log_lik[i] = if ll.is_finite() {
+                        ll
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    if let Some(r) = sc.resp.as_deref_mut() {
+                        r[i * k..(i + 1) * k].fill(0.0);
+                    }
+                    row.iter_mut().for_each(|r| *r = 0.0);
+                    outliers += 1;
+                    continue;
+                }
                 sc.labels[i] = argmax(row) as u32;
                 sc.log_lik[i] = ll;
                 if let Some(r) = sc.resp.as_deref_mut() {
                     r[i * k..(i + 1) * k].copy_from_slice(row);
-                }
-                if outlier.is_outlier(x) {
-                    row.iter_mut().for_each(|r| *r = 0.0);
-                    outliers += 1;
-                    continue;
                 }
                 ll_sum += ll;
                 if ll < worst_ll {
@@ -718,7 +796,15 @@ impl Engine {
             repairs: 0,
             reseeds: 0,
             scratch: Scratch::default(),
+            interrupt: None,
         }
+    }
+
+    /// Makes every M-step fail with [`LearnError::Interrupted`] once `flag`
+    /// is set (`None`: never). The learner sets it only around its warm-up
+    /// fit, whose many passes over the buffer can take minutes.
+    pub fn set_interrupt(&mut self, flag: Option<Interrupt>) {
+        self.interrupt = flag;
     }
 
     /// [`e_step`] with the engine's own scratch space.
@@ -799,6 +885,7 @@ impl Engine {
             reg: state.reg,
             repairs: state.repairs,
             reseeds: state.reseeds,
+            interrupt: None,
             scratch: Scratch::default(),
         })
     }
@@ -882,6 +969,13 @@ impl Engine {
     /// mixture even so (K or d disagreeing with the engine, weights not
     /// finite): the model is then left as it was.
     pub fn m_step(&mut self, stats: &mut MixtureStats) -> Result<GaussianMixture, LearnError> {
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(LearnError::Interrupted);
+        }
         let d = self.dim;
         let plen = self.covariance.param_len(d);
         let k = stats.n_components();

@@ -17,6 +17,12 @@ use super::kernels;
 /// (the wide one, [`kernels::solve_block`], takes [`kernels::LANES`]).
 const BLOCK: usize = 8;
 
+/// The label of a point that belongs to no component: a gross outlier of
+/// the stream, or a point whose density underflowed under every component.
+/// Its log-likelihood is its log density if that is finite, else -inf
+/// (never NaN); its responsibilities are all 0.
+pub const NO_LABEL: u32 = u32::MAX;
+
 /// Below this log ratio to the largest term, `exp` is under half an ulp of
 /// the sum and the responsibility is taken as 0 without computing it.
 const NEGLIGIBLE_LOG_RATIO: f64 = -37.0;
@@ -498,11 +504,19 @@ impl GaussianMixture {
         let start = log_lik.len();
         log_lik.reserve(n);
         labels.reserve(n);
-        for row in scratch.chunks_exact(k) {
-            labels.push(argmax(row) as u32);
-        }
         for row in scratch.chunks_exact_mut(k) {
-            log_lik.push(normalise_row(row));
+            let label = argmax(row) as u32;
+            let ll = normalise_row(row);
+            if ll.is_nan() || ll == f64::NEG_INFINITY {
+                // Far beyond every component (its density underflowed or
+                // overflowed): -inf and no label, never NaN.
+                labels.push(NO_LABEL);
+                log_lik.push(f64::NEG_INFINITY);
+                row.iter_mut().for_each(|r| *r = 0.0);
+            } else {
+                labels.push(label);
+                log_lik.push(ll);
+            }
         }
         debug_assert_eq!(log_lik.len() - start, n);
         if let Some(r) = resp {

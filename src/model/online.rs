@@ -26,14 +26,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::adapt::{AdaptParams, Adapter, AdapterState, Change, RecentPoints};
-use super::em::{self, without_outliers, BatchStats, Engine, EngineState};
+use super::em::{self, without_outliers, BatchStats, Engine, EngineState, Interrupt};
 use super::init;
 use super::mixture::GaussianMixture;
 use super::params::ComponentCount;
 use super::select::{self, ModelSelection};
 use super::stats::MixtureStats;
 
-pub use super::em::{LearnError, ScoreBuffer, MAX_ABS, OUTLIER_SPREAD};
+pub use super::em::{LearnError, ScoreBuffer, MAX_ABS, NO_LABEL, OUTLIER_SPREAD};
 pub use super::params::{CheckedParams, ParamError, Params, MAX_COMPONENTS};
 
 /// Points kept in the learner's recent-points reservoir: the BIC and AIC
@@ -141,7 +141,24 @@ pub struct StepwiseEm {
     /// The last change of K in this process (for the run's log; not part
     /// of the state).
     last_change: Option<KChange>,
+    /// The run's stop request, if shared ([`StepwiseEm::set_interrupt`]).
+    interrupt: Option<Interrupt>,
+    /// Warm-up points dropped while waiting for distinct points.
+    warmup_dropped: u64,
+    /// The last `warmup` points learned, for a re-fit after a regime change.
+    regime_recent: std::collections::VecDeque<f64>,
+    /// Points and gross outliers of the current regime window.
+    window: (u64, u64),
+    /// Leading points of the warm-up buffer already scored (a re-fit's).
+    prescored: usize,
+    /// Regime changes followed.
+    regime_changes: u64,
 }
+
+/// Share of gross outliers in a window of `warmup` learned points above
+/// which the stream has changed regime and the model is re-fitted on the
+/// most recent points (see [`StepwiseEm::observe`]).
+pub const REGIME_OUTLIER_RATE: f64 = 0.5;
 
 /// Capacity of the recent-points reservoir of a learner with `params`.
 pub fn recent_capacity(params: &Params) -> usize {
@@ -195,6 +212,12 @@ impl StepwiseEm {
             worst: vec![0.0; dim],
             counters: Counters::default(),
             threads: 1,
+            interrupt: None,
+            warmup_dropped: 0,
+            regime_recent: std::collections::VecDeque::new(),
+            window: (0, 0),
+            prescored: 0,
+            regime_changes: 0,
         }
     }
 
@@ -236,34 +259,144 @@ impl StepwiseEm {
         let d = self.dim;
         self.whole_rows(points)?;
         let mut rest = points;
-        if self.mixture.is_none() {
-            let want = self.params.warmup * d - self.pending.len();
-            let take = want.min(rest.len());
-            self.pending.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.pending.len() < self.params.warmup * d {
-                return Ok(());
+        // The outer loop comes back to the warm-up after a regime change.
+        loop {
+            while self.mixture.is_none() {
+                let want = self.params.warmup * d - self.pending.len();
+                let take = want.min(rest.len());
+                self.pending.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.pending.len() < self.params.warmup * d {
+                    return Ok(());
+                }
+                match self.initialise(scores.as_deref_mut()) {
+                    Ok(()) => {}
+                    // Data content never stops the learner: it makes room
+                    // and waits for more varied points.
+                    Err(LearnError::TooFewDistinct { .. }) => self.compress_warmup(),
+                    Err(e) => return Err(e),
+                }
             }
-            self.initialise(scores.as_deref_mut())?;
-        }
-        let b = self.params.batch_size * d;
-        if !self.pending.is_empty() {
-            let take = (b - self.pending.len()).min(rest.len());
-            self.pending.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.pending.len() < b {
-                self.score_pending(scores);
-                return Ok(());
+            let b = self.params.batch_size * d;
+            if !self.pending.is_empty() {
+                let take = (b - self.pending.len()).min(rest.len());
+                self.pending.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.pending.len() < b {
+                    self.score_pending(scores);
+                    return Ok(());
+                }
+                self.learn_pending(scores.as_deref_mut())?;
+                if self.mixture.is_none() {
+                    continue;
+                }
             }
-            self.learn_pending(scores.as_deref_mut())?;
+            while rest.len() >= b {
+                let (batch, after) = rest.split_at(b);
+                rest = after;
+                self.update(batch, scores.as_deref_mut())?;
+                if self.mixture.is_none() {
+                    break;
+                }
+            }
+            if self.mixture.is_none() {
+                continue;
+            }
+            self.pending.extend_from_slice(rest);
+            self.score_pending(scores);
+            return Ok(());
         }
-        let mut chunks = rest.chunks_exact(b);
-        for batch in &mut chunks {
-            self.update(batch, scores.as_deref_mut())?;
+    }
+
+    /// Follows a regime change: judged once per window of `warmup` points
+    /// learned; when more than [`REGIME_OUTLIER_RATE`] of a window's
+    /// points were gross outliers (the stream moved or changed scale far
+    /// beyond the model), the model is dropped and re-fitted on the most
+    /// recent `warmup` points, as a new warm-up. So the model follows
+    /// within two warm-ups of points of a change (one window to notice,
+    /// the re-fit right after it), whatever `--step-floor` says.
+    fn watch_regime(&mut self, batch: &[f64], outliers: u64) {
+        let d = self.dim;
+        let cap = self.params.warmup * d;
+        self.regime_recent.extend(batch.iter().copied());
+        if self.regime_recent.len() > cap {
+            let extra = self.regime_recent.len() - cap;
+            self.regime_recent.drain(..extra);
         }
-        self.pending.extend_from_slice(chunks.remainder());
-        self.score_pending(scores);
-        Ok(())
+        self.window.0 += (batch.len() / d) as u64;
+        self.window.1 += outliers;
+        if self.window.0 < self.params.warmup as u64 {
+            return;
+        }
+        let (n, o) = std::mem::take(&mut self.window);
+        if !(o as f64 > REGIME_OUTLIER_RATE * n as f64) {
+            return;
+        }
+        self.regime_changes += 1;
+        self.engine = None;
+        self.stats = None;
+        self.mixture = None;
+        self.pending = self.regime_recent.drain(..).collect();
+        // Those points were scored (and counted) when they arrived.
+        self.prescored = self.pending.len() / d;
+        self.scored = 0;
+    }
+
+    /// Regime changes followed by this learner ([`StepwiseEm::observe`]
+    /// re-fits when most recent points are gross outliers), in its life
+    /// (not stored in checkpoints).
+    pub fn regime_changes(&self) -> u64 {
+        self.regime_changes
+    }
+
+    /// A full warm-up buffer that could not be fitted (too few distinct
+    /// usable points): duplicates are dropped (the first copy of each
+    /// point kept, in order); if that frees nothing (many distinct points,
+    /// but too few usable ones), the older half is dropped. Either way the
+    /// next points have room, so the warm-up always makes progress.
+    fn compress_warmup(&mut self) {
+        let d = self.dim;
+        let before = self.pending.len() / d;
+        let mut kept: Vec<f64> = Vec::with_capacity(self.pending.len());
+        let mut seen: std::collections::HashSet<Vec<u64>> = std::collections::HashSet::new();
+        let mut prescored: usize = 0;
+        for (i, x) in self.pending.chunks_exact(d).enumerate() {
+            if seen.insert(x.iter().map(|v| v.to_bits()).collect()) {
+                kept.extend_from_slice(x);
+                if i < self.prescored {
+                    prescored += 1;
+                }
+            }
+        }
+        if kept.len() >= self.params.warmup * d {
+            let half = (kept.len() / d / 2).max(1);
+            kept.drain(..half * d);
+            prescored = prescored.saturating_sub(half);
+        }
+        self.prescored = prescored;
+        self.warmup_dropped += (before - kept.len() / d) as u64;
+        self.pending = kept;
+    }
+
+    /// Points dropped from the warm-up buffer while waiting for enough
+    /// distinct usable points (duplicates, or the older half), in this
+    /// learner's life (not stored in checkpoints).
+    pub fn warmup_dropped(&self) -> u64 {
+        self.warmup_dropped
+    }
+
+    /// Shares a stop request with the learner: once `flag` is set, a
+    /// warm-up fit in progress stops at its next M-step (the buffer is
+    /// kept, [`LearnError::Interrupted`]), and [`StepwiseEm::flush`] no
+    /// longer fits a warm-up buffer that never filled.
+    pub fn set_interrupt(&mut self, flag: Interrupt) {
+        self.interrupt = Some(flag);
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Scores the points of the partial mini-batch not scored yet, under
@@ -283,20 +416,35 @@ impl StepwiseEm {
 
     /// End of stream: learns from the pending partial batch (its step scaled
     /// by its share of a full batch), or fits the first model from a warm-up
-    /// buffer that never filled.
+    /// buffer that never filled. The buffer is kept unfitted (still the
+    /// warm-up phase, for a later resume) when it holds too few distinct
+    /// points or a stop was requested ([`StepwiseEm::set_interrupt`]): a
+    /// model fitted on the few points of a stopped warm-up would be a poor
+    /// start that a resume keeps.
     ///
     /// # Errors
     ///
-    /// [`LearnError::TooFewDistinct`] when the points seen so far hold fewer
-    /// distinct points than components (they are kept).
+    /// [`LearnError::MStep`] when the final batch's M-step fails.
     pub fn flush(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         if self.mixture.is_none() {
-            return self.initialise(scores);
+            if self.interrupted() {
+                return Ok(());
+            }
+            return match self.initialise(scores) {
+                Err(LearnError::TooFewDistinct { .. } | LearnError::Interrupted) => Ok(()),
+                r => r,
+            };
         }
-        self.learn_pending(scores)
+        let mut scores = scores;
+        self.learn_pending(scores.as_deref_mut())?;
+        if self.mixture.is_none() {
+            // The last batch completed a regime change: re-fit now.
+            return self.flush(scores);
+        }
+        Ok(())
     }
 
     /// Learns from the pending (full or final partial) batch and empties
@@ -322,19 +470,28 @@ impl StepwiseEm {
             }
             None => self.update(&batch, None),
         };
-        self.pending = batch;
-        self.pending.clear();
+        // After a regime change the pending points are the re-fit's.
+        if self.pending.is_empty() {
+            self.pending = batch;
+            self.pending.clear();
+        }
         learned
     }
 
     fn initialise(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
+        if self.interrupted() {
+            return Err(LearnError::Interrupted);
+        }
         let d = self.dim;
+        em::check_scale(&self.pending, d)?;
         let buf = std::mem::take(&mut self.pending);
         // Gross outliers (a glitch of 1e300) would wreck the data's scale
         // and the first fit: fit on the rest, score them all.
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
         engine.set_threads(self.threads);
+        // A stop request ends the fit early (the buffer is kept).
+        engine.set_interrupt(self.interrupt.clone());
         let p = &self.params;
         let fitted = match p.components {
             ComponentCount::Fixed(k) => {
@@ -345,6 +502,11 @@ impl StepwiseEm {
                     .map(|(s, m, sel)| (s, m, Some(sel)))
             }
         };
+        engine.set_interrupt(None);
+        let fitted = match fitted {
+            Ok(_) if self.interrupted() => Err(LearnError::Interrupted),
+            f => f,
+        };
         let (stats, mix, selection) = match fitted {
             Ok(v) => v,
             Err(e) => {
@@ -352,9 +514,13 @@ impl StepwiseEm {
                 return Err(e);
             }
         };
-        // Score the warm-up points under the first model, in order.
-        let e = engine.e_step(&mix, &buf, scores);
+        // Score the warm-up points under the first model, in order; after
+        // a regime change the re-fit's points were scored on arrival.
+        let pre = self.prescored.min(buf.len() / d) * d;
+        let before = (pre > 0).then(|| engine.e_step(&mix, &buf[..pre], None));
+        let e = engine.e_step(&mix, &buf[pre..], scores);
         let used = e.used();
+        let fitted_on = used + before.as_ref().map_or(0, BatchStats::used);
         let mut stats = MixtureStats {
             points: (kept.len() / d) as f64,
             ..stats
@@ -373,7 +539,8 @@ impl StepwiseEm {
         self.counters.log_lik_points += used;
         self.counters.points_seen += used;
         self.counters.outliers += e.outliers;
-        self.step = used as f64 / self.params.batch_size as f64;
+        self.step = fitted_on as f64 / self.params.batch_size as f64;
+        self.prescored = 0;
         self.counters.repairs = engine.repairs();
         self.counters.reseeds = engine.reseeds();
         self.engine = Some(engine);
@@ -426,6 +593,7 @@ impl StepwiseEm {
         }
         self.apply(&e)?;
         self.adapt();
+        self.watch_regime(batch, e.outliers);
         Ok(())
     }
 

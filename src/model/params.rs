@@ -95,9 +95,9 @@ pub enum ParamError {
     /// K = 0 or absurdly large.
     #[error("components (-k/--components) must be between 1 and {MAX_COMPONENTS}, got {0}")]
     Components(usize),
-    /// Batch size 0.
-    #[error("batch_size (--batch-size) must be at least 1, got 0")]
-    BatchSize,
+    /// Batch size 0 or above [`MAX_BATCH_SIZE`].
+    #[error("batch_size (--batch-size) must be between 1 and {MAX_BATCH_SIZE}, got {0}")]
+    BatchSize(usize),
     /// alpha outside (0.5, 1].
     #[error("step_decay (--step-decay) must be in (0.5, 1] for stepwise EM to converge, got {0}")]
     StepDecay(f64),
@@ -107,8 +107,8 @@ pub enum ParamError {
     /// eta_min outside [0, 1).
     #[error("step_floor (--step-floor) must be in [0, 1): 0 for a stationary stream, e.g. 0.01 to forget old points; got {0}")]
     StepFloor(f64),
-    /// Warm-up smaller than K.
-    #[error("warmup (--warmup) must be at least the number of components ({k}), got {warmup}")]
+    /// Warm-up smaller than K or above [`MAX_WARMUP`].
+    #[error("warmup (--warmup) must be at least the number of components ({k}) and at most {MAX_WARMUP}, got {warmup}")]
     Warmup {
         /// The warm-up asked for.
         warmup: usize,
@@ -133,6 +133,72 @@ pub enum ParamError {
 /// made another way, and per-batch M-steps would dominate.
 pub const MAX_COMPONENTS: usize = 4096;
 
+/// Largest mini-batch accepted: a batch is held whole (with K
+/// responsibilities per point), and beyond a million points a batch is no
+/// longer "mini" (the step count would barely move).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// Largest warm-up accepted: the buffer is held whole and fitted several
+/// times over (`init_seeds` × `init_iters` passes); a million points is
+/// already minutes of fitting at moderate d and K.
+pub const MAX_WARMUP: usize = 1 << 20;
+
+/// Bytes a learner of dimension `dim` needs at most with these options, an
+/// estimate that errs high (f64s of 8 bytes), or `None` when it does not
+/// even fit in a `u64`:
+///
+/// - warm-up: the buffer, its copy without outliers and the fit's
+///   responsibilities, `8 (2 W d + W K)`;
+/// - stream: the pending batch and its responsibilities, `8 (B d + B K)`;
+/// - model: K means and covariances, held about eight times over (mixture,
+///   its factors, statistics, their blend, the E-step's sums, the best
+///   seed of the warm-up fit), `64 K (d + c)` with `c` the covariance's
+///   numbers per component (d² for full, d for diag, 1 for spherical).
+pub fn learner_memory(params: &Params, dim: usize) -> Option<u64> {
+    let (w, b, k, d) = (
+        params.warmup as u128,
+        params.batch_size as u128,
+        // With `auto`, the largest K tried.
+        params.fixed_components().unwrap_or(params.max_components) as u128,
+        dim as u128,
+    );
+    let c = match params.covariance {
+        super::covariance::CovarianceType::Full => d.checked_mul(d)?,
+        super::covariance::CovarianceType::Diagonal => d,
+        super::covariance::CovarianceType::Spherical => 1,
+    };
+    let warm = w
+        .checked_mul(d)?
+        .checked_mul(2)?
+        .checked_add(w.checked_mul(k)?)?;
+    let stream = b.checked_mul(d)?.checked_add(b.checked_mul(k)?)?;
+    let model = k.checked_mul(d.checked_add(c)?)?.checked_mul(8)?;
+    let total = warm
+        .checked_add(stream)?
+        .checked_add(model)?
+        .checked_mul(8)?;
+    u64::try_from(total).ok()
+}
+
+/// The largest dimension whose learner fits in `budget` bytes with these
+/// options (0 when not even dimension 1 does).
+pub fn max_dim_for(params: &Params, budget: u64) -> usize {
+    let fits = |d: usize| learner_memory(params, d).is_some_and(|m| m <= budget);
+    if !fits(1) {
+        return 0;
+    }
+    let (mut lo, mut hi) = (1usize, 1usize << 32);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
 /// Largest K tried by default when choosing K (`--max-components`).
 pub const DEFAULT_MAX_COMPONENTS: usize = 10;
 
@@ -155,8 +221,8 @@ impl Params {
         if self.max_components == 0 || self.max_components > MAX_COMPONENTS {
             return Err(ParamError::MaxComponents(self.max_components));
         }
-        if self.batch_size == 0 {
-            return Err(ParamError::BatchSize);
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return Err(ParamError::BatchSize(self.batch_size));
         }
         if !(self.step_decay > 0.5 && self.step_decay <= 1.0) {
             return Err(ParamError::StepDecay(self.step_decay));
@@ -167,7 +233,7 @@ impl Params {
         if !(self.step_floor >= 0.0 && self.step_floor < 1.0) {
             return Err(ParamError::StepFloor(self.step_floor));
         }
-        if self.warmup < k {
+        if self.warmup < k || self.warmup > MAX_WARMUP {
             return Err(ParamError::Warmup {
                 warmup: self.warmup,
                 k,
@@ -201,6 +267,51 @@ impl Params {
         } else {
             f64::INFINITY
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CovarianceType;
+
+    #[test]
+    fn memory_grows_with_the_options_and_never_overflows() {
+        let p = Params::default();
+        let m2 = learner_memory(&p, 2).unwrap();
+        // Warm-up 5000 x 2, batch 1000 x 2, K = 2: well under a megabyte.
+        assert!(m2 > 8 * 5000 * 2 && m2 < 1 << 20, "{m2}");
+        assert!(learner_memory(&p, 30_000).unwrap() > 1 << 30);
+        assert_eq!(learner_memory(&p, usize::MAX), None);
+        let diag = Params {
+            covariance: CovarianceType::Diagonal,
+            ..Params::default()
+        };
+        assert!(learner_memory(&diag, 3000).unwrap() < learner_memory(&p, 3000).unwrap());
+    }
+
+    #[test]
+    fn the_largest_dimension_fits_and_the_next_does_not() {
+        let p = Params::default();
+        let d = max_dim_for(&p, 1 << 30);
+        assert!(d > 100 && d < 30_000, "{d}");
+        assert!(learner_memory(&p, d).unwrap() <= 1 << 30);
+        assert!(learner_memory(&p, d + 1).unwrap() > 1 << 30);
+        assert_eq!(max_dim_for(&p, 10), 0);
+    }
+
+    #[test]
+    fn huge_batch_and_warm_up_are_refused() {
+        let big = Params {
+            batch_size: 1 << 63,
+            ..Params::default()
+        };
+        assert!(matches!(big.check(), Err(ParamError::BatchSize(_))));
+        let big = Params {
+            warmup: MAX_WARMUP + 1,
+            ..Params::default()
+        };
+        assert!(matches!(big.check(), Err(ParamError::Warmup { .. })));
     }
 }
 

@@ -19,7 +19,7 @@ use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
 use crate::config::reject_rate_exceeded;
-use crate::input::{Batch, InputError, ParseError, RejectCounts, SourceId};
+use crate::input::{Batch, InputError, ParseError, RejectCounts, RejectReason, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 use crate::score::AnomalyDetector;
 
@@ -117,6 +117,9 @@ pub(crate) struct Learner {
     pub(crate) max_reject_rate: f64,
     pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
+    /// Say on stderr which dimension the data decided, and from whom (a
+    /// daemon without a configured dimension).
+    pub(crate) announce_dim: bool,
     /// Test-only fault injection: panic once this many points are learned.
     #[cfg(test)]
     pub(crate) panic_after: Option<u64>,
@@ -134,6 +137,8 @@ pub(crate) struct Outcome {
     pub(crate) bad_record: Option<ParseError>,
     /// A learning error that stopped the run.
     pub(crate) learn_error: Option<LearnError>,
+    /// The input was overwhelmingly not points: (rejected, records).
+    pub(crate) not_points: Option<(u64, u64)>,
     /// Input that does not fit the parser configuration (a usage error).
     pub(crate) input_error: Option<InputError>,
     /// The first read error of a source: (its name, the error).
@@ -168,6 +173,7 @@ impl Learner {
         let mut learner = self.start.learner.take();
         if let Some(l) = learner.as_mut() {
             l.set_threads(self.threads);
+            l.set_interrupt(self.state.interrupt_flag());
         }
         let mut run = Run {
             at_start: learner
@@ -191,8 +197,12 @@ impl Learner {
         let mut input_error = None;
         let mut read_error = None;
         let mut too_many_rejects = None;
-        // Records of this run: (points, rejected), for the reject rate.
-        let (mut points, mut rejected) = (0u64, 0u64);
+        let mut not_points = None;
+        let mut fit_announced = false;
+        // Records of this run: (points, rejected), for the reject rate,
+        // and the rejects that are not numbers at all (not a wrong field
+        // count, not a torn record), for the "not points" rule.
+        let (mut points, mut rejected, mut not_numbers) = (0u64, 0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
         loop {
@@ -263,14 +273,48 @@ impl Learner {
                     run.counts.rejected.merge(&batch.rejected);
                     run.changed();
                 }
+                if let (Some((source, line)), true) = (batch.dim_from, self.announce_dim) {
+                    self.console.line(&format!(
+                        "dimension {} taken from {} line {line}: most of the first records have {} fields (no --dim was given; give --dim or --columns to fix it)",
+                        batch.dim,
+                        self.state.source_name(source),
+                        batch.dim
+                    ));
+                }
                 rejected += batch.rejected.total();
+                not_numbers += batch.rejected.total()
+                    - batch.rejected.get(RejectReason::FieldCount)
+                    - batch.rejected.get(RejectReason::Torn);
                 points += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
+                // Checked before --max-reject-rate (which is checked after
+                // the batch is learned): garbage in must not make a model,
+                // so stop before learning from this batch.
+                if not_points_yet(not_numbers, points + rejected - not_numbers) {
+                    not_points = Some((not_numbers, rejected + points));
+                    self.state.stop(super::StopReason::Failed);
+                    recycle(&self.recycle, batch);
+                    break;
+                }
                 if !batch.values.is_empty() && batch.dim > 0 {
                     let l = run.learner.get_or_insert_with(|| {
                         let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
                         l.set_threads(self.threads);
+                        l.set_interrupt(self.state.interrupt_flag());
                         l
                     });
+                    let dropped = l.warmup_dropped();
+                    let regimes = l.regime_changes();
+                    let rows = batch.values.len() / batch.dim;
+                    if !fit_announced
+                        && l.mixture().is_none()
+                        && l.pending_points() + rows >= l.params().warmup
+                    {
+                        fit_announced = true;
+                        self.console.line(&format!(
+                            "fitting the first model on {} warm-up points (a signal stops the fit and saves them unfitted)",
+                            l.params().warmup
+                        ));
+                    }
                     let values = &batch.values;
                     let before = KEvents::of(l);
                     let result = scored(
@@ -280,9 +324,33 @@ impl Learner {
                         |scores| l.observe(values, scores),
                     );
                     before.log_news(l, &self.console);
-                    if let Err(e) = result {
-                        learn_error = Some(e);
-                        break;
+                    match result {
+                        // A signal stopped the warm-up fit: the buffer is
+                        // kept and saved unfitted.
+                        Err(LearnError::Interrupted) => {}
+                        Err(e) => {
+                            learn_error = Some(e);
+                            break;
+                        }
+                        Ok(()) => {}
+                    }
+                    if let Some(l) = run.learner.as_ref() {
+                        if l.regime_changes() > regimes {
+                            run.counts.regime_changes += l.regime_changes() - regimes;
+                            self.console.line(&format!(
+                                "regime change: more than half of the last {} points were gross outliers; the model was re-fitted on the most recent points ({} so far)",
+                                l.params().warmup,
+                                run.counts.regime_changes
+                            ));
+                        }
+                        if dropped == 0 && l.warmup_dropped() > 0 {
+                            self.console.line(&format!(
+                                "warm-up: too few distinct usable points to fit {} components; dropped {} repeated or unusable points and waiting for more varied data ({} buffered)",
+                                l.params().components,
+                                l.warmup_dropped(),
+                                l.pending_points()
+                            ));
+                        }
                     }
                     run.counts.batches += 1;
                     run.changed();
@@ -332,14 +400,17 @@ impl Learner {
             }
         }
 
-        let clean_end = learn_error.is_none() && input_error.is_none() && bad_record.is_none();
+        let clean_end = learn_error.is_none()
+            && input_error.is_none()
+            && bad_record.is_none()
+            && not_points.is_none();
         if clean_end
             && too_many_rejects.is_none()
             && reject_rate_exceeded(self.max_reject_rate, points, rejected, true).is_some()
         {
             too_many_rejects = Some((points, rejected));
         }
-        if learn_error.is_none() {
+        if learn_error.is_none() && not_points.is_none() {
             if let Some(l) = run.learner.as_mut() {
                 let before = KEvents::of(l);
                 let result = scored(
@@ -364,6 +435,7 @@ impl Learner {
             counts: run.counts,
             bad_record,
             learn_error,
+            not_points,
             input_error,
             read_error,
             too_many_rejects,
@@ -538,6 +610,24 @@ impl Run {
         self.counts.repairs = now.repairs.saturating_sub(at.repairs);
         self.counts.avg_log_lik = average_log_lik(now, at);
     }
+}
+
+/// Share of records that are not numbers at all (rejected for any reason
+/// but a wrong field count or a torn network record) above which an input
+/// is "not points" and the run fails (once
+/// [`crate::config::REJECT_RATE_MIN_RECORDS`] were read): a binary file, a
+/// random stream, the wrong format. Messy real data
+/// with some bad lines stays far below it. Records of the wrong field count
+/// are points read with the wrong options: `--max-reject-rate` judges them.
+pub const NOT_POINTS_RATE: f64 = 0.9;
+
+/// Whether `not_numbers` such rejects among `not_numbers + others` records
+/// of this run say the input is not points ([`NOT_POINTS_RATE`]), with the
+/// arithmetic of [`crate::config::reject_rate_exceeded`] while input still
+/// arrives. Checked on every batch before it is learned, and before
+/// `--max-reject-rate` (checked after it), so garbage never makes a model.
+pub(crate) fn not_points_yet(not_numbers: u64, others: u64) -> bool {
+    crate::config::reject_rate_exceeded(NOT_POINTS_RATE, others, not_numbers, false).is_some()
 }
 
 /// Average log-likelihood of the points scored since `at_start`.

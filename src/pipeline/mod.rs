@@ -163,6 +163,11 @@ pub struct RunSummary {
     pub reconnects: u64,
     /// Messages lost to a retention gap (`--allow-gap`) in this run.
     pub gap_messages: u64,
+    /// Points waiting in a warm-up buffer that was not fitted (a stop
+    /// during the warm-up, or too few distinct points so far).
+    pub warmup_waiting: u64,
+    /// Regime changes followed in this run (re-fits on recent points).
+    pub regime_changes: u64,
 }
 
 impl RunSummary {
@@ -196,6 +201,18 @@ impl RunSummary {
         }
         if self.anomalies > 0 {
             s.push_str(&format!(", {} anomalies", self.anomalies));
+        }
+        if self.regime_changes > 0 {
+            s.push_str(&format!(
+                ", {} regime changes followed",
+                self.regime_changes
+            ));
+        }
+        if self.warmup_waiting > 0 {
+            s.push_str(&format!(
+                ", {} points waiting in the warm-up (no model yet)",
+                self.warmup_waiting
+            ));
         }
         s
     }
@@ -343,6 +360,14 @@ pub enum PipelineError {
         points: u64,
         /// The checkpoint holding them, if any.
         checkpoint: Option<PathBuf>,
+    },
+    /// Almost every record was rejected: the input is not points.
+    #[error("the input is not points: {rejected} of the first {records} records were rejected as not numbers at all (more than {pct} %); no model was made of it (a checkpoint written before is kept). Check --input, --format and --columns", pct = learn::NOT_POINTS_RATE * 100.0)]
+    NotPoints {
+        /// Records rejected.
+        rejected: u64,
+        /// Records read.
+        records: u64,
     },
     /// The input does not fit the configuration (e.g. a `--columns` name
     /// the header lacks).
@@ -562,6 +587,12 @@ impl Pipeline {
                 streams: state.replay().streams(),
                 reconnects: state.replay().reconnects(),
                 gap_messages: state.replay().gap_messages(),
+                warmup_waiting: start
+                    .learner
+                    .as_ref()
+                    .filter(|l| l.mixture().is_none())
+                    .map_or(0, |l| l.pending_points() as u64),
+                regime_changes: 0,
             });
         }
 
@@ -578,6 +609,7 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
+            let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
@@ -586,6 +618,7 @@ impl Pipeline {
                 parse::parser_loop(
                     parser_config,
                     on_error,
+                    max_dim,
                     shuffle,
                     event_rx,
                     work_tx,
@@ -667,6 +700,10 @@ impl Pipeline {
             max_reject_rate,
             state: state.clone(),
             console: console.clone(),
+            // Daemon sources (TCP, MQTT, NATS) say where the dimension
+            // came from when none was configured.
+            announce_dim: !matches!(config.source(), SourceConfig::Stdin | SourceConfig::File(_))
+                && config.parser.dim.is_none(),
             #[cfg(test)]
             panic_after: panic_learner_after,
         };
@@ -709,6 +746,7 @@ impl Pipeline {
                 () = &mut shutdown, if !signalled => {
                     signalled = true;
                     state.stop(StopReason::Signal);
+                    state.interrupt();
                     state.set_phase(Phase::Draining);
                     console.line("stopping: finishing the points already read (a second signal exits at once)");
                 }
@@ -718,6 +756,7 @@ impl Pipeline {
         // The learner may have stopped on its own (a learning error, a
         // panic): make sure the sources (a listener, above all) stop too.
         let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none()
+            && o.not_points.is_none()
             && o.input_error.is_none()
             && o.too_many_rejects.is_none());
         state.stop(if failed {
@@ -743,14 +782,24 @@ impl Pipeline {
         let outcome = stage_result("learner", outcome)?;
 
         let counts = outcome.counts;
+        // Batches count too: a warm-up buffer that was not fitted (a stop
+        // during the warm-up, too few distinct points) is saved as such.
         let changed = counts.points > 0
+            || counts.batches > 0
             || counts.outliers > 0
             || !counts.rejected.is_empty()
             || counts.anomalies > 0;
 
-        // The final checkpoint, last.
+        // The final checkpoint, last (none when the input was not points:
+        // garbage must not become a model; the last checkpoint written is
+        // kept).
         let mut written = None;
-        match (&saver, &outcome.last) {
+        let last = if outcome.not_points.is_some() {
+            None
+        } else {
+            outcome.last.clone()
+        };
+        match (&saver, &last) {
             (Some(saver), Some(snap)) => {
                 if changed {
                     // The writer may have saved this very snapshot already.
@@ -760,6 +809,7 @@ impl Pipeline {
                     written = Some(saver.path.clone());
                 }
             }
+            (Some(_), None) if outcome.not_points.is_some() => {}
             (Some(_), None) => console.line("no valid points were read: no checkpoint written"),
             (None, _) => {}
         }
@@ -767,6 +817,12 @@ impl Pipeline {
             .last
             .as_ref()
             .map_or(0, |s| s.checkpoint.learner.counters().points_seen);
+        let warmup_waiting = outcome
+            .last
+            .as_ref()
+            .map(|s| &s.checkpoint.learner)
+            .filter(|l| l.mixture().is_none())
+            .map_or(0, |l| l.pending_points() as u64);
 
         // The score sink: all its output at the end of the input; after a
         // stop (now or while waiting), at most SCORE_STALL_TIMEOUT more.
@@ -799,6 +855,9 @@ impl Pipeline {
         let score_result = score_result.transpose()?;
         if let Some(e) = outcome.learn_error {
             return Err(PipelineError::Learn(e));
+        }
+        if let Some((rejected, records)) = outcome.not_points {
+            return Err(PipelineError::NotPoints { rejected, records });
         }
         if let Some(e) = outcome.input_error {
             return Err(PipelineError::Input(e));
@@ -848,6 +907,8 @@ impl Pipeline {
             streams: state.replay().streams(),
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),
+            warmup_waiting,
+            regime_changes: counts.regime_changes,
         })
     }
 }

@@ -9,7 +9,11 @@ use super::shuffle::Shuffle;
 use super::source::{Position, SourceEvent};
 use super::state::{RunState, StopReason};
 use crate::config::OnError;
-use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, SourceId};
+use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, RejectReason, SourceId};
+
+/// Valid records that decide an unconfigured dimension by majority
+/// ([`Parser::with_dim_vote`]): 9 of the first 16 agreeing decide at once.
+pub(crate) const DIM_VOTE: usize = 16;
 
 /// What the parser hands the learner: a batch, the source positions its
 /// rows reach, the streams that ended, and with `--on-error fail` the bad
@@ -32,16 +36,29 @@ pub(crate) struct Work {
 /// Runs the parser stage until the event channel closes (or, with
 /// `--on-error fail`, until the first bad record, when it stops the run so
 /// the sources stop).
+// The stage's inputs and outputs, each used once: a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
+    max_dim: usize,
     mut shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
     state: &RunState,
 ) {
-    let mut parser = Parser::new(config.clone());
+    // Without --on-error fail (whose error must be the first bad line in
+    // input order), an unconfigured dimension is decided by majority.
+    let vote = if on_error == OnError::Fail {
+        1
+    } else {
+        DIM_VOTE
+    };
+    let mut parser = Parser::new(config.clone())
+        .with_max_dim(max_dim)
+        .with_dim_vote(vote);
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
@@ -56,6 +73,26 @@ pub(crate) fn parser_loop(
             SourceEvent::End { source, forget: f } => {
                 if f {
                     forget.push(source);
+                }
+                continue;
+            }
+            SourceEvent::Torn { source, line } => {
+                let mut batch = Batch::default();
+                batch.rejected.add(RejectReason::Torn);
+                batch.errors.push(ParseError {
+                    source_id: source,
+                    line,
+                    reason: RejectReason::Torn,
+                    detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
+                });
+                let work = Work {
+                    batch,
+                    positions: std::mem::take(&mut positions),
+                    forget: std::mem::take(&mut forget),
+                    ..Work::default()
+                };
+                if batches.send(work).is_err() {
+                    break;
                 }
                 continue;
             }
@@ -139,15 +176,21 @@ pub(crate) fn parser_loop(
             break;
         }
     }
-    // The end of the input: the points still in the shuffle buffer.
-    let mut rest = Batch::default();
-    if let (Some(sh), Some(dim)) = (shuffle.as_mut(), parser.dim()) {
-        rest.dim = dim;
-        sh.drain(&mut rest.values, dim);
+    // The end of the input: the records held by the dimension vote, then
+    // the points still in the shuffle buffer.
+    let mut batch = Batch::default();
+    parser.finish(&mut batch);
+    if let Some(sh) = shuffle.as_mut() {
+        sh.pass(&mut batch.values, batch.dim);
+        sh.drain(&mut batch.values, batch.dim);
     }
-    if !positions.is_empty() || !forget.is_empty() || !rest.values.is_empty() {
+    if !positions.is_empty()
+        || !forget.is_empty()
+        || !batch.values.is_empty()
+        || !batch.rejected.is_empty()
+    {
         let _ = batches.send(Work {
-            batch: rest,
+            batch,
             positions,
             forget,
             ..Work::default()
@@ -161,6 +204,7 @@ fn clear(mut b: Batch) -> Batch {
     b.rejected.by_reason.clear();
     b.errors.clear();
     b.headers.clear();
+    b.dim_from = None;
     b.notes.clear();
     b.fatal = None;
     b

@@ -70,6 +70,9 @@ pub struct LearnerCounts {
     pub batches: u64,
     /// Average test-then-train log-likelihood of this run's points.
     pub avg_log_lik: Option<f64>,
+    /// Regime changes followed in this run (the model re-fitted on recent
+    /// points because most points had become gross outliers).
+    pub regime_changes: u64,
 }
 
 /// A copy of every counter of the run, taken at one moment.
@@ -105,6 +108,9 @@ pub struct RunState {
     /// must outlive the drain (an admin server answering 503) waits for it.
     finished: CancellationToken,
     reason: OnceLock<StopReason>,
+    /// Set by a signal: a long warm-up fit stops at once (the learner
+    /// shares it, [`crate::model::StepwiseEm::set_interrupt`]).
+    interrupt: crate::model::em::Interrupt,
     learner: Mutex<LearnerCounts>,
     checkpoints_written: AtomicU64,
     checkpoints_failed: AtomicU64,
@@ -140,6 +146,7 @@ impl RunState {
             sources: CancellationToken::new(),
             finished: CancellationToken::new(),
             reason: OnceLock::new(),
+            interrupt: Default::default(),
             learner: Mutex::new(LearnerCounts::default()),
             checkpoints_written: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
@@ -261,6 +268,19 @@ impl RunState {
     pub fn stop(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.sources.cancel();
+    }
+
+    /// A signal asked the run to stop: besides [`RunState::stop`], a
+    /// warm-up fit in progress is interrupted and the warm-up buffer is
+    /// saved unfitted.
+    pub fn interrupt(&self) {
+        self.interrupt
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The flag [`RunState::interrupt`] sets, for the learner.
+    pub fn interrupt_flag(&self) -> crate::model::em::Interrupt {
+        self.interrupt.clone()
     }
 
     /// Why the run stopped ([`StopReason::EndOfInput`] when nobody asked).

@@ -121,6 +121,8 @@ fn rejected_line_counts_by_reason() {
         }],
         reconnects: 0,
         gap_messages: 3,
+        warmup_waiting: 0,
+        regime_changes: 0,
     };
     assert_eq!(
         s.replay_lines(),

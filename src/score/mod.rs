@@ -11,6 +11,12 @@
 //!   written `1` or `0`, for example `1,-3.2104589210923,0.02,0.98,0`.
 //! - JSON: `{"label":1,"log_lik":-3.2104589210923,"resp":[0.02,0.98],"anomaly":false}`;
 //!   a log-likelihood that is not finite is written `null`.
+//! - A gross outlier (left out of learning, see
+//!   [`OUTLIER_SPREAD`](crate::model::em::OUTLIER_SPREAD)) has no label: an
+//!   empty label field in CSV (`,-inf`), `"label":null` and
+//!   `"outlier":true` in JSON; its log-likelihood is its log density when
+//!   finite, else `-inf` (`null` in JSON), never NaN; its
+//!   responsibilities are 0.
 //!
 //! Numbers are written in the shortest form that reads back to the same
 //! `f64` (so a log-likelihood compares exactly with
@@ -47,7 +53,7 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ScoreBuffer;
+use crate::model::{ScoreBuffer, NO_LABEL};
 
 /// How many recent log-likelihoods [`AlertRule::Quantile`] looks at.
 pub const ALERT_WINDOW: usize = 4096;
@@ -315,7 +321,10 @@ impl Scorer {
             let b = &mut self.buf;
             if json {
                 b.extend_from_slice(b"{\"label\":");
-                b.extend_from_slice(ibuf.format(scores.labels[i]).as_bytes());
+                match scores.labels[i] {
+                    NO_LABEL => b.extend_from_slice(b"null"),
+                    l => b.extend_from_slice(ibuf.format(l).as_bytes()),
+                }
                 b.extend_from_slice(b",\"log_lik\":");
                 push_json_f64(b, &mut fbuf, ll);
                 if self.options.responsibilities {
@@ -328,6 +337,9 @@ impl Scorer {
                     }
                     b.push(b']');
                 }
+                if scores.labels[i] == NO_LABEL {
+                    b.extend_from_slice(b",\"outlier\":true");
+                }
                 match flag {
                     Some(true) => b.extend_from_slice(b",\"anomaly\":true"),
                     Some(false) => b.extend_from_slice(b",\"anomaly\":false"),
@@ -335,7 +347,9 @@ impl Scorer {
                 }
                 b.extend_from_slice(b"}\n");
             } else {
-                b.extend_from_slice(ibuf.format(scores.labels[i]).as_bytes());
+                if scores.labels[i] != NO_LABEL {
+                    b.extend_from_slice(ibuf.format(scores.labels[i]).as_bytes());
+                }
                 b.push(b',');
                 b.extend_from_slice(fbuf.format(ll).as_bytes());
                 if self.options.responsibilities {

@@ -9,6 +9,7 @@ mod choose_k;
 mod config;
 mod crash;
 mod files;
+mod hostile;
 mod mqtt;
 mod nats;
 mod phases;

@@ -77,6 +77,20 @@ pub enum SourceEvent {
         /// The error.
         error: std::io::Error,
     },
+    /// A network stream ended in the middle of a record (no line end after
+    /// its last bytes, e.g. a client that disconnected or was reset): that
+    /// torn record was dropped by the source ([`Framer::finish_torn`]); the
+    /// parser counts it as [`RejectReason::Torn`]. Files and stdin keep an
+    /// unterminated last line as a record.
+    ///
+    /// [`Framer::finish_torn`]: crate::input::Framer::finish_torn
+    /// [`RejectReason::Torn`]: crate::input::RejectReason::Torn
+    Torn {
+        /// The stream.
+        source: SourceId,
+        /// The torn record's line number.
+        line: u64,
+    },
 }
 
 /// The sending side every source gets.

@@ -184,12 +184,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
     }
-    if ended {
-        framer.finish(&mut out);
+    // A connection that ends mid-line tore its last record: it is dropped
+    // and counted, never learned.
+    let torn = if ended {
+        framer.finish_torn(&mut out)
     } else {
         framer.flush(&mut out);
+        None
+    };
+    let mut sent = send_chunks(tx, &mut out).await;
+    if let (true, Some(line)) = (sent, torn) {
+        sent = tx
+            .send(SourceEvent::Torn { source: id, line })
+            .await
+            .is_ok();
     }
-    if send_chunks(tx, &mut out).await {
+    if sent {
         let _ = tx
             .send(SourceEvent::End {
                 source: id,

@@ -1,0 +1,419 @@
+//! Issue 14: unlucky and hostile data never kills, freezes or poisons the
+//! model. One test per numbered case of the issue, each failing on the code
+//! before the fix.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Starts `emstream run --listen 127.0.0.1:0 ARGS` and returns the child,
+/// its stderr lines and the address it listens on.
+fn listen(args: &[&str]) -> (std::process::Child, StderrLines, String) {
+    let mut all = vec!["run", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = emstream()
+        .args(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = StderrLines::new(&mut child);
+    let line = err.wait_for("listening on ");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (child, err, addr)
+}
+
+fn load(path: &std::path::Path) -> emstream::checkpoint::Checkpoint {
+    emstream::checkpoint::load(path).expect("checkpoint loads")
+}
+
+/// Case 1: two 30,000-field lines over TCP (each under the 64 KiB line
+/// limit) used to fix d = 30,000 and abort on a 14.4 GB allocation. They
+/// are now rejected (a model that wide would not fit in --max-memory), the
+/// dimension comes from the good points, and the daemon says from whom.
+#[test]
+fn case1_a_client_cannot_pick_a_huge_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.05",
+    ];
+    args.extend_from_slice(SMALL);
+    let (mut child, mut err, addr) = listen(&args);
+    let wide = format!("{}1\n", "1,".repeat(29_999));
+    assert!(wide.len() < 64 * 1024);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(wide.as_bytes()).unwrap();
+    c.write_all(wide.as_bytes()).unwrap();
+    c.write_all(&text(&points(300, 1))).unwrap();
+    drop(c);
+    let said = err.wait_for("dimension 2 taken from");
+    assert!(said.contains("--dim"), "{said}");
+    wait_for_points(&ck, 300);
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("memory budget"), "{rest}");
+    let ck = load(&ck);
+    assert_eq!(ck.learner.dim(), 2);
+    assert_eq!(ck.rejected.total(), 2);
+}
+
+/// Case 1, configured side: a dimension the memory budget cannot hold is
+/// refused at start with a message naming --max-memory.
+#[test]
+fn case1_a_configured_dimension_beyond_the_memory_budget_is_refused() {
+    let out = run_stdin(&["run", "--dim", "30000"], b"");
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("max_memory") && e.contains("--max-memory"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+/// Case 2: a stray first line (a count, a date) fixed the dimension for
+/// good and every good point was rejected. The majority of the first
+/// records decides now; the strays are the rejects.
+#[test]
+fn case2_one_stray_first_line_does_not_fix_the_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut input = b"5\n2024 01 15\n".to_vec();
+    input.extend_from_slice(&text(&points(2000, 2)));
+    let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &input);
+    assert_ok(&out);
+    let e = stderr(&out);
+    assert!(e.contains("2000 points used, 2 records rejected"), "{e}");
+    assert!(e.contains("line 1") && e.contains("--dim"), "{e}");
+    assert_eq!(load(&ck).learner.dim(), 2);
+}
+
+/// Case 3: a warm-up buffer of copies of one point (a stuck sensor) made
+/// the run exit 1 and saved the poisoned buffer, so every resume failed.
+/// Now the warm-up drops the copies and waits; a resume fed good data fits.
+#[test]
+fn case3_a_stuck_sensor_does_not_kill_the_warm_up_or_the_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let stuck: Vec<String> = (0..1000).map(|_| "1,2".to_string()).collect();
+    let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&stuck));
+    assert_ok(&out);
+    assert!(stderr(&out).contains("waiting for more varied data"));
+    let saved = load(&ck);
+    assert!(saved.learner.mixture().is_none(), "no model of one point");
+    assert!(saved.learner.pending_points() < 200);
+
+    let mut args = vec!["run", "--resume", "--checkpoint", ck.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&points(1000, 3)));
+    assert_ok(&out);
+    let resumed = load(&ck);
+    let mix = resumed
+        .learner
+        .mixture()
+        .expect("the resume fitted a model");
+    assert_eq!(mix.n_components(), 2);
+}
+
+/// Case 5: a stop during the warm-up fitted a model on the few points
+/// buffered, a poor start that resume kept. The buffer is saved unfitted.
+#[test]
+fn case5_a_signal_during_the_warm_up_saves_the_buffer_unfitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut child = emstream()
+        .args([
+            "run",
+            "-k",
+            "2",
+            "--warmup",
+            "5000",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--checkpoint-interval",
+            "0.05",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&text(&points(60, 5))).unwrap();
+    stdin.flush().unwrap();
+    wait_for_points(&ck, 60);
+    let err = StderrLines::new(&mut child);
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let err = err.rest();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(err.contains("60 points waiting in the warm-up"), "{err}");
+    let saved = load(&ck);
+    assert!(saved.learner.mixture().is_none(), "fitted on 60 points");
+    assert_eq!(saved.learner.pending_points(), 60);
+    drop(stdin);
+}
+
+/// Case 7: option arithmetic. A batch size of 2^63 overflowed to a zero
+/// chunk size and panicked the learner; a warm-up of 2^63 wrapped to 0;
+/// a warm-up of 2,000,000 held hundreds of MB. All are refused up front.
+#[test]
+fn case7_huge_batch_and_warm_up_sizes_are_refused_clearly() {
+    for (flag, value) in [
+        ("--batch-size", "9223372036854775808"),
+        ("--warmup", "9223372036854775808"),
+        ("--warmup", "2000000"),
+    ] {
+        let out = run_stdin(&["run", flag, value], &text(&points(100, 7)));
+        let e = stderr(&out);
+        assert!(!out.status.success(), "{flag} {value} accepted: {e}");
+        assert!(
+            e.contains(flag) && e.contains("at most") || e.contains("between"),
+            "{e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}
+
+/// Case 8: a gross outlier was scored `label 0, log_lik NaN`. It has no
+/// label and -inf now (null, with an outlier marker, in JSON).
+#[test]
+fn case8_a_gross_outlier_scores_minus_infinity_without_a_label() {
+    let mut input = text(&points(400, 8));
+    input.extend_from_slice(b"1e300,1e300\n");
+    let mut args = vec!["run", "--score"];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &input);
+    assert_ok(&out);
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 401);
+    assert_eq!(lines[400], ",-inf");
+    assert!(!lines.iter().any(|l| l.to_lowercase().contains("nan")));
+
+    let mut json_input = Vec::new();
+    for p in points(400, 8) {
+        json_input.extend_from_slice(format!("[{p}]\n").as_bytes());
+    }
+    json_input.extend_from_slice(b"[1e300,1e300]\n");
+    let mut args = vec!["run", "--score", "--format", "json"];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &json_input);
+    assert_ok(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["label"], serde_json::Value::Null);
+    assert_eq!(last["outlier"], true);
+}
+
+/// Case 9: a client that disconnects mid-line had its torn last record
+/// (`9.99,9.`) learned. It is rejected and counted now.
+#[test]
+fn case9_a_torn_last_record_over_tcp_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.05",
+    ];
+    args.extend_from_slice(SMALL);
+    let (mut child, err, addr) = listen(&args);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(&text(&points(300, 9))).unwrap();
+    c.write_all(b"9.99,9.").unwrap();
+    drop(c);
+    // The torn record's reject is saved with the points.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(ck) = emstream::checkpoint::load(&ck) {
+            if ck.rejected.total() == 1 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the torn record was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(
+        rest.contains("300 points used, 1 records rejected"),
+        "{rest}"
+    );
+    assert!(rest.contains("torn"), "{rest}");
+}
+
+/// Case 10: `--input /dev/urandom` learned hundreds of one-dimensional
+/// "points" and wrote a checkpoint with exit 0. Input that is
+/// overwhelmingly not points fails clearly and makes no model.
+#[test]
+fn case10_garbage_input_fails_clearly_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let child = emstream()
+        .args([
+            "run",
+            "--input",
+            "/dev/urandom",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("not points"), "{e}");
+    assert!(!ck.exists(), "a model was saved from random bytes");
+}
+
+/// Case 11: a long warm-up fit ignored signals (seconds to minutes from
+/// SIGTERM to exit). The fit stops at the signal and the buffer is saved.
+/// The fit is made long by many seeds, each short, so the test measures
+/// whether the fit looks at the stop request, not how often.
+#[test]
+fn case11_a_signal_stops_a_long_warm_up_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut child = emstream()
+        .args([
+            "run",
+            "-k",
+            "8",
+            "--warmup",
+            "5000",
+            "--init-seeds",
+            "100000",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut err = StderrLines::new(&mut child);
+    stdin.write_all(&text(&points(5000, 11))).unwrap();
+    stdin.flush().unwrap();
+    err.wait_for("fitting the first model");
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let took = t.elapsed();
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    let saved = load(&ck);
+    assert!(saved.learner.mixture().is_none());
+    assert_eq!(saved.learner.pending_points(), 5000);
+    drop(stdin);
+}
+
+/// `points(n, seed)` with every coordinate multiplied by `scale`.
+fn scaled(n: usize, seed: u64, scale: f64) -> Vec<String> {
+    points(n, seed)
+        .iter()
+        .map(|p| {
+            p.split(',')
+                .map(|v| format!("{:e}", v.parse::<f64>().unwrap() * scale))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Case 4: a change of scale froze the model for ever: every later point
+/// was a "gross outlier, ignored". The learner notices that most points of
+/// a window are gross outliers and re-fits on the recent points.
+#[test]
+fn case4_a_change_of_scale_is_followed() {
+    for (before, after, extra) in [(1e-6, 1.0, None), (1.0, 1e6, Some("0.05"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = file(&dir, "m.ckpt");
+        let mut input = text(&scaled(400, 40, before));
+        input.extend_from_slice(&text(&scaled(3000, 41, after)));
+        let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        if let Some(floor) = extra {
+            args.extend_from_slice(&["--step-floor", floor]);
+        }
+        let out = run_stdin(&args, &input);
+        assert_ok(&out);
+        let e = stderr(&out);
+        assert!(e.contains("regime change"), "{e}");
+        assert!(e.contains("1 regime changes followed"), "{e}");
+        let saved = load(&ck);
+        let outliers = saved.learner.counters().outliers;
+        assert!(outliers < 1000, "{outliers} points ignored: {e}");
+        let mix = saved.learner.mixture().expect("a model");
+        // The clusters of `points` are at (-5, 2) and (4, -1), scaled.
+        for j in 0..mix.n_components() {
+            let m = mix.mean(j);
+            let x = m[0] / after;
+            assert!(
+                (x + 5.0).abs() < 1.0 || (x - 4.0).abs() < 1.0,
+                "component {j} at {m:?} after a change to scale {after}"
+            );
+        }
+    }
+}
+
+/// Case 6: extreme scales learned a wrong model, dropped most points or
+/// ended with "0 distinct usable points". Out of the supported range the
+/// run now refuses with a message that says what is wrong and what to do.
+#[test]
+fn case6_an_unlearnable_scale_is_refused_truthfully() {
+    for (scale, says) in [
+        (1e-160, "multiply"),
+        (1e-310, "multiply"),
+        (1e149, "divide"),
+    ] {
+        let out = run_stdin(
+            &["run", "-k", "2", "--warmup", "200"],
+            &text(&scaled(1000, 6, scale)),
+        );
+        let e = stderr(&out);
+        assert!(!out.status.success(), "scale {scale}: {e}");
+        assert!(
+            e.contains("scale is out of range") && e.contains(says),
+            "{e}"
+        );
+    }
+    // Inside the range, large and small scales both learn.
+    for scale in [1e-90, 1e90] {
+        let out = run_stdin(
+            &["run", "-k", "2", "--warmup", "200"],
+            &text(&scaled(1000, 6, scale)),
+        );
+        assert_ok(&out);
+        assert!(
+            stderr(&out).contains("1000 points used"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
