@@ -33,6 +33,11 @@
 //!   counter or endpoint goes.
 //! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, and the
 //!   `score` command.
+//! - [`admin`]: the admin HTTP server of a running pipeline (`/metrics`,
+//!   `/healthz`, `/livez`, `/model`), reading its run state and live
+//!   snapshot only.
+//! - [`logging`]: the `tracing` subscriber of the binary (text or JSON on
+//!   stderr) and the periodic stats line.
 //!
 //! ## Dependency direction
 //!
@@ -43,6 +48,8 @@
 //! model ◄── input ◄── checkpoint ◄── score ◄── config ◄── pipeline
 //!                                        ▲                   (binary: main.rs uses all)
 //!                                        └──── report (uses model, input, checkpoint, score, config)
+//!
+//! admin (uses pipeline, report)      logging (uses config, pipeline)
 //! ```
 //!
 //! The numeric core ([`model`]) depends on nothing else in the crate;
@@ -95,9 +102,11 @@
 // Index loops over dimensions and components mirror the formulas they compute.
 #![allow(clippy::needless_range_loop)]
 
+pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod input;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod report;
@@ -111,7 +120,7 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 7] = [
+    const RANKS: [(&str, u32); 9] = [
         ("model", 0),
         ("input", 1),
         ("checkpoint", 2),
@@ -119,6 +128,8 @@ mod layering {
         ("config", 4),
         ("report", 5),
         ("pipeline", 5),
+        ("admin", 6),
+        ("logging", 6),
     ];
 
     fn files(path: &Path, out: &mut Vec<PathBuf>) {

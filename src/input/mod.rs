@@ -102,6 +102,30 @@ impl RejectReason {
             RejectReason::BadJson => "not a JSON array of numbers",
         }
     }
+
+    /// Every reason, in their fixed order: the one list a metric label's
+    /// values come from.
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::FieldCount,
+        RejectReason::NotNumeric,
+        RejectReason::NonFinite,
+        RejectReason::TooLong,
+        RejectReason::InvalidUtf8,
+        RejectReason::BadJson,
+    ];
+
+    /// The reason as a snake_case label (`field_count`, `not_numeric`, ...),
+    /// the same spelling as the checkpoint's JSON keys.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "field_count",
+            RejectReason::NotNumeric => "not_numeric",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::TooLong => "too_long",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::BadJson => "bad_json",
+        }
+    }
 }
 
 impl std::fmt::Display for RejectReason {

@@ -487,14 +487,14 @@ impl Pipeline {
             state: state.clone(),
             durable: durable.clone(),
         });
-        if let (Some(p), Some(saver)) = (&policy, &saver) {
-            if p.every.is_some() || p.interval.is_some() {
-                tasks.spawn(ckpt::writer(
-                    snapshots.subscribe(),
-                    saver.clone(),
-                    console.clone(),
-                ));
-            }
+        // Always with a checkpoint: it also serves checkpoint requests
+        // (SIGHUP) when no periodic checkpoint is configured.
+        if let Some(saver) = &saver {
+            tasks.spawn(ckpt::writer(
+                snapshots.subscribe(),
+                saver.clone(),
+                console.clone(),
+            ));
         }
 
         // Learner thread.

@@ -189,7 +189,13 @@ pub(crate) async fn open(
         SourceConfig::Stdin => Box::new(stdin::StdinSource),
         SourceConfig::File(path) => Box::new(file::FileSource::open(path)?),
         SourceConfig::Listen(addr) => {
-            let s = tcp::TcpSource::bind(*addr, config.max_connections()).await?;
+            let daemon = config.daemon();
+            let s = tcp::TcpSource::bind(*addr, config.max_connections())
+                .await?
+                .with_timeouts(tcp::Timeouts {
+                    idle: daemon.idle_timeout,
+                    shutdown: daemon.shutdown_timeout,
+                });
             console.line(&format!("listening on {}", s.local_addr()));
             Box::new(s)
         }

@@ -1,10 +1,20 @@
 //! A TCP listener as a source: every accepted connection is a stream of its
 //! own (its own [`SourceId`], framer and line numbers), served by a task
 //! that frames its bytes like the reader thread does.
+//!
+//! Timeouts ([`Timeouts`]): a connection that sends nothing for the idle
+//! timeout is closed (logged, counted). On the stop the listener stops
+//! accepting, after taking the connections already waiting in its backlog
+//! (their clients may have sent everything and closed before the signal);
+//! every connection is then read on until it ends, goes quiet for
+//! [`DRAIN_QUIET`], or the shutdown timeout passes, so what a client sent
+//! before the signal is learned and idle connections do not delay the exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,7 +23,38 @@ use tokio_util::task::TaskTracker;
 
 use super::{send_chunks, Source, SourceContext, SourceEvent, SourceFuture};
 use crate::input::SourceId;
+use crate::pipeline::state::CloseReason;
 use crate::pipeline::{PipelineError, IDLE_FLUSH, TCP_CHUNK_BYTES, TCP_READ_BYTES};
+
+/// A connection that sends nothing for this long after the stop is done:
+/// what its client sent before the signal has arrived by then (loopback or
+/// LAN), and 100 idle connections still let the process exit well within a
+/// second.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// How long the listener keeps taking connections already waiting in its
+/// backlog when the stop comes (the reactor sees a pending connection
+/// within one turn).
+pub const BACKLOG_GRACE: Duration = Duration::from_millis(50);
+
+/// The connection timeouts of a [`TcpSource`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timeouts {
+    /// Close a connection that sent nothing for this long (`None`: never).
+    pub idle: Option<Duration>,
+    /// After the stop, read each connection at most this long.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    /// No idle timeout; 10 s to drain on the stop.
+    fn default() -> Self {
+        Timeouts {
+            idle: None,
+            shutdown: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A bound TCP listener; at most `max_connections` connections are served
 /// at once (a semaphore permit each), further ones wait in the backlog.
@@ -22,6 +63,7 @@ pub struct TcpSource {
     listener: TcpListener,
     local: SocketAddr,
     max_connections: usize,
+    timeouts: Timeouts,
 }
 
 impl TcpSource {
@@ -39,7 +81,14 @@ impl TcpSource {
             listener,
             local,
             max_connections,
+            timeouts: Timeouts::default(),
         })
+    }
+
+    /// The same listener with these connection timeouts.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The address actually bound.
@@ -54,16 +103,32 @@ impl Source for TcpSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(accept_loop(self.listener, self.max_connections, ctx))
+        Box::pin(accept_loop(
+            self.listener,
+            self.max_connections,
+            self.timeouts,
+            ctx,
+        ))
     }
 }
 
 /// Accepts connections until the stop; a permit of a semaphore of
-/// `max_connections` is taken before each accept. Returns once every
-/// connection task has ended.
-async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceContext) {
+/// `max_connections` is taken before each accept. On the stop, takes the
+/// connections waiting in the backlog (beyond the limit: they are only
+/// drained). Returns once every connection task has ended.
+async fn accept_loop(
+    listener: TcpListener,
+    max_connections: usize,
+    timeouts: Timeouts,
+    ctx: SourceContext,
+) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let connections = TaskTracker::new();
+    let start = |stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>| {
+        let id = ctx.opened(peer.to_string());
+        tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
+        connections.spawn(serve(stream, id, permit, timeouts, ctx.clone()));
+    };
     loop {
         let permit = tokio::select! {
             () = ctx.stop().cancelled() => break,
@@ -77,10 +142,7 @@ async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceC
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let id = ctx.opened(peer.to_string());
-                connections.spawn(serve(stream, id, permit, ctx.clone()));
-            }
+            Ok((stream, peer)) => start(stream, peer, Some(permit)),
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
@@ -93,6 +155,12 @@ async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceC
             }
         }
     }
+    // Connections the kernel completed before the stop: their data is
+    // already here.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(BACKLOG_GRACE, listener.accept()).await
+    {
+        start(stream, peer, None);
+    }
     drop(listener);
     connections.close();
     connections.wait().await;
@@ -100,11 +168,14 @@ async fn accept_loop(listener: TcpListener, max_connections: usize, ctx: SourceC
 
 /// Reads one connection, frames it and sends its chunks; like the reader
 /// thread, it hands on buffered whole lines after [`IDLE_FLUSH`] without
-/// data, and on the stop hands on the whole lines read and ends.
+/// data. It ends at end of stream, a read error, the idle timeout, or,
+/// once the stop has come, when it goes quiet for [`DRAIN_QUIET`] or the
+/// shutdown timeout passes (see the module docs).
 async fn serve(
     mut stream: TcpStream,
     id: SourceId,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    timeouts: Timeouts,
     ctx: SourceContext,
 ) {
     let mut buf = vec![0u8; TCP_READ_BYTES];
@@ -113,9 +184,31 @@ async fn serve(
     let mut out = Vec::new();
     let mut unflushed = false;
     let mut ended = false;
+    let mut reason = CloseReason::Shutdown;
+    // Set when the stop comes: the end of the drain.
+    let mut drain_until: Option<Instant> = None;
+    let mut last_data = Instant::now();
     loop {
+        // The next moment the connection is given up without data.
+        let give_up = match drain_until {
+            Some(end) => Some(end.min(last_data + DRAIN_QUIET)),
+            None => timeouts.idle.map(|idle| last_data + idle),
+        };
         let read = tokio::select! {
-            () = ctx.stop().cancelled() => break,
+            () = ctx.stop().cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + timeouts.shutdown);
+                // Quiet is measured from the stop on.
+                last_data = Instant::now();
+                continue;
+            }
+            () = sleep_until_opt(give_up) => {
+                if drain_until.is_none() {
+                    reason = CloseReason::IdleTimeout;
+                    ctx.state().connection_timed_out();
+                    ended = true;
+                }
+                break;
+            }
             () = tokio::time::sleep(IDLE_FLUSH), if unflushed => {
                 unflushed = false;
                 framer.flush(&mut out);
@@ -129,6 +222,7 @@ async fn serve(
         let n = match read {
             Ok(0) => {
                 ended = true;
+                reason = CloseReason::Eof;
                 break;
             }
             Ok(n) => n,
@@ -137,9 +231,11 @@ async fn serve(
                 // One connection's error ends that connection, not the run.
                 ctx.say(&format!("{}: read error: {e}", ctx.state().source_name(id)));
                 ended = true;
+                reason = CloseReason::Error;
                 break;
             }
         };
+        last_data = Instant::now();
         framer.push(&buf[..n], &mut out);
         unflushed = framer.buffered() > 0;
         if !send_chunks(tx, &mut out).await {
@@ -151,6 +247,7 @@ async fn serve(
     } else {
         framer.flush(&mut out);
     }
+    ctx.state().connection_ended(id, reason);
     if send_chunks(tx, &mut out).await {
         let _ = tx
             .send(SourceEvent::End {
@@ -161,4 +258,12 @@ async fn serve(
     }
     drop(permit);
     ctx.closed(id);
+}
+
+/// Sleeps until `at`, or for ever when `None`.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
