@@ -48,8 +48,14 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Print the man page (roff) of emstream.
-    Man,
+    /// Print the man page (roff) of emstream, or of one command (emstream-run(1), ...).
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+struct ManArgs {
+    /// The command whose page to print (run, inspect, ...); emstream(1) without it.
+    command: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -202,9 +208,20 @@ fn main() -> ExitCode {
             clap_complete::generate(args.shell, &mut Cli::command(), "emstream", &mut out);
             ExitCode::SUCCESS
         }
-        Command::Man => {
+        Command::Man(args) => {
+            let top = Cli::command();
+            let page = match &args.command {
+                None => top,
+                Some(name) => match top.find_subcommand(name) {
+                    Some(sub) => sub.clone().name(format!("emstream-{name}")),
+                    None => {
+                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config"));
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             let mut out = std::io::stdout().lock();
-            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+            match clap_mangen::Man::new(page).render(&mut out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {

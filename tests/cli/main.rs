@@ -4,6 +4,7 @@
 mod bad_input;
 mod checkpoint;
 mod config;
+mod daemon;
 mod pipe;
 mod report;
 mod signals;
