@@ -33,7 +33,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// Points per timed `observe` call (a whole number of default batches);
-/// the d=32 case, about 100x slower per point, uses a tenth of it.
+/// the wide cases (d = 16 to 64), 10 to 300x slower per point, use a
+/// quarter or a tenth of it.
 const BLOCK: usize = 200_000;
 
 /// A d-dimensional, K-component full-covariance mixture with well separated
@@ -107,7 +108,9 @@ fn learner<M: Measurement>(c: &mut Criterion<M>) {
             testdata::eight_d(CovarianceType::Spherical, 3),
             BLOCK,
         ),
+        ("d16_k10_full", random_full(16, 10, 5), BLOCK / 4),
         ("d32_k10_full", random_full(32, 10, 5), BLOCK / 10),
+        ("d64_k16_full", random_full(64, 16, 5), BLOCK / 10),
     ];
     let mut group = c.benchmark_group("observe");
     // Each iteration is one block (a few ms to a few hundred ms):

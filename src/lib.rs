@@ -10,15 +10,20 @@
 //!
 //! - [`model`]: the numeric core. Synchronous, deterministic, no I/O:
 //!   [`model::GaussianMixture`] (weights, means, Cholesky factors, log
-//!   densities) and [`model::StepwiseEm`] (warm-up, k-means++ and batch EM
-//!   initialisation, stepwise EM updates, re-seeding of dead components).
+//!   densities), [`model::em`] (the public EM engine: E-step statistics of a
+//!   batch against a mixture, mergeable across disjoint batches; blend with
+//!   a step size; M-step returning a `Result`) and [`model::StepwiseEm`]
+//!   (warm-up, k-means++ and batch EM initialisation, stepwise EM updates,
+//!   re-seeding of dead components), all built from the engine's steps.
 //! - [`input`]: framing bytes into whole lines in bounded memory, the
 //!   checked column selection ([`input::Columns`]), and parsing into
 //!   row-major [`input::Batch`]es, with every bad record counted by reason;
 //!   [`input::BatchReader`] is the one read-frame-parse loop over a whole
 //!   input.
 //! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
-//!   file and its verified loading with fallback to older generations.
+//!   file: an explicit on-disk schema (format 2; format 1 migrated on load)
+//!   converted to and from the in-memory [`checkpoint::Checkpoint`],
+//!   validated as a whole, loaded with fallback to older generations.
 //! - [`score`]: per-point score lines and anomaly detection
 //!   ([`score::AnomalyDetector`], [`score::Scorer`]), shared by `run --score`
 //!   and `score`.

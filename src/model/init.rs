@@ -4,10 +4,10 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::em::{Engine, LearnError};
 use super::mixture::GaussianMixture;
-use super::online::{LearnError, Params};
+use super::params::Params;
 use super::stats::{BatchSums, MixtureStats};
-use super::Engine;
 
 /// Stop batch EM on the warm-up buffer when the average log-likelihood per
 /// point improves by less than this (nats): the stream refines the rest.
@@ -18,6 +18,16 @@ const SELECT_ITERS: usize = 3;
 
 /// Most Lloyd iterations after k-means++ seeding.
 const LLOYD_ITERS: usize = 20;
+
+/// Seeds are compared on a random subsample of the warm-up buffer of at
+/// most this many points (or [`SEED_SAMPLE_PER_K`] per component, if more):
+/// enough to tell a good arrangement of components from a poor one, for a
+/// fraction of the cost on a large buffer. Only the best seed is iterated on
+/// the whole buffer. A buffer this small or smaller is used whole.
+const SEED_SAMPLE: usize = 2000;
+
+/// Points per component a seed subsample holds at least.
+const SEED_SAMPLE_PER_K: usize = 100;
 
 /// Number of distinct rows in `points`, counting no further than `limit`.
 pub(crate) fn count_distinct(points: &[f64], d: usize, limit: usize) -> usize {
@@ -101,6 +111,27 @@ fn draw(w: &[f64], mut u: f64) -> usize {
     pick
 }
 
+/// `m` rows of `points` drawn without replacement (in their original
+/// order), or `None` when there are no more than `m`.
+fn subsample(points: &[f64], d: usize, m: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f64>> {
+    let n = points.len() / d;
+    if n <= m {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        let j = rng.random_range(i..n);
+        idx.swap(i, j);
+    }
+    let mut chosen = idx[..m].to_vec();
+    chosen.sort_unstable();
+    let mut out = Vec::with_capacity(m * d);
+    for i in chosen {
+        out.extend_from_slice(&points[i * d..(i + 1) * d]);
+    }
+    Some(out)
+}
+
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
@@ -155,9 +186,12 @@ fn lloyd(points: &[f64], d: usize, centres: &mut [f64]) -> Vec<f64> {
 }
 
 /// Fits the first model on the warm-up buffer: for each of
-/// `params.init_seeds` seeds, k-means++ and Lloyd, then batch EM until the
-/// average log-likelihood stops improving; keeps the best seed. Returns the
-/// statistics of the buffer under the best model and the model.
+/// `params.init_seeds` seeds, k-means++, Lloyd and a few EM iterations on a
+/// random subsample of the buffer (the whole buffer when it is small, see
+/// [`SEED_SAMPLE`]); the best seed then gets batch EM on the whole buffer
+/// until the average log-likelihood stops improving, and split-and-merge
+/// moves. Returns the statistics of the buffer under the model and the
+/// model.
 ///
 /// # Errors
 ///
@@ -169,7 +203,7 @@ pub(crate) fn fit_warmup(
     params: &Params,
     rng: &mut ChaCha8Rng,
 ) -> Result<(MixtureStats, GaussianMixture), LearnError> {
-    let d = engine.dim;
+    let d = engine.dim();
     let k = params.components;
     let n = buf.len() / d;
     let distinct = count_distinct(buf, d, k);
@@ -180,41 +214,58 @@ pub(crate) fn fit_warmup(
             k,
         });
     }
-    // Every seed gets k-means++ and Lloyd (cheap) and a few EM iterations,
-    // enough to tell a good arrangement of components from a poor one;
-    // only the best is iterated to convergence.
+    // Every seed gets k-means++ and Lloyd (cheap) and a few EM iterations
+    // on the subsample, enough to tell a good arrangement of components
+    // from a poor one; only the best is iterated to convergence on the
+    // whole buffer. With one component every seed ends at the same place.
+    let sample = subsample(buf, d, SEED_SAMPLE.max(SEED_SAMPLE_PER_K * k), rng)
+        .filter(|s| count_distinct(s, d, k) >= k);
+    let seed_buf = sample.as_deref().unwrap_or(buf);
+    let m = seed_buf.len() / d;
+    let seeds = if k == 1 { 1 } else { params.init_seeds };
     let mut best: Option<(f64, MixtureStats, GaussianMixture)> = None;
     let mut sums = BatchSums::default();
-    for _ in 0..params.init_seeds {
-        let mut centres = kmeans_pp(buf, d, k, rng);
-        let resp = lloyd(buf, d, &mut centres);
-        sums.accumulate(params.covariance, d, buf, &resp, &centres);
-        let mut stats = sums.to_stats(params.covariance, d, &centres, n);
-        engine.widen_thin_clusters(&mut stats, n);
-        let mut mix = engine.m_step(&mut stats);
+    for _ in 0..seeds {
+        let mut centres = kmeans_pp(seed_buf, d, k, rng);
+        let resp = lloyd(seed_buf, d, &mut centres);
+        sums.accumulate(params.covariance, d, seed_buf, &resp, &centres);
+        let mut stats = sums.to_stats(params.covariance, d, &centres, m);
+        engine.widen_thin_clusters(&mut stats, m);
+        let mut mix = engine.m_step(&mut stats)?;
         let mut ll = f64::NEG_INFINITY;
         for _ in 0..SELECT_ITERS.min(params.init_iters) {
-            let (s, l) = engine.full_pass(&mix, buf);
+            let (s, l) = engine.full_pass(&mix, seed_buf);
             stats = s;
             ll = l;
-            mix = engine.m_step(&mut stats);
+            mix = engine.m_step(&mut stats)?;
         }
         if best.as_ref().is_none_or(|b| ll > b.0) {
             best = Some((ll, stats, mix));
         }
     }
-    let (mut prev, mut stats, mut mix) = best.expect("init_seeds is at least 1");
+    // init_seeds is at least 1, so there is a best seed.
+    let Some((mut prev, mut stats, mut mix)) = best else {
+        return Err(LearnError::NotFitted);
+    };
+    if sample.is_some() {
+        // One EM iteration on the whole buffer, so that the statistics and
+        // the log-likelihood below are the whole buffer's.
+        let (s, ll) = engine.full_pass(&mix, buf);
+        stats = s;
+        prev = ll;
+        mix = engine.m_step(&mut stats)?;
+    }
     for _ in SELECT_ITERS.min(params.init_iters)..params.init_iters {
         let (s, ll) = engine.full_pass(&mix, buf);
         stats = s;
-        mix = engine.m_step(&mut stats);
+        mix = engine.m_step(&mut stats)?;
         if ll - prev < INIT_TOL {
             prev = ll;
             break;
         }
         prev = ll;
     }
-    let (stats, mix, _) = super::smem::improve(engine, buf, params, stats, mix, prev);
+    let (stats, mix, _) = super::smem::improve(engine, buf, stats, mix, prev);
     Ok((stats, mix))
 }
 

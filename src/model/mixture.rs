@@ -11,8 +11,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::covariance::{cholesky, CovarianceType};
+use super::kernels;
 
-/// Points processed side by side in the full-covariance density kernel.
+/// Points processed side by side in the full-covariance density kernel
+/// (the wide one, [`kernels::solve_block`], takes [`kernels::LANES`]).
 const BLOCK: usize = 8;
 
 /// Below this log ratio to the largest term, `exp` is under half an ulp of
@@ -335,10 +337,15 @@ impl GaussianMixture {
     /// Points are taken [`BLOCK`] at a time and transposed, so that forward
     /// substitution runs on BLOCK independent points side by side: the
     /// inner loops are vectorisable and free of the serial dependency one
-    /// point's substitution has.
+    /// point's substitution has. Wide points (`D == 0`) also take several
+    /// rows of the factor at a time ([`kernels::solve_block`], same bits).
     #[inline(always)]
     fn full_log_probs<const D: usize>(&self, points: &[f64], out: &mut [f64]) {
-        let d = if D == 0 { self.p.dim } else { D };
+        if D == 0 {
+            self.full_log_probs_wide(points, out);
+            return;
+        }
+        let d = D;
         let k = self.k;
         let n = points.len() / d;
         let mut xt = vec![0.0; d * BLOCK];
@@ -388,6 +395,46 @@ impl GaussianMixture {
             }
             start += BLOCK;
         }
+    }
+
+    /// [`GaussianMixture::full_log_probs`] for any dimension: points taken
+    /// [`kernels::LANES`] at a time, transposed, and solved two rows of
+    /// the factor at a time ([`kernels::solve_block`]; same bits as one
+    /// row at a time).
+    #[inline(always)]
+    fn full_log_probs_wide(&self, points: &[f64], out: &mut [f64]) {
+        const LANES: usize = kernels::LANES;
+        let d = self.p.dim;
+        let k = self.k;
+        let n = points.len() / d;
+        let mut xt = vec![0.0; d * LANES];
+        let mut y = vec![0.0; d * LANES];
+        for (b, block) in points.chunks(LANES * d).enumerate() {
+            let m = block.len() / d;
+            for (p, x) in block.chunks_exact(d).enumerate() {
+                for a in 0..d {
+                    xt[a * LANES + p] = x[a];
+                }
+            }
+            for a in 0..d {
+                xt[a * LANES + m..(a + 1) * LANES].fill(0.0);
+            }
+            for j in 0..k {
+                let q = kernels::solve_block(
+                    d,
+                    &self.factor[j * d * d..(j + 1) * d * d],
+                    &self.inv_diag[j * d..(j + 1) * d],
+                    &self.p.means[j * d..(j + 1) * d],
+                    &xt,
+                    &mut y,
+                );
+                let c = self.log_norm[j];
+                for p in 0..m {
+                    out[(b * LANES + p) * k + j] = c - 0.5 * q[p];
+                }
+            }
+        }
+        debug_assert!(n.div_ceil(LANES) == points.chunks(LANES * d).len());
     }
 
     /// Log density of the mixture at one point.
@@ -687,6 +734,79 @@ mod tests {
             })
             .sum();
         assert!((m.log_prob(&x) - expect).abs() < TOL);
+    }
+
+    /// A random full-covariance mixture in d dimensions (means spread out,
+    /// covariances `A Aᵀ / d + 0.5 I`) and n points around it.
+    fn random_full(d: usize, k: usize, n: usize, seed: u64) -> (GaussianMixture, Vec<f64>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+        let means: Vec<f64> = (0..k * d).map(|_| 2.0 * normal()).collect();
+        let mut covariances = Vec::with_capacity(k * d * d);
+        for _ in 0..k {
+            let a: Vec<f64> = (0..d * d).map(|_| normal()).collect();
+            for r in 0..d {
+                for c in 0..d {
+                    let dot: f64 = (0..d).map(|t| a[r * d + t] * a[c * d + t]).sum();
+                    covariances.push(dot / d as f64 + if r == c { 0.5 } else { 0.0 });
+                }
+            }
+        }
+        let m = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: d,
+            weights: vec![1.0 / k as f64; k],
+            means,
+            covariances,
+        })
+        .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
+        let points = m.sample(&mut rng, n);
+        (m, points)
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_bits() {
+        // The selected kernel (AVX2 where the CPU has it), the plain one,
+        // and the generic-dimension one where a specialised one exists.
+        for (d, k) in [(2, 3), (8, 4), (7, 2), (13, 3), (32, 5)] {
+            let (m, x) = random_full(d, k, 203, d as u64);
+            let mut selected = vec![0.0; 203 * k];
+            m.weighted_log_probs(&x, &mut selected);
+            let mut plain = vec![0.0; 203 * k];
+            m.weighted_log_probs_any(&x, &mut plain);
+            assert_eq!(bits(&selected), bits(&plain), "d = {d}");
+            let mut generic = vec![0.0; 203 * k];
+            m.full_log_probs::<0>(&x, &mut generic);
+            assert_eq!(bits(&selected), bits(&generic), "d = {d}");
+        }
+    }
+
+    #[test]
+    fn wide_kernel_matches_a_direct_solve() {
+        let (m, x) = random_full(37, 3, 21, 9);
+        let mut lp = vec![0.0; 21 * 3];
+        m.weighted_log_probs(&x, &mut lp);
+        let d = 37;
+        for (i, p) in x.chunks_exact(d).enumerate() {
+            for j in 0..3 {
+                // Solve L y = x - μ by plain substitution, one point alone.
+                let l = &m.factor[j * d * d..(j + 1) * d * d];
+                let mut y = vec![0.0; d];
+                for a in 0..d {
+                    let s: f64 = (0..a).map(|b| l[a * d + b] * y[b]).sum();
+                    y[a] = (p[a] - m.mean(j)[a] - s) / l[a * d + a];
+                }
+                let q: f64 = y.iter().map(|v| v * v).sum();
+                let want = m.log_norm[j] - 0.5 * q;
+                let got = lp[i * 3 + j];
+                assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+            }
+        }
     }
 
     #[test]

@@ -1,28 +1,45 @@
 //! The numeric core: synchronous, deterministic, no tokio, no files, no
 //! sockets.
 //!
-//! - [`mixture`]: [`GaussianMixture`], parameters and densities.
+//! Modules, in dependency order (each uses only those above it):
+//!
 //! - [`covariance`]: [`CovarianceType`] and the factorisation helpers.
+//! - [`mixture`]: [`GaussianMixture`], parameters and densities.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
+//! - `kernels`: the register-blocked inner loops of the densities and the
+//!   statistics for wide points.
+//! - [`params`]: the learner's options, [`Params`] checked into
+//!   [`CheckedParams`].
+//! - [`em`]: the public EM engine: E-step statistics of a batch against a
+//!   mixture ([`BatchStats`], mergeable), blend with a step size, M-step
+//!   returning a `Result`. Everything below is built from these steps.
 //! - [`init`]: k-means++ seeding and short batch EM on the warm-up buffer,
 //!   then split-and-merge moves (`smem`) out of local optima.
-//! - [`online`]: [`StepwiseEm`], the learner that ties them together.
+//! - [`adapt`]: keeping K right over the stream (prune, merge, split,
+//!   spawn by BIC on recent points), a pure component the learner calls.
+//! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
+//! - [`online`]: [`StepwiseEm`], the learner that ties them together, and
+//!   its plain [`LearnerState`] for checkpoints.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 
+pub mod adapt;
 pub mod covariance;
+pub mod em;
 pub mod init;
+mod kernels;
 pub mod mixture;
 pub mod online;
+pub mod params;
+pub mod select;
 mod smem;
 pub mod stats;
 pub mod testdata;
 
 pub use covariance::CovarianceType;
+pub use em::{BatchStats, Engine, EngineState, LearnError, ScoreBuffer};
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
-pub(crate) use online::Engine;
-pub use online::{
-    CheckedParams, Counters, LearnError, ParamError, Params, ScoreBuffer, StepwiseEm,
-};
+pub use online::{Counters, Fitted, LearnerState, Phase, StepwiseEm};
+pub use params::{CheckedParams, ParamError, Params};
 pub use stats::MixtureStats;

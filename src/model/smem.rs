@@ -10,10 +10,9 @@
 //! buffer's log-likelihood rises. The number of components never changes,
 //! so comparing log-likelihoods is fair.
 
+use super::em::Engine;
 use super::mixture::{normalise_row, GaussianMixture, MixtureParams};
-use super::online::Params;
 use super::stats::{BatchSums, MixtureStats};
-use super::Engine;
 
 /// Most accepted moves.
 const MAX_MOVES: usize = 8;
@@ -35,7 +34,7 @@ const MAX_K: usize = 64;
 const TOL: f64 = 1e-5;
 
 /// Responsibilities of every component for every buffer point (n rows of K).
-fn responsibilities(mix: &GaussianMixture, buf: &[f64]) -> Vec<f64> {
+pub(super) fn responsibilities(mix: &GaussianMixture, buf: &[f64]) -> Vec<f64> {
     let k = mix.n_components();
     let n = buf.len() / mix.dim();
     let mut r = vec![0.0; n * k];
@@ -72,7 +71,7 @@ fn weighted_ll(mix: &GaussianMixture, pts: &[f64], w: &[f64]) -> f64 {
 }
 
 /// One component of `mix` as a one-component mixture.
-fn single(mix: &GaussianMixture, j: usize) -> GaussianMixture {
+fn single(mix: &GaussianMixture, j: usize) -> Option<GaussianMixture> {
     let p = mix.params();
     let plen = p.covariance.param_len(p.dim);
     GaussianMixture::new(MixtureParams {
@@ -82,17 +81,18 @@ fn single(mix: &GaussianMixture, j: usize) -> GaussianMixture {
         means: mix.mean(j).to_vec(),
         covariances: p.covariances[j * plen..(j + 1) * plen].to_vec(),
     })
-    .expect("a component of a valid mixture is valid")
+    .ok()
 }
 
-/// Fits `k` components to weighted points by EM from `start`.
+/// Fits `k` components to weighted points by EM from `start`; `None` when
+/// an M-step fails.
 fn weighted_em(
     engine: &mut Engine,
     start: GaussianMixture,
     pts: &[f64],
     w: &[f64],
     iters: usize,
-) -> GaussianMixture {
+) -> Option<GaussianMixture> {
     let d = start.dim();
     let k = start.n_components();
     let cov = start.covariance_type();
@@ -110,15 +110,15 @@ fn weighted_em(
         if stats.s0.iter().any(|s| !(*s > 0.0)) {
             break;
         }
-        mix = engine.m_step(&mut stats);
+        mix = engine.m_step(&mut stats).ok()?;
     }
-    mix
+    Some(mix)
 }
 
 /// Splits component `j` in two along its longest axis and refits the two
 /// on its points; returns the two-component model and the gain in
 /// weighted log-likelihood over the single component.
-fn split_gain(
+pub(super) fn split_gain(
     engine: &mut Engine,
     mix: &GaussianMixture,
     resp: &[f64],
@@ -131,7 +131,7 @@ fn split_gain(
     if w.len() < 2 * (d + 1) {
         return None;
     }
-    let one = single(mix, j);
+    let one = single(mix, j)?;
     let c = mix.covariance_matrix(j);
     // Longest axis by power iteration.
     let mut v = vec![1.0 / (d as f64).sqrt(); d];
@@ -162,7 +162,7 @@ fn split_gain(
         covariances: [p.covariances.clone(), p.covariances.clone()].concat(),
     })
     .ok()?;
-    let two = weighted_em(engine, start, &pts, &w, SPLIT_ITERS);
+    let two = weighted_em(engine, start, &pts, &w, SPLIT_ITERS)?;
     let gain = weighted_ll(&two, &pts, &w) - weighted_ll(&one, &pts, &w);
     Some((gain, two))
 }
@@ -216,7 +216,7 @@ fn merge_loss(
 }
 
 /// Component statistics of `i` and `j` pooled into one (exact moments).
-fn merged_stats(stats: &MixtureStats, i: usize, j: usize) -> MixtureStats {
+pub(super) fn merged_stats(stats: &MixtureStats, i: usize, j: usize) -> MixtureStats {
     let one = |c: usize| {
         let d = stats.dim;
         let plen = stats.covariance.param_len(d);
@@ -234,41 +234,42 @@ fn merged_stats(stats: &MixtureStats, i: usize, j: usize) -> MixtureStats {
     m
 }
 
-/// Runs EM on the buffer from `mix` until it stops improving.
+/// Runs EM on the buffer from `mix` until it stops improving; `None` when
+/// an M-step fails.
 fn converge(
     engine: &mut Engine,
     mut mix: GaussianMixture,
     buf: &[f64],
-) -> (MixtureStats, GaussianMixture, f64) {
+) -> Option<(MixtureStats, GaussianMixture, f64)> {
     let mut prev = f64::NEG_INFINITY;
     let (mut stats, mut ll) = engine.full_pass(&mix, buf);
     for _ in 0..MOVE_ITERS {
-        mix = engine.m_step(&mut stats);
+        mix = engine.m_step(&mut stats).ok()?;
         if ll - prev < TOL {
             break;
         }
         prev = ll;
         (stats, ll) = engine.full_pass(&mix, buf);
     }
-    (stats, mix, ll)
+    Some((stats, mix, ll))
 }
 
 /// Improves a converged warm-up fit by split-and-merge moves; returns the
-/// statistics, model and average log-likelihood to use.
+/// statistics, model and average log-likelihood to use. A move whose
+/// M-step fails is not taken. K is the model's.
 pub(crate) fn improve(
     engine: &mut Engine,
     buf: &[f64],
-    params: &Params,
     mut stats: MixtureStats,
     mut mix: GaussianMixture,
     mut ll: f64,
 ) -> (MixtureStats, GaussianMixture, f64) {
-    let k = params.components;
+    let k = mix.n_components();
     if !(3..=MAX_K).contains(&k) {
         return (stats, mix, ll);
     }
     let d = mix.dim();
-    let plen = params.covariance.param_len(d);
+    let plen = mix.covariance_type().param_len(d);
     for _ in 0..MAX_MOVES {
         let resp = responsibilities(&mix, buf);
         // Merge candidates: the most overlapping pairs.
@@ -321,8 +322,12 @@ pub(crate) fn improve(
                 moved.cov[slot * plen..(slot + 1) * plen]
                     .copy_from_slice(&tp.covariances[half * plen..(half + 1) * plen]);
             }
-            let start = engine.m_step(&mut moved);
-            let (s2, m2, ll2) = converge(engine, start, buf);
+            let Ok(start) = engine.m_step(&mut moved) else {
+                continue;
+            };
+            let Some((s2, m2, ll2)) = converge(engine, start, buf) else {
+                continue;
+            };
             if ll2 > ll + MIN_GAIN {
                 (stats, mix, ll) = (s2, m2, ll2);
                 accepted = true;
@@ -370,13 +375,9 @@ mod tests {
             covariances: vec![26.0, 0.6, 0.6],
         })
         .unwrap();
-        let params = Params {
-            components: 3,
-            ..Params::default()
-        };
-        let mut engine = Engine::new(1, CovarianceType::Full, &buf, params.reg_covar);
-        let (stats, mix, ll) = converge(&mut engine, bad, &buf);
-        let (_, better, ll2) = improve(&mut engine, &buf, &params, stats, mix, ll);
+        let mut engine = Engine::new(1, CovarianceType::Full, &buf, 1e-6);
+        let (stats, mix, ll) = converge(&mut engine, bad, &buf).unwrap();
+        let (_, better, ll2) = improve(&mut engine, &buf, stats, mix, ll);
         assert!(ll2 > ll + 0.1, "{ll} -> {ll2}");
         let mut means = better.means().to_vec();
         means.sort_by(f64::total_cmp);
@@ -390,13 +391,9 @@ mod tests {
         let truth = three_apart();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let buf = truth.sample(&mut rng, 3000);
-        let params = Params {
-            components: 3,
-            ..Params::default()
-        };
-        let mut engine = Engine::new(1, CovarianceType::Full, &buf, params.reg_covar);
-        let (stats, mix, ll) = converge(&mut engine, truth, &buf);
-        let (_, after, ll2) = improve(&mut engine, &buf, &params, stats, mix.clone(), ll);
+        let mut engine = Engine::new(1, CovarianceType::Full, &buf, 1e-6);
+        let (stats, mix, ll) = converge(&mut engine, truth, &buf).unwrap();
+        let (_, after, ll2) = improve(&mut engine, &buf, stats, mix.clone(), ll);
         assert_eq!(ll2, ll);
         assert_eq!(after, mix);
     }

@@ -1,5 +1,6 @@
 //! Per-component sufficient statistics: accumulated from a batch around
-//! fixed centres, then blended (stepwise EM) or merged (two learners).
+//! fixed centres, then blended (stepwise EM) or merged (disjoint batches,
+//! see [`super::em::BatchStats::merge`]).
 //!
 //! The statistics are kept in centred form, per component: the averaged
 //! responsibility `s0 ≈ E[γ]`, the mean `m = E[γ x] / s0` and the covariance
@@ -17,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::covariance::CovarianceType;
+use super::kernels;
 
 /// Averaged sufficient statistics of every component of a mixture.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,8 +73,10 @@ impl MixtureStats {
         self.points += batch.points;
     }
 
-    /// Merges statistics of two disjoint parts of a stream, weighted by the
-    /// points each stands for. Merging with empty statistics is the identity.
+    /// Merges statistics of two disjoint batches, weighted by the points
+    /// each stands for: exact when both were computed against the same
+    /// mixture (as E-step statistics are). Merging with empty statistics is
+    /// the identity.
     ///
     /// # Panics
     ///
@@ -156,6 +160,11 @@ pub(crate) struct BatchSums {
     u: Vec<f64>,
     q: Vec<f64>,
     diff: Vec<f64>,
+    /// Wide full covariance: `x − c` of the points gathered for one
+    /// rank-k update ([`kernels::GATHER`] rows of d).
+    gather_z: Vec<f64>,
+    /// The same points' `γ (x − c)`.
+    gather_rz: Vec<f64>,
 }
 
 impl BatchSums {
@@ -285,7 +294,11 @@ impl BatchSums {
         resp: &[f64],
         centres: &[f64],
     ) {
-        let d = if D == 0 { d } else { D };
+        if D == 0 {
+            self.acc_full_wide(d, k, points, resp, centres);
+            return;
+        }
+        let d = D;
         let mut rz = vec![0.0; d];
         let diff = &mut self.diff[..d];
         for j in 0..k {
@@ -313,6 +326,47 @@ impl BatchSums {
                     }
                 }
             }
+            self.n[j] = nj;
+        }
+    }
+
+    /// [`BatchSums::acc_full`] for wide points: per component, the points
+    /// it is responsible for are gathered [`kernels::GATHER`] at a time
+    /// (their `x − c` and `γ (x − c)`) and added to `Q` by one rank-k
+    /// update ([`kernels::rank_update`]). Every sum still takes the points
+    /// in order, so the bits are those of one rank-1 update per point.
+    #[inline(always)]
+    fn acc_full_wide(&mut self, d: usize, k: usize, points: &[f64], resp: &[f64], centres: &[f64]) {
+        self.gather_z.clear();
+        self.gather_z.resize(kernels::GATHER * d, 0.0);
+        self.gather_rz.clear();
+        self.gather_rz.resize(kernels::GATHER * d, 0.0);
+        for j in 0..k {
+            let c = &centres[j * d..(j + 1) * d];
+            let u = &mut self.u[j * d..(j + 1) * d];
+            let q = &mut self.q[j * d * d..(j + 1) * d * d];
+            let mut nj = 0.0;
+            let mut m = 0;
+            for (i, x) in points.chunks_exact(d).enumerate() {
+                let r = resp[i * k + j];
+                if r == 0.0 {
+                    continue;
+                }
+                nj += r;
+                let z = &mut self.gather_z[m * d..(m + 1) * d];
+                let rz = &mut self.gather_rz[m * d..(m + 1) * d];
+                for a in 0..d {
+                    z[a] = x[a] - c[a];
+                    rz[a] = r * z[a];
+                    u[a] += rz[a];
+                }
+                m += 1;
+                if m == kernels::GATHER {
+                    kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
+                    m = 0;
+                }
+            }
+            kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
             self.n[j] = nj;
         }
     }
@@ -486,6 +540,52 @@ mod tests {
                 ..b.clone()
             },
         );
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_bits() {
+        // The selected kernel (AVX2 where the CPU has it), the plain one,
+        // and for d = 8 the generic-dimension one, on random points with
+        // some responsibilities exactly 0 (skipped).
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        for (d, k) in [(2, 3), (8, 2), (11, 3), (32, 4)] {
+            let n = 157;
+            let points: Vec<f64> = (0..n * d)
+                .map(|_| rng.random::<f64>() * 6.0 - 3.0)
+                .collect();
+            let centres: Vec<f64> = (0..k * d).map(|_| rng.random::<f64>()).collect();
+            let resp: Vec<f64> = (0..n * k)
+                .map(|_| {
+                    let r: f64 = rng.random();
+                    if r < 0.3 {
+                        0.0
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            let cov = CovarianceType::Full;
+            let mut selected = BatchSums::default();
+            selected.accumulate(cov, d, &points, &resp, &centres);
+            let mut plain = BatchSums::default();
+            plain.accumulate_any(cov, d, &points, &resp, &centres);
+            let bits = |s: &BatchSums| {
+                s.n.iter()
+                    .chain(&s.u)
+                    .chain(&s.q)
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&selected), bits(&plain), "d = {d}");
+            if d == 8 {
+                let mut generic = plain.clone();
+                generic.n.fill(0.0);
+                generic.u.fill(0.0);
+                generic.q.fill(0.0);
+                generic.acc_full::<0>(d, k, &points, &resp, &centres);
+                assert_eq!(bits(&generic), bits(&plain), "d = {d}, generic");
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         rejected: Default::default(),
         anomalies: 0,
         created_unix_ms: super::unix_ms(),
+        sources: Vec::new(),
+        columns: None,
+        selection: None,
     };
     let Some(policy) = config.checkpoint.clone() else {
         console.line("no --checkpoint given: the model will not be saved");
@@ -69,6 +72,9 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         rejected: ckpt.rejected.clone(),
         anomalies: ckpt.anomalies,
         created_unix_ms: ckpt.created_unix_ms,
+        sources: ckpt.sources,
+        columns: ckpt.columns,
+        selection: ckpt.selection,
         learner: Some(ckpt.learner),
     })
 }
@@ -155,10 +161,12 @@ fn check_resume(
         checkpoint: have,
         given: want,
     };
-    if config.given.contains("components") && saved.components != given.components {
+    // K is the model's own (a future K change leaves params.components behind).
+    let saved_k = ckpt.learner.n_components().unwrap_or(saved.components);
+    if config.given.contains("components") && saved_k != given.components {
         return Err(mismatch(
             "components",
-            saved.components.to_string(),
+            saved_k.to_string(),
             given.components.to_string(),
         ));
     }

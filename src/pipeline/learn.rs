@@ -17,7 +17,7 @@ use super::snapshot::{Snapshot, SNAPSHOT_EVERY};
 use super::source::Position;
 use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
 use crate::input::{Batch, ParseError, RejectCounts, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 use crate::score::AnomalyDetector;
@@ -33,6 +33,13 @@ pub(crate) struct Start {
     pub(crate) anomalies: u64,
     /// When the model was first created (Unix ms).
     pub(crate) created_unix_ms: u64,
+    /// Source positions of the resumed checkpoint, kept until a source
+    /// reports newer ones.
+    pub(crate) sources: Vec<SourcePosition>,
+    /// Names of the dimensions, if known.
+    pub(crate) columns: Option<Vec<String>>,
+    /// How K was chosen, if it was.
+    pub(crate) selection: Option<ModelSelection>,
 }
 
 /// When mid-stream checkpoints are due.
@@ -292,6 +299,9 @@ impl Learner {
                 anomalies: self.start.anomalies + run.counts.anomalies,
                 created_unix_ms: self.start.created_unix_ms,
                 updated_unix_ms: super::unix_ms(),
+                sources: self.start.sources.clone(),
+                columns: self.start.columns.clone(),
+                selection: self.start.selection.clone(),
             },
             counts: run.counts.clone(),
             positions: run.positions.clone(),

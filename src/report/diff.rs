@@ -659,6 +659,9 @@ mod tests {
             anomalies: 0,
             created_unix_ms: 0,
             updated_unix_ms: 0,
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         };
         save(path, &ck, 0).unwrap();
     }

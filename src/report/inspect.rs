@@ -51,7 +51,7 @@ impl<'a> Summary<'a> {
         let c = l.counters();
         Summary {
             dim: l.dim(),
-            components: p.components,
+            components: l.n_components().unwrap_or(p.components),
             covariance: p.covariance,
             params: serde_json::to_value(&**p).unwrap_or(Value::Null),
             points_seen: c.points_seen,
@@ -453,7 +453,7 @@ mod tests {
             let m = mixture(cov);
             let r = rejects();
             let v = summary(Some(&m), &r).json();
-            assert_eq!(v["format_version"], 1);
+            assert_eq!(v["format_version"], FORMAT_VERSION);
             assert_eq!(v["dim"], 2);
             assert_eq!(v["components"], 2);
             assert_eq!(v["covariance"], cov.name());
@@ -513,6 +513,9 @@ mod tests {
             anomalies: 0,
             created_unix_ms: 1_709_211_909_250,
             updated_unix_ms: 1_709_215_509_250,
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         }
     }
 

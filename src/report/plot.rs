@@ -1138,6 +1138,9 @@ mod tests {
             anomalies: 0,
             created_unix_ms: 0,
             updated_unix_ms: 0,
+            sources: Vec::new(),
+            columns: None,
+            selection: None,
         };
         let ckpt = dir.path().join("m.ckpt");
         save(&ckpt, &ck, 0).unwrap();

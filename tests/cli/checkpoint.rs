@@ -392,3 +392,31 @@ fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
     }
     assert!(checked >= 3, "only {checked} checkpoints written");
 }
+
+#[test]
+fn a_format_1_checkpoint_resumes_and_is_rewritten_as_format_2() {
+    // tests/golden/v1-full-pending.ckpt: written by the format-1 code, a
+    // 2-D full-covariance learner (K = 2, batch 25) with 7 points pending.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "old.ckpt");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-full-pending.ckpt");
+    std::fs::copy(&golden, &ck).unwrap();
+    assert_eq!(inspect_json(&ck)["points_seen"], 90);
+    let out = run_stdin(
+        &["run", "--resume", "--checkpoint", ck.to_str().unwrap()],
+        &text(&points(300, 14)),
+    );
+    assert_ok(&out);
+    let bytes = std::fs::read(&ck).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let after = inspect_json(&ck);
+    // 90 seen + 7 pending + 300 new, every one learned by the end.
+    assert_eq!(after["points_seen"], 397);
+    assert_eq!(after["components"], 2);
+    assert_eq!(after["params"]["batch_size"], 25);
+    // The previous generation is the untouched format-1 file.
+    assert_eq!(
+        std::fs::read(file(&dir, "old.ckpt.1")).unwrap(),
+        std::fs::read(&golden).unwrap()
+    );
+}

@@ -117,10 +117,14 @@ pub fn inspect_json(path: &Path) -> serde_json::Value {
 }
 
 /// The learner's serialised state in a checkpoint (everything the model
-/// is, without counters of rejects or timestamps).
+/// is, without counters of rejects, anomalies or timestamps).
 pub fn learner_bytes(path: &Path) -> Vec<u8> {
-    let ck = emstream::checkpoint::load(path).expect("checkpoint loads");
-    postcard::to_allocvec(&ck.learner).expect("learner serialises")
+    let mut ck = emstream::checkpoint::load(path).expect("checkpoint loads");
+    ck.rejected = Default::default();
+    ck.anomalies = 0;
+    ck.created_unix_ms = 0;
+    ck.updated_unix_ms = 0;
+    emstream::checkpoint::to_bytes(&ck).expect("learner serialises")
 }
 
 /// A path in `dir`.

@@ -3,15 +3,28 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic  89 45 4D 53 0D 0A 1A 0A  ("\x89EMS\r\n\x1a\n")
-//! 8       4     format version, u32 little-endian (1)
+//! 8       4     format version, u32 little-endian (2; 1 is still read)
 //! 12      8     payload length N, u64 little-endian
-//! 20      N     payload: the Checkpoint, postcard-encoded
+//! 20      N     payload: the on-disk checkpoint, postcard-encoded
 //! 20+N    4     CRC32 (IEEE, crc32fast) of bytes 0 .. 20+N, u32 little-endian
 //! ```
 //!
 //! The magic follows PNG's: a byte with the high bit set catches 7-bit
 //! transfers, `\r\n` and the lone `\n` catch line-ending conversion in either
 //! direction, and `\x1a` stops `type` on Windows.
+//!
+//! The payload is an explicit, versioned on-disk type (format 2,
+//! `schema`), not a derive of the in-memory learner: the learner is a
+//! phase, `WarmUp { buffer }` or `Fitted { engine, stats, mixture, pending,
+//! worst }`, next to the options, dimension, RNG state, step counter,
+//! counters, rejects, anomalies, timestamps, and room for source positions,
+//! column names and the model selection. Loading converts it to the
+//! in-memory [`Checkpoint`] and validates it as a whole (every shape across
+//! options, statistics, mixture, engine and buffers; finite, positive
+//! definite parameters; timestamps); an inconsistent file is refused with
+//! [`CheckpointError::Invalid`] naming the failed check, never a panic.
+//! Format 1 (the serde derive of the learner of that time, pinned in
+//! `v1`) is migrated on load; it is never written.
 //!
 //! Written to a temporary file in the same directory, fsynced, renamed over
 //! the old one, and the directory fsynced; older generations are kept as
@@ -26,13 +39,19 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::input::RejectCounts;
 use crate::model::StepwiseEm;
 
-/// Version of the checkpoint format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+mod schema;
+mod v1;
+
+/// Version of the checkpoint format this build writes.
+pub const FORMAT_VERSION: u32 = schema::VERSION;
+
+/// Oldest format version this build reads (and migrates).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The first 8 bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"\x89EMS\r\n\x1a\n";
@@ -44,7 +63,7 @@ pub const HEADER_LEN: usize = 8 + 4 + 8;
 const TRAILER_LEN: usize = 4;
 
 /// Everything needed to continue a stream exactly where it stopped.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The learner: configuration, step counter, statistics, mixture, RNG
     /// state, warm-up buffer, pending partial batch, counters.
@@ -57,7 +76,30 @@ pub struct Checkpoint {
     pub created_unix_ms: u64,
     /// When this checkpoint was written (Unix milliseconds).
     pub updated_unix_ms: u64,
+    /// Per source, the position up to which its points are in this
+    /// checkpoint (empty when no source is replayable).
+    pub sources: Vec<SourcePosition>,
+    /// Names of the point's dimensions, when known (as many as the
+    /// learner's dimension).
+    pub columns: Option<Vec<String>>,
+    /// How K was chosen, when it was chosen automatically.
+    pub selection: Option<ModelSelection>,
 }
+
+/// Where a source stands: the position of the last message or line whose
+/// points are in the checkpoint (for example a JetStream stream name and a
+/// sequence number), so a replayable source resumes after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// The source's name.
+    pub source: String,
+    /// Its position (a sequence number or a line number).
+    pub position: u64,
+}
+
+/// How the number of components was chosen: the model's own type, kept
+/// in the checkpoint as it is (the on-disk schema has its own copy).
+pub use crate::model::select::ModelSelection;
 
 /// Why a checkpoint could not be written or read. Every variant names the
 /// file and, for a refused file, the check that failed.
@@ -106,7 +148,7 @@ pub enum CheckpointError {
         found: [u8; 8],
     },
     /// The format version is not one this build reads.
-    #[error("{path}: format version {found}, this build reads {FORMAT_VERSION}: use the emstream version that wrote it", path = path.display())]
+    #[error("{path}: format version {found}, this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}: use the emstream version that wrote it", path = path.display())]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -259,67 +301,40 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(name)
 }
 
-/// Validation of decoded contents beyond what deserialisation checks.
-trait Validate {
-    fn validate(&self) -> Result<(), String>;
+/// Why a payload that passed the CRC was refused.
+#[derive(Debug)]
+enum PayloadError {
+    /// It does not decode.
+    Decode(postcard::Error),
+    /// It decodes with bytes left over.
+    Trailing(usize),
+    /// It decodes but its contents are inconsistent: the failed check.
+    Invalid(String),
 }
 
-impl Validate for Checkpoint {
-    fn validate(&self) -> Result<(), String> {
-        let l = &self.learner;
-        let p = l.params();
-        if l.dim() == 0 {
-            return Err("the learner's dimension is 0".into());
-        }
-        // Deserialisation does not re-run the options' checks.
-        (**p).clone().check().map_err(|e| e.to_string())?;
-        if let Some(st) = l.stats() {
-            if !st.is_finite() {
-                return Err("the sufficient statistics are not finite".into());
-            }
-            if st.n_components() != p.components {
-                return Err(format!(
-                    "the statistics have {} components but the configuration asks for {}",
-                    st.n_components(),
-                    p.components
-                ));
-            }
-        }
-        if l.mixture().is_some() != l.stats().is_some() {
-            return Err(
-                "the learner has a model without statistics or statistics without a model".into(),
-            );
-        }
-        if let Some(m) = l.mixture() {
-            if m.dim() != l.dim() {
-                return Err(format!(
-                    "the mixture has dimension {} but the learner {}",
-                    m.dim(),
-                    l.dim()
-                ));
-            }
-            if m.n_components() != p.components {
-                return Err(format!(
-                    "the mixture has {} components but the configuration asks for {}",
-                    m.n_components(),
-                    p.components
-                ));
-            }
-            if m.covariance_type() != p.covariance {
-                return Err(format!(
-                    "the mixture has {} covariances but the configuration asks for {}",
-                    m.covariance_type(),
-                    p.covariance
-                ));
-            }
-        }
-        if self.updated_unix_ms < self.created_unix_ms {
-            return Err(format!(
-                "written at {} ms, before the run was created at {} ms",
-                self.updated_unix_ms, self.created_unix_ms
-            ));
-        }
-        Ok(())
+/// A payload type: decoded from the bytes of a given (supported) format
+/// version, and validated.
+trait Payload: Sized {
+    fn from_payload(version: u32, bytes: &[u8]) -> Result<Self, PayloadError>;
+}
+
+/// Decodes exactly `bytes` as one `T`.
+fn take_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PayloadError> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(PayloadError::Decode)?;
+    if !rest.is_empty() {
+        return Err(PayloadError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+impl Payload for Checkpoint {
+    fn from_payload(version: u32, bytes: &[u8]) -> Result<Self, PayloadError> {
+        let v2 = if version == 1 {
+            v1::migrate(take_exact(bytes)?).map_err(PayloadError::Invalid)?
+        } else {
+            take_exact::<schema::CheckpointV2>(bytes)?
+        };
+        v2.into_checkpoint().map_err(PayloadError::Invalid)
     }
 }
 
@@ -341,7 +356,7 @@ fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, CheckpointErr
 }
 
 /// Checks a file image and decodes its payload; `path` is for messages.
-fn decode<T: DeserializeOwned + Validate>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+fn decode<T: Payload>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
     let path_buf = || path.to_path_buf();
     if bytes.len() < HEADER_LEN {
         return Err(CheckpointError::TruncatedHeader {
@@ -358,7 +373,7 @@ fn decode<T: DeserializeOwned + Validate>(path: &Path, bytes: &[u8]) -> Result<T
         });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CheckpointError::UnsupportedVersion {
             path: path_buf(),
             found: version,
@@ -395,26 +410,20 @@ fn decode<T: DeserializeOwned + Validate>(path: &Path, bytes: &[u8]) -> Result<T
             computed,
         });
     }
-    let (value, rest): (T, _) =
-        postcard::take_from_bytes(&bytes[HEADER_LEN..end]).map_err(|source| {
-            CheckpointError::Decode {
-                path: path_buf(),
-                source,
-            }
-        })?;
-    if !rest.is_empty() {
-        return Err(CheckpointError::TrailingPayload {
+    T::from_payload(version, &bytes[HEADER_LEN..end]).map_err(|e| match e {
+        PayloadError::Decode(source) => CheckpointError::Decode {
             path: path_buf(),
-            extra: rest.len(),
-        });
-    }
-    value
-        .validate()
-        .map_err(|reason| CheckpointError::Invalid {
+            source,
+        },
+        PayloadError::Trailing(extra) => CheckpointError::TrailingPayload {
+            path: path_buf(),
+            extra,
+        },
+        PayloadError::Invalid(reason) => CheckpointError::Invalid {
             path: path_buf(),
             reason,
-        })?;
-    Ok(value)
+        },
+    })
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
@@ -544,7 +553,7 @@ fn save_value<T: Serialize>(path: &Path, value: &T, keep: usize) -> Result<(), C
     sync_dir(&parent_dir(path))
 }
 
-fn load_value<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, CheckpointError> {
+fn load_value<T: Payload>(path: &Path) -> Result<T, CheckpointError> {
     let bytes = fs::read(path).map_err(io_err(path, "cannot read the checkpoint"))?;
     decode(path, &bytes)
 }
@@ -582,9 +591,7 @@ fn existing_generations(path: &Path) -> Vec<(usize, PathBuf)> {
 /// Files refused while looking for a good generation, newest first.
 type Refused = Vec<(PathBuf, CheckpointError)>;
 
-fn load_fallback_value<T: DeserializeOwned + Validate>(
-    path: &Path,
-) -> Result<(T, PathBuf, Refused), CheckpointError> {
+fn load_fallback_value<T: Payload>(path: &Path) -> Result<(T, PathBuf, Refused), CheckpointError> {
     let mut candidates = vec![path.to_path_buf()];
     candidates.extend(existing_generations(path).into_iter().map(|(_, p)| p));
     let mut refused = Vec::new();
@@ -634,12 +641,34 @@ fn load_fallback_value<T: DeserializeOwned + Validate>(
 /// (`path` is then left as it was and the temporary file removed), or
 /// [`CheckpointError::Encode`] when serialisation fails.
 pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), CheckpointError> {
-    save_value(path, ckpt, keep)
+    save_value(path, &schema::CheckpointV2::of(ckpt), keep)
+}
+
+/// The file image of `ckpt` (header, format-2 payload, CRC), as [`save`]
+/// writes it: for storing a checkpoint elsewhere than in a file (a
+/// key-value store) or comparing two.
+///
+/// # Errors
+///
+/// [`CheckpointError::Encode`] when serialisation fails.
+pub fn to_bytes(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+    encode(Path::new("<memory>"), &schema::CheckpointV2::of(ckpt))
+}
+
+/// Verifies and decodes a file image made by [`to_bytes`] or read from a
+/// file, with every check of [`load`]; `name` stands for the file in
+/// messages.
+///
+/// # Errors
+///
+/// A [`CheckpointError`] naming the check that failed.
+pub fn from_bytes(name: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    decode(name, bytes)
 }
 
 /// Reads and verifies one checkpoint file: header length, magic, format
-/// version, payload length, CRC32, decoding (which validates the mixture)
-/// and the consistency of the decoded contents, in that order.
+/// version, payload length, CRC32, decoding, migration of an older format,
+/// and the consistency of the decoded contents as a whole, in that order.
 ///
 /// # Errors
 ///
@@ -725,6 +754,7 @@ pub fn clean_stale_temp(path: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     /// A small stand-in payload for testing the framing on its own.
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -734,12 +764,13 @@ mod tests {
         count: u64,
     }
 
-    impl Validate for Demo {
-        fn validate(&self) -> Result<(), String> {
-            if self.values.iter().all(|v| v.is_finite()) {
-                Ok(())
+    impl Payload for Demo {
+        fn from_payload(_version: u32, bytes: &[u8]) -> Result<Self, PayloadError> {
+            let d: Demo = take_exact(bytes)?;
+            if d.values.iter().all(|v| v.is_finite()) {
+                Ok(d)
             } else {
-                Err("a value is not finite".into())
+                Err(PayloadError::Invalid("a value is not finite".into()))
             }
         }
     }
@@ -765,7 +796,7 @@ mod tests {
         let d = demo(7);
         let b = image(&d);
         assert_eq!(&b[..8], &MAGIC);
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 2);
         let n = u64::from_le_bytes(b[12..20].try_into().unwrap()) as usize;
         assert_eq!(b.len(), HEADER_LEN + n + 4);
         assert_eq!(&b[20..20 + n], &postcard::to_stdvec(&d).unwrap()[..]);
@@ -849,12 +880,17 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut b = image(&demo(1));
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        b[8..12].copy_from_slice(&99u32.to_le_bytes());
         let msg = dec(&b).unwrap_err().to_string();
         assert!(
-            msg.contains("format version 2, this build reads 1"),
+            msg.contains("format version 99, this build reads 1 to 2"),
             "{msg}"
         );
+        b[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            dec(&b),
+            Err(CheckpointError::UnsupportedVersion { found: 0, .. })
+        ));
     }
 
     #[test]
@@ -887,8 +923,13 @@ mod tests {
 
     /// Frames `payload` as a valid file, CRC included.
     fn frame(payload: &[u8]) -> Vec<u8> {
+        frame_version(FORMAT_VERSION, payload)
+    }
+
+    /// Frames `payload` as a valid file of format `version`.
+    pub(super) fn frame_version(version: u32, payload: &[u8]) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
-        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         b.extend_from_slice(payload);
         let crc = crc32fast::hash(&b);
@@ -1118,6 +1159,12 @@ mod tests {
             anomalies: 4,
             created_unix_ms: 1_700_000_000_000,
             updated_unix_ms: 1_700_000_360_000,
+            sources: vec![SourcePosition {
+                source: "stdin".into(),
+                position: n as u64,
+            }],
+            columns: Some(vec!["x".into(), "y".into()]),
+            selection: None,
         }
     }
 
@@ -1160,7 +1207,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_of_a_real_checkpoint_is_refused() {
         let ck = checkpoint(300);
-        let b = encode(Path::new("x"), &ck).unwrap();
+        let b = to_bytes(&ck).unwrap();
         for pos in 0..b.len() {
             let mut bad = b.clone();
             bad[pos] ^= 0x20;
@@ -1177,8 +1224,7 @@ mod tests {
     fn inconsistent_checkpoints_are_refused() {
         let mut ck = checkpoint(300);
         ck.updated_unix_ms = ck.created_unix_ms - 1;
-        let err = decode::<Checkpoint>(Path::new("x"), &encode(Path::new("x"), &ck).unwrap())
-            .unwrap_err();
+        let err = decode::<Checkpoint>(Path::new("x"), &to_bytes(&ck).unwrap()).unwrap_err();
         assert!(matches!(err, CheckpointError::Invalid { .. }), "{err}");
         assert!(
             err.to_string().contains("before the run was created"),
@@ -1189,10 +1235,10 @@ mod tests {
     #[test]
     fn a_bad_mixture_in_a_good_frame_is_refused() {
         // Replace the mixture's first weight in the payload by NaN: the
-        // mixture's own validation refuses it during decoding.
+        // mixture's own validation refuses it on load.
         let ck = checkpoint(300);
         let w = ck.learner.mixture().unwrap().weights()[0].to_le_bytes();
-        let payload = postcard::to_stdvec(&ck).unwrap();
+        let payload = postcard::to_stdvec(&schema::CheckpointV2::of(&ck)).unwrap();
         let at = payload
             .windows(8)
             .rposition(|s| s == w)
@@ -1200,6 +1246,7 @@ mod tests {
         let mut bad = payload.clone();
         bad[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
         let err = decode::<Checkpoint>(Path::new("x"), &frame(&bad)).unwrap_err();
-        assert!(matches!(err, CheckpointError::Decode { .. }), "{err}");
+        assert!(matches!(err, CheckpointError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("the mixture is invalid"), "{err}");
     }
 }

@@ -1,0 +1,297 @@
+//! Format 2: the on-disk checkpoint as an explicit, versioned type,
+//! converted to and from the in-memory [`Checkpoint`] and validated as a
+//! whole on the way in.
+//!
+//! The learner is a phase: `WarmUp { buffer }` before the first model, or
+//! `Fitted { engine, stats, mixture, pending, worst }` with every part
+//! present by construction. Around it: options, dimension, RNG state, step
+//! counter, counters, rejects, anomalies, timestamps, and room for what
+//! comes next (source positions, column names, the model selection), so
+//! adding them needs no version bump. Any other change to these types is a
+//! new format version with a migration (as [`super::v1`] shows); the
+//! golden-file test in `tests/golden/` fails when the encoding of a fixed
+//! model changes.
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::v1::{to_usize, CountersV1, MixtureV1, ParamsV1, StatsV1};
+use super::{Checkpoint, ModelSelection, SourcePosition};
+use crate::input::RejectCounts;
+use crate::model::{
+    Counters, EngineState, Fitted, GaussianMixture, LearnerState, MixtureParams, MixtureStats,
+    Phase, StepwiseEm,
+};
+
+/// The format version of [`CheckpointV2`].
+pub(super) const VERSION: u32 = 2;
+
+/// A format-2 payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointV2 {
+    pub params: ParamsV1,
+    pub dim: u64,
+    pub rng: ChaCha8Rng,
+    pub step: f64,
+    pub counters: CountersV1,
+    pub phase: PhaseV2,
+    pub rejected: RejectCounts,
+    pub anomalies: u64,
+    pub created_unix_ms: u64,
+    pub updated_unix_ms: u64,
+    pub sources: Vec<SourcePositionV2>,
+    pub columns: Option<Vec<String>>,
+    pub selection: Option<ModelSelectionV2>,
+}
+
+/// Warm-up or fitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) enum PhaseV2 {
+    WarmUp { buffer: Vec<f64> },
+    Fitted(Box<FittedV2>),
+}
+
+/// A learner with a model: every part present.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct FittedV2 {
+    pub engine: EngineV2,
+    pub stats: StatsV1,
+    pub mixture: MixtureV1,
+    pub pending: Vec<f64>,
+    pub worst: Vec<f64>,
+}
+
+/// The M-step's context (its dimension and covariance type are the
+/// learner's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct EngineV2 {
+    pub scale: Vec<f64>,
+    pub reg: Vec<f64>,
+    pub repairs: u64,
+    pub reseeds: u64,
+}
+
+/// A source and its position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct SourcePositionV2 {
+    pub source: String,
+    pub position: u64,
+}
+
+/// How K was chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct ModelSelectionV2 {
+    pub bic_by_k: Vec<(u64, f64)>,
+    pub chosen_by: String,
+}
+
+impl CheckpointV2 {
+    /// The on-disk form of an in-memory checkpoint.
+    pub(super) fn of(ck: &Checkpoint) -> Self {
+        let LearnerState {
+            params,
+            dim,
+            rng,
+            step,
+            counters,
+            phase,
+        } = ck.learner.state();
+        let phase = match phase {
+            Phase::WarmUp { buffer } => PhaseV2::WarmUp { buffer },
+            Phase::Fitted(f) => {
+                let Fitted {
+                    engine,
+                    stats,
+                    mixture,
+                    pending,
+                    worst,
+                } = *f;
+                let m = MixtureParams::from(mixture);
+                PhaseV2::Fitted(Box::new(FittedV2 {
+                    engine: EngineV2 {
+                        scale: engine.scale,
+                        reg: engine.reg,
+                        repairs: engine.repairs,
+                        reseeds: engine.reseeds,
+                    },
+                    stats: StatsV1 {
+                        covariance: stats.covariance,
+                        dim: stats.dim as u64,
+                        s0: stats.s0,
+                        mean: stats.mean,
+                        cov: stats.cov,
+                        points: stats.points,
+                    },
+                    mixture: MixtureV1 {
+                        covariance: m.covariance,
+                        dim: m.dim as u64,
+                        weights: m.weights,
+                        means: m.means,
+                        covariances: m.covariances,
+                    },
+                    pending,
+                    worst,
+                }))
+            }
+        };
+        let c = counters;
+        CheckpointV2 {
+            params: ParamsV1::of(&params),
+            dim: dim as u64,
+            rng,
+            step,
+            counters: CountersV1 {
+                points_seen: c.points_seen,
+                updates: c.updates,
+                reseeds: c.reseeds,
+                repairs: c.repairs,
+                refused_batches: c.refused_batches,
+                refused_points: c.refused_points,
+                outliers: c.outliers,
+                log_lik_sum: c.log_lik_sum,
+                log_lik_points: c.log_lik_points,
+            },
+            phase,
+            rejected: ck.rejected.clone(),
+            anomalies: ck.anomalies,
+            created_unix_ms: ck.created_unix_ms,
+            updated_unix_ms: ck.updated_unix_ms,
+            sources: ck
+                .sources
+                .iter()
+                .map(|s| SourcePositionV2 {
+                    source: s.source.clone(),
+                    position: s.position,
+                })
+                .collect(),
+            columns: ck.columns.clone(),
+            selection: ck.selection.as_ref().map(|s| ModelSelectionV2 {
+                bic_by_k: s.bic_by_k.iter().map(|&(k, b)| (k as u64, b)).collect(),
+                chosen_by: s.chosen_by.clone(),
+            }),
+        }
+    }
+
+    /// The in-memory checkpoint, after checking the whole: options, every
+    /// shape across options, statistics, mixture, engine and buffers
+    /// ([`StepwiseEm::from_state`]), finite positive definite mixture
+    /// parameters ([`GaussianMixture::new`]), timestamps, column names
+    /// against the dimension.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first failed check.
+    pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        let params = self
+            .params
+            .to_params()?
+            .check()
+            .map_err(|e| format!("the stored options are out of range: {e}"))?;
+        let dim = to_usize(self.dim, "dimension")?;
+        let phase = match self.phase {
+            PhaseV2::WarmUp { buffer } => Phase::WarmUp { buffer },
+            PhaseV2::Fitted(f) => {
+                let FittedV2 {
+                    engine,
+                    stats,
+                    mixture,
+                    pending,
+                    worst,
+                } = *f;
+                let mixture = GaussianMixture::new(MixtureParams {
+                    covariance: mixture.covariance,
+                    dim: to_usize(mixture.dim, "the mixture's dimension")?,
+                    weights: mixture.weights,
+                    means: mixture.means,
+                    covariances: mixture.covariances,
+                })
+                .map_err(|e| format!("the mixture is invalid: {e}"))?;
+                Phase::Fitted(Box::new(Fitted {
+                    engine: EngineState {
+                        scale: engine.scale,
+                        reg: engine.reg,
+                        repairs: engine.repairs,
+                        reseeds: engine.reseeds,
+                    },
+                    stats: MixtureStats {
+                        covariance: stats.covariance,
+                        dim: to_usize(stats.dim, "the statistics' dimension")?,
+                        s0: stats.s0,
+                        mean: stats.mean,
+                        cov: stats.cov,
+                        points: stats.points,
+                    },
+                    mixture,
+                    pending,
+                    worst,
+                }))
+            }
+        };
+        let c = self.counters;
+        let learner = StepwiseEm::from_state(LearnerState {
+            params,
+            dim,
+            rng: self.rng,
+            step: self.step,
+            counters: Counters {
+                points_seen: c.points_seen,
+                updates: c.updates,
+                reseeds: c.reseeds,
+                repairs: c.repairs,
+                refused_batches: c.refused_batches,
+                refused_points: c.refused_points,
+                outliers: c.outliers,
+                log_lik_sum: c.log_lik_sum,
+                log_lik_points: c.log_lik_points,
+            },
+            phase,
+        })
+        .map_err(|e| e.to_string())?;
+        if self.updated_unix_ms < self.created_unix_ms {
+            return Err(format!(
+                "written at {} ms, before the run was created at {} ms",
+                self.updated_unix_ms, self.created_unix_ms
+            ));
+        }
+        if let Some(cols) = &self.columns {
+            if cols.len() != dim {
+                return Err(format!(
+                    "{} column names for points of dimension {dim}",
+                    cols.len()
+                ));
+            }
+        }
+        let selection = match self.selection {
+            None => None,
+            Some(s) => Some(ModelSelection {
+                bic_by_k: s
+                    .bic_by_k
+                    .into_iter()
+                    .map(|(k, b)| Ok((to_usize(k, "a K of the model selection")?, b)))
+                    .collect::<Result<_, String>>()?,
+                chosen_by: s.chosen_by,
+            }),
+        };
+        Ok(Checkpoint {
+            learner,
+            rejected: self.rejected,
+            anomalies: self.anomalies,
+            created_unix_ms: self.created_unix_ms,
+            updated_unix_ms: self.updated_unix_ms,
+            sources: self
+                .sources
+                .into_iter()
+                .map(|s| SourcePosition {
+                    source: s.source,
+                    position: s.position,
+                })
+                .collect(),
+            columns: self.columns,
+            selection,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "schema_tests.rs"]
+mod tests;
