@@ -33,7 +33,11 @@ pub fn init(config: &DaemonConfig) {
         .with_writer(std::io::stderr)
         .with_env_filter(filter(config.log_level.as_deref()))
         .with_target(true)
-        .with_ansi(false);
+        .with_ansi(false)
+        // A closed stderr must not stop the run: a failed log write is
+        // dropped (the default reports it with eprintln!, which panics
+        // when stderr is closed).
+        .log_internal_errors(false);
     let _ = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
