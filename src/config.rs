@@ -598,9 +598,15 @@ impl ConfigError {
             ConfigError::AdminAddr(_) => "admin",
             ConfigError::Seconds { key, .. } => key,
             ConfigError::LogLevel(_) => "log_level",
-            ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Learner(_) => {
-                return None
+            // A learner option's message starts with its key.
+            ConfigError::Learner(e) => {
+                let msg = e.to_string();
+                return LEARNER_KEYS.iter().copied().find(|k| {
+                    msg.strip_prefix(k)
+                        .is_some_and(|rest| rest.starts_with([' ', ':']))
+                });
             }
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => return None,
         })
     }
 }
@@ -881,6 +887,8 @@ mod tests {
         assert!(e.to_string().contains("idle_timeout = 0"), "{e}");
         let e = checked(|c| c.log_level = Some("no such=level=x".into())).unwrap_err();
         assert_eq!(e.key(), Some("log_level"));
+        let e = checked(|c| c.batch_size = 0).unwrap_err();
+        assert_eq!(e.key(), Some("batch_size"));
     }
 
     #[test]

@@ -515,3 +515,34 @@ fn wait_for_points_after_hup(child: &Child, path: &Path, n: u64) {
         );
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_scores_stay_on_stdout() {
+    let mut args = vec!["run", "--log-format", "json", "--score"];
+    args.extend_from_slice(SMALL);
+    let mut input = text(&points(300, 12));
+    input.extend_from_slice(b"1,x\n");
+    let out = run_stdin(&args, &input);
+    assert_ok(&out);
+    let err = stderr(&out);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    let summary = lines
+        .iter()
+        .find_map(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .filter(|m| m.contains("points used"))
+        })
+        .expect("a summary line");
+    assert!(
+        summary.starts_with("300 points used, 1 records rejected"),
+        "{summary}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
+}
