@@ -293,9 +293,12 @@ fn an_idle_connection_is_closed_and_frees_its_slot() {
         "0.5",
         "--max-connections",
         "1",
+        "--stats-interval",
+        "0.2",
     ];
     args.extend_from_slice(SMALL);
     let mut d = Daemon::start(&args);
+    assert!(d.err.wait_for("stats: ").contains("0 points"));
     let mut silent = TcpStream::connect(&d.listen).unwrap();
     silent.set_read_timeout(Some(PATIENCE)).unwrap();
     let t = Instant::now();
@@ -307,6 +310,7 @@ fn an_idle_connection_is_closed_and_frees_its_slot() {
         t.elapsed()
     );
     d.err.wait_for("closed (idle timeout)");
+    d.err.wait_for("0 connections open (1 accepted)");
     // The only slot is free again.
     send(&d.listen, &text(&points(400, 3)));
     let m = d.wait_metric("emstream_points_learned_total", 400.0);
