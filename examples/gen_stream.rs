@@ -132,7 +132,7 @@ fn push_f64(out: &mut Vec<u8>, v: f64, digits: u32) {
     out.extend_from_slice(buf.as_bytes());
     if p > 0 && frac != 0 {
         let mut width = p;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }

@@ -17,6 +17,9 @@ use crate::input::{Columns, ColumnsError, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 
+mod brokers;
+pub use brokers::{BrokerError, MqttOptions, NatsOptions};
+
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
 /// longer line is almost surely not a record, and the limit bounds the
 /// memory a bad stream can make the reader hold.
@@ -268,6 +271,41 @@ config_keys! {
         /// Log filter (`info`, `debug`, `emstream=debug`, ...); `RUST_LOG`
         /// when absent, else `info`.
         pub log_level: Option<String> = None,
+        /// End the run as at the end of input once no record has arrived for
+        /// this many seconds (any source).
+        pub stop_when_idle: Option<f64> = None,
+        /// Subscribe to this MQTT broker (`mqtt://HOST:PORT`, or `mqtts://`
+        /// with `mqtt_ca_file`) instead of reading stdin.
+        pub mqtt: Option<String> = None,
+        /// MQTT topic filters subscribed to (wildcards `+` and `#`).
+        pub topic: Vec<String> = Vec::new(),
+        /// MQTT QoS asked for: 0 (at most once) or 1 (at least once).
+        pub qos: u8 = 1,
+        /// MQTT client id (generated when absent; needed for a persistent session).
+        pub client_id: Option<String> = None,
+        /// File with the MQTT user name on its first line, the password on its second.
+        pub mqtt_credentials: Option<PathBuf> = None,
+        /// CA file for `mqtts://`.
+        pub mqtt_ca_file: Option<PathBuf> = None,
+        /// Keep the MQTT session on the broker across disconnects.
+        pub persistent_session: bool = false,
+        /// The first broker connection must succeed within this many seconds
+        /// (retried for ever when absent).
+        pub connect_timeout: Option<f64> = None,
+        /// Read a NATS JetStream stream from this server (`nats://HOST:PORT`).
+        pub nats: Option<String> = None,
+        /// The JetStream stream read.
+        pub stream: Option<String> = None,
+        /// One subject filter within the stream (all subjects when absent).
+        pub subject: Option<String> = None,
+        /// The durable JetStream consumer's name.
+        pub consumer: Option<String> = None,
+        /// NATS credentials file.
+        pub nats_credentials: Option<PathBuf> = None,
+        /// CA file for TLS to the NATS server (makes TLS required).
+        pub nats_ca_file: Option<PathBuf> = None,
+        /// Continue past a JetStream retention gap (counted) instead of refusing.
+        pub allow_gap: bool = false,
     }
     learner {
         /// Number of mixture components K.
@@ -315,6 +353,9 @@ pub enum ConfigError {
         /// What the TOML reader said, with the key.
         message: String,
     },
+    /// A broker source option is wrong.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// Both `input` and `listen` are set.
     #[error("input and listen are both set: read either a file/stdin (--input) or TCP (--listen), not both")]
     InputAndListen,
@@ -449,6 +490,20 @@ impl Config {
             ),
             (None, None) => Source::Stdin,
         };
+        let mut others = Vec::new();
+        if source != Source::Stdin {
+            others.push(if self.listen.is_some() {
+                "listen"
+            } else {
+                "input"
+            });
+        }
+        let source = match brokers::check(&self, &others)? {
+            (Some(m), _) => Source::Mqtt(m),
+            (_, Some(n)) => Source::Nats(n),
+            (None, None) => source,
+        };
+        let stop_when_idle = brokers::seconds("stop_when_idle", self.stop_when_idle)?;
         if self.max_connections == 0 {
             return Err(ConfigError::MaxConnections);
         }
@@ -575,6 +630,7 @@ impl Config {
             checkpoint,
             score,
             given: BTreeSet::new(),
+            stop_when_idle,
         })
     }
 }
@@ -606,7 +662,9 @@ impl ConfigError {
                         .is_some_and(|rest| rest.starts_with([' ', ':']))
                 });
             }
-            ConfigError::Read { .. } | ConfigError::Parse { .. } => return None,
+            ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Broker(_) => {
+                return None
+            }
         })
     }
 }
@@ -651,6 +709,10 @@ pub enum Source {
     File(PathBuf),
     /// A TCP listener; every connection is a source.
     Listen(SocketAddr),
+    /// An MQTT subscription.
+    Mqtt(MqttOptions),
+    /// A NATS JetStream stream, replayed exactly once into the model.
+    Nats(NatsOptions),
 }
 
 /// When and where checkpoints are written.
@@ -700,6 +762,7 @@ pub struct RunConfig {
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) stop_when_idle: Option<Duration>,
 }
 
 impl RunConfig {
@@ -760,6 +823,11 @@ impl RunConfig {
     /// The admin server, timeouts and logs.
     pub fn daemon(&self) -> &DaemonConfig {
         &self.daemon
+    }
+
+    /// The run ends once idle this long (`--stop-when-idle`).
+    pub fn stop_when_idle(&self) -> Option<Duration> {
+        self.stop_when_idle
     }
 
     /// Keys given explicitly (see [`RunConfig::with_given`]).

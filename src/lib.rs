@@ -31,7 +31,8 @@
 //!   each learner option is declared once there, and one parser reads every
 //!   enum flag ([`config::enum_value`]).
 //! - [`pipeline`]: async wiring only: sources behind one contract
-//!   ([`pipeline::Source`]: stdin, file, TCP), parser stage, learner thread,
+//!   ([`pipeline::Source`]: stdin, file, TCP, MQTT, NATS JetStream read
+//!   exactly once), parser stage, learner thread,
 //!   the run state ([`pipeline::RunState`]), the live snapshot
 //!   ([`pipeline::Snapshot`]) and its durability hook, checkpoint writer,
 //!   score sink, two-phase shutdown. Its module docs say where a new source,

@@ -157,6 +157,54 @@ struct RunArgs {
     /// Log filter, e.g. info, debug, emstream=debug (default: RUST_LOG, else info).
     #[arg(long, value_name = "FILTER", env = "EMSTREAM_LOG_LEVEL")]
     log_level: Option<String>,
+    /// End the run as at end of input once no record arrived for SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    stop_when_idle: Option<f64>,
+    /// Subscribe to an MQTT broker: mqtt://HOST:PORT (or mqtts:// with --mqtt-ca-file).
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// MQTT topic filter (repeatable; wildcards + and #).
+    #[arg(long, value_name = "FILTER")]
+    topic: Option<Vec<String>>,
+    /// MQTT QoS: 0 or 1.
+    #[arg(long, value_name = "QOS")]
+    qos: Option<u8>,
+    /// MQTT client id (needed for --persistent-session).
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// File with the MQTT user name (line 1) and password (line 2).
+    #[arg(long, value_name = "FILE")]
+    mqtt_credentials: Option<PathBuf>,
+    /// CA file for mqtts://.
+    #[arg(long, value_name = "FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+    /// Keep the MQTT session on the broker across disconnects.
+    #[arg(long)]
+    persistent_session: bool,
+    /// Fail if the first broker connection takes longer than SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+    /// Read a NATS JetStream stream from nats://HOST:PORT (exactly once into the checkpoint).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// The JetStream stream.
+    #[arg(long, value_name = "NAME")]
+    stream: Option<String>,
+    /// One subject filter within the stream.
+    #[arg(long, value_name = "FILTER")]
+    subject: Option<String>,
+    /// The durable JetStream consumer's name.
+    #[arg(long, value_name = "NAME")]
+    consumer: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    nats_credentials: Option<PathBuf>,
+    /// CA file for TLS to the NATS server.
+    #[arg(long, value_name = "FILE")]
+    nats_ca_file: Option<PathBuf>,
+    /// Continue past a JetStream retention gap (counted) instead of refusing.
+    #[arg(long)]
+    allow_gap: bool,
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +378,18 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay_opt!(cfg, args, given;
         input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
         alert_below, alert_quantile, admin, idle_timeout, stats_interval, log_level);
+    overlay!(cfg, args, given; topic, qos);
+    overlay_opt!(cfg, args, given;
+        stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
+        nats, stream, subject, consumer, nats_credentials, nats_ca_file);
+    if args.persistent_session {
+        cfg.persistent_session = true;
+        given.insert("persistent_session".into());
+    }
+    if args.allow_gap {
+        cfg.allow_gap = true;
+        given.insert("allow_gap".into());
+    }
     if args.resume {
         cfg.resume = true;
         given.insert("resume".into());
@@ -380,6 +440,9 @@ fn run(args: RunArgs) -> ExitCode {
                 say("stdout was closed: stopped reading input");
             }
             if let Some(line) = summary.rejected_line() {
+                say(&line);
+            }
+            for line in summary.replay_lines() {
                 say(&line);
             }
             say(&summary.line());

@@ -13,6 +13,9 @@ const MAX_TOO_LONG_PER_CHUNK: usize = 1024;
 /// is ignored, not rejected) and keeps its place in the line numbering.
 const COMMENT_PLACEHOLDER: &[u8] = b"#\n";
 
+/// Most bytes reserved up front for a chunk.
+const MAX_RESERVE: usize = 16 << 20;
+
 impl Framer {
     /// A framer for `source` that emits chunks of about `chunk_size` bytes and
     /// drops lines longer than `max_line` bytes.
@@ -138,8 +141,10 @@ impl Framer {
             return;
         }
         if self.buf.capacity() == 0 {
-            self.buf
-                .reserve(self.chunk_size + self.max_line.min(self.chunk_size) + 1);
+            // A framer whose chunks only its caller closes (message
+            // sources: a huge `chunk_size`) reserves a sane amount.
+            let size = self.chunk_size.min(MAX_RESERVE);
+            self.buf.reserve(size + self.max_line.min(size) + 1);
         }
         let old = self.buf.len();
         self.buf.extend_from_slice(seg);

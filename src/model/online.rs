@@ -231,7 +231,7 @@ impl StepwiseEm {
 
     /// Checks that `points` is a whole number of rows.
     fn whole_rows(&self, points: &[f64]) -> Result<(), LearnError> {
-        if points.len() % self.dim != 0 {
+        if !points.len().is_multiple_of(self.dim) {
             return Err(LearnError::Ragged {
                 len: points.len(),
                 dim: self.dim,

@@ -226,7 +226,7 @@ pub fn choose_components(
     max_k: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Selected, LearnError> {
-    if dim == 0 || buf.len() % dim != 0 {
+    if dim == 0 || !buf.len().is_multiple_of(dim) {
         return Err(LearnError::Ragged {
             len: buf.len(),
             dim,

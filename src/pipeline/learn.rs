@@ -299,7 +299,10 @@ impl Learner {
                 anomalies: self.start.anomalies + run.counts.anomalies,
                 created_unix_ms: self.start.created_unix_ms,
                 updated_unix_ms: super::unix_ms(),
-                sources: self.start.sources.clone(),
+                sources: self
+                    .state
+                    .replay()
+                    .checkpoint_positions(&self.start.sources, &run.positions),
                 columns: self.start.columns.clone(),
                 selection: self.start.selection.clone(),
             },
@@ -307,6 +310,7 @@ impl Learner {
             positions: run.positions.clone(),
             saves_due,
         };
+        self.state.replay().set_learned(&snap.positions);
         self.snapshots.send_replace(Some(Arc::new(snap)));
     }
 }

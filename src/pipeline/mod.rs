@@ -37,8 +37,10 @@
 
 mod ckpt;
 mod console;
+mod idle;
 mod learn;
 mod parse;
+pub mod replay;
 mod score;
 pub mod snapshot;
 pub mod source;
@@ -54,6 +56,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 pub use console::reason_text;
+pub use replay::{Replay, StreamLag};
 pub use snapshot::{Durable, DurableReceiver, Snapshot, SnapshotReceiver};
 pub use source::{Source, SourceContext, SourceEvent};
 pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
@@ -143,6 +146,13 @@ pub struct RunSummary {
     pub stop: StopReason,
     /// The checkpoint written at the end, if any.
     pub checkpoint: Option<PathBuf>,
+    /// Replayable streams at the end: the log's last sequence, the model's,
+    /// and the lag between them.
+    pub streams: Vec<StreamLag>,
+    /// Broker reconnections in this run.
+    pub reconnects: u64,
+    /// Messages lost to a retention gap (`--allow-gap`) in this run.
+    pub gap_messages: u64,
 }
 
 impl RunSummary {
@@ -178,6 +188,35 @@ impl RunSummary {
             s.push_str(&format!(", {} anomalies", self.anomalies));
         }
         s
+    }
+
+    /// One line per replayable stream (`jetstream:S: model at sequence 90
+    /// of 100, lag 10 messages`), and reconnects and retention gaps when
+    /// there were any.
+    pub fn replay_lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .streams
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: model at sequence {} of {}, lag {} messages",
+                    s.key,
+                    s.learned,
+                    s.head,
+                    s.lag()
+                )
+            })
+            .collect();
+        if self.reconnects > 0 {
+            out.push(format!("{} broker reconnections", self.reconnects));
+        }
+        if self.gap_messages > 0 {
+            out.push(format!(
+                "{} messages lost to the stream's retention (--allow-gap)",
+                self.gap_messages
+            ));
+        }
+        out
     }
 
     /// The rejects by reason, e.g. `rejected: 3 not a number, 1 line too
@@ -344,6 +383,8 @@ impl Pipeline {
             SourceConfig::Stdin => "stdin".to_string(),
             SourceConfig::File(p) => p.display().to_string(),
             SourceConfig::Listen(_) => "listener".to_string(),
+            SourceConfig::Mqtt(m) => source::mqtt::name(m),
+            SourceConfig::Nats(n) => source::nats::name(n),
         };
         Pipeline {
             config,
@@ -441,6 +482,7 @@ impl Pipeline {
             None => source::open(&config, &console).await?,
         };
         let (event_tx, event_rx) = mpsc::channel::<SourceEvent>(CHUNK_QUEUE);
+        let resumed = start.sources.clone();
 
         // Parser thread.
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel(BATCH_QUEUE);
@@ -527,8 +569,12 @@ impl Pipeline {
             config.max_line_bytes,
             0,
             Arc::new(AtomicU64::new(1)),
-        );
+        )
+        .with_replay(resumed, durable.subscribe());
         tasks.spawn(source.run(ctx));
+        if let Some(idle) = config.stop_when_idle {
+            tasks.spawn(idle::stop_when_idle(state.clone(), idle));
+        }
         state.set_phase(Phase::Running);
 
         // Progress line on a terminal.
@@ -650,6 +696,9 @@ impl Pipeline {
             elapsed: state.counts().elapsed,
             stop: state.stop_reason(),
             checkpoint: written,
+            streams: state.replay().streams(),
+            reconnects: state.replay().reconnects(),
+            gap_messages: state.replay().gap_messages(),
         })
     }
 }

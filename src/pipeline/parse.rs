@@ -47,6 +47,7 @@ pub(crate) fn parser_loop(
     while let Some(event) = events.blocking_recv() {
         let chunk = match event {
             SourceEvent::Chunk { chunk, position } => {
+                state.replay().touch();
                 positions.push((chunk.source, position));
                 chunk
             }

@@ -156,6 +156,8 @@ pub struct RunState {
     /// Woken by [`RunState::request_checkpoint`] (SIGHUP).
     save_request: tokio::sync::Notify,
     names: Mutex<Names>,
+    /// Replayable streams, reconnects, retention gaps, idle time.
+    replay: super::replay::Replay,
 }
 
 /// How a connection ended, for its close log line.
@@ -235,7 +237,14 @@ impl RunState {
                 first: first.into(),
                 ..Names::default()
             }),
+            replay: super::replay::Replay::default(),
         }
+    }
+
+    /// What the replayable (log) sources share: streams with their lag,
+    /// reconnects, messages lost to a retention gap, idle time.
+    pub fn replay(&self) -> &super::replay::Replay {
+        &self.replay
     }
 
     /// Every counter, read at one moment.

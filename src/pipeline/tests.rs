@@ -113,7 +113,21 @@ fn rejected_line_counts_by_reason() {
         elapsed: Duration::from_secs(1),
         stop: StopReason::EndOfInput,
         checkpoint: None,
+        streams: vec![crate::pipeline::StreamLag {
+            key: "jetstream:S".into(),
+            head: 100,
+            learned: 90,
+        }],
+        reconnects: 0,
+        gap_messages: 3,
     };
+    assert_eq!(
+        s.replay_lines(),
+        vec![
+            "jetstream:S: model at sequence 90 of 100, lag 10 messages".to_string(),
+            "3 messages lost to the stream's retention (--allow-gap)".to_string()
+        ]
+    );
     assert_eq!(s.rejected_total(), 4);
     assert_eq!(
         s.rejected_line().unwrap(),
@@ -143,7 +157,7 @@ impl Source for Generated {
             while self.limit.is_none_or(|n| line <= n) && !ctx.stop().is_cancelled() {
                 let mut text = String::new();
                 for _ in 0..100 {
-                    let x = if line % 2 == 0 { -3.0 } else { 3.0 };
+                    let x = if line.is_multiple_of(2) { -3.0 } else { 3.0 };
                     let w = ((line * 7919) % 101) as f64 / 101.0;
                     text.push_str(&format!("{},{}\n", x + w, w));
                     line += 1;

@@ -2,9 +2,12 @@
 //! processes, temporary directories, real sockets on 127.0.0.1 port 0.
 
 mod bad_input;
+mod brokers;
 mod checkpoint;
 mod config;
 mod daemon;
+mod mqtt;
+mod nats;
 mod pipe;
 mod report;
 mod signals;

@@ -108,3 +108,27 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(130), "{}", err.rest());
     drop(stdin);
 }
+
+#[test]
+fn stop_when_idle_ends_an_open_stdin_like_end_of_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = file(&dir, "m.ckpt");
+    let mut child = emstream()
+        .args(["run", "--stop-when-idle", "0.5", "--checkpoint"])
+        .arg(&ckpt)
+        .args(SMALL)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Points arrive, then nothing, and stdin stays open.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&text(&points(1000, 2))).unwrap();
+    stdin.flush().unwrap();
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, 1000);
+    drop(stdin);
+}

@@ -18,6 +18,9 @@
 //! implements [`Source`], and one arm in `open`; nothing else changes.
 
 pub mod file;
+pub(crate) mod messages;
+pub mod mqtt;
+pub mod nats;
 pub(crate) mod reader;
 pub mod stdin;
 pub mod tcp;
@@ -31,8 +34,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::console::Console;
+use super::snapshot::DurableReceiver;
 use super::state::RunState;
 use super::PipelineError;
+use crate::checkpoint::SourcePosition;
 use crate::config::{RunConfig, Source as SourceConfig};
 use crate::input::{Chunk, Framer, SourceId};
 
@@ -103,6 +108,10 @@ pub struct SourceContext {
     max_line: usize,
     id: SourceId,
     next_id: Arc<AtomicU64>,
+    /// Positions of the resumed checkpoint, by key.
+    resumed: Arc<Vec<SourcePosition>>,
+    /// The durability hook, for a source that acknowledges what is saved.
+    durable: Option<DurableReceiver>,
 }
 
 impl SourceContext {
@@ -122,7 +131,43 @@ impl SourceContext {
             max_line,
             id,
             next_id,
+            resumed: Arc::new(Vec::new()),
+            durable: None,
         }
+    }
+
+    /// The same context with the resumed checkpoint's source positions and
+    /// the durability hook (the pipeline gives both; a test may not).
+    pub(crate) fn with_replay(
+        mut self,
+        resumed: Vec<SourcePosition>,
+        durable: DurableReceiver,
+    ) -> Self {
+        self.resumed = Arc::new(resumed);
+        self.durable = Some(durable);
+        self
+    }
+
+    /// The position saved under `key` in the checkpoint this run resumed
+    /// from: a replayable source continues after it.
+    pub fn resumed(&self, key: &str) -> Option<Position> {
+        self.resumed
+            .iter()
+            .find(|s| s.source == key)
+            .map(|s| s.position)
+    }
+
+    /// Registers stream `id` as replayable: its positions are saved under
+    /// `key` in every checkpoint (and read back by [`SourceContext::resumed`]);
+    /// `learned` is where the model stands on it now.
+    pub fn replayable(&self, id: SourceId, key: String, learned: Position) {
+        self.state.replay().register(id, key, learned);
+    }
+
+    /// The durability hook: which positions are durably saved, to
+    /// acknowledge messages up to them. `None` without a pipeline.
+    pub fn durable(&self) -> Option<DurableReceiver> {
+        self.durable.clone()
     }
 
     /// The channel to the parser.
@@ -199,6 +244,8 @@ pub(crate) async fn open(
             console.line(&format!("listening on {}", s.local_addr()));
             Box::new(s)
         }
+        SourceConfig::Mqtt(m) => Box::new(mqtt::MqttSource::new(m.clone())),
+        SourceConfig::Nats(n) => Box::new(nats::NatsSource::new(n.clone())),
     })
 }
 

@@ -1,0 +1,64 @@
+//! `--stop-when-idle SECS`: ends the run as at the end of its input (the
+//! sources stop, the stages drain, the final checkpoint is written, exit
+//! status 0) once no record has arrived for SECS seconds, whatever the
+//! source. A batch job replaying a log into a model, and tests, end this
+//! way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::{RunState, StopReason};
+
+/// Waits until the run has been idle for `idle` (no chunk reached the
+/// parser; counted from the start of the run until the first one), then
+/// stops the sources. Ends early when the sources stop for another reason.
+pub(crate) async fn stop_when_idle(state: Arc<RunState>, idle: Duration) {
+    let stop = state.sources_token();
+    loop {
+        let quiet = state.replay().idle_for();
+        if quiet >= idle {
+            state.stop(StopReason::EndOfInput);
+            return;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(idle - quiet) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = false)]
+    async fn an_idle_run_is_stopped_as_at_end_of_input() {
+        let state = Arc::new(RunState::new("stdin"));
+        let t = std::time::Instant::now();
+        stop_when_idle(state.clone(), Duration::from_millis(60)).await;
+        assert!(t.elapsed() >= Duration::from_millis(60));
+        assert!(state.sources_token().is_cancelled());
+        assert_eq!(state.stop_reason(), StopReason::EndOfInput);
+    }
+
+    #[tokio::test]
+    async fn records_keep_the_run_going() {
+        let state = Arc::new(RunState::new("stdin"));
+        let s = state.clone();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..6 {
+                s.replay().touch();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let t = std::time::Instant::now();
+        stop_when_idle(state.clone(), Duration::from_millis(60)).await;
+        // Six records 20 ms apart, then 60 ms of quiet.
+        assert!(
+            t.elapsed() >= Duration::from_millis(160),
+            "{:?}",
+            t.elapsed()
+        );
+        feeder.await.unwrap();
+    }
+}

@@ -1,0 +1,560 @@
+//! A NATS JetStream stream as a source, learned exactly once.
+//!
+//! The model is a deterministic function of its checkpoint and the stream:
+//! every chunk ends between two messages and carries the stream sequence of
+//! its last message, the parser and learner carry that position with the
+//! points, and every snapshot (so every checkpoint) holds, atomically with
+//! the statistics and the pending partial batch, the sequence of the last
+//! message whose points are all in it, under the key [`name`]
+//! (`jetstream:STREAM`, or `jetstream:STREAM:SUBJECT` with a filter).
+//! At start the source reads that position back and replays the stream
+//! from the next sequence, so no message is lost or learned twice whatever
+//! the moment the process died.
+//!
+//! Delivery: a durable pull consumer (`--consumer NAME`) with one subject
+//! filter (NATS 2.9 ignores the plural `filter_subjects`), deleted and
+//! created again at each start (and after any delivery fault) to begin at
+//! the checkpoint's next sequence, with ack policy "all". Messages are
+//! acknowledged only once a checkpoint holding them is durable on disk (the
+//! pipeline's durability hook), so the consumer's acknowledged floor shows
+//! operators, and an interest-retention stream, what the model has safely
+//! learned. Redeliveries (a sequence already read) are skipped; a gap in
+//! the consumer's delivery sequence (a message lost in flight) or a broken
+//! connection recreates the consumer after the last sequence read.
+//!
+//! A stream that no longer holds the needed sequence (retention expired)
+//! is refused, naming how many sequences are gone, unless `--allow-gap`:
+//! then they are counted ([`Replay::gap_messages`](crate::pipeline::Replay::gap_messages))
+//! and the run continues from the first sequence the stream holds.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull::{self, Stream as Messages};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::{self, stream::Stream as JsStream};
+use futures_util::{FutureExt, StreamExt};
+
+use super::messages::MessageFramer;
+use super::{Source, SourceContext, SourceEvent, SourceFuture};
+use crate::config::NatsOptions;
+use crate::pipeline::{Durable, CHUNK_BYTES};
+
+/// Messages asked for per pull request.
+pub const PULL_BATCH: usize = 1000;
+
+/// How long an unacknowledged message waits before the server sends it
+/// again; acknowledgements follow checkpoints, so this is long (a
+/// redelivery is skipped anyway).
+pub const ACK_WAIT: Duration = Duration::from_secs(600);
+
+/// How often the stream's last sequence is asked for (the lag).
+pub const HEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// First and longest wait between connection or consumer attempts.
+pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// The source's name and the key of its position in checkpoints:
+/// `jetstream:STREAM`, or `jetstream:STREAM:SUBJECT` with a subject filter
+/// (a position says which of the messages *matching the filter* are
+/// learned, so another filter is another position; one partition per
+/// subject has a position of its own).
+pub fn name(o: &NatsOptions) -> String {
+    match &o.subject {
+        Some(s) => format!("jetstream:{}:{s}", o.stream),
+        None => format!("jetstream:{}", o.stream),
+    }
+}
+
+/// A JetStream stream read through a durable consumer; see the module docs.
+#[derive(Debug)]
+pub struct NatsSource {
+    opts: NatsOptions,
+}
+
+impl NatsSource {
+    /// A source for `opts`; nothing is connected until it runs.
+    pub fn new(opts: NatsOptions) -> Self {
+        NatsSource { opts }
+    }
+}
+
+impl Source for NatsSource {
+    fn name(&self) -> String {
+        name(&self.opts)
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(async move {
+            let id = ctx.id();
+            let end = match read(&self.opts, &ctx).await {
+                Ok(()) => SourceEvent::End {
+                    source: id,
+                    forget: false,
+                },
+                Err(msg) => SourceEvent::Failed {
+                    source: id,
+                    name: name(&self.opts),
+                    error: std::io::Error::other(msg),
+                },
+            };
+            let _ = ctx.sender().send(end).await;
+        })
+    }
+}
+
+/// The next wait of an exponential backoff.
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(BACKOFF.1)
+}
+
+/// Sleeps `d` unless the stop comes first (then false).
+async fn pause(ctx: &SourceContext, d: Duration) -> bool {
+    tokio::select! {
+        () = ctx.stop().cancelled() => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Connects, retrying with backoff (for ever, or until `connect_timeout`);
+/// `None` on the stop.
+async fn connect(
+    o: &NatsOptions,
+    ctx: &SourceContext,
+) -> Result<Option<async_nats::Client>, String> {
+    let started = Instant::now();
+    let mut wait = BACKOFF.0;
+    loop {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("emstream")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        if let Some(path) = &o.credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                format!(
+                    "cannot read the NATS credentials file {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(ca) = &o.ca_file {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        let events = ctx.clone();
+        let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        options = options.event_callback(move |event| {
+            let (ctx, was_down) = (events.clone(), was_down.clone());
+            async move {
+                use std::sync::atomic::Ordering;
+                match event {
+                    async_nats::Event::Disconnected => {
+                        was_down.store(true, Ordering::Relaxed);
+                        ctx.say("NATS: disconnected; reconnecting");
+                    }
+                    async_nats::Event::Connected => {
+                        if was_down.swap(false, Ordering::Relaxed) {
+                            ctx.state().replay().reconnected();
+                            ctx.say("NATS: reconnected");
+                        }
+                    }
+                    async_nats::Event::Closed => {}
+                    // Each failed reconnect attempt: said once, as disconnected.
+                    async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
+                    other => ctx.say(&format!("NATS: {other}")),
+                }
+            }
+        });
+        let attempt = tokio::select! {
+            () = ctx.stop().cancelled() => return Ok(None),
+            r = options.connect(o.url.as_str()) => r,
+        };
+        match attempt {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => {
+                if o.connect_timeout.is_some_and(|t| started.elapsed() >= t) {
+                    return Err(format!(
+                        "cannot connect to {} within --connect-timeout: {e}",
+                        o.url
+                    ));
+                }
+                ctx.say(&format!("cannot connect to {} ({e}); retrying", o.url));
+                if !pause(ctx, wait).await {
+                    return Ok(None);
+                }
+                wait = next_backoff(wait);
+            }
+        }
+    }
+}
+
+/// Where to start reading: after `last` (the checkpoint's position, or
+/// the last sequence read) if the stream still holds it. `Err` with the
+/// message for a gap without `--allow-gap`.
+fn start_after(
+    o: &NatsOptions,
+    ctx: &SourceContext,
+    last: Option<u64>,
+    first_held: u64,
+) -> Result<DeliverPolicy, String> {
+    let Some(last) = last else {
+        return Ok(DeliverPolicy::All);
+    };
+    let next = last + 1;
+    if next < first_held {
+        let gone = first_held - next;
+        if !o.allow_gap {
+            return Err(format!(
+                "stream {} no longer holds sequence {next}, the one after the checkpoint's: {gone} message(s) (sequences {next}..{}) are gone, probably by the stream's retention limits. Add --allow-gap to count them as lost and continue from sequence {first_held}, or start a new model with another --checkpoint",
+                o.stream,
+                first_held - 1
+            ));
+        }
+        ctx.state().replay().gap(gone);
+        ctx.say(&format!(
+            "--allow-gap: stream {} no longer holds sequences {next}..{}: {gone} message(s) lost, continuing from {first_held}",
+            o.stream,
+            first_held - 1
+        ));
+        return Ok(DeliverPolicy::ByStartSequence {
+            start_sequence: first_held,
+        });
+    }
+    Ok(DeliverPolicy::ByStartSequence {
+        start_sequence: next,
+    })
+}
+
+/// Deletes the durable consumer if it exists and creates it again to
+/// deliver from `deliver`; returns its message stream.
+async fn open_consumer(
+    stream: &JsStream,
+    o: &NatsOptions,
+    deliver: DeliverPolicy,
+) -> Result<Messages, String> {
+    // A consumer left by an earlier run points at an older position.
+    let _ = stream.delete_consumer(&o.consumer).await;
+    let config = pull::Config {
+        durable_name: Some(o.consumer.clone()),
+        description: Some("emstream: replayed from the model's checkpoint".into()),
+        deliver_policy: deliver,
+        ack_policy: AckPolicy::All,
+        ack_wait: ACK_WAIT,
+        max_ack_pending: -1,
+        filter_subject: o.subject.clone().unwrap_or_default(),
+        ..pull::Config::default()
+    };
+    let consumer = stream.create_consumer(config).await.map_err(|e| {
+        format!(
+            "cannot create consumer {} on stream {}: {e}",
+            o.consumer, o.stream
+        )
+    })?;
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| format!("cannot read consumer {}: {e}", o.consumer))
+}
+
+/// The stream handle, its first held and last sequence.
+async fn stream_info(
+    js: &jetstream::Context,
+    o: &NatsOptions,
+) -> Result<(JsStream, u64, u64), String> {
+    let mut stream = js.get_stream(&o.stream).await.map_err(|e| {
+        format!(
+            "no stream {} on {}: {e} (create it, or check --stream)",
+            o.stream, o.url
+        )
+    })?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| format!("cannot read stream {}: {e}", o.stream))?
+        .state
+        .clone();
+    Ok((stream, state.first_sequence, state.last_sequence))
+}
+
+/// What reading does after one delivery.
+enum Delivery {
+    /// Pushed into the framer (or skipped as a redelivery).
+    Read,
+    /// Deliveries were lost or the connection broke: recreate the consumer.
+    Reopen(String),
+}
+
+/// The reading state of one run of the source.
+struct Reader {
+    framer: MessageFramer,
+    /// Stream sequence of the last message read.
+    last_seq: Option<u64>,
+    /// Consumer delivery sequence of the last delivery.
+    last_cseq: u64,
+    /// The acker of the last message read, not yet tied to a chunk.
+    acker: Option<Acker>,
+    /// (position of a sent chunk, the acker of its last message).
+    unacked: VecDeque<(u64, Acker)>,
+}
+
+impl Reader {
+    fn deliver(
+        &mut self,
+        item: Option<Result<jetstream::Message, pull::MessagesError>>,
+    ) -> Delivery {
+        let msg = match item {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Delivery::Reopen(format!("consumer error: {e}")),
+            None => return Delivery::Reopen("consumer ended".into()),
+        };
+        let (seq, cseq) = match msg.info() {
+            Ok(i) => (i.stream_sequence, i.consumer_sequence),
+            Err(e) => {
+                return Delivery::Reopen(format!("a message without JetStream metadata: {e}"))
+            }
+        };
+        if cseq > self.last_cseq + 1 {
+            return Delivery::Reopen(format!(
+                "deliveries {}..{} were lost in flight",
+                self.last_cseq + 1,
+                cseq - 1
+            ));
+        }
+        self.last_cseq = self.last_cseq.max(cseq);
+        if self.last_seq.is_some_and(|l| seq <= l) {
+            // A redelivery of a message already read.
+            return Delivery::Read;
+        }
+        let (message, acker) = msg.split();
+        self.framer.push(&message.payload, seq);
+        self.last_seq = Some(seq);
+        self.acker = Some(acker);
+        Delivery::Read
+    }
+
+    /// Closes the chunk and sends what is ready; false when the parser is
+    /// gone.
+    async fn send(&mut self, ctx: &SourceContext) -> bool {
+        self.framer.close();
+        self.send_ready(ctx).await
+    }
+
+    async fn send_ready(&mut self, ctx: &SourceContext) -> bool {
+        if !self.framer.has_ready() {
+            return true;
+        }
+        if !self.framer.send(ctx.sender()).await {
+            return false;
+        }
+        if let (Some(seq), Some(acker)) = (self.last_seq, self.acker.take()) {
+            self.unacked.push_back((seq, acker));
+        }
+        true
+    }
+
+    /// Acknowledges (ack "all") up to the newest durable position.
+    async fn ack(&mut self, upto: u64) {
+        let mut newest = None;
+        while self.unacked.front().is_some_and(|(s, _)| *s <= upto) {
+            newest = self.unacked.pop_front();
+        }
+        if let Some((_, acker)) = newest {
+            // A lost ack is harmless: the checkpoint, not the consumer,
+            // says where the next run starts.
+            let _ = acker.ack().await;
+        }
+    }
+}
+
+/// Reads the stream until the stop; see the module docs.
+async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
+    let key = name(o);
+    let id = ctx.id();
+    let resumed = ctx.resumed(&key);
+    ctx.replayable(id, key, resumed.unwrap_or(0));
+    let Some(client) = connect(o, ctx).await? else {
+        return Ok(());
+    };
+    let js = jetstream::new(client);
+    let mut durable = ctx.durable();
+    let mut reader = Reader {
+        framer: MessageFramer::new(id, ctx.max_line(), CHUNK_BYTES),
+        last_seq: resumed,
+        last_cseq: 0,
+        acker: None,
+        unacked: VecDeque::new(),
+    };
+    let mut first = true;
+    let mut wait = BACKOFF.0;
+    'consumer: loop {
+        // (Re)open the consumer after the last sequence read.
+        let opened = match stream_info(&js, o).await {
+            Ok((stream, first_held, last)) => {
+                ctx.state().replay().set_head(id, last);
+                let deliver = start_after(o, ctx, reader.last_seq, first_held)?;
+                if first {
+                    ctx.say(&match reader.last_seq {
+                        Some(l) => format!(
+                            "{}: resuming after sequence {l} (stream holds {first_held}..{last})",
+                            name(o)
+                        ),
+                        None => format!(
+                            "{}: reading from the start (stream holds {first_held}..{last})",
+                            name(o)
+                        ),
+                    });
+                }
+                open_consumer(&stream, o, deliver)
+                    .await
+                    .map(|m| (stream, m))
+            }
+            Err(e) => Err(e),
+        };
+        let (mut stream, mut messages) = match opened {
+            Ok(x) => x,
+            Err(e) if first && o.connect_timeout.is_some() => return Err(e),
+            Err(e) if first && e.starts_with("no stream") => return Err(e),
+            Err(e) => {
+                ctx.say(&format!("{e}; retrying"));
+                if !pause(ctx, wait).await {
+                    break 'consumer;
+                }
+                wait = next_backoff(wait);
+                continue;
+            }
+        };
+        if !first {
+            ctx.state().replay().reconnected();
+        }
+        first = false;
+        wait = BACKOFF.0;
+        reader.last_cseq = 0;
+        let mut head_tick = tokio::time::interval(HEAD_EVERY);
+        loop {
+            let item = tokio::select! {
+                () = ctx.stop().cancelled() => break 'consumer,
+                changed = async {
+                    match durable.as_mut() {
+                        Some(d) => d.changed().await.map(|()| d.borrow_and_update().clone()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match changed {
+                        Ok(Durable { positions, .. }) => {
+                            if let Some(&p) = positions.get(&id) {
+                                reader.ack(p).await;
+                            }
+                        }
+                        Err(_) => durable = None,
+                    }
+                    continue;
+                }
+                _ = head_tick.tick() => {
+                    if let Ok(info) = stream.info().await {
+                        ctx.state().replay().set_head(id, info.state.last_sequence);
+                    }
+                    continue;
+                }
+                item = messages.next() => item,
+            };
+            let mut outcome = reader.deliver(item);
+            // Gather what has already arrived into the chunk.
+            while matches!(outcome, Delivery::Read) && !reader.framer.has_ready() {
+                match messages.next().now_or_never() {
+                    Some(item) => outcome = reader.deliver(item),
+                    None => {
+                        reader.framer.close();
+                        break;
+                    }
+                }
+            }
+            if !reader.send_ready(ctx).await {
+                return Ok(());
+            }
+            if let Delivery::Reopen(why) = outcome {
+                ctx.say(&format!(
+                    "{}: {why}; reopening the consumer after sequence {}",
+                    name(o),
+                    reader.last_seq.unwrap_or(0)
+                ));
+                if !reader.send(ctx).await {
+                    return Ok(());
+                }
+                if !pause(ctx, wait).await {
+                    break 'consumer;
+                }
+                wait = next_backoff(wait);
+                continue 'consumer;
+            }
+        }
+    }
+    reader.send(ctx).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(allow_gap: bool) -> NatsOptions {
+        NatsOptions {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "S".into(),
+            subject: None,
+            consumer: "c".into(),
+            credentials: None,
+            ca_file: None,
+            allow_gap,
+            connect_timeout: None,
+        }
+    }
+
+    fn ctx() -> SourceContext {
+        let state = std::sync::Arc::new(crate::pipeline::RunState::new("s"));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        SourceContext::new(
+            tx,
+            state,
+            std::sync::Arc::new(crate::pipeline::console::Console::new()),
+            1000,
+            0,
+            std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        )
+    }
+
+    #[test]
+    fn each_subject_filter_has_a_position_of_its_own() {
+        let mut o = opts(false);
+        assert_eq!(name(&o), "jetstream:S");
+        o.subject = Some("points.p3".into());
+        assert_eq!(name(&o), "jetstream:S:points.p3");
+    }
+
+    #[test]
+    fn a_resume_starts_after_the_checkpoint_and_a_gap_is_refused_or_counted() {
+        let c = ctx();
+        assert_eq!(
+            start_after(&opts(false), &c, None, 5).unwrap(),
+            DeliverPolicy::All
+        );
+        assert_eq!(
+            start_after(&opts(false), &c, Some(9), 5).unwrap(),
+            DeliverPolicy::ByStartSequence { start_sequence: 10 }
+        );
+        let e = start_after(&opts(false), &c, Some(9), 15).unwrap_err();
+        assert!(
+            e.contains("5 message(s) (sequences 10..14) are gone") && e.contains("--allow-gap"),
+            "{e}"
+        );
+        assert_eq!(c.state().replay().gap_messages(), 0);
+        assert_eq!(
+            start_after(&opts(true), &c, Some(9), 15).unwrap(),
+            DeliverPolicy::ByStartSequence { start_sequence: 15 }
+        );
+        assert_eq!(c.state().replay().gap_messages(), 5);
+    }
+}

@@ -1,0 +1,149 @@
+//! The MQTT source against a real `mosquitto` the test starts: wildcard
+//! topics, QoS 1, junk payloads counted, a broker restart mid-stream.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::brokers::{self, runtime};
+use crate::util::{emstream, file, points, wait_exit, wait_for_points, StderrLines, SMALL};
+
+/// Publishes `msgs` (topic, body) at QoS 1 and waits for every PUBACK.
+pub fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
+    runtime().block_on(async {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut events) = AsyncClient::new(o, 16);
+        let n = msgs.len();
+        let sender = client.clone();
+        tokio::spawn(async move {
+            for (topic, body) in msgs {
+                sender
+                    .publish(topic, QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publish is queued");
+            }
+        });
+        let mut acked = 0;
+        while acked < n {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("the test publisher lost the broker: {e}"),
+            }
+        }
+        let _ = client.disconnect().await;
+    });
+}
+
+/// `count` messages of 50 points each, spread over topics the run
+/// subscribes to through its wildcards.
+pub fn batch(seed: u64, count: usize) -> Vec<(String, Vec<u8>)> {
+    let pts = points(50 * count, seed);
+    let topics = ["sensors/a/temp", "sensors/b/temp", "plant/x/y", "plant"];
+    pts.chunks(50)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                topics[i % topics.len()].to_string(),
+                c.join("\n").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn mqtt_wildcards_qos1_junk_counted_and_a_broker_restart_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = brokers::mosquitto(dir.path(), "mqtt test") else {
+        return;
+    };
+    let port = broker.port;
+    let ckpt = file(&dir, "model.ckpt");
+    let mut child = emstream()
+        .args([
+            "run",
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sensors/+/temp",
+            "--topic",
+            "plant/#",
+            "--qos",
+            "1",
+            "--stop-when-idle",
+            "4",
+            "--checkpoint-interval",
+            "0.1",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .args(SMALL)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = StderrLines::new(&mut child);
+    lines.wait_for("subscribed to sensors/+/temp, plant/#");
+
+    let data = batch(1, 20);
+    // A data message first (a first line that is not a number would be
+    // taken for a header), then ones that are not learned, then the rest:
+    // all before the run has all the points waited for below.
+    let mut first = vec![data[0].clone()];
+    // Not subscribed: never learned.
+    first.push(("sensors/a/humidity".into(), b"1,2\n3,4".to_vec()));
+    first.push(("other".into(), b"5,6".to_vec()));
+    // Junk: three bad records, one per message.
+    first.push(("sensors/c/temp".into(), b"hello world".to_vec()));
+    first.push(("sensors/c/temp".into(), b"1,2,3".to_vec()));
+    first.push(("plant/z".into(), b"{\"x\": 1}".to_vec()));
+    first.extend(data[1..].iter().cloned());
+    publish_all(port, "pub-1", first);
+    // Acknowledged by the broker is not yet delivered: wait until the run
+    // has them all before the broker dies.
+    wait_for_points(&ckpt, 20 * 50);
+
+    // The broker restarts mid-stream; the run reconnects and subscribes again.
+    broker.restart();
+    lines.wait_for("reconnected");
+    lines.wait_for("subscribed to");
+    publish_all(port, "pub-2", batch(2, 20));
+
+    let status = wait_exit(&mut child);
+    let text = lines.rest();
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    assert!(text.contains("broker reconnections"), "{text}");
+    let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+    assert_eq!(ck.learner.counters().points_seen, 2 * 20 * 50, "{text}");
+    assert_eq!(ck.rejected.total(), 3, "{:?}\n{text}", ck.rejected);
+    // MQTT cannot replay: no position is saved for it.
+    assert!(ck.sources.is_empty(), "{:?}", ck.sources);
+}
+
+#[test]
+fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
+    let port = brokers::free_port();
+    let out = crate::util::wait_output(
+        emstream()
+            .args([
+                "run",
+                "--mqtt",
+                &format!("mqtt://127.0.0.1:{port}"),
+                "--topic",
+                "t",
+                "--connect-timeout",
+                "0.5",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = crate::util::stderr(&out);
+    assert!(text.contains("within --connect-timeout"), "{text}");
+}

@@ -1,0 +1,358 @@
+//! The JetStream source against a real `nats-server` the test starts:
+//! exactly once through SIGKILLs, retention gaps, acknowledgements.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::brokers::{self, create_stream, jetstream, publish, runtime};
+use crate::util::{assert_ok, emstream, file, learner_bytes, points, stderr, wait_output, SMALL};
+
+/// Messages of 1 to 200 lines of the points of `points(n, seed)`, a junk
+/// line now and then (never first); returns the bodies and the number of
+/// valid points.
+fn messages(n: usize, seed: u64) -> (Vec<Vec<u8>>, u64) {
+    let pts = points(n, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pts.len() {
+        let take = rng.random_range(1..=200).min(pts.len() - i);
+        let mut body = pts[i..i + take].join("\n");
+        if !out.is_empty() && rng.random_range(0..10) == 0 {
+            body.push_str("\nnot,a,point");
+        }
+        if rng.random_range(0..2) == 0 {
+            body.push('\n');
+        }
+        out.push(body.into_bytes());
+        i += take;
+    }
+    (out, n as u64)
+}
+
+fn run_args(port: u16, stream: &str, consumer: &str, ckpt: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "--nats",
+        &format!("nats://127.0.0.1:{port}"),
+        "--stream",
+        stream,
+        "--consumer",
+        consumer,
+        "--checkpoint",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(ckpt.display().to_string());
+    a.extend(SMALL.iter().map(|s| s.to_string()));
+    a
+}
+
+fn spawn(args: &[String]) -> Child {
+    emstream()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn points_in(path: &std::path::Path) -> u64 {
+    let ck = emstream::checkpoint::load(path).expect("checkpoint loads");
+    ck.learner.counters().points_seen + ck.learner.pending_points() as u64
+}
+
+fn position(path: &std::path::Path, key: &str) -> Option<u64> {
+    let ck = emstream::checkpoint::load(path).expect("checkpoint loads");
+    ck.sources
+        .iter()
+        .find(|s| s.source == key)
+        .map(|s| s.position)
+}
+
+#[test]
+fn jetstream_five_sigkills_and_resume_give_the_uninterrupted_model_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream sigkill test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, valid) = messages(60_000, 11);
+    let rt = runtime();
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "PTS", -1).await;
+    });
+    // The stream grows while the runs below are killed at random moments.
+    let publisher = {
+        let bodies = bodies.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let js = jetstream(port).await;
+                for (i, b) in bodies.into_iter().enumerate() {
+                    publish(&js, &format!("pts.s{}", i % 3), b).await;
+                    if i % 2 == 0 {
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                    }
+                }
+            })
+        })
+    };
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "PTS", "emstream", &ckpt);
+    args.extend(
+        [
+            "--resume",
+            "--checkpoint-interval",
+            "0.05",
+            "--checkpoint-every",
+            "1000",
+        ]
+        .map(String::from),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut seen_mid_stream = Vec::new();
+    for _ in 0..5 {
+        let mut child = spawn(&args);
+        std::thread::sleep(Duration::from_millis(rng.random_range(250..900)));
+        child.kill().expect("SIGKILL is sent");
+        child.wait().unwrap();
+        if ckpt.exists() {
+            seen_mid_stream.push(points_in(&ckpt));
+        }
+    }
+    eprintln!("points in the checkpoint after each SIGKILL: {seen_mid_stream:?}");
+    publisher.join().expect("the publisher finishes");
+    args.extend(["--stop-when-idle", "1"].map(String::from));
+    let out = wait_output(spawn(&args));
+    assert_ok(&out);
+    let text = stderr(&out);
+    assert!(
+        text.contains("jetstream:PTS: resuming after sequence"),
+        "{text}"
+    );
+    let last = bodies.len() as u64;
+    assert!(
+        text.contains(&format!(
+            "jetstream:PTS: model at sequence {last} of {last}, lag 0 messages"
+        )),
+        "{text}"
+    );
+
+    // The same stream, read once without interruption.
+    let reference = file(&dir, "reference.ckpt");
+    let mut ref_args = run_args(port, "PTS", "reference", &reference);
+    ref_args.extend(["--stop-when-idle", "1"].map(String::from));
+    assert_ok(&wait_output(spawn(&ref_args)));
+
+    let mid: std::collections::BTreeSet<u64> = seen_mid_stream
+        .iter()
+        .copied()
+        .filter(|&n| n > 0 && n < valid)
+        .collect();
+    assert!(
+        mid.len() >= 3,
+        "fewer than 3 kills landed mid-stream: {seen_mid_stream:?}"
+    );
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, valid);
+    assert_eq!(ck.learner.pending_points(), 0);
+    assert_eq!(position(&ckpt, "jetstream:PTS"), Some(last));
+    assert_eq!(
+        learner_bytes(&ckpt),
+        learner_bytes(&reference),
+        "killed and resumed {seen_mid_stream:?}: the model differs from one uninterrupted run"
+    );
+    // Junk lines are counted once each, like the points.
+    assert_eq!(
+        ck.rejected,
+        emstream::checkpoint::load(&reference).unwrap().rejected
+    );
+}
+
+#[test]
+fn a_retention_gap_is_refused_unless_allowed_and_then_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream retention gap test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, _) = messages(6_000, 3);
+    let count = |range: std::ops::Range<usize>| -> u64 {
+        bodies[range]
+            .iter()
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .filter(|l| l.contains(',') && !l.starts_with("not"))
+                    .count() as u64
+            })
+            .sum()
+    };
+    let rt = runtime();
+    // The stream keeps only its last 10 messages.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "GAP", 10).await;
+        for b in &bodies[..5] {
+            publish(&js, "gap.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "GAP", "emstream", &ckpt);
+    // One subject filter (NATS 2.9 takes only the singular one); the
+    // position is kept under the stream and the filter.
+    args.extend(["--stop-when-idle", "0.5", "--subject", "gap.a"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    assert_eq!(position(&ckpt, "jetstream:GAP:gap.a"), Some(5));
+    // Acknowledged up to what the final checkpoint holds, or a
+    // mid-stream one before it: never beyond.
+    let acked = rt.block_on(async {
+        let js = jetstream(port).await;
+        let mut stream = js.get_stream("GAP").await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("emstream").await.unwrap();
+        let _ = stream.info().await;
+        c.info().await.unwrap().ack_floor.stream_sequence
+    });
+    assert!(acked <= 5, "acknowledged {acked}, beyond the checkpoint");
+
+    // 20 more: sequences 6..15 are gone, 16..25 kept.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[5..25] {
+            publish(&js, "gap.a", b.clone()).await;
+        }
+    });
+    let before = learner_bytes(&ckpt);
+    args.push("--resume".into());
+    let out = wait_output(spawn(&args));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("no longer holds sequence 6")
+            && text.contains("10 message(s) (sequences 6..15) are gone")
+            && text.contains("--allow-gap"),
+        "{text}"
+    );
+    assert_eq!(
+        learner_bytes(&ckpt),
+        before,
+        "a refused resume changed the model"
+    );
+
+    args.push("--allow-gap".into());
+    let out = wait_output(spawn(&args));
+    assert_ok(&out);
+    let text = stderr(&out);
+    assert!(
+        text.contains("10 messages lost to the stream's retention"),
+        "{text}"
+    );
+    assert_eq!(position(&ckpt, "jetstream:GAP:gap.a"), Some(25));
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(
+        ck.learner.counters().points_seen,
+        count(0..5) + count(15..25)
+    );
+}
+
+#[test]
+fn a_missing_stream_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream missing stream test") else {
+        return;
+    };
+    let ckpt = file(&dir, "model.ckpt");
+    let out = wait_output(spawn(&run_args(nats.port, "NOPE", "c", &ckpt)));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no stream NOPE"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_readme_recipe_sensors_over_mqtt_into_jetstream_are_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((nats, mqtt)) = brokers::nats_mqtt(dir.path(), "nats-server MQTT recipe test") else {
+        return;
+    };
+    runtime().block_on(async {
+        let js = jetstream(nats.port).await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "SENSORS".into(),
+            subjects: vec!["sensors.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is created");
+    });
+    // Sensors publish over MQTT (QoS 1) to sensors/<site>/<device>.
+    let msgs: Vec<(String, Vec<u8>)> = crate::mqtt::batch(4, 12)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, body))| (format!("sensors/site{}/dev{}", i % 2, i % 3), body))
+        .collect();
+    crate::mqtt::publish_all(mqtt, "sensor-1", msgs);
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(nats.port, "SENSORS", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "0.5"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, 12 * 50);
+    assert_eq!(position(&ckpt, "jetstream:SENSORS"), Some(12));
+}
+
+#[test]
+fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = brokers::nats(dir.path(), "jetstream broker restart test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, valid) = messages(8_000, 21);
+    let half = bodies.len() / 2;
+    let lines = |range: std::ops::Range<usize>| -> u64 {
+        bodies[range]
+            .iter()
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .filter(|l| !l.starts_with("not"))
+                    .count() as u64
+            })
+            .sum()
+    };
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "RS", -1).await;
+        for b in &bodies[..half] {
+            publish(&js, "rs.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "RS", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "8", "--checkpoint-interval", "0.1"].map(String::from));
+    let mut child = spawn(&args);
+    crate::util::wait_for_points(&ckpt, lines(0..half));
+    // The server dies and comes back with its store; the run reconnects.
+    nats.restart();
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[half..] {
+            publish(&js, "rs.a", b.clone()).await;
+        }
+    });
+    let err = crate::util::StderrLines::new(&mut child);
+    let status = crate::util::wait_exit(&mut child);
+    let text = err.rest();
+    eprintln!("{text}");
+    assert!(status.success(), "{status:?} {text}");
+    assert!(text.contains("NATS: reconnected"), "{text}");
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, valid);
+    assert_eq!(position(&ckpt, "jetstream:RS"), Some(bodies.len() as u64));
+}
