@@ -8,12 +8,17 @@
 //! cargo bench --bench learner
 //! cargo bench --bench learner -- 'd8'        # one group of cases
 //! EMSTREAM_BENCH_WALL=1 cargo bench --bench learner   # wall-clock time
+//! # the E-step on 2 threads (--threads 2), in wall time, d = 32 only:
+//! EMSTREAM_BENCH_WALL=1 EMSTREAM_BENCH_THREADS=2 cargo bench --bench learner -- d32
 //! ```
 //!
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), as in
 //! the parser bench, so the numbers hold on a machine busy with other work
-//! (the learner is single-threaded; on an idle machine CPU time equals wall
-//! time). Set `EMSTREAM_BENCH_WALL=1` to measure wall time instead.
+//! (the learner is single-threaded by default; on an idle machine CPU time
+//! equals wall time). Set `EMSTREAM_BENCH_WALL=1` to measure wall time
+//! instead, which `EMSTREAM_BENCH_THREADS=N` (the learner's `--threads`,
+//! default 1; case names then end in `_tN`) needs: the calling thread's CPU
+//! time leaves out the other threads' work.
 //!
 //! Targets (see BENCHMARKS.md): >= 20 M points/s for d=2 K=2 full and
 //! >= 5 M points/s for d=8 K=6 full.
@@ -66,7 +71,7 @@ fn random_full(d: usize, k: usize, seed: u64) -> GaussianMixture {
 
 /// A learner for `truth`'s shape, past its warm-up, and a block of fresh
 /// points from `truth`.
-fn warmed_up(truth: &GaussianMixture, n: usize) -> (StepwiseEm, Vec<f64>) {
+fn warmed_up(truth: &GaussianMixture, n: usize, threads: usize) -> (StepwiseEm, Vec<f64>) {
     let params = Params {
         components: truth.n_components(),
         covariance: truth.covariance_type(),
@@ -79,6 +84,7 @@ fn warmed_up(truth: &GaussianMixture, n: usize) -> (StepwiseEm, Vec<f64>) {
     let block = truth.sample(&mut rng, n);
     assert_eq!(n % params.batch_size, 0, "no partial batch per iteration");
     let mut em = StepwiseEm::new(params, truth.dim());
+    em.set_threads(threads);
     em.observe(&warmup, None).expect("warm-up fits");
     assert!(
         em.mixture().is_some(),
@@ -90,7 +96,19 @@ fn warmed_up(truth: &GaussianMixture, n: usize) -> (StepwiseEm, Vec<f64>) {
     (em, block)
 }
 
+/// The E-step's threads, from `EMSTREAM_BENCH_THREADS` (default 1).
+fn threads() -> usize {
+    match std::env::var("EMSTREAM_BENCH_THREADS") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .expect("EMSTREAM_BENCH_THREADS is a number of threads"),
+        Err(_) => 1,
+    }
+}
+
 fn learner<M: Measurement>(c: &mut Criterion<M>) {
+    let threads = threads();
     let cases: Vec<(&str, GaussianMixture, usize)> = vec![
         ("d2_k2_full", testdata::two_clusters(), BLOCK),
         (
@@ -121,9 +139,14 @@ fn learner<M: Measurement>(c: &mut Criterion<M>) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for (name, truth, n) in &cases {
-        let (mut em, block) = warmed_up(truth, *n);
+        let (mut em, block) = warmed_up(truth, *n, threads);
+        let id = if threads > 1 {
+            format!("{name}_t{threads}")
+        } else {
+            name.to_string()
+        };
         group.throughput(Throughput::Elements(*n as u64));
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
             b.iter(|| em.observe(black_box(&block), None).expect("valid block"))
         });
         assert_eq!(em.pending_points(), 0);

@@ -3,7 +3,8 @@
 //! 1M lines of 2-D and 8-D CSV such as `-1.2345678,3.4567890` are built in
 //! memory, then fed to a [`Framer`] in 64 KiB reads (as the stdin reader
 //! does) and every chunk parsed into a reused [`Batch`]. The framer and the
-//! parser are also measured alone.
+//! parser are also measured alone, and the parser on 1M quoted lines as R
+//! writes them (`"1","Very Good",x,y`), which take the `csv-core` path.
 //!
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so
 //! the numbers hold on a machine busy with other work; on an idle machine it
@@ -37,6 +38,20 @@ fn csv(dim: usize) -> Vec<u8> {
             let sep = if j + 1 == dim { '\n' } else { ',' };
             write!(out, "{v:.7}{sep}").expect("writing to a Vec cannot fail");
         }
+    }
+    out
+}
+
+/// `LINES` lines as R's `write.csv` writes them: a quoted row id, a quoted
+/// text field with a space, then two numbers (every line takes the quoted
+/// path through `csv-core`).
+fn quoted_csv() -> Vec<u8> {
+    use std::io::Write;
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut out = Vec::with_capacity(LINES * 40);
+    for i in 0..LINES {
+        let (x, y): (f64, f64) = (rng.random_range(-10.0..10.0), rng.random_range(-10.0..10.0));
+        writeln!(out, "\"{i}\",\"Very Good\",{x:.7},{y:.7}").expect("writing to a Vec cannot fail");
     }
     out
 }
@@ -123,6 +138,30 @@ fn bench<M: Measurement>(c: &mut Criterion<M>) {
             });
         });
     }
+    // Quoted lines, two of four fields kept: the csv-core path.
+    let chunks = frame(&quoted_csv());
+    group.throughput(Throughput::Elements(LINES as u64));
+    group.bench_with_input(
+        BenchmarkId::new("parser-quoted", 2),
+        &chunks,
+        |b, chunks| {
+            let mut batch = Batch::default();
+            b.iter(|| {
+                let mut parser = Parser::new(ParserConfig {
+                    columns: Some(emstream::input::Columns::new(vec![2, 3]).unwrap()),
+                    ..ParserConfig::default()
+                });
+                let mut n = 0;
+                for chunk in chunks {
+                    batch.values.clear();
+                    parser.parse(chunk, &mut batch);
+                    n += batch.values.len();
+                }
+                assert_eq!(n, LINES * 2);
+                black_box(n)
+            });
+        },
+    );
     group.finish();
 }
 

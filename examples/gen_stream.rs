@@ -9,8 +9,9 @@
 //! Options:
 //!
 //! - `--mixture NAME`: `two-clusters` (2-D, K=2), `overlapping` (2-D, K=2),
-//!   `three-1d` (1-D, K=3) or `eight-d` (8-D, K=6, full covariances);
-//!   default `two-clusters`.
+//!   `three-1d` (1-D, K=3), `eight-d` (8-D, K=6, full covariances) or
+//!   `wide-32` (32-D, K=10, full, rotated covariances: issue 13's wide
+//!   case); default `two-clusters`.
 //! - `--n N`: number of points (default 1000000; `_` separators allowed).
 //! - `--seed S`: seed of the sampler (default 1); the same seed gives the
 //!   same bytes.
@@ -40,7 +41,7 @@ struct Opts {
 }
 
 fn usage() -> &'static str {
-    "usage: gen_stream [--mixture two-clusters|overlapping|three-1d|eight-d] [--n N] [--seed S] [--header] [--digits D]"
+    "usage: gen_stream [--mixture two-clusters|overlapping|three-1d|eight-d|wide-32] [--n N] [--seed S] [--header] [--digits D]"
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -96,10 +97,11 @@ fn mixture(name: &str) -> Result<GaussianMixture, String> {
         "overlapping" => testdata::overlapping(),
         "three-1d" => testdata::three_1d(),
         "eight-d" => testdata::eight_d(CovarianceType::Full, 3),
+        "wide-32" => testdata::random_mixture(32, 10, 4.0, 32),
         _ => {
             return Err(format!(
-                "unknown mixture {name:?}: use two-clusters, overlapping, three-1d or eight-d"
-            ))
+            "unknown mixture {name:?}: use two-clusters, overlapping, three-1d, eight-d or wide-32"
+        ))
         }
     })
 }

@@ -13,7 +13,7 @@
 #                 (it must accept the same `run`/`score` arguments)
 #   BENCH_NO_HYPERFINE=1  time with the plain loop even if hyperfine exists
 #   BENCH_TMP     parent directory for the streams (default: $TMPDIR or /tmp);
-#                 needs about 300 MB free
+#                 needs about 600 MB free
 #
 # Timing uses hyperfine if it is installed or can be installed with apt-get;
 # otherwise a plain loop timed with `date`. Peak RSS comes from
@@ -93,6 +93,7 @@ say "generating streams in $tmp"
 "$gen" --mixture two-clusters --n "$n1" --seed 1 >"$tmp/two.csv"
 "$gen" --mixture eight-d --n "$n1" --seed 2 >"$tmp/eight.csv"
 "$gen" --mixture two-clusters --n "$n10" --seed 3 >"$tmp/big.csv"
+"$gen" --mixture wide-32 --n "$n1" --seed 4 >"$tmp/wide32.csv"
 
 # ---- measuring ------------------------------------------------------------
 # Each run starts from an empty checkpoint directory: an existing checkpoint
@@ -172,6 +173,10 @@ measure() {
 ck="$tmp/ck/m.ckpt"
 measure "run 2-D K=2 full" "$n1" "'$bin' run -k 2 --checkpoint '$ck' < '$tmp/two.csv'" 10 -
 measure "run 8-D K=6 full" "$n1" "'$bin' run -k 6 --checkpoint '$ck' < '$tmp/eight.csv'" 3 -
+# Issue 13: wide points, the E-step on 1 thread and on every core (the
+# default), the same model either way.
+measure "run 32-D K=10 full, 1 thread" "$n1" "'$bin' run -k 10 --threads 1 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
+measure "run 32-D K=10 full, $(nproc) threads" "$n1" "'$bin' run -k 10 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
 measure "run 2-D K=2 full (memory)" "$n10" "'$bin' run -k 2 --checkpoint '$ck' < '$tmp/big.csv'" - 32
 if [ "$has_score" = 1 ]; then
     fresh

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{Columns, ColumnsError, Format, ParserConfig};
+use crate::input::{Columns, ColumnsError, Delimiter, Format, ParserConfig};
 use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
+use crate::security::{AccessFiles, SecurityError};
 
 mod brokers;
 pub use brokers::{BrokerError, MqttOptions, NatsOptions};
@@ -28,6 +29,44 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// Longest line limit accepted for `max_line_bytes` (16 MiB): one line of
 /// that size already uses half of the 32 MiB memory budget.
 pub const MAX_LINE_BYTES_LIMIT: usize = 16 << 20;
+
+/// Largest configuration file read (1 MiB; the shipped one is 5 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most older checkpoint generations `keep` accepts: each save renames every
+/// kept generation, so the bound keeps a save (and a stop waiting for it)
+/// short; a thousand generations are far more than any rollback needs.
+pub const MAX_KEEP: usize = 1000;
+
+/// Default `max_reject_rate`: a run that rejects more than half of its
+/// records fails. Such a run almost surely reads its input with the wrong
+/// options (every record rejected for a wrong `--dim`, `--columns` or
+/// `--delimiter`), and a model learned from the rest would be learned from
+/// whatever happened to parse.
+pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.5;
+
+/// Records a run must have read before its reject rate can stop it while
+/// input still arrives; at the end of the input any number is judged.
+pub const REJECT_RATE_MIN_RECORDS: u64 = 1000;
+
+/// The reject-rate rule, in one place for every caller: the rate
+/// (`rejected / (points + rejected)`) when it is above `max_rate` and
+/// there are enough records to judge (any at the end of the input, else at
+/// least [`REJECT_RATE_MIN_RECORDS`]); `None` otherwise. A `max_rate` of 1
+/// or more never fails.
+pub fn reject_rate_exceeded(
+    max_rate: f64,
+    points: u64,
+    rejected: u64,
+    at_end: bool,
+) -> Option<f64> {
+    let records = points + rejected;
+    if records == 0 || (!at_end && records < REJECT_RATE_MIN_RECORDS) {
+        return None;
+    }
+    let rate = rejected as f64 / records as f64;
+    (rate > max_rate).then_some(rate)
+}
 
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
@@ -228,12 +267,34 @@ config_keys! {
         /// Fields to use, 0-based (field 0 is the first), in this order; all
         /// fields when absent.
         pub columns: Option<Vec<usize>> = None,
+        /// Header names of the CSV fields to use, in this order (the first line
+        /// must then be a header); instead of `columns`.
+        pub column_names: Option<Vec<String>> = None,
+        /// CSV field separator: `auto` (decided from the first line and
+        /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
+        /// `tab`, `pipe` or `whitespace`.
+        pub delimiter: Delimiter = Delimiter::Auto,
+        /// JSON objects: the fields to use, in this order; `env.temp` walks into
+        /// a nested object.
+        pub fields: Option<Vec<String>> = None,
+        /// JSON: accept numbers written as strings (`"21.5"`), otherwise a
+        /// rejected record.
+        pub string_numbers: bool = false,
         /// Dimension of the points; taken from the first valid record when absent.
         pub dim: Option<usize> = None,
         /// Lines longer than this many bytes are rejected without being held.
         pub max_line_bytes: usize = DEFAULT_MAX_LINE_BYTES,
         /// `skip` bad records (counted and reported) or `fail` at the first one.
         pub on_error: OnError = OnError::Skip,
+        /// Fail the run (exit status 4, after checkpointing) when more than
+        /// this fraction of its records is rejected; 1 never fails.
+        pub max_reject_rate: f64 = DEFAULT_MAX_REJECT_RATE,
+        /// Pass the points of an `input` file through a random buffer of this
+        /// many points before learning: a file sorted by a column is a
+        /// drifting stream to one-pass EM, the buffer undoes most of that in
+        /// bounded memory. Not with `score` (lines would not follow the
+        /// input) or `on_error = "fail"`.
+        pub shuffle_buffer: Option<usize> = None,
         /// Checkpoint file; no checkpoint is written when absent.
         pub checkpoint: Option<PathBuf> = None,
         /// Also checkpoint every this many points read.
@@ -271,6 +332,20 @@ config_keys! {
         /// Log filter (`info`, `debug`, `emstream=debug`, ...); `RUST_LOG`
         /// when absent, else `info`.
         pub log_level: Option<String> = None,
+        /// PEM certificate chain served by TLS on the listeners (with `tls_key`).
+        pub tls_cert: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert`.
+        pub tls_key: Option<PathBuf> = None,
+        /// PEM bundle of client CAs: every client must present a certificate
+        /// signed by one of them (mutual TLS). Needs `tls_cert`.
+        pub tls_client_ca: Option<PathBuf> = None,
+        /// File whose first line is a token every TCP connection must send as
+        /// its first line (and the admin server takes as a bearer token).
+        pub auth_token_file: Option<PathBuf> = None,
+        /// Threads of the learner's E-step; the available cores (at most
+        /// [`DEFAULT_THREADS_CAP`]) when absent. Any number learns the same
+        /// model, bit for bit.
+        pub threads: Option<usize> = None,
         /// End the run as at the end of input once no record has arrived for
         /// this many seconds (any source).
         pub stop_when_idle: Option<f64> = None,
@@ -333,6 +408,22 @@ config_keys! {
     }
 }
 
+/// Most threads the learner takes by default (without `threads`): past
+/// this a default mini-batch of 1,000 points has too few sub-blocks to
+/// share (see [`crate::model::em::sub_block_points`]).
+pub const DEFAULT_THREADS_CAP: usize = 8;
+
+/// Most threads `threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// The E-step threads when `threads` is not given: the available cores, at
+/// most [`DEFAULT_THREADS_CAP`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(DEFAULT_THREADS_CAP)
+}
+
 /// A configuration that cannot be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -371,11 +462,31 @@ pub enum ConfigError {
     /// `columns` is empty or lists a field twice.
     #[error(transparent)]
     Columns(#[from] ColumnsError),
+    /// Both `columns` and `column_names` are given.
+    #[error(
+        "columns (0-based indices) and column_names (header names) are both set: give one of them"
+    )]
+    ColumnsTwoWays,
+    /// `column_names` is empty.
+    #[error("column_names is empty: list at least one header name, e.g. --columns carat,price")]
+    ColumnNamesEmpty,
+    /// `fields` without `format = "json"`.
+    #[error("fields names values of JSON objects: add --format json, or use --columns for CSV")]
+    FieldsNeedJson,
+    /// A CSV-only option with `format = "json"`.
+    #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
+    CsvOnly,
+    /// `shuffle_buffer` with something it cannot work with.
+    #[error("shuffle_buffer {0}")]
+    ShuffleBuffer(&'static str),
+    /// `max_reject_rate` is not in [0, 1].
+    #[error("max_reject_rate = {0} is out of range: give a fraction from 0 to 1 (1 never fails)")]
+    MaxRejectRate(f64),
     /// `dim` is 0.
     #[error("dim must be at least 1")]
     DimZero,
     /// `dim` disagrees with the number of `columns`.
-    #[error("dim = {dim} but columns lists {columns} fields: drop dim or make them agree")]
+    #[error("dim = {dim} but columns (or column_names, fields) lists {columns} fields: drop dim or make them agree")]
     DimColumns {
         /// The dimension given.
         dim: usize,
@@ -385,6 +496,9 @@ pub enum ConfigError {
     /// A learner option is out of range.
     #[error(transparent)]
     Learner(#[from] ParamError),
+    /// `threads` is 0 or above [`MAX_THREADS`].
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores, at most {DEFAULT_THREADS_CAP})")]
+    Threads(usize),
     /// `checkpoint_every` is 0.
     #[error(
         "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
@@ -427,6 +541,12 @@ pub enum ConfigError {
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
+    /// `keep` is above [`MAX_KEEP`].
+    #[error("keep = {0} is out of range: give a value from 0 to {MAX_KEEP}")]
+    Keep(usize),
+    /// The TLS or token options do not go together.
+    #[error(transparent)]
+    Access(#[from] SecurityError),
 }
 
 impl Config {
@@ -451,11 +571,25 @@ impl Config {
     /// [`ConfigError::Read`] when the file cannot be read, otherwise as
     /// [`Config::from_toml`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = Config::read_text(path)?;
+        Config::from_toml(&text, path)
+    }
+
+    /// The text of a configuration file: a regular file (a FIFO or a
+    /// device is refused without blocking) of at most [`MAX_CONFIG_BYTES`],
+    /// in UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] naming the file and what is wrong with it.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+        let read_err = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Config::from_toml(&text, path)
+        };
+        let bytes = crate::security::read_regular(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
     }
 
     /// The top-level keys set in a TOML text (for [`RunConfig::with_given`]).
@@ -510,21 +644,62 @@ impl Config {
         if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
             return Err(ConfigError::MaxLineBytes(self.max_line_bytes));
         }
+        if !(0.0..=1.0).contains(&self.max_reject_rate) {
+            return Err(ConfigError::MaxRejectRate(self.max_reject_rate));
+        }
         let columns = self.columns.clone().map(Columns::new).transpose()?;
+        if columns.is_some() && self.column_names.is_some() {
+            return Err(ConfigError::ColumnsTwoWays);
+        }
+        if self.column_names.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::ColumnNamesEmpty);
+        }
+        let fields = self.fields.clone().filter(|f| !f.is_empty());
+        if fields.is_some() && self.format != Format::Json {
+            return Err(ConfigError::FieldsNeedJson);
+        }
+        if (self.column_names.is_some() || self.delimiter != Delimiter::Auto)
+            && self.format != Format::Csv
+        {
+            return Err(ConfigError::CsvOnly);
+        }
         if let Some(dim) = self.dim {
             if dim == 0 {
                 return Err(ConfigError::DimZero);
             }
-            if let Some(cols) = &columns {
-                if cols.len() != dim {
-                    return Err(ConfigError::DimColumns {
-                        dim,
-                        columns: cols.len(),
-                    });
+            let listed = columns
+                .as_ref()
+                .map(Columns::len)
+                .or(self.column_names.as_ref().map(Vec::len))
+                .or(fields.as_ref().map(Vec::len));
+            if let Some(n) = listed {
+                if n != dim {
+                    return Err(ConfigError::DimColumns { dim, columns: n });
                 }
             }
         }
         let params = self.params().check()?;
+        if let Some(n) = self.shuffle_buffer {
+            if n == 0 {
+                return Err(ConfigError::ShuffleBuffer(
+                    "is 0: give at least 1 point, or leave it out",
+                ));
+            }
+            if !matches!(source, Source::File(_)) {
+                return Err(ConfigError::ShuffleBuffer("reorders a file: give --input PATH (a stream that never ends cannot wait for the buffer)"));
+            }
+            if self.score {
+                return Err(ConfigError::ShuffleBuffer("reorders the points, so score lines would not follow the input: drop --score, or score afterwards with emstream score"));
+            }
+            if self.on_error == OnError::Fail {
+                return Err(ConfigError::ShuffleBuffer("with --on-error fail cannot say which points came before the bad record: use --on-error skip"));
+            }
+        }
+        let threads = match self.threads {
+            None => default_threads(),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::Threads(t)),
+        };
 
         if self.checkpoint_every == Some(0) {
             return Err(ConfigError::CheckpointEvery);
@@ -536,6 +711,21 @@ impl Config {
         };
         if self.resume && self.overwrite {
             return Err(ConfigError::ResumeAndOverwrite);
+        }
+        if self.keep > MAX_KEEP {
+            return Err(ConfigError::Keep(self.keep));
+        }
+        let access = AccessFiles {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            auth_token_file: self.auth_token_file.clone(),
+        };
+        if access.tls_cert.is_some() != access.tls_key.is_some() {
+            return Err(SecurityError::CertWithoutKey.into());
+        }
+        if access.tls_client_ca.is_some() && access.tls_cert.is_none() {
+            return Err(SecurityError::ClientCaWithoutTls.into());
         }
         let checkpoint = match &self.checkpoint {
             Some(path) => Some(CheckpointPolicy {
@@ -622,14 +812,22 @@ impl Config {
                 format: self.format,
                 columns,
                 dim: self.dim,
+                delimiter: self.delimiter,
+                column_names: self.column_names.clone(),
+                fields,
+                string_numbers: self.string_numbers,
             },
             max_line_bytes: self.max_line_bytes,
             max_connections: self.max_connections,
             on_error: self.on_error,
+            max_reject_rate: self.max_reject_rate,
+            shuffle_buffer: self.shuffle_buffer,
             params,
             checkpoint,
             score,
             given: BTreeSet::new(),
+            access,
+            threads,
             stop_when_idle,
         })
     }
@@ -644,6 +842,13 @@ impl ConfigError {
             ConfigError::MaxConnections => "max_connections",
             ConfigError::MaxLineBytes(_) => "max_line_bytes",
             ConfigError::Columns(_) => "columns",
+            ConfigError::ColumnsTwoWays | ConfigError::ColumnNamesEmpty => "column_names",
+            ConfigError::FieldsNeedJson => "fields",
+            ConfigError::CsvOnly => "format",
+            ConfigError::ShuffleBuffer(_) => "shuffle_buffer",
+            ConfigError::MaxRejectRate(_) => "max_reject_rate",
+            ConfigError::Threads(_) => "threads",
+            ConfigError::Keep(_) => "keep",
             ConfigError::DimZero | ConfigError::DimColumns { .. } => "dim",
             ConfigError::CheckpointEvery => "checkpoint_every",
             ConfigError::CheckpointInterval(_) => "checkpoint_interval",
@@ -662,9 +867,10 @@ impl ConfigError {
                         .is_some_and(|rest| rest.starts_with([' ', ':']))
                 });
             }
-            ConfigError::Read { .. } | ConfigError::Parse { .. } | ConfigError::Broker(_) => {
-                return None
-            }
+            ConfigError::Read { .. }
+            | ConfigError::Parse { .. }
+            | ConfigError::Broker(_)
+            | ConfigError::Access(_) => return None,
         })
     }
 }
@@ -681,8 +887,8 @@ pub fn key_line(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// A TOML error as `line N, key K: what is wrong` (key when the error's
-/// line sets one).
+/// A TOML error as `line N, key K: what` (the key when the error's span
+/// starts on a `key = value` line), so a wrong type names where it is.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return e.message().to_string();
@@ -758,10 +964,14 @@ pub struct RunConfig {
     pub(crate) max_line_bytes: usize,
     pub(crate) max_connections: usize,
     pub(crate) on_error: OnError,
+    pub(crate) max_reject_rate: f64,
+    pub(crate) shuffle_buffer: Option<usize>,
     pub(crate) params: CheckedParams,
     pub(crate) checkpoint: Option<CheckpointPolicy>,
     pub(crate) score: Option<ScoreOptions>,
     pub(crate) given: BTreeSet<String>,
+    pub(crate) access: AccessFiles,
+    pub(crate) threads: usize,
     pub(crate) stop_when_idle: Option<Duration>,
 }
 
@@ -810,6 +1020,11 @@ impl RunConfig {
         self.on_error
     }
 
+    /// Largest fraction of rejected records before the run fails.
+    pub fn max_reject_rate(&self) -> f64 {
+        self.max_reject_rate
+    }
+
     /// Most concurrent TCP connections.
     pub fn max_connections(&self) -> usize {
         self.max_connections
@@ -825,6 +1040,11 @@ impl RunConfig {
         &self.daemon
     }
 
+    /// Threads of the learner's E-step.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// The run ends once idle this long (`--stop-when-idle`).
     pub fn stop_when_idle(&self) -> Option<Duration> {
         self.stop_when_idle
@@ -833,6 +1053,12 @@ impl RunConfig {
     /// Keys given explicitly (see [`RunConfig::with_given`]).
     pub fn given(&self) -> &BTreeSet<String> {
         &self.given
+    }
+
+    /// TLS and token files of the listeners (TCP ingest, admin server):
+    /// load them with [`crate::security::Guard::load`].
+    pub fn access(&self) -> &AccessFiles {
+        &self.access
     }
 }
 
@@ -869,6 +1095,9 @@ mod tests {
             input: Some("x".into()),
             listen: Some("x".into()),
             columns: Some(vec![1]),
+            shuffle_buffer: Some(1),
+            column_names: Some(vec!["x".into()]),
+            fields: Some(vec!["x".into()]),
             dim: Some(1),
             checkpoint: Some("x".into()),
             checkpoint_every: Some(1),
@@ -879,6 +1108,11 @@ mod tests {
             idle_timeout: Some(1.0),
             stats_interval: Some(1.0),
             log_level: Some("x".into()),
+            tls_cert: Some("x".into()),
+            tls_key: Some("x".into()),
+            tls_client_ca: Some("x".into()),
+            auth_token_file: Some("x".into()),
+            threads: Some(2),
             ..Config::default()
         };
         all.resume = true;
@@ -921,8 +1155,14 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err = Config::from_toml("components = \"three\"\n", Path::new("c.toml")).unwrap_err();
+        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 2, key components: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -999,6 +1239,19 @@ mod tests {
     }
 
     #[test]
+    fn rule_threads() {
+        for bad in [0, MAX_THREADS + 1] {
+            let e = checked(|c| c.threads = Some(bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::Threads(t) if t == bad), "{e}");
+            assert!(e.to_string().contains("give 1 to"), "{e}");
+        }
+        assert_eq!(checked(|c| c.threads = Some(3)).unwrap().threads(), 3);
+        let default = checked(|_| {}).unwrap().threads();
+        assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
+        assert_eq!(default, default_threads());
+    }
+
+    #[test]
     fn rule_max_connections() {
         let e = checked(|c| c.max_connections = 0).unwrap_err();
         assert!(matches!(e, ConfigError::MaxConnections), "{e}");
@@ -1041,6 +1294,29 @@ mod tests {
             run.parser().columns.as_ref().map(Columns::fields),
             Some(&[0, 2, 5][..])
         );
+    }
+
+    #[test]
+    fn reject_rate_rule() {
+        // Judged at the end whatever the count; mid-run from 1000 records.
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, true), Some(1.0));
+        assert_eq!(reject_rate_exceeded(0.5, 0, 3, false), None);
+        assert_eq!(reject_rate_exceeded(0.5, 0, 0, true), None);
+        assert_eq!(reject_rate_exceeded(0.5, 5, 5, true), None, "at the limit");
+        assert_eq!(reject_rate_exceeded(0.5, 4, 6, true), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 600, false), Some(0.6));
+        assert_eq!(reject_rate_exceeded(0.5, 400, 599, false), None);
+        assert_eq!(reject_rate_exceeded(1.0, 0, 10_000, false), None);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let c = Config {
+                max_reject_rate: bad,
+                ..Config::default()
+            };
+            assert!(
+                matches!(c.check(), Err(ConfigError::MaxRejectRate(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! # emstream: a Gaussian mixture learned from a never-ending stream
 //!
-//! emstream reads points (CSV, whitespace-separated or JSON lines) from stdin
+//! emstream reads points (CSV per RFC 4180, whitespace-separated, or JSON
+//! lines of arrays or objects) from stdin
 //! or TCP, learns a Gaussian mixture model from them by stepwise (online) EM
 //! in one pass with memory that does not grow, and keeps the model in
 //! crash-safe checkpoints that can be inspected, plotted, diffed and used to
@@ -19,7 +20,9 @@
 //!   checked column selection ([`input::Columns`]), and parsing into
 //!   row-major [`input::Batch`]es, with every bad record counted by reason;
 //!   [`input::BatchReader`] is the one read-frame-parse loop over a whole
-//!   input.
+//!   input; one delimiter per input, quoted fields through `csv-core`, the
+//!   dimensions' names from the header or the JSON fields
+//!   ([`input::Parser::names`]).
 //! - [`checkpoint`]: the versioned, CRC-checked, atomically written checkpoint
 //!   file: an explicit on-disk schema (format 2; format 1 migrated on load)
 //!   converted to and from the in-memory [`checkpoint::Checkpoint`],
@@ -44,6 +47,10 @@
 //!   snapshot only.
 //! - [`logging`]: the `tracing` subscriber of the binary (text or JSON on
 //!   stderr) and the periodic stats line.
+//! - [`security`]: who may use a listening port (TLS with rustls/ring,
+//!   client certificates, a token compared in constant time:
+//!   [`security::Guard`]) and bounded reads of regular files only
+//!   ([`security::read_regular`]). It uses no other module.
 //!
 //! ## Dependency direction
 //!
@@ -55,10 +62,11 @@
 //!                                        ▲                   (binary: main.rs uses all)
 //!                                        └──── report (uses model, input, checkpoint, score, config)
 //!
-//! admin (uses pipeline, report)      logging (uses config, pipeline)
+//! admin (uses pipeline, report, security)      logging (uses config, pipeline)
 //! ```
 //!
-//! The numeric core ([`model`]) depends on nothing else in the crate;
+//! [`security`] depends on nothing else in the crate and may be used by any
+//! module. The numeric core ([`model`]) depends on nothing else in the crate;
 //! [`report`] and [`pipeline`] do not use each other.
 //!
 //! ## Entry points
@@ -117,6 +125,7 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod score;
+pub mod security;
 
 #[cfg(test)]
 mod layering {
@@ -126,7 +135,8 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 9] = [
+    const RANKS: [(&str, u32); 10] = [
+        ("security", 0),
         ("model", 0),
         ("input", 1),
         ("checkpoint", 2),

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use emstream::config::{enum_value, Config, LearnerArgs, LogFormat, OnError};
-use emstream::input::Format;
+use emstream::input::{ColumnList, Delimiter, Format};
 use emstream::pipeline::{self, PipelineError};
 
 /// Learn a Gaussian mixture model from a never-ending stream of points by
@@ -40,7 +40,7 @@ enum Command {
     Inspect(InspectArgs),
     /// Score points with the model of a checkpoint, without learning.
     Score(Box<emstream::report::score::ScoreArgs>),
-    /// Draw the model of a checkpoint as SVG.
+    /// Draw the model of a checkpoint as SVG (or PNG).
     Plot(Box<emstream::report::plot::PlotArgs>),
     /// Compare the models of two checkpoints.
     Diff(Box<emstream::report::diff::DiffArgs>),
@@ -85,23 +85,43 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR", env = "EMSTREAM_LISTEN")]
     listen: Option<String>,
     /// Most TCP connections served at once.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_connections: Option<usize>,
     /// Record format: csv or json.
     #[arg(long, value_name = "FORMAT", value_parser = enum_value::<Format>)]
     format: Option<Format>,
-    /// Fields to use, 0-based (field 0 is the first), e.g. 1,2,5.
+    /// Fields to use: 0-based indices (field 0 is the first), e.g. 1,2,5,
+    /// or header names, e.g. carat,price.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    columns: Option<Vec<usize>>,
+    columns: Option<Vec<String>>,
+    /// CSV field separator: auto (default; decided from the first line and
+    /// reported), comma, semicolon (numbers may use a decimal comma), tab,
+    /// pipe or whitespace.
+    #[arg(long, value_name = "SEP", value_parser = delimiter_value)]
+    delimiter: Option<Delimiter>,
+    /// JSON objects: the fields to use, e.g. temp,hum or env.temp,env.hum.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// JSON: accept numbers written as strings ("21.5").
+    #[arg(long)]
+    string_numbers: bool,
     /// Dimension of the points (default: from the first valid record).
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     dim: Option<usize>,
     /// Longest accepted line in bytes.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     max_line_bytes: Option<usize>,
     /// Bad records: skip (count and report) or fail (stop at the first).
     #[arg(long, value_name = "MODE", value_parser = enum_value::<OnError>)]
     on_error: Option<OnError>,
+    /// Fail (exit status 4, after checkpointing) when more than this
+    /// fraction of the records is rejected (default 0.5; 1 never fails).
+    #[arg(long, value_name = "R")]
+    max_reject_rate: Option<f64>,
+    /// Learn the points of an --input file through a random buffer of N
+    /// points (a file sorted by a column is a drifting stream otherwise).
+    #[arg(long, value_name = "N")]
+    shuffle_buffer: Option<usize>,
 
     /// Learner options.
     #[command(flatten)]
@@ -111,13 +131,13 @@ struct RunArgs {
     #[arg(long, value_name = "PATH", env = "EMSTREAM_CHECKPOINT")]
     checkpoint: Option<PathBuf>,
     /// Also checkpoint every N points read.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     checkpoint_every: Option<u64>,
     /// Also checkpoint every SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     checkpoint_interval: Option<f64>,
-    /// Older checkpoint generations kept (PATH.1, PATH.2, ...).
-    #[arg(long, value_name = "N")]
+    /// Older checkpoint generations kept (PATH.1, PATH.2, ...), 0 to 1000.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = keep_value)]
     keep: Option<usize>,
     /// Continue the model in the checkpoint.
     #[arg(long)]
@@ -138,6 +158,9 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
+    /// Threads of the learner's E-step (default: the available cores, at most 8); the model is the same with any number.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 
     /// Serve /metrics, /healthz, /livez and /model on IP:PORT (a bare PORT is loopback).
     #[arg(long, value_name = "ADDR", env = "EMSTREAM_ADMIN")]
@@ -157,6 +180,18 @@ struct RunArgs {
     /// Log filter, e.g. info, debug, emstream=debug (default: RUST_LOG, else info).
     #[arg(long, value_name = "FILTER", env = "EMSTREAM_LOG_LEVEL")]
     log_level: Option<String>,
+    /// PEM certificate chain for TLS on the listeners (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM client CA bundle: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// File whose first line is the token each TCP connection must send first.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
     /// End the run as at end of input once no record arrived for SECS seconds.
     #[arg(long, value_name = "SECS")]
     stop_when_idle: Option<f64>,
@@ -214,6 +249,22 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--keep`: a count from 0 to [`MAX_KEEP`](emstream::config::MAX_KEEP),
+/// with the range in the message for anything else (a negative number too).
+fn keep_value(s: &str) -> Result<usize, String> {
+    let max = emstream::config::MAX_KEEP;
+    match s.trim().parse::<i128>() {
+        Ok(n) if (0..=max as i128).contains(&n) => Ok(n as usize),
+        _ => Err(format!("give a number of generations from 0 to {max}")),
+    }
+}
+
+/// A `--delimiter` value: a name (as [`enum_value`] reads, any case) or the
+/// character itself (`;`, a tab), which the shared enum parser would trim.
+fn delimiter_value(s: &str) -> Result<Delimiter, String> {
+    s.parse().or_else(|e| enum_value(s).map_err(|_| e))
 }
 
 /// Writes a message to stderr, ignoring a closed stderr: through the log
@@ -325,13 +376,16 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     }
 }
 
-/// Exit status of a report command: 0, or 1 with the error on stderr.
+/// Exit status of a report command: 0; 2 with the error on stderr for an
+/// option that is out of range or does not fit the model (a usage error,
+/// like one clap finds); else 1.
 fn report(result: Result<(), emstream::report::ReportError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&e.to_string());
-            ExitCode::from(1)
+            let usage = matches!(e, emstream::report::ReportError::Invalid(_));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
@@ -364,20 +418,32 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     let mut given = BTreeSet::new();
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            let text = Config::read_text(path).map_err(|e| e.to_string())?;
             given.extend(Config::keys_in_toml(&text, path).map_err(|e| e.to_string())?);
             Config::from_toml(&text, path).map_err(|e| e.to_string())?
         }
         None => Config::default(),
     };
+    if let Some(list) = args.columns.take() {
+        match ColumnList::parse(&list) {
+            ColumnList::Indices(i) => cfg.columns = Some(i),
+            ColumnList::Names(n) => cfg.column_names = Some(n),
+        }
+        given.insert("columns".into());
+    }
+    if args.string_numbers {
+        cfg.string_numbers = true;
+        given.insert("string_numbers".into());
+    }
     std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
     overlay!(cfg, args, given;
-        max_connections, format, max_line_bytes, on_error, keep,
+        delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep,
         shutdown_timeout, log_format);
     overlay_opt!(cfg, args, given;
-        input, listen, columns, dim, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile, admin, idle_timeout, stats_interval, log_level);
+        input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
+        alert_below, alert_quantile, threads, admin, idle_timeout, stats_interval, log_level);
+    overlay_opt!(cfg, args, given;
+        tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);
     overlay_opt!(cfg, args, given;
         stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
@@ -439,6 +505,13 @@ fn run(args: RunArgs) -> ExitCode {
             if summary.stop == pipeline::StopReason::OutputClosed {
                 say("stdout was closed: stopped reading input");
             }
+            if summary.scores_dropped > 0 {
+                say(&format!(
+                    "score lines of {} points dropped: stdout was not read within {}s of the stop",
+                    summary.scores_dropped,
+                    pipeline::SCORE_STALL_TIMEOUT.as_secs()
+                ));
+            }
             if let Some(line) = summary.rejected_line() {
                 say(&line);
             }
@@ -452,10 +525,16 @@ fn run(args: RunArgs) -> ExitCode {
             say_error(&e.to_string());
             ExitCode::from(match e {
                 PipelineError::BadRecord { .. } => 3,
+                PipelineError::TooManyRejects { .. } => 4,
                 PipelineError::ResumeMismatch { .. }
                 | PipelineError::CheckpointExists { .. }
                 | PipelineError::CheckpointIsDir { .. }
-                | PipelineError::CheckpointNotWritable(_) => 2,
+                | PipelineError::CheckpointDir { .. }
+                | PipelineError::CheckpointLocked(_)
+                | PipelineError::OnlyOlderGeneration { .. }
+                | PipelineError::Access(_)
+                | PipelineError::CheckpointNotWritable(_)
+                | PipelineError::Input(_) => 2,
                 _ => 1,
             })
         }
@@ -477,6 +556,33 @@ async fn serve(
     let can_save = config.checkpoint().is_some();
     let pipeline = pipeline::Pipeline::new(config);
     let state = pipeline.state();
+    // Signals are handled by a task of their own from the start, so the
+    // second stop signal exits at once in every phase (loading, the warm-up
+    // fit, the final save), whether or not the run is looking at the first.
+    // SIGHUP asks for a checkpoint and is never counted as a stop.
+    let (first_tx, first_stop) = tokio::sync::oneshot::channel::<()>();
+    let hup_state = state.clone();
+    tokio::spawn(async move {
+        let mut first_tx = Some(first_tx);
+        loop {
+            match signals.next().await {
+                Sig::Hup if can_save => {
+                    say("SIGHUP: writing a checkpoint");
+                    hup_state.request_checkpoint();
+                }
+                Sig::Hup => say("SIGHUP: no --checkpoint given, nothing to write"),
+                Sig::Stop => match first_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    None => {
+                        say_error("second signal: exiting at once");
+                        std::process::exit(130);
+                    }
+                },
+            }
+        }
+    });
     if let Some(addr) = daemon.admin {
         let admin = emstream::admin::AdminState::new(state.clone(), pipeline.snapshots());
         let server = emstream::admin::start(addr, admin).await.map_err(|e| {
@@ -493,25 +599,9 @@ async fn serve(
         emstream::logging::spawn_stats(state.clone(), every);
     }
     let shutdown = async move {
-        loop {
-            match signals.next().await {
-                Sig::Hup if can_save => {
-                    say("SIGHUP: writing a checkpoint");
-                    state.request_checkpoint();
-                }
-                Sig::Hup => say("SIGHUP: no --checkpoint given, nothing to write"),
-                Sig::Stop => break,
-            }
+        if first_stop.await.is_err() {
+            std::future::pending::<()>().await;
         }
-        // A second SIGINT/SIGTERM exits at once, without the final checkpoint.
-        tokio::spawn(async move {
-            loop {
-                if let Sig::Stop = signals.next().await {
-                    say_error("second signal: exiting at once");
-                    std::process::exit(130);
-                }
-            }
-        });
     };
     Ok(pipeline.run(shutdown).await)
 }
@@ -559,7 +649,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
         }
     };
     let text = if args.json {
-        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt)) {
+        match serde_json::to_string_pretty(&emstream::report::inspect::render_json(&ckpt, None)) {
             Ok(mut s) => {
                 s.push('\n');
                 s
@@ -570,7 +660,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
             }
         }
     } else {
-        emstream::report::inspect::render_text(&ckpt)
+        emstream::report::inspect::render_text(&ckpt, None)
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -59,6 +59,9 @@ pub fn stream_in_stages(em: &mut StepwiseEm, stream: &[f64], snap: &Snapshots) {
             title: Some(format!("{title} after {stage} of {total} points{what}")),
             reference: Some(truth.clone()),
             reference_label: Some("truth".into()),
+            // Both dimensions have similar spreads: one scale keeps the
+            // ellipses' true shapes.
+            equal_aspect: true,
             ..PlotOptions::new()
         };
         let svg = render_svg(model, Some(&stream[..dim * stage]), &options).expect("a plot");

@@ -155,7 +155,7 @@ async fn model(State(s): State<AdminState>) -> Response {
             json!({ "error": "no model yet: the first model is fitted after the warm-up points" });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    match serde_json::to_string_pretty(&render_json(&snap.checkpoint)) {
+    match serde_json::to_string_pretty(&render_json(&snap.checkpoint, None)) {
         // Exactly what `inspect --json` prints, final newline included.
         Ok(mut text) => {
             text.push('\n');

@@ -44,8 +44,11 @@ use serde::Serialize;
 use crate::input::RejectCounts;
 use crate::model::StepwiseEm;
 
+mod lock;
 mod schema;
 mod v1;
+
+pub use lock::{lock_path, lock_writer, WriterLock};
 
 /// Version of the checkpoint format this build writes.
 pub const FORMAT_VERSION: u32 = schema::VERSION;
@@ -216,6 +219,20 @@ pub enum CheckpointError {
         /// The path asked for.
         path: PathBuf,
     },
+    /// Another process holds the checkpoint's writer lock.
+    #[error("{path} is being written by another emstream process{holder} (it holds {lock}): stop that run, or give this one another --checkpoint path", path = path.display(), holder = match pid { Some(p) => format!(" (pid {p})"), None => String::new() }, lock = lock::lock_path(path).display())]
+    Locked {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The holder's pid, when it wrote one into the lock file.
+        pid: Option<u32>,
+    },
+    /// A symlink chain at the checkpoint path is too long or loops.
+    #[error("{path}: too many levels of symbolic links: point --checkpoint at the file itself", path = path.display())]
+    SymlinkLoop {
+        /// The path given.
+        path: PathBuf,
+    },
     /// Every existing generation was refused.
     #[error("{path}: no usable checkpoint, every generation was refused:{list}", path = path.display(), list = list_refused(refused))]
     NoneUsable {
@@ -355,50 +372,57 @@ fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, CheckpointErr
     Ok(out)
 }
 
-/// Checks a file image and decodes its payload; `path` is for messages.
-fn decode<T: Payload>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+/// Checks the fixed header `head` (the first [`HEADER_LEN`] bytes, or all
+/// of a shorter file) of a file of `total` bytes: length, magic, version,
+/// and the payload length against the file's size. Returns the version and
+/// the payload length. Run before the payload is read, so a header that
+/// announces more than the file holds allocates nothing.
+fn check_header(path: &Path, head: &[u8], total: u64) -> Result<(u32, u64), CheckpointError> {
     let path_buf = || path.to_path_buf();
-    if bytes.len() < HEADER_LEN {
+    if head.len() < HEADER_LEN {
         return Err(CheckpointError::TruncatedHeader {
             path: path_buf(),
-            len: bytes.len() as u64,
+            len: total,
         });
     }
     let mut found = [0u8; 8];
-    found.copy_from_slice(&bytes[..8]);
+    found.copy_from_slice(&head[..8]);
     if found != MAGIC {
         return Err(CheckpointError::BadMagic {
             path: path_buf(),
             found,
         });
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
     if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CheckpointError::UnsupportedVersion {
             path: path_buf(),
             found: version,
         });
     }
-    let declared = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let available = (bytes.len() - HEADER_LEN) as u64;
+    let declared = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+    let available = total - HEADER_LEN as u64;
     let needed = declared.checked_add(TRAILER_LEN as u64);
     match needed {
-        Some(n) if n == available => {}
-        Some(n) if n < available => {
-            return Err(CheckpointError::LengthMismatch {
-                path: path_buf(),
-                declared,
-                available,
-            })
-        }
-        _ => {
-            return Err(CheckpointError::TruncatedPayload {
-                path: path_buf(),
-                declared,
-                available,
-            })
-        }
+        Some(n) if n == available => Ok((version, declared)),
+        Some(n) if n < available => Err(CheckpointError::LengthMismatch {
+            path: path_buf(),
+            declared,
+            available,
+        }),
+        _ => Err(CheckpointError::TruncatedPayload {
+            path: path_buf(),
+            declared,
+            available,
+        }),
     }
+}
+
+/// Checks a file image and decodes its payload; `path` is for messages.
+fn decode<T: Payload>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+    let path_buf = || path.to_path_buf();
+    let head = &bytes[..bytes.len().min(HEADER_LEN)];
+    let (version, declared) = check_header(path, head, bytes.len() as u64)?;
     // `declared + 4 == available <= bytes.len()`, so it fits in usize.
     let end = HEADER_LEN + declared as usize;
     let stored = u32::from_le_bytes(bytes[end..].try_into().expect("4 bytes"));
@@ -553,8 +577,52 @@ fn save_value<T: Serialize>(path: &Path, value: &T, keep: usize) -> Result<(), C
     sync_dir(&parent_dir(path))
 }
 
+/// Reads a checkpoint file's image: only a regular file (a FIFO or a device
+/// is refused without blocking), its header checked against its size before
+/// the payload is allocated, and no more read than that size.
+fn read_image(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    use std::io::Read;
+    let file = crate::security::open_regular(path).map_err(|source| {
+        let op = if source.kind() == io::ErrorKind::InvalidInput {
+            "refused: a checkpoint must be a regular file"
+        } else {
+            "cannot read the checkpoint"
+        };
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    })?;
+    let read_err = io_err(path, "cannot read the checkpoint");
+    let total = file
+        .metadata()
+        .map_err(io_err(path, "cannot read the checkpoint"))?
+        .len();
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    let mut reader = file.take(total);
+    (&mut reader)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err(path, "cannot read the checkpoint"))?;
+    check_header(path, &head, total)?;
+    let len = usize::try_from(total).map_err(|_| CheckpointError::TooLarge {
+        path: path.to_path_buf(),
+        len: total,
+    })?;
+    let mut bytes = head;
+    bytes
+        .try_reserve_exact(len - HEADER_LEN)
+        .map_err(|_| CheckpointError::TooLarge {
+            path: path.to_path_buf(),
+            len: total,
+        })?;
+    reader.read_to_end(&mut bytes).map_err(read_err)?;
+    Ok(bytes)
+}
+
 fn load_value<T: Payload>(path: &Path) -> Result<T, CheckpointError> {
-    let bytes = fs::read(path).map_err(io_err(path, "cannot read the checkpoint"))?;
+    let bytes = read_image(path)?;
     decode(path, &bytes)
 }
 
@@ -720,9 +788,49 @@ pub fn probe_writable(path: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// The older generations of `path` that exist, as (n, path), lowest n
+/// (newest) first.
+pub fn generations(path: &Path) -> Vec<(usize, PathBuf)> {
+    existing_generations(path)
+}
+
+/// Follows `path` through symbolic links to the file they name (which may
+/// not exist yet), so that a save replaces the target atomically and keeps
+/// its generations, temporary and lock files beside the target, instead of
+/// replacing the link with a regular file. A path that is not a link is
+/// returned as it is.
+///
+/// # Errors
+///
+/// [`CheckpointError::SymlinkLoop`] after 40 links;
+/// [`CheckpointError::Io`] when a link cannot be read.
+pub fn resolve_symlinks(path: &Path) -> Result<PathBuf, CheckpointError> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&p).map_err(io_err(&p, "cannot read the symlink"))?;
+                p = parent_dir(&p).join(target);
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(CheckpointError::SymlinkLoop {
+        path: path.to_path_buf(),
+    })
+}
+
+/// The pid in a temporary file's name after the prefix (`<pid>` or
+/// `<pid>.gen` / `<pid>.probe`).
+fn temp_owner(rest: &str) -> Option<u32> {
+    rest.split('.').next()?.parse().ok()
+}
+
 /// Removes temporary files (`.NAME.tmp.*`) that a crashed [`save`] left next
-/// to `path`, and returns the paths removed. Call it before the first save of
-/// a run, when no other save to this `path` is in progress.
+/// to `path`, and returns the paths removed. A file whose name carries the
+/// pid of another live process is kept (a writer that does not take the
+/// lock, or another host's file on a shared file system, may own it). Call
+/// it holding the [`lock_writer`] lock, before the first save of a run.
 ///
 /// # Errors
 ///
@@ -738,7 +846,14 @@ pub fn clean_stale_temp(path: &Path) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(s) = name.to_str() else { continue };
-        if s.starts_with(prefix) && entry.file_type()?.is_file() {
+        let Some(rest) = s.strip_prefix(prefix) else {
+            continue;
+        };
+        let owner = temp_owner(rest);
+        if owner.is_some_and(|pid| pid != std::process::id() && lock::alive(pid)) {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
             let p = dir.join(&name);
             match fs::remove_file(&p) {
                 Ok(()) => removed.push(p),
@@ -1071,12 +1186,15 @@ mod tests {
         save_value(&path, &demo(1), 1).unwrap();
         save_value(&path, &demo(2), 1).unwrap();
         let stale = [
-            dir.path().join(".m.ckpt.tmp.4242"),
-            dir.path().join(".m.ckpt.tmp.77.gen"),
+            dir.path().join(".m.ckpt.tmp.99999999"),
+            dir.path().join(".m.ckpt.tmp.99999998.gen"),
         ];
         for s in &stale {
             fs::write(s, b"half a checkpoint").unwrap();
         }
+        // A live process's (pid 1 is always alive) is not ours to remove.
+        let live = dir.path().join(".m.ckpt.tmp.1");
+        fs::write(&live, b"being written").unwrap();
         let other = dir.path().join(".other.ckpt.tmp.4242");
         fs::write(&other, b"not ours").unwrap();
         let mut removed = clean_stale_temp(&path).unwrap();
@@ -1085,6 +1203,8 @@ mod tests {
         expect.sort();
         assert_eq!(removed, expect);
         assert!(other.exists());
+        assert!(live.exists());
+        fs::remove_file(&live).unwrap();
         assert_eq!(generations(&path), vec![(0, 2), (1, 1)]);
         assert!(clean_stale_temp(&path).unwrap().is_empty());
     }

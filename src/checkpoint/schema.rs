@@ -182,6 +182,10 @@ impl CheckpointV2 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        /// Largest dimension accepted for a warm-up learner that holds no
+        /// point yet (a run never saves one; the bound only caps what a
+        /// damaged file can make the loader allocate).
+        const MAX_DIM_WITHOUT_DATA: usize = 1 << 16;
         let params = self
             .params
             .to_params()?
@@ -227,6 +231,21 @@ impl CheckpointV2 {
                 }))
             }
         };
+        // The learner allocates by its dimension before the shapes are
+        // compared: a dimension must be backed by stored numbers (a fitted
+        // model's means, its per-dimension `worst`, its pending points; a
+        // warm-up buffer's points), so a
+        // damaged or hostile file cannot ask for petabytes.
+        let backed = match &phase {
+            Phase::WarmUp { buffer } if buffer.is_empty() => MAX_DIM_WITHOUT_DATA,
+            Phase::WarmUp { buffer } => buffer.len(),
+            Phase::Fitted(f) => f.stats.mean.len() + f.worst.len() + f.pending.len(),
+        };
+        if dim > backed {
+            return Err(format!(
+                "dimension {dim} is larger than the {backed} numbers stored for it"
+            ));
+        }
         let c = self.counters;
         let learner = StepwiseEm::from_state(LearnerState {
             params,

@@ -152,6 +152,13 @@ fn every_inconsistent_format_2_file_is_refused_by_name() {
     let cases: Vec<(&str, Spoil)> = vec![
         ("options are out of range", |v| v.params.batch_size = 0),
         ("the dimension is 0", |v| v.dim = 0),
+        // Found by the fuzz harness: a huge dimension made the loader
+        // allocate petabytes and abort before any shape was compared.
+        ("larger than the", |v| v.dim = 1 << 50),
+        ("larger than the 65536 numbers", |v| {
+            v.dim = 1 << 40;
+            v.phase = PhaseV2::WarmUp { buffer: Vec::new() };
+        }),
         ("not one per dimension (3)", |v| {
             v.dim = 3;
             v.columns = None;

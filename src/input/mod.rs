@@ -5,6 +5,16 @@
 //! buffered whole). A [`Parser`] turns chunks into [`Batch`]es: row-major
 //! f64 values plus the count of bad records by [`RejectReason`] and the
 //! first few [`ParseError`]s with line numbers.
+//!
+//! CSV: one [`Delimiter`] per input (`auto` decides on the first content
+//! line and says so in [`Batch::notes`]); a line without a quote takes a
+//! single-pass fast path, a line with one is split by `csv-core` (RFC
+//! 4180: separators, spaces and doubled quotes inside quotes; a quoted
+//! number is a number). A byte-order mark at the start is skipped. Columns
+//! are picked by index or by header name. JSON: arrays of numbers, or
+//! objects with named (nested) fields. [`Parser::names`] gives the
+//! dimensions' names once known; an input that cannot fit the
+//! configuration at all is a [`Batch::fatal`] [`InputError`].
 
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +51,13 @@ pub enum RejectReason {
     TooLong,
     /// The line is not valid UTF-8.
     InvalidUtf8,
-    /// A `--format json` line is not a JSON array of numbers.
+    /// A `--format json` line is not a JSON array of numbers (or, with
+    /// `--fields`, not a JSON object).
     BadJson,
+    /// A `--fields` field is absent from a JSON object.
+    MissingField,
+    /// A quoted CSV field is not closed on its line.
+    BadQuoting,
 }
 
 /// Count of rejected records per reason.
@@ -99,19 +114,23 @@ impl RejectReason {
             RejectReason::NonFinite => "NaN or infinite",
             RejectReason::TooLong => "line too long",
             RejectReason::InvalidUtf8 => "not UTF-8",
-            RejectReason::BadJson => "not a JSON array of numbers",
+            RejectReason::BadJson => "not the expected JSON",
+            RejectReason::MissingField => "a --fields field is missing",
+            RejectReason::BadQuoting => "unclosed quote",
         }
     }
 
     /// Every reason, in their fixed order: the one list a metric label's
     /// values come from.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::FieldCount,
         RejectReason::NotNumeric,
         RejectReason::NonFinite,
         RejectReason::TooLong,
         RejectReason::InvalidUtf8,
         RejectReason::BadJson,
+        RejectReason::MissingField,
+        RejectReason::BadQuoting,
     ];
 
     /// The reason as a snake_case label (`field_count`, `not_numeric`, ...),
@@ -124,6 +143,8 @@ impl RejectReason {
             RejectReason::TooLong => "too_long",
             RejectReason::InvalidUtf8 => "invalid_utf8",
             RejectReason::BadJson => "bad_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadQuoting => "bad_quoting",
         }
     }
 }
@@ -162,6 +183,149 @@ pub struct Batch {
     pub errors: Vec<ParseError>,
     /// Header lines skipped in this chunk: (source, line, text).
     pub headers: Vec<(SourceId, u64, String)>,
+    /// Decisions the parser took that the user should hear about (e.g.
+    /// which delimiter `--delimiter auto` chose), one message each.
+    pub notes: Vec<String>,
+    /// A configuration that cannot work with this input (e.g. a
+    /// `--columns` name the header lacks): the parser accepts nothing more,
+    /// and the caller should stop with this usage error.
+    pub fatal: Option<InputError>,
+}
+
+/// An input that does not fit the parser's configuration at all: a usage
+/// error, not a bad record.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InputError {
+    /// A `--columns` name is not in the header line.
+    #[error("--columns names {name:?}, which is not a column of the header line; the header's names are: {available}")]
+    UnknownColumn {
+        /// The name asked for.
+        name: String,
+        /// The header's names, comma-separated.
+        available: String,
+    },
+    /// `--columns` gives names but the input's first line is a record.
+    #[error("--columns gives column names but line {line} is a record, not a header line: give 0-based indices (e.g. --columns 0,2) for input without a header")]
+    NoHeader {
+        /// The first content line.
+        line: u64,
+    },
+}
+
+/// A `--columns` list as given: 0-based indices if every entry is a
+/// number, header names otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColumnList {
+    /// 0-based field indices (`--columns 1,5`).
+    Indices(Vec<usize>),
+    /// Header names (`--columns carat,price`).
+    Names(Vec<String>),
+}
+
+impl ColumnList {
+    /// Reads a comma-split list: indices if all entries are non-negative
+    /// integers, else names (trimmed).
+    pub fn parse(list: &[String]) -> Self {
+        match list.iter().map(|c| c.trim().parse()).collect() {
+            Ok(indices) => ColumnList::Indices(indices),
+            Err(std::num::ParseIntError { .. }) => {
+                ColumnList::Names(list.iter().map(|c| c.trim().to_owned()).collect())
+            }
+        }
+    }
+}
+
+/// Field separator of CSV records (`--delimiter`).
+///
+/// `Auto` decides once, from the first content line (header or record) of
+/// the input, and keeps that separator for the whole input: a tab if the
+/// line has one, else a semicolon, else a comma, else runs of blanks
+/// (quoted text is not looked at). The decision is reported as a
+/// [`Batch::notes`] message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Delimiter {
+    /// Decide from the first content line.
+    #[default]
+    Auto,
+    /// `,` (blanks around a field are ignored).
+    Comma,
+    /// `;`; a number may then use a decimal comma (`1,5`), as in the
+    /// exports of locales that write one.
+    Semicolon,
+    /// A tab; a number may use a decimal comma.
+    Tab,
+    /// `|`; a number may use a decimal comma.
+    Pipe,
+    /// Any run of spaces and tabs; a number may use a decimal comma when
+    /// this is given explicitly (not when `auto` chose it). On a line with
+    /// quotes (as R's `write.table` writes) fields are separated by spaces.
+    Whitespace,
+}
+
+impl Delimiter {
+    /// The separator byte, or `None` for [`Delimiter::Whitespace`] (and
+    /// [`Delimiter::Auto`] before it has decided).
+    pub fn byte(self) -> Option<u8> {
+        match self {
+            Delimiter::Comma => Some(b','),
+            Delimiter::Semicolon => Some(b';'),
+            Delimiter::Tab => Some(b'\t'),
+            Delimiter::Pipe => Some(b'|'),
+            Delimiter::Auto | Delimiter::Whitespace => None,
+        }
+    }
+
+    /// The name `--delimiter` takes for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delimiter::Auto => "auto",
+            Delimiter::Comma => "comma",
+            Delimiter::Semicolon => "semicolon",
+            Delimiter::Tab => "tab",
+            Delimiter::Pipe => "pipe",
+            Delimiter::Whitespace => "whitespace",
+        }
+    }
+}
+
+impl std::fmt::Display for Delimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Delimiter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Delimiter::Auto,
+            "," | "comma" => Delimiter::Comma,
+            ";" | "semicolon" => Delimiter::Semicolon,
+            "\t" | "\\t" | "tab" => Delimiter::Tab,
+            "|" | "pipe" => Delimiter::Pipe,
+            " " | "space" | "whitespace" => Delimiter::Whitespace,
+            _ => {
+                return Err(format!(
+                    "unknown delimiter {s:?}: use auto, comma (or ','), semicolon (';'), tab, pipe ('|') or whitespace"
+                ))
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Delimiter {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Delimiter> for String {
+    fn from(d: Delimiter) -> String {
+        d.name().to_owned()
+    }
 }
 
 /// Cuts a byte stream from one source into [`Chunk`]s of whole lines, in
@@ -198,10 +362,12 @@ pub struct Framer {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Fields separated by commas, whitespace, semicolons or tabs.
+    /// Fields separated by one delimiter (see [`Delimiter`]), quoted per
+    /// RFC 4180 where needed.
     #[default]
     Csv,
-    /// One JSON array of numbers per line.
+    /// One JSON array of numbers per line, or one JSON object per line with
+    /// the values named by [`ParserConfig::fields`].
     Json,
 }
 
@@ -264,6 +430,18 @@ pub struct ParserConfig {
     pub columns: Option<Columns>,
     /// Expected dimension; `None` takes it from the first valid record.
     pub dim: Option<usize>,
+    /// CSV field separator.
+    pub delimiter: Delimiter,
+    /// Header names of the CSV fields to keep, in this order, resolved
+    /// against the first line (which must then be a header); used when
+    /// `columns` is `None`.
+    pub column_names: Option<Vec<String>>,
+    /// JSON: the object fields to use, in this order; a dot walks into a
+    /// nested object (`env.temp`). Lines must then be JSON objects.
+    pub fields: Option<Vec<String>>,
+    /// JSON: also accept numbers written as strings (`"21.5"`); without it
+    /// such a value is a [`RejectReason::NotNumeric`] reject.
+    pub string_numbers: bool,
 }
 
 /// Turns chunks into batches; holds per-source state (header seen) and the
@@ -288,9 +466,35 @@ pub struct Parser {
     fields: Vec<(usize, usize)>,
     /// Reused: values of the line being parsed on the general path.
     scratch: Vec<f64>,
+    /// The configured delimiter.
+    delimiter: Delimiter,
+    /// The separator in use once decided: `Some(Some(byte))`, or
+    /// `Some(None)` for runs of blanks; `None` while `auto` has not decided.
+    sep: Option<Option<u8>>,
+    /// Whether a number may use a decimal comma (any separator but a comma).
+    decimal_comma: bool,
+    /// `--columns` names not yet resolved against a header.
+    pending_names: Option<Vec<String>>,
+    /// JSON `--fields`, each split at its dots.
+    field_paths: Option<Vec<Vec<String>>>,
+    /// JSON numbers written as strings are accepted.
+    string_numbers: bool,
+    /// Names of the output dimensions, once known (header or `--fields`).
+    names: Option<Vec<String>>,
+    /// A usage error found in the input; nothing more is accepted.
+    fatal: Option<InputError>,
+    /// Reused by quoted lines: RFC 4180 reader, unquoted field bytes, ends.
+    quoted: csv_core::Reader,
+    /// Reused: the unquoted bytes of a quoted line's fields.
+    quoted_out: Vec<u8>,
+    /// Reused: field ends in `quoted_out`.
+    quoted_ends: Vec<usize>,
+    /// The configuration given, for [`Parser::resolved_config`].
+    config: ParserConfig,
 }
 
 mod framer;
+mod json;
 mod parser;
 mod reader;
 

@@ -46,6 +46,12 @@ impl<R: Read> BatchReader<R> {
         }
     }
 
+    /// The parser, for what it has learned of the input so far (its
+    /// [`Parser::names`], the delimiter `auto` chose).
+    pub fn parser(&self) -> &Parser {
+        &self.parser
+    }
+
     /// Empties `batch` (keeping its allocations) and parses the next chunk
     /// of lines into it. `Ok(false)` at the end of the input (then `batch`
     /// is empty).
@@ -58,6 +64,8 @@ impl<R: Read> BatchReader<R> {
         batch.rejected.by_reason.clear();
         batch.errors.clear();
         batch.headers.clear();
+        batch.notes.clear();
+        batch.fatal = None;
         loop {
             if let Some(chunk) = self.chunks.pop_front() {
                 self.parser.parse(&chunk, batch);
@@ -114,8 +122,7 @@ mod tests {
     fn parser() -> Parser {
         Parser::new(ParserConfig {
             format: Format::Csv,
-            columns: None,
-            dim: None,
+            ..ParserConfig::default()
         })
     }
 

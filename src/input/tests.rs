@@ -169,7 +169,7 @@ fn parse_errors_say_the_reason_in_words() {
 /// header, or ignored (empty or comment).
 #[test]
 fn random_bytes_never_panic_and_only_finite_rows_pass() {
-    const ALPHABET: &[u8] = b"0123456789.-+eE,; \t\n\r#[]nafi\"\xff\xc3";
+    const ALPHABET: &[u8] = b"0123456789.-+eE,; \t\n\r#[]{}:nafi\"\xff\xc3\xef\xbb\xbf";
     let mut rng = ChaCha8Rng::seed_from_u64(77);
     for case in 0..400 {
         let len = rng.random_range(0..4000);
@@ -191,6 +191,10 @@ fn random_bytes_never_panic_and_only_finite_rows_pass() {
                     None
                 },
                 dim: if case % 5 == 0 { Some(2) } else { None },
+                delimiter: [Delimiter::Auto, Delimiter::Semicolon, Delimiter::Tab][case % 3],
+                fields: (case % 4 == 1).then(|| vec!["a".into(), "b.c".into()]),
+                string_numbers: case % 2 == 0,
+                ..ParserConfig::default()
             };
             let cut = if bytes.is_empty() {
                 0

@@ -22,7 +22,9 @@ use super::covariance::{cholesky, CovarianceType};
 use super::mixture::{
     argmax, normalise_row, normalise_row_parts, GaussianMixture, MixtureParams, ModelError,
 };
+use super::pool::Pool;
 use super::stats::{BatchSums, MixtureStats};
+use std::sync::{Arc, Mutex};
 
 /// Errors while learning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,11 +112,42 @@ pub const MAX_ABS: f64 = 1e150;
 const LOG_BLOCK: usize = 32;
 
 /// Scratch space of the E-step, reused from batch to batch so that an
-/// E-step allocates nothing once warm (never serialised).
-#[derive(Clone, Debug, Default)]
+/// E-step allocates little once warm (never serialised), and the threads
+/// it runs on ([`Scratch::set_threads`]; one by default).
+///
+/// A clone shares the threads and starts with empty buffers.
+#[derive(Debug, Default)]
 pub struct Scratch {
-    resp: Vec<f64>,
+    parts: Vec<Part>,
     sums: BatchSums,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch {
+            pool: self.pool.clone(),
+            ..Scratch::default()
+        }
+    }
+}
+
+impl Scratch {
+    /// Runs the E-step on `threads` threads (the caller's and
+    /// `threads - 1` workers kept for the life of this scratch space and
+    /// its clones); 0 and 1 mean the caller's alone. The statistics are the
+    /// same bits with any number (see [`e_step`]).
+    pub fn set_threads(&mut self, threads: usize) {
+        if self.threads() == threads.max(1) {
+            return;
+        }
+        self.pool = (threads > 1).then(|| Arc::new(Pool::new(threads)));
+    }
+
+    /// Threads the E-step runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.threads())
+    }
 }
 
 /// Tells gross outliers: points farther than [`OUTLIER_SPREAD`] spreads
@@ -329,28 +362,88 @@ pub(crate) fn same_shape(a: &MixtureStats, b: &MixtureStats) -> Result<(), Learn
     Ok(())
 }
 
-/// E-step of `points` (rows of `mix.dim()`) against `mix`: responsibilities,
-/// per-point log-likelihoods (to `scores`, in order, when given), and the
-/// batch's sufficient statistics around the mixture's means. Gross outliers
-/// ([`OUTLIER_SPREAD`], [`MAX_ABS`]) are scored but left out. Pure apart
-/// from `scratch`, so workers can run it on their own batches against a
-/// shared mixture and a reducer merges the results.
-#[inline]
-pub fn e_step(
+/// Work of one E-step sub-block, in multiply-adds of the statistics (about
+/// K·d² per point for full covariance, K·d otherwise): large enough that
+/// clearing and adding up the sums of a sub-block (2·K·d² memory accesses)
+/// stays a small part of computing them.
+const SUB_BLOCK_WORK: usize = 1 << 21;
+
+/// Fewest points in a sub-block (wide points). Each sub-block clears and
+/// adds K·d² sums: at d = 32, K = 10 the learner on one thread loses 15 %
+/// with 128 points per sub-block, 7 % with 256 and 3 % with 1,024
+/// (BENCHMARKS.md); 256 still cuts a default batch of 1,000 points into
+/// four sub-blocks, two per thread on two cores.
+const SUB_BLOCK_MIN: usize = 256;
+
+/// Most points in a sub-block (narrow points): a mini-batch of the default
+/// 1,000 points of up to 8 dimensions is one sub-block, computed as before.
+const SUB_BLOCK_MAX: usize = 4096;
+
+/// Points per sub-block of the E-step for this shape of mixture.
+///
+/// [`e_step`] cuts a batch into consecutive sub-blocks of this many points
+/// (the last one shorter), computes each one's statistics on its own and
+/// adds them up in sub-block order. The cut depends only on the covariance
+/// type, d and K, never on the number of threads, so the statistics (and
+/// every model learned from them) are the same bits with any `--threads`.
+/// A batch of at most this many points is one sub-block: computed on one
+/// thread, exactly as one pass.
+pub fn sub_block_points(covariance: CovarianceType, d: usize, k: usize) -> usize {
+    let wide = if covariance == CovarianceType::Full {
+        d.max(1)
+    } else {
+        1
+    };
+    let per_point = k.max(1) * d.max(1) * wide;
+    // A multiple of LOG_BLOCK, so that the logarithms of the sub-blocks
+    // group points as one pass over the batch would.
+    (SUB_BLOCK_WORK / per_point).clamp(SUB_BLOCK_MIN, SUB_BLOCK_MAX) / LOG_BLOCK * LOG_BLOCK
+}
+
+/// Sub-block results held per thread between two combinations.
+const PARTS_PER_THREAD: usize = 4;
+
+/// Results of one sub-block of the E-step.
+#[derive(Clone, Debug, Default)]
+struct Part {
+    resp: Vec<f64>,
+    sums: BatchSums,
+    ll_sum: f64,
+    outliers: usize,
+    /// Index of the worst point within the sub-block.
+    worst: usize,
+    worst_ll: f64,
+}
+
+/// Where one sub-block writes its per-point scores.
+struct ScoreSlices<'a> {
+    labels: &'a mut [u32],
+    log_lik: &'a mut [f64],
+    resp: Option<&'a mut [f64]>,
+}
+
+/// One sub-block to compute: its points, score slices and result slot.
+struct Task<'a> {
+    points: &'a [f64],
+    scores: Option<ScoreSlices<'a>>,
+    part: &'a mut Part,
+}
+
+/// The E-step of one sub-block (see [`e_step`]) into `part`.
+fn e_step_part(
     mix: &GaussianMixture,
+    outlier: &OutlierTest,
     points: &[f64],
-    scores: Option<&mut ScoreBuffer>,
-    scratch: &mut Scratch,
-) -> BatchStats {
+    scores: Option<ScoreSlices<'_>>,
+    part: &mut Part,
+) {
     let d = mix.dim();
-    let covariance = mix.covariance_type();
     let k = mix.n_components();
     let n = points.len() / d;
-    let resp = &mut scratch.resp;
+    let resp = &mut part.resp;
     resp.clear();
     resp.resize(n * k, 0.0);
     mix.weighted_log_probs(points, resp);
-    let outlier = OutlierTest::of(mix);
     let mut ll_sum = 0.0;
     let mut worst = 0;
     let mut worst_ll = f64::INFINITY;
@@ -388,20 +481,17 @@ pub fn e_step(
             }
             ll_sum += prod.ln() + max_sum;
         }
-        Some(sc) => {
-            sc.labels.reserve(n);
-            sc.log_lik.reserve(n);
-            let first = sc.resp.len();
+        Some(mut sc) => {
             for (i, (row, x)) in resp
                 .chunks_exact_mut(k)
                 .zip(points.chunks_exact(d))
                 .enumerate()
             {
                 let ll = normalise_row(row);
-                sc.labels.push(argmax(row) as u32);
-                sc.log_lik.push(ll);
-                if sc.want_resp {
-                    sc.resp.extend_from_slice(row);
+                sc.labels[i] = argmax(row) as u32;
+                sc.log_lik[i] = ll;
+                if let Some(r) = sc.resp.as_deref_mut() {
+                    r[i * k..(i + 1) * k].copy_from_slice(row);
                 }
                 if outlier.is_outlier(x) {
                     row.iter_mut().for_each(|r| *r = 0.0);
@@ -414,15 +504,130 @@ pub fn e_step(
                     worst = i;
                 }
             }
-            debug_assert!(!sc.want_resp || sc.resp.len() == first + n * k);
         }
     }
-    scratch
-        .sums
-        .accumulate(covariance, d, points, resp, mix.means());
-    let stats = scratch
-        .sums
-        .to_stats(covariance, d, mix.means(), n - outliers);
+    part.sums
+        .accumulate(mix.covariance_type(), d, points, resp, mix.means());
+    part.ll_sum = ll_sum;
+    part.outliers = outliers;
+    part.worst = worst;
+    part.worst_ll = worst_ll;
+}
+
+/// E-step of `points` (rows of `mix.dim()`) against `mix`: responsibilities,
+/// per-point log-likelihoods (to `scores`, in order, when given), and the
+/// batch's sufficient statistics around the mixture's means. Gross outliers
+/// ([`OUTLIER_SPREAD`], [`MAX_ABS`]) are scored but left out. Pure apart
+/// from `scratch`, so workers can run it on their own batches against a
+/// shared mixture and a reducer merges the results.
+///
+/// The batch is cut into fixed sub-blocks ([`sub_block_points`]) computed
+/// on the scratch space's threads ([`Scratch::set_threads`]) and added up
+/// in sub-block order: the same bits whatever the number of threads.
+pub fn e_step(
+    mix: &GaussianMixture,
+    points: &[f64],
+    scores: Option<&mut ScoreBuffer>,
+    scratch: &mut Scratch,
+) -> BatchStats {
+    let d = mix.dim();
+    let covariance = mix.covariance_type();
+    let k = mix.n_components();
+    let n = points.len() / d;
+    let sub = sub_block_points(covariance, d, k);
+    let n_sub = n.div_ceil(sub).max(1);
+    let threads = scratch.pool.as_ref().map_or(1, |p| p.threads());
+    let slots = n_sub.min(threads * PARTS_PER_THREAD);
+    if scratch.parts.len() < slots {
+        scratch.parts.resize_with(slots, Part::default);
+    }
+    // Per-point scores go straight to their place in the buffer.
+    let mut rest: Option<ScoreSlices<'_>> = scores.map(|sc| {
+        let first = sc.log_lik.len();
+        sc.labels.resize(first + n, 0);
+        sc.log_lik.resize(first + n, 0.0);
+        let resp = if sc.want_resp {
+            let at = sc.resp.len();
+            sc.resp.resize(at + n * k, 0.0);
+            Some(&mut sc.resp[at..])
+        } else {
+            None
+        };
+        ScoreSlices {
+            labels: &mut sc.labels[first..],
+            log_lik: &mut sc.log_lik[first..],
+            resp,
+        }
+    });
+    let outlier = OutlierTest::of(mix);
+    let pool = scratch.pool.as_deref();
+    let total = &mut scratch.sums;
+    let mut ll_sum = 0.0;
+    let mut outliers = 0;
+    let mut worst = 0;
+    let mut worst_ll = f64::INFINITY;
+    let mut done = 0;
+    while done < n_sub {
+        let wave = slots.min(n_sub - done);
+        let mut tasks: Vec<Mutex<Task<'_>>> = Vec::with_capacity(wave);
+        for (w, part) in scratch.parts[..wave].iter_mut().enumerate() {
+            let lo = (done + w) * sub;
+            let hi = ((done + w + 1) * sub).min(n);
+            let scores = rest.take().map(|sc| {
+                let (labels, labels_rest) = sc.labels.split_at_mut(hi - lo);
+                let (log_lik, log_lik_rest) = sc.log_lik.split_at_mut(hi - lo);
+                let (resp, resp_rest) = match sc.resp {
+                    Some(r) => {
+                        let (a, b) = r.split_at_mut((hi - lo) * k);
+                        (Some(a), Some(b))
+                    }
+                    None => (None, None),
+                };
+                rest = Some(ScoreSlices {
+                    labels: labels_rest,
+                    log_lik: log_lik_rest,
+                    resp: resp_rest,
+                });
+                ScoreSlices {
+                    labels,
+                    log_lik,
+                    resp,
+                }
+            });
+            tasks.push(Mutex::new(Task {
+                points: &points[lo.min(n) * d..hi * d],
+                scores,
+                part,
+            }));
+        }
+        let run = |t: usize| {
+            let mut task = tasks[t].lock().unwrap_or_else(|e| e.into_inner());
+            let task = &mut *task;
+            e_step_part(mix, &outlier, task.points, task.scores.take(), task.part);
+        };
+        match pool {
+            Some(p) => p.run(wave, &run),
+            None => (0..wave).for_each(run),
+        }
+        drop(tasks);
+        // Combine in sub-block order: the same sums whatever ran where.
+        for (w, part) in scratch.parts[..wave].iter().enumerate() {
+            if done + w == 0 {
+                total.copy_from(&part.sums);
+                ll_sum = part.ll_sum;
+            } else {
+                total.add(&part.sums);
+                ll_sum += part.ll_sum;
+            }
+            outliers += part.outliers;
+            if part.worst_ll < worst_ll {
+                worst_ll = part.worst_ll;
+                worst = (done + w) * sub + part.worst;
+            }
+        }
+        done += wave;
+    }
+    let stats = total.to_stats(covariance, d, mix.means(), n - outliers);
     BatchStats {
         stats,
         ll_sum,
@@ -511,6 +716,12 @@ impl Engine {
         scores: Option<&mut ScoreBuffer>,
     ) -> BatchStats {
         e_step(mix, points, scores, &mut self.scratch)
+    }
+
+    /// Runs the E-step on `threads` threads (see [`Scratch::set_threads`]):
+    /// the same bits with any number.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.scratch.set_threads(threads);
     }
 
     /// Dimension of the points.
@@ -680,9 +891,11 @@ impl Engine {
         let wsum: f64 = weights.iter().sum();
         weights.iter_mut().for_each(|w| *w /= wsum);
         let mut covs = stats.cov.clone();
-        let mut l = vec![0.0; plen];
+        // The factors of the full covariances, passed on to the mixture.
+        let mut factors = vec![0.0; k * plen];
         for j in 0..k {
             let block = &mut covs[j * plen..(j + 1) * plen];
+            let l = &mut factors[j * plen..(j + 1) * plen];
             if self.covariance == CovarianceType::Full {
                 for a in 0..d {
                     for b in 0..a {
@@ -704,7 +917,7 @@ impl Engine {
                     .collect();
                 super::covariance::add_regularisation(self.covariance, block, d, &reg);
                 let ok = match self.covariance {
-                    CovarianceType::Full => cholesky(block, d, &mut l),
+                    CovarianceType::Full => cholesky(block, d, l),
                     _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
                 };
                 if ok {
@@ -716,6 +929,10 @@ impl Engine {
                     // Nothing of the statistics is usable: fall back to the
                     // data's scale.
                     self.scale_covariance(block);
+                    if self.covariance == CovarianceType::Full {
+                        // A positive diagonal: this factor exists.
+                        cholesky(block, d, l);
+                    }
                     break;
                 }
             }
@@ -727,7 +944,7 @@ impl Engine {
             means: stats.mean.clone(),
             covariances: covs,
         };
-        GaussianMixture::new(params).map_err(LearnError::MStep)
+        GaussianMixture::with_factors(params, factors).map_err(LearnError::MStep)
     }
 }
 
@@ -815,6 +1032,71 @@ mod tests {
         }
     }
 
+    /// A wide batch of many sub-blocks (with outliers in two of them) gives
+    /// the same bits, scores included, on any number of threads.
+    #[test]
+    fn threads_do_not_change_a_bit() {
+        for (i, cov) in COVS.into_iter().enumerate() {
+            let (d, k) = (20, 4);
+            let truth =
+                testdata::restrict(&testdata::random_mixture(d, k, 4.0, 70 + i as u64), cov);
+            let mut rng = ChaCha8Rng::seed_from_u64(71);
+            let n = 5 * sub_block_points(cov, d, k) + 37;
+            let mut pts = truth.sample(&mut rng, n);
+            pts.iter_mut().for_each(|v| *v += 0.2);
+            pts[d * 5] = 1e130;
+            pts[d * (n - 3) + 1] = -1e12;
+            let run = |threads: usize| {
+                let mut scratch = Scratch::default();
+                scratch.set_threads(threads);
+                assert_eq!(scratch.threads(), threads.max(1));
+                let mut sc = ScoreBuffer {
+                    want_resp: true,
+                    ..ScoreBuffer::default()
+                };
+                // Scores follow what is already in the buffer.
+                sc.log_lik.push(-1.0);
+                sc.labels.push(9);
+                sc.resp.extend(vec![0.5; k]);
+                let with = e_step(&truth, &pts, Some(&mut sc), &mut scratch);
+                let without = e_step(&truth, &pts, None, &mut scratch);
+                (with, without, sc)
+            };
+            let (one, one_plain, one_sc) = run(1);
+            assert_eq!(one.outliers, 2);
+            assert_eq!(one_sc.len(), n + 1);
+            assert_eq!(one_sc.resp.len(), (n + 1) * k);
+            assert_eq!(one_sc.log_lik[0], -1.0);
+            // The sub-blocks together are the whole batch, up to rounding.
+            assert_close(&one_plain, &one);
+            for threads in [0, 2, 3, 8] {
+                let (t, t_plain, t_sc) = run(threads);
+                assert_eq!(t, one, "{cov} on {threads} threads");
+                assert_eq!(t_plain, one_plain, "{cov} on {threads} threads");
+                assert_eq!(t_sc.labels, one_sc.labels);
+                assert_eq!(t_sc.log_lik, one_sc.log_lik);
+                assert_eq!(t_sc.resp, one_sc.resp);
+            }
+        }
+    }
+
+    /// A batch of one sub-block is one pass, on any number of threads.
+    #[test]
+    fn one_sub_block_is_one_pass() {
+        let (mix, pts) = case(CovarianceType::Full, 72);
+        assert!(pts.len() / 3 <= sub_block_points(CovarianceType::Full, 3, 4));
+        let mut scratch = Scratch::default();
+        scratch.set_threads(4);
+        let mut part = Part::default();
+        e_step_part(&mix, &OutlierTest::of(&mix), &pts, None, &mut part);
+        let pass = part
+            .sums
+            .to_stats(CovarianceType::Full, 3, mix.means(), 400 - part.outliers);
+        let e = e_step(&mix, &pts, None, &mut scratch);
+        assert_eq!(e.stats, pass);
+        assert_eq!(e.ll_sum, part.ll_sum);
+    }
+
     #[test]
     fn merge_has_an_identity_and_is_associative() {
         for (i, cov) in COVS.into_iter().enumerate() {
@@ -859,6 +1141,30 @@ mod tests {
         other_dim.s0 = vec![0.25; 4];
         let err = engine.m_step(&mut other_dim).unwrap_err();
         assert!(err.to_string().contains("engine of dimension 3"), "{err}");
+    }
+
+    /// The M-step passes its factors on: the mixture is the one
+    /// `GaussianMixture::new` makes of the same parameters, bit for bit,
+    /// also for a covariance it had to repair (d = 3 and d = 12, the two
+    /// Cholesky paths).
+    #[test]
+    fn the_m_step_factors_are_those_of_new() {
+        for d in [3, 12] {
+            let truth = testdata::random_mixture(d, 3, 4.0, 63);
+            let mut rng = ChaCha8Rng::seed_from_u64(63);
+            let pts = truth.sample(&mut rng, 600);
+            let mut engine = Engine::new(d, CovarianceType::Full, &pts, 0.0);
+            let mut st = stats(&truth, &pts).stats;
+            // Component 1 singular: repaired by regularisation.
+            st.cov[d * d..2 * d * d].iter_mut().for_each(|v| *v = 1.0);
+            let mix = engine.m_step(&mut st).unwrap();
+            assert!(engine.repairs() > 0);
+            let again = GaussianMixture::new(mix.params().clone()).unwrap();
+            let (mut a, mut b) = (vec![0.0; 600 * 3], vec![0.0; 600 * 3]);
+            mix.weighted_log_probs(&pts, &mut a);
+            again.weighted_log_probs(&pts, &mut b);
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
     }
 
     #[test]

@@ -105,6 +105,20 @@ impl GaussianMixture {
     /// weights are not positive or do not sum to 1 (within 1e-6), or a
     /// covariance is not positive definite.
     pub fn new(p: MixtureParams) -> Result<Self, ModelError> {
+        Self::build(p, None)
+    }
+
+    /// [`GaussianMixture::new`] with the Cholesky factors of full
+    /// covariances already at hand (K blocks of d × d, lower triangle, as
+    /// [`cholesky`] writes them, of exactly `p.covariances`): the M-step
+    /// factors each covariance to check it, and passes the factor on
+    /// rather than factoring again. Other covariance types ignore
+    /// `factors`.
+    pub(crate) fn with_factors(p: MixtureParams, factors: Vec<f64>) -> Result<Self, ModelError> {
+        Self::build(p, Some(factors))
+    }
+
+    fn build(p: MixtureParams, factors: Option<Vec<f64>>) -> Result<Self, ModelError> {
         let k = p.weights.len();
         let d = p.dim;
         if k == 0 || d == 0 {
@@ -139,7 +153,12 @@ impl GaussianMixture {
         if p.weights.iter().any(|&w| w <= 0.0) || (sum - 1.0).abs() > 1e-6 {
             return Err(ModelError::Weights(sum));
         }
-        let mut factor = vec![0.0; k * plen];
+        let given = p.covariance == CovarianceType::Full
+            && factors.as_ref().is_some_and(|f| f.len() == k * plen);
+        let mut factor = match factors {
+            Some(f) if given => f,
+            _ => vec![0.0; k * plen],
+        };
         let mut inv_diag = Vec::new();
         let mut log_norm = vec![0.0; k];
         match p.covariance {
@@ -156,7 +175,7 @@ impl GaussianMixture {
                         }
                     }
                     let l = &mut factor[j * plen..(j + 1) * plen];
-                    if !cholesky(c, d, l) {
+                    if !given && !cholesky(c, d, l) {
                         return Err(ModelError::NotPositiveDefinite(j));
                     }
                     let mut half_log_det = 0.0;

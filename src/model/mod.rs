@@ -32,6 +32,7 @@ mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
+mod pool;
 pub mod select;
 mod smem;
 pub mod stats;

@@ -76,6 +76,10 @@ pub struct StepwiseEm {
     rng: ChaCha8Rng,
     /// Warm-up buffer before the first model, then the partial mini-batch.
     pending: Vec<f64>,
+    /// Points of the partial mini-batch already scored when they arrived
+    /// (not part of the saved state: a restored pending batch counts as
+    /// scored, by the run that read it).
+    scored: usize,
     /// Step counter t in batches (the warm-up counts as warmup/batch_size).
     step: f64,
     engine: Option<Engine>,
@@ -84,6 +88,9 @@ pub struct StepwiseEm {
     /// The worst explained point of the last batch (re-seeding target).
     worst: Vec<f64>,
     counters: Counters,
+    /// Threads of the E-step (not part of the state: any number learns
+    /// the same bits).
+    threads: usize,
 }
 
 impl StepwiseEm {
@@ -97,6 +104,7 @@ impl StepwiseEm {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
         StepwiseEm {
             pending: Vec::new(),
+            scored: 0,
             params,
             dim,
             rng,
@@ -106,13 +114,35 @@ impl StepwiseEm {
             mixture: None,
             worst: vec![0.0; dim],
             counters: Counters::default(),
+            threads: 1,
         }
+    }
+
+    /// Runs the E-steps (the warm-up fit's and every mini-batch's) on
+    /// `threads` threads; 0 and 1 mean the learner's own thread alone. The
+    /// model is the same bits with any number ([`super::em::e_step`]), so
+    /// this is not part of the learner's state.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        if let Some(e) = self.engine.as_mut() {
+            e.set_threads(self.threads);
+        }
+    }
+
+    /// Threads the E-steps run on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Feeds points (row-major, a whole number of rows); complete mini-batches
     /// are learned at once, a partial one is kept for the next call. When
-    /// `scores` is given, every point learned from is scored there first
-    /// (warm-up points once the first model exists), in input order.
+    /// `scores` is given, every point is scored there under the model
+    /// before it is learned from, in input order, and as soon as a model
+    /// exists: the points of a partial mini-batch are scored on arrival
+    /// (the model they are learned into is the current one, so the scores
+    /// are those the batch's update would give), warm-up points once the
+    /// first model is fitted. A live feed slower than a mini-batch sees each
+    /// point's score at once.
     ///
     /// # Errors
     ///
@@ -142,6 +172,7 @@ impl StepwiseEm {
             self.pending.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.pending.len() < b {
+                self.score_pending(scores);
                 return Ok(());
             }
             self.learn_pending(scores.as_deref_mut())?;
@@ -151,7 +182,23 @@ impl StepwiseEm {
             self.update(batch, scores.as_deref_mut())?;
         }
         self.pending.extend_from_slice(chunks.remainder());
+        self.score_pending(scores);
         Ok(())
+    }
+
+    /// Scores the points of the partial mini-batch not scored yet, under
+    /// the current model.
+    fn score_pending(&mut self, scores: Option<&mut ScoreBuffer>) {
+        let (Some(scores), Some(engine), Some(mix)) =
+            (scores, self.engine.as_mut(), self.mixture.as_ref())
+        else {
+            return;
+        };
+        let rows = self.pending.len() / self.dim;
+        if rows > self.scored {
+            engine.e_step(mix, &self.pending[self.scored * self.dim..], Some(scores));
+            self.scored = rows;
+        }
     }
 
     /// End of stream: learns from the pending partial batch (its step scaled
@@ -174,9 +221,27 @@ impl StepwiseEm {
 
     /// Learns from the pending (full or final partial) batch and empties
     /// it, keeping its allocation.
+    /// The points scored on arrival ([`StepwiseEm::score_pending`]) are
+    /// not scored again.
     fn learn_pending(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         let batch = std::mem::take(&mut self.pending);
-        let learned = self.update(&batch, scores);
+        let done = std::mem::take(&mut self.scored);
+        let learned = match scores {
+            Some(sc) => {
+                let (at, resp_at) = (sc.log_lik.len(), sc.resp.len());
+                let learned = self.update(&batch, Some(&mut *sc));
+                if done > 0 && sc.log_lik.len() >= at + done {
+                    sc.labels.drain(at..at + done);
+                    sc.log_lik.drain(at..at + done);
+                    if sc.resp.len() > resp_at {
+                        let k = (sc.resp.len() - resp_at) / (batch.len() / self.dim);
+                        sc.resp.drain(resp_at..resp_at + done * k);
+                    }
+                }
+                learned
+            }
+            None => self.update(&batch, None),
+        };
         self.pending = batch;
         self.pending.clear();
         learned
@@ -189,6 +254,7 @@ impl StepwiseEm {
         // and the first fit: fit on the rest, score them all.
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
+        engine.set_threads(self.threads);
         let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
         let (stats, mix) = match fitted {
             Ok(v) => v,
@@ -508,6 +574,9 @@ impl StepwiseEm {
                 learner.engine = Some(engine);
                 learner.stats = Some(stats);
                 learner.mixture = Some(mixture);
+                // Its points were scored on arrival by the run that saved
+                // them (their lines and anomalies belong to that run).
+                learner.scored = pending.len() / d;
                 learner.pending = pending;
                 learner.worst = worst;
             }

@@ -455,9 +455,9 @@ fn scores_are_test_then_train_in_order() {
     em.observe(&data[..2 * 150], Some(&mut sb)).unwrap();
     assert!(sb.is_empty(), "no model yet, nothing scored");
     em.observe(&data[2 * 150..2 * 250], Some(&mut sb)).unwrap();
-    // Warm-up of 200 scored under the first model, then nothing more until
-    // the first batch of 100 completes.
-    assert_eq!(sb.len(), 200);
+    // Warm-up of 200 scored under the first model, and the 50 points of
+    // the partial first batch on arrival, under the same model.
+    assert_eq!(sb.len(), 250);
     let first = em.mixture().unwrap().clone();
     for i in 0..200 {
         let x = &data[2 * i..2 * i + 2];
@@ -470,6 +470,43 @@ fn scores_are_test_then_train_in_order() {
     assert_eq!(sb.resp.len(), 2 * 1_234);
     assert_eq!(em.counters().points_seen, 1_234);
     assert_eq!(em.counters().log_lik_points, 1_234);
+}
+
+#[test]
+fn a_point_at_a_time_is_scored_at_once_and_as_in_one_slice() {
+    let truth = testdata::two_clusters();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let data = truth.sample(&mut rng, 1_000);
+    let p = Params {
+        warmup: 200,
+        batch_size: 100,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let want_resp = |r| ScoreBuffer {
+        want_resp: r,
+        ..ScoreBuffer::default()
+    };
+    let mut whole = StepwiseEm::new(p.clone(), 2);
+    let mut all = want_resp(true);
+    whole.observe(&data, Some(&mut all)).unwrap();
+    whole.flush(Some(&mut all)).unwrap();
+    let mut single = StepwiseEm::new(p, 2);
+    let mut one = want_resp(true);
+    for (i, x) in data.chunks_exact(2).enumerate() {
+        let before = one.len();
+        single.observe(x, Some(&mut one)).unwrap();
+        if i >= 200 {
+            assert_eq!(one.len(), before + 1, "point {i} is scored on arrival");
+        }
+    }
+    single.flush(Some(&mut one)).unwrap();
+    assert_eq!(one.len(), 1_000);
+    assert_eq!(one.log_lik, all.log_lik);
+    assert_eq!(one.labels, all.labels);
+    assert_eq!(one.resp, all.resp);
+    assert!(single.state() == whole.state(), "the same model");
 }
 
 #[test]

@@ -371,6 +371,27 @@ impl BatchSums {
         }
     }
 
+    /// Makes these sums a copy of `other`'s (keeping this one's buffers).
+    pub(crate) fn copy_from(&mut self, other: &BatchSums) {
+        self.n.clone_from(&other.n);
+        self.u.clone_from(&other.u);
+        self.q.clone_from(&other.q);
+    }
+
+    /// Adds the sums of another batch taken around the same centres: the
+    /// sums of both batches together.
+    pub(crate) fn add(&mut self, other: &BatchSums) {
+        for (a, b) in self
+            .n
+            .iter_mut()
+            .chain(&mut self.u)
+            .chain(&mut self.q)
+            .zip(other.n.iter().chain(&other.u).chain(&other.q))
+        {
+            *a += b;
+        }
+    }
+
     /// Turns the sums into averaged statistics of a batch of `n_points`.
     pub(crate) fn to_stats(
         &self,

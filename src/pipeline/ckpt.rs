@@ -12,17 +12,77 @@ use super::learn::Start;
 use super::snapshot::{Durable, Snapshot, SnapshotReceiver};
 use super::state::RunState;
 use super::PipelineError;
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, WriterLock};
 use crate::config::{param_text, CheckpointPolicy, RunConfig, LEARNER_KEYS};
 use crate::input::Columns;
 use crate::model::Params;
 
-/// Prepares the checkpoint file before the run: removes stale temporary
-/// files, then either loads the model to resume (checking it against the
-/// command line) or makes sure no existing model would be replaced unless
-/// `--overwrite` asks for it.
+/// Prepares the checkpoint file before the run: follows a symlinked path to
+/// its target, takes the writer lock (returned: hold it until the final
+/// save), removes stale temporary files, then either loads the model to
+/// resume (checking it against the command line) or makes sure no existing
+/// model would be replaced unless `--overwrite` asks for it.
 /// Blocking; called through `spawn_blocking`.
-pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start, PipelineError> {
+pub(crate) fn prepare(
+    config: &mut RunConfig,
+    console: &Console,
+) -> Result<(Start, Option<WriterLock>), PipelineError> {
+    let Some(policy) = config.checkpoint.as_mut() else {
+        return Ok((prepare_locked(config, console)?, None));
+    };
+    let target =
+        checkpoint::resolve_symlinks(&policy.path).map_err(PipelineError::CheckpointNotWritable)?;
+    if target != policy.path {
+        console.line(&format!(
+            "--checkpoint {} is a symbolic link: writing its target {} (older generations sit beside the target)",
+            policy.path.display(),
+            target.display()
+        ));
+        policy.path = target;
+    }
+    let path = policy.path.clone();
+    check_dir(&path)?;
+    // Found now rather than at the first save, maybe months from now.
+    checkpoint::probe_writable(&path).map_err(PipelineError::CheckpointNotWritable)?;
+    let lock = checkpoint::lock_writer(&path).map_err(PipelineError::CheckpointLocked)?;
+    Ok((prepare_locked(config, console)?, Some(lock)))
+}
+
+/// Test-only fault injection in debug builds: sleeps for the number of
+/// milliseconds in the environment variable `var`, so the integration tests
+/// can send signals while a checkpoint is being loaded or saved. Release
+/// builds ignore it.
+fn fault_delay(var: &str) {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = var;
+}
+
+/// Refuses a checkpoint path whose directory is missing or that names a
+/// directory.
+fn check_dir(path: &Path) -> Result<(), PipelineError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(PipelineError::CheckpointDir {
+            path: path.to_path_buf(),
+        });
+    }
+    if path.is_dir() || ends_with_separator(path) {
+        return Err(PipelineError::CheckpointIsDir {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// [`prepare`] once the path is resolved and locked.
+fn prepare_locked(config: &mut RunConfig, console: &Console) -> Result<Start, PipelineError> {
     let fresh = Start {
         learner: None,
         rejected: Default::default(),
@@ -36,28 +96,31 @@ pub(crate) fn prepare(config: &mut RunConfig, console: &Console) -> Result<Start
         console.line("no --checkpoint given: the model will not be saved");
         return Ok(fresh);
     };
-    let dir = match policy.path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(PipelineError::CheckpointDir { path: policy.path });
-    }
-    if policy.path.is_dir() || ends_with_separator(&policy.path) {
-        return Err(PipelineError::CheckpointIsDir { path: policy.path });
-    }
     clean_stale(&policy.path, console);
-    // Found now rather than at the first save, maybe months from now.
-    checkpoint::probe_writable(&policy.path).map_err(PipelineError::CheckpointNotWritable)?;
     if !policy.resume {
         if policy.path.exists() {
             if !policy.overwrite {
                 return Err(PipelineError::CheckpointExists { path: policy.path });
             }
             console.line(&overwrite_notice(&policy));
+        } else if let Some((_, newest)) = checkpoint::generations(&policy.path).into_iter().next() {
+            // A crash during rotation can leave PATH.1 without PATH: a new
+            // model would later rotate the old one out.
+            if !policy.overwrite {
+                return Err(PipelineError::OnlyOlderGeneration {
+                    path: policy.path,
+                    newest,
+                });
+            }
+            console.line(&format!(
+                "{} is missing but {} exists: starting a new model (--overwrite)",
+                policy.path.display(),
+                newest.display()
+            ));
         }
         return Ok(fresh);
     }
+    fault_delay("EMSTREAM_FAULT_SLOW_LOAD_MS");
     let Some(ckpt) = load_newest(&policy, console)? else {
         console.line(&format!(
             "--resume: no checkpoint at {} yet, starting a new model",
@@ -181,7 +244,9 @@ fn check_resume(
     let want_dim = config
         .parser
         .dim
-        .or(config.parser.columns.as_ref().map(Columns::len));
+        .or(config.parser.columns.as_ref().map(Columns::len))
+        .or(config.parser.column_names.as_ref().map(Vec::len))
+        .or(config.parser.fields.as_ref().map(Vec::len));
     if let Some(want) = want_dim {
         if want != dim {
             return Err(mismatch("dim", dim.to_string(), want.to_string()));
@@ -224,15 +289,18 @@ impl Saver {
     pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
         let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
         let began = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || checkpoint::save(&p, &s.checkpoint, keep))
-            .await
-            .map_err(|_| PipelineError::Thread("checkpoint writer"))
-            .and_then(|r| {
-                r.map_err(|source| PipelineError::Save {
-                    path: self.path.clone(),
-                    source,
-                })
-            });
+        let result = tokio::task::spawn_blocking(move || {
+            fault_delay("EMSTREAM_FAULT_SLOW_SAVE_MS");
+            checkpoint::save(&p, &s.checkpoint, keep)
+        })
+        .await
+        .map_err(|_| PipelineError::Thread("checkpoint writer"))
+        .and_then(|r| {
+            r.map_err(|source| PipelineError::Save {
+                path: self.path.clone(),
+                source,
+            })
+        });
         let error = result.as_ref().err().map(|e| match e {
             PipelineError::Save { source, .. } => source.to_string(),
             other => other.to_string(),

@@ -18,7 +18,8 @@ use super::source::Position;
 use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
-use crate::input::{Batch, ParseError, RejectCounts, SourceId};
+use crate::config::reject_rate_exceeded;
+use crate::input::{Batch, InputError, ParseError, RejectCounts, SourceId};
 use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
 use crate::score::AnomalyDetector;
 
@@ -54,11 +55,56 @@ pub(crate) struct ScoreLink {
     pub(crate) filled: SyncSender<ScoredBlock>,
     pub(crate) empty: Receiver<ScoredBlock>,
     pub(crate) want_resp: bool,
+    /// Points handed to the sink and points it has written (see
+    /// [`super::score::ScoreProgress`]).
+    pub(crate) progress: Arc<super::score::ScoreProgress>,
+    /// The stop: once it fires, a full score queue is waited on for at most
+    /// [`super::SCORE_STALL_TIMEOUT`], then blocks are dropped (counted).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// Set once a block was dropped: later ones are dropped at once when
+    /// the queue is full.
+    pub(crate) stalled: std::cell::Cell<bool>,
+}
+
+impl ScoreLink {
+    /// Hands a block to the sink. A full queue makes the learner wait (a
+    /// slow reader of stdout slows the run) until the stop; then it waits
+    /// at most [`super::SCORE_STALL_TIMEOUT`] and drops the block, counting
+    /// its points, so a stalled reader cannot keep the final checkpoint
+    /// from being written.
+    fn hand_over(&self, block: ScoredBlock) {
+        use std::sync::mpsc::TrySendError;
+        let n = block.scores.log_lik.len() as u64;
+        let mut block = block;
+        let mut deadline = None;
+        loop {
+            match self.filled.try_send(block) {
+                Ok(()) => {
+                    self.progress.handed(n);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(b)) => block = b,
+            }
+            if self.stop.is_cancelled() {
+                let now = Instant::now();
+                let at = *deadline.get_or_insert(now + super::SCORE_STALL_TIMEOUT);
+                if self.stalled.get() || now >= at {
+                    self.stalled.set(true);
+                    self.progress.dropped(n);
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Everything the learner thread owns.
 pub(crate) struct Learner {
     pub(crate) params: CheckedParams,
+    /// Threads of the E-step (`--threads`).
+    pub(crate) threads: usize,
     pub(crate) start: Start,
     pub(crate) work: Receiver<Work>,
     pub(crate) recycle: SyncSender<Batch>,
@@ -67,6 +113,8 @@ pub(crate) struct Learner {
     pub(crate) score: Option<ScoreLink>,
     /// Flags anomalies (with `--score` and an alert rule).
     pub(crate) detector: Option<AnomalyDetector>,
+    /// `--max-reject-rate`.
+    pub(crate) max_reject_rate: f64,
     pub(crate) state: Arc<RunState>,
     pub(crate) console: Arc<Console>,
     /// Test-only fault injection: panic once this many points are learned.
@@ -86,8 +134,13 @@ pub(crate) struct Outcome {
     pub(crate) bad_record: Option<ParseError>,
     /// A learning error that stopped the run.
     pub(crate) learn_error: Option<LearnError>,
+    /// Input that does not fit the parser configuration (a usage error).
+    pub(crate) input_error: Option<InputError>,
     /// The first read error of a source: (its name, the error).
     pub(crate) read_error: Option<(String, std::io::Error)>,
+    /// (points, rejected records) of this run when its reject rate went
+    /// above `--max-reject-rate`.
+    pub(crate) too_many_rejects: Option<(u64, u64)>,
 }
 
 /// The learner's running state between batches.
@@ -96,6 +149,8 @@ struct Run {
     at_start: Counters,
     counts: LearnerCounts,
     positions: BTreeMap<SourceId, Position>,
+    /// Names of the dimensions: the resumed checkpoint's, then the input's.
+    columns: Option<Vec<String>>,
     seq: u64,
     saves_due: u64,
     /// Whether anything changed since the last snapshot.
@@ -110,7 +165,10 @@ impl Learner {
     /// error, or a fatal bad record; then learns from the pending partial
     /// batch ([`StepwiseEm::flush`]) and publishes the final snapshot.
     pub(crate) fn run(mut self) -> Outcome {
-        let learner = self.start.learner.take();
+        let mut learner = self.start.learner.take();
+        if let Some(l) = learner.as_mut() {
+            l.set_threads(self.threads);
+        }
         let mut run = Run {
             at_start: learner
                 .as_ref()
@@ -119,6 +177,7 @@ impl Learner {
             learner,
             counts: LearnerCounts::default(),
             positions: BTreeMap::new(),
+            columns: self.start.columns.take(),
             seq: 0,
             saves_due: 0,
             dirty: false,
@@ -129,7 +188,11 @@ impl Learner {
         let mut headers_reported = 0usize;
         let mut bad_record = None;
         let mut learn_error = None;
+        let mut input_error = None;
         let mut read_error = None;
+        let mut too_many_rejects = None;
+        // Records of this run: (points, rejected), for the reject rate.
+        let (mut points, mut rejected) = (0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
         loop {
@@ -153,15 +216,26 @@ impl Learner {
                 },
             };
             if let Some(Work {
-                batch,
+                mut batch,
                 fatal,
                 positions,
                 forget,
                 failed,
+                names,
             }) = received
             {
+                if let Some(names) = names {
+                    self.take_names(names, &mut run);
+                }
                 if let Some(f) = failed {
                     read_error.get_or_insert(f);
+                }
+                for note in &batch.notes {
+                    self.console.line(note);
+                }
+                if let Some(e) = batch.fatal.take() {
+                    input_error = Some(e);
+                    break;
                 }
                 for e in &batch.errors {
                     if reported < REPORTED_RECORDS {
@@ -189,10 +263,14 @@ impl Learner {
                     run.counts.rejected.merge(&batch.rejected);
                     run.changed();
                 }
+                rejected += batch.rejected.total();
+                points += batch.values.len().checked_div(batch.dim).unwrap_or(0) as u64;
                 if !batch.values.is_empty() && batch.dim > 0 {
-                    let l = run
-                        .learner
-                        .get_or_insert_with(|| StepwiseEm::new(self.params.clone(), batch.dim));
+                    let l = run.learner.get_or_insert_with(|| {
+                        let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
+                        l.set_threads(self.threads);
+                        l
+                    });
                     let values = &batch.values;
                     let result = scored(
                         self.score.as_ref(),
@@ -225,6 +303,10 @@ impl Learner {
                     bad_record = fatal;
                     break;
                 }
+                if reject_rate_exceeded(self.max_reject_rate, points, rejected, false).is_some() {
+                    too_many_rejects = Some((points, rejected));
+                    break;
+                }
                 if let Some(every) = self.due.every {
                     if next_every.is_some_and(|n| run.counts.points >= n) {
                         next_every = Some((run.counts.points / every + 1) * every);
@@ -248,6 +330,13 @@ impl Learner {
             }
         }
 
+        let clean_end = learn_error.is_none() && input_error.is_none() && bad_record.is_none();
+        if clean_end
+            && too_many_rejects.is_none()
+            && reject_rate_exceeded(self.max_reject_rate, points, rejected, true).is_some()
+        {
+            too_many_rejects = Some((points, rejected));
+        }
         if learn_error.is_none() {
             if let Some(l) = run.learner.as_mut() {
                 let result = scored(
@@ -271,7 +360,27 @@ impl Learner {
             counts: run.counts,
             bad_record,
             learn_error,
+            input_error,
             read_error,
+            too_many_rejects,
+        }
+    }
+
+    /// Records the names the input gives its dimensions. A resumed model
+    /// whose checkpoint named them otherwise keeps learning (the numbers
+    /// are what it learns from) under the new names, with a warning: the
+    /// input may be another file than the one the model was learned from.
+    fn take_names(&self, names: Vec<String>, run: &mut Run) {
+        if let Some(old) = run.columns.as_ref().filter(|old| **old != names) {
+            self.console.line(&format!(
+                "warning: the input names its columns {} but the checkpoint's model was learned from {}: check that this is the same kind of data; the checkpoint now records the new names",
+                names.join(", "),
+                old.join(", ")
+            ));
+        }
+        if run.columns.as_ref() != Some(&names) {
+            run.columns = Some(names);
+            run.changed();
         }
     }
 
@@ -303,7 +412,9 @@ impl Learner {
                     .state
                     .replay()
                     .checkpoint_positions(&self.start.sources, &run.positions),
-                columns: self.start.columns.clone(),
+                // Names that do not fit the model (a header wider than the
+                // points) are left out rather than make the file invalid.
+                columns: run.columns.clone().filter(|c| c.len() == l.dim()),
                 selection: self.start.selection.clone(),
             },
             counts: run.counts.clone(),
@@ -340,7 +451,7 @@ fn scored(
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
     }
     if !block.scores.is_empty() {
-        let _ = link.filled.send(block);
+        link.hand_over(block);
     }
     result
 }

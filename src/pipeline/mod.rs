@@ -42,6 +42,7 @@ mod learn;
 mod parse;
 pub mod replay;
 mod score;
+mod shuffle;
 pub mod snapshot;
 pub mod source;
 pub mod state;
@@ -114,6 +115,13 @@ pub const BATCH_RECYCLE: usize = BATCH_QUEUE + 2;
 /// slow reader of stdout for a moment, after which the learner waits.
 pub const SCORE_QUEUE: usize = 4;
 
+/// After a stop, how long the learner waits for a full score queue (a
+/// reader of stdout that does not read), and the run for the score sink,
+/// before score output is dropped (counted and reported) so the final
+/// checkpoint is written anyway: long enough for a live reader to catch up
+/// on a few blocks, short next to a service manager's stop timeout.
+pub const SCORE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Buffer of the score sink's writer to stdout.
 pub const SCORE_OUT_BYTES: usize = 256 << 10;
 
@@ -146,6 +154,9 @@ pub struct RunSummary {
     pub stop: StopReason,
     /// The checkpoint written at the end, if any.
     pub checkpoint: Option<PathBuf>,
+    /// Points whose score lines were dropped (at least this many): after a
+    /// stop, stdout was not read within [`SCORE_STALL_TIMEOUT`].
+    pub scores_dropped: u64,
     /// Replayable streams at the end: the log's last sequence, the model's,
     /// and the lag between them.
     pub streams: Vec<StreamLag>,
@@ -280,6 +291,18 @@ pub enum PipelineError {
         /// The path given.
         path: PathBuf,
     },
+    /// Another process writes this checkpoint (it holds the writer lock).
+    #[error("{0}")]
+    CheckpointLocked(CheckpointError),
+    /// `PATH` is missing but an older generation exists, and neither
+    /// `--resume` nor `--overwrite` was given.
+    #[error("{path} is missing but the older generation {newest} exists (a run may have been cut short while rotating): add --resume to continue the model in {newest}, or --overwrite to start a new one", path = path.display(), newest = newest.display())]
+    OnlyOlderGeneration {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The newest existing older generation.
+        newest: PathBuf,
+    },
     /// No file can be created in the checkpoint's directory.
     #[error("cannot write checkpoints there: {0}")]
     CheckpointNotWritable(CheckpointError),
@@ -322,12 +345,41 @@ pub enum PipelineError {
         /// The checkpoint holding them, if any.
         checkpoint: Option<PathBuf>,
     },
+    /// The input does not fit the configuration (e.g. a `--columns` name
+    /// the header lacks).
+    #[error("{0}")]
+    Input(crate::input::InputError),
+    /// More records were rejected than `--max-reject-rate` allows (see
+    /// [`crate::config::reject_rate_exceeded`]).
+    #[error(
+        "{rejected} of {records} records were rejected ({pct:.1} %), more than --max-reject-rate {max}: \
+         the input does not fit the options; see the reasons above and check --columns (0-based \
+         indices or header names), --dim, --delimiter and --format ({saved})",
+        pct = 100.0 * *rejected as f64 / (*records).max(1) as f64,
+        saved = match checkpoint {
+            Some(p) => format!("what was learned is saved in {}", p.display()),
+            None => "nothing was saved: no --checkpoint".to_owned(),
+        }
+    )]
+    TooManyRejects {
+        /// Records rejected in this run.
+        rejected: u64,
+        /// Records read in this run (points and rejects).
+        records: u64,
+        /// The limit.
+        max: f64,
+        /// The checkpoint holding what was learned, if any.
+        checkpoint: Option<PathBuf>,
+    },
     /// The learner refused the points.
     #[error("learning failed: {0}")]
     Learn(#[from] LearnError),
     /// Writing scores to stdout failed (other than it being closed).
     #[error("writing scores to stdout failed: {0}")]
     ScoreOutput(std::io::Error),
+    /// The TLS or token files of the listener cannot be used.
+    #[error("{0}")]
+    Access(crate::security::SecurityError),
     /// A pipeline thread could not be started or its task failed.
     #[error("the {0} stage stopped unexpectedly")]
     Thread(&'static str),
@@ -468,14 +520,51 @@ impl Pipeline {
         } = self;
 
         // What the run starts from (blocking file I/O, off the reactor).
+        // A signal meanwhile is seen: the load (bounded by the file's size)
+        // finishes, then the run ends without reading any input.
+        tokio::pin!(shutdown);
+        let mut signalled = false;
         let prep_console = console.clone();
-        let (config, start) = tokio::task::spawn_blocking(move || {
+        let prepare = tokio::task::spawn_blocking(move || {
             let mut config = config;
             let start = ckpt::prepare(&mut config, &prep_console);
-            start.map(|s| (config, s))
-        })
-        .await
-        .map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+            start.map(|(s, lock)| (config, s, lock))
+        });
+        tokio::pin!(prepare);
+        let prepared = loop {
+            tokio::select! {
+                () = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    state.stop(StopReason::Signal);
+                    console.line("stopping: the checkpoint is being loaded; no input will be read (a second signal exits at once)");
+                }
+                r = &mut prepare => break r,
+            }
+        };
+        // `_lock` (one writer per checkpoint) is held until this returns,
+        // after the final save.
+        let (config, start, _lock) =
+            prepared.map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+        if signalled {
+            return Ok(RunSummary {
+                points: 0,
+                points_total: start
+                    .learner
+                    .as_ref()
+                    .map_or(0, |l| l.counters().points_seen),
+                rejected: RejectCounts::default(),
+                avg_log_lik: None,
+                anomalies: 0,
+                outliers: 0,
+                elapsed: state.counts().elapsed,
+                stop: StopReason::Signal,
+                checkpoint: None,
+                scores_dropped: 0,
+                streams: state.replay().streams(),
+                reconnects: state.replay().reconnects(),
+                gap_messages: state.replay().gap_messages(),
+            });
+        }
 
         let source = match source {
             Some(s) => s,
@@ -490,14 +579,26 @@ impl Pipeline {
         let parser = {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
+            let shuffle = config
+                .shuffle_buffer
+                .map(|n| shuffle::Shuffle::new(n, config.params.seed));
             let s = state.clone();
             spawn_stage("parser", &state, move || {
-                parse::parser_loop(parser_config, on_error, event_rx, work_tx, recycle_rx, &s);
+                parse::parser_loop(
+                    parser_config,
+                    on_error,
+                    shuffle,
+                    event_rx,
+                    work_tx,
+                    recycle_rx,
+                    &s,
+                );
             })?
         };
 
         // Score sink thread.
         let mut score_link = None;
+        let mut score_progress = None;
         let mut sink = None;
         let mut detector = None;
         if let Some(options) = config.score.clone() {
@@ -511,14 +612,20 @@ impl Pipeline {
                 .map_or(config.params.components, |l| l.params().components);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
             let s = state.clone();
+            let progress = Arc::new(score::ScoreProgress::default());
+            let p = progress.clone();
             sink = Some(spawn_stage("score output", &state, move || {
-                score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s)
+                score::sink_loop(std::io::stdout(), options, k, filled_rx, empty_tx, &s, &p)
             })?);
             score_link = Some(ScoreLink {
                 filled: filled_tx,
                 empty: empty_rx,
                 want_resp,
+                progress: progress.clone(),
+                stop: state.sources_token(),
+                stalled: std::cell::Cell::new(false),
             });
+            score_progress = Some(progress);
         }
 
         // Checkpoint writer task, tracked so none is left behind.
@@ -541,8 +648,10 @@ impl Pipeline {
         }
 
         // Learner thread.
+        let max_reject_rate = config.max_reject_rate;
         let learner = Learner {
             params: config.params.clone(),
+            threads: config.threads,
             start,
             work: work_rx,
             recycle: recycle_tx,
@@ -553,6 +662,7 @@ impl Pipeline {
             },
             score: score_link,
             detector,
+            max_reject_rate,
             state: state.clone(),
             console: console.clone(),
             #[cfg(test)]
@@ -591,9 +701,7 @@ impl Pipeline {
         });
 
         // Wait for the learner, turning the shutdown future into a stop.
-        tokio::pin!(shutdown);
         let mut outcome_rx = outcome_rx;
-        let mut signalled = false;
         let outcome = loop {
             tokio::select! {
                 () = &mut shutdown, if !signalled => {
@@ -607,7 +715,9 @@ impl Pipeline {
         };
         // The learner may have stopped on its own (a learning error, a
         // panic): make sure the sources (a listener, above all) stop too.
-        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none());
+        let failed = !matches!(outcome, Ok(Ok(ref o)) if o.learn_error.is_none()
+            && o.input_error.is_none()
+            && o.too_many_rejects.is_none());
         state.stop(if failed {
             StopReason::Failed
         } else {
@@ -620,11 +730,9 @@ impl Pipeline {
         console.clear_progress();
 
         // The learner dropped its senders: the score sink and the writer
-        // end; the sources end on the stop (or a closed channel).
-        let score_result = match sink {
-            Some(rx) => Some(stage_result("score output", rx.await)),
-            None => None,
-        };
+        // end; the sources end on the stop (or a closed channel). The score
+        // sink is waited for after the final save (a reader of stdout that
+        // does not read must not keep the model from being saved).
         let parser_result = stage_result("parser", parser.await);
         tasks.close();
         tasks.wait().await;
@@ -658,10 +766,40 @@ impl Pipeline {
             .as_ref()
             .map_or(0, |s| s.checkpoint.learner.counters().points_seen);
 
+        // The score sink: all its output at the end of the input; after a
+        // stop (now or while waiting), at most SCORE_STALL_TIMEOUT more.
+        let mut scores_dropped = 0;
+        let score_result = match sink {
+            Some(mut rx) => {
+                let give_up = async {
+                    if !signalled {
+                        (&mut shutdown).await;
+                    }
+                    tokio::time::sleep(SCORE_STALL_TIMEOUT).await;
+                };
+                tokio::select! {
+                    r = &mut rx => {
+                        scores_dropped = score_progress.as_ref().map_or(0, |p| p.dropped_only());
+                        Some(stage_result("score output", r))
+                    }
+                    () = give_up => {
+                        // The sink thread stays blocked on stdout; the
+                        // process exits without it.
+                        scores_dropped = score_progress.as_ref().map_or(0, |p| p.lost());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
         parser_result?;
         let score_result = score_result.transpose()?;
         if let Some(e) = outcome.learn_error {
             return Err(PipelineError::Learn(e));
+        }
+        if let Some(e) = outcome.input_error {
+            return Err(PipelineError::Input(e));
         }
         if let Some(ParseError {
             source_id,
@@ -682,6 +820,14 @@ impl Pipeline {
         if let Some((name, source)) = outcome.read_error {
             return Err(PipelineError::Read { name, source });
         }
+        if let Some((points, rejected)) = outcome.too_many_rejects {
+            return Err(PipelineError::TooManyRejects {
+                rejected,
+                records: points + rejected,
+                max: max_reject_rate,
+                checkpoint: written,
+            });
+        }
         if let Some(r) = score_result {
             r.map_err(PipelineError::ScoreOutput)?;
         }
@@ -696,6 +842,7 @@ impl Pipeline {
             elapsed: state.counts().elapsed,
             stop: state.stop_reason(),
             checkpoint: written,
+            scores_dropped,
             streams: state.replay().streams(),
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),

@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
 
+use super::shuffle::Shuffle;
 use super::source::{Position, SourceEvent};
 use super::state::{Ended, RunState, StopReason};
 use crate::config::OnError;
@@ -24,6 +25,9 @@ pub(crate) struct Work {
     pub(crate) forget: Vec<SourceId>,
     /// A read error that ended a stream: (its name, the error).
     pub(crate) failed: Option<(String, std::io::Error)>,
+    /// The dimensions' names, on the first batch after the parser learned
+    /// them (a header, or JSON `--fields`); they go into the checkpoint.
+    pub(crate) names: Option<Vec<String>>,
 }
 
 /// Runs the parser stage until the event channel closes (or, with
@@ -32,6 +36,7 @@ pub(crate) struct Work {
 pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
+    mut shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
@@ -44,6 +49,7 @@ pub(crate) fn parser_loop(
     // Records accepted and rejected per stream, for the close log of a
     // connection (dropped at its end).
     let mut per_stream: HashMap<SourceId, (u64, u64)> = HashMap::new();
+    let mut names_sent = false;
     while let Some(event) = events.blocking_recv() {
         let chunk = match event {
             SourceEvent::Chunk { chunk, position } => {
@@ -88,7 +94,9 @@ pub(crate) fn parser_loop(
             let first = first_error(&chunk, &batch);
             let dim = parser.dim().or(config.dim);
             let keep = match dim {
-                Some(d) if d > 0 => rows_before(&chunk, first.line, &config, d) * d,
+                Some(d) if d > 0 => {
+                    rows_before(&chunk, first.line, &parser.resolved_config(), d) * d
+                }
                 _ => 0,
             };
             batch.values.truncate(keep);
@@ -109,20 +117,33 @@ pub(crate) fn parser_loop(
             .filter(|&d| d > 0)
             .map_or(0, |d| (batch.values.len() / d) as u64);
         counts.1 += batch.rejected.total();
+        if let Some(sh) = shuffle.as_mut() {
+            sh.pass(&mut batch.values, batch.dim);
+        }
         let empty = batch.values.is_empty()
             && batch.rejected.by_reason.is_empty()
             && batch.headers.is_empty()
+            && batch.notes.is_empty()
+            && batch.fatal.is_none()
             && fatal.is_none();
         if empty {
             continue;
         }
-        let last = fatal.is_some();
+        let last = fatal.is_some() || batch.fatal.is_some();
+        let names = match parser.names() {
+            Some(n) if !names_sent => {
+                names_sent = true;
+                Some(n.to_vec())
+            }
+            _ => None,
+        };
         let work = Work {
             batch,
             fatal,
             positions: std::mem::take(&mut positions),
             forget: std::mem::take(&mut forget),
             failed: None,
+            names,
         };
         if batches.send(work).is_err() {
             break;
@@ -132,8 +153,15 @@ pub(crate) fn parser_loop(
             break;
         }
     }
-    if !positions.is_empty() || !forget.is_empty() {
+    // The end of the input: the points still in the shuffle buffer.
+    let mut rest = Batch::default();
+    if let (Some(sh), Some(dim)) = (shuffle.as_mut(), parser.dim()) {
+        rest.dim = dim;
+        sh.drain(&mut rest.values, dim);
+    }
+    if !positions.is_empty() || !forget.is_empty() || !rest.values.is_empty() {
         let _ = batches.send(Work {
+            batch: rest,
             positions,
             forget,
             ..Work::default()
@@ -164,6 +192,8 @@ fn clear(mut b: Batch) -> Batch {
     b.rejected.by_reason.clear();
     b.errors.clear();
     b.headers.clear();
+    b.notes.clear();
+    b.fatal = None;
     b
 }
 

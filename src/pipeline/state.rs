@@ -87,6 +87,9 @@ pub struct Counts {
     pub connections_total: u64,
     /// Connections that could not be accepted.
     pub connections_refused: u64,
+    /// Connections accepted but refused by access control (a failed TLS
+    /// handshake, a wrong or missing token) before any data was used.
+    pub connections_denied: u64,
     /// Time since the run started.
     pub elapsed: Duration,
     /// Connections closed because they sent nothing for `--idle-timeout`.
@@ -155,6 +158,7 @@ pub struct RunState {
     checkpoint_stats: Mutex<CheckpointStats>,
     /// Woken by [`RunState::request_checkpoint`] (SIGHUP).
     save_request: tokio::sync::Notify,
+    connections_denied: AtomicU64,
     names: Mutex<Names>,
     /// Replayable streams, reconnects, retention gaps, idle time.
     replay: super::replay::Replay,
@@ -233,6 +237,7 @@ impl RunState {
             connections_timed_out: AtomicU64::new(0),
             checkpoint_stats: Mutex::new(CheckpointStats::default()),
             save_request: tokio::sync::Notify::new(),
+            connections_denied: AtomicU64::new(0),
             names: Mutex::new(Names {
                 first: first.into(),
                 ..Names::default()
@@ -256,6 +261,7 @@ impl RunState {
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            connections_denied: self.connections_denied.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
             connections_timed_out: self.connections_timed_out.load(Ordering::Relaxed),
         }
@@ -359,6 +365,11 @@ impl RunState {
     /// Counts a connection that could not be accepted.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused by access control (TLS, token).
+    pub(crate) fn connection_denied(&self) {
+        self.connections_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers an open source with its own name (a connection).

@@ -113,6 +113,7 @@ fn rejected_line_counts_by_reason() {
         elapsed: Duration::from_secs(1),
         stop: StopReason::EndOfInput,
         checkpoint: None,
+        scores_dropped: 0,
         streams: vec![crate::pipeline::StreamLag {
             key: "jetstream:S".into(),
             head: 100,

@@ -364,15 +364,15 @@ pub fn render_text(diff: &MixtureDiff, old_name: &str, new_name: &str) -> String
     for c in &diff.components {
         let _ = writeln!(
             s,
-            "{:>4} {:>4}  {:>8.4} {:>8.4} {:>+9.4}  {:>11.4}  {:>10.4}  {:>12.5}",
+            "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}",
             c.old,
             c.new,
-            c.weight_old,
-            c.weight_new,
-            c.weight_change,
-            c.mean_shift_sd,
-            c.covariance_change,
-            c.symmetric_kl
+            short(c.weight_old, 4),
+            short(c.weight_new, 4),
+            signed(c.weight_change, 4),
+            short(c.mean_shift_sd, 4),
+            short(c.covariance_change, 4),
+            short(c.symmetric_kl, 5)
         );
     }
     if !diff.unmatched_old.is_empty() {
@@ -391,12 +391,47 @@ pub fn render_text(diff: &MixtureDiff, old_name: &str, new_name: &str) -> String
     }
     let _ = writeln!(s);
     let k = &diff.kl;
+    // An infinite or undefined standard error says the estimate is not
+    // usable (the models barely overlap), not "± inf".
+    let error = if k.std_error.is_finite() {
+        format!(" +- {}", short(k.std_error, 6))
+    } else {
+        " (standard error not finite: the models barely overlap)".to_string()
+    };
     let _ = writeln!(
         s,
-        "mixture symmetric KL: {:.6} +- {:.6} (Monte Carlo, {} draws from each side, seed {}; KL(old||new) {:.6}, KL(new||old) {:.6})",
-        k.symmetric, k.std_error, k.samples, k.seed, k.old_to_new, k.new_to_old
+        "mixture symmetric KL: {}{error} (Monte Carlo, {} draws from each side, seed {}; KL(old||new) {}, KL(new||old) {})",
+        short(k.symmetric, 6),
+        k.samples,
+        k.seed,
+        short(k.old_to_new, 6),
+        short(k.new_to_old, 6)
     );
     s
+}
+
+/// `x` with `prec` decimals when that is short, in scientific notation
+/// when it is huge or tiny (a 300-digit number helps no one), `inf` or
+/// `nan` as such.
+fn short(x: f64, prec: usize) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        format!("{x}")
+    } else if a != 0.0 && !(1e-3..1e6).contains(&a) {
+        format!("{x:.prec$e}", prec = prec.min(3))
+    } else {
+        format!("{x:.prec$}")
+    }
+}
+
+/// [`short`] with a sign always.
+fn signed(x: f64, prec: usize) -> String {
+    let t = short(x, prec);
+    if x >= 0.0 && !t.starts_with('+') {
+        format!("+{t}")
+    } else {
+        t
+    }
 }
 
 /// Arguments of `emstream diff`.
@@ -621,6 +656,17 @@ mod tests {
     }
 
     #[test]
+    fn huge_and_tiny_numbers_stay_short() {
+        assert_eq!(short(1.5e300, 4), "1.500e300");
+        assert_eq!(short(-2.0e-9, 4), "-2.000e-9");
+        assert_eq!(short(0.25, 4), "0.2500");
+        assert_eq!(short(0.0, 4), "0.0000");
+        assert_eq!(short(f64::INFINITY, 4), "inf");
+        assert_eq!(signed(0.5, 4), "+0.5000");
+        assert_eq!(signed(-0.5, 4), "-0.5000");
+    }
+
+    #[test]
     fn text_and_json_renderings_hold_the_numbers() {
         let old = two_d();
         let d = diff_mixtures(&old, &old, 100, 0).unwrap();
@@ -751,14 +797,14 @@ mod tests {
         .unwrap();
         let Cmd::Score(a) = c.cmd else { panic!() };
         assert_eq!(a.alert.rule(), AlertRule::Quantile(0.005));
-        assert_eq!(a.columns, Some(vec![1, 2]));
-        assert_eq!(a.format, crate::input::Format::Json);
+        assert_eq!(a.read.columns, Some(vec!["1".to_owned(), "2".to_owned()]));
+        assert_eq!(a.read.format, crate::input::Format::Json);
         let c = Cli::try_parse_from([
             "emstream", "plot", "m.ckpt", "-o", "m.svg", "--dims", "2,0", "--sample", "10",
         ])
         .unwrap();
         let Cmd::Plot(a) = c.cmd else { panic!() };
-        assert_eq!((a.dims, a.sample), ((2, 0), 10));
+        assert_eq!((a.dims, a.sample), (Some((2, 0)), 10));
         assert!(
             Cli::try_parse_from(["emstream", "plot", "m.ckpt", "-o", "x", "--dims", "1,1"])
                 .is_err()

@@ -29,6 +29,10 @@ pub enum ReportError {
     /// An option is out of range or does not fit the model.
     #[error("{0}")]
     Invalid(String),
+    /// The data given holds nothing usable (a data problem, not a usage
+    /// error).
+    #[error("{0}")]
+    Data(String),
     /// Two checkpoints cannot be compared.
     #[error("cannot compare the checkpoints: {0}")]
     Incompatible(String),

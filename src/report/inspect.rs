@@ -1,7 +1,8 @@
 //! `emstream inspect PATH [--json]`: what a checkpoint holds, as a readable
 //! summary with one table per component, or as one JSON object for scripts.
 //!
-//! The JSON object always has `format_version`, `dim`, `components`,
+//! The JSON object always has `format_version`, `dim`, `names` (the
+//! dimensions' names, or null), `components`,
 //! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
 //! `pending_points`, `points_seen`, `records_rejected` (total),
 //! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
@@ -42,10 +43,16 @@ struct Summary<'a> {
     created_unix_ms: u64,
     updated_unix_ms: u64,
     mixture: Option<&'a GaussianMixture>,
+    /// Names of the dimensions, when known.
+    names: Option<&'a [String]>,
 }
 
+/// Width of one value column of the compact table: with the index and
+/// weight columns, 8 dimensions fit in 100 columns.
+const TABLE_COL: usize = 10;
+
 impl<'a> Summary<'a> {
-    fn of(ck: &'a Checkpoint) -> Self {
+    fn of(ck: &'a Checkpoint, names: Option<&'a [String]>) -> Self {
         let l = &ck.learner;
         let p = l.params();
         let c = l.counters();
@@ -69,6 +76,45 @@ impl<'a> Summary<'a> {
             created_unix_ms: ck.created_unix_ms,
             updated_unix_ms: ck.updated_unix_ms,
             mixture: l.mixture(),
+            names: names
+                .or(ck.columns.as_deref())
+                .filter(|n| n.len() == l.dim()),
+        }
+    }
+
+    /// The name of dimension `a`, or its index.
+    fn dim_name(&self, a: usize) -> String {
+        match self.names {
+            Some(n) => n[a].clone(),
+            None => format!("dim {a}"),
+        }
+    }
+
+    /// The K x d table of weights and means, heaviest component first.
+    fn compact_table(&self, m: &GaussianMixture, s: &mut String) {
+        let d = m.dim();
+        let _ = writeln!(
+            s,
+            "\ncomponents by weight: mean of each dimension (details below)"
+        );
+        let _ = write!(s, "  {:>3} {:>8}", "#", "weight");
+        for a in 0..d {
+            let _ = write!(
+                s,
+                " {:>w$}",
+                fit(&self.dim_name(a), TABLE_COL - 1),
+                w = TABLE_COL - 1
+            );
+        }
+        s.push('\n');
+        let mut order: Vec<usize> = (0..m.n_components()).collect();
+        order.sort_by(|&a, &b| m.weights()[b].total_cmp(&m.weights()[a]));
+        for j in order {
+            let _ = write!(s, "  {j:>3} {:>8.4}", m.weights()[j]);
+            for &v in m.mean(j) {
+                let _ = write!(s, " {:>w$}", short_num(v), w = TABLE_COL - 1);
+            }
+            s.push('\n');
         }
     }
 
@@ -112,7 +158,7 @@ impl<'a> Summary<'a> {
             Some(v) => {
                 let _ = writeln!(
                     s,
-                    "  avg log-lik       {} per point (over {} points)",
+                    "  avg log-lik       {} per point over the stream's {} points, test-then-train\n                    (each point scored by the model before it learned from it)",
                     num(v),
                     self.log_lik_points
                 );
@@ -121,10 +167,15 @@ impl<'a> Summary<'a> {
                 let _ = writeln!(s, "  avg log-lik       - (no point scored yet)");
             }
         }
-        let by_reason = self.rejected_by_reason();
         let _ = write!(s, "  records rejected  {}", self.rejected_total());
-        if !by_reason.is_empty() {
-            let parts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        if !self.rejected.by_reason.is_empty() {
+            // The words of the run's summary line ("3 not a number").
+            let parts: Vec<String> = self
+                .rejected
+                .by_reason
+                .iter()
+                .map(|(r, n)| format!("{n} {}", r.text()))
+                .collect();
             let _ = write!(s, " ({})", parts.join(", "));
         }
         s.push('\n');
@@ -150,19 +201,35 @@ impl<'a> Summary<'a> {
             "  pending points    {} (in the partial mini-batch)",
             self.pending_points
         );
+        self.compact_table(m, &mut s);
         let d = m.dim();
         let full = m.covariance_type() == CovarianceType::Full;
+        // The dimension column fits the longest name (up to 24).
+        let dw = (0..d)
+            .map(|a| self.dim_name(a).chars().count())
+            .max()
+            .unwrap_or(3)
+            .clamp(5, 24);
         for j in 0..m.n_components() {
             let _ = writeln!(s, "\ncomponent {j}  weight {}", num(m.weights()[j]));
             let cov = m.covariance_matrix(j);
-            let _ = write!(s, "  {:>5} {:>14} {:>14}", "dim", "mean", "std dev");
+            let _ = write!(s, "  {:>dw$} {:>14} {:>14}", "dim", "mean", "std dev");
             if full && d > 1 {
                 let _ = write!(s, "   correlations");
             }
             s.push('\n');
             for a in 0..d {
                 let sd_a = cov[a * d + a].sqrt();
-                let _ = write!(s, "  {:>5} {:>14} {:>14}", a, num(m.mean(j)[a]), num(sd_a));
+                let label = match self.names {
+                    Some(_) => fit(&self.dim_name(a), dw),
+                    None => a.to_string(),
+                };
+                let _ = write!(
+                    s,
+                    "  {label:>dw$} {:>14} {:>14}",
+                    num(m.mean(j)[a]),
+                    num(sd_a)
+                );
                 if full && d > 1 {
                     s.push_str("  ");
                     for b in 0..a {
@@ -209,6 +276,7 @@ impl<'a> Summary<'a> {
         json!({
             "format_version": FORMAT_VERSION,
             "dim": self.dim,
+            "names": self.names,
             "components": self.components,
             "covariance": self.covariance.name(),
             "warmed_up": self.mixture.is_some(),
@@ -239,16 +307,46 @@ impl<'a> Summary<'a> {
 }
 
 /// A readable summary of a checkpoint: the model's shape, counters, times
-/// and, once the warm-up is over, one table per component with its weight,
-/// mean, standard deviations and (full covariance) correlations.
-pub fn render_text(ck: &Checkpoint) -> String {
-    Summary::of(ck).text()
+/// and, once the warm-up is over, a compact K x d table of weights and
+/// means (heaviest first; 8 dimensions fit in 100 columns), then one table
+/// per component with its weight, mean, standard deviations and (full
+/// covariance) correlations. `names` (one per dimension, else ignored)
+/// label the dimensions; without them, the names the checkpoint recorded
+/// from its input (a header, JSON `--fields`), if any.
+pub fn render_text(ck: &Checkpoint, names: Option<&[String]>) -> String {
+    Summary::of(ck, names).text()
 }
 
 /// The checkpoint as one JSON object (fields listed in the module docs);
-/// `covariances` are always full d-by-d matrices.
-pub fn render_json(ck: &Checkpoint) -> Value {
-    Summary::of(ck).json()
+/// `covariances` are always full d-by-d matrices; `names` is `names`, else
+/// the checkpoint's recorded names, else null.
+pub fn render_json(ck: &Checkpoint, names: Option<&[String]>) -> Value {
+    Summary::of(ck, names).json()
+}
+
+/// `name` cut to at most `width` characters (a cut one ends in `~`).
+fn fit(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        name.to_owned()
+    } else {
+        let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+        cut.push('~');
+        cut
+    }
+}
+
+/// A number in at most 9 characters with 4 significant digits: plain
+/// between 0.001 and 10^6, else in scientific notation.
+fn short_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".to_owned()
+    } else if (1e-3..1e6).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2e}")
+    }
 }
 
 /// `FieldCount` -> `field_count`.
@@ -293,7 +391,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Unix milliseconds as ISO 8601 UTC, e.g. `2024-02-29T13:05:09.250Z`.
-fn iso8601_utc(unix_ms: u64) -> String {
+pub(crate) fn iso8601_utc(unix_ms: u64) -> String {
     let ms = unix_ms % 1000;
     let secs = unix_ms / 1000;
     let days = (secs / 86_400) as i64;
@@ -363,6 +461,7 @@ mod tests {
             log_lik_sum: -7000.0,
             log_lik_points: 2000,
             pending_points: if m.is_some() { 17 } else { 4321 },
+            names: None,
             rejected,
             anomalies: 5,
             created_unix_ms: 1_709_211_909_250,
@@ -388,8 +487,8 @@ mod tests {
             "created           2024-02-29T13:05:09.250Z",
             "updated           2024-02-29T14:05:09.250Z",
             "points seen       12000",
-            "avg log-lik       -3.500000 per point (over 2000 points)",
-            "records rejected  12 (field_count 10, not_numeric 2)",
+            "avg log-lik       -3.500000 per point over the stream's 2000 points, test-then-train\n",
+            "records rejected  12 (10 wrong number of fields, 2 not a number)",
             "re-seeds          1",
             "repairs           2",
             "refused batches   3 (30 points)",
@@ -410,6 +509,81 @@ mod tests {
             "{row1}"
         );
         assert!(!t.contains("warming up"));
+    }
+
+    /// The header and two rows of the compact table in `t`.
+    fn table_lines(t: &str) -> Vec<&str> {
+        t.lines()
+            .skip_while(|l| !l.starts_with("components by weight"))
+            .skip(1)
+            .take(3)
+            .collect()
+    }
+
+    #[test]
+    fn compact_table_sorts_by_weight_and_fits_100_columns() {
+        let m = mixture(CovarianceType::Full);
+        let r = rejects();
+        let t = summary(Some(&m), &r).text();
+        let table = table_lines(&t);
+        assert_eq!(
+            table,
+            [
+                "    #   weight     dim 0     dim 1",
+                "    1   0.7500     10.00         0",
+                "    0   0.2500    -1.500     2.000",
+            ],
+            "{t}"
+        );
+        assert!(t.find("components by weight") < t.find("component 0  weight"));
+        // Eight dimensions with long names and awkward values: 100 columns.
+        let d = 8;
+        let mut cov = vec![0.0; d * d];
+        for a in 0..d {
+            cov[a * d + a] = 1.0;
+        }
+        let big = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Full,
+            dim: d,
+            weights: vec![0.5, 0.5],
+            means: (0..2 * d)
+                .map(|i| -1.234_567e7 / 10f64.powi(i as i32))
+                .collect(),
+            covariances: [cov.clone(), cov].concat(),
+        })
+        .unwrap();
+        let names: Vec<String> = (0..d).map(|a| format!("a very long name {a}")).collect();
+        let mut s = summary(Some(&big), &r);
+        s.dim = d;
+        s.names = Some(&names);
+        let t = s.text();
+        let table = table_lines(&t);
+        for l in &table {
+            assert!(
+                l.chars().count() <= 100,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
+        assert!(table[0].contains(" a very l~"), "{}", table[0]);
+        assert!(table[1].contains("-1.23e7"), "{}", table[1]);
+        // Names label the per-component rows too.
+        assert!(t.contains("a very long name 7"), "{t}");
+    }
+
+    #[test]
+    fn short_numbers_keep_four_significant_digits() {
+        for (v, want) in [
+            (0.0, "0"),
+            (2745.123, "2745"),
+            (61.75, "61.75"),
+            (0.70213, "0.7021"),
+            (-0.00123456, "-0.001235"),
+            (1.5e-7, "1.50e-7"),
+            (123_456_789.0, "1.23e8"),
+        ] {
+            assert_eq!(short_num(v), want);
+        }
     }
 
     #[test]
@@ -523,7 +697,7 @@ mod tests {
     fn reports_of_a_real_checkpoint() {
         let ck = real_checkpoint(20_050);
         let m = ck.learner.mixture().unwrap();
-        let v = render_json(&ck);
+        let v = render_json(&ck, None);
         assert_eq!(v["points_seen"], ck.learner.counters().points_seen);
         assert_eq!(v["pending_points"], 50);
         assert_eq!(v["covariance"], "full");
@@ -538,14 +712,14 @@ mod tests {
             (firsts[0] - 1.0).abs() < 0.3 && (firsts[1] - 7.0).abs() < 0.3,
             "{firsts:?}"
         );
-        let t = render_text(&ck);
+        let t = render_text(&ck, None);
         assert!(t.contains("component 1  weight"), "{t}");
         assert!(t.contains("records rejected  12"), "{t}");
 
         let early = real_checkpoint(321);
-        let t = render_text(&early);
+        let t = render_text(&early, None);
         assert!(t.contains("321 points wait in the warm-up buffer"), "{t}");
-        let v = render_json(&early);
+        let v = render_json(&early, None);
         assert_eq!(v["warmed_up"], false);
         assert_eq!(v["points_seen"], early.learner.counters().points_seen);
         assert_eq!(v["params"]["warmup"], 500);

@@ -3,11 +3,57 @@
 
 pub mod diff;
 mod error;
+pub mod input_args;
 pub mod inspect;
 pub mod plot;
 pub mod score;
 
 pub use error::ReportError;
+pub use input_args::InputArgs;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Whether `path` means standard input or output: `-`.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens an input of a report command: standard input for `-`, else the
+/// file.
+///
+/// # Errors
+///
+/// [`ReportError::File`] when the file cannot be opened.
+pub fn open_input(path: &Path) -> Result<Box<dyn Read + Send>, ReportError> {
+    if is_stdio(path) {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file = std::fs::File::open(path).map_err(|source| ReportError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Box::new(file))
+}
+
+/// Writes the whole output of a report command: to standard output for
+/// `-`, else to the file (replaced).
+///
+/// # Errors
+///
+/// [`ReportError::File`] when the file cannot be written, or
+/// [`ReportError::Io`] when standard output fails.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    if is_stdio(path) {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return Ok(out.flush()?);
+    }
+    std::fs::write(path, bytes).map_err(|source| ReportError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// A full-covariance mixture from flat parameters, for the tests of the
 /// reports.

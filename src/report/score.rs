@@ -19,21 +19,19 @@ pub struct ScoreArgs {
     /// Checkpoint holding the model.
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
-    /// File of points to score (default: standard input).
+    /// File of points to score (default, or `-`: standard input).
     #[arg(long, value_name = "PATH")]
     pub input: Option<PathBuf>,
-    /// Record format of the input and of the score lines: csv or json.
-    #[arg(long, value_name = "FORMAT", value_parser = crate::config::enum_value::<Format>, default_value = "csv")]
-    pub format: Format,
+    /// How to read the input (as for `run`); `--format` is also the format
+    /// of the score lines.
+    #[command(flatten)]
+    pub read: super::InputArgs,
     /// Also write each point's K responsibilities.
     #[arg(long)]
     pub score_fields: bool,
     /// Anomaly flags.
     #[command(flatten)]
     pub alert: AlertArgs,
-    /// Fields to use, 0-based (as for `run`), e.g. 0,1.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub columns: Option<Vec<usize>>,
     /// Start CSV output with a header line naming the fields.
     #[arg(long)]
     pub header: bool,
@@ -58,10 +56,9 @@ pub const KEPT_ERRORS: usize = 10;
 /// Options of [`score_stream`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreStreamOptions {
-    /// Input record format.
-    pub format: Format,
-    /// 0-based input columns to keep, in this order; `None` keeps all.
-    pub columns: Option<Columns>,
+    /// How to read the input (format, delimiter, columns or fields); its
+    /// `dim` is set to the model's.
+    pub input: ParserConfig,
     /// How the score lines look.
     pub score: ScoreOptions,
     /// Write a CSV header line first.
@@ -93,18 +90,20 @@ where
     W: Write,
 {
     let d = model.dim();
-    if let Some(cols) = &options.columns {
-        if cols.len() != d {
-            return Err(ReportError::Invalid(format!(
-                "--columns names {} columns but the model has dimension {d}: name exactly {d}",
-                cols.len()
-            )));
-        }
+    let listed = options.input.columns.as_ref().map(Columns::len).or(options
+        .input
+        .column_names
+        .as_ref()
+        .or(options.input.fields.as_ref())
+        .map(Vec::len));
+    if let Some(n) = listed.filter(|&n| n != d) {
+        return Err(ReportError::Invalid(format!(
+            "--columns (or --fields) names {n} fields but the model has dimension {d}: name exactly {d}"
+        )));
     }
     let parser = Parser::new(ParserConfig {
-        format: options.format,
-        columns: options.columns.clone(),
         dim: Some(d),
+        ..options.input.clone()
     });
     let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Batch>>(BATCHES_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT + 2);
@@ -178,17 +177,6 @@ fn read_batches<R: Read>(
     }
 }
 
-/// Checks `--columns` (0-based field indices, as `run` takes them).
-///
-/// # Errors
-///
-/// [`ReportError::Invalid`] for an empty list or a field listed twice.
-pub fn check_columns(cols: Option<&[usize]>) -> Result<Option<Columns>, ReportError> {
-    cols.map(|c| Columns::new(c.to_vec()))
-        .transpose()
-        .map_err(|e| ReportError::Invalid(e.to_string()))
-}
-
 /// Loads the mixture held by a checkpoint.
 ///
 /// # Errors
@@ -245,22 +233,16 @@ fn summary_lines(summary: &ScoreSummary) -> Vec<String> {
 pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     let model = load_mixture(&args.model)?;
     let options = ScoreStreamOptions {
-        format: args.format,
-        columns: check_columns(args.columns.as_deref())?,
+        input: args.read.parser_config(model.dim())?,
         score: ScoreOptions {
-            json: args.format == Format::Json,
+            json: args.read.format == Format::Json,
             responsibilities: args.score_fields,
             alert: args.alert.rule(),
         },
         header: args.header,
     };
     let input: Box<dyn Read + Send> = match &args.input {
-        Some(path) => Box::new(
-            std::fs::File::open(path).map_err(|source| ReportError::File {
-                path: path.clone(),
-                source,
-            })?,
-        ),
+        Some(path) => super::open_input(path)?,
         None => Box::new(io::stdin()),
     };
     let stdout = io::stdout();
@@ -313,8 +295,10 @@ mod tests {
 
     fn stream_options(format: Format, resp: bool, alert: AlertRule) -> ScoreStreamOptions {
         ScoreStreamOptions {
-            format,
-            columns: None,
+            input: ParserConfig {
+                format,
+                ..ParserConfig::default()
+            },
             score: ScoreOptions {
                 json: format == Format::Json,
                 responsibilities: resp,
@@ -362,7 +346,7 @@ mod tests {
         let m = two_d();
         let input = "[9, 1.0, 2.0]\n[9, 7.5, 6.0]\n";
         let mut opts = stream_options(Format::Json, true, AlertRule::Below(-30.0));
-        opts.columns = Some(Columns::new(vec![1, 2]).unwrap());
+        opts.input.columns = Some(Columns::new(vec![1, 2]).unwrap());
         let mut out = Vec::new();
         let summary = score_stream(&m, io::Cursor::new(input), &mut out, &opts).unwrap();
         assert_eq!(summary.points, 2);
@@ -375,7 +359,7 @@ mod tests {
         assert_eq!(json_number(text, 0, "log_lik"), m.log_prob(&[1.0, 2.0]));
         assert_eq!(v[1]["label"], 1);
         assert_eq!(v[1]["anomaly"], false);
-        opts.columns = Some(Columns::new(vec![0]).unwrap());
+        opts.input.columns = Some(Columns::new(vec![0]).unwrap());
         assert!(matches!(
             score_stream(&m, io::Cursor::new(input), Vec::new(), &opts),
             Err(ReportError::Invalid(_))
@@ -431,16 +415,5 @@ mod tests {
         let (recall, false_rate) = check_rates(&flagged, &is_out);
         assert!(recall >= 0.99, "caught {recall}");
         assert!(false_rate <= 0.01, "false alarms {false_rate}");
-    }
-
-    #[test]
-    fn columns_count_from_one() {
-        assert_eq!(check_columns(None).unwrap(), None);
-        assert_eq!(
-            check_columns(Some(&[2, 0])).unwrap(),
-            Some(Columns::new(vec![2, 0]).unwrap())
-        );
-        assert!(check_columns(Some(&[1, 1])).is_err());
-        assert!(check_columns(Some(&[])).is_err());
     }
 }

@@ -339,8 +339,9 @@ fn an_unwritable_checkpoint_path_is_refused_at_the_start_not_after_the_stream() 
 }
 
 /// Every checkpoint, mid-stream ones included, counts exactly the anomalies
-/// among the points its model has seen: the score lines (one per point, in
-/// order) say which those are.
+/// among the points its model has seen and those of its pending partial
+/// batch (scored on arrival): the score lines (one per point, in order)
+/// say which those are.
 #[test]
 fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
     let dir = tempfile::tempdir().unwrap();
@@ -384,7 +385,8 @@ fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
     let mut checked = 0;
     for path in generations.iter().filter(|p| p.exists()) {
         let j = inspect_json(path);
-        let seen = j["points_seen"].as_u64().unwrap() as usize;
+        let seen =
+            (j["points_seen"].as_u64().unwrap() + j["pending_points"].as_u64().unwrap()) as usize;
         let anomalies = j["anomalies"].as_u64().unwrap() as usize;
         let expected = flags[..seen].iter().filter(|&&f| f).count();
         assert_eq!(anomalies, expected, "{} at {seen} points", path.display());

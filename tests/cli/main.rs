@@ -1,15 +1,21 @@
 //! Integration tests of the `emstream` binary, as one test binary: real
 //! processes, temporary directories, real sockets on 127.0.0.1 port 0.
 
+mod access;
 mod bad_input;
 mod brokers;
 mod checkpoint;
 mod config;
+mod crash;
 mod daemon;
+mod files;
 mod mqtt;
 mod nats;
+mod phases;
 mod pipe;
+mod realdata;
 mod report;
 mod signals;
 mod tcp;
+mod threads;
 mod util;

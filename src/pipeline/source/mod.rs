@@ -17,6 +17,7 @@
 //! A new source (MQTT, NATS JetStream) is a new file here with a type that
 //! implements [`Source`], and one arm in `open`; nothing else changes.
 
+mod admit;
 pub mod file;
 pub(crate) mod messages;
 pub mod mqtt;
@@ -234,13 +235,25 @@ pub(crate) async fn open(
         SourceConfig::Stdin => Box::new(stdin::StdinSource),
         SourceConfig::File(path) => Box::new(file::FileSource::open(path)?),
         SourceConfig::Listen(addr) => {
+            let guard =
+                crate::security::Guard::load(config.access()).map_err(PipelineError::Access)?;
+            if let Some(w) = guard.exposure_warning(*addr, "the listener") {
+                console.line(&w);
+            }
+            for w in config.access().warnings() {
+                console.line(&w);
+            }
             let daemon = config.daemon();
             let s = tcp::TcpSource::bind(*addr, config.max_connections())
                 .await?
                 .with_timeouts(tcp::Timeouts {
                     idle: daemon.idle_timeout,
                     shutdown: daemon.shutdown_timeout,
-                });
+                })
+                .with_guard(Arc::new(guard.clone()));
+            if let Some(how) = guard.describe() {
+                console.line(&format!("connections must pass: {how}"));
+            }
             console.line(&format!("listening on {}", s.local_addr()));
             Box::new(s)
         }

@@ -16,15 +16,17 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::admit::{admit, ConnectionLog};
 use super::{send_chunks, Source, SourceContext, SourceEvent, SourceFuture};
 use crate::input::SourceId;
 use crate::pipeline::state::CloseReason;
 use crate::pipeline::{PipelineError, IDLE_FLUSH, TCP_CHUNK_BYTES, TCP_READ_BYTES};
+use crate::security::Guard;
 
 /// A connection that sends nothing for this long after the stop is done:
 /// what its client sent before the signal has arrived by then (loopback or
@@ -64,6 +66,7 @@ pub struct TcpSource {
     local: SocketAddr,
     max_connections: usize,
     timeouts: Timeouts,
+    guard: Arc<Guard>,
 }
 
 impl TcpSource {
@@ -82,12 +85,19 @@ impl TcpSource {
             local,
             max_connections,
             timeouts: Timeouts::default(),
+            guard: Arc::new(Guard::default()),
         })
     }
 
     /// The same listener with these connection timeouts.
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// Admits connections only through `guard` (TLS, token).
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
         self
     }
 
@@ -107,6 +117,7 @@ impl Source for TcpSource {
             self.listener,
             self.max_connections,
             self.timeouts,
+            self.guard,
             ctx,
         ))
     }
@@ -115,19 +126,41 @@ impl Source for TcpSource {
 /// Accepts connections until the stop; a permit of a semaphore of
 /// `max_connections` is taken before each accept. On the stop, takes the
 /// connections waiting in the backlog (beyond the limit: they are only
-/// drained). Returns once every connection task has ended.
+/// drained). Every connection is first admitted by `guard` (TLS handshake,
+/// token line), then served. Returns once every connection task has ended.
 async fn accept_loop(
     listener: TcpListener,
     max_connections: usize,
     timeouts: Timeouts,
+    guard: Arc<Guard>,
     ctx: SourceContext,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
+    let log = Arc::new(ConnectionLog::default());
     let connections = TaskTracker::new();
     let start = |stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>| {
         let id = ctx.opened(peer.to_string());
-        tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
-        connections.spawn(serve(stream, id, permit, timeouts, ctx.clone()));
+        let (guard, log, ctx) = (guard.clone(), log.clone(), ctx.clone());
+        connections.spawn(async move {
+            // A connection accepted before the stop (or taken from the
+            // backlog after it) was sent its data before the signal: it is
+            // still admitted and drained, until the shutdown timeout.
+            let drain_over = async {
+                ctx.stop().cancelled().await;
+                tokio::time::sleep(timeouts.shutdown).await;
+            };
+            let admitted = admit(stream, id, &guard, &ctx, &log, drain_over).await;
+            match admitted {
+                Some((stream, first)) => {
+                    tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
+                    serve(stream, first, id, permit, timeouts, ctx, &log).await;
+                }
+                None => {
+                    drop(permit);
+                    ctx.closed(id);
+                }
+            }
+        });
     };
     loop {
         let permit = tokio::select! {
@@ -146,7 +179,7 @@ async fn accept_loop(
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
-                ctx.say(&format!("accepting a connection failed: {e}"));
+                log.error(&ctx, &format!("accepting a connection failed: {e}"));
                 drop(permit);
                 tokio::select! {
                     () = ctx.stop().cancelled() => break,
@@ -164,25 +197,28 @@ async fn accept_loop(
     drop(listener);
     connections.close();
     connections.wait().await;
+    log.flush(&ctx);
 }
 
 /// Reads one connection, frames it and sends its chunks; like the reader
 /// thread, it hands on buffered whole lines after [`IDLE_FLUSH`] without
-/// data. It ends at end of stream, a read error, the idle timeout, or,
-/// once the stop has come, when it goes quiet for [`DRAIN_QUIET`] or the
-/// shutdown timeout passes (see the module docs).
-async fn serve(
-    mut stream: TcpStream,
+/// data, and on the stop hands on the whole lines read and ends.
+/// `first` holds bytes already read after the token line.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    first: Vec<u8>,
     id: SourceId,
     permit: Option<OwnedSemaphorePermit>,
     timeouts: Timeouts,
     ctx: SourceContext,
+    log: &ConnectionLog,
 ) {
     let mut buf = vec![0u8; TCP_READ_BYTES];
     let mut framer = ctx.framer(id, TCP_CHUNK_BYTES);
     let tx = ctx.sender();
     let mut out = Vec::new();
-    let mut unflushed = false;
+    framer.push(&first, &mut out);
+    let mut unflushed = framer.buffered() > 0;
     let mut ended = false;
     let mut reason = CloseReason::Shutdown;
     // Set when the stop comes: the end of the drain.
@@ -229,7 +265,10 @@ async fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // One connection's error ends that connection, not the run.
-                ctx.say(&format!("{}: read error: {e}", ctx.state().source_name(id)));
+                log.error(
+                    &ctx,
+                    &format!("{}: read error: {e}", ctx.state().source_name(id)),
+                );
                 ended = true;
                 reason = CloseReason::Error;
                 break;

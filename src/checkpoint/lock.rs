@@ -1,0 +1,135 @@
+//! One writer per checkpoint: an advisory lock (`flock`) on `.NAME.lock`
+//! next to the checkpoint, held for the life of the run, with the holder's
+//! pid written in it so a second writer can be told who holds it.
+//!
+//! The lock file itself stays after the run (removing it would let a
+//! waiting process lock an unlinked file while a third creates a new one);
+//! it is empty of meaning when no process holds its lock. The lock is
+//! released by the kernel when the holder exits, also on SIGKILL.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+
+use super::{parent_dir, CheckpointError};
+
+/// The lock file of `path`: `.NAME.lock` in the same directory.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".lock");
+    parent_dir(path).join(name)
+}
+
+/// The exclusive right to write one checkpoint path, until dropped.
+#[derive(Debug)]
+pub struct WriterLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl WriterLock {
+    /// The lock file held.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Empty the pid before the kernel drops the lock with the file.
+        let _ = self.file.set_len(0);
+        let _ = flock(&self.file, FlockOperation::Unlock);
+    }
+}
+
+/// Takes the writer lock of the checkpoint `path` without waiting.
+///
+/// # Errors
+///
+/// [`CheckpointError::Locked`] naming the holder's pid (when it wrote one)
+/// if another process holds it; [`CheckpointError::Io`] when the lock file
+/// cannot be created or locked.
+pub fn lock_writer(path: &Path) -> Result<WriterLock, CheckpointError> {
+    let lock = lock_path(path);
+    let io = |op: &'static str| {
+        let lock = lock.clone();
+        move |source: io::Error| CheckpointError::Io {
+            path: lock,
+            op,
+            source,
+        }
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(io("cannot create the checkpoint's lock file"))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(CheckpointError::Locked {
+                path: path.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(e) => return Err(io("cannot lock the checkpoint's lock file")(e.into())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io("cannot write the checkpoint's lock file"))?;
+    Ok(WriterLock { file, path: lock })
+}
+
+/// Whether a process with this pid is alive (signal 0 reaches it, or it
+/// exists under another user).
+pub(super) fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("m.ckpt");
+        let held = lock_writer(&ck).unwrap();
+        assert_eq!(held.path(), dir.path().join(".m.ckpt.lock"));
+        // flock locks belong to the open file: a second open conflicts even
+        // in the same process, as a second process would.
+        match lock_writer(&ck) {
+            Err(CheckpointError::Locked { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        let again = lock_writer(&ck).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn liveness_of_pids() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(0));
+        assert!(!alive(u32::MAX));
+    }
+}

@@ -1,0 +1,307 @@
+//! Access control of the TCP listener (issue 15 case 1): TLS and mutual TLS
+//! over loopback with certificates made here (rcgen), a token as the first
+//! line (wrong, missing, right), plain text to a TLS port, and the warning
+//! for an open non-loopback listener.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio_rustls::rustls;
+
+use crate::util::*;
+
+/// A self-signed certificate for `localhost` and its key, as DER and PEM.
+struct Cert {
+    der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+    pem: String,
+    key_pem: String,
+}
+
+fn cert(name: &str) -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    Cert {
+        der: ck.cert.der().clone(),
+        key_der: ck.signing_key.serialize_der(),
+        pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = file(dir, name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A TLS client trusting `server`, presenting `client` if given.
+fn tls_connect(
+    addr: &str,
+    server: &Cert,
+    client: Option<&Cert>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.der.clone()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => b.with_no_client_auth(),
+        Some(c) => b
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_der.clone())),
+            )
+            .unwrap(),
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// Starts `emstream run --listen 127.0.0.1:0` with `extra` flags; returns
+/// the child, its stderr and the address.
+fn listen(ck: &Path, extra: &[&str]) -> (Child, StderrLines, String) {
+    let mut args = vec![
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.05",
+    ];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    let mut child = emstream()
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = StderrLines::new(&mut child);
+    let line = err.wait_for("listening on ");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (child, err, addr)
+}
+
+/// Reads what the server says before closing (its one-line reason).
+fn reply<R: Read>(r: R) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(r).read_line(&mut line);
+    line
+}
+
+#[test]
+fn token_over_tls_admits_only_the_right_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let server = cert("localhost");
+    let cert_path = write(&dir, "cert.pem", &server.pem);
+    let key_path = write(&dir, "key.pem", &server.key_pem);
+    let token_path = write(&dir, "token", "correct horse\n");
+    let (mut child, err, addr) = listen(
+        &ck,
+        &[
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+            "--auth-token-file",
+            &token_path,
+        ],
+    );
+
+    // A wrong token: told so, closed, nothing learned.
+    let mut wrong = tls_connect(&addr, &server, None);
+    wrong.write_all(b"battery staple\n").unwrap();
+    wrong.write_all(&text(&points(50, 1))).unwrap();
+    wrong.flush().unwrap();
+    assert_eq!(reply(&mut wrong), "emstream: refused: wrong token\n");
+
+    // No token: the first line is a point.
+    let mut none = tls_connect(&addr, &server, None);
+    none.write_all(&text(&points(50, 2))).unwrap();
+    none.flush().unwrap();
+    assert_eq!(reply(&mut none), "emstream: refused: wrong token\n");
+
+    // Plain text to the TLS port: the handshake fails, nothing learned.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain.set_read_timeout(Some(PATIENCE)).unwrap();
+    plain.write_all(b"correct horse\n").unwrap();
+    plain.write_all(&text(&points(50, 3))).unwrap();
+    let mut sink = Vec::new();
+    let _ = plain.read_to_end(&mut sink);
+
+    // The right token, then points, over TLS.
+    let mut good = tls_connect(&addr, &server, None);
+    good.write_all(b"correct horse\n").unwrap();
+    good.write_all(&text(&points(300, 4))).unwrap();
+    good.flush().unwrap();
+    wait_for_points(&ck, 300);
+    good.conn.send_close_notify();
+    let _ = good.flush();
+    drop(good);
+
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("connections must pass: TLS, token"), "{rest}");
+    assert!(rest.contains("connection refused: wrong token"), "{rest}");
+    assert!(rest.contains("TLS handshake failed"), "{rest}");
+    assert!(rest.contains("300 points used"), "{rest}");
+    assert!(
+        !rest.contains("correct horse"),
+        "the token is logged: {rest}"
+    );
+    assert_eq!(inspect_json(&ck)["points_seen"], 300);
+}
+
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let server = cert("localhost");
+    let client = cert("sensor-1");
+    let stranger = cert("sensor-2");
+    let (mut child, err, addr) = listen(
+        &ck,
+        &[
+            "--tls-cert",
+            &write(&dir, "cert.pem", &server.pem),
+            "--tls-key",
+            &write(&dir, "key.pem", &server.key_pem),
+            "--tls-client-ca",
+            &write(&dir, "clients.pem", &client.pem),
+        ],
+    );
+
+    for who in [None, Some(&stranger)] {
+        let mut s = tls_connect(&addr, &server, who);
+        // The client sees the refusal at its first read or write.
+        let _ = s.write_all(&text(&points(50, 5)));
+        let _ = s.flush();
+        let mut sink = Vec::new();
+        assert!(s.read_to_end(&mut sink).is_err() || sink.is_empty());
+    }
+    let mut good = tls_connect(&addr, &server, Some(&client));
+    good.write_all(&text(&points(250, 6))).unwrap();
+    good.flush().unwrap();
+    wait_for_points(&ck, 250);
+    drop(good);
+
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("connections must pass: TLS, client certificates"));
+    assert_eq!(
+        rest.matches("TLS handshake failed").count(),
+        2,
+        "two clients refused: {rest}"
+    );
+    assert_eq!(inspect_json(&ck)["points_seen"], 250);
+}
+
+#[test]
+fn open_non_loopback_listener_warns_and_bad_tls_files_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = emstream()
+        .args(["run", "--listen", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = StderrLines::new(&mut child);
+    err.wait_for("reachable from other hosts without TLS or a token");
+    err.wait_for("listening on ");
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+
+    // A key that is not one, and a certificate without its key.
+    let not_pem = write(&dir, "junk.pem", "hello\n");
+    let out = emstream()
+        .args(["run", "--listen", "127.0.0.1:0", "--tls-cert", &not_pem])
+        .args(["--tls-key", &not_pem])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no CERTIFICATE block"),
+        "{}",
+        stderr(&out)
+    );
+    let out = emstream()
+        .args(["run", "--listen", "127.0.0.1:0", "--tls-cert", &not_pem])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("give both --tls-cert and --tls-key"));
+}
+
+#[test]
+fn resetting_clients_do_not_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let token_path = write(&dir, "token", "t0k\n");
+    let (mut child, err, addr) = listen(&ck, &["--auth-token-file", &token_path]);
+    for _ in 0..60 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"half a li").unwrap();
+        // Reset instead of a clean close.
+        let _ = socket_linger_zero(&s);
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+    let rest = err.rest();
+    let refused = rest.matches("connection refused").count();
+    assert!(
+        refused <= 5,
+        "{refused} lines for 60 refused connections:\n{rest}"
+    );
+    assert!(
+        rest.contains("more connection error(s) not shown"),
+        "{rest}"
+    );
+}
+
+/// SO_LINGER 0: closing the socket sends a reset.
+fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

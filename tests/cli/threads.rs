@@ -1,0 +1,81 @@
+//! `--threads`: the E-step runs on any number of threads and learns the
+//! same model, bit for bit.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::util::*;
+
+/// `n` points of dimension `d` from four clusters with different spreads.
+fn wide_points(n: usize, d: usize, seed: u64) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    (0..n)
+        .map(|i| {
+            let c = (i * 7 + i / 3) % 4;
+            (0..d)
+                .map(|a| {
+                    let centre = if a % 4 == c { 6.0 } else { 0.0 } - c as f64;
+                    let spread = 0.5 + 0.3 * c as f64;
+                    format!("{:.5}", centre + spread * noise.sample(&mut rng))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn any_number_of_threads_writes_the_same_model_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    // d = 32, K = 4: 512 points per E-step sub-block, so every batch of
+    // 1,000 is two sub-blocks and the warm-up pass over 2,000 points four.
+    let input = text(&wide_points(6500, 32, 21));
+    let mut first: Option<(Vec<u8>, Vec<u8>, serde_json::Value)> = None;
+    for threads in ["1", "2", "3", "8"] {
+        let ck = file(&dir, &format!("t{threads}.ckpt"));
+        let out = run_stdin(
+            &[
+                "run",
+                "-k",
+                "4",
+                "--warmup",
+                "2000",
+                "--batch-size",
+                "1000",
+                "--seed",
+                "3",
+                "--score",
+                "--threads",
+                threads,
+                "--checkpoint",
+                ck.to_str().unwrap(),
+            ],
+            &input,
+        );
+        assert_ok(&out);
+        assert_eq!(out.stdout.iter().filter(|b| **b == b'\n').count(), 6500);
+        let mut json = inspect_json(&ck);
+        assert_eq!(json["points_seen"], 6500);
+        for stamp in ["created", "updated", "created_unix_ms", "updated_unix_ms"] {
+            json.as_object_mut().unwrap().remove(stamp);
+        }
+        let this = (learner_bytes(&ck), out.stdout, json);
+        match &first {
+            None => first = Some(this),
+            Some(one) => {
+                assert!(this.0 == one.0, "--threads {threads}: another model");
+                assert!(this.1 == one.1, "--threads {threads}: other scores");
+                assert_eq!(this.2, one.2, "--threads {threads}");
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_threads_is_refused_with_what_to_change() {
+    let out = run_stdin(&["run", "--threads", "0"], b"1,2\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("threads = 0"), "{}", stderr(&out));
+}
