@@ -73,7 +73,7 @@ fn random_full(d: usize, k: usize, seed: u64) -> GaussianMixture {
 /// points from `truth`.
 fn warmed_up(truth: &GaussianMixture, n: usize, threads: usize) -> (StepwiseEm, Vec<f64>) {
     let params = Params {
-        components: truth.n_components(),
+        components: emstream::model::ComponentCount::Fixed(truth.n_components()),
         covariance: truth.covariance_type(),
         ..Params::default()
     }

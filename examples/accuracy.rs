@@ -55,7 +55,7 @@ fn main() {
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
         let base = Params::default();
         let params = Params {
-            components: truth.n_components(),
+            components: emstream::model::ComponentCount::Fixed(truth.n_components()),
             covariance: truth.covariance_type(),
             step_decay: env("ALPHA").unwrap_or(base.step_decay),
             step_offset: env("T0").unwrap_or(base.step_offset),

@@ -34,7 +34,7 @@ fn main() {
     let buf = truth.sample(&mut rng, n);
     let held_out = truth.sample(&mut rng, 20_000);
     let params = Params {
-        components: k_true,
+        components: emstream::model::ComponentCount::Fixed(k_true),
         warmup: n,
         ..Params::default()
     };

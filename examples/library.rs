@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Options are validated once; an out-of-range one is an error that
     // says what to change.
     let params = Params {
-        components: 2,
+        components: emstream::model::ComponentCount::Fixed(2),
         covariance: CovarianceType::Full,
         seed: 7,
         ..Params::default()

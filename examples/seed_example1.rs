@@ -94,7 +94,7 @@ fn main() {
     let stream: Vec<f64> = rows.iter().flatten().copied().collect();
 
     let params = Params {
-        components: 2,
+        components: emstream::model::ComponentCount::Fixed(2),
         covariance: CovarianceType::Full,
         warmup: WARMUP,
         batch_size: BATCH,

@@ -69,7 +69,7 @@ fn main() {
     stream.shuffle(&mut rng);
 
     let params = Params {
-        components: 3,
+        components: emstream::model::ComponentCount::Fixed(3),
         covariance: CovarianceType::Full,
         warmup: WARMUP,
         batch_size: BATCH,

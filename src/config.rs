@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::input::{Columns, ColumnsError, Delimiter, Format, ParserConfig};
-use crate::model::{CheckedParams, CovarianceType, ParamError, Params};
+use crate::model::{CheckedParams, ComponentCount, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 use crate::security::{AccessFiles, SecurityError};
 
@@ -144,7 +144,7 @@ macro_rules! config_keys {
             $( $(#[doc = $fdoc:literal])* pub $field:ident : $fty:ty = $fdefault:expr, )*
         }
         learner {
-            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? ; )*
+            $( $(#[doc = $ldoc:literal])* $key:ident : $kty:ty, $value_name:literal $(, short = $short:literal)? $(, missing = $missing:literal)? ; )*
         }
     ) => {
         $(#[$cmeta])*
@@ -189,7 +189,7 @@ macro_rules! config_keys {
         pub struct LearnerArgs {
             $(
                 $(#[doc = $ldoc])*
-                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)?)]
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = $missing)?)]
                 pub $key: Option<$kty>,
             )*
         }
@@ -229,7 +229,7 @@ macro_rules! flag_value_from_str {
         }
     )*};
 }
-flag_value_from_str!(usize, u64, f64);
+flag_value_from_str!(usize, u64, f64, bool, ComponentCount);
 
 impl FlagValue for CovarianceType {
     fn parse_flag(s: &str) -> Result<Self, String> {
@@ -383,8 +383,9 @@ config_keys! {
         pub allow_gap: bool = false,
     }
     learner {
-        /// Number of mixture components K.
-        components: usize, "K", short = 'k';
+        /// Number of mixture components K, or `auto` to choose K by BIC on the
+        /// warm-up among 1..=max_components.
+        components: ComponentCount, "K|auto", short = 'k';
         /// Covariance structure: `full`, `diag` or `spherical`.
         covariance: CovarianceType, "TYPE";
         /// Points per mini-batch update.
@@ -405,6 +406,13 @@ config_keys! {
         init_seeds: usize, "N";
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
+        /// Largest K tried by `--components auto` and reached by
+        /// `--adapt-components`.
+        max_components: usize, "N";
+        /// Keep K right over the stream: prune, merge, split or spawn a
+        /// component when the BIC on the recent points improves by more than
+        /// 10 (off by default; `--adapt-components` alone means true).
+        adapt_components: bool, "BOOL", missing = "true";
     }
 }
 
@@ -547,6 +555,9 @@ pub enum ConfigError {
     /// The TLS or token options do not go together.
     #[error(transparent)]
     Access(#[from] SecurityError),
+    /// Responsibilities asked for while K may change mid-stream.
+    #[error("score_fields (--score-fields) writes K responsibilities per line, but adapt_components (--adapt-components) changes K mid-stream: drop one of them")]
+    ScoreFieldsWithAdapt,
 }
 
 impl Config {
@@ -762,6 +773,9 @@ impl Config {
             (None, None) => AlertRule::None,
         };
         let score = if self.score {
+            if self.score_fields && self.adapt_components {
+                return Err(ConfigError::ScoreFieldsWithAdapt);
+            }
             Some(ScoreOptions {
                 json: self.format == Format::Json,
                 responsibilities: self.score_fields,
@@ -1340,7 +1354,7 @@ mod tests {
 
     #[test]
     fn rule_learner_params() {
-        let e = checked(|c| c.components = 0).unwrap_err();
+        let e = checked(|c| c.components = crate::model::ComponentCount::Fixed(0)).unwrap_err();
         assert!(matches!(e, ConfigError::Learner(_)), "{e}");
     }
 
@@ -1511,7 +1525,7 @@ mod tests {
         let mut c = Config::default();
         let mut given = BTreeSet::new();
         flags.learner.apply(&mut c, &mut given);
-        assert_eq!(c.components, 3);
+        assert_eq!(c.components, crate::model::ComponentCount::Fixed(3));
         assert_eq!(c.covariance, CovarianceType::Diagonal);
         assert_eq!(c.step_floor, 0.01);
         assert_eq!(c.seed, 7);
@@ -1520,16 +1534,66 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(given, want);
-        assert_eq!(c.params().components, 3);
+        assert_eq!(
+            c.params().components,
+            crate::model::ComponentCount::Fixed(3)
+        );
         // Every learner key is a flag.
         for k in LEARNER_KEYS {
             let flag = format!("--{}", k.replace('_', "-"));
             let value = param_text(&Params::default(), k).unwrap();
-            assert!(
-                Flags::try_parse_from(["x", flag.as_str(), value.as_str()]).is_ok(),
-                "{flag} {value}"
-            );
+            let arg = format!("{flag}={value}");
+            assert!(Flags::try_parse_from(["x", arg.as_str()]).is_ok(), "{arg}");
         }
         assert!(Flags::try_parse_from(["x", "--warmup", "many"]).is_err());
+    }
+
+    #[test]
+    fn k_can_be_auto_and_adapted() {
+        use crate::model::ComponentCount;
+        use clap::Parser as _;
+        for args in [
+            &[
+                "x",
+                "-k",
+                "auto",
+                "--max-components",
+                "4",
+                "--adapt-components",
+            ][..],
+            &[
+                "x",
+                "--components",
+                "AUTO",
+                "--max-components=4",
+                "--adapt-components=true",
+            ],
+        ] {
+            let flags = Flags::try_parse_from(args).unwrap();
+            let mut c = Config::default();
+            let mut given = BTreeSet::new();
+            flags.learner.apply(&mut c, &mut given);
+            assert_eq!(c.components, ComponentCount::Auto, "{args:?}");
+            assert_eq!(c.max_components, 4);
+            assert!(c.adapt_components);
+            assert!(c.clone().check().is_ok());
+        }
+        let e = Flags::try_parse_from(["x", "-k", "many"]).unwrap_err();
+        assert!(e.to_string().contains("\"auto\""), "{e}");
+        let c: Config =
+            toml::from_str("components = \"auto\"\nmax_components = 6\nadapt_components = true")
+                .unwrap();
+        assert_eq!(c.params().components, ComponentCount::Auto);
+        assert_eq!(c.params().max_components, 6);
+        assert!(Config::default().max_components == 10 && !Config::default().adapt_components);
+        let e = checked(|c| c.max_components = 0).unwrap_err();
+        assert!(e.to_string().contains("--max-components"), "{e}");
+        let e = checked(|c| {
+            c.score = true;
+            c.score_fields = true;
+            c.adapt_components = true;
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ScoreFieldsWithAdapt), "{e}");
     }
 }

@@ -87,7 +87,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = emstream::config::Config::default(); // points on stdin
-//! config.components = 3;
+//! config.components = emstream::model::ComponentCount::Fixed(3); // or ComponentCount::Auto
 //! config.checkpoint = Some("model.ckpt".into());
 //! let run = config.check()?;
 //! // Stop only at the end of the input.

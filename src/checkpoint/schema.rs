@@ -1,6 +1,14 @@
-//! Format 2: the on-disk checkpoint as an explicit, versioned type,
-//! converted to and from the in-memory [`Checkpoint`] and validated as a
-//! whole on the way in.
+//! Formats 2 and 3: the on-disk checkpoint as an explicit, versioned
+//! type, converted to and from the in-memory [`Checkpoint`] and validated
+//! as a whole on the way in.
+//!
+//! Format 3 ([`CheckpointV3`]) is format 2 followed by the choice and the
+//! adaptation of K ([`ChooseKV3`]: `components = auto`, `max_components`,
+//! `adapt_components`, the count of K changes, the recent-points reservoir
+//! and the adapter's hysteresis state). Postcard encodes a struct as its
+//! fields in order, so a format-3 payload starts with a whole format-2
+//! payload; format 2 is migrated by reading that part alone and taking the
+//! defaults of format 3 (a fixed K, no adaptation, an empty reservoir).
 //!
 //! The learner is a phase: `WarmUp { buffer }` before the first model, or
 //! `Fitted { engine, stats, mixture, pending, worst }` with every part
@@ -18,13 +26,94 @@ use serde::{Deserialize, Serialize};
 use super::v1::{to_usize, CountersV1, MixtureV1, ParamsV1, StatsV1};
 use super::{Checkpoint, ModelSelection, SourcePosition};
 use crate::input::RejectCounts;
+use crate::model::adapt::{AdapterState, RecentPoints};
+use crate::model::online::recent_capacity;
 use crate::model::{
-    Counters, EngineState, Fitted, GaussianMixture, LearnerState, MixtureParams, MixtureStats,
-    Phase, StepwiseEm,
+    ComponentCount, Counters, EngineState, Fitted, GaussianMixture, LearnerState, MixtureParams,
+    MixtureStats, Phase, StepwiseEm,
 };
 
-/// The format version of [`CheckpointV2`].
-pub(super) const VERSION: u32 = 2;
+/// The format version this build writes ([`CheckpointV3`]).
+pub(super) const VERSION: u32 = 3;
+
+/// A format-3 payload: format 2, then the choice and adaptation of K.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointV3 {
+    pub v2: CheckpointV2,
+    pub k: ChooseKV3,
+}
+
+/// What format 3 adds: how K is chosen and kept right.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct ChooseKV3 {
+    /// `components = auto` (format 2's `components` is then 0).
+    pub auto: bool,
+    pub max_components: u64,
+    pub adapt_components: bool,
+    /// Changes of K made by the adaptation.
+    pub component_changes: u64,
+    pub recent: RecentV3,
+    /// Present exactly when `adapt_components` is on.
+    pub adapter: Option<AdapterV3>,
+}
+
+/// The recent-points reservoir: a ring buffer of at most `capacity` points.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct RecentV3 {
+    pub capacity: u64,
+    pub next: u64,
+    pub data: Vec<f64>,
+}
+
+/// The adapter's hysteresis state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct AdapterV3 {
+    pub last_check: u64,
+    pub last_full_check: u64,
+    pub last_change: Option<(u64, i8)>,
+    pub changes: u64,
+    pub baseline: Option<f64>,
+}
+
+impl CheckpointV3 {
+    /// The on-disk form of an in-memory checkpoint.
+    pub(super) fn of(ck: &Checkpoint) -> Self {
+        let l = &ck.learner;
+        let p = l.params();
+        let r = l.recent();
+        CheckpointV3 {
+            v2: CheckpointV2::of(ck),
+            k: ChooseKV3 {
+                auto: p.components == ComponentCount::Auto,
+                max_components: p.max_components as u64,
+                adapt_components: p.adapt_components,
+                component_changes: l.counters().component_changes,
+                recent: RecentV3 {
+                    capacity: r.capacity() as u64,
+                    next: r.next_row() as u64,
+                    data: r.points().to_vec(),
+                },
+                adapter: l.state().adapter.map(|a| AdapterV3 {
+                    last_check: a.last_check,
+                    last_full_check: a.last_full_check,
+                    last_change: a.last_change,
+                    changes: a.changes,
+                    baseline: a.baseline,
+                }),
+            },
+        }
+    }
+
+    /// The in-memory checkpoint, checked as a whole as
+    /// [`CheckpointV2::into_checkpoint`] does, and the reservoir too.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first failed check.
+    pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        self.v2.into_checkpoint_with(Some(self.k))
+    }
+}
 
 /// A format-2 payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +184,7 @@ impl CheckpointV2 {
             step,
             counters,
             phase,
+            ..
         } = ck.learner.state();
         let phase = match phase {
             Phase::WarmUp { buffer } => PhaseV2::WarmUp { buffer },
@@ -182,16 +272,47 @@ impl CheckpointV2 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        self.into_checkpoint_with(None)
+    }
+
+    /// [`CheckpointV2::into_checkpoint`] with what format 3 adds, or its
+    /// defaults (`None`: a format-2 file).
+    fn into_checkpoint_with(self, k: Option<ChooseKV3>) -> Result<Checkpoint, String> {
         /// Largest dimension accepted for a warm-up learner that holds no
         /// point yet (a run never saves one; the bound only caps what a
         /// damaged file can make the loader allocate).
         const MAX_DIM_WITHOUT_DATA: usize = 1 << 16;
-        let params = self
-            .params
-            .to_params()?
+        let mut params = self.params.to_params()?;
+        if let Some(k) = &k {
+            if k.auto {
+                params.components = ComponentCount::Auto;
+            }
+            params.max_components = to_usize(k.max_components, "max_components")?;
+            params.adapt_components = k.adapt_components;
+        }
+        let params = params
             .check()
             .map_err(|e| format!("the stored options are out of range: {e}"))?;
         let dim = to_usize(self.dim, "dimension")?;
+        let (recent, adapter, component_changes) = match k {
+            None => (RecentPoints::new(dim, recent_capacity(&params)), None, 0),
+            Some(k) => (
+                RecentPoints::from_parts(
+                    dim,
+                    to_usize(k.recent.capacity, "the reservoir's capacity")?,
+                    k.recent.data,
+                    to_usize(k.recent.next, "the reservoir's next row")?,
+                )?,
+                k.adapter.map(|a| AdapterState {
+                    last_check: a.last_check,
+                    last_full_check: a.last_full_check,
+                    last_change: a.last_change,
+                    changes: a.changes,
+                    baseline: a.baseline,
+                }),
+                k.component_changes,
+            ),
+        };
         let phase = match self.phase {
             PhaseV2::WarmUp { buffer } => Phase::WarmUp { buffer },
             PhaseV2::Fitted(f) => {
@@ -262,8 +383,12 @@ impl CheckpointV2 {
                 outliers: c.outliers,
                 log_lik_sum: c.log_lik_sum,
                 log_lik_points: c.log_lik_points,
+                component_changes,
             },
             phase,
+            recent,
+            adapter,
+            selection: None,
         })
         .map_err(|e| e.to_string())?;
         if self.updated_unix_ms < self.created_unix_ms {
@@ -291,6 +416,8 @@ impl CheckpointV2 {
                 chosen_by: s.chosen_by,
             }),
         };
+        let mut learner = learner;
+        learner.set_selection(selection.clone());
         Ok(Checkpoint {
             learner,
             rejected: self.rejected,

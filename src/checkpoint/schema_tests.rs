@@ -1,4 +1,4 @@
-//! Format 2 as a schema: golden files of both formats load and resume
+//! Formats 2 and 3 as a schema: golden files of every format load and resume
 //! forever, the encoding of a fixed model is pinned, and every kind of
 //! inconsistent file is refused by name.
 
@@ -92,31 +92,95 @@ fn fixed_v2() -> Checkpoint {
         bic_by_k: vec![(1, 812.5), (2, 640.25), (3, 655.0)],
         chosen_by: "bic".into(),
     });
+    ck.learner.set_selection(ck.selection.clone());
     ck
+}
+
+/// The fixed model of the format-3 golden file: the format-2 one with K
+/// chosen by `auto`, `adapt_components` on, a K change counted, a
+/// partly filled reservoir and the adapter's hysteresis state.
+fn fixed_v3() -> Checkpoint {
+    let ck = fixed_v2();
+    let mut state = ck.learner.state();
+    let mut p = state.params.clone().into_inner();
+    p.components = ComponentCount::Auto;
+    p.max_components = 6;
+    p.adapt_components = true;
+    state.params = p.check().unwrap();
+    state.counters.component_changes = 1;
+    let mut recent = RecentPoints::new(2, recent_capacity(&state.params));
+    recent.push(&[0.5, -1.0, 3.25, 2.0, -0.125, 7.0]);
+    state.recent = recent;
+    state.adapter = Some(AdapterState {
+        last_check: 5_000,
+        last_full_check: 0,
+        last_change: Some((5_000, -1)),
+        changes: 1,
+        baseline: Some(-3.75),
+    });
+    Checkpoint {
+        learner: StepwiseEm::from_state(state).unwrap(),
+        ..ck
+    }
 }
 
 #[test]
 fn the_encoding_of_a_fixed_model_is_pinned_to_its_format_version() {
+    // Format 2 files load forever, and format 2's part of the schema
+    // still encodes them to exactly their bytes.
     let path = golden("v2-full-pending.ckpt");
-    if std::env::var_os("EMSTREAM_BLESS_GOLDEN").is_some() && !path.exists() {
-        std::fs::write(&path, to_bytes(&fixed_v2()).unwrap()).unwrap();
-    }
     let bytes = std::fs::read(&path).unwrap();
-    // Format 2 files load forever...
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ck.learner.state(), fixed_v2().learner.state());
     assert_eq!(ck.sources, fixed_v2().sources);
     assert_eq!(ck.columns, fixed_v2().columns);
     assert_eq!(ck.selection, fixed_v2().selection);
-    // ...and while this build writes format 2, it writes exactly these
-    // bytes: a change of encoding needs a new version (and this file
-    // stays as a test of loading format 2).
-    if FORMAT_VERSION == 2 {
+    assert!(postcard::to_stdvec(&CheckpointV2::of(&fixed_v2())).unwrap() == payload(&bytes));
+    // Format 3 likewise; while this build writes format 3 it writes
+    // exactly these bytes: a change of encoding needs a new version (and
+    // this file stays as a test of loading format 3).
+    let path = golden("v3-adapt.ckpt");
+    if std::env::var_os("EMSTREAM_BLESS_GOLDEN").is_some() && !path.exists() {
+        std::fs::write(&path, to_bytes(&fixed_v3()).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ck.learner.state(), fixed_v3().learner.state());
+    assert_eq!(ck.selection, fixed_v3().selection);
+    if FORMAT_VERSION == 3 {
         assert!(
-            to_bytes(&fixed_v2()).unwrap() == bytes,
-            "the encoding of format 2 changed: bump FORMAT_VERSION, keep reading 2, add a golden file of the new format"
+            to_bytes(&fixed_v3()).unwrap() == bytes,
+            "the encoding of format 3 changed: bump FORMAT_VERSION, keep reading 3, add a golden file of the new format"
         );
     }
+}
+
+#[test]
+fn a_format_2_payload_is_the_start_of_its_format_3_payload() {
+    let v3 = postcard::to_stdvec(&CheckpointV3::of(&fixed_v3())).unwrap();
+    let v2 = postcard::to_stdvec(&CheckpointV2::of(&fixed_v3())).unwrap();
+    assert!(v3.len() > v2.len() && v3[..v2.len()] == v2[..]);
+    // A format-2 file migrates to a fixed K without adaptation, no K
+    // change and an empty reservoir.
+    let v2 = postcard::to_stdvec(&CheckpointV2::of(&fixed_v2())).unwrap();
+    let ck = from_bytes(Path::new("x"), &frame(2, &v2)).unwrap();
+    let p = ck.learner.params();
+    assert_eq!(p.components, ComponentCount::Fixed(2));
+    assert_eq!(
+        p.max_components,
+        crate::model::params::DEFAULT_MAX_COMPONENTS
+    );
+    assert!(!p.adapt_components);
+    let state = ck.learner.state();
+    assert!(state.recent.is_empty() && state.adapter.is_none());
+    assert_eq!(state.counters.component_changes, 0);
+    // A format-3 payload read as format 2 has bytes left over.
+    let err = from_bytes(Path::new("x"), &frame(2, &v3)).unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::TrailingPayload { .. }),
+        "{err}"
+    );
 }
 
 /// The on-disk form of a fitted learner with a pending batch, to spoil.

@@ -8,7 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::input::RejectCounts;
-use crate::model::{CovarianceType, Params};
+use crate::model::params::DEFAULT_MAX_COMPONENTS;
+use crate::model::{ComponentCount, CovarianceType, Params};
 
 /// The learner's options (format 1 and 2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ pub(super) fn to_usize(v: u64, what: &str) -> Result<usize, String> {
 impl ParamsV1 {
     pub(super) fn to_params(&self) -> Result<Params, String> {
         Ok(Params {
-            components: to_usize(self.components, "components")?,
+            components: ComponentCount::Fixed(to_usize(self.components, "components")?),
             covariance: self.covariance,
             batch_size: to_usize(self.batch_size, "batch_size")?,
             step_decay: self.step_decay,
@@ -117,12 +118,16 @@ impl ParamsV1 {
             seed: self.seed,
             init_seeds: to_usize(self.init_seeds, "init_seeds")?,
             init_iters: to_usize(self.init_iters, "init_iters")?,
+            // Formats 1 and 2 had neither: format 3 stores them beside.
+            max_components: DEFAULT_MAX_COMPONENTS,
+            adapt_components: false,
         })
     }
 
     pub(super) fn of(p: &Params) -> Self {
         ParamsV1 {
-            components: p.components as u64,
+            // `auto` is 0 here; format 3 says `auto` beside.
+            components: p.fixed_components().unwrap_or(0) as u64,
             covariance: p.covariance,
             batch_size: p.batch_size as u64,
             step_decay: p.step_decay,

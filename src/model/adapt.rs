@@ -20,8 +20,10 @@
 //!
 //! Cost: a check for prunes and spawns runs at most every
 //! [`AdaptParams::check_every`] points and costs one pass over the
-//! reservoir unless it finds a candidate; merges and splits are tried at
-//! most every [`AdaptParams::full_check_every`] points.
+//! reservoir unless it finds a candidate; merges and splits are tried
+//! every [`AdaptParams::full_check_every`] points, and sooner when the
+//! reservoir's fit got significantly worse since they were last tried
+//! ([`AdaptParams::ll_drop_z`]: a component stretched over a new cluster).
 //!
 //! Hysteresis: after a change none follows for [`AdaptParams::cooldown`]
 //! points, and a change in the opposite direction (a merge after a spawn,
@@ -59,6 +61,12 @@ pub struct AdaptParams {
     /// Points between two checks that also try merges and splits (each a
     /// few EM iterations on the reservoir).
     pub full_check_every: u64,
+    /// A check also tries merges and splits when the reservoir's mean
+    /// log-likelihood fell since the last such check by more than this
+    /// many standard errors, `ll_drop_z · sqrt(d / n)` nats per point (the
+    /// difference of two means of n independent points whose
+    /// log-densities have a Gaussian's variance d/2).
+    pub ll_drop_z: f64,
     /// Points after a change before the next.
     pub cooldown: u64,
     /// Points after a change before one in the opposite direction.
@@ -80,6 +88,7 @@ impl Default for AdaptParams {
             far_fraction: 0.01,
             check_every: 5_000,
             full_check_every: 50_000,
+            ll_drop_z: 4.0,
             cooldown: 20_000,
             reverse_hold: 200_000,
             em_iters: 5,
@@ -91,7 +100,7 @@ impl Default for AdaptParams {
 
 /// A ring buffer of the most recent points (row-major), the reservoir the
 /// adaptation judges on.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecentPoints {
     dim: usize,
     capacity: usize,
@@ -103,10 +112,12 @@ pub struct RecentPoints {
 impl RecentPoints {
     /// An empty reservoir of at most `capacity` points of dimension `dim`.
     pub fn new(dim: usize, capacity: usize) -> Self {
+        // Grown as points come (not reserved): a checkpoint's dimension
+        // is checked against its data only after the reservoir is made.
         RecentPoints {
             dim,
             capacity: capacity.max(1),
-            data: Vec::with_capacity(capacity.max(1) * dim),
+            data: Vec::new(),
             next: 0,
         }
     }
@@ -137,6 +148,59 @@ impl RecentPoints {
     /// The points held (in no particular order).
     pub fn points(&self) -> &[f64] {
         &self.data
+    }
+
+    /// Dimension of the points.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Most points held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Row the next point overwrites once the buffer is full (0 before).
+    pub fn next_row(&self) -> usize {
+        self.next
+    }
+
+    /// Rebuilds a reservoir from its parts ([`RecentPoints::points`],
+    /// [`RecentPoints::capacity`], [`RecentPoints::next_row`]), as a
+    /// checkpoint stores them.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first inconsistent part: not whole points,
+    /// more points than the capacity, a next row out of range or set
+    /// before the buffer is full, a non-finite value.
+    pub fn from_parts(
+        dim: usize,
+        capacity: usize,
+        data: Vec<f64>,
+        next: usize,
+    ) -> Result<Self, String> {
+        if dim == 0 || capacity == 0 || !data.len().is_multiple_of(dim) {
+            return Err(format!(
+                "the recent-points reservoir holds {} numbers, not whole points of dimension {dim} (capacity {capacity})",
+                data.len()
+            ));
+        }
+        let n = data.len() / dim;
+        if n > capacity || next >= capacity || (n < capacity && next != 0) {
+            return Err(format!(
+                "the recent-points reservoir holds {n} points with capacity {capacity} and next row {next}"
+            ));
+        }
+        if !data.iter().all(|v| v.is_finite()) {
+            return Err("the recent-points reservoir holds a non-finite value".into());
+        }
+        Ok(RecentPoints {
+            dim,
+            capacity,
+            data,
+            next,
+        })
     }
 }
 
@@ -191,6 +255,24 @@ pub struct Proposal {
     pub bic_after: f64,
 }
 
+/// The hysteresis state of an [`Adapter`] between calls: what a
+/// checkpoint keeps so a resumed run changes K exactly when the
+/// uninterrupted run would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdapterState {
+    /// Points seen at the last check.
+    pub last_check: u64,
+    /// Points seen at the last check that tried merges and splits.
+    pub last_full_check: u64,
+    /// Points seen and direction (+1 grow, −1 shrink) of the last change.
+    pub last_change: Option<(u64, i8)>,
+    /// Changes so far.
+    pub changes: u64,
+    /// Mean log-likelihood of the reservoir at the last full check (or
+    /// the first check after a change).
+    pub baseline: Option<f64>,
+}
+
 /// Decides when K changes; keeps the hysteresis state between calls.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Adapter {
@@ -200,6 +282,7 @@ pub struct Adapter {
     /// Points seen and direction of the last change.
     last_change: Option<(u64, i8)>,
     changes: u64,
+    baseline: Option<f64>,
 }
 
 impl Adapter {
@@ -211,6 +294,31 @@ impl Adapter {
             last_full_check: 0,
             last_change: None,
             changes: 0,
+            baseline: None,
+        }
+    }
+
+    /// Its state between calls, for a checkpoint (the options are not
+    /// part of it: they follow from the learner's).
+    pub fn state(&self) -> AdapterState {
+        AdapterState {
+            last_check: self.last_check,
+            last_full_check: self.last_full_check,
+            last_change: self.last_change,
+            changes: self.changes,
+            baseline: self.baseline,
+        }
+    }
+
+    /// An adapter with the given options, resuming from `state`.
+    pub fn from_state(params: AdaptParams, state: AdapterState) -> Self {
+        Adapter {
+            params,
+            last_check: state.last_check,
+            last_full_check: state.last_full_check,
+            last_change: state.last_change,
+            changes: state.changes,
+            baseline: state.baseline,
         }
     }
 
@@ -254,12 +362,20 @@ impl Adapter {
         if !grow && !shrink {
             return None;
         }
-        let full = points_seen >= self.last_full_check + p.full_check_every;
+        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
+        let (base, ll) = engine.full_pass(mix, reservoir);
+        // A fit that got worse since the last full check (a component
+        // stretched over a new cluster) calls for merges and splits now.
+        let dropped = self
+            .baseline
+            .is_some_and(|b| ll < b - p.ll_drop_z * (d as f64 / n as f64).sqrt());
+        let full = dropped || points_seen >= self.last_full_check + p.full_check_every;
+        if full || self.baseline.is_none() {
+            self.baseline = Some(ll);
+        }
         if full {
             self.last_full_check = points_seen;
         }
-        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
-        let (base, _) = engine.full_pass(mix, reservoir);
         let mut candidates: Vec<(Change, MixtureStats)> = Vec::new();
         let k = mix.n_components();
         if shrink && k > 1 {
@@ -309,6 +425,7 @@ impl Adapter {
         if let Some(prop) = &best {
             self.last_change = Some((points_seen, prop.change.direction()));
             self.changes += 1;
+            self.baseline = None;
         }
         best
     }
@@ -529,13 +646,12 @@ mod tests {
     impl Learner {
         fn start(warmup: &[f64], d: usize, k: usize) -> Self {
             let params = Params {
-                components: k,
                 warmup: warmup.len() / d,
                 ..Params::default()
             };
             let mut engine = Engine::new(d, CovarianceType::Full, warmup, params.reg_covar);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let (stats, mix) = init::fit_warmup(&mut engine, warmup, &params, &mut rng).unwrap();
+            let (stats, mix) = init::fit_warmup(&mut engine, warmup, &params, k, &mut rng).unwrap();
             let mut recent = RecentPoints::new(d, 5000);
             recent.push(warmup);
             let n = warmup.len() / d;

@@ -207,6 +207,19 @@ impl OutlierTest {
     }
 }
 
+/// The rows of `batch` that are not gross outliers under `mix` (the test
+/// the E-step applies: [`OUTLIER_SPREAD`] spreads of the whole mixture, or
+/// a coordinate beyond [`MAX_ABS`]): cheap, for a batch after the warm-up.
+pub(crate) fn usable_rows<'a>(
+    mix: &GaussianMixture,
+    batch: &'a [f64],
+) -> impl Iterator<Item = &'a [f64]> {
+    let test = OutlierTest::of(mix);
+    batch
+        .chunks_exact(mix.dim())
+        .filter(move |x| !test.is_outlier(x))
+}
+
 /// The warm-up buffer without its gross outliers (judged by each
 /// dimension's median and median absolute deviation, or mean absolute
 /// deviation where half the points are equal).

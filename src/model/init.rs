@@ -185,7 +185,7 @@ fn lloyd(points: &[f64], d: usize, centres: &mut [f64]) -> Vec<f64> {
     resp
 }
 
-/// Fits the first model on the warm-up buffer: for each of
+/// Fits the first model of `k` components on the warm-up buffer: for each of
 /// `params.init_seeds` seeds, k-means++, Lloyd and a few EM iterations on a
 /// random subsample of the buffer (the whole buffer when it is small, see
 /// [`SEED_SAMPLE`]); the best seed then gets batch EM on the whole buffer
@@ -201,10 +201,10 @@ pub(crate) fn fit_warmup(
     engine: &mut Engine,
     buf: &[f64],
     params: &Params,
+    k: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<(MixtureStats, GaussianMixture), LearnError> {
     let d = engine.dim();
-    let k = params.components;
     let n = buf.len() / d;
     let distinct = count_distinct(buf, d, k);
     if distinct < k {

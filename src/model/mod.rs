@@ -19,8 +19,10 @@
 //! - [`adapt`]: keeping K right over the stream (prune, merge, split,
 //!   spawn by BIC on recent points), a pure component the learner calls.
 //! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
-//! - [`online`]: [`StepwiseEm`], the learner that ties them together, and
-//!   its plain [`LearnerState`] for checkpoints.
+//! - [`online`]: [`StepwiseEm`], the learner that ties them together
+//!   (fixed or `auto` K, the recent-points reservoir, the adaptation of K
+//!   with `adapt_components`), and its plain [`LearnerState`] for
+//!   checkpoints.
 //! - [`testdata`]: reference mixtures (the EM write-up's examples and
 //!   harder ones) for tests, benchmarks and examples.
 
@@ -41,6 +43,6 @@ pub mod testdata;
 pub use covariance::CovarianceType;
 pub use em::{BatchStats, Engine, EngineState, LearnError, ScoreBuffer};
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
-pub use online::{Counters, Fitted, LearnerState, Phase, StepwiseEm};
-pub use params::{CheckedParams, ParamError, Params};
+pub use online::{Counters, Fitted, KChange, LearnerState, Phase, StepwiseEm};
+pub use params::{CheckedParams, ComponentCount, ParamError, Params};
 pub use stats::MixtureStats;

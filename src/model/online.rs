@@ -10,18 +10,56 @@
 //! [`StepwiseEm::apply`] expose the split a reducer of workers needs).
 //! `η_t = max(η_min, (t + t0)^(−α))`, t counting batches with the warm-up
 //! counted as `warmup / batch_size` batches.
+//!
+//! With `components = auto` the first fit chooses K by BIC on the warm-up
+//! buffer ([`super::select`]) and the learner keeps how it chose
+//! ([`StepwiseEm::selection`]). Every learner keeps its most recent points
+//! in a bounded reservoir ([`RECENT_POINTS`], [`StepwiseEm::criteria`]);
+//! with `adapt_components` it asks an [`Adapter`] after every mini-batch
+//! whether K should change and, on a proposal, replaces its mixture and
+//! statistics and counts the change ([`Counters::component_changes`],
+//! [`StepwiseEm::last_change`]). The reservoir and the adapter's state are
+//! part of [`LearnerState`], so resuming stays bit-identical.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::adapt::{AdaptParams, Adapter, AdapterState, Change, RecentPoints};
 use super::em::{self, without_outliers, BatchStats, Engine, EngineState};
 use super::init;
 use super::mixture::GaussianMixture;
+use super::params::ComponentCount;
+use super::select::{self, ModelSelection};
 use super::stats::MixtureStats;
 
 pub use super::em::{LearnError, ScoreBuffer, MAX_ABS, OUTLIER_SPREAD};
 pub use super::params::{CheckedParams, ParamError, Params, MAX_COMPONENTS};
+
+/// Points kept in the learner's recent-points reservoir: the BIC and AIC
+/// of the current model are measured on it ([`StepwiseEm::criteria`]).
+pub const RECENT_POINTS: usize = 2_000;
+
+/// Points kept in the reservoir with `adapt_components`: the adaptation of
+/// K judges its candidates on them ([`super::adapt`]).
+pub const ADAPT_RECENT_POINTS: usize = 5_000;
+
+/// A change of K made by the adaptation (`adapt_components`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KChange {
+    /// What changed.
+    pub change: Change,
+    /// K before.
+    pub from: usize,
+    /// K after.
+    pub to: usize,
+    /// Points seen when it changed.
+    pub points_seen: u64,
+    /// BIC on the reservoir of the model before the change.
+    pub bic_before: f64,
+    /// BIC on the reservoir of the model after it.
+    pub bic_after: f64,
+}
 
 /// Counters kept by the learner (and stored in checkpoints).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +87,8 @@ pub struct Counters {
     pub log_lik_sum: f64,
     /// Points counted in `log_lik_sum`.
     pub log_lik_points: u64,
+    /// Changes of K made by `adapt_components`.
+    pub component_changes: u64,
 }
 
 impl Counters {
@@ -91,6 +131,38 @@ pub struct StepwiseEm {
     /// Threads of the E-step (not part of the state: any number learns
     /// the same bits).
     threads: usize,
+    /// The most recent points learned from (bounded): BIC and AIC of the
+    /// model, and the adaptation's judge.
+    recent: RecentPoints,
+    /// Keeps K right, with `adapt_components`.
+    adapter: Option<Adapter>,
+    /// How K was chosen, with `components = auto`.
+    selection: Option<ModelSelection>,
+    /// The last change of K in this process (for the run's log; not part
+    /// of the state).
+    last_change: Option<KChange>,
+}
+
+/// Capacity of the recent-points reservoir of a learner with `params`.
+pub fn recent_capacity(params: &Params) -> usize {
+    if params.adapt_components {
+        ADAPT_RECENT_POINTS
+    } else {
+        RECENT_POINTS
+    }
+}
+
+/// Options of the adaptation of K for a learner with `params`: K up to
+/// `max_components` (or the fixed K, if larger), the learner's
+/// regularisation, the rest [`AdaptParams::default`].
+fn adapt_params(params: &Params) -> AdaptParams {
+    AdaptParams {
+        max_components: params
+            .max_components
+            .max(params.fixed_components().unwrap_or(1)),
+        reg_covar: params.reg_covar,
+        ..AdaptParams::default()
+    }
 }
 
 impl StepwiseEm {
@@ -102,9 +174,17 @@ impl StepwiseEm {
     pub fn new(params: CheckedParams, dim: usize) -> Self {
         assert!(dim > 0, "dimension must be at least 1");
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        let recent = RecentPoints::new(dim, recent_capacity(&params));
+        let adapter = params
+            .adapt_components
+            .then(|| Adapter::new(adapt_params(&params)));
         StepwiseEm {
             pending: Vec::new(),
             scored: 0,
+            recent,
+            adapter,
+            selection: None,
+            last_change: None,
             params,
             dim,
             rng,
@@ -255,8 +335,17 @@ impl StepwiseEm {
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
         engine.set_threads(self.threads);
-        let fitted = init::fit_warmup(&mut engine, &kept, &self.params, &mut self.rng);
-        let (stats, mix) = match fitted {
+        let p = &self.params;
+        let fitted = match p.components {
+            ComponentCount::Fixed(k) => {
+                init::fit_warmup(&mut engine, &kept, p, k, &mut self.rng).map(|(s, m)| (s, m, None))
+            }
+            ComponentCount::Auto => {
+                select::fit_auto(&mut engine, &kept, p, p.max_components, &mut self.rng)
+                    .map(|(s, m, sel)| (s, m, Some(sel)))
+            }
+        };
+        let (stats, mix, selection) = match fitted {
             Ok(v) => v,
             Err(e) => {
                 self.pending = buf;
@@ -290,6 +379,8 @@ impl StepwiseEm {
         self.engine = Some(engine);
         self.stats = Some(stats);
         self.mixture = Some(mix);
+        self.selection = selection;
+        self.recent.push(&kept);
         self.pending = buf;
         self.pending.clear();
         Ok(())
@@ -330,7 +421,40 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let e = engine.e_step(mix, batch, scores);
-        self.apply(&e)
+        for x in em::usable_rows(mix, batch) {
+            self.recent.push(x);
+        }
+        self.apply(&e)?;
+        self.adapt();
+        Ok(())
+    }
+
+    /// With `adapt_components`, asks the adapter whether K should change
+    /// and applies its proposal: the new mixture and statistics replace
+    /// the current ones, the change is counted and kept for the log.
+    fn adapt(&mut self) {
+        let (Some(adapter), Some(mix), Some(stats)) = (
+            self.adapter.as_mut(),
+            self.mixture.as_ref(),
+            self.stats.as_ref(),
+        ) else {
+            return;
+        };
+        let seen = self.counters.points_seen;
+        let Some(p) = adapter.propose(mix, stats, self.recent.points(), seen) else {
+            return;
+        };
+        self.last_change = Some(KChange {
+            change: p.change,
+            from: mix.n_components(),
+            to: p.mixture.n_components(),
+            points_seen: seen,
+            bic_before: p.bic_before,
+            bic_after: p.bic_after,
+        });
+        self.mixture = Some(p.mixture);
+        self.stats = Some(p.stats);
+        self.counters.component_changes += 1;
     }
 
     /// E-step statistics of `points` (a whole number of rows) against the
@@ -423,6 +547,38 @@ impl StepwiseEm {
         &self.counters
     }
 
+    /// How K was chosen, when `components` is `auto` and the warm-up is
+    /// over (or as a checkpoint recorded it).
+    pub fn selection(&self) -> Option<&ModelSelection> {
+        self.selection.as_ref()
+    }
+
+    /// Sets the record of how K was chosen (a checkpoint written before
+    /// the learner kept it keeps it beside).
+    pub fn set_selection(&mut self, selection: Option<ModelSelection>) {
+        self.selection = selection;
+    }
+
+    /// The last change of K made by `adapt_components` in this process.
+    pub fn last_change(&self) -> Option<&KChange> {
+        self.last_change.as_ref()
+    }
+
+    /// The recent-points reservoir (the last [`RECENT_POINTS`] points, or
+    /// [`ADAPT_RECENT_POINTS`] with `adapt_components`, gross outliers
+    /// left out).
+    pub fn recent(&self) -> &RecentPoints {
+        &self.recent
+    }
+
+    /// BIC and AIC of the current model on the recent-points reservoir,
+    /// once there is a model: comparable across runs with different K on
+    /// the same stream.
+    pub fn criteria(&self) -> Option<select::Criteria> {
+        let mix = self.mixture.as_ref()?;
+        Some(select::Criteria::of(mix, self.recent.points()))
+    }
+
     /// Points waiting in the warm-up buffer or the partial mini-batch.
     pub fn pending_points(&self) -> usize {
         self.pending.len() / self.dim
@@ -439,7 +595,8 @@ impl StepwiseEm {
     }
 
     /// Number of components K of the model, once there is one (K comes
-    /// from the model: `params().components` only seeds the first fit).
+    /// from the model: `params().components` only seeds the first fit, and
+    /// `adapt_components` changes it).
     pub fn n_components(&self) -> Option<usize> {
         self.mixture.as_ref().map(GaussianMixture::n_components)
     }
@@ -465,6 +622,9 @@ impl StepwiseEm {
             step: self.step,
             counters: self.counters.clone(),
             phase,
+            recent: self.recent.clone(),
+            adapter: self.adapter.as_ref().map(Adapter::state),
+            selection: self.selection.clone(),
         }
     }
 
@@ -487,6 +647,9 @@ impl StepwiseEm {
             step,
             counters,
             phase,
+            recent,
+            adapter,
+            selection,
         } = state;
         if d == 0 {
             return bad("the dimension is 0".into());
@@ -499,10 +662,32 @@ impl StepwiseEm {
         if counters.log_lik_sum.is_nan() {
             return bad("the log-likelihood sum is NaN".into());
         }
+        if recent.dim() != d || recent.capacity() != recent_capacity(&params) {
+            return bad(format!(
+                "the recent-points reservoir holds points of dimension {} up to {}, the learner wants dimension {d} up to {}",
+                recent.dim(),
+                recent.capacity(),
+                recent_capacity(&params)
+            ));
+        }
+        if adapter.is_some() != params.adapt_components {
+            return bad(format!(
+                "the adaptation's state is {} but adapt_components is {}",
+                if adapter.is_some() {
+                    "present"
+                } else {
+                    "absent"
+                },
+                params.adapt_components
+            ));
+        }
         let mut learner = StepwiseEm::new(params, d);
         learner.rng = rng;
         learner.step = step;
         learner.counters = counters;
+        learner.recent = recent;
+        learner.selection = selection;
+        learner.adapter = adapter.map(|a| Adapter::from_state(adapt_params(&learner.params), a));
         match phase {
             Phase::WarmUp { buffer } => {
                 if buffer.len() % d != 0 {
@@ -601,6 +786,12 @@ pub struct LearnerState {
     pub counters: Counters,
     /// Warm-up or fitted.
     pub phase: Phase,
+    /// The recent-points reservoir.
+    pub recent: RecentPoints,
+    /// The adaptation's state, with `adapt_components`.
+    pub adapter: Option<AdapterState>,
+    /// How K was chosen, with `components = auto`.
+    pub selection: Option<ModelSelection>,
 }
 
 /// Where the learner is: buffering the warm-up, or learning with a model.

@@ -19,7 +19,7 @@ const N: usize = 200_000;
 
 fn params(k: usize, cov: CovarianceType) -> CheckedParams {
     Params {
-        components: k,
+        components: crate::model::ComponentCount::Fixed(k),
         covariance: cov,
         ..Params::default()
     }
@@ -175,7 +175,7 @@ fn recovers_write_up_examples_as_diag_and_spherical() {
 /// Streams `data` and returns the model, or the error.
 fn run(data: &[f64], d: usize, k: usize, cov: CovarianceType) -> Result<StepwiseEm, LearnError> {
     let p = Params {
-        components: k,
+        components: crate::model::ComponentCount::Fixed(k),
         covariance: cov,
         warmup: 200,
         batch_size: 50,
@@ -379,7 +379,7 @@ fn a_dead_component_is_reseeded() {
     // Warm up on three clusters, then stream only one: the others' weights
     // collapse under a step floor and they are re-seeded, never NaN.
     let p = Params {
-        components: 3,
+        components: crate::model::ComponentCount::Fixed(3),
         warmup: 300,
         batch_size: 100,
         step_floor: 0.5,
@@ -524,7 +524,7 @@ fn each_parameter_rule_has_its_message() {
     let cases: Vec<(Params, &str)> = vec![
         (
             Params {
-                components: 0,
+                components: crate::model::ComponentCount::Fixed(0),
                 ..base()
             },
             "components",
@@ -634,7 +634,7 @@ fn fitted_learner(cov: CovarianceType, seed: u64) -> (StepwiseEm, Vec<f64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = truth.sample(&mut rng, 10_000);
     let p = Params {
-        components: 3,
+        components: crate::model::ComponentCount::Fixed(3),
         covariance: cov,
         batch_size: 500,
         warmup: 2_000,
@@ -724,7 +724,7 @@ fn k_comes_from_the_model_not_the_options() {
     // Options asking for another K do not change the model's K: they only
     // seed the first fit.
     let mut p = (*state.params).clone();
-    p.components = 5;
+    p.components = crate::model::ComponentCount::Fixed(5);
     state.params = p.check().unwrap();
     let mut resumed = StepwiseEm::from_state(state).unwrap();
     assert_eq!(resumed.n_components(), Some(3));
@@ -836,7 +836,7 @@ fn random_streams_with_garbage_never_panic_or_go_non_finite() {
             })
             .collect();
         let p = Params {
-            components: k,
+            components: crate::model::ComponentCount::Fixed(k),
             covariance: cov,
             warmup: rng.random_range(k..500),
             batch_size: rng.random_range(1..200),
@@ -867,4 +867,63 @@ fn random_streams_with_garbage_never_panic_or_go_non_finite() {
             assert_eq!(sb.len(), n, "case {case}: every point scored once");
         }
     }
+}
+
+/// Unit-covariance-like clusters in 2-d at `centres`, equal weights.
+fn clusters_at(centres: &[[f64; 2]]) -> GaussianMixture {
+    let k = centres.len();
+    GaussianMixture::new(MixtureParams {
+        covariance: CovarianceType::Full,
+        dim: 2,
+        weights: vec![1.0 / k as f64; k],
+        means: centres.iter().flatten().copied().collect(),
+        covariances: centres.iter().flat_map(|_| [1.0, 0.3, 0.3, 0.8]).collect(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn auto_k_and_adapted_k_live_in_the_learner_and_resume_bit_identically() {
+    use crate::model::ComponentCount;
+    let three = [[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]];
+    let before = clusters_at(&three);
+    let after = clusters_at(&[three[0], three[1], three[2], [8.0, 8.0]]);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let mut data = before.sample(&mut rng, 15_000);
+    data.extend(after.sample(&mut rng, 20_000));
+    let p = Params {
+        components: ComponentCount::Auto,
+        max_components: 5,
+        adapt_components: true,
+        warmup: 2_000,
+        batch_size: 500,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut whole = StepwiseEm::new(p.clone(), 2);
+    for s in data.chunks(777 * 2) {
+        whole.observe(s, None).unwrap();
+    }
+    let sel = whole.selection().expect("K was chosen on the warm-up");
+    assert_eq!(sel.bic_by_k.len(), 5);
+    assert!(sel.chosen_by.contains("K = 3,"), "{}", sel.chosen_by);
+    assert_eq!(whole.n_components(), Some(4));
+    assert_eq!(whole.counters().component_changes, 1);
+    let c = whole.last_change().unwrap();
+    assert_eq!((c.from, c.to), (3, 4));
+    assert!(c.points_seen > 15_000 && c.points_seen <= 35_000, "{c:?}");
+    assert!(c.bic_after < c.bic_before - 10.0);
+    let crit = whole.criteria().unwrap();
+    assert_eq!(crit.points, ADAPT_RECENT_POINTS);
+    // Stopped before and after the change, resumed from the plain state:
+    // the same bits as the uninterrupted run.
+    let mut l = StepwiseEm::new(p, 2);
+    let mut at = 0;
+    for cut in [12_345 * 2, 27_001 * 2, data.len()] {
+        l.observe(&data[at..cut], None).unwrap();
+        l = StepwiseEm::from_state(l.state()).unwrap();
+        at = cut;
+    }
+    assert_eq!(l.state(), whole.state());
 }

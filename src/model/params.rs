@@ -13,8 +13,10 @@ use super::covariance::CovarianceType;
 /// [`CheckedParams`], the only form the learner accepts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Params {
-    /// Number of mixture components K (at least 1).
-    pub components: usize,
+    /// Number of mixture components K: a number (at least 1), or `auto`
+    /// to choose K by BIC on the warm-up buffer among 1..=`max_components`
+    /// ([`super::select`]).
+    pub components: ComponentCount,
     /// Covariance structure of every component.
     pub covariance: CovarianceType,
     /// Points per mini-batch (at least 1).
@@ -38,6 +40,13 @@ pub struct Params {
     pub init_seeds: usize,
     /// Most batch EM iterations per seed on the warm-up buffer (at least 1).
     pub init_iters: usize,
+    /// Largest K tried when `components` is `auto`, and largest K that
+    /// `adapt_components` may reach (at least 1).
+    pub max_components: usize,
+    /// Keep K right over the stream ([`super::adapt`]): prune, merge,
+    /// split or spawn a component when the BIC on the recent points says
+    /// so. Off by default.
+    pub adapt_components: bool,
 }
 
 impl Default for Params {
@@ -45,7 +54,7 @@ impl Default for Params {
     /// were chosen.
     fn default() -> Self {
         Params {
-            components: 2,
+            components: ComponentCount::Fixed(2),
             covariance: CovarianceType::Full,
             batch_size: 1000,
             step_decay: 0.95,
@@ -56,6 +65,8 @@ impl Default for Params {
             seed: 0,
             init_seeds: 10,
             init_iters: 100,
+            max_components: DEFAULT_MAX_COMPONENTS,
+            adapt_components: false,
         }
     }
 }
@@ -113,11 +124,17 @@ pub enum ParamError {
     /// Zero iterations.
     #[error("init_iters must be at least 1, got 0")]
     InitIters,
+    /// `max_components` of 0 or absurdly large.
+    #[error("max_components (--max-components) must be between 1 and {MAX_COMPONENTS}, got {0}")]
+    MaxComponents(usize),
 }
 
 /// Largest K accepted: beyond this a mixture is a density estimate better
 /// made another way, and per-batch M-steps would dominate.
 pub const MAX_COMPONENTS: usize = 4096;
+
+/// Largest K tried by default when choosing K (`--max-components`).
+pub const DEFAULT_MAX_COMPONENTS: usize = 10;
 
 impl Params {
     /// Validates every option once.
@@ -126,8 +143,17 @@ impl Params {
     ///
     /// [`ParamError`] naming the option and its allowed range.
     pub fn check(self) -> Result<CheckedParams, ParamError> {
-        if self.components == 0 || self.components > MAX_COMPONENTS {
-            return Err(ParamError::Components(self.components));
+        let k = match self.components {
+            ComponentCount::Fixed(k) => k,
+            // The warm-up needs one point; K is tried up to the number of
+            // distinct points.
+            ComponentCount::Auto => 1,
+        };
+        if k == 0 || k > MAX_COMPONENTS {
+            return Err(ParamError::Components(k));
+        }
+        if self.max_components == 0 || self.max_components > MAX_COMPONENTS {
+            return Err(ParamError::MaxComponents(self.max_components));
         }
         if self.batch_size == 0 {
             return Err(ParamError::BatchSize);
@@ -141,10 +167,10 @@ impl Params {
         if !(self.step_floor >= 0.0 && self.step_floor < 1.0) {
             return Err(ParamError::StepFloor(self.step_floor));
         }
-        if self.warmup < self.components {
+        if self.warmup < k {
             return Err(ParamError::Warmup {
                 warmup: self.warmup,
-                k: self.components,
+                k,
             });
         }
         if !(self.reg_covar >= 0.0 && self.reg_covar.is_finite()) {
@@ -159,6 +185,14 @@ impl Params {
         Ok(CheckedParams(self))
     }
 
+    /// The number of components asked for, when it is a number.
+    pub fn fixed_components(&self) -> Option<usize> {
+        match self.components {
+            ComponentCount::Fixed(k) => Some(k),
+            ComponentCount::Auto => None,
+        }
+    }
+
     /// With a step floor, the half-life of an observation's influence in
     /// points: `batch_size * ln 2 / -ln(1 - eta_min)`; infinite without one.
     pub fn half_life_points(&self) -> f64 {
@@ -166,6 +200,76 @@ impl Params {
             self.batch_size as f64 * std::f64::consts::LN_2 / -(1.0 - self.step_floor).ln()
         } else {
             f64::INFINITY
+        }
+    }
+}
+
+/// The number of components asked for: a number, or `auto` (choose K on
+/// the warm-up buffer). Parsed from `-k`/`--components` and from config
+/// files, where it is a number or the string `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawCount", into = "RawCount")]
+pub enum ComponentCount {
+    /// Exactly this many components (at least 1).
+    Fixed(usize),
+    /// Chosen on the warm-up buffer by [`super::select::choose_components`].
+    Auto,
+}
+
+/// A number of components that is neither a positive number nor `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "components must be a number >= 1 or \"auto\" (to choose K by BIC on the warm-up), got {0:?}"
+)]
+pub struct BadComponentCount(pub String);
+
+impl std::str::FromStr for ComponentCount {
+    type Err = BadComponentCount;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(ComponentCount::Auto);
+        }
+        match t.parse::<usize>() {
+            Ok(k) if k >= 1 => Ok(ComponentCount::Fixed(k)),
+            _ => Err(BadComponentCount(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComponentCount::Fixed(k) => write!(f, "{k}"),
+            ComponentCount::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The serialised form of [`ComponentCount`]: a number or a string.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Number(usize),
+    Text(String),
+}
+
+impl TryFrom<RawCount> for ComponentCount {
+    type Error = BadComponentCount;
+    fn try_from(r: RawCount) -> Result<Self, Self::Error> {
+        match r {
+            RawCount::Number(k) => k.to_string().parse(),
+            RawCount::Text(t) => t.parse(),
+        }
+    }
+}
+
+impl From<ComponentCount> for RawCount {
+    fn from(c: ComponentCount) -> Self {
+        match c {
+            ComponentCount::Fixed(k) => RawCount::Number(k),
+            ComponentCount::Auto => RawCount::Text("auto".to_string()),
         }
     }
 }

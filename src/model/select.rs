@@ -22,9 +22,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::covariance::CovarianceType;
+use super::em::LearnError;
 use super::init;
 use super::mixture::GaussianMixture;
-use super::online::{CheckedParams, LearnError, Params};
+pub use super::params::{BadComponentCount, ComponentCount};
+use super::params::{CheckedParams, Params};
 use super::stats::MixtureStats;
 use super::Engine;
 
@@ -32,8 +34,7 @@ use super::Engine;
 /// of minimum BIC: the "very strong evidence" band of Kass & Raftery.
 pub const BIC_MARGIN: f64 = 10.0;
 
-/// Largest K tried by default when choosing K (`--max-components`).
-pub const DEFAULT_MAX_COMPONENTS: usize = 10;
+pub use super::params::DEFAULT_MAX_COMPONENTS;
 
 /// Number of free parameters of a K-component mixture in d dimensions, as
 /// scikit-learn counts them: K − 1 weights, K·d means and, per component,
@@ -118,76 +119,6 @@ pub fn smallest_within_margin(bic_by_k: &[(usize, f64)], margin: f64) -> Option<
         .min()
         .unwrap_or(k_min);
     Some((k, k_min))
-}
-
-/// The number of components asked for: a number, or `auto` (choose K on
-/// the warm-up buffer). Parsed from `-k`/`--components` and from config
-/// files, where it is a number or the string `"auto"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawCount", into = "RawCount")]
-pub enum ComponentCount {
-    /// Exactly this many components (at least 1).
-    Fixed(usize),
-    /// Chosen on the warm-up buffer by [`choose_components`].
-    Auto,
-}
-
-/// A number of components that is neither a positive number nor `auto`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "components must be a number >= 1 or \"auto\" (to choose K by BIC on the warm-up), got {0:?}"
-)]
-pub struct BadComponentCount(pub String);
-
-impl std::str::FromStr for ComponentCount {
-    type Err = BadComponentCount;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        if t.eq_ignore_ascii_case("auto") {
-            return Ok(ComponentCount::Auto);
-        }
-        match t.parse::<usize>() {
-            Ok(k) if k >= 1 => Ok(ComponentCount::Fixed(k)),
-            _ => Err(BadComponentCount(s.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for ComponentCount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ComponentCount::Fixed(k) => write!(f, "{k}"),
-            ComponentCount::Auto => f.write_str("auto"),
-        }
-    }
-}
-
-/// The serialised form of [`ComponentCount`]: a number or a string.
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum RawCount {
-    Number(usize),
-    Text(String),
-}
-
-impl TryFrom<RawCount> for ComponentCount {
-    type Error = BadComponentCount;
-    fn try_from(r: RawCount) -> Result<Self, Self::Error> {
-        match r {
-            RawCount::Number(k) => k.to_string().parse(),
-            RawCount::Text(t) => t.parse(),
-        }
-    }
-}
-
-impl From<ComponentCount> for RawCount {
-    fn from(c: ComponentCount) -> Self {
-        match c {
-            ComponentCount::Fixed(k) => RawCount::Number(k),
-            ComponentCount::Auto => RawCount::Text("auto".to_string()),
-        }
-    }
 }
 
 /// The outcome of choosing K on a warm-up buffer.
@@ -307,14 +238,10 @@ fn fit_each_k(
 ) -> Result<Vec<(Engine, MixtureStats, GaussianMixture)>, LearnError> {
     type Fit = Result<(Engine, MixtureStats, GaussianMixture), LearnError>;
     let fit = |k: usize| -> Fit {
-        let p = Params {
-            components: k,
-            ..params.clone()
-        };
         let mut rng = ChaCha8Rng::seed_from_u64(base);
         rng.set_stream(k as u64);
         let mut e = engine.clone();
-        let (stats, mix) = init::fit_warmup(&mut e, buf, &p, &mut rng)?;
+        let (stats, mix) = init::fit_warmup(&mut e, buf, params, k, &mut rng)?;
         Ok((e, stats, mix))
     };
     let threads = threads.min(ks);
@@ -447,7 +374,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let buf = truth.sample(&mut rng, n);
         let params = Params {
-            components: 1,
+            components: ComponentCount::Auto,
             covariance: truth.covariance_type(),
             warmup: n,
             ..Params::default()
@@ -526,7 +453,7 @@ mod tests {
     fn k_is_not_tried_beyond_the_distinct_points() {
         let buf = [0.0, 0.0, 1.0, 1.0, 5.0, 5.0, 1.0, 1.0];
         let params = Params {
-            components: 1,
+            components: ComponentCount::Auto,
             warmup: 4,
             ..Params::default()
         }
@@ -602,7 +529,7 @@ mod tests {
             CovarianceType::Spherical,
         ] {
             let params = Params {
-                components: 1,
+                components: ComponentCount::Auto,
                 covariance: cov,
                 warmup: fx.points.len() / fx.dim,
                 ..Params::default()

@@ -15,7 +15,7 @@ use super::PipelineError;
 use crate::checkpoint::{self, Checkpoint, CheckpointError, WriterLock};
 use crate::config::{param_text, CheckpointPolicy, RunConfig, LEARNER_KEYS};
 use crate::input::Columns;
-use crate::model::Params;
+use crate::model::{ComponentCount, Params};
 
 /// Prepares the checkpoint file before the run: follows a symlinked path to
 /// its target, takes the writer lock (returned: hold it until the final
@@ -224,13 +224,38 @@ fn check_resume(
         checkpoint: have,
         given: want,
     };
-    // K is the model's own (a future K change leaves params.components behind).
-    let saved_k = ckpt.learner.n_components().unwrap_or(saved.components);
-    if config.given.contains("components") && saved_k != given.components {
+    // K is the model's own (`auto` and `adapt_components` leave
+    // params.components behind): a number given must be the model's K,
+    // `auto` given must find a model whose K was chosen so.
+    let model_k = ckpt.learner.n_components();
+    let k_fits = match given.components {
+        ComponentCount::Fixed(k) => {
+            model_k.map_or(saved.components, ComponentCount::Fixed) == ComponentCount::Fixed(k)
+        }
+        ComponentCount::Auto => saved.components == ComponentCount::Auto,
+    };
+    if config.given.contains("components") && !k_fits {
+        let have = match (saved.components, model_k) {
+            (ComponentCount::Auto, Some(k)) => format!("auto (K = {k} now)"),
+            (_, Some(k)) => k.to_string(),
+            (c, None) => c.to_string(),
+        };
+        return Err(mismatch("components", have, given.components.to_string()));
+    }
+    // The adaptation's state belongs to the model: it is kept or not.
+    if config.given.contains("adapt_components") && saved.adapt_components != given.adapt_components
+    {
         return Err(mismatch(
-            "components",
-            saved_k.to_string(),
-            given.components.to_string(),
+            "adapt_components",
+            saved.adapt_components.to_string(),
+            given.adapt_components.to_string(),
+        ));
+    }
+    if saved.adapt_components && config.score.as_ref().is_some_and(|s| s.responsibilities) {
+        return Err(mismatch(
+            "adapt_components",
+            "true (K changes mid-stream)".into(),
+            "--score-fields (needs a fixed K)".into(),
         ));
     }
     if config.given.contains("covariance") && saved.covariance != given.covariance {
@@ -253,7 +278,9 @@ fn check_resume(
         }
     }
     for &key in LEARNER_KEYS {
-        if key == "components" || key == "covariance" || !config.given.contains(key) {
+        if matches!(key, "components" | "covariance" | "adapt_components")
+            || !config.given.contains(key)
+        {
             continue;
         }
         let (have, want) = (

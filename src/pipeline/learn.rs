@@ -272,12 +272,14 @@ impl Learner {
                         l
                     });
                     let values = &batch.values;
+                    let before = KEvents::of(l);
                     let result = scored(
                         self.score.as_ref(),
                         self.detector.as_mut(),
                         &mut run.counts,
                         |scores| l.observe(values, scores),
                     );
+                    before.log_news(l, &self.console);
                     if let Err(e) = result {
                         learn_error = Some(e);
                         break;
@@ -339,12 +341,14 @@ impl Learner {
         }
         if learn_error.is_none() {
             if let Some(l) = run.learner.as_mut() {
+                let before = KEvents::of(l);
                 let result = scored(
                     self.score.as_ref(),
                     self.detector.as_mut(),
                     &mut run.counts,
                     |scores| l.flush(scores),
                 );
+                before.log_news(l, &self.console);
                 if let Err(e) = result {
                     learn_error = Some(e);
                 }
@@ -415,7 +419,9 @@ impl Learner {
                 // Names that do not fit the model (a header wider than the
                 // points) are left out rather than make the file invalid.
                 columns: run.columns.clone().filter(|c| c.len() == l.dim()),
-                selection: self.start.selection.clone(),
+                // The learner keeps how K was chosen (a resumed one got it
+                // from the checkpoint).
+                selection: l.selection().cloned().or(self.start.selection.clone()),
             },
             counts: run.counts.clone(),
             positions: run.positions.clone(),
@@ -423,6 +429,53 @@ impl Learner {
         };
         self.state.replay().set_learned(&snap.positions);
         self.snapshots.send_replace(Some(Arc::new(snap)));
+    }
+}
+
+/// What the run's log has said about K so far: whether K was chosen yet,
+/// and how many changes of K it has seen.
+struct KEvents {
+    chosen: bool,
+    changes: u64,
+}
+
+impl KEvents {
+    fn of(l: &StepwiseEm) -> Self {
+        KEvents {
+            chosen: l.selection().is_some(),
+            changes: l.counters().component_changes,
+        }
+    }
+
+    /// Logs the choice of K (BIC per K, the rule) when it was just made,
+    /// and the last change of K when there were new ones.
+    fn log_news(&self, l: &StepwiseEm, console: &Console) {
+        if let (false, Some(sel)) = (self.chosen, l.selection()) {
+            let per_k: Vec<String> = sel
+                .bic_by_k
+                .iter()
+                .map(|(k, b)| format!("K={k} {b:.1}"))
+                .collect();
+            console.line(&format!("BIC per K: {}", per_k.join(", ")));
+            console.line(&format!("chose {}", sel.chosen_by));
+        }
+        let new = l.counters().component_changes - self.changes;
+        if let (true, Some(c)) = (new > 0, l.last_change()) {
+            console.line(&format!(
+                "K {} -> {} ({:?}) after {} points: BIC on the recent points {:.1} -> {:.1}{}",
+                c.from,
+                c.to,
+                c.change,
+                c.points_seen,
+                c.bic_before,
+                c.bic_after,
+                if new > 1 {
+                    format!(" ({new} changes since the last report)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
 }
 

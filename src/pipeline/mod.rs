@@ -65,7 +65,7 @@ pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
 use crate::checkpoint::CheckpointError;
 use crate::config::{RunConfig, Source as SourceConfig};
 use crate::input::{ParseError, RejectCounts, RejectReason};
-use crate::model::LearnError;
+use crate::model::{LearnError, StepwiseEm};
 use crate::score::AnomalyDetector;
 use console::Console;
 use learn::{Due, Learner, ScoreLink};
@@ -605,11 +605,14 @@ impl Pipeline {
             let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
             let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
             let want_resp = options.responsibilities;
-            // A resumed model keeps its own K.
+            // A resumed model keeps its own K; with `auto` it is known
+            // after the warm-up (the sink reads it from each block).
             let k = start
                 .learner
                 .as_ref()
-                .map_or(config.params.components, |l| l.params().components);
+                .and_then(StepwiseEm::n_components)
+                .or(config.params.fixed_components())
+                .unwrap_or(1);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
             let s = state.clone();
             let progress = Arc::new(score::ScoreProgress::default());

@@ -9,7 +9,7 @@ use super::*;
 use crate::config::Config;
 
 fn small(c: &mut Config) {
-    c.components = 2;
+    c.components = crate::model::ComponentCount::Fixed(2);
     c.warmup = 100;
     c.batch_size = 25;
 }

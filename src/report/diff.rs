@@ -690,7 +690,7 @@ mod tests {
             p[0] += shift;
         }
         let params = Params {
-            components: truth.n_components(),
+            components: crate::model::ComponentCount::Fixed(truth.n_components()),
             warmup: 2000,
             ..Params::default()
         }

@@ -13,6 +13,16 @@
 //! `means` (K lists of d), `covariances` (K full d-by-d nested lists whatever
 //! the covariance type) and `std_devs` (K lists of d). Before the warm-up has
 //! finished there is no model yet and those four lists are empty.
+//!
+//! How K was chosen and how it fares: `bic_by_k` (a list of `{"k", "bic"}`
+//! for every K tried on the warm-up with `--components auto`, else null),
+//! `chosen_by` (the rule's sentence, else null), `component_changes` (K
+//! changes made by `--adapt-components`), and `bic`, `aic` of the current
+//! model on its recent-points reservoir of `recent_points` points (the
+//! last 2,000 points learned from, 5,000 with `--adapt-components`; null
+//! before the warm-up or with an empty reservoir, as in a checkpoint of
+//! format 2): lower is better, and runs with different K on the same
+//! stream compare by them.
 
 use std::fmt::Write as _;
 
@@ -20,6 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{Checkpoint, FORMAT_VERSION};
 use crate::input::RejectCounts;
+use crate::model::select::{Criteria, ModelSelection};
 use crate::model::{CovarianceType, GaussianMixture};
 
 /// Everything the reports show, gathered from a checkpoint once.
@@ -45,6 +56,10 @@ struct Summary<'a> {
     mixture: Option<&'a GaussianMixture>,
     /// Names of the dimensions, when known.
     names: Option<&'a [String]>,
+    selection: Option<&'a ModelSelection>,
+    component_changes: u64,
+    /// BIC and AIC on the recent-points reservoir (a model and points).
+    criteria: Option<Criteria>,
 }
 
 /// Width of one value column of the compact table: with the index and
@@ -58,7 +73,10 @@ impl<'a> Summary<'a> {
         let c = l.counters();
         Summary {
             dim: l.dim(),
-            components: l.n_components().unwrap_or(p.components),
+            components: l
+                .n_components()
+                .or(p.fixed_components())
+                .unwrap_or_default(),
             covariance: p.covariance,
             params: serde_json::to_value(&**p).unwrap_or(Value::Null),
             points_seen: c.points_seen,
@@ -79,6 +97,9 @@ impl<'a> Summary<'a> {
             names: names
                 .or(ck.columns.as_deref())
                 .filter(|n| n.len() == l.dim()),
+            selection: ck.selection.as_ref(),
+            component_changes: c.component_changes,
+            criteria: l.criteria().filter(|c| c.points > 0),
         }
     }
 
@@ -115,6 +136,29 @@ impl<'a> Summary<'a> {
                 let _ = write!(s, " {:>w$}", short_num(v), w = TABLE_COL - 1);
             }
             s.push('\n');
+        }
+    }
+
+    /// The K-choice lines of the text summary.
+    fn k_text(&self, s: &mut String) {
+        if let Some(sel) = self.selection {
+            let _ = writeln!(s, "  K chosen by       {}", sel.chosen_by);
+            let _ = writeln!(s, "  BIC by K          {:>4} {:>16}", "K", "BIC");
+            for &(k, b) in &sel.bic_by_k {
+                let _ = writeln!(s, "                    {k:>4} {:>16}", num(b));
+            }
+        }
+        if self.component_changes > 0 {
+            let _ = writeln!(s, "  K changes         {}", self.component_changes);
+        }
+        if let Some(c) = &self.criteria {
+            let _ = writeln!(
+                s,
+                "  BIC / AIC         {} / {} on the {} most recent points (lower is better)",
+                num(c.bic),
+                num(c.aic),
+                c.points
+            );
         }
     }
 
@@ -188,6 +232,7 @@ impl<'a> Summary<'a> {
         );
         let _ = writeln!(s, "  outliers ignored  {}", self.outliers);
         let _ = writeln!(s, "  anomalies         {}", self.anomalies);
+        self.k_text(&mut s);
         let Some(m) = self.mixture else {
             let _ = writeln!(
                 s,
@@ -302,6 +347,17 @@ impl<'a> Summary<'a> {
             "means": means,
             "covariances": covariances,
             "std_devs": std_devs,
+            "bic_by_k": self.selection.map(|sel| {
+                sel.bic_by_k
+                    .iter()
+                    .map(|&(k, b)| json!({ "k": k, "bic": b }))
+                    .collect::<Vec<_>>()
+            }),
+            "chosen_by": self.selection.map(|sel| sel.chosen_by.as_str()),
+            "component_changes": self.component_changes,
+            "recent_points": self.criteria.map_or(0, |c| c.points),
+            "bic": self.criteria.map(|c| c.bic),
+            "aic": self.criteria.map(|c| c.aic),
         })
     }
 }
@@ -467,6 +523,9 @@ mod tests {
             created_unix_ms: 1_709_211_909_250,
             updated_unix_ms: 1_709_215_509_250,
             mixture: m,
+            selection: None,
+            component_changes: 0,
+            criteria: None,
         }
     }
 
@@ -609,6 +668,41 @@ mod tests {
         assert!(t.contains("3.000000"), "sd of variance 9 missing in\n{t}");
     }
 
+    #[test]
+    fn the_choice_of_k_and_the_criteria_are_shown() {
+        let m = mixture(CovarianceType::Full);
+        let r = RejectCounts::default();
+        let sel = ModelSelection {
+            bic_by_k: vec![(1, 900.0), (2, 700.5), (3, 705.0)],
+            chosen_by: "smallest K with BIC within 10 of the minimum".into(),
+        };
+        let mut s = summary(Some(&m), &r);
+        let plain = (s.text(), s.json());
+        assert!(!plain.0.contains("BIC"), "{}", plain.0);
+        assert!(plain.1["bic_by_k"].is_null() && plain.1["bic"].is_null());
+        s.selection = Some(&sel);
+        s.component_changes = 2;
+        s.criteria = Some(Criteria::from_log_lik(-1000.0, 11, 2000));
+        let t = s.text();
+        for want in [
+            "K chosen by       smallest K with BIC within 10",
+            "       2       700.500000",
+            "K changes         2",
+            "on the 2000 most recent points",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        let v = s.json();
+        assert_eq!(v["bic_by_k"][1]["k"], 2);
+        assert_eq!(v["bic_by_k"][1]["bic"], 700.5);
+        assert_eq!(v["chosen_by"], sel.chosen_by.as_str());
+        assert_eq!(v["component_changes"], 2);
+        assert_eq!(v["recent_points"], 2000);
+        assert_eq!(v["aic"], 2000.0 + 22.0);
+        let bic = v["bic"].as_f64().unwrap();
+        assert!((bic - (2000.0 + 11.0 * 2000f64.ln())).abs() < 1e-9, "{bic}");
+    }
+
     fn as_f64s(v: &Value) -> Vec<f64> {
         v.as_array()
             .unwrap()
@@ -671,7 +765,7 @@ mod tests {
         use crate::model::{testdata, Params, StepwiseEm};
         use rand::SeedableRng;
         let params = Params {
-            components: 2,
+            components: crate::model::ComponentCount::Fixed(2),
             batch_size: 100,
             warmup: 500,
             seed: 3,

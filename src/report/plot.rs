@@ -1488,7 +1488,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
                 .collect();
             let data = read_data(file, config, d, args.sample, args.seed, hists)?;
             if data.seen == 0 {
-                return Err(ReportError::Invalid(format!(
+                return Err(ReportError::Data(format!(
                     "--data {}: no record holds a point of the model's dimension {d}: \
                      pick {d} fields with --columns (0-based or header names), or check --format and --delimiter",
                     path.display(),
@@ -1750,7 +1750,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let pts = truth.sample(&mut rng, 10_000);
         let params = Params {
-            components: 2,
+            components: crate::model::ComponentCount::Fixed(2),
             ..Params::default()
         }
         .check()

@@ -386,7 +386,7 @@ mod tests {
         let truth = two_d();
         let (pts, is_out) = contaminated(&truth, 100_000, 21);
         let params = Params {
-            components: 2,
+            components: crate::model::ComponentCount::Fixed(2),
             seed: 3,
             ..Params::default()
         }

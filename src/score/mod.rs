@@ -209,7 +209,9 @@ pub struct Scorer {
 const WRITE_CHUNK: usize = 1 << 16;
 
 impl Scorer {
-    /// A scorer with these options for a K-component model.
+    /// A scorer with these options for a K-component model. K names the
+    /// fields of [`Scorer::header`]; the lines of a block take K from its
+    /// responsibilities (a block holds whole points of one model).
     ///
     /// A quantile outside (0, 1) is clamped into it.
     pub fn new(options: ScoreOptions, k: usize) -> Self {
@@ -274,14 +276,20 @@ impl Scorer {
         out: &mut W,
     ) -> io::Result<()> {
         let n = scores.log_lik.len();
-        let k = self.k;
+        // K of this block's model: a run with `--components auto` knows it
+        // only once the warm-up is over.
+        let k = match n {
+            0 => self.k,
+            _ if self.options.responsibilities => scores.resp.len() / n,
+            _ => self.k,
+        };
         if scores.labels.len() != n {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} labels for {n} log-likelihoods", scores.labels.len()),
             ));
         }
-        if self.options.responsibilities && scores.resp.len() != n * k {
+        if self.options.responsibilities && (scores.resp.len() != n * k || (n > 0 && k == 0)) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -396,7 +396,7 @@ fn every_checkpoint_counts_the_anomalies_of_its_own_points() {
 }
 
 #[test]
-fn a_format_1_checkpoint_resumes_and_is_rewritten_as_format_2() {
+fn a_format_1_checkpoint_resumes_and_is_rewritten_in_the_current_format() {
     // tests/golden/v1-full-pending.ckpt: written by the format-1 code, a
     // 2-D full-covariance learner (K = 2, batch 25) with 7 points pending.
     let dir = tempfile::tempdir().unwrap();
@@ -410,7 +410,10 @@ fn a_format_1_checkpoint_resumes_and_is_rewritten_as_format_2() {
     );
     assert_ok(&out);
     let bytes = std::fs::read(&ck).unwrap();
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        emstream::checkpoint::FORMAT_VERSION
+    );
     let after = inspect_json(&ck);
     // 90 seen + 7 pending + 300 new, every one learned by the end.
     assert_eq!(after["points_seen"], 397);

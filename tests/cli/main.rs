@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod brokers;
 mod checkpoint;
+mod choose_k;
 mod config;
 mod crash;
 mod daemon;

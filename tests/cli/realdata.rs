@@ -258,8 +258,9 @@ fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
         .filter(|n| n.has_tag_name("circle"))
         .count();
     assert_eq!(dots, 50);
-    // A PNG name gets a PNG; another format's name is refused.
-    for (name, code) in [("f.png", Some(0)), ("f.pdf", Some(1))] {
+    // A PNG name gets a PNG; another format's name is refused as a usage
+    // error (exit 2).
+    for (name, code) in [("f.png", Some(0)), ("f.pdf", Some(2))] {
         let path = file(&dir, name);
         let out = emstream()
             .arg("plot")
@@ -277,9 +278,10 @@ fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
             }
         }
     }
-    // An unknown column name lists the header.
+    // An unknown column name lists the header; a usage error (exit 2), as
+    // in `run`.
     let out = plot("eruptions,wait");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("rownames, eruptions, waiting"),
         "{}",
