@@ -863,6 +863,7 @@ impl ConfigError {
             ConfigError::MaxRejectRate(_) => "max_reject_rate",
             ConfigError::Threads(_) => "threads",
             ConfigError::Keep(_) => "keep",
+            ConfigError::ScoreFieldsWithAdapt => "adapt_components",
             ConfigError::DimZero | ConfigError::DimColumns { .. } => "dim",
             ConfigError::CheckpointEvery => "checkpoint_every",
             ConfigError::CheckpointInterval(_) => "checkpoint_interval",

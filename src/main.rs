@@ -554,6 +554,7 @@ async fn serve(
         Signals::new().map_err(|e| (format!("cannot install signal handlers: {e}"), 1))?;
     let daemon = config.daemon().clone();
     let can_save = config.checkpoint().is_some();
+    let access = config.access().clone();
     let pipeline = pipeline::Pipeline::new(config);
     let state = pipeline.state();
     // Signals are handled by a task of their own from the start, so the
@@ -584,7 +585,10 @@ async fn serve(
         }
     });
     if let Some(addr) = daemon.admin {
-        let admin = emstream::admin::AdminState::new(state.clone(), pipeline.snapshots());
+        let guard = emstream::security::Guard::load(&access)
+            .map_err(|e| (format!("cannot serve admin on {addr}: {e}"), 2))?;
+        let admin = emstream::admin::AdminState::new(state.clone(), pipeline.snapshots())
+            .with_guard(std::sync::Arc::new(guard));
         let server = emstream::admin::start(addr, admin).await.map_err(|e| {
             (
                 format!(

@@ -16,7 +16,11 @@
 //! `finished` or `checkpoint_failing`.
 //!
 //! [`start`] is the one place that binds the listener and builds the
-//! router ([`router`]): TLS or authentication wraps them there.
+//! router ([`router`]). The listener goes through the run's
+//! [`Guard`](crate::security::Guard) ([`GuardedListener`]: TLS with
+//! `--tls-cert`/`--tls-key`), and with `--auth-token-file` `/metrics` and
+//! `/model` answer `401` without `Authorization: Bearer TOKEN`; `/healthz`
+//! and `/livez` stay open for probes.
 
 pub mod metrics;
 
@@ -24,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -33,6 +37,7 @@ use serde_json::json;
 
 use crate::pipeline::{Phase, RunState, SnapshotReceiver};
 use crate::report::inspect::render_json;
+use crate::security::{Guard, GuardedListener, GuardedStream};
 
 /// What every handler reads.
 #[derive(Clone)]
@@ -40,6 +45,7 @@ pub struct AdminState {
     state: Arc<RunState>,
     snapshots: SnapshotReceiver,
     registry: Arc<Registry>,
+    guard: Arc<Guard>,
 }
 
 impl AdminState {
@@ -52,7 +58,31 @@ impl AdminState {
             state,
             snapshots,
             registry,
+            guard: Arc::new(Guard::default()),
         }
+    }
+
+    /// The same view behind `guard`: its TLS on the listener, its token as
+    /// the bearer token of `/metrics` and `/model`.
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// A `401` response unless the request carries the guard's bearer
+    /// token (`None`, let in, always without a token).
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.guard.check_bearer(given).err().map(|denied| {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{denied}\n"),
+            )
+                .into_response()
+        })
     }
 }
 
@@ -95,6 +125,11 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let finished = state.state.finished_token();
+    let listener = AdminListener(GuardedListener::new(
+        listener,
+        state.guard.clone(),
+        |peer, denied| tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied}"),
+    ));
     let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -107,7 +142,31 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
     Ok(AdminServer { local, task })
 }
 
-async fn metrics_handler(State(s): State<AdminState>) -> Response {
+/// The guarded listener as axum's listener: connections that passed the
+/// TLS handshake.
+struct AdminListener(GuardedListener);
+
+impl axum::serve::Listener for AdminListener {
+    type Io = GuardedStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.accept().await {
+            Some(admitted) => admitted,
+            // The accept task ended: serve nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
+async fn metrics_handler(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
     match metrics::render(&s.registry) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => (
@@ -147,7 +206,10 @@ async fn livez() -> &'static str {
     "alive\n"
 }
 
-async fn model(State(s): State<AdminState>) -> Response {
+async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
     // Clone the Arc and release the watch at once: the learner never waits.
     let snap = s.snapshots.borrow().clone();
     let Some(snap) = snap else {

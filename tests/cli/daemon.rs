@@ -91,9 +91,15 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 /// (status, headers, body).
 fn http_get_full(addr: &str, path: &str) -> (u16, String, String) {
+    http_get_headers(addr, path, "")
+}
+
+/// (status, headers, body) of a GET with `extra` request header lines
+/// (each ending in `\r\n`).
+fn http_get_headers(addr: &str, path: &str, extra: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
@@ -280,6 +286,35 @@ fn admin_endpoints_agree_with_the_checkpoint_and_sighup_saves() {
     assert!(status.success(), "{rest}");
     // Every trickled point sent before the close was learned.
     assert_eq!(inspect_json(&ck)["points_seen"], 3500 + i as u64, "{rest}");
+}
+
+#[test]
+fn auth_token_guards_metrics_and_model_but_not_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-admin-token\n").unwrap();
+    let d = Daemon::start(&["--auth-token-file", token.to_str().unwrap()]);
+    for path in ["/metrics", "/model"] {
+        let (code, headers, _) = http_get_full(&d.admin, path);
+        assert_eq!(code, 401, "{path} without a token");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{headers}"
+        );
+        let (code, _, _) = http_get_headers(&d.admin, path, "Authorization: Bearer wrong\r\n");
+        assert_eq!(code, 401, "{path} with a wrong token");
+    }
+    let good = "Authorization: Bearer s3cret-admin-token\r\n";
+    let (code, _, body) = http_get_headers(&d.admin, "/metrics", good);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("emstream_points_learned_total"), "{body}");
+    // No model before the warm-up: past the token check, 503 not 401.
+    assert_eq!(http_get_headers(&d.admin, "/model", good).0, 503);
+    assert_eq!(d.get("/livez").0, 200);
+    assert_ne!(d.get("/healthz").0, 401);
+    d.stop();
 }
 
 #[test]
