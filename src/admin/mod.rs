@@ -17,7 +17,7 @@
 //!
 //! [`start`] is the one place that binds the listener and builds the
 //! router ([`router`]). The listener goes through the run's
-//! [`Guard`](crate::security::Guard) ([`GuardedListener`]: TLS with
+//! [`Guard`] ([`GuardedListener`]: TLS with
 //! `--tls-cert`/`--tls-key`), and with `--auth-token-file` `/metrics` and
 //! `/model` answer `401` without `Authorization: Bearer TOKEN`; `/healthz`
 //! and `/livez` stay open for probes.
