@@ -1170,14 +1170,21 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+        let err = Config::from_toml("seed = 1\nbatch_size = \"three\"\n", Path::new("c.toml"))
             .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
         let msg = err.to_string();
         assert!(
-            msg.contains("line 2, key components: invalid type"),
+            msg.contains("line 2, key batch_size: invalid type"),
             "{msg}"
         );
+        // components takes a number or "auto": another string is named with
+        // its line and what to give.
+        let err = Config::from_toml("seed = 1\ncomponents = \"three\"\n", Path::new("c.toml"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2, key components"), "{msg}");
+        assert!(msg.contains("\"auto\""), "{msg}");
     }
 
     #[test]
