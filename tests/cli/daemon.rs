@@ -218,7 +218,10 @@ fn admin_endpoints_agree_with_the_checkpoint_and_sighup_saves() {
     let mut data = text(&points(3000, 7));
     data.extend_from_slice(b"x,1\n1,nan\n");
     send(&d.listen, &data);
-    let m = d.wait_metric("emstream_points_learned_total", 3000.0);
+    d.wait_metric("emstream_points_learned_total", 3000.0);
+    // The live snapshot follows the learner by up to 250 ms: wait for it
+    // too, so /metrics, /model and the checkpoint are of one model.
+    let m = d.wait_metric("emstream_model_points_seen", 3000.0);
     // /model now, then a checkpoint of the same snapshot by SIGHUP.
     let (code, model) = d.get("/model");
     assert_eq!(code, 200);
