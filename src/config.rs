@@ -87,6 +87,40 @@ pub fn enum_value<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> 
     T::deserialize(de).map_err(|e| e.to_string())
 }
 
+/// Default of `shutdown_timeout`, in seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: f64 = 10.0;
+
+/// How log lines on stderr are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: timestamp, level, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields).
+    Json,
+}
+
+/// Parses an admin address: `IP:PORT`, or a bare `PORT` meaning loopback
+/// (`127.0.0.1:PORT`), so the endpoints are never exposed by accident.
+///
+/// # Errors
+///
+/// [`ConfigError::AdminAddr`].
+pub fn admin_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    let t = text.trim();
+    if let Ok(port) = t.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    t.parse::<SocketAddr>()
+        .map_err(|_| ConfigError::AdminAddr(text.to_string()))
+}
+
+/// A number of seconds as a duration, if positive and finite.
+fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s > 0.0 && s < 1e9).then(|| Duration::from_secs_f64(s))
+}
+
 /// What to do with a record that cannot be parsed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -286,6 +320,21 @@ config_keys! {
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
         pub alert_quantile: Option<f64> = None,
+        /// Serve the admin HTTP endpoints (`/metrics`, `/healthz`, `/livez`,
+        /// `/model`) on this `IP:PORT`, or on loopback for a bare `PORT`.
+        pub admin: Option<String> = None,
+        /// After SIGTERM/SIGINT, read each open connection at most this many
+        /// seconds (less when it ends or goes quiet).
+        pub shutdown_timeout: f64 = DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        /// Close a TCP connection that sent nothing for this many seconds.
+        pub idle_timeout: Option<f64> = None,
+        /// Log a one-line stats summary every this many seconds.
+        pub stats_interval: Option<f64> = None,
+        /// Log format on stderr: `text` or `json`.
+        pub log_format: LogFormat = LogFormat::Text,
+        /// Log filter (`info`, `debug`, `emstream=debug`, ...); `RUST_LOG`
+        /// when absent, else `info`.
+        pub log_level: Option<String> = None,
         /// PEM certificate chain served by TLS on the listeners (with `tls_key`).
         pub tls_cert: Option<PathBuf> = None,
         /// PEM private key of `tls_cert`.
@@ -502,6 +551,22 @@ pub enum ConfigError {
         /// What to change.
         fix: &'static str,
     },
+    /// `admin` is neither `IP:PORT` nor a port.
+    #[error("admin = {0:?} is neither IP:PORT nor a port number; write e.g. 127.0.0.1:9090, or 9090 for loopback")]
+    AdminAddr(String),
+    /// A timeout or interval is not a positive number of seconds.
+    #[error("{key} = {value} must be a positive number of seconds")]
+    Seconds {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// `log_level` is not a valid filter.
+    #[error(
+        "log_level = {0:?} is not a log filter; write e.g. info, debug, or emstream=debug,warn"
+    )]
+    LogLevel(String),
     /// A score option is given without `score`.
     #[error("{0} only applies to score output: add --score")]
     NeedsScore(&'static str),
@@ -751,7 +816,33 @@ impl Config {
             None
         };
 
+        let admin = self.admin.as_deref().map(admin_addr).transpose()?;
+        let secs = |key: &'static str, value: f64| {
+            seconds(value).ok_or(ConfigError::Seconds { key, value })
+        };
+        let shutdown_timeout = secs("shutdown_timeout", self.shutdown_timeout)?;
+        let idle_timeout = self
+            .idle_timeout
+            .map(|v| secs("idle_timeout", v))
+            .transpose()?;
+        let stats_interval = self
+            .stats_interval
+            .map(|v| secs("stats_interval", v))
+            .transpose()?;
+        if let Some(level) = &self.log_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|_| ConfigError::LogLevel(level.clone()))?;
+        }
+
         Ok(RunConfig {
+            daemon: DaemonConfig {
+                admin,
+                shutdown_timeout,
+                idle_timeout,
+                stats_interval,
+                log_format: self.log_format,
+                log_level: self.log_level.clone(),
+            },
             source,
             parser: ParserConfig {
                 format: self.format,
@@ -779,15 +870,71 @@ impl Config {
     }
 }
 
+impl ConfigError {
+    /// The configuration key a broken rule is about, if one (for
+    /// `check-config` to name its line).
+    pub fn key(&self) -> Option<&'static str> {
+        Some(match self {
+            ConfigError::InputAndListen | ConfigError::ListenAddr(_) => "listen",
+            ConfigError::MaxConnections => "max_connections",
+            ConfigError::MaxLineBytes(_) => "max_line_bytes",
+            ConfigError::Columns(_) => "columns",
+            ConfigError::ColumnsTwoWays | ConfigError::ColumnNamesEmpty => "column_names",
+            ConfigError::FieldsNeedJson => "fields",
+            ConfigError::CsvOnly => "format",
+            ConfigError::ShuffleBuffer(_) => "shuffle_buffer",
+            ConfigError::MaxRejectRate(_) => "max_reject_rate",
+            ConfigError::Threads(_) => "threads",
+            ConfigError::Keep(_) => "keep",
+            ConfigError::ScoreFieldsWithAdapt => "adapt_components",
+            ConfigError::DimZero | ConfigError::DimColumns { .. } => "dim",
+            ConfigError::CheckpointEvery => "checkpoint_every",
+            ConfigError::CheckpointInterval(_) => "checkpoint_interval",
+            ConfigError::ResumeAndOverwrite => "overwrite",
+            ConfigError::NeedsCheckpoint(k) | ConfigError::NeedsScore(k) => k,
+            ConfigError::TwoAlertRules | ConfigError::AlertQuantile(_) => "alert_quantile",
+            ConfigError::AlertBelow(_) => "alert_below",
+            ConfigError::AdminAddr(_) => "admin",
+            ConfigError::Seconds { key, .. } => key,
+            ConfigError::LogLevel(_) => "log_level",
+            ConfigError::Memory { .. } => "max_memory",
+            // A learner option's message starts with its key.
+            ConfigError::Learner(e) => {
+                let msg = e.to_string();
+                return LEARNER_KEYS.iter().copied().find(|k| {
+                    msg.strip_prefix(k)
+                        .is_some_and(|rest| rest.starts_with([' ', ':']))
+                });
+            }
+            ConfigError::Read { .. }
+            | ConfigError::Parse { .. }
+            | ConfigError::Broker(_)
+            | ConfigError::Access(_) => return None,
+        })
+    }
+}
+
+/// The 1-based line where `key = ...` is set at the top level of a TOML
+/// text, if it is.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 /// A TOML error as `line N, key K: what` (the key when the error's span
 /// starts on a `key = value` line), so a wrong type names where it is.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return e.message().to_string();
     };
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let at = span.start.min(text.len());
+    let line_no = text[..at].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"'))
@@ -872,9 +1019,27 @@ pub struct CheckpointPolicy {
     pub overwrite: bool,
 }
 
+/// The service side of a run: admin endpoints, timeouts, logs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonConfig {
+    /// Where the admin HTTP server listens, if anywhere.
+    pub admin: Option<SocketAddr>,
+    /// How long connections are read after the stop.
+    pub shutdown_timeout: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// How often the stats line is logged, if at all.
+    pub stats_interval: Option<Duration>,
+    /// Log format on stderr.
+    pub log_format: LogFormat,
+    /// Log filter, if given (else `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
+}
+
 /// A configuration that passed [`Config::check`]: what the pipeline runs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
+    pub(crate) daemon: DaemonConfig,
     pub(crate) source: Source,
     pub(crate) parser: ParserConfig,
     pub(crate) max_line_bytes: usize,
@@ -957,6 +1122,11 @@ impl RunConfig {
         self.max_line_bytes
     }
 
+    /// The admin server, timeouts and logs.
+    pub fn daemon(&self) -> &DaemonConfig {
+        &self.daemon
+    }
+
     /// Threads of the learner's E-step.
     pub fn threads(&self) -> usize {
         self.threads
@@ -1021,6 +1191,10 @@ mod tests {
             checkpoint_interval: Some(1.0),
             alert_below: Some(1.0),
             alert_quantile: Some(0.1),
+            admin: Some("x".into()),
+            idle_timeout: Some(1.0),
+            stats_interval: Some(1.0),
+            log_level: Some("x".into()),
             tls_cert: Some("x".into()),
             tls_key: Some("x".into()),
             tls_client_ca: Some("x".into()),
@@ -1083,6 +1257,40 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("line 2, key components"), "{msg}");
         assert!(msg.contains("\"auto\""), "{msg}");
+    }
+
+    #[test]
+    fn a_type_error_names_its_key_and_line() {
+        let text = "# comment\nseed = 1\ncomponents = \"three\"\n";
+        let msg = Config::from_toml(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 3, key components"), "{msg}");
+        assert_eq!(key_line(text, "components"), Some(3));
+        assert_eq!(key_line(text, "dim"), None);
+    }
+
+    #[test]
+    fn daemon_keys_are_checked() {
+        let run = checked(|c| c.admin = Some("9090".into())).unwrap();
+        assert_eq!(
+            run.daemon().admin,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(run.daemon().shutdown_timeout, Duration::from_secs(10));
+        let run = checked(|c| c.admin = Some("0.0.0.0:1".into())).unwrap();
+        assert_eq!(
+            run.daemon().admin,
+            Some(SocketAddr::from(([0, 0, 0, 0], 1)))
+        );
+        let e = checked(|c| c.admin = Some("localhost".into())).unwrap_err();
+        assert_eq!(e.key(), Some("admin"));
+        let e = checked(|c| c.idle_timeout = Some(0.0)).unwrap_err();
+        assert!(e.to_string().contains("idle_timeout = 0"), "{e}");
+        let e = checked(|c| c.log_level = Some("no such=level=x".into())).unwrap_err();
+        assert_eq!(e.key(), Some("log_level"));
+        let e = checked(|c| c.batch_size = 0).unwrap_err();
+        assert_eq!(e.key(), Some("batch_size"));
     }
 
     #[test]

@@ -42,6 +42,11 @@
 //!   counter or endpoint goes.
 //! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, and the
 //!   `score` command.
+//! - [`admin`]: the admin HTTP server of a running pipeline (`/metrics`,
+//!   `/healthz`, `/livez`, `/model`), reading its run state and live
+//!   snapshot only.
+//! - [`logging`]: the `tracing` subscriber of the binary (text or JSON on
+//!   stderr) and the periodic stats line.
 //! - [`security`]: who may use a listening port (TLS with rustls/ring,
 //!   client certificates, a token compared in constant time:
 //!   [`security::Guard`]) and bounded reads of regular files only
@@ -56,6 +61,8 @@
 //! model ◄── input ◄── checkpoint ◄── score ◄── config ◄── pipeline
 //!                                        ▲                   (binary: main.rs uses all)
 //!                                        └──── report (uses model, input, checkpoint, score, config)
+//!
+//! admin (uses pipeline, report, security)      logging (uses config, pipeline)
 //! ```
 //!
 //! [`security`] depends on nothing else in the crate and may be used by any
@@ -109,9 +116,11 @@
 // Index loops over dimensions and components mirror the formulas they compute.
 #![allow(clippy::needless_range_loop)]
 
+pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod input;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod report;
@@ -126,7 +135,7 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 8] = [
+    const RANKS: [(&str, u32); 10] = [
         ("security", 0),
         ("model", 0),
         ("input", 1),
@@ -135,6 +144,8 @@ mod layering {
         ("config", 4),
         ("report", 5),
         ("pipeline", 5),
+        ("admin", 6),
+        ("logging", 6),
     ];
 
     fn files(path: &Path, out: &mut Vec<PathBuf>) {

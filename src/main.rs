@@ -6,15 +6,19 @@
 //! 1 a run or inspect failure; 2 a usage or configuration error, or a
 //! refused resume; 3 a bad record under `--on-error fail`; 130 a second
 //! signal.
+//!
+//! Signals during `run`: SIGINT/SIGTERM stop it (drain, final checkpoint,
+//! exit 0; a second one exits at once with 130); SIGHUP writes a checkpoint
+//! of the newest live snapshot and the run goes on (nothing is reloaded).
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use emstream::config::{enum_value, Config, LearnerArgs, OnError};
+use emstream::config::{enum_value, Config, LearnerArgs, LogFormat, OnError};
 use emstream::input::{ColumnList, Delimiter, Format};
 use emstream::pipeline::{self, PipelineError};
 
@@ -40,6 +44,30 @@ enum Command {
     Plot(Box<emstream::report::plot::PlotArgs>),
     /// Compare the models of two checkpoints.
     Diff(Box<emstream::report::diff::DiffArgs>),
+    /// Check a configuration file and print the effective settings.
+    CheckConfig(CheckConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of emstream, or of one command (emstream-run(1), ...).
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+struct ManArgs {
+    /// The command whose page to print (run, inspect, ...); emstream(1) without it.
+    command: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CheckConfigArgs {
+    /// The TOML configuration file.
+    path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
 }
 
 /// Flags of `emstream run`; each overrides the config key of the same name
@@ -47,14 +75,14 @@ enum Command {
 #[derive(Args, Debug, Default)]
 struct RunArgs {
     /// TOML config file; flags override its keys (see config/emstream.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "EMSTREAM_CONFIG")]
     config: Option<PathBuf>,
 
     /// Read points from this file instead of stdin ("-" is stdin).
     #[arg(long, value_name = "PATH")]
     input: Option<PathBuf>,
     /// Listen for TCP connections on IP:PORT; each connection is a source.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "EMSTREAM_LISTEN")]
     listen: Option<String>,
     /// Most TCP connections served at once.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -100,7 +128,7 @@ struct RunArgs {
     learner: LearnerArgs,
 
     /// Checkpoint file (none is written without it).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "EMSTREAM_CHECKPOINT")]
     checkpoint: Option<PathBuf>,
     /// Also checkpoint every N points read.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -134,6 +162,24 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
+    /// Serve /metrics, /healthz, /livez and /model on IP:PORT (a bare PORT is loopback).
+    #[arg(long, value_name = "ADDR", env = "EMSTREAM_ADMIN")]
+    admin: Option<String>,
+    /// After SIGTERM/SIGINT, read open connections at most SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    shutdown_timeout: Option<f64>,
+    /// Close a TCP connection that sent nothing for SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Log a stats line every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    stats_interval: Option<f64>,
+    /// Log format on stderr: text or json.
+    #[arg(long, value_name = "FORMAT", value_parser = enum_value::<LogFormat>, env = "EMSTREAM_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info, debug, emstream=debug (default: RUST_LOG, else info).
+    #[arg(long, value_name = "FILTER", env = "EMSTREAM_LOG_LEVEL")]
+    log_level: Option<String>,
     /// PEM certificate chain for TLS on the listeners (with --tls-key).
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -224,9 +270,23 @@ fn delimiter_value(s: &str) -> Result<Delimiter, String> {
     s.parse().or_else(|e| enum_value(s).map_err(|_| e))
 }
 
-/// Writes to stderr, ignoring a closed stderr.
+/// Writes a message to stderr, ignoring a closed stderr: through the log
+/// subscriber once `run` has installed it, else as a plain line.
 fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "emstream: {msg}");
+    if tracing::dispatcher::has_been_set() {
+        tracing::info!(target: "emstream", "{msg}");
+    } else {
+        let _ = writeln!(std::io::stderr(), "emstream: {msg}");
+    }
+}
+
+/// [`say`] at error level.
+fn say_error(msg: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(target: "emstream", "{msg}");
+    } else {
+        let _ = writeln!(std::io::stderr(), "emstream: {msg}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -244,6 +304,78 @@ fn main() -> ExitCode {
         Command::Score(args) => report(emstream::report::score::run_score(&args).map(|_| ())),
         Command::Plot(args) => report(emstream::report::plot::run_plot(&args)),
         Command::Diff(args) => report(emstream::report::diff::run_diff(&args)),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Completions(args) => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "emstream", &mut out);
+            ExitCode::SUCCESS
+        }
+        Command::Man(args) => {
+            let top = Cli::command();
+            let page = match &args.command {
+                None => top,
+                Some(name) => match top.find_subcommand(name) {
+                    Some(sub) => sub.clone().name(format!("emstream-{name}")),
+                    None => {
+                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config"));
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(page).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    say(&format!("cannot write the man page: {e}"));
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// `emstream check-config FILE`: the effective settings on stdout, or the
+/// key, line and reason on stderr with exit status 2.
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.path) {
+        Ok(t) => t,
+        Err(e) => {
+            say(&format!(
+                "cannot read config file {}: {e}",
+                args.path.display()
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_toml(&text, &args.path) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&e.to_string());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.clone().check() {
+        let at = e
+            .key()
+            .and_then(|k| emstream::config::key_line(&text, k).map(|line| (k, line)))
+            .map(|(key, line)| format!(" line {line} ({key})"))
+            .unwrap_or_default();
+        say(&format!("config file {}{at}: {e}", args.path.display()));
+        return ExitCode::from(2);
+    }
+    match toml::to_string(&config) {
+        Ok(effective) => {
+            print!(
+                "# {}: valid; effective settings (defaults filled in):\n{effective}",
+                args.path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(&format!("cannot print the settings: {e}"));
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -308,10 +440,11 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     }
     std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
     overlay!(cfg, args, given;
-        delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep);
+        delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep,
+        shutdown_timeout, log_format);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile, threads);
+        alert_below, alert_quantile, threads, admin, idle_timeout, stats_interval, log_level);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);
@@ -358,41 +491,22 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    emstream::logging::init(config.daemon());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            say(&format!("cannot start the runtime: {e}"));
+            say_error(&format!("cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
-        let mut signals =
-            Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        // Signals are counted by a task of their own from the start, so the
-        // second one exits at once in every phase (loading, the warm-up fit,
-        // the final save), whether or not the run is looking at the first.
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            signals.next().await;
-            let _ = first_tx.send(());
-            signals.next().await;
-            say("second signal: exiting at once");
-            std::process::exit(130);
-        });
-        let shutdown = async move {
-            if first_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        Ok::<_, String>(pipeline::run(config, shutdown).await)
-    });
+    let result = runtime.block_on(serve(config));
     let code = match result {
-        Err(msg) => {
-            say(&msg);
-            ExitCode::from(1)
+        Err((msg, code)) => {
+            say_error(&msg);
+            ExitCode::from(code)
         }
         Ok(Ok(summary)) => {
             if summary.stop == pipeline::StopReason::OutputClosed {
@@ -415,7 +529,7 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
-            say(&e.to_string());
+            say_error(&e.to_string());
             ExitCode::from(match e {
                 PipelineError::BadRecord { .. } => 3,
                 PipelineError::TooManyRejects { .. } => 4,
@@ -438,10 +552,84 @@ fn run(args: RunArgs) -> ExitCode {
     code
 }
 
-/// SIGINT and SIGTERM as one stream.
+/// Runs the pipeline with its signals, admin server and stats line; an
+/// error before it starts comes with its exit status.
+async fn serve(
+    config: emstream::config::RunConfig,
+) -> Result<Result<pipeline::RunSummary, PipelineError>, (String, u8)> {
+    let mut signals =
+        Signals::new().map_err(|e| (format!("cannot install signal handlers: {e}"), 1))?;
+    let daemon = config.daemon().clone();
+    let can_save = config.checkpoint().is_some();
+    let access = config.access().clone();
+    let pipeline = pipeline::Pipeline::new(config);
+    let state = pipeline.state();
+    // Signals are handled by a task of their own from the start, so the
+    // second stop signal exits at once in every phase (loading, the warm-up
+    // fit, the final save), whether or not the run is looking at the first.
+    // SIGHUP asks for a checkpoint and is never counted as a stop.
+    let (first_tx, first_stop) = tokio::sync::oneshot::channel::<()>();
+    let hup_state = state.clone();
+    tokio::spawn(async move {
+        let mut first_tx = Some(first_tx);
+        loop {
+            match signals.next().await {
+                Sig::Hup if can_save => {
+                    say("SIGHUP: writing a checkpoint");
+                    hup_state.request_checkpoint();
+                }
+                Sig::Hup => say("SIGHUP: no --checkpoint given, nothing to write"),
+                Sig::Stop => match first_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    None => {
+                        say_error("second signal: exiting at once");
+                        std::process::exit(130);
+                    }
+                },
+            }
+        }
+    });
+    if let Some(addr) = daemon.admin {
+        let guard = emstream::security::Guard::load(&access)
+            .map_err(|e| (format!("cannot serve admin on {addr}: {e}"), 2))?;
+        let admin = emstream::admin::AdminState::new(state.clone(), pipeline.snapshots())
+            .with_guard(std::sync::Arc::new(guard));
+        let server = emstream::admin::start(addr, admin).await.map_err(|e| {
+            (
+                format!(
+                    "cannot serve admin on {addr}: {e} (choose another --admin address or port)"
+                ),
+                2,
+            )
+        })?;
+        say(&format!("admin on {}", server.local_addr()));
+    }
+    if let Some(every) = daemon.stats_interval {
+        emstream::logging::spawn_stats(state.clone(), every);
+    }
+    let shutdown = async move {
+        if first_stop.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    Ok(pipeline.run(shutdown).await)
+}
+
+/// A signal `run` acts on.
+enum Sig {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Hup,
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -450,13 +638,15 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Sig {
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.int.recv() => Sig::Stop,
+            _ = self.term.recv() => Sig::Stop,
+            _ = self.hup.recv() => Sig::Hup,
         }
     }
 }

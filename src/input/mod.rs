@@ -123,6 +123,36 @@ impl RejectReason {
             RejectReason::Torn => "torn record (the connection ended mid-line)",
         }
     }
+
+    /// Every reason, in their fixed order: the one list a metric label's
+    /// values come from.
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::FieldCount,
+        RejectReason::NotNumeric,
+        RejectReason::NonFinite,
+        RejectReason::TooLong,
+        RejectReason::InvalidUtf8,
+        RejectReason::BadJson,
+        RejectReason::MissingField,
+        RejectReason::BadQuoting,
+        RejectReason::Torn,
+    ];
+
+    /// The reason as a snake_case label (`field_count`, `not_numeric`, ...),
+    /// the same spelling as the checkpoint's JSON keys.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "field_count",
+            RejectReason::NotNumeric => "not_numeric",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::TooLong => "too_long",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::BadJson => "bad_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadQuoting => "bad_quoting",
+            RejectReason::Torn => "torn",
+        }
+    }
 }
 
 impl std::fmt::Display for RejectReason {

@@ -315,6 +315,7 @@ impl Saver {
     /// The save's error.
     pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
         let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
+        let began = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             fault_delay("EMSTREAM_FAULT_SLOW_SAVE_MS");
             checkpoint::save(&p, &s.checkpoint, keep)
@@ -327,7 +328,11 @@ impl Saver {
                 source,
             })
         });
-        self.state.checkpoint_done(result.is_ok());
+        let error = result.as_ref().err().map(|e| match e {
+            PipelineError::Save { source, .. } => source.to_string(),
+            other => other.to_string(),
+        });
+        self.state.checkpoint_finished(began.elapsed(), error);
         if result.is_ok() {
             self.durable.send_replace(Durable::of(&snap));
         }
@@ -336,21 +341,48 @@ impl Saver {
 }
 
 /// Saves the newest snapshot every time a checkpoint has come due (its
-/// [`Snapshot::saves_due`] passed the last one saved), until the learner
-/// drops the sender. Mid-stream failures are reported and the run goes on;
-/// the final save decides.
+/// [`Snapshot::saves_due`] passed the last one saved), and on every
+/// [`RunState::request_checkpoint`] (SIGHUP) unless the newest snapshot is
+/// on disk already, until the learner drops the sender. Mid-stream failures
+/// are logged, counted and retried at the next due checkpoint while the run
+/// goes on (the previous file stays intact: saves are atomic); the final
+/// save decides.
 pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<Console>) {
     let mut saved_due = 0;
-    while rx.changed().await.is_ok() {
+    loop {
+        let requested = tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                false
+            }
+            () = saver.state.checkpoint_requested() => true,
+        };
         let Some(snap) = rx.borrow_and_update().clone() else {
+            if requested {
+                console.line("checkpoint requested: no model yet, nothing to save");
+            }
             continue;
         };
-        if snap.saves_due <= saved_due {
+        if requested {
+            if saver.durable.borrow().seq == snap.seq {
+                console.line("checkpoint requested: the newest model is saved already");
+                continue;
+            }
+        } else if snap.saves_due <= saved_due {
             continue;
         }
-        saved_due = snap.saves_due;
-        if let Err(e) = saver.save(snap).await {
-            console.line(&format!("checkpoint not written (will retry): {e}"));
+        saved_due = saved_due.max(snap.saves_due);
+        let points = snap.checkpoint.learner.counters().points_seen
+            + snap.checkpoint.learner.pending_points() as u64;
+        match saver.save(snap).await {
+            Ok(()) if requested => console.line(&format!(
+                "checkpoint written on request: {} ({points} points)",
+                saver.path.display()
+            )),
+            Ok(()) => {}
+            Err(e) => console.warn(&format!("checkpoint not written (will retry): {e}")),
         }
     }
 }

@@ -3,6 +3,11 @@
 //! Every write ignores errors: a closed stderr (EPIPE) must not stop the
 //! learner. On a terminal a progress line is redrawn in place; messages
 //! clear it first so the two never interleave.
+//!
+//! When a `tracing` subscriber is installed (the binary installs one, see
+//! `src/logging.rs`), messages are `tracing` events of target `emstream`
+//! (so they carry a timestamp and a level and can be JSON); a library user
+//! without a subscriber gets the plain `emstream: ` lines.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -30,8 +35,18 @@ impl Console {
         self.tty
     }
 
-    /// One message line, prefixed with `emstream: `.
+    /// One message line at info level (plain: prefixed with `emstream: `).
     pub(crate) fn line(&self, msg: &str) {
+        self.at(tracing::Level::INFO, msg);
+    }
+
+    /// One message line at warning level: something went wrong and the run
+    /// goes on (a failed checkpoint write).
+    pub(crate) fn warn(&self, msg: &str) {
+        self.at(tracing::Level::WARN, msg);
+    }
+
+    fn at(&self, level: tracing::Level, msg: &str) {
         let mut shown = self
             .progress_shown
             .lock()
@@ -41,7 +56,16 @@ impl Console {
             let _ = err.write_all(b"\r\x1b[K");
             *shown = false;
         }
-        let _ = writeln!(err, "emstream: {msg}");
+        if tracing::dispatcher::has_been_set() {
+            drop(err);
+            if level == tracing::Level::WARN {
+                tracing::warn!(target: "emstream", "{msg}");
+            } else {
+                tracing::info!(target: "emstream", "{msg}");
+            }
+        } else {
+            let _ = writeln!(err, "emstream: {msg}");
+        }
     }
 
     /// Redraws the progress line (terminals only).

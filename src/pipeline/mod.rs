@@ -18,9 +18,10 @@
 //! - a new **counter**: a field of [`state::LearnerCounts`] if the learner
 //!   produces it (it then changes together with the points), else an atomic
 //!   of [`RunState`] and a field of [`Counts`];
-//! - a new **endpoint** (admin server): a task holding [`Pipeline::state`],
-//!   [`Pipeline::snapshots`] and [`Pipeline::durable`], living until
-//!   [`RunState::finished_token`].
+//! - a new **endpoint**: a route of the admin server (`src/admin/`, axum),
+//!   which holds [`Pipeline::state`] and [`Pipeline::snapshots`] and lives
+//!   until [`RunState::finished_token`]; a new **metric** is one call in
+//!   `src/admin/metrics.rs`, read from the run state at scrape time.
 //!
 //! Shutdown has two phases. Phase one: the sources watch
 //! [`RunState::sources_token`]; a signal (the `shutdown` future given to
@@ -672,14 +673,14 @@ impl Pipeline {
             state: state.clone(),
             durable: durable.clone(),
         });
-        if let (Some(p), Some(saver)) = (&policy, &saver) {
-            if p.every.is_some() || p.interval.is_some() {
-                tasks.spawn(ckpt::writer(
-                    snapshots.subscribe(),
-                    saver.clone(),
-                    console.clone(),
-                ));
-            }
+        // Always with a checkpoint: it also serves checkpoint requests
+        // (SIGHUP) when no periodic checkpoint is configured.
+        if let Some(saver) = &saver {
+            tasks.spawn(ckpt::writer(
+                snapshots.subscribe(),
+                saver.clone(),
+                console.clone(),
+            ));
         }
 
         // Learner thread.

@@ -1,13 +1,14 @@
 //! The parser stage: one thread owns the [`Parser`] (and so the dimension
 //! state) and turns chunks from every source into batches for the learner.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
 
 use super::shuffle::Shuffle;
 use super::source::{Position, SourceEvent};
-use super::state::{RunState, StopReason};
+use super::state::{Ended, RunState, StopReason};
 use crate::config::OnError;
 use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, RejectReason, SourceId};
 
@@ -62,6 +63,9 @@ pub(crate) fn parser_loop(
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
+    // Records accepted and rejected per stream, for the close log of a
+    // connection (dropped at its end).
+    let mut per_stream: HashMap<SourceId, (u64, u64)> = HashMap::new();
     let mut names_sent = false;
     while let Some(event) = events.blocking_recv() {
         let chunk = match event {
@@ -73,6 +77,10 @@ pub(crate) fn parser_loop(
             SourceEvent::End { source, forget: f } => {
                 if f {
                     forget.push(source);
+                }
+                let (points, rejected) = per_stream.remove(&source).unwrap_or_default();
+                if let Some(ended) = state.take_ended(source) {
+                    log_closed(source, &ended, points, rejected);
                 }
                 continue;
             }
@@ -140,6 +148,12 @@ pub(crate) fn parser_loop(
             batch.rejected.by_reason.insert(first.reason, 1);
             fatal = Some(first);
         }
+        let counts = per_stream.entry(chunk.source).or_default();
+        counts.0 += parser
+            .dim()
+            .filter(|&d| d > 0)
+            .map_or(0, |d| (batch.values.len() / d) as u64);
+        counts.1 += batch.rejected.total();
         if let Some(sh) = shuffle.as_mut() {
             sh.pass(&mut batch.values, batch.dim);
         }
@@ -196,6 +210,23 @@ pub(crate) fn parser_loop(
             ..Work::default()
         });
     }
+}
+
+/// The info line of a closed connection, with what it brought.
+fn log_closed(id: SourceId, ended: &Ended, points: u64, rejected: u64) {
+    tracing::info!(
+        target: "emstream",
+        connection = id,
+        peer = %ended.peer,
+        points,
+        rejected,
+        duration_s = ended.duration.as_secs_f64(),
+        reason = ended.reason.text(),
+        "connection #{id} ({}) closed ({}): {points} points, {rejected} records rejected, open {:.3} s",
+        ended.peer,
+        ended.reason.text(),
+        ended.duration.as_secs_f64(),
+    );
 }
 
 /// Empties a used batch but keeps its allocations (and its dimension).

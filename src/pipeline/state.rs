@@ -95,6 +95,49 @@ pub struct Counts {
     pub connections_denied: u64,
     /// Time since the run started.
     pub elapsed: Duration,
+    /// Connections closed because they sent nothing for `--idle-timeout`.
+    pub connections_timed_out: u64,
+}
+
+/// Upper bounds, in seconds, of the buckets of the checkpoint write
+/// duration histogram (a small 2-D model saves in well under a millisecond;
+/// a slow disk or a large K and d can take seconds).
+pub const CHECKPOINT_SECONDS_BUCKETS: [f64; 10] =
+    [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
+/// Checkpoint writes: how long they took and how the last one went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointStats {
+    /// Writes (successful or not) per bucket of
+    /// [`CHECKPOINT_SECONDS_BUCKETS`], not cumulative; writes slower than
+    /// the last bound are only in `count`.
+    pub buckets: [u64; CHECKPOINT_SECONDS_BUCKETS.len()],
+    /// Seconds spent writing, over all writes.
+    pub sum_seconds: f64,
+    /// Writes timed.
+    pub count: u64,
+    /// When the last successful write finished (ms since the Unix epoch).
+    pub last_ok_unix_ms: Option<u64>,
+    /// The error of the last write, if it failed (cleared by a success):
+    /// the run is unhealthy while this is set.
+    pub last_error: Option<String>,
+}
+
+impl CheckpointStats {
+    /// `(upper bound, writes in that bucket)` per bucket, not cumulative,
+    /// ending with the `+Inf` bucket (`f64::INFINITY`) of the slower ones.
+    pub fn buckets_with_inf(&self) -> Vec<(f64, u64)> {
+        let counted: u64 = self.buckets.iter().sum();
+        CHECKPOINT_SECONDS_BUCKETS
+            .iter()
+            .copied()
+            .zip(self.buckets)
+            .chain(std::iter::once((
+                f64::INFINITY,
+                self.count.saturating_sub(counted),
+            )))
+            .collect()
+    }
 }
 
 /// The run's shared state; see the module docs.
@@ -117,10 +160,50 @@ pub struct RunState {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
+    connections_timed_out: AtomicU64,
+    checkpoint_stats: Mutex<CheckpointStats>,
+    /// Woken by [`RunState::request_checkpoint`] (SIGHUP).
+    save_request: tokio::sync::Notify,
     connections_denied: AtomicU64,
     names: Mutex<Names>,
     /// Replayable streams, reconnects, retention gaps, idle time.
     replay: super::replay::Replay,
+}
+
+/// How a connection ended, for its close log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed it (end of stream).
+    Eof,
+    /// It sent nothing for `--idle-timeout`.
+    IdleTimeout,
+    /// The run stopped: it went quiet, or `--shutdown-timeout` passed.
+    Shutdown,
+    /// A read error.
+    Error,
+}
+
+impl CloseReason {
+    /// The reason in words.
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "closed by the peer",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "read error",
+        }
+    }
+}
+
+/// A connection that ended, as its source reported it, for the close log.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    /// The peer.
+    pub peer: String,
+    /// How long it was open.
+    pub duration: Duration,
+    /// How it ended.
+    pub reason: CloseReason,
 }
 
 /// Open sources with a name of their own (connections), plus the last
@@ -131,6 +214,11 @@ struct Names {
     first: String,
     open: HashMap<SourceId, String>,
     closed: VecDeque<(SourceId, String)>,
+    /// When each open connection opened.
+    opened_at: HashMap<SourceId, Instant>,
+    /// Connections whose source has ended them, until the parser has
+    /// logged them (after their last lines).
+    ended: HashMap<SourceId, Ended>,
 }
 
 /// Closed sources whose names are kept for messages.
@@ -153,6 +241,9 @@ impl RunState {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
+            checkpoint_stats: Mutex::new(CheckpointStats::default()),
+            save_request: tokio::sync::Notify::new(),
             connections_denied: AtomicU64::new(0),
             names: Mutex::new(Names {
                 first: first.into(),
@@ -179,6 +270,7 @@ impl RunState {
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             connections_denied: self.connections_denied.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
+            connections_timed_out: self.connections_timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -208,6 +300,75 @@ impl RunState {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a checkpoint write that took `took`, and remembers its error
+    /// (or clears the last one on success).
+    pub(crate) fn checkpoint_finished(&self, took: Duration, error: Option<String>) {
+        self.checkpoint_done(error.is_none());
+        let mut stats = self
+            .checkpoint_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let secs = took.as_secs_f64();
+        if let Some(i) = CHECKPOINT_SECONDS_BUCKETS.iter().position(|&le| secs <= le) {
+            stats.buckets[i] += 1;
+        }
+        stats.sum_seconds += secs;
+        stats.count += 1;
+        if error.is_none() {
+            stats.last_ok_unix_ms = Some(super::unix_ms());
+        }
+        stats.last_error = error;
+    }
+
+    /// Checkpoint write durations and the outcome of the last write.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoint_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks for a checkpoint of the newest snapshot now (SIGHUP); the
+    /// checkpoint writer saves it unless it is on disk already.
+    pub fn request_checkpoint(&self) {
+        self.save_request.notify_one();
+    }
+
+    /// Completes at the next [`RunState::request_checkpoint`] (a request
+    /// made while nobody waits is kept for the next wait).
+    pub(crate) async fn checkpoint_requested(&self) {
+        self.save_request.notified().await;
+    }
+
+    /// Counts a connection closed for being idle.
+    pub(crate) fn connection_timed_out(&self) {
+        self.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how connection `id` ended (its source, just before its
+    /// end goes down the channel); taken by [`RunState::take_ended`].
+    pub(crate) fn connection_ended(&self, id: SourceId, reason: CloseReason) {
+        let mut names = self.lock_names();
+        let duration = names
+            .opened_at
+            .remove(&id)
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let peer = names.open.get(&id).cloned().unwrap_or_default();
+        names.ended.insert(
+            id,
+            Ended {
+                peer,
+                duration,
+                reason,
+            },
+        );
+    }
+
+    /// How connection `id` ended, once (the parser, at its end).
+    pub(crate) fn take_ended(&self, id: SourceId) -> Option<Ended> {
+        self.lock_names().ended.remove(&id)
+    }
+
     /// Counts a connection that could not be accepted.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
@@ -222,13 +383,16 @@ impl RunState {
     pub(crate) fn source_opened(&self, id: SourceId, name: String) {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
-        self.lock_names().open.insert(id, name);
+        let mut names = self.lock_names();
+        names.open.insert(id, name);
+        names.opened_at.insert(id, Instant::now());
     }
 
     /// Marks a source registered by [`RunState::source_opened`] closed; its
     /// name stays known for a while.
     pub(crate) fn source_closed(&self, id: SourceId) {
         let mut names = self.lock_names();
+        names.opened_at.remove(&id);
         if let Some(name) = names.open.remove(&id) {
             self.connections_open.fetch_sub(1, Ordering::Relaxed);
             if names.closed.len() == RECENTLY_CLOSED {

@@ -8,6 +8,7 @@ mod checkpoint;
 mod choose_k;
 mod config;
 mod crash;
+mod daemon;
 mod files;
 mod hostile;
 mod mqtt;

@@ -95,19 +95,22 @@ impl LogState {
 /// [`HANDSHAKE_TIMEOUT`]) and checks it. Returns the stream and the bytes
 /// read after the token line, or `None` when the connection was refused
 /// (told why in one line when the protocol allows, counted, logged) or the
-/// run stopped meanwhile.
+/// run is giving up on the connection meanwhile (`give_up`: the run's
+/// drain over).
 pub(crate) async fn admit<S>(
     stream: S,
     id: SourceId,
     guard: &Guard,
     ctx: &SourceContext,
     log: &ConnectionLog,
+    give_up: impl std::future::Future<Output = ()>,
 ) -> Option<(GuardedStream<S>, Vec<u8>)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    tokio::pin!(give_up);
     let accepted = tokio::select! {
-        () = ctx.stop().cancelled() => return None,
+        () = &mut give_up => return None,
         r = guard.accept(stream) => r,
     };
     let mut stream = match accepted {
@@ -121,7 +124,7 @@ where
         return Some((stream, Vec::new()));
     }
     let first = tokio::select! {
-        () = ctx.stop().cancelled() => return None,
+        () = &mut give_up => return None,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, first_line(&mut stream)) => r,
     };
     let verdict = match first {

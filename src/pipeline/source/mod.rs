@@ -257,8 +257,13 @@ pub(crate) async fn open(
             for w in config.access().warnings() {
                 console.line(&w);
             }
+            let daemon = config.daemon();
             let s = tcp::TcpSource::bind(*addr, config.max_connections())
                 .await?
+                .with_timeouts(tcp::Timeouts {
+                    idle: daemon.idle_timeout,
+                    shutdown: daemon.shutdown_timeout,
+                })
                 .with_guard(Arc::new(guard.clone()));
             if let Some(how) = guard.describe() {
                 console.line(&format!("connections must pass: {how}"));

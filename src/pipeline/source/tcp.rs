@@ -1,21 +1,62 @@
 //! A TCP listener as a source: every accepted connection is a stream of its
 //! own (its own [`SourceId`], framer and line numbers), served by a task
 //! that frames its bytes like the reader thread does.
+//!
+//! Timeouts ([`Timeouts`]): a connection that sends nothing for the idle
+//! timeout is closed (logged, counted). On the stop the listener stops
+//! accepting, after taking the connections already waiting in its backlog
+//! (their clients may have sent everything and closed before the signal);
+//! every connection is then read on until it ends, goes quiet for
+//! [`DRAIN_QUIET`], or the shutdown timeout passes, so what a client sent
+//! before the signal is learned and idle connections do not delay the exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::admit::{admit, ConnectionLog};
 use super::{send_chunks, Source, SourceContext, SourceEvent, SourceFuture};
 use crate::input::SourceId;
+use crate::pipeline::state::CloseReason;
 use crate::pipeline::{PipelineError, IDLE_FLUSH, TCP_CHUNK_BYTES, TCP_READ_BYTES};
 use crate::security::Guard;
+
+/// A connection that sends nothing for this long after the stop is done:
+/// what its client sent before the signal has arrived by then (loopback or
+/// LAN), and 100 idle connections still let the process exit well within a
+/// second.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// How long the listener keeps taking connections already waiting in its
+/// backlog when the stop comes (the reactor sees a pending connection
+/// within one turn).
+pub const BACKLOG_GRACE: Duration = Duration::from_millis(50);
+
+/// The connection timeouts of a [`TcpSource`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timeouts {
+    /// Close a connection that sent nothing for this long (`None`: never).
+    pub idle: Option<Duration>,
+    /// After the stop, read each connection at most this long.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    /// No idle timeout; 10 s to drain on the stop.
+    fn default() -> Self {
+        Timeouts {
+            idle: None,
+            shutdown: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A bound TCP listener; at most `max_connections` connections are served
 /// at once (a semaphore permit each), further ones wait in the backlog.
@@ -24,6 +65,7 @@ pub struct TcpSource {
     listener: TcpListener,
     local: SocketAddr,
     max_connections: usize,
+    timeouts: Timeouts,
     guard: Arc<Guard>,
 }
 
@@ -42,8 +84,15 @@ impl TcpSource {
             listener,
             local,
             max_connections,
+            timeouts: Timeouts::default(),
             guard: Arc::new(Guard::default()),
         })
+    }
+
+    /// The same listener with these connection timeouts.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Admits connections only through `guard` (TLS, token).
@@ -67,6 +116,7 @@ impl Source for TcpSource {
         Box::pin(accept_loop(
             self.listener,
             self.max_connections,
+            self.timeouts,
             self.guard,
             ctx,
         ))
@@ -74,17 +124,44 @@ impl Source for TcpSource {
 }
 
 /// Accepts connections until the stop; a permit of a semaphore of
-/// `max_connections` is taken before each accept. Returns once every
-/// connection task has ended.
+/// `max_connections` is taken before each accept. On the stop, takes the
+/// connections waiting in the backlog (beyond the limit: they are only
+/// drained). Every connection is first admitted by `guard` (TLS handshake,
+/// token line), then served. Returns once every connection task has ended.
 async fn accept_loop(
     listener: TcpListener,
     max_connections: usize,
+    timeouts: Timeouts,
     guard: Arc<Guard>,
     ctx: SourceContext,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let log = Arc::new(ConnectionLog::default());
     let connections = TaskTracker::new();
+    let start = |stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>| {
+        let id = ctx.opened(peer.to_string());
+        let (guard, log, ctx) = (guard.clone(), log.clone(), ctx.clone());
+        connections.spawn(async move {
+            // A connection accepted before the stop (or taken from the
+            // backlog after it) was sent its data before the signal: it is
+            // still admitted and drained, until the shutdown timeout.
+            let drain_over = async {
+                ctx.stop().cancelled().await;
+                tokio::time::sleep(timeouts.shutdown).await;
+            };
+            let admitted = admit(stream, id, &guard, &ctx, &log, drain_over).await;
+            match admitted {
+                Some((stream, first)) => {
+                    tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
+                    serve(stream, first, id, permit, timeouts, ctx, &log).await;
+                }
+                None => {
+                    drop(permit);
+                    ctx.closed(id);
+                }
+            }
+        });
+    };
     loop {
         let permit = tokio::select! {
             () = ctx.stop().cancelled() => break,
@@ -98,19 +175,7 @@ async fn accept_loop(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let id = ctx.opened(peer.to_string());
-                let (guard, log, ctx) = (guard.clone(), log.clone(), ctx.clone());
-                connections.spawn(async move {
-                    match admit(stream, id, &guard, &ctx, &log).await {
-                        Some((stream, first)) => serve(stream, first, id, permit, ctx, &log).await,
-                        None => {
-                            drop(permit);
-                            ctx.closed(id);
-                        }
-                    }
-                });
-            }
+            Ok((stream, peer)) => start(stream, peer, Some(permit)),
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
@@ -122,6 +187,12 @@ async fn accept_loop(
                 }
             }
         }
+    }
+    // Connections the kernel completed before the stop: their data is
+    // already here.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(BACKLOG_GRACE, listener.accept()).await
+    {
+        start(stream, peer, None);
     }
     drop(listener);
     connections.close();
@@ -137,7 +208,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     first: Vec<u8>,
     id: SourceId,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    timeouts: Timeouts,
     ctx: SourceContext,
     log: &ConnectionLog,
 ) {
@@ -148,9 +220,31 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     framer.push(&first, &mut out);
     let mut unflushed = framer.buffered() > 0;
     let mut ended = false;
+    let mut reason = CloseReason::Shutdown;
+    // Set when the stop comes: the end of the drain.
+    let mut drain_until: Option<Instant> = None;
+    let mut last_data = Instant::now();
     loop {
+        // The next moment the connection is given up without data.
+        let give_up = match drain_until {
+            Some(end) => Some(end.min(last_data + DRAIN_QUIET)),
+            None => timeouts.idle.map(|idle| last_data + idle),
+        };
         let read = tokio::select! {
-            () = ctx.stop().cancelled() => break,
+            () = ctx.stop().cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + timeouts.shutdown);
+                // Quiet is measured from the stop on.
+                last_data = Instant::now();
+                continue;
+            }
+            () = sleep_until_opt(give_up) => {
+                if drain_until.is_none() {
+                    reason = CloseReason::IdleTimeout;
+                    ctx.state().connection_timed_out();
+                    ended = true;
+                }
+                break;
+            }
             () = tokio::time::sleep(IDLE_FLUSH), if unflushed => {
                 unflushed = false;
                 framer.flush(&mut out);
@@ -164,6 +258,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let n = match read {
             Ok(0) => {
                 ended = true;
+                reason = CloseReason::Eof;
                 break;
             }
             Ok(n) => n,
@@ -175,9 +270,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     &format!("{}: read error: {e}", ctx.state().source_name(id)),
                 );
                 ended = true;
+                reason = CloseReason::Error;
                 break;
             }
         };
+        last_data = Instant::now();
         framer.push(&buf[..n], &mut out);
         unflushed = framer.buffered() > 0;
         if !send_chunks(tx, &mut out).await {
@@ -199,6 +296,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .is_ok();
     }
+    ctx.state().connection_ended(id, reason);
     if sent {
         let _ = tx
             .send(SourceEvent::End {
@@ -209,4 +307,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     drop(permit);
     ctx.closed(id);
+}
+
+/// Sleeps until `at`, or for ever when `None`.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,0 +1,232 @@
+//! The admin HTTP server (`--admin IP:PORT`, axum): what an operator and a
+//! monitoring system watch a long run through. It reads only the run state
+//! and the live snapshot of a [`Pipeline`](crate::pipeline::Pipeline), so it
+//! never blocks the learner, and it answers until the run has drained
+//! ([`RunState::finished_token`]).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | OpenMetrics text ([`metrics`]), `application/openmetrics-text; version=1.0.0; charset=utf-8` |
+//! | `GET /healthz` | `200` while learning; `503` while starting (loading the checkpoint), draining or finished, and while the last checkpoint write failed (learning goes on; the body says why) |
+//! | `GET /livez` | `200` while the process runs |
+//! | `GET /model` | the live model as the JSON of `emstream inspect --json` (`503` before the first model exists) |
+//!
+//! `/healthz` answers a JSON object `{"status": ..., "phase": ...,
+//! "checkpoint_error": ...}`; `status` is `ok`, `starting`, `draining`,
+//! `finished` or `checkpoint_failing`.
+//!
+//! [`start`] is the one place that binds the listener and builds the
+//! router ([`router`]). The listener goes through the run's
+//! [`Guard`] ([`GuardedListener`]: TLS with
+//! `--tls-cert`/`--tls-key`), and with `--auth-token-file` `/metrics` and
+//! `/model` answer `401` without `Authorization: Bearer TOKEN`; `/healthz`
+//! and `/livez` stay open for probes.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::pipeline::{Phase, RunState, SnapshotReceiver};
+use crate::report::inspect::render_json;
+use crate::security::{Guard, GuardedListener, GuardedStream};
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct AdminState {
+    state: Arc<RunState>,
+    snapshots: SnapshotReceiver,
+    registry: Arc<Registry>,
+    guard: Arc<Guard>,
+}
+
+impl AdminState {
+    /// The admin view of a run: its state and live snapshot
+    /// ([`Pipeline::state`](crate::pipeline::Pipeline::state),
+    /// [`Pipeline::snapshots`](crate::pipeline::Pipeline::snapshots)).
+    pub fn new(state: Arc<RunState>, snapshots: SnapshotReceiver) -> Self {
+        let registry = Arc::new(metrics::registry(state.clone(), snapshots.clone()));
+        AdminState {
+            state,
+            snapshots,
+            registry,
+            guard: Arc::new(Guard::default()),
+        }
+    }
+
+    /// The same view behind `guard`: its TLS on the listener, its token as
+    /// the bearer token of `/metrics` and `/model`.
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// A `401` response unless the request carries the guard's bearer
+    /// token (`None`, let in, always without a token).
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.guard.check_bearer(given).err().map(|denied| {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{denied}\n"),
+            )
+                .into_response()
+        })
+    }
+}
+
+/// The endpoints (see the module docs).
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/model", get(model))
+        .with_state(state)
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// The address actually bound (port 0 picks one).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Waits until the server has stopped (after the run finished).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr` and serves [`router`] on it until the run's
+/// [`RunState::finished_token`] fires.
+///
+/// # Errors
+///
+/// The bind error (address in use, no permission).
+pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let finished = state.state.finished_token();
+    let listener = AdminListener(GuardedListener::new(
+        listener,
+        state.guard.clone(),
+        |peer, denied| tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied}"),
+    ));
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(finished.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(target: "emstream", "admin server stopped: {e}");
+        }
+    });
+    Ok(AdminServer { local, task })
+}
+
+/// The guarded listener as axum's listener: connections that passed the
+/// TLS handshake.
+struct AdminListener(GuardedListener);
+
+impl axum::serve::Listener for AdminListener {
+    type Io = GuardedStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.accept().await {
+            Some(admitted) => admitted,
+            // The accept task ended: serve nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
+async fn metrics_handler(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
+    match metrics::render(&s.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The health of a run: `(HTTP status, status word, phase word, last
+/// checkpoint error)`.
+pub fn health(state: &RunState) -> (StatusCode, &'static str, &'static str, Option<String>) {
+    let error = state.checkpoint_stats().last_error;
+    let (phase, status) = match state.phase() {
+        Phase::Starting => ("starting", "starting"),
+        Phase::Running if error.is_some() => ("running", "checkpoint_failing"),
+        Phase::Running => ("running", "ok"),
+        Phase::Draining => ("draining", "draining"),
+        Phase::Finished => ("finished", "finished"),
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, status, phase, error)
+}
+
+async fn healthz(State(s): State<AdminState>) -> Response {
+    let (code, status, phase, error) = health(&s.state);
+    let body = json!({ "status": status, "phase": phase, "checkpoint_error": error });
+    (code, axum::Json(body)).into_response()
+}
+
+async fn livez() -> &'static str {
+    "alive\n"
+}
+
+async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
+    // Clone the Arc and release the watch at once: the learner never waits.
+    let snap = s.snapshots.borrow().clone();
+    let Some(snap) = snap else {
+        let body =
+            json!({ "error": "no model yet: the first model is fitted after the warm-up points" });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    };
+    match serde_json::to_string_pretty(&render_json(&snap.checkpoint, None)) {
+        // Exactly what `inspect --json` prints, final newline included.
+        Ok(mut text) => {
+            text.push('\n');
+            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write JSON: {e}\n"),
+        )
+            .into_response(),
+    }
+}
