@@ -210,6 +210,25 @@ impl SourceContext {
         self.id
     }
 
+    /// Reports how a replayable source's first stream ended: an
+    /// [`SourceEvent::End`] that keeps its position, or the error that ended
+    /// it as a [`SourceEvent::Failed`] under `name`.
+    pub async fn report_end(&self, result: Result<(), String>, name: String) {
+        let source = self.id;
+        let end = match result {
+            Ok(()) => SourceEvent::End {
+                source,
+                forget: false,
+            },
+            Err(msg) => SourceEvent::Failed {
+                source,
+                name,
+                error: std::io::Error::other(msg),
+            },
+        };
+        let _ = self.out.send(end).await;
+    }
+
     /// A framer for stream `id` with the run's line limit.
     pub fn framer(&self, id: SourceId, chunk_bytes: usize) -> Framer {
         Framer::new(id, self.max_line, chunk_bytes)

@@ -24,7 +24,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions as Client, Packet, QoS,
 use tokio::sync::mpsc;
 
 use super::messages::MessageFramer;
-use super::{Source, SourceContext, SourceEvent, SourceFuture};
+use super::{Source, SourceContext, SourceFuture};
 use crate::config::MqttOptions;
 use crate::pipeline::CHUNK_BYTES;
 
@@ -63,19 +63,8 @@ impl Source for MqttSource {
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(async move {
-            let id = ctx.id();
-            let end = match read(&self.opts, &ctx).await {
-                Ok(()) => SourceEvent::End {
-                    source: id,
-                    forget: false,
-                },
-                Err(msg) => SourceEvent::Failed {
-                    source: id,
-                    name: name(&self.opts),
-                    error: std::io::Error::other(msg),
-                },
-            };
-            let _ = ctx.sender().send(end).await;
+            let result = read(&self.opts, &ctx).await;
+            ctx.report_end(result, name(&self.opts)).await;
         })
     }
 }

@@ -37,7 +37,7 @@ use async_nats::jetstream::{self, stream::Stream as JsStream};
 use futures_util::{FutureExt, StreamExt};
 
 use super::messages::MessageFramer;
-use super::{Source, SourceContext, SourceEvent, SourceFuture};
+use super::{Source, SourceContext, SourceFuture};
 use crate::config::NatsOptions;
 use crate::pipeline::{Durable, CHUNK_BYTES};
 
@@ -87,19 +87,8 @@ impl Source for NatsSource {
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(async move {
-            let id = ctx.id();
-            let end = match read(&self.opts, &ctx).await {
-                Ok(()) => SourceEvent::End {
-                    source: id,
-                    forget: false,
-                },
-                Err(msg) => SourceEvent::Failed {
-                    source: id,
-                    name: name(&self.opts),
-                    error: std::io::Error::other(msg),
-                },
-            };
-            let _ = ctx.sender().send(end).await;
+            let result = read(&self.opts, &ctx).await;
+            ctx.report_end(result, name(&self.opts)).await;
         })
     }
 }
