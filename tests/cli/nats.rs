@@ -356,3 +356,94 @@ fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     assert_eq!(ck.learner.counters().points_seen, valid);
     assert_eq!(position(&ckpt, "jetstream:RS"), Some(bodies.len() as u64));
 }
+
+/// `/metrics` of a run with `--admin`, parsed by the official parser,
+/// once `ready` holds for it.
+fn metrics_when(
+    admin: &str,
+    ready: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
+) -> std::collections::BTreeMap<String, f64> {
+    let deadline = std::time::Instant::now() + crate::util::PATIENCE;
+    loop {
+        let m = crate::util::parse_metrics(&crate::util::http_get(admin, "/metrics").1);
+        if ready(&m) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {m:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_show_the_lag_and_other_subjects_messages_are_no_lag() {
+    const LAG: &str = "emstream_source_lag_messages{source=\"jetstream\"}";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream lag metric test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, _) = messages(3_000, 9);
+    let rt = runtime();
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "LAG", -1).await;
+        for b in &bodies[..6] {
+            publish(&js, "lag.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "LAG", "emstream", &ckpt);
+    args.extend(["--subject", "lag.a", "--stop-when-idle", "0.5"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    assert_eq!(position(&ckpt, "jetstream:LAG:lag.a"), Some(6));
+
+    // Four messages on another subject: the stream's last sequence is 10,
+    // but nothing of the filter's is left to learn.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[6..10] {
+            publish(&js, "lag.b", b.clone()).await;
+        }
+    });
+    args.extend(["--resume", "--admin", "127.0.0.1:0"].map(String::from));
+    *args.iter_mut().find(|a| *a == "0.5").unwrap() = "60".into();
+    let mut child = spawn(&args);
+    let mut err = crate::util::StderrLines::new(&mut child);
+    let admin = crate::util::last_word(&err.wait_for("admin on "));
+    err.wait_for("resuming after sequence 6 (stream holds 1..10)");
+    // Two head polls (one a second) after the consumer opened.
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = metrics_when(&admin, |m| m.contains_key(LAG));
+    assert_eq!(m[LAG], 0.0, "{m:?}");
+    assert_eq!(m["emstream_broker_reconnects_total"], 0.0, "{m:?}");
+    assert_eq!(m["emstream_source_gap_messages_total"], 0.0, "{m:?}");
+
+    // Three more of the filter's: learned, and the lag is back to 0.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[10..13] {
+            publish(&js, "lag.a", b.clone()).await;
+        }
+    });
+    let valid: usize = bodies[..6]
+        .iter()
+        .chain(&bodies[10..13])
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter(|l| !l.starts_with("not"))
+                .count()
+        })
+        .sum();
+    let m = metrics_when(&admin, |m| {
+        m.get("emstream_model_points_seen") == Some(&(valid as f64))
+    });
+    assert_eq!(m[LAG], 0.0, "{m:?}");
+    crate::util::sigterm(&child);
+    assert!(crate::util::wait_exit(&mut child).success());
+    let text = err.rest();
+    assert!(
+        text.contains("jetstream:LAG:lag.a: model at sequence 13 of 13, lag 0 messages"),
+        "{text}"
+    );
+}

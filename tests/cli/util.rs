@@ -1,6 +1,8 @@
 //! Helpers: running the binary, making streams, reading checkpoints.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -239,4 +241,70 @@ pub fn closed_pipe() -> Stdio {
     let write_end = reader.stdin.take().expect("stdin is piped");
     reader.wait().expect("`true` exits");
     Stdio::from(write_end)
+}
+
+/// The last word of a line (the address in `listening on ADDR`).
+pub fn last_word(line: &str) -> String {
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// A minimal HTTP/1.0 GET for the tests: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_full(addr, path);
+    (status, body)
+}
+
+/// (status, headers, body).
+pub fn http_get_full(addr: &str, path: &str) -> (u16, String, String) {
+    http_get_headers(addr, path, "")
+}
+
+/// (status, headers, body) of a GET with `extra` request header lines
+/// (each ending in `\r\n`).
+pub fn http_get_headers(addr: &str, path: &str, extra: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// `/metrics` parsed by the official Python client's OpenMetrics parser
+/// (`pip install prometheus-client`; `.ci/run` installs it): every sample
+/// as `name{label="value",...}` (labels sorted) -> value. The parser
+/// refuses anything that is not valid OpenMetrics.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the metrics are checked by prometheus_client's parser)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused /metrics (is `pip install prometheus-client` done?): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::{self, Stream as Messages};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, stream::Stream as JsStream};
 use futures_util::{FutureExt, StreamExt};
@@ -215,12 +215,12 @@ fn start_after(
 }
 
 /// Deletes the durable consumer if it exists and creates it again to
-/// deliver from `deliver`; returns its message stream.
+/// deliver from `deliver`; returns it and its message stream.
 async fn open_consumer(
     stream: &JsStream,
     o: &NatsOptions,
     deliver: DeliverPolicy,
-) -> Result<Messages, String> {
+) -> Result<(PullConsumer, Messages), String> {
     // A consumer left by an earlier run points at an older position.
     let _ = stream.delete_consumer(&o.consumer).await;
     let config = pull::Config {
@@ -239,14 +239,36 @@ async fn open_consumer(
             o.consumer, o.stream
         )
     })?;
-    consumer
+    let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| format!("cannot read consumer {}: {e}", o.consumer))
+        .map_err(|e| format!("cannot read consumer {}: {e}", o.consumer))?;
+    Ok((consumer, messages))
+}
+
+/// The last sequence of the messages the source reads (its head, for the
+/// lag): the stream's last sequence; with a subject filter, once the
+/// consumer has no matching message pending, the last one `read` (other
+/// subjects' messages are not lag; the consumer's own delivered sequence
+/// counts them), else the stream's as an upper bound.
+async fn head(
+    stream: &mut JsStream,
+    consumer: &PullConsumer,
+    filtered: bool,
+    read: Option<u64>,
+) -> Option<u64> {
+    if filtered {
+        if let Ok(info) = consumer.get_info().await {
+            if info.num_pending == 0 {
+                return Some(read.unwrap_or(0));
+            }
+        }
+    }
+    Some(stream.info().await.ok()?.state.last_sequence)
 }
 
 /// The stream handle, its first held and last sequence.
@@ -399,11 +421,11 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                 }
                 open_consumer(&stream, o, deliver)
                     .await
-                    .map(|m| (stream, m))
+                    .map(|(c, m)| (stream, c, m))
             }
             Err(e) => Err(e),
         };
-        let (mut stream, mut messages) = match opened {
+        let (mut stream, consumer, mut messages) = match opened {
             Ok(x) => x,
             Err(e) if first && o.connect_timeout.is_some() => return Err(e),
             Err(e) if first && e.starts_with("no stream") => return Err(e),
@@ -443,8 +465,8 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     continue;
                 }
                 _ = head_tick.tick() => {
-                    if let Ok(info) = stream.info().await {
-                        ctx.state().replay().set_head(id, info.state.last_sequence);
+                    if let Some(h) = head(&mut stream, &consumer, o.subject.is_some(), reader.last_seq).await {
+                        ctx.state().replay().set_head(id, h);
                     }
                     continue;
                 }
