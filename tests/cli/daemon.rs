@@ -255,6 +255,101 @@ fn auth_token_guards_metrics_and_model_but_not_the_probes() {
     d.stop();
 }
 
+/// A GET over TLS to the admin server of `d`, trusting `ca`.
+fn https_get(d: &Daemon, ca: &TestCa, path: &str) -> (u16, String, String) {
+    let client = tls_client(&d.admin, &[ca.der()], "localhost", None);
+    http_request(client, &d.admin, path, "").expect("an HTTPS response")
+}
+
+#[test]
+fn admin_over_tls_answers_clients_that_trust_its_ca_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream admin test CA");
+    let server = ca.leaf(&["localhost"]);
+    let cert = write_file(&dir, "cert.pem", &server.pem);
+    let key = write_file(&dir, "key.pem", &server.key_pem);
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(SMALL);
+    let d = Daemon::start(&args);
+
+    // Ingest over TLS too (the same guard), then watch it over TLS.
+    let mut feed = tls_client(&d.listen, &[ca.der()], "localhost", None);
+    feed.write_all(&text(&points(400, 12))).unwrap();
+    feed.flush().unwrap();
+    feed.conn.send_close_notify();
+    let _ = feed.flush();
+    drop(feed);
+    let deadline = Instant::now() + PATIENCE;
+    let (head, m) = loop {
+        let (code, head, body) = https_get(&d, &ca, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let m = parse_metrics(&body);
+        if m["emstream_points_learned_total"] == 400.0 {
+            break (head, m);
+        }
+        assert!(Instant::now() < deadline, "never learned 400: {m:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert_eq!(m["emstream_phase{phase=\"running\"}"], 1.0);
+    let (code, _, body) = https_get(&d, &ca, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert_eq!(https_get(&d, &ca, "/livez").0, 200);
+
+    // Plain HTTP to the TLS port: no HTTP answer, the handshake fails.
+    let mut plain = TcpStream::connect(&d.admin).unwrap();
+    plain.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(plain, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/") && !String::from_utf8_lossy(&raw).contains("emstream_"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    // A client that does not trust the server's CA refuses the server,
+    // and one that trusts it but expects another name does too.
+    let stranger = TestCa::new("another CA");
+    let untrusting = tls_client(&d.admin, &[stranger.der()], "localhost", None);
+    let e = http_request(untrusting, &d.admin, "/metrics", "").unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    let misnamed = tls_client(&d.admin, &[ca.der()], "emstream.example", None);
+    let e = http_request(misnamed, &d.admin, "/healthz", "").unwrap_err();
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+
+    let rest = d.stop();
+    assert!(rest.contains("admin connection from"), "{rest}");
+    assert!(rest.contains("TLS handshake failed"), "{rest}");
+}
+
+#[test]
+fn admin_with_client_certificates_refuses_a_scraper_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream admin test CA");
+    let server = ca.leaf(&["localhost"]);
+    let scraper = ca.leaf(&["prometheus"]);
+    let d = Daemon::start(&[
+        "--tls-cert",
+        &write_file(&dir, "cert.pem", &server.pem),
+        "--tls-key",
+        &write_file(&dir, "key.pem", &server.key_pem),
+        "--tls-client-ca",
+        &write_file(&dir, "ca.pem", &ca.pem()),
+    ]);
+    let anonymous = tls_client(&d.admin, &[ca.der()], "localhost", None);
+    assert!(http_request(anonymous, &d.admin, "/metrics", "").is_err());
+    let known = tls_client(&d.admin, &[ca.der()], "localhost", Some(&scraper));
+    let (code, _, body) = http_request(known, &d.admin, "/metrics", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(parse_metrics(&body)["emstream_points_learned_total"], 0.0);
+    let rest = d.stop();
+    assert_eq!(rest.matches("TLS handshake failed").count(), 1, "{rest}");
+}
+
 #[test]
 fn an_idle_connection_is_closed_and_frees_its_slot() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use tokio_rustls::rustls;
 
 /// Small learner settings that make tests fast: 2 components, warm-up of
 /// 200 points, batches of 50.
@@ -262,14 +263,148 @@ pub fn http_get_full(addr: &str, path: &str) -> (u16, String, String) {
 /// (status, headers, body) of a GET with `extra` request header lines
 /// (each ending in `\r\n`).
 pub fn http_get_headers(addr: &str, path: &str, extra: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    http_request(s, addr, path, extra).expect("an HTTP response")
+}
+
+/// An HTTP/1.0 GET over `s` (plain or TLS): (status, headers, body), or
+/// the error that ended it before any response.
+pub fn http_request<S: Read + Write>(
+    mut s: S,
+    addr: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<(u16, String, String)> {
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n")?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    // A server may close without a TLS close_notify after an HTTP/1.0
+    // answer: what was read before counts.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(e);
+        }
+    }
+    let raw = String::from_utf8(raw).expect("a UTF-8 response");
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other(format!(
+            "not an HTTP response: {raw:?}"
+        )));
+    };
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// A certificate authority made for a test (rcgen, ring), and the
+/// certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate signed by a [`TestCa`], with its key.
+pub struct Leaf {
+    /// The certificate, DER.
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    /// The key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// The key, PEM.
+    pub key_pem: String,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The CA's certificate, DER.
+    pub fn der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses), usable by a
+    /// server and a client.
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// Writes `text` to `name` in `dir`; returns the path as a string.
+pub fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = file(dir, name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A TLS client (ring) to `addr` that trusts `roots` and verifies the
+/// server as `server_name`, presenting `client` if given.
+pub fn tls_client(
+    addr: &str,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    server_name: &str,
+    client: Option<&Leaf>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let config = match client {
+        None => b.with_no_client_auth(),
+        Some(c) => b
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_der.clone())),
+            )
+            .unwrap(),
+    };
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
 }
 
 /// `/metrics` parsed by the official Python client's OpenMetrics parser
