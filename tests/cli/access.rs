@@ -34,31 +34,12 @@ fn tls_connect(
     tls_client(addr, std::slice::from_ref(&server.der), "localhost", client)
 }
 
-/// Starts `emstream run --listen 127.0.0.1:0` with `extra` flags; returns
-/// the child, its stderr and the address.
+/// Starts `emstream run --listen 127.0.0.1:0`, saving to `ck`, with
+/// `extra` flags; returns the child, its stderr and the address.
 fn listen(ck: &Path, extra: &[&str]) -> (Child, StderrLines, String) {
-    let mut args = vec![
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
+    let mut args = saving(ck);
     args.extend_from_slice(extra);
-    let mut child = emstream()
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = StderrLines::new(&mut child);
-    let line = err.wait_for("listening on ");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    (child, err, addr)
+    crate::util::listen(&args)
 }
 
 /// Reads what the server says before closing (its one-line reason).
@@ -119,10 +100,7 @@ fn token_over_tls_admits_only_the_right_token() {
     let _ = good.flush();
     drop(good);
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(rest.contains("connections must pass: TLS, token"), "{rest}");
     assert!(rest.contains("connection refused: wrong token"), "{rest}");
     assert!(rest.contains("TLS handshake failed"), "{rest}");
@@ -167,10 +145,7 @@ fn mutual_tls_refuses_clients_without_a_certificate() {
     wait_for_points(&ck, 250);
     drop(good);
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(rest.contains("connections must pass: TLS, client certificates"));
     assert_eq!(
         rest.matches("TLS handshake failed").count(),

@@ -23,13 +23,7 @@ impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
         let mut args = vec!["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = emstream()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_with(emstream().args(&args), Stdio::null());
         let mut err = StderrLines::new(&mut child);
         let admin = last_word(&err.wait_for("admin on "));
         let listen = last_word(&err.wait_for("listening on "));
@@ -55,18 +49,11 @@ impl Daemon {
 
     /// Waits until `/metrics` has `sample` at `value`.
     fn wait_metric(&self, sample: &str, value: f64) -> BTreeMap<String, f64> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let m = parse_metrics(&self.get("/metrics").1);
-            if m.get(sample) == Some(&value) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{sample} never reached {value}: {m:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        metrics_when(
+            &self.admin,
+            &format!("{sample} never reached {value}"),
+            |m| m.get(sample) == Some(&value),
+        )
     }
 
     /// SIGTERM, exit status 0, and the rest of stderr.
@@ -279,17 +266,16 @@ fn admin_over_tls_answers_clients_that_trust_its_ca_and_refuses_the_rest() {
     feed.conn.send_close_notify();
     let _ = feed.flush();
     drop(feed);
-    let deadline = Instant::now() + PATIENCE;
-    let (head, m) = loop {
+    let (head, m) = wait_until("never learned 400", || {
         let (code, head, body) = https_get(&d, &ca, "/metrics");
         assert_eq!(code, 200, "{body}");
         let m = parse_metrics(&body);
         if m["emstream_points_learned_total"] == 400.0 {
-            break (head, m);
+            Ok((head, m))
+        } else {
+            Err(format!("{m:?}"))
         }
-        assert!(Instant::now() < deadline, "never learned 400: {m:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert!(
         head.contains("application/openmetrics-text; version=1.0.0"),
         "{head}"
@@ -407,18 +393,10 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     let gone = dir.path().join("state.gone");
     std::fs::rename(&sub, &gone).unwrap();
     send(&d.listen, &text(&points(1000, 5)));
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (code, body) = d.get("/healthz");
-        if code == 503 && body.contains("checkpoint_failing") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failure reported: {code} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("no failure reported", || match d.get("/healthz") {
+        (503, body) if body.contains("checkpoint_failing") => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
     // Learning went on; the failure is counted; the old file is intact.
     let m = d.wait_metric("emstream_points_learned_total", 2000.0);
     assert!(m["emstream_checkpoint_failures_total"] >= 1.0, "{m:?}");
@@ -428,11 +406,10 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     std::fs::create_dir(&sub).unwrap();
     send(&d.listen, &text(&points(100, 6)));
     wait_for_points(&ck, 2100);
-    let deadline = Instant::now() + PATIENCE;
-    while d.get("/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "health never returned");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("health never returned", || match d.get("/healthz") {
+        (200, _) => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
     let rest = d.stop();
     assert!(
         rest.contains("checkpoint not written (will retry)"),
@@ -472,15 +449,13 @@ fn check_config_prints_settings_or_names_key_and_line() {
 fn environment_sets_the_checkpoint_and_flags_win() {
     let dir = tempfile::tempdir().unwrap();
     let from_env = file(&dir, "env.ckpt");
-    let mut child = emstream()
-        .arg("run")
-        .args(SMALL)
-        .env("EMSTREAM_CHECKPOINT", &from_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(
+        emstream()
+            .arg("run")
+            .args(SMALL)
+            .env("EMSTREAM_CHECKPOINT", &from_env),
+        Stdio::piped(),
+    );
     child
         .stdin
         .take()
@@ -493,14 +468,10 @@ fn environment_sets_the_checkpoint_and_flags_win() {
     let from_flag = file(&dir, "flag.ckpt");
     let mut args = vec!["run", "--checkpoint", from_flag.to_str().unwrap()];
     args.extend_from_slice(SMALL);
-    let mut child = emstream()
-        .args(&args)
-        .env("EMSTREAM_CHECKPOINT", &from_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(
+        emstream().args(&args).env("EMSTREAM_CHECKPOINT", &from_env),
+        Stdio::piped(),
+    );
     child
         .stdin
         .take()
@@ -542,26 +513,19 @@ fn the_shipped_daemon_config_learns_the_feed() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "model.ckpt");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/daemon.toml");
-    let mut child = emstream()
-        .args(["run", "--warmup", "200"])
+    let mut cmd = emstream();
+    cmd.args(["run", "--warmup", "200"])
         .env("EMSTREAM_CONFIG", &config)
         .env("EMSTREAM_CHECKPOINT", &ck)
         .env("EMSTREAM_LISTEN", "127.0.0.1:0")
-        .env("EMSTREAM_ADMIN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("EMSTREAM_ADMIN", "127.0.0.1:0");
+    let mut child = spawn_with(&mut cmd, Stdio::null());
     let mut err = StderrLines::new(&mut child);
     let listen = last_word(&err.wait_for("listening on "));
     // What examples/tcp_feed.rs sends: "x,y" lines.
     send(&listen, &text(&points(2000, 11)));
     wait_for_points_after_hup(&child, &ck, 2000);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "{rest}");
+    let rest = sigterm_ok(&mut child, err);
     let j = inspect_json(&ck);
     assert_eq!(j["points_seen"], 2000, "{rest}");
     assert_eq!(j["records_rejected"], 0, "{rest}");

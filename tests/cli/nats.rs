@@ -359,23 +359,6 @@ fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     assert_eq!(position(&ckpt, "jetstream:RS"), Some(bodies.len() as u64));
 }
 
-/// `/metrics` of a run with `--admin`, parsed by the official parser,
-/// once `ready` holds for it.
-fn metrics_when(
-    admin: &str,
-    ready: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
-) -> std::collections::BTreeMap<String, f64> {
-    let deadline = std::time::Instant::now() + crate::util::PATIENCE;
-    loop {
-        let m = crate::util::parse_metrics(&crate::util::http_get(admin, "/metrics").1);
-        if ready(&m) {
-            return m;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready: {m:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn metrics_show_the_lag_and_other_subjects_messages_are_no_lag() {
     const LAG: &str = "emstream_source_lag_messages{source=\"jetstream\"}";
@@ -415,7 +398,7 @@ fn metrics_show_the_lag_and_other_subjects_messages_are_no_lag() {
     err.wait_for("resuming after sequence 6 (stream holds 1..10)");
     // Two head polls (one a second) after the consumer opened.
     std::thread::sleep(Duration::from_millis(2500));
-    let m = metrics_when(&admin, |m| m.contains_key(LAG));
+    let m = crate::util::metrics_when(&admin, "no lag sample", |m| m.contains_key(LAG));
     assert_eq!(m[LAG], 0.0, "{m:?}");
     assert_eq!(m["emstream_broker_reconnects_total"], 0.0, "{m:?}");
     assert_eq!(m["emstream_source_gap_messages_total"], 0.0, "{m:?}");
@@ -428,7 +411,7 @@ fn metrics_show_the_lag_and_other_subjects_messages_are_no_lag() {
         }
     });
     let valid = valid_points(&bodies[..6]) + valid_points(&bodies[10..13]);
-    let m = metrics_when(&admin, |m| {
+    let m = crate::util::metrics_when(&admin, "the points never arrived", |m| {
         m.get("emstream_model_points_seen") == Some(&(valid as f64))
     });
     assert_eq!(m[LAG], 0.0, "{m:?}");

@@ -144,6 +144,63 @@ pub fn sigterm(child: &Child) {
     assert!(ok.success());
 }
 
+/// Starts `cmd` (the binary with its arguments, say `emstream().args(..)`)
+/// with `stdin`, stdout discarded and stderr piped (for [`StderrLines`]).
+pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Child {
+    cmd.stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// The flags of a run that saves to `ck` every 50 ms with the [`SMALL`]
+/// learner settings.
+pub fn saving(ck: &Path) -> Vec<&str> {
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.05",
+    ];
+    args.extend_from_slice(SMALL);
+    args
+}
+
+/// Starts `emstream run --listen 127.0.0.1:0 ARGS` and returns the child,
+/// its stderr lines and the address it listens on.
+pub fn listen(args: &[&str]) -> (Child, StderrLines, String) {
+    let mut all = vec!["run", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = spawn_with(emstream().args(&all), Stdio::null());
+    let mut err = StderrLines::new(&mut child);
+    let addr = last_word(&err.wait_for("listening on "));
+    (child, err, addr)
+}
+
+/// SIGTERM, then an exit status of 0 (else the test fails showing stderr);
+/// returns the rest of stderr.
+pub fn sigterm_ok(child: &mut Child, err: StderrLines) -> String {
+    sigterm(child);
+    let status = wait_exit(child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    rest
+}
+
+/// Polls `probe` every 50 ms until it gives `Ok`; after [`PATIENCE`] fails
+/// with `what` and the last `Err` (what was seen instead).
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: {seen}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Reads a child's stderr on a thread, line by line.
 pub struct StderrLines {
     rx: mpsc::Receiver<String>,
@@ -405,6 +462,23 @@ pub fn tls_client(
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
     rustls::StreamOwned::new(conn, sock)
+}
+
+/// `/metrics` of the admin server at `admin`, parsed by [`parse_metrics`],
+/// once `ready` holds for it (else the test fails with `what`).
+pub fn metrics_when(
+    admin: &str,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    wait_until(what, || {
+        let m = parse_metrics(&http_get(admin, "/metrics").1);
+        if ready(&m) {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
 }
 
 /// `/metrics` parsed by the official Python client's OpenMetrics parser
