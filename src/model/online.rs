@@ -588,8 +588,8 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let e = engine.e_step(mix, batch, scores);
-        for x in em::usable_rows(mix, batch) {
-            self.recent.push(x);
+        for run in em::usable_runs(mix, batch) {
+            self.recent.push(run);
         }
         self.apply(&e)?;
         self.adapt();
