@@ -42,7 +42,9 @@ measure() {
 }
 
 total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
-stage_ir() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null | awk -v f="$2" 'index($0, f) {gsub(",", "", $1); print $1; exit}'; }
+# (awk reads to the end: an early exit would stop callgrind_annotate with
+# SIGPIPE, which pipefail makes fatal.)
+stage_ir() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null | awk -v f="$2" '!done && index($0, f) {gsub(",", "", $1); print $1; done = 1}'; }
 
 measure "$per" callgrind.daemon.1.out
 measure "$((2 * per))" callgrind.daemon.2.out
