@@ -19,9 +19,10 @@ use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
 use crate::config::reject_rate_exceeded;
+use crate::input::keep::KeptRow;
 use crate::input::{Batch, InputError, ParseError, RejectCounts, RejectReason, SourceId};
-use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
-use crate::score::AnomalyDetector;
+use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm, UNTAGGED};
+use crate::score::{AnomalyDetector, KeepFormat, KeptPrefixes};
 
 /// Where the learner stands when the run begins (fresh or resumed).
 #[derive(Debug)]
@@ -64,6 +65,63 @@ pub(crate) struct ScoreLink {
     /// Set once a block was dropped: later ones are dropped at once when
     /// the queue is full.
     pub(crate) stalled: std::cell::Cell<bool>,
+    /// With `--score-keep`: how kept fields are written.
+    pub(crate) keep: Option<KeepFormat>,
+}
+
+/// `--score-keep` in the learner: the kept fields of the points received
+/// and not yet scored, by row number ([`StepwiseEm::tag_rows`]), so each
+/// score line gets its own record's fields whatever the learner holds back
+/// (the warm-up) or drops unscored (warm-up duplicates). Bounded by the
+/// points in flight: the warm-up buffer and a partial mini-batch.
+#[derive(Debug, Default)]
+struct KeptQueue {
+    /// (row number, kept fields), in row order.
+    rows: std::collections::VecDeque<(u64, KeptRow)>,
+    /// The number the next row received gets.
+    next: u64,
+    /// Reused: the row numbers of the points just scored.
+    scored: Vec<u64>,
+}
+
+impl KeptQueue {
+    /// Takes the kept fields of a batch's rows (one per row).
+    fn receive(&mut self, kept: &mut Vec<KeptRow>) {
+        for row in kept.drain(..) {
+            self.rows.push_back((self.next, row));
+            self.next += 1;
+        }
+    }
+
+    /// Formats the kept fields of the rows in `self.scored`, in order.
+    fn format(&mut self, keep: &KeepFormat, state: &RunState, out: &mut KeptPrefixes) {
+        let mut last: Option<(SourceId, String)> = None;
+        let mut name = |id: SourceId| match &last {
+            Some((s, n)) if *s == id => n.clone(),
+            _ => {
+                let n = state.source_name(id);
+                last = Some((id, n.clone()));
+                n
+            }
+        };
+        for &id in &self.scored {
+            if id == UNTAGGED {
+                keep.push(None, &mut name, out);
+                continue;
+            }
+            // Rows before `id` were dropped unscored by the learner.
+            while self.rows.front().is_some_and(|(r, _)| *r < id) {
+                self.rows.pop_front();
+            }
+            match self.rows.front() {
+                Some((r, row)) if *r == id => {
+                    keep.push(Some(row), &mut name, out);
+                    self.rows.pop_front();
+                }
+                _ => keep.push(None, &mut name, out),
+            }
+        }
+    }
 }
 
 impl ScoreLink {
@@ -205,6 +263,7 @@ impl Learner {
         let (mut points, mut rejected, mut not_numbers) = (0u64, 0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
+        let mut kept = KeptQueue::default();
         loop {
             let publish_at = run.dirty.then(|| run.last_published + SNAPSHOT_EVERY);
             let wake = match (next_time, publish_at) {
@@ -251,9 +310,8 @@ impl Learner {
                     if reported < REPORTED_RECORDS {
                         reported += 1;
                         self.console.line(&format!(
-                            "skipped {} line {}: {}: {}",
-                            self.state.source_name(e.source_id),
-                            e.line,
+                            "skipped {}: {}: {}",
+                            e.place(&self.state.source_name(e.source_id)),
                             reason_text(e.reason),
                             e.detail
                         ));
@@ -302,6 +360,10 @@ impl Learner {
                         l.set_interrupt(self.state.interrupt_flag());
                         l
                     });
+                    if self.keeps() {
+                        l.tag_rows();
+                        kept.receive(&mut batch.kept);
+                    }
                     let dropped = l.warmup_dropped();
                     let regimes = l.regime_changes();
                     let rows = batch.values.len() / batch.dim;
@@ -321,7 +383,9 @@ impl Learner {
                         self.score.as_ref(),
                         self.detector.as_mut(),
                         &mut run.counts,
-                        |scores| l.observe(values, scores),
+                        (&mut kept, &self.state),
+                        l,
+                        |l, scores| l.observe(values, scores),
                     );
                     before.log_news(l, &self.console);
                     match result {
@@ -417,7 +481,9 @@ impl Learner {
                     self.score.as_ref(),
                     self.detector.as_mut(),
                     &mut run.counts,
-                    |scores| l.flush(scores),
+                    (&mut kept, &self.state),
+                    l,
+                    |l, scores| l.flush(scores),
                 );
                 before.log_news(l, &self.console);
                 if let Err(e) = result {
@@ -558,10 +624,12 @@ fn scored(
     link: Option<&ScoreLink>,
     detector: Option<&mut AnomalyDetector>,
     counts: &mut LearnerCounts,
-    learn: impl FnOnce(Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
+    (kept, state): (&mut KeptQueue, &RunState),
+    l: &mut StepwiseEm,
+    learn: impl FnOnce(&mut StepwiseEm, Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
 ) -> Result<(), LearnError> {
     let Some(link) = link else {
-        return learn(None);
+        return learn(l, None);
     };
     let mut block = link.empty.try_recv().unwrap_or_else(|_| ScoredBlock {
         scores: ScoreBuffer {
@@ -569,16 +637,30 @@ fn scored(
             ..ScoreBuffer::default()
         },
         flags: Vec::new(),
+        kept: None,
     });
     block.scores.clear();
-    let result = learn(Some(&mut block.scores));
+    let result = learn(l, Some(&mut block.scores));
     if let Some(det) = detector {
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
+    }
+    if let Some(keep) = &link.keep {
+        l.take_scored_rows(&mut kept.scored);
+        let prefixes = block.kept.get_or_insert_with(KeptPrefixes::default);
+        prefixes.clear();
+        kept.format(keep, state, prefixes);
     }
     if !block.scores.is_empty() {
         link.hand_over(block);
     }
     result
+}
+
+impl Learner {
+    /// Whether score lines carry kept fields (`--score-keep`).
+    fn keeps(&self) -> bool {
+        self.score.as_ref().is_some_and(|s| s.keep.is_some())
+    }
 }
 
 impl Run {
