@@ -339,3 +339,64 @@ fn unknown_keep_names_are_usage_errors() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("score"), "{}", stderr(&out));
 }
+
+/// JetStream: `@source` is each point's subject and `@message` its stream
+/// sequence, the number a replay starts from.
+#[test]
+fn jetstream_score_lines_name_the_subject_and_stream_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "score-keep jetstream test") else {
+        return;
+    };
+    let port = nats.port;
+    let pts = points(20 * 12, 9);
+    let sent: Vec<(String, u64)> = brokers::runtime().block_on(async {
+        let js = brokers::jetstream(port).await;
+        brokers::create_stream(&js, "KS", -1).await;
+        let mut sent = Vec::new();
+        for (i, c) in pts.chunks(20).enumerate() {
+            let subject = format!("ks.s{}", i % 3);
+            let mut body: Vec<String> = c.iter().map(|p| format!("m{i},{p}")).collect();
+            if i == 5 {
+                body[0] = format!("m{i},oops,1");
+            }
+            let seq = brokers::publish(&js, &subject, body.join("\n").into_bytes()).await;
+            sent.push((subject, seq));
+        }
+        sent
+    });
+    let out = emstream()
+        .args([
+            "run",
+            "--nats",
+            &format!("nats://127.0.0.1:{port}"),
+            "--stream",
+            "KS",
+            "--consumer",
+            "keep",
+            "--stop-when-idle",
+            "2",
+            "--columns",
+            "1,2",
+            "--score",
+            "--score-keep",
+            "0,@source,@message",
+        ])
+        .args(SMALL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 20 * 12 - 1, "{err}");
+    for l in &lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let i: usize = f[0].trim_start_matches('m').parse().unwrap();
+        assert_eq!(f[1], sent[i].0, "{l}");
+        assert_eq!(f[2], sent[i].1.to_string(), "{l}");
+    }
+    assert!(
+        err.contains(&format!("topic ks.s2 message {} line", sent[5].1)),
+        "{err}"
+    );
+}
