@@ -498,7 +498,7 @@ pub enum ConfigError {
     #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
     CsvOnly,
     /// A `score_keep` list that cannot be read.
-    #[error("score_keep: {0}")]
+    #[error("{0} (config key score_keep)")]
     ScoreKeep(String),
     /// `shuffle_buffer` with something it cannot work with.
     #[error("shuffle_buffer {0}")]

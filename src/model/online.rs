@@ -271,6 +271,13 @@ impl StepwiseEm {
         }
     }
 
+    /// The row numbers ([`StepwiseEm::tag_rows`]) of the points held, not
+    /// yet learned (the warm-up buffer or the partial mini-batch), in
+    /// order; empty without tags.
+    pub fn held_rows(&self) -> &[u64] {
+        self.tags.as_ref().map_or(&[], |t| &t.pending)
+    }
+
     /// Tags: `rows` points were appended to `pending` from the input.
     fn tag_pending(&mut self, rows: usize) {
         if let Some(t) = self.tags.as_mut() {

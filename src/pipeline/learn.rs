@@ -69,6 +69,10 @@ pub(crate) struct ScoreLink {
     pub(crate) keep: Option<KeepFormat>,
 }
 
+/// Kept rows beyond twice the learner's held points before
+/// [`KeptQueue::prune`] looks.
+const PRUNE_SLACK: usize = 1024;
+
 /// `--score-keep` in the learner: the kept fields of the points received
 /// and not yet scored, by row number ([`StepwiseEm::tag_rows`]), so each
 /// score line gets its own record's fields whatever the learner holds back
@@ -91,6 +95,19 @@ impl KeptQueue {
             self.rows.push_back((self.next, row));
             self.next += 1;
         }
+    }
+
+    /// Forgets the kept fields of rows the learner no longer holds (a
+    /// warm-up that drops the copies of a stuck sensor and scores nothing
+    /// could otherwise grow the queue without bound); `held` are the rows
+    /// it holds, ascending but for untagged ones. Looked at only when the
+    /// queue is well beyond what is held, so its cost is spread thin.
+    fn prune(&mut self, held: &[u64]) {
+        if self.rows.len() <= 2 * held.len() + PRUNE_SLACK {
+            return;
+        }
+        let held: Vec<u64> = held.iter().copied().filter(|&r| r != UNTAGGED).collect();
+        self.rows.retain(|(r, _)| held.binary_search(r).is_ok());
     }
 
     /// Formats the kept fields of the rows in `self.scored`, in order.
@@ -388,6 +405,7 @@ impl Learner {
                         |l, scores| l.observe(values, scores),
                     );
                     before.log_news(l, &self.console);
+                    kept.prune(l.held_rows());
                     match result {
                         // A signal stopped the warm-up fit: the buffer is
                         // kept and saved unfitted.
@@ -754,5 +772,41 @@ mod tests {
     fn long_header_text_is_shortened() {
         assert_eq!(truncate("abcdef", 3), "abc...");
         assert_eq!(truncate("ab", 3), "ab");
+    }
+
+    #[test]
+    fn kept_rows_of_dropped_points_are_forgotten_and_the_rest_stay_aligned() {
+        use crate::input::keep::KeptValue;
+        let row = |line: u64| KeptRow {
+            source: 0,
+            line,
+            message: None,
+            values: vec![KeptValue::Text(format!("r{line}"))],
+        };
+        let mut q = KeptQueue::default();
+        let mut batch: Vec<KeptRow> = (1..=5000).map(row).collect();
+        q.receive(&mut batch);
+        // A stuck warm-up holds only a few of the rows received.
+        let held = [UNTAGGED, 3, 4990, 4995, 4999];
+        q.prune(&held);
+        assert_eq!(q.rows.len(), 4);
+        q.prune(&held);
+        assert_eq!(q.rows.len(), 4, "nothing more to forget");
+        // Rows 3 and 4990 were dropped after all; 4995 and an untagged
+        // point are scored: each line gets its own row's fields.
+        q.scored = vec![UNTAGGED, 4995];
+        let keep = KeepFormat::new(
+            vec![
+                crate::input::keep::KeepItem::Index(0),
+                crate::input::keep::KeepItem::Line,
+            ],
+            false,
+        );
+        let state = RunState::new("stdin");
+        let mut out = KeptPrefixes::default();
+        q.format(&keep, &state, &mut out);
+        assert_eq!(out.get(0), b",,");
+        assert_eq!(out.get(1), b"r4996,4996,");
+        assert_eq!(q.rows.len(), 1);
     }
 }
