@@ -317,8 +317,11 @@ fn rows_before(chunk: &Chunk, bad: u64, config: &ParserConfig, dim: usize) -> us
             .collect(),
         last: false,
     };
+    // Only the count matters: kept fields (whose header names this prefix
+    // may not hold) are left out.
     let mut parser = Parser::new(ParserConfig {
         dim: Some(dim),
+        keep: None,
         ..config.clone()
     });
     let mut out = Batch::default();

@@ -400,3 +400,43 @@ fn jetstream_score_lines_name_the_subject_and_stream_sequence() {
         "{err}"
     );
 }
+
+/// `--on-error fail` stops at the bad record: the records before it keep
+/// their fields (resolved against the header) and their lines.
+#[test]
+fn on_error_fail_scores_the_records_before_with_their_fields() {
+    // The bad record comes in a later chunk than the header.
+    let mut input = String::from("id,x,y\n");
+    for (i, p) in points(30_000, 3).iter().enumerate() {
+        input.push_str(&format!("a{i},{p}\n"));
+    }
+    input.push_str("c,x,5\nd,6,7\n");
+    let out = run_stdin(
+        &[
+            "run",
+            "--score",
+            "--score-keep",
+            "id,@line",
+            "--columns",
+            "x,y",
+            "--on-error",
+            "fail",
+            "-k",
+            "1",
+            "--warmup",
+            "20",
+            "--batch-size",
+            "10",
+        ],
+        input.as_bytes(),
+    );
+    assert!(!out.status.success());
+    let lines: Vec<String> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| l.splitn(3, ',').take(2).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(lines.len(), 30_000, "{}", stderr(&out));
+    assert_eq!(lines[0], "a0,2");
+    assert_eq!(lines[29_999], "a29999,30001");
+}
