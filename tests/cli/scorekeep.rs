@@ -440,3 +440,64 @@ fn on_error_fail_scores_the_records_before_with_their_fields() {
     assert_eq!(lines[0], "a0,2");
     assert_eq!(lines[29_999], "a29999,30001");
 }
+
+/// TCP: `@source` names each point's connection, `@line` its line in
+/// that connection, so two interleaved clients' lines come apart.
+#[test]
+fn tcp_score_lines_name_their_connection_and_line() {
+    use std::io::Write;
+    let mut child = emstream()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--stop-when-idle",
+            "1",
+            "--dim",
+            "2",
+            "--score",
+            "--score-keep",
+            "@source,@line",
+        ])
+        .args(SMALL)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = StderrLines::new(&mut child);
+    let line = err.wait_for("listening on ");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let mut a = std::net::TcpStream::connect(&addr).unwrap();
+    let mut b = std::net::TcpStream::connect(&addr).unwrap();
+    let pa = points(300, 60);
+    let pb = points(250, 61);
+    a.write_all(&text(&pa[..150])).unwrap();
+    b.write_all(&text(&pb[..100])).unwrap();
+    b.write_all(b"1,nope\n").unwrap();
+    b.write_all(&text(&pb[100..])).unwrap();
+    a.write_all(&text(&pa[150..])).unwrap();
+    drop(a);
+    drop(b);
+    let out = wait_output(child);
+    let rest = err.rest();
+    assert!(out.status.success(), "{rest}");
+    let mut by_source: HashMap<String, Vec<u64>> = HashMap::new();
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        // `"connection #1 (127.0.0.1:PORT)",LINE,label,log_lik`: the name
+        // has no comma, so it is not quoted.
+        let f: Vec<&str> = l.split(',').collect();
+        assert!(f[0].starts_with("connection #"), "{l}");
+        by_source
+            .entry(f[0].to_owned())
+            .or_default()
+            .push(f[1].parse().unwrap());
+    }
+    assert_eq!(by_source.len(), 2, "{by_source:?}");
+    let mut lines: Vec<Vec<u64>> = by_source.into_values().collect();
+    lines.sort_by_key(Vec::len);
+    // b: lines 1..=251 but its bad line 101; a: lines 1..=300.
+    let b_lines: Vec<u64> = (1..=251).filter(|&n| n != 101).collect();
+    assert_eq!(lines[0], b_lines);
+    assert_eq!(lines[1], (1..=300).collect::<Vec<u64>>());
+}
