@@ -1,32 +1,15 @@
 //! `--score-keep`: score lines that join back to their records, through
-//! rejects, in CSV and JSON, from files, and from MQTT topics; `score` and
-//! `run --score` keep the same fields for the same records.
+//! rejects, in CSV and JSON, from files, TCP connections, MQTT topics and
+//! JetStream subjects; `score` and `run --score` keep the same fields for
+//! the same records.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::brokers;
 use crate::mqtt::publish_all;
+use crate::realdata::{fixture, FEW};
 use crate::util::*;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Small learner settings for files of 50 to 150 records.
-const FEW: &[&str] = &[
-    "-k",
-    "2",
-    "--warmup",
-    "30",
-    "--batch-size",
-    "10",
-    "--seed",
-    "3",
-];
 
 fn stdout_lines(out: &std::process::Output) -> Vec<String> {
     assert_ok(out);
