@@ -185,35 +185,47 @@ pub(super) fn csv_values(
 /// The kept fields of the JSON record on `text` (an object, or an array
 /// for index items); a pseudo-field item is skipped.
 pub(super) fn json_values(items: &[KeepItem], text: &[u8]) -> Vec<KeptValue> {
-    let Ok(text) = std::str::from_utf8(text) else {
-        return items
-            .iter()
-            .filter(|i| i.is_field())
-            .map(|_| KeptValue::Missing)
-            .collect();
+    // The record is parsed once into its top level; a path walks down
+    // from there.
+    let text = std::str::from_utf8(text).unwrap_or("");
+    // String keys: a key written with an escape cannot be borrowed.
+    let object: Option<std::collections::BTreeMap<String, &RawValue>> =
+        serde_json::from_str(text).ok();
+    let array: Option<Vec<&RawValue>> = match object {
+        Some(_) => None,
+        None => serde_json::from_str(text).ok(),
     };
     items
         .iter()
         .filter_map(|item| match item {
             KeepItem::Index(i) => Some(
-                serde_json::from_str::<Vec<&RawValue>>(text)
-                    .ok()
-                    .and_then(|a| a.get(*i).map(|v| raw_value(v)))
+                array
+                    .as_ref()
+                    .and_then(|a| a.get(*i))
+                    .map_or(KeptValue::Missing, |v| raw_value(v)),
+            ),
+            KeepItem::Name(path) => Some(
+                object
+                    .as_ref()
+                    .and_then(|o| json_path(o, path))
                     .unwrap_or(KeptValue::Missing),
             ),
-            KeepItem::Name(path) => Some(json_path(text, path).unwrap_or(KeptValue::Missing)),
             _ => None,
         })
         .collect()
 }
 
-/// The value at a dotted `path` of the JSON object `text`.
-fn json_path(text: &str, path: &str) -> Option<KeptValue> {
-    let mut at: &RawValue = serde_json::from_str(text).ok()?;
-    for key in path.split('.') {
-        let object: std::collections::BTreeMap<String, &RawValue> =
+/// The value at a dotted `path` of a JSON object's top level `object`.
+fn json_path(
+    object: &std::collections::BTreeMap<String, &RawValue>,
+    path: &str,
+) -> Option<KeptValue> {
+    let mut keys = path.split('.');
+    let mut at: &RawValue = object.get(keys.next()?)?;
+    for key in keys {
+        let inner: std::collections::BTreeMap<String, &RawValue> =
             serde_json::from_str(at.get()).ok()?;
-        at = object.get(key)?;
+        at = inner.get(key)?;
     }
     Some(raw_value(at))
 }
@@ -278,6 +290,9 @@ mod tests {
                 KeptValue::Json(r#"{"ts":1.50e3,"t":2}"#.into()),
             ]
         );
+        // A key written with an escape is still found.
+        let v = json_values(&[KeepItem::Name("caf\u{e9}".into())], br#"{"caf\u00e9":1}"#);
+        assert_eq!(v, vec![KeptValue::Json("1".into())]);
         let v = json_values(&[KeepItem::Index(1), KeepItem::Index(9)], b"[1, 2.0 ,3]");
         assert_eq!(v, vec![KeptValue::Json("2.0".into()), KeptValue::Missing]);
     }
