@@ -119,6 +119,7 @@
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
+pub mod group;
 pub mod input;
 pub mod logging;
 pub mod model;
@@ -135,7 +136,7 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 10] = [
+    const RANKS: [(&str, u32); 11] = [
         ("security", 0),
         ("model", 0),
         ("input", 1),
@@ -144,6 +145,7 @@ mod layering {
         ("config", 4),
         ("report", 5),
         ("pipeline", 5),
+        ("group", 5),
         ("admin", 6),
         ("logging", 6),
     ];

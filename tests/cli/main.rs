@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod daemon;
 mod files;
+mod group;
 mod hostile;
 mod mqtt;
 mod nats;
