@@ -53,7 +53,6 @@ pub(crate) async fn connect(args: &GroupArgs) -> Result<Conn, GroupError> {
             description: "emstream group leases".into(),
             history: 1,
             max_age: args.ttl(),
-            storage: stream::StorageType::Memory,
             ..Default::default()
         },
     )
@@ -117,6 +116,8 @@ pub(crate) async fn load(models: &kv::Store) -> Result<Option<(GroupValue, u64)>
 pub(crate) struct Lease {
     pub key: String,
     pub revision: u64,
+    /// When it was last taken or renewed.
+    pub renewed: std::time::Instant,
 }
 
 /// Takes lease `key` for `holder` if nobody holds it.
@@ -128,25 +129,30 @@ pub(crate) async fn take(leases: &kv::Store, key: &str, holder: &str) -> Option<
     Some(Lease {
         key: key.to_string(),
         revision,
+        renewed: std::time::Instant::now(),
     })
 }
 
-/// Renews `lease` (compare-and-set on its revision); false when it was
-/// lost (expired and taken by another).
-pub(crate) async fn renew(leases: &kv::Store, lease: &mut Lease, holder: &str) -> bool {
-    match leases
-        .update(
-            &lease.key,
-            holder.as_bytes().to_vec().into(),
-            lease.revision,
-        )
-        .await
-    {
+/// Renews `lease` (compare-and-set on its revision); false when it is
+/// lost: another holder wrote the key (it expired and was taken), or no
+/// renewal went through for a whole `ttl` (the server is unreachable, so
+/// the lease may have expired). A failed renewal within the TTL (a
+/// server restart) keeps it.
+pub(crate) async fn renew(
+    leases: &kv::Store,
+    lease: &mut Lease,
+    holder: &str,
+    ttl: Duration,
+) -> bool {
+    let value = holder.as_bytes().to_vec().into();
+    match leases.update(&lease.key, value, lease.revision).await {
         Ok(r) => {
             lease.revision = r;
+            lease.renewed = std::time::Instant::now();
             true
         }
-        Err(_) => false,
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+        Err(_) => lease.renewed.elapsed() < ttl,
     }
 }
 

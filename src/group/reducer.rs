@@ -70,7 +70,7 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                if !nats::renew(&leases, &mut lease, &holder).await {
+                if !nats::renew(&leases, &mut lease, &holder, ttl).await {
                     lost.cancel();
                     return;
                 }

@@ -184,7 +184,7 @@ async fn lease_loop(
         // Renew; forget what was lost or whose task ended.
         let mut gone = Vec::new();
         for (&k, (lease, task)) in owned.iter_mut() {
-            if task.is_finished() || !nats::renew(&ctx.conn.leases, lease, id).await {
+            if task.is_finished() || !nats::renew(&ctx.conn.leases, lease, id, g.ttl()).await {
                 gone.push(k);
             }
         }

@@ -298,3 +298,98 @@ fn group_learns_exactly_once_through_sigkills_of_a_worker_and_the_reducer() {
 fn group_learns_400k_points_exactly_once_through_sigkills() {
     survives_the_loss_of_a_worker_and_of_the_reducer(400_000);
 }
+
+/// Largest difference between the weights, means and covariances of two
+/// checkpoints' models.
+fn model_gap(a: &emstream::checkpoint::Checkpoint, b: &emstream::checkpoint::Checkpoint) -> f64 {
+    let (a, b) = (a.learner.mixture().unwrap(), b.learner.mixture().unwrap());
+    assert_eq!(a.n_components(), b.n_components());
+    let mut gap: f64 = 0.0;
+    let mut cmp = |x: &[f64], y: &[f64]| {
+        for (u, v) in x.iter().zip(y) {
+            gap = gap.max((u - v).abs());
+        }
+    };
+    cmp(a.weights(), b.weights());
+    cmp(a.means(), b.means());
+    for j in 0..a.n_components() {
+        cmp(&a.covariance_matrix(j), &b.covariance_matrix(j));
+    }
+    gap
+}
+
+/// Lockstep with step decay 1 (cumulative averaging over the global
+/// count): the model of 1 worker and of 3 workers is the model of one
+/// process fed the same points in the lockstep order (each partition's
+/// warm-up share, then one batch per partition in turn).
+#[test]
+fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = brokers::nats(dir.path(), "group lockstep") else {
+        return;
+    };
+    let (warm, batch, rounds) = (300usize, 100usize, 12usize);
+    let share = warm / PARTITIONS as usize;
+    let per_part = share + batch * rounds;
+    let all = points(per_part * PARTITIONS as usize, 21);
+    let parts: Vec<Vec<String>> = (0..PARTITIONS).map(|k| partition(&all, k)).collect();
+    // The order one process must see.
+    let mut order: Vec<String> = parts.iter().flat_map(|p| p[..share].to_vec()).collect();
+    for r in 0..rounds {
+        for p in &parts {
+            let from = share + r * batch;
+            order.extend_from_slice(&p[from..from + batch]);
+        }
+    }
+    let learner = strings(&[
+        "-k",
+        "2",
+        "--warmup",
+        "300",
+        "--batch-size",
+        "100",
+        "--step-decay",
+        "1",
+        "--step-offset",
+        "0",
+        "--step-floor",
+        "0",
+        "--seed",
+        "5",
+    ]);
+    let one = single(dir.path(), &order, &learner, "single");
+    let total = order.len() as u64;
+    let mut models = Vec::new();
+    for workers in [1, 3] {
+        // A fresh server (and so a fresh group) per run.
+        broker.stop();
+        let _ = std::fs::remove_dir_all(dir.path().join("jetstream"));
+        broker.restart();
+        publish_partitions(broker.port, &all, 50);
+        let g = Group {
+            port: broker.port,
+            dir: dir.path().join(format!("w{workers}")),
+            learner: learner.clone(),
+            extra: strings(&["--lockstep", "--tau", "0"]),
+        };
+        std::fs::create_dir_all(&g.dir).unwrap();
+        let reducer = g.reducer("reducer", total);
+        let ws: Vec<Child> = (0..workers).map(|i| g.worker(&format!("w{i}"))).collect();
+        let patience = Duration::from_secs(120);
+        g.finish(reducer, patience);
+        for w in ws {
+            g.finish(w, patience);
+        }
+        let (model, _) = emstream::group::fetch_checkpoint(&g.url()).unwrap();
+        assert_eq!(model.learner.counters().points_seen, total);
+        let gap = model_gap(&model, &one);
+        eprintln!("{workers} worker(s): gap {gap}");
+        assert!(
+            gap < 1e-9,
+            "{workers} worker(s): the model differs from one process by {gap}\n{}",
+            g.logs()
+        );
+        models.push(model);
+    }
+    assert_eq!(model_gap(&models[0], &models[1]), 0.0, "1 and 3 workers");
+}
