@@ -125,7 +125,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub group: GroupArgs,
     /// Mini-batches per partition published ahead of the model's watermark.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 2)]
     pub depth: usize,
     /// Milliseconds a partial mini-batch waits for more points before it is sent as it is.
     #[arg(long, value_name = "MS", default_value_t = 200)]

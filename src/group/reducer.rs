@@ -256,8 +256,27 @@ async fn reduce_loop(
     lost: &CancellationToken,
 ) -> Result<ReducerSummary, GroupError> {
     let started = Instant::now();
+    let mut failures = 0u32;
     'reload: loop {
-        let (value, kv_revision) = start(g, conn, params.clone()).await?;
+        if failures > 0 {
+            // The server restarts, or a zombie wrote: start again from the
+            // committed value (what was not committed is replayed).
+            if failures > 60 {
+                return Err(GroupError::new(
+                    "the NATS server stayed unreachable: exiting",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let (value, kv_revision) = match start(g, conn, params.clone()).await {
+            Ok(v) => v,
+            Err(e) if failures > 0 => {
+                failures += 1;
+                say(&format!("group {}: {e}; retrying", g.group));
+                continue 'reload;
+            }
+            Err(e) => return Err(e),
+        };
         if value.watermarks.len() != g.partitions as usize {
             return Err(GroupError::new(format!(
                 "the group's model has {} partitions, --partitions says {}",
@@ -275,12 +294,18 @@ async fn reduce_loop(
         if r.finished {
             return Ok(summary(&r, started));
         }
-        let stream = conn
-            .js
-            .get_stream(g.stats_stream())
-            .await
-            .map_err(|e| GroupError::new(e.to_string()))?;
-        let mut msgs = open(&stream, &g.stats_subject(), r.stats_seq).await?;
+        let opened = match conn.js.get_stream(g.stats_stream()).await {
+            Ok(stream) => open(&stream, &g.stats_subject(), r.stats_seq).await,
+            Err(e) => Err(GroupError::new(e.to_string())),
+        };
+        let mut msgs = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                say(&format!("group {}: {e}; retrying", g.group));
+                failures += 1;
+                continue 'reload;
+            }
+        };
         let mut dirty = 0usize;
         loop {
             if args.stop_after.is_some_and(|n| r.points_seen() >= n) {
@@ -312,6 +337,7 @@ async fn reduce_loop(
                 if dirty > 0 {
                     if let Err(e) = c.commit(&mut r, false).await {
                         say(&format!("group {}: {e}; reloading", g.group));
+                        failures += 1;
                         continue 'reload;
                     }
                     dirty = 0;
@@ -321,9 +347,22 @@ async fn reduce_loop(
                 c.commit(&mut r, true).await?;
                 return Ok(summary(&r, started));
             };
-            let m = next
-                .ok_or_else(|| GroupError::new("the statistics consumer ended"))?
-                .map_err(|e| GroupError::new(format!("reading statistics: {e}")))?;
+            let m = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    say(&format!(
+                        "group {}: reading statistics: {e}; reloading",
+                        g.group
+                    ));
+                    failures += 1;
+                    continue 'reload;
+                }
+                None => {
+                    failures += 1;
+                    continue 'reload;
+                }
+            };
+            failures = 0;
             let seq = m
                 .info()
                 .map_err(|e| GroupError::new(e.to_string()))?
@@ -343,6 +382,7 @@ async fn reduce_loop(
             if now || dirty >= args.max_per_commit {
                 if let Err(e) = c.commit(&mut r, false).await {
                     say(&format!("group {}: {e}; reloading", g.group));
+                    failures += 1;
                     continue 'reload;
                 }
                 dirty = 0;

@@ -240,9 +240,7 @@ fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
         port: broker.port,
         dir: dir.path().to_path_buf(),
         learner: learner.clone(),
-        extra: std::env::var("GROUP_EXTRA")
-            .map(|e| e.split(' ').map(String::from).collect())
-            .unwrap_or_default(),
+        extra: Vec::new(),
     };
     let total = n as u64;
     let mut reducer = g.reducer("reducer-a", total);
@@ -287,15 +285,9 @@ fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
     );
 }
 
+/// The size: 400k points.
 #[test]
-fn group_learns_exactly_once_through_sigkills_of_a_worker_and_the_reducer() {
-    survives_the_loss_of_a_worker_and_of_the_reducer(120_000);
-}
-
-/// The full size (400k points); `cargo test --release -- --ignored`.
-#[test]
-#[ignore = "400k points: run with --release -- --ignored"]
-fn group_learns_400k_points_exactly_once_through_sigkills() {
+fn group_learns_400k_points_exactly_once_through_sigkills_of_a_worker_and_the_reducer() {
     survives_the_loss_of_a_worker_and_of_the_reducer(400_000);
 }
 
@@ -392,4 +384,47 @@ fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_work
         models.push(model);
     }
     assert_eq!(model_gap(&models[0], &models[1]), 0.0, "1 and 3 workers");
+}
+
+/// The NATS server restarts mid-stream (its store kept): the members
+/// reconnect and the group finishes with every point learned once.
+#[test]
+fn group_finishes_exactly_once_across_a_nats_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = brokers::nats(dir.path(), "group restart") else {
+        return;
+    };
+    let n = 60_000;
+    let all = points(n, 5);
+    publish_partitions(broker.port, &all, 100);
+    let learner = strings(&[
+        "-k",
+        "2",
+        "--warmup",
+        "600",
+        "--batch-size",
+        "200",
+        "--seed",
+        "3",
+    ]);
+    let g = Group {
+        port: broker.port,
+        dir: dir.path().to_path_buf(),
+        learner,
+        extra: Vec::new(),
+    };
+    let total = n as u64;
+    let reducer = g.reducer("reducer", total);
+    let ws: Vec<Child> = (0..2).map(|i| g.worker(&format!("w{i}"))).collect();
+    let patience = Duration::from_secs(120);
+    g.wait_points(total / 3, patience);
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+    g.finish(reducer, patience);
+    for w in ws {
+        g.finish(w, patience);
+    }
+    let (model, _) = emstream::group::fetch_checkpoint(&g.url()).unwrap();
+    assert_eq!(model.learner.counters().points_seen, total, "{}", g.logs());
 }
