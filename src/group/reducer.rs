@@ -50,6 +50,11 @@ pub async fn run(
         .params()
         .check()
         .map_err(|e| GroupError::new(e.to_string()))?;
+    if params.adapt_components {
+        return Err(GroupError::new(
+            "--adapt-components: a group does not adapt K (give -k N, or -k auto to choose K at the warm-up)",
+        ));
+    }
     let conn = nats::connect(&g).await?;
     let holder = format!("reducer-{}", std::process::id());
     // The standby waits here.
@@ -213,18 +218,45 @@ pub(crate) async fn open(
         .map_err(|e| GroupError::new(format!("cannot read {subject}: {e}")))
 }
 
+/// Time spent per kind of work, for the summary (the per-message costs
+/// of BENCHMARKS.md).
+#[derive(Default)]
+struct Costs {
+    /// Decoding and deciding on (applying) statistics messages.
+    apply: std::time::Duration,
+    messages: u64,
+    /// Encoding and committing the model (KV compare-and-set).
+    commit: std::time::Duration,
+    commits: u64,
+}
+
+impl Costs {
+    fn line(&self) -> String {
+        let per = |d: std::time::Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        format!(
+            "{:.0} µs per statistics message ({}), {:.0} µs per commit ({})",
+            per(self.apply, self.messages),
+            self.messages,
+            per(self.commit, self.commits),
+            self.commits
+        )
+    }
+}
+
 /// Commits and writes the checkpoint file when due.
 struct Committer<'a> {
     args: &'a ReducerArgs,
     conn: &'a Conn,
     kv_revision: u64,
     last_file: Instant,
+    costs: Costs,
 }
 
 impl Committer<'_> {
     /// Commits the next revision with compare-and-set; `Err` when another
     /// reducer wrote the model since (this one is a zombie).
     async fn commit(&mut self, r: &mut Reduction, force_file: bool) -> Result<(), GroupError> {
+        let t = Instant::now();
         let value = r.next_value(super::positions(&self.args.group, &r.watermarks))?;
         let rev = self
             .conn
@@ -237,6 +269,8 @@ impl Committer<'_> {
                 ))
             })?;
         self.kv_revision = rev;
+        self.costs.commit += t.elapsed();
+        self.costs.commits += 1;
         let due = self.last_file.elapsed().as_secs_f64() >= self.args.checkpoint_interval;
         if let (Some(path), true) = (&self.args.checkpoint, force_file || due) {
             crate::checkpoint::save(path, &r.model, 1)
@@ -290,9 +324,10 @@ async fn reduce_loop(
             conn,
             kv_revision,
             last_file: Instant::now(),
+            costs: Costs::default(),
         };
         if r.finished {
-            return Ok(summary(&r, started));
+            return Ok(summary(&r, started, &c.costs));
         }
         let opened = match conn.js.get_stream(g.stats_stream()).await {
             Ok(stream) => open(&stream, &g.stats_subject(), r.stats_seq).await,
@@ -316,7 +351,7 @@ async fn reduce_loop(
                     g.group,
                     r.points_seen()
                 ));
-                return Ok(summary(&r, started));
+                return Ok(summary(&r, started, &c.costs));
             }
             // Wait only when nothing is waiting to be committed.
             let next = if dirty > 0 {
@@ -345,7 +380,7 @@ async fn reduce_loop(
                 }
                 // Stopped.
                 c.commit(&mut r, true).await?;
-                return Ok(summary(&r, started));
+                return Ok(summary(&r, started, &c.costs));
             };
             let m = match next {
                 Some(Ok(m)) => m,
@@ -367,6 +402,7 @@ async fn reduce_loop(
                 .info()
                 .map_err(|e| GroupError::new(e.to_string()))?
                 .stream_sequence;
+            let t = Instant::now();
             let decision = match StatsMsg::from_bytes(&m.payload) {
                 Ok(s) => r.offer(seq, &s),
                 Err(e) => {
@@ -375,6 +411,8 @@ async fn reduce_loop(
                     Decision::BadPartition
                 }
             };
+            c.costs.apply += t.elapsed();
+            c.costs.messages += 1;
             dirty += 1;
             let applied = decision == Decision::Applied;
             // With τ = 0 (and in lockstep) the next batch needs this model.
@@ -391,14 +429,14 @@ async fn reduce_loop(
     }
 }
 
-fn summary(r: &Reduction, started: Instant) -> ReducerSummary {
+fn summary(r: &Reduction, started: Instant, costs: &Costs) -> ReducerSummary {
     let t = &r.tally;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     ReducerSummary {
         points_seen: r.points_seen(),
         revision: r.revision,
         line: format!(
-            "{} points learned, revision {}; statistics applied {}, duplicates {}, overlaps {}, stale {}, out of turn {}, failed {}; {:.0} points/s",
+            "{} points learned, revision {}; statistics applied {}, duplicates {}, overlaps {}, stale {}, out of turn {}, failed {}; {:.0} points/s; {}",
             r.points_seen(),
             r.revision,
             t.applied,
@@ -407,7 +445,8 @@ fn summary(r: &Reduction, started: Instant) -> ReducerSummary {
             t.stale,
             t.not_turn,
             t.failed,
-            r.points_seen() as f64 / secs
+            r.points_seen() as f64 / secs,
+            costs.line()
         ),
     }
 }

@@ -50,17 +50,24 @@ pub struct WorkerStats {
     pub points: AtomicU64,
     /// Partitions read again from the watermark.
     pub rereads: AtomicU64,
+    /// Nanoseconds in E-steps.
+    pub estep_ns: AtomicU64,
+    /// Nanoseconds publishing statistics (until the stream's ack).
+    pub publish_ns: AtomicU64,
 }
 
 impl WorkerStats {
     /// One line for the log.
     pub fn line(&self) -> String {
+        let n = self.published.load(Ordering::Relaxed);
+        let per = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e3 / n.max(1) as f64;
         format!(
-            "{} points read, {} statistics messages published ({} again), {} re-reads",
+            "{} points read, {n} statistics messages published ({} again), {} re-reads; {:.0} µs per E-step, {:.0} µs per publish",
             self.points.load(Ordering::Relaxed),
-            self.published.load(Ordering::Relaxed),
             self.republished.load(Ordering::Relaxed),
-            self.rereads.load(Ordering::Relaxed)
+            self.rereads.load(Ordering::Relaxed),
+            per(&self.estep_ns),
+            per(&self.publish_ns)
         )
     }
 }
@@ -398,8 +405,13 @@ async fn publish_due(
         return Ok(());
     };
     for b in queue.iter_mut().take(upto).skip(from) {
+        let t = Instant::now();
         let stats = tokio::task::block_in_place(|| l.batch_stats(&b.points))
             .map_err(|e| GroupError::new(format!("E-step: {e}")))?;
+        let t_pub = Instant::now();
+        ctx.stats
+            .estep_ns
+            .fetch_add((t_pub - t).as_nanos() as u64, Ordering::Relaxed);
         let points = (b.points.len() / g.dim) as u64;
         let msg = StatsMsg::new(k, b.after, b.last, r, points, stats);
         let mut id = msg.msg_id();
@@ -416,6 +428,9 @@ async fn publish_due(
             .await
             .map_err(|e| GroupError::new(format!("statistics not stored: {e}")))?;
         ctx.stats.published.fetch_add(1, Ordering::Relaxed);
+        ctx.stats
+            .publish_ns
+            .fetch_add(t_pub.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if b.revision.is_some() || b.attempt > 0 {
             ctx.stats.republished.fetch_add(1, Ordering::Relaxed);
         }
