@@ -631,6 +631,9 @@ async fn serve(
     Ok(pipeline.run(shutdown).await)
 }
 
+/// How long a group member may take to stop after SIGINT/SIGTERM.
+const GROUP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs a group member on a multi-threaded runtime (the E-step runs
 /// beside the NATS tasks) until it ends or SIGINT/SIGTERM: exit 0 with its
 /// summary line, 2 for a usage error, else 1.
@@ -667,11 +670,26 @@ where
         tokio::spawn(async move {
             loop {
                 if let Sig::Stop = signals.next().await {
+                    if on_signal.is_cancelled() {
+                        say_error("second signal: exiting at once");
+                        std::process::exit(130);
+                    }
                     on_signal.cancel();
                 }
             }
         });
-        member(stop).await
+        let stopped = stop.clone();
+        tokio::select! {
+            r = member(stop) => r,
+            // A server that stays away must not keep a stopped member alive.
+            () = async {
+                stopped.cancelled().await;
+                tokio::time::sleep(GROUP_STOP_GRACE).await;
+            } => Err(emstream::group::GroupError(format!(
+                "did not stop within {} s of the signal (is the NATS server reachable?): exiting",
+                GROUP_STOP_GRACE.as_secs()
+            ))),
+        }
     });
     runtime.shutdown_background();
     match result {

@@ -56,6 +56,21 @@ struct Group {
     dir: PathBuf,
     learner: Vec<String>,
     extra: Vec<String>,
+    /// Every member started, killed when the group is dropped (a failed
+    /// test leaves no member behind).
+    pids: std::cell::RefCell<Vec<u32>>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for &pid in self.pids.borrow().iter() {
+            // SAFETY: kill(2) on a child this test started; one that has
+            // exited and been waited for is gone (ESRCH, ignored).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Group {
@@ -83,13 +98,15 @@ impl Group {
 
     fn spawn(&self, args: Vec<String>, name: &str) -> Child {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        emstream()
+        let child = emstream()
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("the binary starts")
+            .expect("the binary starts");
+        self.pids.borrow_mut().push(child.id());
+        child
     }
 
     fn reducer(&self, name: &str, stop_after: u64) -> Child {
@@ -241,6 +258,7 @@ fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
         dir: dir.path().to_path_buf(),
         learner: learner.clone(),
         extra: Vec::new(),
+        pids: Default::default(),
     };
     let total = n as u64;
     let mut reducer = g.reducer("reducer-a", total);
@@ -363,6 +381,7 @@ fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_work
             dir: dir.path().join(format!("w{workers}")),
             learner: learner.clone(),
             extra: strings(&["--lockstep", "--tau", "0"]),
+            pids: Default::default(),
         };
         std::fs::create_dir_all(&g.dir).unwrap();
         let reducer = g.reducer("reducer", total);
@@ -412,6 +431,7 @@ fn group_finishes_exactly_once_across_a_nats_restart() {
         dir: dir.path().to_path_buf(),
         learner,
         extra: Vec::new(),
+        pids: Default::default(),
     };
     let total = n as u64;
     let reducer = g.reducer("reducer", total);
