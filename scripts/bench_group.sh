@@ -13,7 +13,8 @@
 # message applied, per KV commit, per E-step, per publish).
 #
 # Usage: scripts/bench_group.sh [--points N] [--partitions P] [--workers "1 2"]
-#                               [--batch B] [--dims "2 32"]
+#                               [--batch B] [--dims "2 32"] [--no-build]
+#   --no-build  use the release binaries already in target/release
 # Needs nats-server (Debian package nats-server) on the PATH or in /usr/sbin.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ partitions=4
 workers_list="1 2"
 batch=1000
 dims="2 32"
+build=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --points) points="$2"; shift ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
         --workers) workers_list="$2"; shift ;;
         --batch) batch="$2"; shift ;;
         --dims) dims="$2"; shift ;;
-        -h|--help) sed -n "2,17p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-build) build=0 ;;
+        -h|--help) sed -n "2,18p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench_group.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -46,7 +49,9 @@ if [ -z "$server" ]; then
     exit 1
 fi
 
-cargo build --release --quiet --bin emstream --example gen_stream --example jetstream_load
+if [ "$build" = 1 ]; then
+    cargo build --release --quiet --bin emstream --example gen_stream --example jetstream_load
+fi
 bin="$root/target/release/emstream"
 gen="$root/target/release/examples/gen_stream"
 load="$root/target/release/examples/jetstream_load"
@@ -112,7 +117,7 @@ for d in $dims; do
         got=$(sed -n 's/.*emstream: \([0-9]*\) points learned.*/\1/p' <<<"$line")
         [ "$got" = "$total" ] || { say "learned $got points, not $total"; cat "$tmp/reducer.log" >&2; exit 1; }
         red=$(sed -n 's/.*points\/s; \(.*\)$/\1/p' <<<"$line")
-        wk=$(grep -h "per E-step" "$tmp"/worker*.log | sed -n 's/.*re-reads; \(.*\)$/\1/p' | paste -sd ';' -)
+        wk=$(grep -h "worker w.*per E-step" "$tmp"/worker*.log | sed -n 's/.*re-reads; \(.*\)$/\1/p' | paste -sd ';' -)
         python3 -c "w=$end-$start; print(f'| $d | $w | $total | {w:.2f} | {$total/w/1e3:.0f} k | $red | $wk |')"
         stop_server
     done
