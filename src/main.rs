@@ -331,7 +331,7 @@ fn main() -> ExitCode {
                 Some(name) => match top.find_subcommand(name) {
                     Some(sub) => sub.clone().name(format!("emstream-{name}")),
                     None => {
-                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config"));
+                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config, worker, reducer"));
                         return ExitCode::from(2);
                     }
                 },

@@ -85,14 +85,6 @@ pub struct GroupArgs {
     /// Seconds a lease lives without renewal (a dead member's partitions or role are taken over after it).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub lease_ttl: f64,
-    /// Refuse statistics computed against a model more than TAU revisions (applied batches) old; the
-    /// worker recomputes them. 0: every batch against the model it is blended into.
-    #[arg(long, value_name = "TAU", default_value_t = 8)]
-    pub tau: u64,
-    /// Lockstep: one batch per partition in turn (p0, p1, ...), each against the newest model; the
-    /// same model as one process fed that order, whatever the number of workers (slow; for checks).
-    #[arg(long)]
-    pub lockstep: bool,
 }
 
 /// `emstream reducer` flags.
@@ -104,6 +96,14 @@ pub struct ReducerArgs {
     /// Learner options (used for a new group's model; a running group keeps its own).
     #[command(flatten)]
     pub learner: LearnerArgs,
+    /// Refuse statistics computed against a model more than TAU revisions (applied batches) old; the
+    /// worker recomputes them. 0: every batch against the model it is blended into.
+    #[arg(long, value_name = "TAU", default_value_t = 8)]
+    pub tau: u64,
+    /// Lockstep: one batch per partition in turn (p0, p1, ...), each against the newest model; the
+    /// same model as one process fed that order, whatever the number of workers (slow; for checks).
+    #[arg(long)]
+    pub lockstep: bool,
     /// Also write the group's model to this checkpoint file (at every --checkpoint-interval and at the end).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
@@ -235,6 +235,8 @@ pub struct GroupValue {
     pub watermarks: Vec<u64>,
     /// Lockstep: the partition whose batch is applied next.
     pub turn: Option<u32>,
+    /// The reducer's τ (workers recompute what it would refuse).
+    pub tau: u64,
     /// The group has learned `--stop-after` points: members exit.
     pub finished: bool,
     /// The model: a checkpoint file image ([`checkpoint::to_bytes`]).
@@ -459,6 +461,7 @@ mod tests {
             stats_seq: 9,
             watermarks: vec![1, 2],
             turn: Some(1),
+            tau: 8,
             finished: false,
             checkpoint: vec![1, 2, 3],
         };

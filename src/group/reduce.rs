@@ -186,6 +186,7 @@ impl Reduction {
             stats_seq: self.stats_seq,
             watermarks: self.watermarks.clone(),
             turn: self.turn,
+            tau: self.tau,
             finished: self.finished,
             checkpoint: bytes,
         })

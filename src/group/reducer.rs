@@ -93,10 +93,11 @@ pub async fn run(
 /// The value to start from: the committed one, or a new model fitted on
 /// the first points of the partitions.
 async fn start(
-    g: &GroupArgs,
+    args: &ReducerArgs,
     conn: &Conn,
     params: crate::model::CheckedParams,
 ) -> Result<(GroupValue, u64), GroupError> {
+    let g = &args.group;
     if let Some(found) = nats::load(&conn.models).await? {
         say(&format!(
             "group {}: continuing the model at revision {}",
@@ -104,7 +105,7 @@ async fn start(
         ));
         return Ok(found);
     }
-    let warm = warm_up(g, conn, params).await?;
+    let warm = warm_up(args, conn, params).await?;
     match conn.models.create(MODEL_KEY, warm.to_bytes()?.into()).await {
         Ok(rev) => Ok((warm, rev)),
         // Another reducer committed first (it held the lease before us).
@@ -118,10 +119,11 @@ async fn start(
 /// (whole messages, partition 0 first) and fits the first model on them by
 /// batch EM, as a single run's warm-up does.
 async fn warm_up(
-    g: &GroupArgs,
+    args: &ReducerArgs,
     conn: &Conn,
     params: crate::model::CheckedParams,
 ) -> Result<GroupValue, GroupError> {
+    let g = &args.group;
     let n = g.partitions as usize;
     let want = params.warmup;
     let stream = conn.js.get_stream(&g.stream).await.map_err(|e| {
@@ -186,7 +188,8 @@ async fn warm_up(
         revision: 0,
         stats_seq: 0,
         watermarks,
-        turn: g.lockstep.then_some(0),
+        turn: args.lockstep.then_some(0),
+        tau: args.tau,
         finished: false,
         checkpoint,
     })
@@ -302,7 +305,7 @@ async fn reduce_loop(
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        let (value, kv_revision) = match start(g, conn, params.clone()).await {
+        let (value, kv_revision) = match start(args, conn, params.clone()).await {
             Ok(v) => v,
             Err(e) if failures > 0 => {
                 failures += 1;
@@ -318,7 +321,7 @@ async fn reduce_loop(
                 g.partitions
             )));
         }
-        let mut r = Reduction::from_value(&value, g.tau)?;
+        let mut r = Reduction::from_value(&value, args.tau)?;
         let mut c = Committer {
             args,
             conn,

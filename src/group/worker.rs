@@ -382,7 +382,9 @@ async fn publish_due(
         }
         (0, 1)
     } else {
-        let stale = front.revision.is_none_or(|fr| r.saturating_sub(fr) > g.tau);
+        let stale = front
+            .revision
+            .is_none_or(|fr| r.saturating_sub(fr) > model.value.tau);
         let from = if stale {
             0
         } else {

@@ -13,13 +13,16 @@ use crate::util::{assert_ok, emstream, points, wait_output};
 /// Partitions of the test streams.
 const PARTITIONS: u32 = 3;
 
-/// Points of partition k: every PARTITIONS-th point of `all`, from k.
+/// Points of partition k: the k-th of PARTITIONS contiguous blocks of
+/// `all` (so every partition has the mixture's proportions: `points`
+/// takes the cluster from the index modulo 3, and every third point in one
+/// partition would make the partitions differ in distribution).
 fn partition(all: &[String], k: u32) -> Vec<String> {
-    all.iter()
-        .skip(k as usize)
-        .step_by(PARTITIONS as usize)
-        .cloned()
-        .collect()
+    let size = all.len().div_ceil(PARTITIONS as usize);
+    all.chunks(size)
+        .nth(k as usize)
+        .unwrap_or_default()
+        .to_vec()
 }
 
 /// Creates stream `PTS` on `pts.>` and publishes each partition's points
@@ -55,6 +58,7 @@ struct Group {
     port: u16,
     dir: PathBuf,
     learner: Vec<String>,
+    /// More reducer flags.
     extra: Vec<String>,
     /// Every member started, killed when the group is dropped (a failed
     /// test leaves no member behind).
@@ -75,7 +79,7 @@ impl Drop for Group {
 
 impl Group {
     fn common(&self, role: &str) -> Vec<String> {
-        let mut a: Vec<String> = vec![
+        let a: Vec<String> = vec![
             role.into(),
             "--nats".into(),
             format!("nats://127.0.0.1:{}", self.port),
@@ -92,7 +96,6 @@ impl Group {
             "--lease-ttl".into(),
             "2".into(),
         ];
-        a.extend(self.extra.iter().cloned());
         a
     }
 
@@ -112,6 +115,7 @@ impl Group {
     fn reducer(&self, name: &str, stop_after: u64) -> Child {
         let mut a = self.common("reducer");
         a.extend(self.learner.iter().cloned());
+        a.extend(self.extra.iter().cloned());
         a.extend([
             "--stop-after".into(),
             stop_after.to_string(),
@@ -447,4 +451,24 @@ fn group_finishes_exactly_once_across_a_nats_restart() {
     }
     let (model, _) = emstream::group::fetch_checkpoint(&g.url()).unwrap();
     assert_eq!(model.learner.counters().points_seen, total, "{}", g.logs());
+    // `inspect` reads the group's model from the server.
+    let out = emstream()
+        .args(["inspect", "--json", &g.url()])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["points_seen"], total);
+    let bad = emstream()
+        .args(["inspect", &format!("nats://127.0.0.1:{}/nogroup", g.port)])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("no group nogroup"), "{err}");
+    let bad = emstream()
+        .args(["inspect", "nats://127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nats://HOST:PORT/GROUP"));
 }
