@@ -306,6 +306,18 @@ async fn partition(k: u32, ctx: &Ctx, mut models: Models) -> Result<(), GroupErr
         let batch_points = model.learner.params().batch_size;
         loop {
             let model = current(&mut models).await?;
+            // The safety net, checked on every event (a partition stuck
+            // while the others move the model still gets it).
+            if queue
+                .front()
+                .and_then(|b| b.published)
+                .is_some_and(|t| t.elapsed() >= REPUBLISH_AFTER)
+            {
+                for b in queue.iter_mut() {
+                    b.revision = None;
+                    b.attempt += 1;
+                }
+            }
             publish_due(k, ctx, &model, &mut queue, &mut learner).await?;
             let linger = (last_msg + ctx.linger).saturating_duration_since(Instant::now());
             tokio::select! {
@@ -348,14 +360,8 @@ async fn partition(k: u32, ctx: &Ctx, mut models: Models) -> Result<(), GroupErr
                         continue 'reread;
                     }
                 }
-                () = tokio::time::sleep(REPUBLISH_AFTER) => {
-                    if queue.front().and_then(|b| b.published).is_some_and(|t| t.elapsed() >= REPUBLISH_AFTER) {
-                        for b in queue.iter_mut() {
-                            b.revision = None;
-                            b.attempt += 1;
-                        }
-                    }
-                }
+                // Wakes the loop for the safety net above.
+                () = tokio::time::sleep(REPUBLISH_AFTER) => {}
             }
         }
     }
