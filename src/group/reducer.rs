@@ -267,9 +267,16 @@ impl Committer<'_> {
             .update(MODEL_KEY, value.to_bytes()?.into(), self.kv_revision)
             .await
             .map_err(|e| {
-                GroupError::new(format!(
-                    "another reducer wrote the group model (compare-and-set failed: {e})"
-                ))
+                GroupError::new(
+                    if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
+                        format!("another reducer wrote the group model (compare-and-set failed: {e})")
+                    } else {
+                        format!(
+                            "cannot commit the group model of {} bytes: {e} (a model larger than the server's max_payload, 1 MB by default, needs a larger one in nats-server's config)",
+                            value.checkpoint.len()
+                        )
+                    },
+                )
             })?;
         self.kv_revision = rev;
         self.costs.commit += t.elapsed();
