@@ -40,6 +40,11 @@
 //!   ([`pipeline::Snapshot`]) and its durability hook, checkpoint writer,
 //!   score sink, two-phase shutdown. Its module docs say where a new source,
 //!   counter or endpoint goes.
+//! - [`group`]: several processes learning one model from a partitioned
+//!   JetStream stream: `emstream worker` publishes E-step statistics of
+//!   leased partitions, `emstream reducer` applies them by the rules of
+//!   [`group::reduce`] and commits the model to a KV entry with
+//!   compare-and-set.
 //! - [`report`]: `inspect` (table and JSON), `plot` (SVG), `diff`, and the
 //!   `score` command.
 //! - [`admin`]: the admin HTTP server of a running pipeline (`/metrics`,
@@ -63,6 +68,7 @@
 //!                                        └──── report (uses model, input, checkpoint, score, config)
 //!
 //! admin (uses pipeline, report, security)      logging (uses config, pipeline)
+//! group (uses model, input, checkpoint, config; beside pipeline and report)
 //! ```
 //!
 //! [`security`] depends on nothing else in the crate and may be used by any
@@ -119,6 +125,7 @@
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
+pub mod group;
 pub mod input;
 pub mod logging;
 pub mod model;
@@ -135,7 +142,7 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// (module, rank): a module may use modules of a lower rank only.
-    const RANKS: [(&str, u32); 10] = [
+    const RANKS: [(&str, u32); 11] = [
         ("security", 0),
         ("model", 0),
         ("input", 1),
@@ -144,6 +151,7 @@ mod layering {
         ("config", 4),
         ("report", 5),
         ("pipeline", 5),
+        ("group", 5),
         ("admin", 6),
         ("logging", 6),
     ];

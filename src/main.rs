@@ -50,6 +50,10 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) of emstream, or of one command (emstream-run(1), ...).
     Man(ManArgs),
+    /// Group member: publish E-step statistics of leased partitions of a JetStream stream.
+    Worker(Box<emstream::group::WorkerArgs>),
+    /// Group member: apply the workers' statistics to the group's model (one active, others stand by).
+    Reducer(Box<emstream::group::ReducerArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -257,7 +261,7 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct InspectArgs {
-    /// The checkpoint file.
+    /// The checkpoint file, or a group's model: nats://HOST:PORT/GROUP.
     path: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -315,6 +319,16 @@ fn main() -> ExitCode {
         Command::Plot(args) => report(emstream::report::plot::run_plot(&args)),
         Command::Diff(args) => report(emstream::report::diff::run_diff(&args)),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Worker(args) => group(|stop| async move {
+            emstream::group::worker::run(*args, stop)
+                .await
+                .map(|s| s.line())
+        }),
+        Command::Reducer(args) => group(|stop| async move {
+            emstream::group::reducer::run(*args, stop)
+                .await
+                .map(|s| s.line)
+        }),
         Command::Completions(args) => {
             let mut out = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "emstream", &mut out);
@@ -327,7 +341,7 @@ fn main() -> ExitCode {
                 Some(name) => match top.find_subcommand(name) {
                     Some(sub) => sub.clone().name(format!("emstream-{name}")),
                     None => {
-                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config"));
+                        say(&format!("no command {name:?}: try run, inspect, score, plot, diff, check-config, worker, reducer"));
                         return ExitCode::from(2);
                     }
                 },
@@ -627,6 +641,79 @@ async fn serve(
     Ok(pipeline.run(shutdown).await)
 }
 
+/// How long a group member may take to stop after SIGINT/SIGTERM.
+const GROUP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a group member on a multi-threaded runtime (the E-step runs
+/// beside the NATS tasks) until it ends or SIGINT/SIGTERM: exit 0 with its
+/// summary line, 2 for a usage error, else 1.
+fn group<F, Fut>(member: F) -> ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<String, emstream::group::GroupError>>,
+{
+    if let Ok(c) = Config::default().check() {
+        emstream::logging::init(c.daemon());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say_error(&format!("cannot start the runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let result = runtime.block_on(async {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(emstream::group::GroupError(format!(
+                    "cannot install signal handlers: {e}"
+                )))
+            }
+        };
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Sig::Stop = signals.next().await {
+                    if on_signal.is_cancelled() {
+                        say_error("second signal: exiting at once");
+                        std::process::exit(130);
+                    }
+                    on_signal.cancel();
+                }
+            }
+        });
+        let stopped = stop.clone();
+        tokio::select! {
+            r = member(stop) => r,
+            // A server that stays away must not keep a stopped member alive.
+            () = async {
+                stopped.cancelled().await;
+                tokio::time::sleep(GROUP_STOP_GRACE).await;
+            } => Err(emstream::group::GroupError(format!(
+                "did not stop within {} s of the signal (is the NATS server reachable?): exiting",
+                GROUP_STOP_GRACE.as_secs()
+            ))),
+        }
+    });
+    runtime.shutdown_background();
+    match result {
+        Ok(line) => {
+            say(&line);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say_error(&e.to_string());
+            ExitCode::from(if e.0.starts_with("--") { 2 } else { 1 })
+        }
+    }
+}
+
 /// A signal `run` acts on.
 enum Sig {
     /// SIGINT or SIGTERM.
@@ -662,7 +749,13 @@ impl Signals {
 }
 
 fn inspect(args: &InspectArgs) -> ExitCode {
-    let ckpt = match emstream::checkpoint::load(&args.path) {
+    let loaded = match args.path.to_str().filter(|p| p.starts_with("nats://")) {
+        Some(url) => emstream::group::fetch_checkpoint(url)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string()),
+        None => emstream::checkpoint::load(&args.path).map_err(|e| e.to_string()),
+    };
+    let ckpt = match loaded {
         Ok(c) => c,
         Err(e) => {
             say(&format!("cannot inspect: {e}"));

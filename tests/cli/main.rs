@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod drain;
 mod files;
+mod group;
 mod hostile;
 mod mqtt;
 mod nats;
