@@ -152,6 +152,10 @@ struct RunArgs {
     /// Also write the K responsibilities on every score line.
     #[arg(long)]
     score_fields: bool,
+    /// Copy input fields into every score line, first: 0-based CSV columns,
+    /// header names, JSON field paths, @source, @line, @message.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    score_keep: Option<Vec<String>>,
     /// Flag points with log-likelihood below LL as anomalies.
     #[arg(long, value_name = "LL", allow_negative_numbers = true)]
     alert_below: Option<f64>,
@@ -237,6 +241,12 @@ struct RunArgs {
     /// CA file for TLS to the NATS server.
     #[arg(long, value_name = "FILE")]
     nats_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for TLS to the NATS server; needs --nats-key.
+    #[arg(long, value_name = "FILE")]
+    nats_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-cert.
+    #[arg(long, value_name = "FILE")]
+    nats_key: Option<PathBuf>,
     /// Continue past a JetStream retention gap (counted) instead of refusing.
     #[arg(long)]
     allow_gap: bool,
@@ -444,13 +454,13 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         shutdown_timeout, log_format);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile, threads, admin, idle_timeout, stats_interval, log_level);
+        alert_below, alert_quantile, score_keep, threads, admin, idle_timeout, stats_interval, log_level);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);
     overlay_opt!(cfg, args, given;
         stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
-        nats, stream, subject, consumer, nats_credentials, nats_ca_file);
+        nats, stream, subject, consumer, nats_credentials, nats_ca_file, nats_cert, nats_key);
     if args.persistent_session {
         cfg.persistent_session = true;
         given.insert("persistent_session".into());
