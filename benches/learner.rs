@@ -10,6 +10,10 @@
 //! EMSTREAM_BENCH_WALL=1 cargo bench --bench learner   # wall-clock time
 //! # the E-step on 2 threads (--threads 2), in wall time, d = 32 only:
 //! EMSTREAM_BENCH_WALL=1 EMSTREAM_BENCH_THREADS=2 cargo bench --bench learner -- d32
+//! # no criterion: N untimed blocks per case whose name contains d32_k10,
+//! # for instruction counts (run with N = 0 and N = 2, subtract, divide by
+//! # 2 blocks' points: the steady-state instructions per point)
+//! EMSTREAM_BENCH_BLOCKS=2 valgrind --tool=callgrind target/release/deps/learner-* d32_k10
 //! ```
 //!
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), as in
@@ -107,9 +111,9 @@ fn threads() -> usize {
     }
 }
 
-fn learner<M: Measurement>(c: &mut Criterion<M>) {
-    let threads = threads();
-    let cases: Vec<(&str, GaussianMixture, usize)> = vec![
+/// The cases: name, mixture, points per block.
+fn cases() -> Vec<(&'static str, GaussianMixture, usize)> {
+    vec![
         ("d2_k2_full", testdata::two_clusters(), BLOCK),
         (
             "d8_k6_full",
@@ -129,7 +133,12 @@ fn learner<M: Measurement>(c: &mut Criterion<M>) {
         ("d16_k10_full", random_full(16, 10, 5), BLOCK / 4),
         ("d32_k10_full", random_full(32, 10, 5), BLOCK / 10),
         ("d64_k16_full", random_full(64, 16, 5), BLOCK / 10),
-    ];
+    ]
+}
+
+fn learner<M: Measurement>(c: &mut Criterion<M>) {
+    let threads = threads();
+    let cases = cases();
     let mut group = c.benchmark_group("observe");
     // Each iteration is one block (a few ms to a few hundred ms):
     // flat sampling with few samples keeps the whole bench under a minute.
@@ -155,6 +164,34 @@ fn learner<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
+/// `EMSTREAM_BENCH_BLOCKS=N`: no criterion; every case whose name
+/// contains the first argument is warmed up and fed N more blocks, for an
+/// instruction count under callgrind (the same work every run, unlike
+/// criterion's timed loop).
+fn fixed_blocks(blocks: &str) {
+    let blocks: usize = blocks
+        .trim()
+        .parse()
+        .expect("EMSTREAM_BENCH_BLOCKS is a number of blocks");
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    for (name, truth, n) in cases() {
+        if !name.contains(filter.as_str()) {
+            continue;
+        }
+        let (mut em, block) = warmed_up(&truth, n, threads());
+        for _ in 0..blocks {
+            em.observe(black_box(&block), None).expect("valid block");
+        }
+        println!("{name}: {blocks} blocks of {n} points after the warm-up");
+    }
+}
+
 fn main() {
-    support::run(learner, learner);
+    match std::env::var("EMSTREAM_BENCH_BLOCKS") {
+        Ok(blocks) => fixed_blocks(&blocks),
+        Err(_) => support::run(learner, learner),
+    }
 }

@@ -539,7 +539,7 @@ fn e_step_part(
     let resp = &mut part.resp;
     resp.clear();
     resp.resize(n * k, 0.0);
-    mix.weighted_log_probs(points, resp);
+    mix.e_step_log_probs(points, resp);
     let mut ll_sum = 0.0;
     let mut worst = 0;
     let mut worst_ll = f64::INFINITY;
