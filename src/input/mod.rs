@@ -6,8 +6,8 @@
 //! f64 values plus the count of bad records by [`RejectReason`] and the
 //! first few [`ParseError`]s with line numbers.
 //!
-//! CSV: one [`Delimiter`] per input (`auto` decides on the first content
-//! line and says so in [`Batch::notes`]); a line without a quote takes a
+//! CSV: one [`Delimiter`] per input (`auto` decides by a vote of the first
+//! content lines and says so in [`Batch::notes`]); a line without a quote takes a
 //! single-pass fast path, a line with one is split by `csv-core` (RFC
 //! 4180: separators, spaces and doubled quotes inside quotes; a quoted
 //! number is a number). A byte-order mark at the start is skipped. Columns
@@ -247,15 +247,16 @@ impl ColumnList {
 
 /// Field separator of CSV records (`--delimiter`).
 ///
-/// `Auto` decides once, from the first content line (header or record) of
-/// the input, and keeps that separator for the whole input: a tab if the
-/// line has one, else a semicolon, else a comma, else runs of blanks
-/// (quoted text is not looked at). The decision is reported as a
-/// [`Batch::notes`] message.
+/// `Auto` decides once, by a vote of the first 16 content lines (header or
+/// record) available when the first one is parsed (those of its chunk),
+/// and keeps that separator for the whole input: each line votes for a tab
+/// if it has one, else a semicolon, else a comma, else runs of blanks
+/// (quoted text is not looked at); the most votes win, the earliest on a
+/// tie. The decision is reported as a [`Batch::notes`] message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Delimiter {
-    /// Decide from the first content line.
+    /// Decide by a vote of the first content lines.
     #[default]
     Auto,
     /// `,` (blanks around a field are ignored).

@@ -279,7 +279,8 @@ impl Parser {
             let end = memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
             let text = &bytes[pos..end];
             let text = text.strip_suffix(b"\r").unwrap_or(text);
-            self.general_line(text, source, line, &mut header_pending, out);
+            let rest = bytes.get(end + 1..).unwrap_or_default();
+            self.general_line(text, rest, source, line, &mut header_pending, out);
             if self.fatal.is_some() {
                 out.fatal.clone_from(&self.fatal);
                 return;
@@ -334,6 +335,7 @@ impl Parser {
     fn general_line(
         &mut self,
         text: &[u8],
+        rest: &[u8],
         source: SourceId,
         line: u64,
         header_pending: &mut bool,
@@ -344,7 +346,7 @@ impl Parser {
             return;
         }
         if self.format == Format::Csv && self.sep.is_none() {
-            self.decide_separator(text, source, line, out);
+            self.decide_separator(text, rest, source, line, out);
         }
         let was_pending = std::mem::replace(header_pending, false);
         let undecided = self.dim.is_none();
@@ -383,36 +385,57 @@ impl Parser {
         }
     }
 
-    /// `--delimiter auto`: picks the separator from the first content line
-    /// (outside quotes): a tab, else `;`, else `,`, else runs of blanks.
-    fn decide_separator(&mut self, text: &[u8], source: SourceId, line: u64, out: &mut Batch) {
-        let mut seen = [false; 3];
-        let mut quoted = false;
-        for &b in text {
-            match b {
-                b'"' => quoted = !quoted,
-                b'\t' if !quoted => seen[0] = true,
-                b';' if !quoted => seen[1] = true,
-                b',' if !quoted => seen[2] = true,
-                _ => {}
+    /// `--delimiter auto`: picks the separator by a vote of the first
+    /// content lines at hand: `text` (the first one) and those of `rest`
+    /// (the chunk after it), up to [`SEPARATOR_VOTE`] lines. Each line
+    /// votes for the separator it shows outside quotes (a tab, else `;`,
+    /// else `,`, else blanks); the most votes win, the earliest on a tie.
+    /// So a stray first line (a date `2024 01 15` before comma-separated
+    /// points) cannot pick the separator of the whole input.
+    fn decide_separator(
+        &mut self,
+        text: &[u8],
+        rest: &[u8],
+        source: SourceId,
+        line: u64,
+        out: &mut Batch,
+    ) {
+        // Votes per separator, in the order of first appearance.
+        let mut tally: Vec<(Option<u8>, usize)> = Vec::with_capacity(4);
+        let lines = rest
+            .split(|&b| b == b'\n')
+            .map(trim)
+            .filter(|l| !l.is_empty() && l[0] != b'#');
+        for l in std::iter::once(text).chain(lines).take(SEPARATOR_VOTE) {
+            let sep = line_separator(l);
+            match tally.iter_mut().find(|t| t.0 == sep) {
+                Some(t) => t.1 += 1,
+                None => tally.push((sep, 1)),
             }
         }
-        let (sep, name) = match seen {
-            [true, _, _] => (Some(b'\t'), "tab"),
-            [_, true, _] => (Some(b';'), "';' (numbers may use a decimal comma)"),
-            [_, _, true] => (Some(b','), "','"),
-            _ => (None, "blanks"),
+        let voters: usize = tally.iter().map(|t| t.1).sum();
+        let (sep, votes) = tally
+            .iter()
+            .rev()
+            .max_by_key(|t| t.1)
+            .copied()
+            .unwrap_or((None, 0));
+        let name = match sep {
+            Some(b'\t') => "tab",
+            Some(b';') => "';' (numbers may use a decimal comma)",
+            Some(_) => "','",
+            None => "blanks",
         };
         self.sep = Some(sep);
         // Blanks chosen from a first line such as a header `x y` must not
         // turn a later `1,2` into the one number 1.2: decimal commas only
-        // with a separator the line showed (or one given explicitly).
+        // with a separator the lines showed (or one given explicitly).
         self.decimal_comma = sep.is_some_and(|b| b != b',');
         self.quoted = csv_core::ReaderBuilder::new()
             .delimiter(sep.unwrap_or(b' '))
             .build();
         out.notes.push(format!(
-            "--delimiter auto: fields are separated by {name}, decided from source {source} line {line}; give --delimiter to choose another"
+            "--delimiter auto: fields are separated by {name}, as in {votes} of the first {voters} lines from source {source} line {line}; give --delimiter to choose another"
         ));
     }
 
@@ -623,6 +646,32 @@ impl Parser {
             self.fields.retain(|&(a, b)| !trim(&out[a..b]).is_empty());
         }
         Ok(true)
+    }
+}
+
+/// Content lines (from the first) that vote on the separator of
+/// `--delimiter auto`.
+const SEPARATOR_VOTE: usize = 16;
+
+/// The separator a trimmed content line shows outside quotes: a tab, else
+/// `;`, else `,`, else `None` (runs of blanks).
+fn line_separator(text: &[u8]) -> Option<u8> {
+    let mut seen = [false; 3];
+    let mut quoted = false;
+    for &b in text {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\t' if !quoted => seen[0] = true,
+            b';' if !quoted => seen[1] = true,
+            b',' if !quoted => seen[2] = true,
+            _ => {}
+        }
+    }
+    match seen {
+        [true, _, _] => Some(b'\t'),
+        [_, true, _] => Some(b';'),
+        [_, _, true] => Some(b','),
+        _ => None,
     }
 }
 
@@ -1155,7 +1204,7 @@ mod tests {
 
     #[test]
     fn separators_commas_semicolons_blanks_and_tabs() {
-        // One separator per input, decided from the first line: blanks
+        // One separator per input, decided by the first lines: blanks
         // around a field are trimmed with a separator byte.
         let cases: [(&str, &str); 4] = [
             ("1,2\n  9 ,\t10  \n-1.5e3 , +.5\n", "','"),
@@ -1190,6 +1239,39 @@ mod tests {
         assert!(b.notes.is_empty());
         // With ';', "3,4" is the decimal 3.4, not two fields.
         assert_eq!(b.values, vec![1., 2., 3.4, 5.]);
+    }
+
+    #[test]
+    fn auto_votes_over_the_first_lines() {
+        // A stray first line of blanks does not pick the separator of the
+        // comma-separated points after it (it picked blanks before).
+        let (b, parser) = parse_with(
+            ParserConfig::default(),
+            b"2024 01 15\n# c\n\n1,2\n3,4\n5,6\n",
+        );
+        assert_eq!(parser.delimiter(), Some(Delimiter::Comma));
+        assert_eq!(b.values, vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(
+            errors(&b),
+            vec![(
+                1,
+                RejectReason::NotNumeric,
+                "field 1 \"2024 01 15\" is not a number".to_owned()
+            )]
+        );
+        assert_eq!(
+            b.notes,
+            vec!["--delimiter auto: fields are separated by ',', as in 3 of the first 4 lines from source 0 line 1; give --delimiter to choose another".to_owned()]
+        );
+        // Only the first 16 content lines vote; a tie goes to the earliest.
+        let mut text = b"1 2\n".repeat(8);
+        text.extend_from_slice(&b"1;2\n".repeat(8));
+        text.extend_from_slice(&b"1,2\n".repeat(20));
+        let (_, parser) = parse_with(ParserConfig::default(), &text);
+        assert_eq!(parser.delimiter(), Some(Delimiter::Whitespace));
+        // A header votes like any line: `x y` over `1,2` and `3 4`.
+        let (_, parser) = parse_with(ParserConfig::default(), b"x,y\n1 2\n3;4\n");
+        assert_eq!(parser.delimiter(), Some(Delimiter::Comma));
     }
 
     #[test]
@@ -1609,7 +1691,7 @@ mod tests {
     /// Parses `text` (one last chunk of source 0) with a majority vote of
     /// `vote` records, then ends the input.
     fn parse_voting(vote: usize, text: &[u8]) -> (Batch, Parser) {
-        // The separator is fixed: `auto` would decide from the first line.
+        // The separator is fixed: `auto` would vote on it too.
         let config = ParserConfig {
             delimiter: Delimiter::Comma,
             ..ParserConfig::default()

@@ -90,20 +90,14 @@ fn case2_one_stray_first_line_does_not_fix_the_dimension() {
     let ck = file(&dir, "m.ckpt");
     let mut input = b"5\n2024 01 15\n".to_vec();
     input.extend_from_slice(&text(&points(2000, 2)));
-    // The separator is given: `--delimiter auto` still decides from the
-    // first line, so a stray `2024 01 15` first would make it pick blanks
-    // (known, open: the separator should be voted on like the dimension).
-    let mut args = vec![
-        "run",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--delimiter",
-        ",",
-    ];
+    // No --delimiter: `auto` votes over the first lines like the
+    // dimension, so the stray `2024 01 15` does not make it pick blanks.
+    let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
     args.extend_from_slice(SMALL);
     let out = run_stdin(&args, &input);
     assert_ok(&out);
     let e = stderr(&out);
+    assert!(e.contains("fields are separated by ','"), "{e}");
     assert!(e.contains("2000 points used, 2 records rejected"), "{e}");
     assert!(e.contains("line 1") && e.contains("--dim"), "{e}");
     assert_eq!(load(&ck).learner.dim(), 2);
