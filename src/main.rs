@@ -526,6 +526,9 @@ fn run(args: RunArgs) -> ExitCode {
                 say(&line);
             }
             say(&summary.line());
+            if let Some(line) = summary.warmup_line() {
+                say(&line);
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

@@ -466,11 +466,7 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 /// Loads the mixture of exactly this checkpoint file (no fallback: a diff
 /// names the two files it compares).
 fn load_exact(path: &std::path::Path) -> Result<GaussianMixture, ReportError> {
-    let ckpt = crate::checkpoint::load(path)?;
-    ckpt.learner
-        .mixture()
-        .cloned()
-        .ok_or_else(|| ReportError::NoModel(path.to_path_buf()))
+    super::checkpoint_model(&crate::checkpoint::load(path)?, path)
 }
 
 /// `emstream diff`: compares the mixtures of two checkpoints and writes the
