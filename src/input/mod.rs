@@ -9,8 +9,10 @@
 //! CSV: one [`Delimiter`] per input (`auto` decides by a vote of the first
 //! content lines and says so in [`Batch::notes`]); a line without a quote takes a
 //! single-pass fast path, a line with one is split by `csv-core` (RFC
-//! 4180: separators, spaces and doubled quotes inside quotes; a quoted
-//! number is a number). A byte-order mark at the start is skipped. Columns
+//! 4180: separators, spaces, doubled quotes and line ends inside quotes; a
+//! quoted number is a number). A record whose quoted field spans lines is
+//! one record, numbered by its first line, held across chunks up to
+//! [`Parser::with_max_record`] bytes. A byte-order mark at the start is skipped. Columns
 //! are picked by index or by header name. JSON: arrays of numbers, or
 //! objects with named (nested) fields. [`Parser::names`] gives the
 //! dimensions' names once known; an input that cannot fit the
@@ -56,7 +58,9 @@ pub enum RejectReason {
     BadJson,
     /// A `--fields` field is absent from a JSON object.
     MissingField,
-    /// A quoted CSV field is not closed on its line.
+    /// A quoted CSV field is not closed within the record limit (its
+    /// line is rejected, the lines after it are read again), or the
+    /// quotes of a record do not pair up.
     BadQuoting,
     /// A network stream ended in the middle of this record (no line end):
     /// it was cut, so it is not learned.
@@ -369,6 +373,18 @@ pub struct Framer {
     dropping: bool,
 }
 
+/// A CSV record whose quoted field was still open at the end of a chunk
+/// (a field with line ends in it), held until the chunk that closes it.
+#[derive(Debug)]
+struct OpenRecord {
+    /// Its first line.
+    line: u64,
+    /// Its bytes so far (at most the record limit), line ends included.
+    bytes: Vec<u8>,
+    /// Whether a header was still possible at its first line.
+    header_pending: bool,
+}
+
 /// Record format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -508,6 +524,14 @@ pub struct Parser {
     quoted_out: Vec<u8>,
     /// Reused: field ends in `quoted_out`.
     quoted_ends: Vec<usize>,
+    /// Finds where a record whose quoted field spans lines ends
+    /// (`csv-core`, only `\n` ending a record).
+    spans: csv_core::Reader,
+    /// Longest record, in bytes, over all its lines (`--max-line-bytes`).
+    max_record: usize,
+    /// Per source: a record whose quoted field was still open at the end
+    /// of its last chunk, waiting for the next one.
+    open: std::collections::HashMap<SourceId, OpenRecord>,
     /// The configuration given, for [`Parser::resolved_config`].
     config: ParserConfig,
 }

@@ -632,6 +632,7 @@ impl Pipeline {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
+            let max_line = config.max_line_bytes;
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
@@ -641,6 +642,7 @@ impl Pipeline {
                     parser_config,
                     on_error,
                     max_dim,
+                    max_line,
                     shuffle,
                     event_rx,
                     work_tx,
