@@ -383,6 +383,8 @@ struct OpenRecord {
     bytes: Vec<u8>,
     /// Whether a header was still possible at its first line.
     header_pending: bool,
+    /// The `csv-core` reader where the bytes so far left it.
+    reader: Box<csv_core::Reader>,
 }
 
 /// Record format.

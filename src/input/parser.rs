@@ -348,7 +348,8 @@ impl Parser {
                 let cap = pos + self.max_record + 1;
                 let limit = bytes.len().min(cap).min(dropped);
                 let at_end = chunk.last && limit == bytes.len() && next_dropped.is_none();
-                match self.span(&bytes[pos..limit], at_end) {
+                self.spans.reset();
+                match span(&mut self.spans, &bytes[pos..limit], at_end) {
                     Some(n) => {
                         next = pos + n;
                         text_end = if bytes[next - 1] == b'\n' {
@@ -369,6 +370,12 @@ impl Parser {
                             line,
                             bytes: bytes[pos..].to_vec(),
                             header_pending,
+                            // Moved, not cloned: csv-core's `Reader::clone`
+                            // (0.1.13) drops parts of its automaton.
+                            reader: Box::new(std::mem::replace(
+                                &mut self.spans,
+                                span_reader(self.sep.flatten()),
+                            )),
                         };
                         self.open.insert(source, record);
                         header_pending = false;
@@ -436,32 +443,6 @@ impl Parser {
         true
     }
 
-    /// Where the CSV record at the start of `bytes` ends, by `csv-core`:
-    /// its length, final line end included. `None` when `bytes` end inside
-    /// a quoted field (`at_end`: they are the end of the input, which a
-    /// line end of its own would not close either).
-    fn span(&mut self, bytes: &[u8], at_end: bool) -> Option<usize> {
-        use csv_core::ReadRecordResult as R;
-        self.spans.reset();
-        // The fields are not wanted here, only where the record ends.
-        let (mut out, mut ends) = ([0u8; 512], [0usize; 64]);
-        let mut used = 0;
-        while used < bytes.len() {
-            let (result, n, _, _) = self.spans.read_record(&bytes[used..], &mut out, &mut ends);
-            used += n;
-            if matches!(result, R::Record | R::End) {
-                return Some(used);
-            }
-        }
-        // Out of bytes: closed if a line end would end the record.
-        let closed = at_end
-            && matches!(
-                self.spans.read_record(b"\n", &mut out, &mut ends).0,
-                R::Record | R::End
-            );
-        closed.then_some(used)
-    }
-
     /// Why a record whose scan stopped at `limit` (of at most `cap`
     /// bytes, before the next dropped line at `dropped`, if any) is
     /// unclosed.
@@ -497,13 +478,16 @@ impl Parser {
             lines_end(bytes, 0, t.saturating_sub(chunk.first_line))
         });
         let limit = bytes.len().min(budget).min(dropped);
-        open.bytes.extend_from_slice(&bytes[..limit]);
         let next_dropped = chunk.too_long.first().copied();
         let at_end = chunk.last && limit == bytes.len() && next_dropped.is_none();
-        match self.span(&open.bytes, at_end) {
-            Some(n) => {
-                let used = n.saturating_sub(held);
-                let all = &open.bytes[..n];
+        // The reader goes on from where the last chunk left it: each byte
+        // of a record is scanned once, however many chunks it spans.
+        let closed = span(&mut open.reader, &bytes[..limit], at_end);
+        open.bytes
+            .extend_from_slice(&bytes[..closed.unwrap_or(limit)]);
+        match closed {
+            Some(used) => {
+                let all = &open.bytes[..];
                 let text = all.strip_suffix(b"\n").unwrap_or(all);
                 let text = text.strip_suffix(b"\r").unwrap_or(text);
                 let mut header_pending = open.header_pending;
@@ -952,6 +936,31 @@ impl Unclosed {
             Unclosed::End => format!("{what} before the end of the input: {then}"),
         }
     }
+}
+
+/// Where the CSV record that `reader` is in ends within `bytes`, by
+/// `csv-core`: the bytes of it there, final line end included. `None` when
+/// `bytes` end inside a quoted field (`at_end`: they are the end of the
+/// input, which a line end of its own would not close either).
+fn span(reader: &mut csv_core::Reader, bytes: &[u8], at_end: bool) -> Option<usize> {
+    use csv_core::ReadRecordResult as R;
+    // The fields are not wanted here, only where the record ends.
+    let (mut out, mut ends) = ([0u8; 512], [0usize; 64]);
+    let mut used = 0;
+    while used < bytes.len() {
+        let (result, n, _, _) = reader.read_record(&bytes[used..], &mut out, &mut ends);
+        used += n;
+        if matches!(result, R::Record | R::End) {
+            return Some(used);
+        }
+    }
+    // Out of bytes: closed if a line end would end the record.
+    let closed = at_end
+        && matches!(
+            reader.read_record(b"\n", &mut out, &mut ends).0,
+            R::Record | R::End
+        );
+    closed.then_some(used)
 }
 
 /// The `csv-core` reader that finds where a record ends: only `\n` ends
