@@ -1527,6 +1527,11 @@ mod tests {
         parse_with(ParserConfig::default(), text.as_bytes()).0
     }
 
+    /// (line, reason) of every error.
+    fn reasons(batch: &Batch) -> Vec<(u64, RejectReason)> {
+        batch.errors.iter().map(|e| (e.line, e.reason)).collect()
+    }
+
     /// (line, reason, detail) of every error.
     fn errors(batch: &Batch) -> Vec<(u64, RejectReason, String)> {
         batch
@@ -1783,10 +1788,8 @@ mod tests {
         let text = format!("1,2\n\"3,4\n{long}5,6\n");
         let (b, _) = parse_framed(ParserConfig::default(), &[text.as_bytes()], 1000, 30, 1000);
         assert_eq!(b.values, vec![1., 2., 5., 6.]);
-        let reasons: Vec<(u64, RejectReason)> =
-            b.errors.iter().map(|e| (e.line, e.reason)).collect();
         assert_eq!(
-            reasons,
+            reasons(&b),
             vec![(2, RejectReason::BadQuoting), (3, RejectReason::TooLong)]
         );
         assert!(
@@ -1891,10 +1894,8 @@ mod tests {
             p.names(),
             Some(&["env.temp".to_owned(), "hum".to_owned()][..])
         );
-        let reasons: Vec<(u64, RejectReason)> =
-            b.errors.iter().map(|e| (e.line, e.reason)).collect();
         assert_eq!(
-            reasons,
+            reasons(&b),
             vec![
                 (3, RejectReason::MissingField),
                 (4, RejectReason::NotNumeric),
@@ -2253,10 +2254,8 @@ mod tests {
         };
         parser.parse(&chunk, &mut batch);
         assert_eq!(batch.values, vec![1., 2., 3., 4.]);
-        let lines: Vec<(u64, RejectReason)> =
-            batch.errors.iter().map(|e| (e.line, e.reason)).collect();
         assert_eq!(
-            lines,
+            reasons(&batch),
             vec![
                 (11, RejectReason::TooLong),
                 (13, RejectReason::NotNumeric),
@@ -2279,10 +2278,8 @@ mod tests {
         assert_eq!(parser.dim(), Some(2));
         assert_eq!(b.values, vec![1., 2.5, -300., 4.]);
         assert_eq!(b.headers, vec![(0, 1, "[\"x\", \"y\"]".to_owned())]);
-        let reasons: Vec<(u64, RejectReason)> =
-            b.errors.iter().map(|e| (e.line, e.reason)).collect();
         assert_eq!(
-            reasons,
+            reasons(&b),
             vec![
                 (4, RejectReason::FieldCount),
                 (5, RejectReason::BadJson),
