@@ -550,9 +550,12 @@ impl Parser {
         self.header_done.insert(chunk.source);
         let first = memchr(b'\n', &open.bytes).map_or(open.bytes.len(), |i| i + 1);
         let held = open.bytes.len() - scanned;
-        let mut bytes = open.bytes[first..held].to_vec();
-        let no_span = bytes.len() + scanned;
-        bytes.extend_from_slice(&chunk.bytes);
+        // The first line ends in the held bytes (chunks end at line ends);
+        // if not, its rest at the start of this chunk is skipped too.
+        let skip = first.saturating_sub(held);
+        let mut bytes = open.bytes[first.min(held)..held].to_vec();
+        let no_span = bytes.len() + scanned - skip;
+        bytes.extend_from_slice(&chunk.bytes[skip..]);
         let again = Chunk {
             source: chunk.source,
             first_line: open.line + 1,
@@ -1797,6 +1800,47 @@ mod tests {
             "{}",
             b.errors[0].detail
         );
+    }
+
+    #[test]
+    fn quotes_and_line_ends_in_any_chunking_never_panic() {
+        // Random quotes, separators and line ends cut anywhere (also
+        // where a framer never cuts), with a tiny record limit.
+        let alphabet = b"1,\"\n \r;x9";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as usize
+        };
+        for _ in 0..3000 {
+            let len = next(60);
+            let text: Vec<u8> = (0..len)
+                .map(|_| alphabet[next(alphabet.len() as u64)])
+                .collect();
+            let mut cuts: Vec<usize> = (0..next(4)).map(|_| next(len as u64 + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(len);
+            let mut parser = Parser::new(ParserConfig::default()).with_max_record(1 + next(12));
+            let (mut b, mut from, mut line) = (Batch::default(), 0, 1);
+            for (i, &to) in cuts.iter().enumerate() {
+                let bytes = text[from..to].to_vec();
+                let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                let chunk = Chunk {
+                    source: 0,
+                    first_line: line,
+                    bytes,
+                    too_long: Vec::new(),
+                    last: i + 1 == cuts.len(),
+                };
+                parser.parse(&chunk, &mut b);
+                (from, line) = (to, line + lines);
+            }
+            parser.finish(&mut b);
+            assert!(b.values.iter().all(|v| v.is_finite()));
+            assert!(parser.open.is_empty());
+        }
     }
 
     #[test]
