@@ -342,15 +342,8 @@ impl Parser {
             if pos >= no_span
                 && self.opens_quote(&bytes[pos..end], bytes.get(end + 1..), source, line, out)
             {
-                // The record may not run into a line the framer dropped.
-                let next_dropped = too_long.get(next_too_long).copied();
-                let dropped = next_dropped.map_or(bytes.len(), |t| lines_end(bytes, pos, t - line));
-                let cap = pos + self.max_record + 1;
-                let limit = bytes.len().min(cap).min(dropped);
-                let at_end = chunk.last && limit == bytes.len() && next_dropped.is_none();
-                self.spans.reset();
-                match span(&mut self.spans, &bytes[pos..limit], at_end) {
-                    Some(n) => {
+                match self.span_record(chunk, pos, line, next_too_long, header_pending) {
+                    Spanned::Record(n) => {
                         next = pos + n;
                         text_end = if bytes[next - 1] == b'\n' {
                             next - 1
@@ -360,33 +353,15 @@ impl Parser {
                         lines =
                             memchr::memchr_iter(b'\n', &bytes[pos..text_end]).count() as u64 + 1;
                     }
-                    None if limit == bytes.len()
-                        && limit < cap
-                        && !chunk.last
-                        && next_dropped.is_none() =>
-                    {
-                        // Open at the chunk's end: the next chunk goes on.
-                        let record = OpenRecord {
-                            line,
-                            bytes: bytes[pos..].to_vec(),
-                            header_pending,
-                            // Moved, not cloned: csv-core's `Reader::clone`
-                            // (0.1.13) drops parts of its automaton.
-                            reader: Box::new(std::mem::replace(
-                                &mut self.spans,
-                                span_reader(self.sep.flatten()),
-                            )),
-                        };
-                        self.open.insert(source, record);
+                    Spanned::Held => {
                         header_pending = false;
                         break;
                     }
-                    None => {
-                        let why = self.unclosed(limit, cap, dropped, next_dropped);
+                    Spanned::Unclosed(why, scanned) => {
                         reject(out, source, line, RejectReason::BadQuoting, why.detail());
                         header_pending = false;
                         // The lines after it are records of their own.
-                        no_span = limit;
+                        no_span = scanned;
                         pos = end + 1;
                         line += 1;
                         continue;
@@ -422,6 +397,7 @@ impl Parser {
     /// it) is a CSV record whose quotes do not pair up: a quoted field may
     /// go on over the next lines. Decides the separator first if `auto`
     /// has not yet (the record's end depends on it).
+    #[inline(never)]
     fn opens_quote(
         &mut self,
         raw: &[u8],
@@ -441,6 +417,54 @@ impl Parser {
             self.decide_separator(text, rest.unwrap_or_default(), source, line, out);
         }
         true
+    }
+
+    /// Where the record at `pos` (line `line`), whose first line opens a
+    /// quoted field, ends: csv-core reads on over line ends, up to the
+    /// record limit and before the next line the framer dropped
+    /// (`chunk.too_long[next_too_long]`). A record still open at the end
+    /// of a chunk that is not the last is held for the next one. Kept out
+    /// of [`Parser::parse_from`]'s loop, whose fast path it would slow.
+    #[inline(never)]
+    fn span_record(
+        &mut self,
+        chunk: &Chunk,
+        pos: usize,
+        line: u64,
+        next_too_long: usize,
+        header_pending: bool,
+    ) -> Spanned {
+        let bytes = &chunk.bytes[..];
+        let next_dropped = chunk.too_long.get(next_too_long).copied();
+        let dropped = next_dropped.map_or(bytes.len(), |t| lines_end(bytes, pos, t - line));
+        let cap = pos + self.max_record + 1;
+        let limit = bytes.len().min(cap).min(dropped);
+        let at_end = chunk.last && limit == bytes.len() && next_dropped.is_none();
+        self.spans.reset();
+        match span(&mut self.spans, &bytes[pos..limit], at_end) {
+            Some(n) => Spanned::Record(n),
+            None if limit == bytes.len()
+                && limit < cap
+                && !chunk.last
+                && next_dropped.is_none() =>
+            {
+                // Open at the chunk's end: the next chunk goes on.
+                let record = OpenRecord {
+                    line,
+                    bytes: bytes[pos..].to_vec(),
+                    header_pending,
+                    // Moved, not cloned: csv-core's `Reader::clone`
+                    // (0.1.13) drops parts of its automaton.
+                    reader: Box::new(std::mem::replace(
+                        &mut self.spans,
+                        span_reader(self.sep.flatten()),
+                    )),
+                };
+                self.open.insert(chunk.source, record);
+                Spanned::Held
+            }
+            None => Spanned::Unclosed(self.unclosed(limit, cap, dropped, next_dropped), limit),
+        }
     }
 
     /// Why a record whose scan stopped at `limit` (of at most `cap`
@@ -914,6 +938,16 @@ impl Parser {
 /// Longest CSV record over all its lines by default (as the framer's
 /// default line limit).
 const DEFAULT_MAX_RECORD: usize = 64 * 1024;
+
+/// What became of a record whose first line opens a quoted field.
+enum Spanned {
+    /// It ends after this many bytes (its final line end included).
+    Record(usize),
+    /// It goes on into the next chunk: held.
+    Held,
+    /// It cannot be closed (why, and the end of what was scanned).
+    Unclosed(Unclosed, usize),
+}
 
 /// Why a quoted field spanning lines could not be closed.
 #[derive(Clone, Copy, Debug)]
