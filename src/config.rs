@@ -316,6 +316,11 @@ config_keys! {
         pub score: bool = false,
         /// Also write the K responsibilities on every score line.
         pub score_fields: bool = false,
+        /// Copy these input fields into every score line, first, in this
+        /// order: 0-based CSV columns or JSON array elements, CSV header
+        /// names or JSON field paths (`env.ts`), and the pseudo-fields
+        /// `@source`, `@line` and `@message`.
+        pub score_keep: Option<Vec<String>> = None,
         /// Flag points whose log-likelihood is below this value as anomalies.
         pub alert_below: Option<f64> = None,
         /// Flag points whose log-likelihood is below the running q-quantile.
@@ -492,6 +497,9 @@ pub enum ConfigError {
     /// A CSV-only option with `format = "json"`.
     #[error("column_names and delimiter apply to CSV only: with --format json name the values with --fields")]
     CsvOnly,
+    /// A `score_keep` list that cannot be read.
+    #[error("{0} (config key score_keep)")]
+    ScoreKeep(String),
     /// `shuffle_buffer` with something it cannot work with.
     #[error("shuffle_buffer {0}")]
     ShuffleBuffer(&'static str),
@@ -813,8 +821,17 @@ impl Config {
             if self.score_fields {
                 return Err(ConfigError::NeedsScore("score_fields"));
             }
+            if self.score_keep.is_some() {
+                return Err(ConfigError::NeedsScore("score_keep"));
+            }
             None
         };
+        let keep = self
+            .score_keep
+            .as_deref()
+            .map(crate::input::keep::KeepItem::parse_list)
+            .transpose()
+            .map_err(ConfigError::ScoreKeep)?;
 
         let admin = self.admin.as_deref().map(admin_addr).transpose()?;
         let secs = |key: &'static str, value: f64| {
@@ -852,6 +869,7 @@ impl Config {
                 column_names: self.column_names.clone(),
                 fields,
                 string_numbers: self.string_numbers,
+                keep,
             },
             max_line_bytes: self.max_line_bytes,
             max_connections: self.max_connections,
@@ -882,6 +900,7 @@ impl ConfigError {
             ConfigError::ColumnsTwoWays | ConfigError::ColumnNamesEmpty => "column_names",
             ConfigError::FieldsNeedJson => "fields",
             ConfigError::CsvOnly => "format",
+            ConfigError::ScoreKeep(_) => "score_keep",
             ConfigError::ShuffleBuffer(_) => "shuffle_buffer",
             ConfigError::MaxRejectRate(_) => "max_reject_rate",
             ConfigError::Threads(_) => "threads",

@@ -152,6 +152,10 @@ struct RunArgs {
     /// Also write the K responsibilities on every score line.
     #[arg(long)]
     score_fields: bool,
+    /// Copy input fields into every score line, first: 0-based CSV columns,
+    /// header names, JSON field paths, @source, @line, @message.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    score_keep: Option<Vec<String>>,
     /// Flag points with log-likelihood below LL as anomalies.
     #[arg(long, value_name = "LL", allow_negative_numbers = true)]
     alert_below: Option<f64>,
@@ -444,7 +448,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         shutdown_timeout, log_format);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile, threads, admin, idle_timeout, stats_interval, log_level);
+        alert_below, alert_quantile, score_keep, threads, admin, idle_timeout, stats_interval, log_level);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);

@@ -144,6 +144,12 @@ impl Framer {
         self.buf = tail;
     }
 
+    /// The number the next line pushed will have (the one after the last
+    /// whole line pushed, when no unfinished line is buffered).
+    pub fn next_line(&self) -> u64 {
+        self.next_line
+    }
+
     /// Bytes currently buffered (whole lines not yet handed out plus the
     /// start of an unfinished line).
     pub fn buffered(&self) -> usize {

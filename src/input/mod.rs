@@ -177,6 +177,24 @@ pub struct ParseError {
     pub reason: RejectReason,
     /// A short human explanation (e.g. "field 3 \"abc\" is not a number").
     pub detail: String,
+    /// For a message source (MQTT, JetStream): the message the record
+    /// came in (set by the pipeline, which knows the messages).
+    pub message: Option<keep::MessageTag>,
+}
+
+impl ParseError {
+    /// Where the record was, for messages: the source's `name`, then for a
+    /// message source the topic (or subject) and message sequence, then
+    /// the line: `mqtt://host:1883 topic sensors/a message 12 line 17`.
+    pub fn place(&self, name: &str) -> String {
+        match &self.message {
+            Some(m) => format!(
+                "{name} topic {} message {} line {}",
+                m.topic, m.seq, self.line
+            ),
+            None => format!("{name} line {}", self.line),
+        }
+    }
 }
 
 /// Parsed points from one chunk.
@@ -204,6 +222,9 @@ pub struct Batch {
     /// `--columns` name the header lacks): the parser accepts nothing more,
     /// and the caller should stop with this usage error.
     pub fatal: Option<InputError>,
+    /// With [`ParserConfig::keep`]: the kept fields of each accepted
+    /// record, one per row of `values`, in the same order.
+    pub kept: Vec<keep::KeptRow>,
 }
 
 /// An input that does not fit the parser's configuration at all: a usage
@@ -217,6 +238,20 @@ pub enum InputError {
         name: String,
         /// The header's names, comma-separated.
         available: String,
+    },
+    /// A `--score-keep` name is not in the header line.
+    #[error("--score-keep names {name:?}, which is not a column of the header line; the header's names are: {available}")]
+    UnknownKeep {
+        /// The name asked for.
+        name: String,
+        /// The header's names, comma-separated.
+        available: String,
+    },
+    /// `--score-keep` gives CSV column names but the input has no header.
+    #[error("--score-keep gives column names but line {line} is a record, not a header line: give 0-based indices (e.g. --score-keep 0) for input without a header")]
+    KeepNeedsHeader {
+        /// The first content line.
+        line: u64,
     },
     /// `--columns` gives names but the input's first line is a record.
     #[error("--columns gives column names but line {line} is a record, not a header line: give 0-based indices (e.g. --columns 0,2) for input without a header")]
@@ -471,6 +506,9 @@ pub struct ParserConfig {
     /// JSON: also accept numbers written as strings (`"21.5"`); without it
     /// such a value is a [`RejectReason::NotNumeric`] reject.
     pub string_numbers: bool,
+    /// `--score-keep`: fields copied into [`Batch::kept`] for each accepted
+    /// record ([`keep`]). Records then take the general path.
+    pub keep: Option<Vec<keep::KeepItem>>,
 }
 
 /// Turns chunks into batches; holds per-source state (header seen) and the
@@ -501,8 +539,8 @@ pub struct Parser {
     /// (1: the first valid record decides, as before).
     vote: usize,
     /// Valid records held while the dimension is undecided:
-    /// (source, line, values).
-    held: Vec<(SourceId, u64, Vec<f64>)>,
+    /// (source, line, values, kept fields).
+    held: Vec<(SourceId, u64, Vec<f64>, Option<keep::KeptRow>)>,
     /// The configured delimiter.
     delimiter: Delimiter,
     /// The separator in use once decided: `Some(Some(byte))`, or
@@ -534,6 +572,13 @@ pub struct Parser {
     /// Per source: a record whose quoted field was still open at the end
     /// of its last chunk, waiting for the next one.
     open: std::collections::HashMap<SourceId, OpenRecord>,
+    /// `--score-keep` items, if any.
+    keep: Option<Vec<keep::KeepItem>>,
+    /// CSV: the column of each field item of `keep` (`None`: a name not yet
+    /// resolved against the header, or none).
+    keep_columns: Vec<Option<usize>>,
+    /// CSV: `keep` names a header column not yet resolved.
+    keep_pending: bool,
     /// The configuration given, for [`Parser::resolved_config`].
     config: ParserConfig,
 }
@@ -541,6 +586,7 @@ pub struct Parser {
 mod framer;
 pub mod hostile;
 mod json;
+pub mod keep;
 mod parser;
 mod reader;
 

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use memchr::memchr;
 
 use super::json;
+use super::keep::{self, KeepItem, KeptRow};
 use super::{
     Batch, Chunk, Columns, Delimiter, Format, InputError, OpenRecord, ParseError, Parser,
     ParserConfig, RejectReason, SourceId,
@@ -66,6 +67,9 @@ impl Parser {
             d => Some(d.byte()),
         };
         let names = field_paths.as_ref().and(config.fields.clone());
+        let keep = config.keep.clone().filter(|k| !k.is_empty());
+        let keep_columns = keep.as_deref().map(keep::csv_columns).unwrap_or_default();
+        let keep_pending = config.format == Format::Csv && keep_columns.iter().any(Option::is_none);
         Parser {
             format: config.format,
             columns,
@@ -93,6 +97,9 @@ impl Parser {
             spans: span_reader(sep.flatten()),
             max_record: DEFAULT_MAX_RECORD,
             open: std::collections::HashMap::new(),
+            keep,
+            keep_columns,
+            keep_pending,
             config: given,
         }
     }
@@ -156,6 +163,16 @@ impl Parser {
         self
     }
 
+    /// Applies `f` to the kept fields of the records held while the
+    /// dimension is undecided (the pipeline names their message).
+    pub fn for_each_held_kept(&mut self, mut f: impl FnMut(&mut KeptRow)) {
+        for (_, _, _, kept) in &mut self.held {
+            if let Some(k) = kept {
+                f(k);
+            }
+        }
+    }
+
     /// Whether valid records are held while the dimension is undecided
     /// ([`Parser::with_dim_vote`]).
     pub fn has_held(&self) -> bool {
@@ -191,7 +208,7 @@ impl Parser {
         }
         // (field count, records, first index)
         let mut tally: Vec<(usize, usize, usize)> = Vec::new();
-        for (i, (_, _, v)) in self.held.iter().enumerate() {
+        for (i, (_, _, v, _)) in self.held.iter().enumerate() {
             match tally.iter_mut().find(|t| t.0 == v.len()) {
                 Some(t) => t.1 += 1,
                 None => tally.push((v.len(), 1, i)),
@@ -205,11 +222,12 @@ impl Parser {
             return;
         }
         self.dim = Some(win);
-        let (src, line, _) = self.held[first];
+        let (src, line, _, _) = self.held[first];
         out.dim_from = Some((src, line));
-        for (source, line, values) in std::mem::take(&mut self.held) {
+        for (source, line, values, kept) in std::mem::take(&mut self.held) {
             if values.len() == win {
                 out.values.extend_from_slice(&values);
+                out.kept.extend(kept);
             } else {
                 reject(
                     out,
@@ -300,6 +318,7 @@ impl Parser {
             // While the dimension is put to the vote, every record takes
             // the general path (which holds it).
             let fast = self.format == Format::Csv
+                && self.keep.is_none()
                 && self.columns.is_none()
                 && self.pending_names.is_none()
                 && (self.dim.is_some() || self.vote <= 1);
@@ -642,8 +661,12 @@ impl Parser {
             Ok(()) if self.pending_names.is_some() => {
                 self.fatal = Some(InputError::NoHeader { line });
             }
+            Ok(()) if self.keep_pending => {
+                self.fatal = Some(InputError::KeepNeedsHeader { line });
+            }
             Ok(()) if self.dim.is_none() => {
-                self.held.push((source, line, self.scratch.clone()));
+                let kept = self.kept(text, source, line);
+                self.held.push((source, line, self.scratch.clone(), kept));
                 self.decide(out, false);
             }
             Ok(()) => {
@@ -651,6 +674,9 @@ impl Parser {
                     out.dim_from = Some((source, line));
                 }
                 out.values.extend_from_slice(&self.scratch);
+                if let Some(kept) = self.kept(text, source, line) {
+                    out.kept.push(kept);
+                }
             }
             Err((reason, detail)) => {
                 let header_like = match self.format {
@@ -666,11 +692,34 @@ impl Parser {
                     out.headers.push((source, line, shown));
                 } else if was_pending && self.pending_names.is_some() {
                     self.fatal = Some(InputError::NoHeader { line });
+                } else if was_pending && self.keep_pending {
+                    self.fatal = Some(InputError::KeepNeedsHeader { line });
                 } else {
                     reject(out, source, line, reason, detail);
                 }
             }
         }
+    }
+
+    /// The kept fields of the accepted record on `text` (just parsed by
+    /// [`Parser::record`], so a CSV record's fields are in `self.fields`),
+    /// with `--score-keep`.
+    fn kept(&self, text: &[u8], source: SourceId, line: u64) -> Option<KeptRow> {
+        let items = self.keep.as_deref()?;
+        let values = match self.format {
+            Format::Csv => {
+                let quoted = memchr(b'"', text).is_some();
+                let buf: &[u8] = if quoted { &self.quoted_out } else { text };
+                keep::csv_values(&self.keep_columns, buf, &self.fields, trim)
+            }
+            Format::Json => keep::json_values(items, text),
+        };
+        Some(KeptRow {
+            source,
+            line,
+            message: None,
+            values,
+        })
     }
 
     /// `--delimiter auto`: picks the separator by a vote of the first
@@ -758,6 +807,28 @@ impl Parser {
             }
             self.min_fields = columns.iter().max().map_or(0, |&m| m + 1);
             self.columns = Some(columns);
+        }
+        if self.keep_pending {
+            self.keep_pending = false;
+            let items = self.keep.as_deref().unwrap_or_default();
+            for (slot, item) in self
+                .keep_columns
+                .iter_mut()
+                .zip(items.iter().filter(|i| i.is_field()))
+            {
+                if let KeepItem::Name(name) = item {
+                    match all.iter().position(|h| h == name) {
+                        Some(i) => *slot = Some(i),
+                        None => {
+                            self.fatal = Some(InputError::UnknownKeep {
+                                name: name.clone(),
+                                available: all.join(", "),
+                            });
+                            return;
+                        }
+                    }
+                }
+            }
         }
         if self.names.is_none() {
             self.names = Some(match &self.columns {
@@ -1534,6 +1605,7 @@ fn reject(out: &mut Batch, source: SourceId, line: u64, reason: RejectReason, de
         line,
         reason,
         detail,
+        message: None,
     });
 }
 

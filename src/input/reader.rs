@@ -66,6 +66,7 @@ impl<R: Read> BatchReader<R> {
         batch.headers.clear();
         batch.notes.clear();
         batch.fatal = None;
+        batch.kept.clear();
         loop {
             if let Some(chunk) = self.chunks.pop_front() {
                 self.parser.parse(&chunk, batch);

@@ -155,6 +155,7 @@ fn parse_errors_say_the_reason_in_words() {
         line: 3,
         reason: RejectReason::NotNumeric,
         detail: "field 1 \"x\" is not a number".into(),
+        message: None,
     };
     assert_eq!(
         e.to_string(),

@@ -155,6 +155,29 @@ pub struct StepwiseEm {
     prescored: usize,
     /// Regime changes followed.
     regime_changes: u64,
+    /// Row numbers of the points, when asked for ([`StepwiseEm::tag_rows`]).
+    tags: Option<Box<RowTags>>,
+}
+
+/// The row number [`StepwiseEm::take_scored_rows`] gives a point this
+/// learner did not receive (a restored warm-up buffer's).
+pub const UNTAGGED: u64 = u64::MAX;
+
+/// Row numbers kept beside the points while they wait to be scored, so a
+/// caller can tell which of its points each score belongs to
+/// ([`StepwiseEm::tag_rows`]).
+#[derive(Clone, Debug, Default)]
+struct RowTags {
+    /// The number the next point received gets.
+    next: u64,
+    /// One per point of `pending`.
+    pending: Vec<u64>,
+    /// One per point of `regime_recent`.
+    recent: std::collections::VecDeque<u64>,
+    /// One per point scored since the last [`StepwiseEm::take_scored_rows`].
+    scored: Vec<u64>,
+    /// Reused: the numbers of a batch taken straight from the input.
+    batch: Vec<u64>,
 }
 
 /// Share of gross outliers in a window of `warmup` learned points above
@@ -220,6 +243,58 @@ impl StepwiseEm {
             window: (0, 0),
             prescored: 0,
             regime_changes: 0,
+            tags: None,
+        }
+    }
+
+    /// Numbers the points from now on, in the order received (0, 1, ...),
+    /// and keeps the numbers beside them, so that after each
+    /// [`StepwiseEm::observe`] or [`StepwiseEm::flush`] with scores,
+    /// [`StepwiseEm::take_scored_rows`] says which point each score line
+    /// is. Points held before this call (a restored warm-up buffer) are
+    /// [`UNTAGGED`]. Costs nothing unless called.
+    pub fn tag_rows(&mut self) {
+        if self.tags.is_none() {
+            self.tags = Some(Box::new(RowTags {
+                pending: vec![UNTAGGED; self.pending.len() / self.dim],
+                ..RowTags::default()
+            }));
+        }
+    }
+
+    /// The row numbers ([`StepwiseEm::tag_rows`]) of the points scored
+    /// since the last call, in the order of their scores; empty without
+    /// tags. Warm-up points dropped unscored (too few distinct points)
+    /// leave gaps.
+    pub fn take_scored_rows(&mut self, into: &mut Vec<u64>) {
+        into.clear();
+        if let Some(t) = self.tags.as_mut() {
+            std::mem::swap(into, &mut t.scored);
+        }
+    }
+
+    /// The row numbers ([`StepwiseEm::tag_rows`]) of the points held, not
+    /// yet learned (the warm-up buffer or the partial mini-batch), in
+    /// order; empty without tags.
+    pub fn held_rows(&self) -> &[u64] {
+        self.tags.as_ref().map_or(&[], |t| &t.pending)
+    }
+
+    /// Tags: `rows` points were appended to `pending` from the input.
+    fn tag_pending(&mut self, rows: usize) {
+        if let Some(t) = self.tags.as_mut() {
+            t.pending.extend(t.next..t.next + rows as u64);
+            t.next += rows as u64;
+        }
+    }
+
+    /// Tags: the pending points from row `from` on were scored.
+    fn tag_scored_pending(&mut self, from: usize) {
+        if let Some(t) = self.tags.as_mut() {
+            let RowTags {
+                pending, scored, ..
+            } = &mut **t;
+            scored.extend_from_slice(&pending[from.min(pending.len())..]);
         }
     }
 
@@ -267,6 +342,7 @@ impl StepwiseEm {
                 let want = self.params.warmup * d - self.pending.len();
                 let take = want.min(rest.len());
                 self.pending.extend_from_slice(&rest[..take]);
+                self.tag_pending(take / d);
                 rest = &rest[take..];
                 if self.pending.len() < self.params.warmup * d {
                     return Ok(());
@@ -283,6 +359,7 @@ impl StepwiseEm {
             if !self.pending.is_empty() {
                 let take = (b - self.pending.len()).min(rest.len());
                 self.pending.extend_from_slice(&rest[..take]);
+                self.tag_pending(take / d);
                 rest = &rest[take..];
                 if self.pending.len() < b {
                     self.score_pending(scores);
@@ -296,7 +373,13 @@ impl StepwiseEm {
             while rest.len() >= b {
                 let (batch, after) = rest.split_at(b);
                 rest = after;
-                self.update(batch, scores.as_deref_mut())?;
+                if let Some(t) = self.tags.as_mut() {
+                    t.batch.clear();
+                    t.batch
+                        .extend(t.next..t.next + self.params.batch_size as u64);
+                    t.next += self.params.batch_size as u64;
+                }
+                self.update(batch, scores.as_deref_mut(), None)?;
                 if self.mixture.is_none() {
                     break;
                 }
@@ -305,6 +388,7 @@ impl StepwiseEm {
                 continue;
             }
             self.pending.extend_from_slice(rest);
+            self.tag_pending(rest.len() / d);
             self.score_pending(scores);
             return Ok(());
         }
@@ -317,13 +401,21 @@ impl StepwiseEm {
     /// recent `warmup` points, as a new warm-up. So the model follows
     /// within two warm-ups of points of a change (one window to notice,
     /// the re-fit right after it), whatever `--step-floor` says.
-    fn watch_regime(&mut self, batch: &[f64], outliers: u64) {
+    fn watch_regime(&mut self, batch: &[f64], batch_ids: Option<&[u64]>, outliers: u64) {
         let d = self.dim;
         let cap = self.params.warmup * d;
         self.regime_recent.extend(batch.iter().copied());
         if self.regime_recent.len() > cap {
             let extra = self.regime_recent.len() - cap;
             self.regime_recent.drain(..extra);
+        }
+        if let Some(t) = self.tags.as_mut() {
+            let ids = batch_ids.unwrap_or(&t.batch);
+            t.recent.extend(ids.iter().copied());
+            if t.recent.len() > self.params.warmup {
+                let extra = t.recent.len() - self.params.warmup;
+                t.recent.drain(..extra);
+            }
         }
         self.window.0 += (batch.len() / d) as u64;
         self.window.1 += outliers;
@@ -339,6 +431,9 @@ impl StepwiseEm {
         self.stats = None;
         self.mixture = None;
         self.pending = self.regime_recent.drain(..).collect();
+        if let Some(t) = self.tags.as_mut() {
+            t.pending = t.recent.drain(..).collect();
+        }
         // Those points were scored (and counted) when they arrived.
         self.prescored = self.pending.len() / d;
         self.scored = 0;
@@ -362,9 +457,14 @@ impl StepwiseEm {
         let mut kept: Vec<f64> = Vec::with_capacity(self.pending.len());
         let mut seen: std::collections::HashSet<Vec<u64>> = std::collections::HashSet::new();
         let mut prescored: usize = 0;
+        let mut ids = self.tags.as_mut().map(|t| std::mem::take(&mut t.pending));
+        let mut kept_ids = Vec::new();
         for (i, x) in self.pending.chunks_exact(d).enumerate() {
             if seen.insert(x.iter().map(|v| v.to_bits()).collect()) {
                 kept.extend_from_slice(x);
+                if let Some(ids) = ids.as_deref() {
+                    kept_ids.push(ids[i]);
+                }
                 if i < self.prescored {
                     prescored += 1;
                 }
@@ -373,7 +473,13 @@ impl StepwiseEm {
         if kept.len() >= self.params.warmup * d {
             let half = (kept.len() / d / 2).max(1);
             kept.drain(..half * d);
+            kept_ids.drain(..half.min(kept_ids.len()));
             prescored = prescored.saturating_sub(half);
+        }
+        if let (Some(t), Some(ids)) = (self.tags.as_mut(), ids.as_mut()) {
+            ids.clear();
+            ids.extend_from_slice(&kept_ids);
+            t.pending = std::mem::take(ids);
         }
         self.prescored = prescored;
         self.warmup_dropped += (before - kept.len() / d) as u64;
@@ -412,7 +518,9 @@ impl StepwiseEm {
         let rows = self.pending.len() / self.dim;
         if rows > self.scored {
             engine.e_step(mix, &self.pending[self.scored * self.dim..], Some(scores));
+            let from = self.scored;
             self.scored = rows;
+            self.tag_scored_pending(from);
         }
     }
 
@@ -483,10 +591,12 @@ impl StepwiseEm {
     fn learn_pending(&mut self, scores: Option<&mut ScoreBuffer>) -> Result<(), LearnError> {
         let batch = std::mem::take(&mut self.pending);
         let done = std::mem::take(&mut self.scored);
+        let ids = self.tags.as_mut().map(|t| std::mem::take(&mut t.pending));
+        let tags_at = self.tags.as_ref().map_or(0, |t| t.scored.len());
         let learned = match scores {
             Some(sc) => {
                 let (at, resp_at) = (sc.log_lik.len(), sc.resp.len());
-                let learned = self.update(&batch, Some(&mut *sc));
+                let learned = self.update(&batch, Some(&mut *sc), ids.as_deref());
                 if done > 0 && sc.log_lik.len() >= at + done {
                     sc.labels.drain(at..at + done);
                     sc.log_lik.drain(at..at + done);
@@ -494,11 +604,23 @@ impl StepwiseEm {
                         let k = (sc.resp.len() - resp_at) / (batch.len() / self.dim);
                         sc.resp.drain(resp_at..resp_at + done * k);
                     }
+                    if let Some(t) = self.tags.as_mut() {
+                        let end = (tags_at + done).min(t.scored.len());
+                        t.scored.drain(tags_at..end);
+                    }
                 }
                 learned
             }
-            None => self.update(&batch, None),
+            None => self.update(&batch, None, ids.as_deref()),
         };
+        // The numbers' allocation goes back, unless a regime change
+        // re-filled the pending points.
+        if let (Some(t), Some(mut ids)) = (self.tags.as_mut(), ids) {
+            if self.pending.is_empty() {
+                ids.clear();
+                t.pending = ids;
+            }
+        }
         // After a regime change the pending points are the re-fit's.
         if self.pending.is_empty() {
             self.pending = batch;
@@ -547,7 +669,11 @@ impl StepwiseEm {
         // a regime change the re-fit's points were scored on arrival.
         let pre = self.prescored.min(buf.len() / d) * d;
         let before = (pre > 0).then(|| engine.e_step(&mix, &buf[..pre], None));
+        let tagged = scores.is_some();
         let e = engine.e_step(&mix, &buf[pre..], scores);
+        if tagged {
+            self.tag_scored_pending(pre / d);
+        }
         let used = e.used();
         let fitted_on = used + before.as_ref().map_or(0, BatchStats::used);
         let mut stats = MixtureStats {
@@ -579,6 +705,9 @@ impl StepwiseEm {
         self.recent.push(&kept);
         self.pending = buf;
         self.pending.clear();
+        if let Some(t) = self.tags.as_mut() {
+            t.pending.clear();
+        }
         Ok(())
     }
 
@@ -608,21 +737,32 @@ impl StepwiseEm {
 
     /// One stepwise EM update from one batch: E-step under the current
     /// model, then [`StepwiseEm::apply`].
+    ///
+    /// `batch_ids` are the batch's row numbers with tags on
+    /// ([`StepwiseEm::tag_rows`]); `None` means `RowTags::batch`.
     fn update(
         &mut self,
         batch: &[f64],
         scores: Option<&mut ScoreBuffer>,
+        batch_ids: Option<&[u64]>,
     ) -> Result<(), LearnError> {
         let (Some(engine), Some(mix)) = (self.engine.as_mut(), self.mixture.as_ref()) else {
             return Err(LearnError::NotFitted);
         };
+        let tagged = scores.is_some();
         let e = engine.e_step(mix, batch, scores);
+        if let (true, Some(t)) = (tagged, self.tags.as_mut()) {
+            let RowTags {
+                scored, batch: b, ..
+            } = &mut **t;
+            scored.extend_from_slice(batch_ids.unwrap_or(b));
+        }
         for x in em::usable_rows(mix, batch) {
             self.recent.push(x);
         }
         self.apply(&e)?;
         self.adapt();
-        self.watch_regime(batch, e.outliers);
+        self.watch_regime(batch, batch_ids, e.outliers);
         Ok(())
     }
 

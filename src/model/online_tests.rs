@@ -972,3 +972,120 @@ fn an_unfinished_warm_up_is_saved_unfitted_and_resumes_as_one_run() {
     let empty = StepwiseEm::new(params(2, CovarianceType::Full), 2);
     assert!(matches!(empty.model_or_fit(), Err(LearnError::NotFitted)));
 }
+
+/// Feeds `data` in uneven slices to a tagged learner with scores and
+/// returns (the row numbers of every score line, in order, the labels).
+fn tagged_scores(em: &mut StepwiseEm, data: &[f64]) -> (Vec<u64>, Vec<u32>) {
+    let d = em.dim();
+    em.tag_rows();
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    let mut taken = Vec::new();
+    let mut sb = ScoreBuffer::default();
+    let mut at = 0;
+    let mut step = 1;
+    while at < data.len() / d {
+        let n = step.min(data.len() / d - at);
+        sb.clear();
+        em.observe(&data[at * d..(at + n) * d], Some(&mut sb))
+            .unwrap();
+        em.take_scored_rows(&mut taken);
+        assert_eq!(taken.len(), sb.len(), "one row number per score line");
+        rows.extend_from_slice(&taken);
+        labels.extend_from_slice(&sb.labels);
+        at += n;
+        step = step % 97 + 13;
+    }
+    sb.clear();
+    em.flush(Some(&mut sb)).unwrap();
+    em.take_scored_rows(&mut taken);
+    assert_eq!(taken.len(), sb.len());
+    rows.extend_from_slice(&taken);
+    labels.extend_from_slice(&sb.labels);
+    (rows, labels)
+}
+
+#[test]
+fn row_tags_follow_every_score_through_warm_up_drops_and_outliers() {
+    let truth = testdata::two_clusters();
+    let d = truth.dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // A stuck sensor first (the warm-up drops the copies unscored), then
+    // varied points with a gross outlier at every 50th row.
+    let mut data: Vec<f64> = std::iter::repeat_n([1.0, 1.0], 300).flatten().collect();
+    let varied = truth.sample(&mut rng, 3000);
+    data.extend_from_slice(&varied);
+    let outliers: Vec<u64> = (400..3300).step_by(50).collect();
+    for &r in &outliers {
+        data[r as usize * d] = 1e7;
+    }
+    let p = Params {
+        components: crate::model::ComponentCount::Fixed(2),
+        warmup: 200,
+        batch_size: 64,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p.clone(), d);
+    let (rows, labels) = tagged_scores(&mut em, &data);
+    assert!(em.warmup_dropped() > 0, "the warm-up dropped copies");
+    assert!(
+        rows.windows(2).all(|w| w[0] < w[1]),
+        "each row once, in order"
+    );
+    assert_eq!(
+        rows.len() as u64 + em.warmup_dropped(),
+        (data.len() / d) as u64,
+        "every row is scored unless the warm-up dropped it"
+    );
+    let unlabelled: Vec<u64> = rows
+        .iter()
+        .zip(&labels)
+        .filter(|(_, &l)| l == NO_LABEL)
+        .map(|(&r, _)| r)
+        .collect();
+    assert_eq!(
+        unlabelled, outliers,
+        "the gross outliers are the rows tagged so"
+    );
+    // Tags change nothing learned.
+    let mut plain = StepwiseEm::new(p, d);
+    plain.observe(&data, None).unwrap();
+    plain.flush(None).unwrap();
+    assert_eq!(plain.mixture(), em.mixture());
+}
+
+#[test]
+fn row_tags_survive_a_regime_change_and_a_restored_warm_up() {
+    let truth = testdata::two_clusters();
+    let d = truth.dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut data = truth.sample(&mut rng, 2000);
+    // The stream moves far away: a regime change re-fits on recent points.
+    let mut moved = truth.sample(&mut rng, 2000);
+    for v in &mut moved {
+        *v += 1e5;
+    }
+    data.extend_from_slice(&moved);
+    let p = Params {
+        components: crate::model::ComponentCount::Fixed(2),
+        warmup: 200,
+        batch_size: 50,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p.clone(), d);
+    let (rows, _) = tagged_scores(&mut em, &data);
+    assert!(em.regime_changes() > 0);
+    let expect: Vec<u64> = (0..(data.len() / d) as u64).collect();
+    assert_eq!(rows, expect, "each row scored exactly once, in order");
+    // A warm-up buffer restored from a checkpoint: its points are untagged.
+    let mut warm = StepwiseEm::new(p, d);
+    warm.observe(&data[..100 * d], None).unwrap();
+    let mut resumed = StepwiseEm::from_state(warm.state()).unwrap();
+    let (rows, _) = tagged_scores(&mut resumed, &data[100 * d..400 * d]);
+    assert_eq!(rows.len(), 400);
+    assert!(rows[..100].iter().all(|&r| r == UNTAGGED));
+    assert_eq!(rows[100..], (0..300).collect::<Vec<u64>>()[..]);
+}

@@ -19,9 +19,10 @@ use super::state::{LearnerCounts, RunState};
 use super::REPORTED_RECORDS;
 use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
 use crate::config::reject_rate_exceeded;
+use crate::input::keep::KeptRow;
 use crate::input::{Batch, InputError, ParseError, RejectCounts, RejectReason, SourceId};
-use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm};
-use crate::score::AnomalyDetector;
+use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm, UNTAGGED};
+use crate::score::{AnomalyDetector, KeepFormat, KeptPrefixes};
 
 /// Where the learner stands when the run begins (fresh or resumed).
 #[derive(Debug)]
@@ -64,6 +65,80 @@ pub(crate) struct ScoreLink {
     /// Set once a block was dropped: later ones are dropped at once when
     /// the queue is full.
     pub(crate) stalled: std::cell::Cell<bool>,
+    /// With `--score-keep`: how kept fields are written.
+    pub(crate) keep: Option<KeepFormat>,
+}
+
+/// Kept rows beyond twice the learner's held points before
+/// [`KeptQueue::prune`] looks.
+const PRUNE_SLACK: usize = 1024;
+
+/// `--score-keep` in the learner: the kept fields of the points received
+/// and not yet scored, by row number ([`StepwiseEm::tag_rows`]), so each
+/// score line gets its own record's fields whatever the learner holds back
+/// (the warm-up) or drops unscored (warm-up duplicates). Bounded by the
+/// points in flight: the warm-up buffer and a partial mini-batch.
+#[derive(Debug, Default)]
+struct KeptQueue {
+    /// (row number, kept fields), in row order.
+    rows: std::collections::VecDeque<(u64, KeptRow)>,
+    /// The number the next row received gets.
+    next: u64,
+    /// Reused: the row numbers of the points just scored.
+    scored: Vec<u64>,
+}
+
+impl KeptQueue {
+    /// Takes the kept fields of a batch's rows (one per row).
+    fn receive(&mut self, kept: &mut Vec<KeptRow>) {
+        for row in kept.drain(..) {
+            self.rows.push_back((self.next, row));
+            self.next += 1;
+        }
+    }
+
+    /// Forgets the kept fields of rows the learner no longer holds (a
+    /// warm-up that drops the copies of a stuck sensor and scores nothing
+    /// could otherwise grow the queue without bound); `held` are the rows
+    /// it holds, ascending but for untagged ones. Looked at only when the
+    /// queue is well beyond what is held, so its cost is spread thin.
+    fn prune(&mut self, held: &[u64]) {
+        if self.rows.len() <= 2 * held.len() + PRUNE_SLACK {
+            return;
+        }
+        let held: Vec<u64> = held.iter().copied().filter(|&r| r != UNTAGGED).collect();
+        self.rows.retain(|(r, _)| held.binary_search(r).is_ok());
+    }
+
+    /// Formats the kept fields of the rows in `self.scored`, in order.
+    fn format(&mut self, keep: &KeepFormat, state: &RunState, out: &mut KeptPrefixes) {
+        let mut last: Option<(SourceId, String)> = None;
+        let mut name = |id: SourceId| match &last {
+            Some((s, n)) if *s == id => n.clone(),
+            _ => {
+                let n = state.source_name(id);
+                last = Some((id, n.clone()));
+                n
+            }
+        };
+        for &id in &self.scored {
+            if id == UNTAGGED {
+                keep.push(None, &mut name, out);
+                continue;
+            }
+            // Rows before `id` were dropped unscored by the learner.
+            while self.rows.front().is_some_and(|(r, _)| *r < id) {
+                self.rows.pop_front();
+            }
+            match self.rows.front() {
+                Some((r, row)) if *r == id => {
+                    keep.push(Some(row), &mut name, out);
+                    self.rows.pop_front();
+                }
+                _ => keep.push(None, &mut name, out),
+            }
+        }
+    }
 }
 
 impl ScoreLink {
@@ -205,6 +280,7 @@ impl Learner {
         let (mut points, mut rejected, mut not_numbers) = (0u64, 0u64, 0u64);
         let mut next_every = self.due.every;
         let mut next_time = self.due.interval.map(|i| Instant::now() + i);
+        let mut kept = KeptQueue::default();
         loop {
             let publish_at = run.dirty.then(|| run.last_published + SNAPSHOT_EVERY);
             let wake = match (next_time, publish_at) {
@@ -251,9 +327,8 @@ impl Learner {
                     if reported < REPORTED_RECORDS {
                         reported += 1;
                         self.console.line(&format!(
-                            "skipped {} line {}: {}: {}",
-                            self.state.source_name(e.source_id),
-                            e.line,
+                            "skipped {}: {}: {}",
+                            e.place(&self.state.source_name(e.source_id)),
                             reason_text(e.reason),
                             e.detail
                         ));
@@ -302,6 +377,10 @@ impl Learner {
                         l.set_interrupt(self.state.interrupt_flag());
                         l
                     });
+                    if self.keeps() {
+                        l.tag_rows();
+                        kept.receive(&mut batch.kept);
+                    }
                     let dropped = l.warmup_dropped();
                     let regimes = l.regime_changes();
                     let rows = batch.values.len() / batch.dim;
@@ -321,9 +400,12 @@ impl Learner {
                         self.score.as_ref(),
                         self.detector.as_mut(),
                         &mut run.counts,
-                        |scores| l.observe(values, scores),
+                        (&mut kept, &self.state),
+                        l,
+                        |l, scores| l.observe(values, scores),
                     );
                     before.log_news(l, &self.console);
+                    kept.prune(l.held_rows());
                     match result {
                         // A signal stopped the warm-up fit: the buffer is
                         // kept and saved unfitted.
@@ -417,7 +499,9 @@ impl Learner {
                     self.score.as_ref(),
                     self.detector.as_mut(),
                     &mut run.counts,
-                    |scores| l.flush(scores),
+                    (&mut kept, &self.state),
+                    l,
+                    |l, scores| l.flush(scores),
                 );
                 before.log_news(l, &self.console);
                 if let Err(e) = result {
@@ -558,10 +642,12 @@ fn scored(
     link: Option<&ScoreLink>,
     detector: Option<&mut AnomalyDetector>,
     counts: &mut LearnerCounts,
-    learn: impl FnOnce(Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
+    (kept, state): (&mut KeptQueue, &RunState),
+    l: &mut StepwiseEm,
+    learn: impl FnOnce(&mut StepwiseEm, Option<&mut ScoreBuffer>) -> Result<(), LearnError>,
 ) -> Result<(), LearnError> {
     let Some(link) = link else {
-        return learn(None);
+        return learn(l, None);
     };
     let mut block = link.empty.try_recv().unwrap_or_else(|_| ScoredBlock {
         scores: ScoreBuffer {
@@ -569,16 +655,30 @@ fn scored(
             ..ScoreBuffer::default()
         },
         flags: Vec::new(),
+        kept: None,
     });
     block.scores.clear();
-    let result = learn(Some(&mut block.scores));
+    let result = learn(l, Some(&mut block.scores));
     if let Some(det) = detector {
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
+    }
+    if let Some(keep) = &link.keep {
+        l.take_scored_rows(&mut kept.scored);
+        let prefixes = block.kept.get_or_insert_with(KeptPrefixes::default);
+        prefixes.clear();
+        kept.format(keep, state, prefixes);
     }
     if !block.scores.is_empty() {
         link.hand_over(block);
     }
     result
+}
+
+impl Learner {
+    /// Whether score lines carry kept fields (`--score-keep`).
+    fn keeps(&self) -> bool {
+        self.score.as_ref().is_some_and(|s| s.keep.is_some())
+    }
 }
 
 impl Run {
@@ -672,5 +772,41 @@ mod tests {
     fn long_header_text_is_shortened() {
         assert_eq!(truncate("abcdef", 3), "abc...");
         assert_eq!(truncate("ab", 3), "ab");
+    }
+
+    #[test]
+    fn kept_rows_of_dropped_points_are_forgotten_and_the_rest_stay_aligned() {
+        use crate::input::keep::KeptValue;
+        let row = |line: u64| KeptRow {
+            source: 0,
+            line,
+            message: None,
+            values: vec![KeptValue::Text(format!("r{line}"))],
+        };
+        let mut q = KeptQueue::default();
+        let mut batch: Vec<KeptRow> = (1..=5000).map(row).collect();
+        q.receive(&mut batch);
+        // A stuck warm-up holds only a few of the rows received.
+        let held = [UNTAGGED, 3, 4990, 4995, 4999];
+        q.prune(&held);
+        assert_eq!(q.rows.len(), 4);
+        q.prune(&held);
+        assert_eq!(q.rows.len(), 4, "nothing more to forget");
+        // Rows 3 and 4990 were dropped after all; 4995 and an untagged
+        // point are scored: each line gets its own row's fields.
+        q.scored = vec![UNTAGGED, 4995];
+        let keep = KeepFormat::new(
+            vec![
+                crate::input::keep::KeepItem::Index(0),
+                crate::input::keep::KeepItem::Line,
+            ],
+            false,
+        );
+        let state = RunState::new("stdin");
+        let mut out = KeptPrefixes::default();
+        q.format(&keep, &state, &mut out);
+        assert_eq!(out.get(0), b",,");
+        assert_eq!(out.get(1), b"r4996,4996,");
+        assert_eq!(q.rows.len(), 1);
     }
 }

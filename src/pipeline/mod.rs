@@ -661,6 +661,7 @@ impl Pipeline {
             let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE);
             let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(SCORE_QUEUE + 2);
             let want_resp = options.responsibilities;
+            let want_json = options.json;
             // A resumed model keeps its own K; with `auto` it is known
             // after the warm-up (the sink reads it from each block).
             let k = start
@@ -683,6 +684,11 @@ impl Pipeline {
                 progress: progress.clone(),
                 stop: state.sources_token(),
                 stalled: std::cell::Cell::new(false),
+                keep: config
+                    .parser
+                    .keep
+                    .clone()
+                    .map(|items| crate::score::KeepFormat::new(items, want_json)),
             });
             score_progress = Some(progress);
         }
@@ -891,10 +897,15 @@ impl Pipeline {
             line,
             reason,
             detail,
+            message,
         }) = outcome.bad_record
         {
+            let name = state.source_name(source_id);
             return Err(PipelineError::BadRecord {
-                name: state.source_name(source_id),
+                name: match message {
+                    Some(m) => format!("{name} topic {} message {}", m.topic, m.seq),
+                    None => name,
+                },
                 line,
                 reason,
                 detail,

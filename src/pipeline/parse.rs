@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use tokio::sync::mpsc;
 
 use super::shuffle::Shuffle;
-use super::source::{Position, SourceEvent};
+use super::source::{message_at, MessageStart, Position, SourceEvent};
 use super::state::{Ended, RunState, StopReason};
 use crate::config::OnError;
 use crate::input::{Batch, Chunk, ParseError, Parser, ParserConfig, RejectReason, SourceId};
@@ -70,11 +70,15 @@ pub(crate) fn parser_loop(
     let mut per_stream: HashMap<SourceId, (u64, u64)> = HashMap::new();
     let mut names_sent = false;
     while let Some(event) = events.blocking_recv() {
-        let chunk = match event {
-            SourceEvent::Chunk { chunk, position } => {
+        let (chunk, messages) = match event {
+            SourceEvent::Chunk {
+                chunk,
+                position,
+                messages,
+            } => {
                 state.replay().touch();
                 positions.push((chunk.source, position));
-                chunk
+                (chunk, messages)
             }
             SourceEvent::End { source, forget: f } => {
                 if f {
@@ -94,6 +98,7 @@ pub(crate) fn parser_loop(
                     line,
                     reason: RejectReason::Torn,
                     detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
+                    message: None,
                 });
                 let work = Work {
                     batch,
@@ -138,6 +143,10 @@ pub(crate) fn parser_loop(
                 *position = open - 1;
             }
         }
+        if !messages.is_empty() {
+            tag_messages(&chunk, &messages, &mut batch);
+            parser.for_each_held_kept(|row| tag_row(&chunk, &messages, row));
+        }
         let mut fatal = None;
         if on_error == OnError::Fail && !batch.rejected.by_reason.is_empty() {
             let first = first_error(&chunk, &batch);
@@ -149,6 +158,7 @@ pub(crate) fn parser_loop(
                 _ => 0,
             };
             batch.values.truncate(keep);
+            batch.kept.truncate(dim.map_or(0, |d| keep / d.max(1)));
             // The run stops at `first`: the records after it were never
             // judged, and `first` itself is reported as the error, not as
             // skipped. Only it counts as rejected.
@@ -224,6 +234,27 @@ pub(crate) fn parser_loop(
     }
 }
 
+/// Names the message (topic or subject, sequence) of the kept rows and
+/// rejected records of a message source's chunk.
+fn tag_messages(chunk: &Chunk, messages: &[MessageStart], batch: &mut Batch) {
+    for row in &mut batch.kept {
+        tag_row(chunk, messages, row);
+    }
+    for e in &mut batch.errors {
+        if e.source_id == chunk.source && e.line >= chunk.first_line && e.message.is_none() {
+            e.message = message_at(messages, e.line).cloned();
+        }
+    }
+}
+
+/// Names the message of a kept row of `chunk` (rows of other chunks, held
+/// by the dimension vote, were named with theirs).
+fn tag_row(chunk: &Chunk, messages: &[MessageStart], row: &mut crate::input::keep::KeptRow) {
+    if row.source == chunk.source && row.line >= chunk.first_line && row.message.is_none() {
+        row.message = message_at(messages, row.line).cloned();
+    }
+}
+
 /// The info line of a closed connection, with what it brought.
 fn log_closed(id: SourceId, ended: &Ended, points: u64, rejected: u64) {
     tracing::info!(
@@ -250,6 +281,7 @@ fn clear(mut b: Batch) -> Batch {
     b.dim_from = None;
     b.notes.clear();
     b.fatal = None;
+    b.kept.clear();
     b
 }
 
@@ -271,6 +303,7 @@ fn first_error(chunk: &Chunk, batch: &Batch) -> ParseError {
                 line: chunk.first_line,
                 reason,
                 detail: "a record in this part of the input was rejected".into(),
+                message: None,
             }
         }
     }
@@ -296,8 +329,11 @@ fn rows_before(chunk: &Chunk, bad: u64, config: &ParserConfig, dim: usize) -> us
             .collect(),
         last: false,
     };
+    // Only the count matters: kept fields (whose header names this prefix
+    // may not hold) are left out.
     let mut parser = Parser::new(ParserConfig {
         dim: Some(dim),
+        keep: None,
         ..config.clone()
     });
     let mut out = Batch::default();

@@ -21,13 +21,15 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use super::state::{RunState, StopReason};
 use super::SCORE_OUT_BYTES;
 use crate::model::ScoreBuffer;
-use crate::score::{ScoreOptions, Scorer};
+use crate::score::{KeptPrefixes, ScoreOptions, Scorer};
 
-/// One learned block's scores and, with an alert rule, its anomaly flags.
+/// One learned block's scores and, with an alert rule, its anomaly flags;
+/// with `--score-keep` the kept fields that start each line.
 #[derive(Debug, Default)]
 pub(crate) struct ScoredBlock {
     pub(crate) scores: ScoreBuffer,
     pub(crate) flags: Vec<bool>,
+    pub(crate) kept: Option<KeptPrefixes>,
 }
 
 /// How far score output got: points whose blocks the learner handed to the
@@ -110,7 +112,7 @@ pub(crate) fn sink_loop<W: Write>(
             Err(TryRecvError::Disconnected) => break,
         };
         if !closed && failed.is_none() {
-            match scorer.write_flagged(&buf.scores, &buf.flags, &mut out) {
+            match scorer.write_kept(&buf.scores, &buf.flags, buf.kept.as_ref(), &mut out) {
                 Ok(()) => unflushed |= !buf.scores.is_empty(),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     closed = true;

@@ -11,7 +11,14 @@
 //!   `sqrt((mu_new - mu_old)^T Sigma_old^-1 (mu_new - mu_old))` under the old
 //!   component;
 //! - the covariance change `||Sigma_new - Sigma_old||_F / ||Sigma_old||_F`;
-//! - the pair's symmetric KL divergence (closed form).
+//! - the pair's symmetric KL divergence (closed form);
+//! - the dimension along which the mean moved most, in that dimension's
+//!   old standard deviations, named by the checkpoint's column names when
+//!   it carries them (a header or JSON `--fields`), else `dim i`.
+//!
+//! The names head the table (`dimensions: ...`, or both lists when the
+//! two checkpoints name their dimensions differently) and are in the JSON
+//! as `columns_old` and `columns_new`.
 //!
 //! For the whole mixture there is no closed form, so the symmetric KL
 //! divergence is estimated by Monte Carlo: `n` points drawn from each
@@ -51,6 +58,10 @@ pub struct ComponentDiff {
     pub covariance_change: f64,
     /// Symmetric KL divergence between the two Gaussian components.
     pub symmetric_kl: f64,
+    /// The dimension whose mean moved most in its own old standard
+    /// deviations, `(mu_new - mu_old) / sqrt(Sigma_old[i][i])`: (index,
+    /// signed shift).
+    pub most_moved: (usize, f64),
 }
 
 /// Monte-Carlo estimate of the symmetric KL divergence of two mixtures.
@@ -89,6 +100,10 @@ pub struct MixtureDiff {
     pub unmatched_new: Vec<usize>,
     /// The whole-mixture divergence.
     pub kl: KlEstimate,
+    /// The old checkpoint's names of the dimensions, when it has them.
+    pub columns_old: Option<Vec<String>>,
+    /// The new checkpoint's names of the dimensions, when it has them.
+    pub columns_new: Option<Vec<String>>,
 }
 
 /// Describes [`MixtureDiff::matching`].
@@ -323,6 +338,7 @@ pub fn diff_mixtures(
                 mean_shift_sd: o.mahalanobis(&n.mean),
                 covariance_change: (&n.cov - &o.cov).norm() / o.cov.norm(),
                 symmetric_kl: cost[a * kn + b],
+                most_moved: most_moved(o, n),
             }
         })
         .collect();
@@ -341,7 +357,36 @@ pub fn diff_mixtures(
         unmatched_old,
         unmatched_new,
         kl: mixture_symmetric_kl(old, new, samples, seed),
+        columns_old: None,
+        columns_new: None,
     })
+}
+
+/// The dimension along which the mean of `o` moved most to that of `n`,
+/// in `o`'s marginal standard deviations: (index, signed shift).
+fn most_moved(o: &Gauss, n: &Gauss) -> (usize, f64) {
+    (0..o.mean.len())
+        .map(|i| (i, (n.mean[i] - o.mean[i]) / o.cov[(i, i)].sqrt()))
+        .fold(
+            (0, 0.0),
+            |best, (i, z)| {
+                if z.abs() > best.1.abs() {
+                    (i, z)
+                } else {
+                    best
+                }
+            },
+        )
+}
+
+/// The names of the dimensions for the table: the checkpoints' (the old
+/// one's when both have names), else `dim i`.
+fn dim_name(diff: &MixtureDiff, i: usize) -> String {
+    diff.columns_old
+        .as_ref()
+        .or(diff.columns_new.as_ref())
+        .and_then(|n| n.get(i).cloned())
+        .unwrap_or_else(|| format!("dim {i}"))
 }
 
 /// The diff as an aligned text table.
@@ -349,22 +394,37 @@ pub fn render_text(diff: &MixtureDiff, old_name: &str, new_name: &str) -> String
     let mut s = String::new();
     let _ = writeln!(s, "old: {old_name} (K = {}, d = {})", diff.k_old, diff.dim);
     let _ = writeln!(s, "new: {new_name} (K = {}, d = {})", diff.k_new, diff.dim);
+    match (&diff.columns_old, &diff.columns_new) {
+        (Some(a), Some(b)) if a != b => {
+            let _ = writeln!(s, "old dimensions: {}", a.join(", "));
+            let _ = writeln!(s, "new dimensions: {}", b.join(", "));
+            let _ = writeln!(
+                s,
+                "the checkpoints name their dimensions differently: the table uses the old names"
+            );
+        }
+        (Some(n), _) | (None, Some(n)) => {
+            let _ = writeln!(s, "dimensions: {}", n.join(", "));
+        }
+        (None, None) => {}
+    }
     let _ = writeln!(s, "matching: {}", diff.matching);
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}",
+        "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}  most moved along",
         "old", "new", "w old", "w new", "w change", "mean shift", "cov change", "sym. KL"
     );
     let _ = writeln!(
         s,
-        "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}",
-        "", "", "", "", "", "(old sd)", "(rel. F)"
+        "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}  (old sd)",
+        "", "", "", "", "", "(old sd)", "(rel. F)", ""
     );
     for c in &diff.components {
+        let (dim, z) = c.most_moved;
         let _ = writeln!(
             s,
-            "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}",
+            "{:>4} {:>4}  {:>8} {:>8} {:>9}  {:>11}  {:>10}  {:>12}  {} {}",
             c.old,
             c.new,
             short(c.weight_old, 4),
@@ -372,7 +432,9 @@ pub fn render_text(diff: &MixtureDiff, old_name: &str, new_name: &str) -> String
             signed(c.weight_change, 4),
             short(c.mean_shift_sd, 4),
             short(c.covariance_change, 4),
-            short(c.symmetric_kl, 5)
+            short(c.symmetric_kl, 5),
+            dim_name(diff, dim),
+            signed(z, 2)
         );
     }
     if !diff.unmatched_old.is_empty() {
@@ -464,9 +526,15 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 /// Loads the mixture of exactly this checkpoint file (no fallback: a diff
-/// names the two files it compares).
-fn load_exact(path: &std::path::Path) -> Result<GaussianMixture, ReportError> {
-    super::checkpoint_model(&crate::checkpoint::load(path)?, path)
+/// names the two files it compares), with the checkpoint's names of the
+/// dimensions (when it has as many as the model has dimensions).
+fn load_named(
+    path: &std::path::Path,
+) -> Result<(GaussianMixture, Option<Vec<String>>), ReportError> {
+    let ckpt = crate::checkpoint::load(path)?;
+    let mix = super::checkpoint_model(&ckpt, path)?;
+    let names = ckpt.columns.filter(|n| n.len() == mix.dim());
+    Ok((mix, names))
 }
 
 /// `emstream diff`: compares the mixtures of two checkpoints and writes the
@@ -477,9 +545,13 @@ fn load_exact(path: &std::path::Path) -> Result<GaussianMixture, ReportError> {
 /// [`ReportError`] when a checkpoint cannot be read or holds no model, the
 /// dimensions differ, or writing fails.
 pub fn run_diff_to<W: Write>(args: &DiffArgs, out: &mut W) -> Result<MixtureDiff, ReportError> {
-    let old = load_exact(&args.old)?;
-    let new = load_exact(&args.new)?;
-    let diff = diff_mixtures(&old, &new, args.samples, args.seed)?;
+    let (old, columns_old) = load_named(&args.old)?;
+    let (new, columns_new) = load_named(&args.new)?;
+    let diff = MixtureDiff {
+        columns_old,
+        columns_new,
+        ..diff_mixtures(&old, &new, args.samples, args.seed)?
+    };
     if args.json {
         let v = serde_json::to_string_pretty(&diff)
             .map_err(|e| ReportError::Invalid(format!("cannot encode the diff as JSON: {e}")))?;
@@ -678,6 +750,16 @@ mod tests {
     /// Learns `n` points of `truth` (optionally shifted along x) and saves
     /// the learner as a checkpoint at `path`.
     fn learned_checkpoint(truth: &GaussianMixture, n: usize, shift: f64, path: &std::path::Path) {
+        named_checkpoint(truth, n, shift, path, None);
+    }
+
+    fn named_checkpoint(
+        truth: &GaussianMixture,
+        n: usize,
+        shift: f64,
+        path: &std::path::Path,
+        columns: Option<Vec<String>>,
+    ) {
         use crate::checkpoint::{save, Checkpoint};
         use crate::model::{Params, StepwiseEm};
         let mut rng = ChaCha8Rng::seed_from_u64(8);
@@ -702,7 +784,7 @@ mod tests {
             created_unix_ms: 0,
             updated_unix_ms: 0,
             sources: Vec::new(),
-            columns: None,
+            columns,
             selection: None,
         };
         save(path, &ck, 0).unwrap();
@@ -728,7 +810,7 @@ mod tests {
         assert_eq!(v["components"].as_array().unwrap().len(), 2);
         // Both components moved by 2 along x: Mahalanobis distances
         // 2 sqrt(3/5) under [[3,2],[2,3]] and 2 sqrt(2/3) under [[2,-1],[-1,2]].
-        let old_model = load_exact(&a).unwrap();
+        let old_model = load_named(&a).unwrap().0;
         for c in &d.components {
             let expect = if old_model.mean(c.old)[0] < 4.0 {
                 2.0 * (3.0f64 / 5.0).sqrt()
@@ -757,6 +839,59 @@ mod tests {
             run_diff_to(&missing, &mut Vec::new()),
             Err(ReportError::Checkpoint(_))
         ));
+    }
+
+    #[test]
+    fn diff_names_the_dimensions_the_checkpoints_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a.ckpt"),
+            dir.path().join("b.ckpt"),
+            dir.path().join("c.ckpt"),
+        );
+        let truth = two_d();
+        let names = |x: &str, y: &str| Some(vec![x.to_owned(), y.to_owned()]);
+        named_checkpoint(&truth, 20_000, 0.0, &a, names("carat", "price"));
+        // Moved by 2 along x only: x is the dimension that moved most.
+        named_checkpoint(&truth, 20_000, 2.0, &b, names("carat", "price"));
+        named_checkpoint(&truth, 20_000, 2.0, &c, names("weight", "cost"));
+        let args = DiffArgs {
+            old: a.clone(),
+            new: b.clone(),
+            json: false,
+            samples: 1000,
+            seed: 0,
+        };
+        let mut out = Vec::new();
+        let d = run_diff_to(&args, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("dimensions: carat, price\n"), "{text}");
+        for comp in &d.components {
+            assert_eq!(comp.most_moved.0, 0, "{comp:?}");
+            assert!(comp.most_moved.1 > 0.5, "{comp:?}");
+        }
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(" carat +")).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        // JSON carries both lists; differing names are said.
+        let mut out = Vec::new();
+        run_diff_to(
+            &DiffArgs {
+                new: c.clone(),
+                json: true,
+                ..args.clone()
+            },
+            &mut out,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["columns_old"], serde_json::json!(["carat", "price"]));
+        assert_eq!(v["columns_new"], serde_json::json!(["weight", "cost"]));
+        let mut out = Vec::new();
+        run_diff_to(&DiffArgs { new: c, ..args }, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("old dimensions: carat, price"), "{text}");
+        assert!(text.contains("new dimensions: weight, cost"), "{text}");
+        assert!(text.contains("name their dimensions differently"), "{text}");
     }
 
     #[test]

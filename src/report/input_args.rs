@@ -85,6 +85,7 @@ impl InputArgs {
             fields,
             string_numbers: self.string_numbers,
             dim: Some(dim),
+            keep: None,
         })
     }
 }

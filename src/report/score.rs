@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use super::ReportError;
+use crate::input::keep::KeepItem;
 use crate::input::{
     Batch, BatchReader, Columns, Format, ParseError, Parser, ParserConfig, RejectCounts,
 };
 use crate::model::{GaussianMixture, ScoreBuffer};
-use crate::score::{AlertArgs, ScoreOptions, Scorer};
+use crate::score::{AlertArgs, KeepFormat, KeptPrefixes, ScoreOptions, Scorer};
 
 /// Arguments of `emstream score`: score points with a fixed model, without
 /// learning.
@@ -35,6 +36,10 @@ pub struct ScoreArgs {
     /// Start CSV output with a header line naming the fields.
     #[arg(long)]
     pub header: bool,
+    /// Copy input fields into every score line, first: 0-based CSV
+    /// columns, header names, JSON field paths, @source, @line, @message.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub score_keep: Option<Vec<String>>,
 }
 
 /// What [`score_stream`] saw.
@@ -63,6 +68,8 @@ pub struct ScoreStreamOptions {
     pub score: ScoreOptions,
     /// Write a CSV header line first.
     pub header: bool,
+    /// What `@source` says of the input (its path, or `stdin`).
+    pub source_name: String,
 }
 
 /// Longest input line accepted (longer ones are rejected as too long).
@@ -111,8 +118,17 @@ where
         .name("score-reader".into())
         .spawn(move || read_batches(input, parser, full_tx, empty_rx))?;
 
+    let keep = options
+        .input
+        .keep
+        .clone()
+        .map(|items| KeepFormat::new(items, options.score.json));
+    let mut prefixes = KeptPrefixes::default();
     let mut out = BufWriter::with_capacity(1 << 17, out);
     let mut scorer = Scorer::new(options.score.clone(), model.n_components());
+    if let Some(k) = &keep {
+        scorer = scorer.with_keep(k);
+    }
     if options.header {
         out.write_all(scorer.header().as_bytes())?;
     }
@@ -124,6 +140,9 @@ where
     let mut scratch = Vec::new();
     for msg in full_rx.iter() {
         let mut batch = msg?;
+        if let Some(e) = batch.fatal.take() {
+            return Err(ReportError::Invalid(e.to_string()));
+        }
         for (reason, count) in &batch.rejected.by_reason {
             *summary.rejected.by_reason.entry(*reason).or_insert(0) += count;
         }
@@ -142,7 +161,18 @@ where
             scores.want_resp.then_some(&mut scores.resp),
         );
         summary.points += scores.log_lik.len() as u64;
-        scorer.write_block(&scores, &mut out)?;
+        let kept = keep.as_ref().map(|k| {
+            prefixes.clear();
+            for row in &batch.kept {
+                k.push(
+                    Some(row),
+                    &mut |_| options.source_name.clone(),
+                    &mut prefixes,
+                );
+            }
+            &prefixes
+        });
+        scorer.write_block_kept(&scores, kept, &mut out)?;
         // The reader may have finished; then the batch is simply dropped.
         let _ = empty_tx.try_send(batch);
     }
@@ -229,14 +259,27 @@ fn summary_lines(summary: &ScoreSummary) -> Vec<String> {
 /// input file cannot be opened.
 pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     let model = load_mixture(&args.model)?;
+    let keep = args
+        .score_keep
+        .as_deref()
+        .map(KeepItem::parse_list)
+        .transpose()
+        .map_err(ReportError::Invalid)?;
     let options = ScoreStreamOptions {
-        input: args.read.parser_config(model.dim())?,
+        input: ParserConfig {
+            keep,
+            ..args.read.parser_config(model.dim())?
+        },
         score: ScoreOptions {
             json: args.read.format == Format::Json,
             responsibilities: args.score_fields,
             alert: args.alert.rule(),
         },
         header: args.header,
+        source_name: match &args.input {
+            Some(p) if p.as_os_str() != "-" => p.display().to_string(),
+            _ => "stdin".to_owned(),
+        },
     };
     let input: Box<dyn Read + Send> = match &args.input {
         Some(path) => super::open_input(path)?,
@@ -302,6 +345,7 @@ mod tests {
                 alert,
             },
             header: false,
+            source_name: "points.csv".into(),
         }
     }
 

@@ -18,6 +18,10 @@
 //!   finite, else `-inf` (`null` in JSON), never NaN; its
 //!   responsibilities are 0.
 //!
+//! - With `--score-keep` ([`keep`]), the kept input fields come first:
+//!   `id,@line,label,log_lik,...` in CSV, `{"id":"s3","@line":4,"label":...}`
+//!   in JSON.
+//!
 //! Numbers are written in the shortest form that reads back to the same
 //! `f64` (so a log-likelihood compares exactly with
 //! [`GaussianMixture::log_prob`](crate::model::GaussianMixture::log_prob)). `resp` appears with `--score-fields`,
@@ -54,6 +58,9 @@ use std::io::{self, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ScoreBuffer, NO_LABEL};
+
+pub mod keep;
+pub use keep::{KeepFormat, KeptPrefixes};
 
 /// How many recent log-likelihoods [`AlertRule::Quantile`] looks at.
 pub const ALERT_WINDOW: usize = 4096;
@@ -209,6 +216,8 @@ pub struct Scorer {
     buf: Vec<u8>,
     detector: AnomalyDetector,
     flags: Vec<bool>,
+    /// The kept fields' names that start the CSV header.
+    keep_header: String,
 }
 
 /// Bytes of formatted lines held before they are handed to the writer.
@@ -228,7 +237,15 @@ impl Scorer {
             buf: Vec::with_capacity(WRITE_CHUNK + 1024),
             detector,
             flags: Vec::new(),
+            keep_header: String::new(),
         }
+    }
+
+    /// Names the kept fields ([`KeepFormat::header`]) first in
+    /// [`Scorer::header`].
+    pub fn with_keep(mut self, keep: &KeepFormat) -> Self {
+        self.keep_header = keep.header();
+        self
     }
 
     /// The CSV header line (with its newline) naming the fields this scorer
@@ -238,7 +255,8 @@ impl Scorer {
         if self.options.json {
             return String::new();
         }
-        let mut h = String::from("label,log_lik");
+        let mut h = self.keep_header.clone();
+        h.push_str("label,log_lik");
         if self.options.responsibilities {
             for j in 0..self.k {
                 h.push_str(&format!(",resp_{j}"));
@@ -259,9 +277,24 @@ impl Scorer {
     ///
     /// As [`Scorer::write_flagged`].
     pub fn write_block<W: Write>(&mut self, scores: &ScoreBuffer, out: &mut W) -> io::Result<u64> {
+        self.write_block_kept(scores, None, out)
+    }
+
+    /// [`Scorer::write_block`] with each line started by its kept fields
+    /// (one per point, when given).
+    ///
+    /// # Errors
+    ///
+    /// As [`Scorer::write_kept`].
+    pub fn write_block_kept<W: Write>(
+        &mut self,
+        scores: &ScoreBuffer,
+        kept: Option<&KeptPrefixes>,
+        out: &mut W,
+    ) -> io::Result<u64> {
         let mut flags = std::mem::take(&mut self.flags);
         let n = self.detector.flag_block(&scores.log_lik, &mut flags);
-        let r = self.write_flagged(scores, &flags, out);
+        let r = self.write_kept(scores, &flags, kept, out);
         self.flags = flags;
         r.map(|()| n)
     }
@@ -281,7 +314,30 @@ impl Scorer {
         flags: &[bool],
         out: &mut W,
     ) -> io::Result<()> {
+        self.write_kept(scores, flags, None, out)
+    }
+
+    /// [`Scorer::write_flagged`] with each line started by its kept fields
+    /// (`--score-keep`), one per point, when given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scorer::write_flagged`], and `InvalidInput` when `kept` does
+    /// not hold one entry per point.
+    pub fn write_kept<W: Write>(
+        &mut self,
+        scores: &ScoreBuffer,
+        flags: &[bool],
+        kept: Option<&KeptPrefixes>,
+        out: &mut W,
+    ) -> io::Result<()> {
         let n = scores.log_lik.len();
+        if let Some(k) = kept.filter(|k| k.len() != n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} kept-field entries for {n} points", k.len()),
+            ));
+        }
         // K of this block's model: a run with `--components auto` knows it
         // only once the warm-up is over.
         let k = match n {
@@ -320,7 +376,11 @@ impl Scorer {
             let flag = with_flags.then(|| flags[i]);
             let b = &mut self.buf;
             if json {
-                b.extend_from_slice(b"{\"label\":");
+                b.push(b'{');
+                if let Some(k) = kept {
+                    b.extend_from_slice(k.get(i));
+                }
+                b.extend_from_slice(b"\"label\":");
                 match scores.labels[i] {
                     NO_LABEL => b.extend_from_slice(b"null"),
                     l => b.extend_from_slice(ibuf.format(l).as_bytes()),
@@ -347,6 +407,9 @@ impl Scorer {
                 }
                 b.extend_from_slice(b"}\n");
             } else {
+                if let Some(k) = kept {
+                    b.extend_from_slice(k.get(i));
+                }
                 if scores.labels[i] != NO_LABEL {
                     b.extend_from_slice(ibuf.format(scores.labels[i]).as_bytes());
                 }

@@ -17,6 +17,7 @@ mod phases;
 mod pipe;
 mod realdata;
 mod report;
+mod scorekeep;
 mod signals;
 mod tcp;
 mod threads;

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use crate::util::*;
 
 /// A committed fixture.
-fn fixture(name: &str) -> PathBuf {
+pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
 /// Small learner settings for files of 50 to 150 records.
-const FEW: &[&str] = &[
+pub const FEW: &[&str] = &[
     "-k",
     "2",
     "--warmup",

@@ -40,6 +40,7 @@ use super::state::RunState;
 use super::PipelineError;
 use crate::checkpoint::SourcePosition;
 use crate::config::{RunConfig, Source as SourceConfig};
+use crate::input::keep::MessageTag;
 use crate::input::{Chunk, Framer, SourceId};
 
 /// Where a source stands after a chunk: for a line source the number of the
@@ -58,6 +59,10 @@ pub enum SourceEvent {
         chunk: Chunk,
         /// The stream's position after them.
         position: Position,
+        /// For a message source (MQTT, JetStream): where its messages
+        /// start, in line order, beginning with the message the chunk's
+        /// first line belongs to; empty for line sources.
+        messages: Vec<MessageStart>,
     },
     /// A stream ended (end of input, closed connection, or the stop).
     End {
@@ -91,6 +96,23 @@ pub enum SourceEvent {
         /// The torn record's line number.
         line: u64,
     },
+}
+
+/// Where a message of a message source starts: the line number (in the
+/// stream's numbering) of its first line, and its topic and sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageStart {
+    /// The message's first line.
+    pub first_line: u64,
+    /// Its topic (or subject) and sequence.
+    pub tag: MessageTag,
+}
+
+/// The message that line `line` of a chunk belongs to, given the chunk's
+/// message starts (in line order).
+pub fn message_at(messages: &[MessageStart], line: u64) -> Option<&MessageTag> {
+    let i = messages.partition_point(|m| m.first_line <= line);
+    i.checked_sub(1).map(|i| &messages[i].tag)
 }
 
 /// The sending side every source gets.
@@ -311,7 +333,11 @@ pub(crate) async fn send_chunks(tx: &EventSender, out: &mut Vec<Chunk>) -> bool 
     for chunk in out.drain(..) {
         let position = chunk.first_line + lines_in(&chunk) - 1;
         if tx
-            .send(SourceEvent::Chunk { chunk, position })
+            .send(SourceEvent::Chunk {
+                chunk,
+                position,
+                messages: Vec::new(),
+            })
             .await
             .is_err()
         {
@@ -325,8 +351,12 @@ pub(crate) async fn send_chunks(tx: &EventSender, out: &mut Vec<Chunk>) -> bool 
 pub(crate) fn blocking_send_chunks(tx: &EventSender, out: &mut Vec<Chunk>) -> bool {
     out.drain(..).all(|chunk| {
         let position = chunk.first_line + lines_in(&chunk) - 1;
-        tx.blocking_send(SourceEvent::Chunk { chunk, position })
-            .is_ok()
+        tx.blocking_send(SourceEvent::Chunk {
+            chunk,
+            position,
+            messages: Vec::new(),
+        })
+        .is_ok()
     })
 }
 

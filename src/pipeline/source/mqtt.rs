@@ -239,7 +239,7 @@ async fn read(o: &MqttOptions, ctx: &SourceContext) -> Result<(), String> {
             match next {
                 Some(FromClient::Publish(p)) => {
                     count += 1;
-                    framer.push(&p.payload, count);
+                    framer.push(&p.payload, count, &p.topic);
                 }
                 Some(FromClient::Fatal(e)) => {
                     result = Err(e);

@@ -319,7 +319,8 @@ impl Reader {
             return Delivery::Read;
         }
         let (message, acker) = msg.split();
-        self.framer.push(&message.payload, seq);
+        self.framer
+            .push(&message.payload, seq, message.subject.as_str());
         self.last_seq = Some(seq);
         self.acker = Some(acker);
         Delivery::Read
