@@ -387,6 +387,11 @@ config_keys! {
         pub nats_credentials: Option<PathBuf> = None,
         /// CA file for TLS to the NATS server (makes TLS required).
         pub nats_ca_file: Option<PathBuf> = None,
+        /// PEM client certificate for TLS to the NATS server (a server
+        /// with `verify: true`); needs `nats_key`, makes TLS required.
+        pub nats_cert: Option<PathBuf> = None,
+        /// PEM private key of `nats_cert`.
+        pub nats_key: Option<PathBuf> = None,
         /// Continue past a JetStream retention gap (counted) instead of refusing.
         pub allow_gap: bool = false,
         /// Memory budget in bytes for everything sized by data or options

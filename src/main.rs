@@ -241,6 +241,12 @@ struct RunArgs {
     /// CA file for TLS to the NATS server.
     #[arg(long, value_name = "FILE")]
     nats_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for TLS to the NATS server; needs --nats-key.
+    #[arg(long, value_name = "FILE")]
+    nats_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-cert.
+    #[arg(long, value_name = "FILE")]
+    nats_key: Option<PathBuf>,
     /// Continue past a JetStream retention gap (counted) instead of refusing.
     #[arg(long)]
     allow_gap: bool,
@@ -454,7 +460,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay!(cfg, args, given; topic, qos);
     overlay_opt!(cfg, args, given;
         stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
-        nats, stream, subject, consumer, nats_credentials, nats_ca_file);
+        nats, stream, subject, consumer, nats_credentials, nats_ca_file, nats_cert, nats_key);
     if args.persistent_session {
         cfg.persistent_session = true;
         given.insert("persistent_session".into());

@@ -10,6 +10,14 @@
 //! Counters are of this run (they restart at 0 with the process, as
 //! Prometheus expects); `emstream_model_points_seen` is the model's total
 //! over every run, as in the checkpoint.
+//!
+//! The replayable source's lag, `emstream_source_lag_messages{source}`, is
+//! labelled by the *kind* of source only (`jetstream`, from
+//! [`REPLAYABLE`]), never by the stream or subject name: a process reads
+//! one source, so the kind names its one series, and the stream is
+//! configuration already in the log and the checkpoint (a stream renamed
+//! between runs would otherwise start a new series). Sources that cannot
+//! replay (stdin, files, TCP, MQTT) have no lag and no sample.
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +43,11 @@ const PHASES: [(Phase, &str); 4] = [
     (Phase::Draining, "draining"),
     (Phase::Finished, "finished"),
 ];
+
+/// The kinds of replayable source, the values of the `source` label of
+/// `emstream_source_lag_messages`: the prefix of a stream's checkpoint key
+/// (`jetstream:STREAM`).
+pub const REPLAYABLE: [&str; 1] = ["jetstream"];
 
 /// The collector behind `/metrics`.
 #[derive(Debug)]
@@ -213,6 +226,8 @@ impl Collector for Metrics {
             c.connections_timed_out,
         )?;
 
+        self.encode_replay(e)?;
+
         {
             let phase = self.state.phase();
             let mut fam = e.encode_descriptor(
@@ -239,6 +254,49 @@ impl Collector for Metrics {
             None,
             MetricType::Info,
         )?)
+    }
+}
+
+impl Metrics {
+    /// The replayable source's lag, its reconnections and the messages
+    /// lost to a retention gap (see the module docs for the label).
+    fn encode_replay(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let replay = self.state.replay();
+        let streams = replay.streams();
+        let lags: Vec<(&str, u64)> = REPLAYABLE
+            .iter()
+            .filter_map(|kind| {
+                let lag = streams
+                    .iter()
+                    .filter(|s| s.key.split(':').next() == Some(kind))
+                    .map(|s| s.lag())
+                    .max()?;
+                Some((*kind, lag))
+            })
+            .collect();
+        if !lags.is_empty() {
+            let mut fam = e.encode_descriptor(
+                "emstream_source_lag_messages",
+                "Messages the replayable source's log holds beyond the live model's position (stream sequences: with a subject filter, at most that many of its messages).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, lag) in lags {
+                ConstGauge::new(lag as i64).encode(fam.encode_family(&[("source", kind)])?)?;
+            }
+        }
+        counter(
+            e,
+            "emstream_broker_reconnects",
+            "Reconnections to an MQTT or NATS broker in this run.",
+            replay.reconnects(),
+        )?;
+        counter(
+            e,
+            "emstream_source_gap_messages",
+            "Messages skipped in this run because the stream no longer held them (--allow-gap).",
+            replay.gap_messages(),
+        )
     }
 }
 
@@ -305,5 +363,36 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
         // No average before any point was scored.
         assert!(!text.contains("emstream_average_log_likelihood"), "{text}");
+        // No replayable source, no lag.
+        assert!(!text.contains("emstream_source_lag"), "{text}");
+        assert!(
+            text.contains("\nemstream_broker_reconnects_total 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_lag_is_labelled_by_the_kind_of_source_never_by_the_stream() {
+        let state = Arc::new(RunState::new("jetstream:SENSORS:site.>"));
+        let replay = state.replay();
+        replay.register(0, "jetstream:SENSORS:site.>".into(), 25);
+        replay.set_head(0, 40);
+        replay.reconnected();
+        replay.gap(3);
+        let (_tx, rx) = tokio::sync::watch::channel(None);
+        let text = render(&registry(state, rx)).unwrap();
+        assert!(
+            text.contains("\nemstream_source_lag_messages{source=\"jetstream\"} 15\n"),
+            "{text}"
+        );
+        assert!(!text.contains("SENSORS"), "{text}");
+        assert!(
+            text.contains("\nemstream_broker_reconnects_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nemstream_source_gap_messages_total 3\n"),
+            "{text}"
+        );
     }
 }

@@ -36,6 +36,11 @@ pub enum BrokerError {
     /// The NATS address is not `nats://HOST:PORT` or `tls://HOST:PORT`.
     #[error("nats = {0:?} is not a NATS address: write nats://HOST:PORT (or tls://HOST:PORT)")]
     NatsUrl(String),
+    /// Only one of `nats_cert` and `nats_key`.
+    #[error(
+        "nats_cert and nats_key go together: give both --nats-cert and --nats-key, or neither"
+    )]
+    NatsClientCert,
     /// `--nats` without `--stream` or `--consumer`.
     #[error("nats needs --{0} NAME")]
     NatsNeeds(&'static str),
@@ -103,6 +108,11 @@ pub struct NatsOptions {
     pub credentials: Option<PathBuf>,
     /// CA file; makes TLS required.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that verifies clients; makes
+    /// TLS required. Always given with `key`.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
     /// Continue past a retention gap (counted) instead of refusing.
     pub allow_gap: bool,
     /// The first connection must succeed within this time, else the run
@@ -236,6 +246,8 @@ pub(super) fn check(
                 ("consumer", c.consumer.is_some()),
                 ("nats_credentials", c.nats_credentials.is_some()),
                 ("nats_ca_file", c.nats_ca_file.is_some()),
+                ("nats_cert", c.nats_cert.is_some()),
+                ("nats_key", c.nats_key.is_some()),
                 ("allow_gap", c.allow_gap),
             ] {
                 if stray {
@@ -264,6 +276,9 @@ pub(super) fn check(
                     });
                 }
             }
+            if c.nats_cert.is_some() != c.nats_key.is_some() {
+                return Err(BrokerError::NatsClientCert);
+            }
             if let Some(s) = &c.subject {
                 if s.is_empty() || s.contains(char::is_whitespace) {
                     return Err(BrokerError::NatsName {
@@ -279,6 +294,8 @@ pub(super) fn check(
                 consumer,
                 credentials: c.nats_credentials.clone(),
                 ca_file: c.nats_ca_file.clone(),
+                cert: c.nats_cert.clone(),
+                key: c.nats_key.clone(),
                 allow_gap: c.allow_gap,
                 connect_timeout,
             })
@@ -368,5 +385,40 @@ mod tests {
         assert_eq!(e, BrokerError::TwoSources("mqtt", "nats"));
         let e = with(|c| c.allow_gap = true).unwrap_err();
         assert_eq!(e, BrokerError::Stray("allow_gap", "nats"));
+    }
+
+    #[test]
+    fn a_nats_client_certificate_needs_its_key_and_nats() {
+        let nats = |c: &mut Config| {
+            c.nats = Some("tls://127.0.0.1:4222".into());
+            c.stream = Some("S".into());
+            c.consumer = Some("c".into());
+        };
+        let e = with(|c| {
+            nats(c);
+            c.nats_cert = Some("client.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e, BrokerError::NatsClientCert);
+        assert!(e.to_string().contains("--nats-key"), "{e}");
+        let e = with(|c| {
+            nats(c);
+            c.nats_key = Some("key.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e, BrokerError::NatsClientCert);
+        let (_, n) = with(|c| {
+            nats(c);
+            c.nats_cert = Some("client.pem".into());
+            c.nats_key = Some("key.pem".into());
+        })
+        .unwrap();
+        let n = n.unwrap();
+        assert_eq!(
+            (n.cert.unwrap(), n.key.unwrap()),
+            ("client.pem".into(), "key.pem".into())
+        );
+        let e = with(|c| c.nats_cert = Some("client.pem".into())).unwrap_err();
+        assert_eq!(e, BrokerError::Stray("nats_cert", "nats"));
     }
 }

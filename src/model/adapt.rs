@@ -122,17 +122,38 @@ impl RecentPoints {
         }
     }
 
-    /// Adds points (a whole number of rows), forgetting the oldest.
+    /// Adds points (whole rows; a partial last row is ignored), forgetting
+    /// the oldest: the buffer fills, then each row overwrites the oldest
+    /// ([`RecentPoints::next_row`]). Copied a run at a time, not row by row
+    /// (the learner pushes every batch); the result is that of pushing the
+    /// rows one by one.
     pub fn push(&mut self, points: &[f64]) {
         let d = self.dim;
-        for x in points.chunks_exact(d) {
-            if self.data.len() < self.capacity * d {
-                self.data.extend_from_slice(x);
-            } else {
-                self.data[self.next * d..(self.next + 1) * d].copy_from_slice(x);
-                self.next = (self.next + 1) % self.capacity;
-            }
+        let mut src = &points[..points.len() - points.len() % d];
+        // Filling: append until the buffer holds `capacity` rows.
+        let room = self.capacity * d - self.data.len();
+        if room > 0 {
+            let take = room.min(src.len());
+            self.data.extend_from_slice(&src[..take]);
+            src = &src[take..];
         }
+        let mut rows = src.len() / d;
+        if rows == 0 {
+            return;
+        }
+        // Full: a ring. Rows that later rows of this push overwrite are
+        // skipped (the ring position moves past them all the same).
+        if rows > self.capacity {
+            let skip = rows - self.capacity;
+            self.next = (self.next + skip) % self.capacity;
+            src = &src[skip * d..];
+            rows = self.capacity;
+        }
+        let first = rows.min(self.capacity - self.next);
+        let (head, tail) = src.split_at(first * d);
+        self.data[self.next * d..(self.next + first) * d].copy_from_slice(head);
+        self.data[..tail.len()].copy_from_slice(tail);
+        self.next = (self.next + rows) % self.capacity;
     }
 
     /// Number of points held.
@@ -623,10 +644,48 @@ fn moments(points: &[f64], d: usize, cov: CovarianceType) -> (Vec<f64>, Vec<f64>
 mod tests {
     use super::*;
     use crate::model::{init, MixtureParams, Params};
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     const BATCH: usize = 1000;
+
+    /// The reservoir as it was, row by row: what `push` must equal.
+    fn push_rows(r: &mut RecentPoints, points: &[f64]) {
+        let d = r.dim;
+        for x in points.chunks_exact(d) {
+            if r.data.len() < r.capacity * d {
+                r.data.extend_from_slice(x);
+            } else {
+                r.data[r.next * d..(r.next + 1) * d].copy_from_slice(x);
+                r.next = (r.next + 1) % r.capacity;
+            }
+        }
+    }
+
+    #[test]
+    fn pushing_runs_equals_pushing_rows_one_by_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (d, capacity) in [(2, 7), (3, 1), (1, 50)] {
+            let mut fast = RecentPoints::new(d, capacity);
+            let mut slow = RecentPoints::new(d, capacity);
+            let mut v = 0.0;
+            for _ in 0..300 {
+                // Empty, partial rows, less than the room, past the end,
+                // several times the capacity.
+                let n = rng.random_range(0..=(3 * capacity * d + 2));
+                let pts: Vec<f64> = (0..n)
+                    .map(|_| {
+                        v += 1.0;
+                        v
+                    })
+                    .collect();
+                fast.push(&pts);
+                push_rows(&mut slow, &pts);
+                assert_eq!(fast.points(), slow.points(), "d {d} capacity {capacity}");
+                assert_eq!(fast.next_row(), slow.next_row());
+            }
+        }
+    }
 
     /// A minimal stepwise EM learner (the one of `online`, without its
     /// bookkeeping) that calls the adapter after every batch.

@@ -270,15 +270,31 @@ pub fn check_scale(buf: &[f64], d: usize) -> Result<(), LearnError> {
 
 /// The rows of `batch` that are not gross outliers under `mix` (the test
 /// the E-step applies: [`OUTLIER_SPREAD`] spreads of the whole mixture, or
-/// a coordinate beyond [`MAX_ABS`]): cheap, for a batch after the warm-up.
-pub(crate) fn usable_rows<'a>(
+/// a coordinate beyond [`MAX_ABS`]), in order, as maximal runs of
+/// consecutive rows (usually one run, the whole batch): cheap, for a batch
+/// after the warm-up, and a run is copied in one piece.
+pub(crate) fn usable_runs<'a>(
     mix: &GaussianMixture,
     batch: &'a [f64],
 ) -> impl Iterator<Item = &'a [f64]> {
     let test = OutlierTest::of(mix);
-    batch
-        .chunks_exact(mix.dim())
-        .filter(move |x| !test.is_outlier(x))
+    let d = mix.dim();
+    let mut rest = &batch[..batch.len() - batch.len() % d];
+    std::iter::from_fn(move || {
+        while !rest.is_empty() && test.is_outlier(&rest[..d]) {
+            rest = &rest[d..];
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = d;
+        while n < rest.len() && !test.is_outlier(&rest[n..n + d]) {
+            n += d;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
 }
 
 /// The warm-up buffer without its gross outliers (judged by each
@@ -1115,6 +1131,34 @@ mod tests {
         CovarianceType::Diagonal,
         CovarianceType::Spherical,
     ];
+
+    #[test]
+    fn usable_runs_are_the_rows_that_are_not_gross_outliers_in_order() {
+        let (mix, mut pts) = case(CovarianceType::Full, 7);
+        let test = OutlierTest::of(&mix);
+        // Outliers first, last and side by side too.
+        pts[0] = 1e200;
+        pts[3 * 399] = -1e200;
+        pts[3 * 200] = 1e200;
+        pts[3 * 201 + 1] = f64::INFINITY;
+        let want: Vec<f64> = pts
+            .chunks_exact(3)
+            .filter(|x| !test.is_outlier(x))
+            .flatten()
+            .copied()
+            .collect();
+        let runs: Vec<&[f64]> = usable_runs(&mix, &pts).collect();
+        assert_eq!(runs.concat(), want);
+        // Outliers at rows 0, 17, 200, 201, 301 and 399: the runs are rows
+        // 1..17, 18..200, 202..301 and 302..399.
+        assert_eq!(
+            runs.len(),
+            4,
+            "{:?}",
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>()
+        );
+        assert!(usable_runs(&mix, &pts[..3]).next().is_none());
+    }
 
     #[test]
     fn any_split_merged_equals_one_pass() {

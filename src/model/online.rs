@@ -757,8 +757,8 @@ impl StepwiseEm {
             } = &mut **t;
             scored.extend_from_slice(batch_ids.unwrap_or(b));
         }
-        for x in em::usable_rows(mix, batch) {
-            self.recent.push(x);
+        for run in em::usable_runs(mix, batch) {
+            self.recent.push(run);
         }
         self.apply(&e)?;
         self.adapt();

@@ -77,10 +77,14 @@ impl Replay {
         );
     }
 
-    /// The log of stream `id` reaches at least sequence `head`.
+    /// The log of stream `id` (of its messages the source reads) ends at
+    /// sequence `head`: the newest answer wins, since with a subject filter
+    /// an upper bound (the whole stream's last sequence) is replaced by the
+    /// filter's own last message once the consumer has nothing pending;
+    /// never below the learned position.
     pub(crate) fn set_head(&self, id: SourceId, head: Position) {
         if let Some(s) = self.lock().get_mut(&id) {
-            s.head = s.head.max(head);
+            s.head = head.max(s.learned);
         }
     }
 
@@ -194,6 +198,12 @@ mod tests {
         r.set_learned(&now);
         let s = &r.streams()[0];
         assert_eq!((s.head, s.learned, s.lag()), (40, 25, 15));
+        // A filter's own last message replaces the stream's last sequence,
+        // but a head never falls below what the model learned.
+        r.set_head(3, 30);
+        assert_eq!(r.streams()[0].lag(), 5);
+        r.set_head(3, 20);
+        assert_eq!(r.streams()[0].lag(), 0);
     }
 
     #[test]

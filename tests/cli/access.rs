@@ -7,25 +7,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_rustls::rustls;
 
 use crate::util::*;
 
-/// A self-signed certificate for `localhost` and its key, as DER and PEM.
-struct Cert {
-    der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-    pem: String,
-    key_pem: String,
-}
-
-fn cert(name: &str) -> Cert {
+/// A self-signed certificate for `name` and its key, as DER and PEM.
+fn cert(name: &str) -> Leaf {
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-    Cert {
+    Leaf {
         der: ck.cert.der().clone(),
         key_der: ck.signing_key.serialize_der(),
         pem: ck.cert.pem(),
@@ -33,67 +24,22 @@ fn cert(name: &str) -> Cert {
     }
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
-    let p = file(dir, name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
-/// A TLS client trusting `server`, presenting `client` if given.
+/// A TLS client trusting `server` (self-signed for `localhost`),
+/// presenting `client` if given.
 fn tls_connect(
     addr: &str,
-    server: &Cert,
-    client: Option<&Cert>,
+    server: &Leaf,
+    client: Option<&Leaf>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.der.clone()).unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        None => b.with_no_client_auth(),
-        Some(c) => b
-            .with_client_auth_cert(
-                vec![c.der.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_der.clone())),
-            )
-            .unwrap(),
-    };
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(PATIENCE)).unwrap();
-    rustls::StreamOwned::new(conn, sock)
+    tls_client(addr, std::slice::from_ref(&server.der), "localhost", client)
 }
 
-/// Starts `emstream run --listen 127.0.0.1:0` with `extra` flags; returns
-/// the child, its stderr and the address.
+/// Starts `emstream run --listen 127.0.0.1:0`, saving to `ck`, with
+/// `extra` flags; returns the child, its stderr and the address.
 fn listen(ck: &Path, extra: &[&str]) -> (Child, StderrLines, String) {
-    let mut args = vec![
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
+    let mut args = saving(ck);
     args.extend_from_slice(extra);
-    let mut child = emstream()
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = StderrLines::new(&mut child);
-    let line = err.wait_for("listening on ");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    (child, err, addr)
+    crate::util::listen(&args)
 }
 
 /// Reads what the server says before closing (its one-line reason).
@@ -108,9 +54,9 @@ fn token_over_tls_admits_only_the_right_token() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
     let server = cert("localhost");
-    let cert_path = write(&dir, "cert.pem", &server.pem);
-    let key_path = write(&dir, "key.pem", &server.key_pem);
-    let token_path = write(&dir, "token", "correct horse\n");
+    let cert_path = write_file(&dir, "cert.pem", &server.pem);
+    let key_path = write_file(&dir, "key.pem", &server.key_pem);
+    let token_path = write_file(&dir, "token", "correct horse\n");
     let (mut child, err, addr) = listen(
         &ck,
         &[
@@ -154,10 +100,7 @@ fn token_over_tls_admits_only_the_right_token() {
     let _ = good.flush();
     drop(good);
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(rest.contains("connections must pass: TLS, token"), "{rest}");
     assert!(rest.contains("connection refused: wrong token"), "{rest}");
     assert!(rest.contains("TLS handshake failed"), "{rest}");
@@ -180,11 +123,11 @@ fn mutual_tls_refuses_clients_without_a_certificate() {
         &ck,
         &[
             "--tls-cert",
-            &write(&dir, "cert.pem", &server.pem),
+            &write_file(&dir, "cert.pem", &server.pem),
             "--tls-key",
-            &write(&dir, "key.pem", &server.key_pem),
+            &write_file(&dir, "key.pem", &server.key_pem),
             "--tls-client-ca",
-            &write(&dir, "clients.pem", &client.pem),
+            &write_file(&dir, "clients.pem", &client.pem),
         ],
     );
 
@@ -202,10 +145,7 @@ fn mutual_tls_refuses_clients_without_a_certificate() {
     wait_for_points(&ck, 250);
     drop(good);
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(rest.contains("connections must pass: TLS, client certificates"));
     assert_eq!(
         rest.matches("TLS handshake failed").count(),
@@ -232,7 +172,7 @@ fn open_non_loopback_listener_warns_and_bad_tls_files_exit_2() {
     assert!(wait_exit(&mut child).success());
 
     // A key that is not one, and a certificate without its key.
-    let not_pem = write(&dir, "junk.pem", "hello\n");
+    let not_pem = write_file(&dir, "junk.pem", "hello\n");
     let out = emstream()
         .args(["run", "--listen", "127.0.0.1:0", "--tls-cert", &not_pem])
         .args(["--tls-key", &not_pem])
@@ -258,7 +198,7 @@ fn open_non_loopback_listener_warns_and_bad_tls_files_exit_2() {
 fn resetting_clients_do_not_flood_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let token_path = write(&dir, "token", "t0k\n");
+    let token_path = write_file(&dir, "token", "t0k\n");
     let (mut child, err, addr) = listen(&ck, &["--auth-token-file", &token_path]);
     for _ in 0..60 {
         let mut s = TcpStream::connect(&addr).unwrap();

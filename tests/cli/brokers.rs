@@ -132,6 +132,42 @@ pub fn nats(dir: &Path, test: &str) -> Option<Broker> {
     Some(Broker::start(binary, args, port, "nats-server"))
 }
 
+/// PEM files of a TLS listener: its certificate, its key, and the CA its
+/// clients' certificates must be signed by (none: clients are not asked).
+pub struct TlsFiles<'a> {
+    /// Server certificate.
+    pub cert: &'a Path,
+    /// Its key.
+    pub key: &'a Path,
+    /// CA of client certificates, for mutual TLS.
+    pub client_ca: Option<&'a Path>,
+}
+
+/// A `nats-server` with JetStream storing in `dir` that speaks TLS only,
+/// verifying client certificates when `tls.client_ca` is given; `None`
+/// when skipped.
+pub fn nats_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
+    let binary = find("nats-server", test)?;
+    let port = free_port();
+    let verify = match tls.client_ca {
+        Some(ca) => format!(
+            "  ca_file: {:?}\n  verify: true\n",
+            ca.display().to_string()
+        ),
+        None => String::new(),
+    };
+    let conf = format!(
+        "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n{verify}  timeout: 5\n}}\n",
+        dir.join("jetstream").display().to_string(),
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let path = dir.join("nats-tls.conf");
+    std::fs::write(&path, conf).expect("the config is written");
+    let args = vec!["-c".into(), path.display().to_string()];
+    Some(Broker::start(binary, args, port, "nats-server (TLS)"))
+}
+
 /// A `nats-server` started with `config/nats-mqtt.conf` (the README's
 /// recipe) on free ports and a store in `dir`: (broker, MQTT port), `None`
 /// when skipped.
@@ -173,6 +209,25 @@ pub fn mosquitto(dir: &Path, test: &str) -> Option<Broker> {
     Some(Broker::start(binary, args, port, "mosquitto"))
 }
 
+/// A `mosquitto` with its own config in `dir` that speaks only TLS
+/// (`mqtts://`), with the certificate and key of `tls`; `None` when skipped.
+pub fn mosquitto_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
+    let binary = find("mosquitto", test)?;
+    let port = free_port();
+    let conf = dir.join("mosquitto-tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous true\npersistence false\n",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    )
+    .expect("mosquitto-tls.conf is written");
+    let args = vec!["-c".into(), conf.display().to_string()];
+    Some(Broker::start(binary, args, port, "mosquitto (TLS)"))
+}
+
 /// A current-thread runtime for the test's own broker clients.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -183,7 +238,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A JetStream context on the broker at `port`.
 pub async fn jetstream(port: u16) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(format!("127.0.0.1:{port}"))
+    jetstream_with(port, async_nats::ConnectOptions::new()).await
+}
+
+/// A JetStream context on the broker at `port`, connected with `options`
+/// (TLS, say).
+pub async fn jetstream_with(
+    port: u16,
+    options: async_nats::ConnectOptions,
+) -> async_nats::jetstream::Context {
+    let client = options
+        .connect(format!("127.0.0.1:{port}"))
         .await
         .expect("the test connects to nats-server");
     async_nats::jetstream::new(client)

@@ -23,13 +23,7 @@ impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
         let mut args = vec!["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = emstream()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_with(emstream().args(&args), Stdio::null());
         let mut err = StderrLines::new(&mut child);
         let admin = last_word(&err.wait_for("admin on "));
         let listen = last_word(&err.wait_for("listening on "));
@@ -55,18 +49,11 @@ impl Daemon {
 
     /// Waits until `/metrics` has `sample` at `value`.
     fn wait_metric(&self, sample: &str, value: f64) -> BTreeMap<String, f64> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let m = parse_metrics(&self.get("/metrics").1);
-            if m.get(sample) == Some(&value) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{sample} never reached {value}: {m:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        metrics_when(
+            &self.admin,
+            &format!("{sample} never reached {value}"),
+            |m| m.get(sample) == Some(&value),
+        )
     }
 
     /// SIGTERM, exit status 0, and the rest of stderr.
@@ -77,71 +64,6 @@ impl Daemon {
         assert!(status.success(), "exit {status:?}: {rest}");
         rest
     }
-}
-
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap().to_string()
-}
-
-/// A minimal HTTP/1.0 GET for the tests: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let (status, _, body) = http_get_full(addr, path);
-    (status, body)
-}
-
-/// (status, headers, body).
-fn http_get_full(addr: &str, path: &str) -> (u16, String, String) {
-    http_get_headers(addr, path, "")
-}
-
-/// (status, headers, body) of a GET with `extra` request header lines
-/// (each ending in `\r\n`).
-fn http_get_headers(addr: &str, path: &str, extra: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
-}
-
-/// `/metrics` parsed by the official Python client's OpenMetrics parser
-/// (`pip install prometheus-client`; `.ci/run` installs it): every sample
-/// as `name{label="value",...}` (labels sorted) -> value. The parser
-/// refuses anything that is not valid OpenMetrics.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    const SCRIPT: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
-print(json.dumps(out))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (the metrics are checked by prometheus_client's parser)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client refused /metrics (is `pip install prometheus-client` done?): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Sends `lines` on a new connection and closes it.
@@ -320,6 +242,100 @@ fn auth_token_guards_metrics_and_model_but_not_the_probes() {
     d.stop();
 }
 
+/// A GET over TLS to the admin server of `d`, trusting `ca`.
+fn https_get(d: &Daemon, ca: &TestCa, path: &str) -> (u16, String, String) {
+    let client = tls_client(&d.admin, &[ca.der()], "localhost", None);
+    http_request(client, &d.admin, path, "").expect("an HTTPS response")
+}
+
+#[test]
+fn admin_over_tls_answers_clients_that_trust_its_ca_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream admin test CA");
+    let server = ca.leaf(&["localhost"]);
+    let cert = write_file(&dir, "cert.pem", &server.pem);
+    let key = write_file(&dir, "key.pem", &server.key_pem);
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(SMALL);
+    let d = Daemon::start(&args);
+
+    // Ingest over TLS too (the same guard), then watch it over TLS.
+    let mut feed = tls_client(&d.listen, &[ca.der()], "localhost", None);
+    feed.write_all(&text(&points(400, 12))).unwrap();
+    feed.flush().unwrap();
+    feed.conn.send_close_notify();
+    let _ = feed.flush();
+    drop(feed);
+    let (head, m) = wait_until("never learned 400", || {
+        let (code, head, body) = https_get(&d, &ca, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let m = parse_metrics(&body);
+        if m["emstream_points_learned_total"] == 400.0 {
+            Ok((head, m))
+        } else {
+            Err(format!("{m:?}"))
+        }
+    });
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert_eq!(m["emstream_phase{phase=\"running\"}"], 1.0);
+    let (code, _, body) = https_get(&d, &ca, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert_eq!(https_get(&d, &ca, "/livez").0, 200);
+
+    // Plain HTTP to the TLS port: no HTTP answer, the handshake fails.
+    let mut plain = TcpStream::connect(&d.admin).unwrap();
+    plain.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(plain, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/") && !String::from_utf8_lossy(&raw).contains("emstream_"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    // A client that does not trust the server's CA refuses the server,
+    // and one that trusts it but expects another name does too.
+    let stranger = TestCa::new("another CA");
+    let untrusting = tls_client(&d.admin, &[stranger.der()], "localhost", None);
+    let e = http_request(untrusting, &d.admin, "/metrics", "").unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    let misnamed = tls_client(&d.admin, &[ca.der()], "emstream.example", None);
+    let e = http_request(misnamed, &d.admin, "/healthz", "").unwrap_err();
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+
+    let rest = d.stop();
+    assert!(rest.contains("admin connection from"), "{rest}");
+    assert!(rest.contains("TLS handshake failed"), "{rest}");
+}
+
+#[test]
+fn admin_with_client_certificates_refuses_a_scraper_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream admin test CA");
+    let server = ca.leaf(&["localhost"]);
+    let scraper = ca.leaf(&["prometheus"]);
+    let d = Daemon::start(&[
+        "--tls-cert",
+        &write_file(&dir, "cert.pem", &server.pem),
+        "--tls-key",
+        &write_file(&dir, "key.pem", &server.key_pem),
+        "--tls-client-ca",
+        &write_file(&dir, "ca.pem", &ca.pem()),
+    ]);
+    let anonymous = tls_client(&d.admin, &[ca.der()], "localhost", None);
+    assert!(http_request(anonymous, &d.admin, "/metrics", "").is_err());
+    let known = tls_client(&d.admin, &[ca.der()], "localhost", Some(&scraper));
+    let (code, _, body) = http_request(known, &d.admin, "/metrics", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(parse_metrics(&body)["emstream_points_learned_total"], 0.0);
+    let rest = d.stop();
+    assert_eq!(rest.matches("TLS handshake failed").count(), 1, "{rest}");
+}
+
 #[test]
 fn an_idle_connection_is_closed_and_frees_its_slot() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,18 +393,10 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     let gone = dir.path().join("state.gone");
     std::fs::rename(&sub, &gone).unwrap();
     send(&d.listen, &text(&points(1000, 5)));
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (code, body) = d.get("/healthz");
-        if code == 503 && body.contains("checkpoint_failing") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failure reported: {code} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("no failure reported", || match d.get("/healthz") {
+        (503, body) if body.contains("checkpoint_failing") => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
     // Learning went on; the failure is counted; the old file is intact.
     let m = d.wait_metric("emstream_points_learned_total", 2000.0);
     assert!(m["emstream_checkpoint_failures_total"] >= 1.0, "{m:?}");
@@ -398,11 +406,10 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     std::fs::create_dir(&sub).unwrap();
     send(&d.listen, &text(&points(100, 6)));
     wait_for_points(&ck, 2100);
-    let deadline = Instant::now() + PATIENCE;
-    while d.get("/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "health never returned");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("health never returned", || match d.get("/healthz") {
+        (200, _) => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
     let rest = d.stop();
     assert!(
         rest.contains("checkpoint not written (will retry)"),
@@ -442,15 +449,13 @@ fn check_config_prints_settings_or_names_key_and_line() {
 fn environment_sets_the_checkpoint_and_flags_win() {
     let dir = tempfile::tempdir().unwrap();
     let from_env = file(&dir, "env.ckpt");
-    let mut child = emstream()
-        .arg("run")
-        .args(SMALL)
-        .env("EMSTREAM_CHECKPOINT", &from_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(
+        emstream()
+            .arg("run")
+            .args(SMALL)
+            .env("EMSTREAM_CHECKPOINT", &from_env),
+        Stdio::piped(),
+    );
     child
         .stdin
         .take()
@@ -463,14 +468,10 @@ fn environment_sets_the_checkpoint_and_flags_win() {
     let from_flag = file(&dir, "flag.ckpt");
     let mut args = vec!["run", "--checkpoint", from_flag.to_str().unwrap()];
     args.extend_from_slice(SMALL);
-    let mut child = emstream()
-        .args(&args)
-        .env("EMSTREAM_CHECKPOINT", &from_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(
+        emstream().args(&args).env("EMSTREAM_CHECKPOINT", &from_env),
+        Stdio::piped(),
+    );
     child
         .stdin
         .take()
@@ -512,26 +513,19 @@ fn the_shipped_daemon_config_learns_the_feed() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "model.ckpt");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/daemon.toml");
-    let mut child = emstream()
-        .args(["run", "--warmup", "200"])
+    let mut cmd = emstream();
+    cmd.args(["run", "--warmup", "200"])
         .env("EMSTREAM_CONFIG", &config)
         .env("EMSTREAM_CHECKPOINT", &ck)
         .env("EMSTREAM_LISTEN", "127.0.0.1:0")
-        .env("EMSTREAM_ADMIN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("EMSTREAM_ADMIN", "127.0.0.1:0");
+    let mut child = spawn_with(&mut cmd, Stdio::null());
     let mut err = StderrLines::new(&mut child);
     let listen = last_word(&err.wait_for("listening on "));
     // What examples/tcp_feed.rs sends: "x,y" lines.
     send(&listen, &text(&points(2000, 11)));
     wait_for_points_after_hup(&child, &ck, 2000);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "{rest}");
+    let rest = sigterm_ok(&mut child, err);
     let j = inspect_json(&ck);
     assert_eq!(j["points_seen"], 2000, "{rest}");
     assert_eq!(j["records_rejected"], 0, "{rest}");

@@ -9,24 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// Starts `emstream run --listen 127.0.0.1:0 ARGS` and returns the child,
-/// its stderr lines and the address it listens on.
-fn listen(args: &[&str]) -> (std::process::Child, StderrLines, String) {
-    let mut all = vec!["run", "--listen", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let mut child = emstream()
-        .args(&all)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = StderrLines::new(&mut child);
-    let line = err.wait_for("listening on ");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    (child, err, addr)
-}
-
 fn load(path: &std::path::Path) -> emstream::checkpoint::Checkpoint {
     emstream::checkpoint::load(path).expect("checkpoint loads")
 }
@@ -39,13 +21,7 @@ fn load(path: &std::path::Path) -> emstream::checkpoint::Checkpoint {
 fn case1_a_client_cannot_pick_a_huge_dimension() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut args = vec![
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
+    let args = saving(&ck);
     let (mut child, mut err, addr) = listen(&args);
     let wide = format!("{}1\n", "1,".repeat(29_999));
     assert!(wide.len() < 64 * 1024);
@@ -57,10 +33,7 @@ fn case1_a_client_cannot_pick_a_huge_dimension() {
     let said = err.wait_for("dimension 2 taken from");
     assert!(said.contains("--dim"), "{said}");
     wait_for_points(&ck, 300);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(rest.contains("memory budget"), "{rest}");
     let ck = load(&ck);
     assert_eq!(ck.learner.dim(), 2);
@@ -138,8 +111,8 @@ fn case3_a_stuck_sensor_does_not_kill_the_warm_up_or_the_resume() {
 fn case5_a_signal_during_the_warm_up_saves_the_buffer_unfitted() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut child = emstream()
-        .args([
+    let mut child = spawn_with(
+        emstream().args([
             "run",
             "-k",
             "2",
@@ -149,21 +122,15 @@ fn case5_a_signal_during_the_warm_up_saves_the_buffer_unfitted() {
             ck.to_str().unwrap(),
             "--checkpoint-interval",
             "0.05",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ]),
+        Stdio::piped(),
+    );
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&text(&points(60, 5))).unwrap();
     stdin.flush().unwrap();
     wait_for_points(&ck, 60);
     let err = StderrLines::new(&mut child);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let err = err.rest();
-    assert!(status.success(), "exit {status:?}: {err}");
+    let err = sigterm_ok(&mut child, err);
     assert!(
         err.contains("warm-up not finished: 60 of 5000 points buffered, saved unfitted"),
         "{err}"
@@ -310,36 +277,22 @@ fn case8_a_gross_outlier_scores_minus_infinity_without_a_label() {
 fn case9_a_torn_last_record_over_tcp_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut args = vec![
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
+    let args = saving(&ck);
     let (mut child, err, addr) = listen(&args);
     let mut c = TcpStream::connect(&addr).unwrap();
     c.write_all(&text(&points(300, 9))).unwrap();
     c.write_all(b"9.99,9.").unwrap();
     drop(c);
     // The torn record's reject is saved with the points.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(ck) = emstream::checkpoint::load(&ck) {
-            if ck.rejected.total() == 1 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the torn record was never counted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    wait_until(
+        "the torn record was never counted",
+        || match emstream::checkpoint::load(&ck) {
+            Ok(c) if c.rejected.total() == 1 => Ok(()),
+            Ok(c) => Err(format!("{} rejected", c.rejected.total())),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    let rest = sigterm_ok(&mut child, err);
     assert!(
         rest.contains("300 points used, 1 records rejected"),
         "{rest}"
@@ -354,19 +307,16 @@ fn case9_a_torn_last_record_over_tcp_is_rejected() {
 fn case10_garbage_input_fails_clearly_without_a_model() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let child = emstream()
-        .args([
+    let child = spawn_with(
+        emstream().args([
             "run",
             "--input",
             "/dev/urandom",
             "--checkpoint",
             ck.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ]),
+        Stdio::null(),
+    );
     let out = wait_output(child);
     let e = stderr(&out);
     assert!(!out.status.success(), "{e}");
@@ -382,8 +332,8 @@ fn case10_garbage_input_fails_clearly_without_a_model() {
 fn case11_a_signal_stops_a_long_warm_up_fit() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut child = emstream()
-        .args([
+    let mut child = spawn_with(
+        emstream().args([
             "run",
             "-k",
             "8",
@@ -393,12 +343,9 @@ fn case11_a_signal_stops_a_long_warm_up_fit() {
             "100000",
             "--checkpoint",
             ck.to_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ]),
+        Stdio::piped(),
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut err = StderrLines::new(&mut child);
     stdin.write_all(&text(&points(5000, 11))).unwrap();

@@ -11,8 +11,12 @@ use crate::util::{emstream, file, points, wait_exit, wait_for_points, StderrLine
 
 /// Publishes `msgs` (topic, body) at QoS 1 and waits for every PUBACK.
 pub fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
+    publish_all_with(MqttOptions::new(id, "127.0.0.1", port), msgs);
+}
+
+/// [`publish_all`] with the client options `o` (TLS, say).
+pub fn publish_all_with(mut o: MqttOptions, msgs: Vec<(String, Vec<u8>)>) {
     runtime().block_on(async {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5));
         let (client, mut events) = AsyncClient::new(o, 16);
         let n = msgs.len();
@@ -146,4 +150,71 @@ fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
     assert_eq!(out.status.code(), Some(1));
     let text = crate::util::stderr(&out);
     assert!(text.contains("within --connect-timeout"), "{text}");
+}
+
+#[test]
+fn mqtts_with_the_brokers_ca_is_learned_and_another_ca_is_refused() {
+    use crate::util::{stderr, wait_output, write_file, TestCa};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream MQTT test CA");
+    let server = ca.leaf(&["localhost", "127.0.0.1"]);
+    let ca_pem = write_file(&dir, "ca.pem", &ca.pem());
+    let cert = write_file(&dir, "server.pem", &server.pem);
+    let key = write_file(&dir, "server-key.pem", &server.key_pem);
+    let tls = brokers::TlsFiles {
+        cert: std::path::Path::new(&cert),
+        key: std::path::Path::new(&key),
+        client_ca: None,
+    };
+    let Some(broker) = brokers::mosquitto_tls(dir.path(), "mqtts test", &tls) else {
+        return;
+    };
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let ckpt = file(&dir, "model.ckpt");
+    let run = |ca_file: &str, extra: &[&str]| {
+        emstream()
+            .args(["run", "--mqtt", &url, "--mqtt-ca-file", ca_file])
+            .args(["--topic", "sensors/#", "--checkpoint"])
+            .arg(&ckpt)
+            .args(SMALL)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+    };
+
+    // A CA that did not sign the broker's certificate: never connected.
+    let stranger = write_file(&dir, "stranger.pem", &TestCa::new("another CA").pem());
+    let out = wait_output(run(&stranger, &["--connect-timeout", "1"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("within --connect-timeout") && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+
+    // The broker's CA: connected over TLS, every point learned.
+    let mut child = run(&ca_pem, &["--stop-when-idle", "2"]);
+    let mut lines = StderrLines::new(&mut child);
+    lines.wait_for("subscribed to sensors/#");
+    let mut o = MqttOptions::new("tls-publisher", "127.0.0.1", broker.port);
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca: ca.pem().into_bytes(),
+            alpn: None,
+            client_auth: None,
+        },
+    ));
+    let msgs = batch(5, 8)
+        .into_iter()
+        .map(|(_, body)| ("sensors/x/t".to_string(), body))
+        .collect();
+    publish_all_with(o, msgs);
+    let status = wait_exit(&mut child);
+    let text = lines.rest();
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+    assert_eq!(ck.learner.counters().points_seen, 8 * 50, "{text}");
 }

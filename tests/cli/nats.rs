@@ -33,6 +33,19 @@ fn messages(n: usize, seed: u64) -> (Vec<Vec<u8>>, u64) {
     (out, n as u64)
 }
 
+/// The valid points in `bodies` (every line but the junk ones).
+fn valid_points(bodies: &[Vec<u8>]) -> u64 {
+    bodies
+        .iter()
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter(|l| !l.starts_with("not"))
+                .count() as u64
+        })
+        .sum()
+}
+
 fn run_args(port: u16, stream: &str, consumer: &str, ckpt: &std::path::Path) -> Vec<String> {
     let mut a: Vec<String> = [
         "run",
@@ -315,17 +328,6 @@ fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     let port = nats.port;
     let (bodies, valid) = messages(8_000, 21);
     let half = bodies.len() / 2;
-    let lines = |range: std::ops::Range<usize>| -> u64 {
-        bodies[range]
-            .iter()
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .filter(|l| !l.starts_with("not"))
-                    .count() as u64
-            })
-            .sum()
-    };
     runtime().block_on(async {
         let js = jetstream(port).await;
         create_stream(&js, "RS", -1).await;
@@ -337,7 +339,7 @@ fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     let mut args = run_args(port, "RS", "emstream", &ckpt);
     args.extend(["--stop-when-idle", "8", "--checkpoint-interval", "0.1"].map(String::from));
     let mut child = spawn(&args);
-    crate::util::wait_for_points(&ckpt, lines(0..half));
+    crate::util::wait_for_points(&ckpt, valid_points(&bodies[..half]));
     // The server dies and comes back with its store; the run reconnects.
     nats.restart();
     runtime().block_on(async {
@@ -355,4 +357,217 @@ fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     let ck = emstream::checkpoint::load(&ckpt).unwrap();
     assert_eq!(ck.learner.counters().points_seen, valid);
     assert_eq!(position(&ckpt, "jetstream:RS"), Some(bodies.len() as u64));
+}
+
+#[test]
+fn metrics_show_the_lag_and_other_subjects_messages_are_no_lag() {
+    const LAG: &str = "emstream_source_lag_messages{source=\"jetstream\"}";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream lag metric test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, _) = messages(3_000, 9);
+    let rt = runtime();
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "LAG", -1).await;
+        for b in &bodies[..6] {
+            publish(&js, "lag.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "LAG", "emstream", &ckpt);
+    args.extend(["--subject", "lag.a", "--stop-when-idle", "0.5"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    assert_eq!(position(&ckpt, "jetstream:LAG:lag.a"), Some(6));
+
+    // Four messages on another subject: the stream's last sequence is 10,
+    // but nothing of the filter's is left to learn.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[6..10] {
+            publish(&js, "lag.b", b.clone()).await;
+        }
+    });
+    args.extend(["--resume", "--admin", "127.0.0.1:0"].map(String::from));
+    *args.iter_mut().find(|a| *a == "0.5").unwrap() = "60".into();
+    let mut child = spawn(&args);
+    let mut err = crate::util::StderrLines::new(&mut child);
+    let admin = crate::util::last_word(&err.wait_for("admin on "));
+    err.wait_for("resuming after sequence 6 (stream holds 1..10)");
+    // Two head polls (one a second) after the consumer opened.
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = crate::util::metrics_when(&admin, "no lag sample", |m| m.contains_key(LAG));
+    assert_eq!(m[LAG], 0.0, "{m:?}");
+    assert_eq!(m["emstream_broker_reconnects_total"], 0.0, "{m:?}");
+    assert_eq!(m["emstream_source_gap_messages_total"], 0.0, "{m:?}");
+
+    // Three more of the filter's: learned, and the lag is back to 0.
+    rt.block_on(async {
+        let js = jetstream(port).await;
+        for b in &bodies[10..13] {
+            publish(&js, "lag.a", b.clone()).await;
+        }
+    });
+    let valid = valid_points(&bodies[..6]) + valid_points(&bodies[10..13]);
+    let m = crate::util::metrics_when(&admin, "the points never arrived", |m| {
+        m.get("emstream_model_points_seen") == Some(&(valid as f64))
+    });
+    assert_eq!(m[LAG], 0.0, "{m:?}");
+    crate::util::sigterm(&child);
+    assert!(crate::util::wait_exit(&mut child).success());
+    let text = err.rest();
+    assert!(
+        text.contains("jetstream:LAG:lag.a: model at sequence 13 of 13, lag 0 messages"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_fatal_after_the_connect_timeout_and_waited_for_without_it() {
+    // Nothing listens on the port: fatal once --connect-timeout has passed,
+    // with a message naming the address and the option.
+    let port = brokers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "PTS", "emstream", &ckpt);
+    args.extend(["--connect-timeout", "1.5"].map(String::from));
+    let started = std::time::Instant::now();
+    let out = wait_output(spawn(&args));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "cannot connect to nats://127.0.0.1:{port} within --connect-timeout 1.5s"
+        )),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(12),
+        "fatal after {took:?}, not about 1.5 s"
+    );
+    assert!(!ckpt.exists(), "a checkpoint without a connection");
+
+    // A server with the stream that is down when the run starts: without
+    // --connect-timeout the run retries until it comes up, then learns.
+    let Some(mut nats) = brokers::nats(dir.path(), "jetstream late server test") else {
+        return;
+    };
+    let (bodies, _) = messages(2_000, 17);
+    let valid = valid_points(&bodies);
+    runtime().block_on(async {
+        let js = jetstream(nats.port).await;
+        create_stream(&js, "LATE", -1).await;
+        for b in &bodies {
+            publish(&js, "late.a", b.clone()).await;
+        }
+    });
+    nats.stop();
+    let mut args = run_args(nats.port, "LATE", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "1"].map(String::from));
+    let mut child = spawn(&args);
+    let mut err = crate::util::StderrLines::new(&mut child);
+    err.wait_for(&format!("cannot connect to nats://127.0.0.1:{}", nats.port));
+    err.wait_for("retrying");
+    nats.restart();
+    let status = crate::util::wait_exit(&mut child);
+    let text = err.rest();
+    assert!(status.success(), "{status:?} {text}");
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, valid);
+    assert_eq!(position(&ckpt, "jetstream:LATE"), Some(bodies.len() as u64));
+}
+
+#[test]
+fn a_stream_over_mutual_tls_is_read_with_the_client_certificate_and_refused_without() {
+    use crate::util::{write_file, TestCa};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("emstream NATS test CA");
+    let server = ca.leaf(&["localhost", "127.0.0.1"]);
+    let client = ca.leaf(&["emstream"]);
+    let ca_pem = write_file(&dir, "ca.pem", &ca.pem());
+    let server_pem = write_file(&dir, "server.pem", &server.pem);
+    let server_key = write_file(&dir, "server-key.pem", &server.key_pem);
+    let client_pem = write_file(&dir, "client.pem", &client.pem);
+    let client_key = write_file(&dir, "client-key.pem", &client.key_pem);
+    let tls = brokers::TlsFiles {
+        cert: std::path::Path::new(&server_pem),
+        key: std::path::Path::new(&server_key),
+        client_ca: Some(std::path::Path::new(&ca_pem)),
+    };
+    let Some(nats) = brokers::nats_tls(dir.path(), "jetstream TLS test", &tls) else {
+        return;
+    };
+    let (bodies, _) = messages(1_500, 23);
+    let valid = valid_points(&bodies);
+    runtime().block_on(async {
+        let options = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(ca_pem.clone().into())
+            .add_client_certificate(client_pem.clone().into(), client_key.clone().into());
+        let js = brokers::jetstream_with(nats.port, options).await;
+        create_stream(&js, "SECURE", -1).await;
+        for b in &bodies {
+            publish(&js, "secure.a", b.clone()).await;
+        }
+    });
+    let ckpt = file(&dir, "model.ckpt");
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a = run_args(nats.port, "SECURE", "emstream", &ckpt);
+        a[2] = url.clone();
+        a.extend(["--nats-ca-file", &ca_pem].map(String::from));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    // Without a client certificate the server refuses: fatal within the
+    // connect timeout, nothing learned.
+    let out = wait_output(spawn(&base(&["--connect-timeout", "2"])));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("within --connect-timeout"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ckpt.exists());
+    assert!(stderr(&out).contains("--nats-cert"), "{}", stderr(&out));
+    // A CA that did not sign the server's certificate: refused too.
+    let stranger = write_file(&dir, "stranger.pem", &TestCa::new("another CA").pem());
+    let mut args = base(&[
+        "--nats-cert",
+        &client_pem,
+        "--nats-key",
+        &client_key,
+        "--connect-timeout",
+        "2",
+    ]);
+    let ca_at = args.iter().position(|a| a == "--nats-ca-file").unwrap() + 1;
+    args[ca_at] = stranger;
+    let out = wait_output(spawn(&args));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("UnknownIssuer") && text.contains("check --nats-ca-file"),
+        "{text}"
+    );
+
+    // With it: every message learned exactly once.
+    let out = wait_output(spawn(&base(&[
+        "--nats-cert",
+        &client_pem,
+        "--nats-key",
+        &client_key,
+        "--stop-when-idle",
+        "1",
+    ])));
+    assert_ok(&out);
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(ck.learner.counters().points_seen, valid);
+    assert_eq!(
+        position(&ckpt, "jetstream:SECURE"),
+        Some(bodies.len() as u64)
+    );
 }

@@ -9,21 +9,7 @@ use crate::util::*;
 fn sigterm_mid_stream_saves_every_point_read() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut args = vec![
-        "run",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
-    let mut child = emstream()
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(emstream().arg("run").args(saving(&ck)), Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     // Not a multiple of the batch size: the last 23 points are pending.
     stdin.write_all(&text(&points(723, 50))).unwrap();
@@ -31,10 +17,7 @@ fn sigterm_mid_stream_saves_every_point_read() {
     // A mid-stream checkpoint shows when the learner has them all.
     wait_for_points(&ck, 723);
     let err = StderrLines::new(&mut child);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let err = err.rest();
-    assert!(status.success(), "exit {status:?}: {err}");
+    let err = sigterm_ok(&mut child, err);
     assert!(err.contains("723 points used"), "{err}");
     let j = inspect_json(&ck);
     assert_eq!(j["points_seen"], 723);
@@ -54,13 +37,7 @@ fn checkpoint_every_writes_mid_stream() {
         "100",
     ];
     args.extend_from_slice(SMALL);
-    let mut child = emstream()
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(emstream().args(&args), Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&text(&points(400, 51))).unwrap();
     stdin.flush().unwrap();
@@ -110,15 +87,13 @@ fn a_second_signal_exits_at_once() {
 fn stop_when_idle_ends_an_open_stdin_like_end_of_input() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = file(&dir, "m.ckpt");
-    let mut child = emstream()
-        .args(["run", "--stop-when-idle", "0.5", "--checkpoint"])
-        .arg(&ckpt)
-        .args(SMALL)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with(
+        emstream()
+            .args(["run", "--stop-when-idle", "0.5", "--checkpoint"])
+            .arg(&ckpt)
+            .args(SMALL),
+        Stdio::piped(),
+    );
     // Points arrive, then nothing, and stdin stays open.
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&text(&points(1000, 2))).unwrap();

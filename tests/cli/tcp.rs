@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Stdio;
 
 use crate::util::*;
 
@@ -10,26 +9,7 @@ use crate::util::*;
 fn two_connections_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut args = vec![
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--checkpoint-interval",
-        "0.05",
-    ];
-    args.extend_from_slice(SMALL);
-    let mut child = emstream()
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = StderrLines::new(&mut child);
-    let line = err.wait_for("listening on ");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let (mut child, err, addr) = listen(&saving(&ck));
 
     let mut a = TcpStream::connect(&addr).unwrap();
     let mut b = TcpStream::connect(&addr).unwrap();
@@ -42,10 +22,7 @@ fn two_connections_then_sigterm() {
     drop(a);
     // b stays open: the signal must end it.
     wait_for_points(&ck, 550);
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    let rest = err.rest();
-    assert!(status.success(), "exit {status:?}: {rest}");
+    let rest = sigterm_ok(&mut child, err);
     assert!(
         rest.contains("550 points used, 1 records rejected"),
         "{rest}"

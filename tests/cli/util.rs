@@ -1,6 +1,8 @@
 //! Helpers: running the binary, making streams, reading checkpoints.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use tokio_rustls::rustls;
 
 /// Small learner settings that make tests fast: 2 components, warm-up of
 /// 200 points, batches of 50.
@@ -141,6 +144,63 @@ pub fn sigterm(child: &Child) {
     assert!(ok.success());
 }
 
+/// Starts `cmd` (the binary with its arguments, say `emstream().args(..)`)
+/// with `stdin`, stdout discarded and stderr piped (for [`StderrLines`]).
+pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Child {
+    cmd.stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// The flags of a run that saves to `ck` every 50 ms with the [`SMALL`]
+/// learner settings.
+pub fn saving(ck: &Path) -> Vec<&str> {
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.05",
+    ];
+    args.extend_from_slice(SMALL);
+    args
+}
+
+/// Starts `emstream run --listen 127.0.0.1:0 ARGS` and returns the child,
+/// its stderr lines and the address it listens on.
+pub fn listen(args: &[&str]) -> (Child, StderrLines, String) {
+    let mut all = vec!["run", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = spawn_with(emstream().args(&all), Stdio::null());
+    let mut err = StderrLines::new(&mut child);
+    let addr = last_word(&err.wait_for("listening on "));
+    (child, err, addr)
+}
+
+/// SIGTERM, then an exit status of 0 (else the test fails showing stderr);
+/// returns the rest of stderr.
+pub fn sigterm_ok(child: &mut Child, err: StderrLines) -> String {
+    sigterm(child);
+    let status = wait_exit(child);
+    let rest = err.rest();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    rest
+}
+
+/// Polls `probe` every 50 ms until it gives `Ok`; after [`PATIENCE`] fails
+/// with `what` and the last `Err` (what was seen instead).
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: {seen}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Reads a child's stderr on a thread, line by line.
 pub struct StderrLines {
     rx: mpsc::Receiver<String>,
@@ -239,4 +299,221 @@ pub fn closed_pipe() -> Stdio {
     let write_end = reader.stdin.take().expect("stdin is piped");
     reader.wait().expect("`true` exits");
     Stdio::from(write_end)
+}
+
+/// The last word of a line (the address in `listening on ADDR`).
+pub fn last_word(line: &str) -> String {
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// A minimal HTTP/1.0 GET for the tests: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_full(addr, path);
+    (status, body)
+}
+
+/// (status, headers, body).
+pub fn http_get_full(addr: &str, path: &str) -> (u16, String, String) {
+    http_get_headers(addr, path, "")
+}
+
+/// (status, headers, body) of a GET with `extra` request header lines
+/// (each ending in `\r\n`).
+pub fn http_get_headers(addr: &str, path: &str, extra: &str) -> (u16, String, String) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    http_request(s, addr, path, extra).expect("an HTTP response")
+}
+
+/// An HTTP/1.0 GET over `s` (plain or TLS): (status, headers, body), or
+/// the error that ended it before any response.
+pub fn http_request<S: Read + Write>(
+    mut s: S,
+    addr: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<(u16, String, String)> {
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n")?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    // A server may close without a TLS close_notify after an HTTP/1.0
+    // answer: what was read before counts.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(e);
+        }
+    }
+    let raw = String::from_utf8(raw).expect("a UTF-8 response");
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other(format!(
+            "not an HTTP response: {raw:?}"
+        )));
+    };
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// A certificate authority made for a test (rcgen, ring), and the
+/// certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate signed by a [`TestCa`], with its key.
+pub struct Leaf {
+    /// The certificate, DER.
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    /// The key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// The key, PEM.
+    pub key_pem: String,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The CA's certificate, DER.
+    pub fn der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses), usable by a
+    /// server and a client.
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// Writes `text` to `name` in `dir`; returns the path as a string.
+pub fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = file(dir, name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A TLS client (ring) to `addr` that trusts `roots` and verifies the
+/// server as `server_name`, presenting `client` if given.
+pub fn tls_client(
+    addr: &str,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    server_name: &str,
+    client: Option<&Leaf>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let config = match client {
+        None => b.with_no_client_auth(),
+        Some(c) => b
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_der.clone())),
+            )
+            .unwrap(),
+    };
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// `/metrics` of the admin server at `admin`, parsed by [`parse_metrics`],
+/// once `ready` holds for it (else the test fails with `what`).
+pub fn metrics_when(
+    admin: &str,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    wait_until(what, || {
+        let m = parse_metrics(&http_get(admin, "/metrics").1);
+        if ready(&m) {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+}
+
+/// `/metrics` parsed by the official Python client's OpenMetrics parser
+/// (`pip install prometheus-client`; `.ci/run` installs it): every sample
+/// as `name{label="value",...}` (labels sorted) -> value. The parser
+/// refuses anything that is not valid OpenMetrics.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the metrics are checked by prometheus_client's parser)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused /metrics (is `pip install prometheus-client` done?): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

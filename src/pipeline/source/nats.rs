@@ -28,10 +28,10 @@
 //! and the run continues from the first sequence the stream holds.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{self, Stream as Messages};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, stream::Stream as JsStream};
 use futures_util::{FutureExt, StreamExt};
@@ -106,75 +106,110 @@ async fn pause(ctx: &SourceContext, d: Duration) -> bool {
     }
 }
 
-/// Connects, retrying with backoff (for ever, or until `connect_timeout`);
-/// `None` on the stop.
+/// Connects, retrying with backoff (for ever, or until `connect_timeout`:
+/// then the run fails about that long after the start, an attempt or a
+/// pause cut short at the deadline); `None` on the stop.
 async fn connect(
     o: &NatsOptions,
     ctx: &SourceContext,
 ) -> Result<Option<async_nats::Client>, String> {
-    let started = Instant::now();
+    let deadline = o.connect_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut wait = BACKOFF.0;
     loop {
-        let mut options = async_nats::ConnectOptions::new()
-            .name("emstream")
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
-        if let Some(path) = &o.credentials {
-            options = options.credentials_file(path).await.map_err(|e| {
-                format!(
-                    "cannot read the NATS credentials file {}: {e}",
-                    path.display()
-                )
-            })?;
-        }
-        if let Some(ca) = &o.ca_file {
-            options = options.require_tls(true).add_root_certificates(ca.clone());
-        }
-        let events = ctx.clone();
-        let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        options = options.event_callback(move |event| {
-            let (ctx, was_down) = (events.clone(), was_down.clone());
-            async move {
-                use std::sync::atomic::Ordering;
-                match event {
-                    async_nats::Event::Disconnected => {
-                        was_down.store(true, Ordering::Relaxed);
-                        ctx.say("NATS: disconnected; reconnecting");
-                    }
-                    async_nats::Event::Connected => {
-                        if was_down.swap(false, Ordering::Relaxed) {
-                            ctx.state().replay().reconnected();
-                            ctx.say("NATS: reconnected");
-                        }
-                    }
-                    async_nats::Event::Closed => {}
-                    // Each failed reconnect attempt: said once, as disconnected.
-                    async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
-                    other => ctx.say(&format!("NATS: {other}")),
-                }
-            }
-        });
+        let options = connect_options(o, ctx).await?;
         let attempt = tokio::select! {
             () = ctx.stop().cancelled() => return Ok(None),
-            r = options.connect(o.url.as_str()) => r,
+            () = until(deadline) => Err("no answer yet".to_string()),
+            r = options.connect(o.url.as_str()) => r.map_err(|e| e.to_string()),
         };
-        match attempt {
+        let e = match attempt {
             Ok(c) => return Ok(Some(c)),
-            Err(e) => {
-                if o.connect_timeout.is_some_and(|t| started.elapsed() >= t) {
-                    return Err(format!(
-                        "cannot connect to {} within --connect-timeout: {e}",
-                        o.url
-                    ));
+            Err(e) => e,
+        };
+        let timeout_error = || {
+            let lower = e.to_ascii_lowercase();
+            let hint = if lower.contains("certificate") || lower.contains("tls") {
+                "check --nats-ca-file (the CA that signed the server's certificate) and --nats-cert/--nats-key (a server with `verify: true` wants a client certificate)"
+            } else {
+                "is the server up and the address right? without --connect-timeout the run waits for it"
+            };
+            format!(
+                "cannot connect to {} within --connect-timeout {}s: {e} ({hint})",
+                o.url,
+                o.connect_timeout.unwrap_or_default().as_secs_f64()
+            )
+        };
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(timeout_error());
+        }
+        ctx.say(&format!("cannot connect to {} ({e}); retrying", o.url));
+        tokio::select! {
+            () = ctx.stop().cancelled() => return Ok(None),
+            () = until(deadline) => return Err(timeout_error()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = next_backoff(wait);
+    }
+}
+
+/// Waits until `deadline`, for ever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The client options of one connection attempt: name, reconnects for
+/// ever once connected, credentials, TLS, and the events logged.
+async fn connect_options(
+    o: &NatsOptions,
+    ctx: &SourceContext,
+) -> Result<async_nats::ConnectOptions, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("emstream")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    if let Some(path) = &o.credentials {
+        options = options.credentials_file(path).await.map_err(|e| {
+            format!(
+                "cannot read the NATS credentials file {}: {e}",
+                path.display()
+            )
+        })?;
+    }
+    if let Some(ca) = &o.ca_file {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&o.cert, &o.key) {
+        options = options
+            .require_tls(true)
+            .add_client_certificate(cert.clone(), key.clone());
+    }
+    let events = ctx.clone();
+    let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Ok(options.event_callback(move |event| {
+        let (ctx, was_down) = (events.clone(), was_down.clone());
+        async move {
+            use std::sync::atomic::Ordering;
+            match event {
+                async_nats::Event::Disconnected => {
+                    was_down.store(true, Ordering::Relaxed);
+                    ctx.say("NATS: disconnected; reconnecting");
                 }
-                ctx.say(&format!("cannot connect to {} ({e}); retrying", o.url));
-                if !pause(ctx, wait).await {
-                    return Ok(None);
+                async_nats::Event::Connected => {
+                    if was_down.swap(false, Ordering::Relaxed) {
+                        ctx.state().replay().reconnected();
+                        ctx.say("NATS: reconnected");
+                    }
                 }
-                wait = next_backoff(wait);
+                async_nats::Event::Closed => {}
+                // Each failed reconnect attempt: said once, as disconnected.
+                async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
+                other => ctx.say(&format!("NATS: {other}")),
             }
         }
-    }
+    }))
 }
 
 /// Where to start reading: after `last` (the checkpoint's position, or
@@ -215,12 +250,12 @@ fn start_after(
 }
 
 /// Deletes the durable consumer if it exists and creates it again to
-/// deliver from `deliver`; returns its message stream.
+/// deliver from `deliver`; returns it and its message stream.
 async fn open_consumer(
     stream: &JsStream,
     o: &NatsOptions,
     deliver: DeliverPolicy,
-) -> Result<Messages, String> {
+) -> Result<(PullConsumer, Messages), String> {
     // A consumer left by an earlier run points at an older position.
     let _ = stream.delete_consumer(&o.consumer).await;
     let config = pull::Config {
@@ -239,14 +274,36 @@ async fn open_consumer(
             o.consumer, o.stream
         )
     })?;
-    consumer
+    let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| format!("cannot read consumer {}: {e}", o.consumer))
+        .map_err(|e| format!("cannot read consumer {}: {e}", o.consumer))?;
+    Ok((consumer, messages))
+}
+
+/// The last sequence of the messages the source reads (its head, for the
+/// lag): the stream's last sequence; with a subject filter, once the
+/// consumer has no matching message pending, the last one `read` (other
+/// subjects' messages are not lag; the consumer's own delivered sequence
+/// counts them), else the stream's as an upper bound.
+async fn head(
+    stream: &mut JsStream,
+    consumer: &PullConsumer,
+    filtered: bool,
+    read: Option<u64>,
+) -> Option<u64> {
+    if filtered {
+        if let Ok(info) = consumer.get_info().await {
+            if info.num_pending == 0 {
+                return Some(read.unwrap_or(0));
+            }
+        }
+    }
+    Some(stream.info().await.ok()?.state.last_sequence)
 }
 
 /// The stream handle, its first held and last sequence.
@@ -400,11 +457,11 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                 }
                 open_consumer(&stream, o, deliver)
                     .await
-                    .map(|m| (stream, m))
+                    .map(|(c, m)| (stream, c, m))
             }
             Err(e) => Err(e),
         };
-        let (mut stream, mut messages) = match opened {
+        let (mut stream, consumer, mut messages) = match opened {
             Ok(x) => x,
             Err(e) if first && o.connect_timeout.is_some() => return Err(e),
             Err(e) if first && e.starts_with("no stream") => return Err(e),
@@ -444,8 +501,8 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     continue;
                 }
                 _ = head_tick.tick() => {
-                    if let Ok(info) = stream.info().await {
-                        ctx.state().replay().set_head(id, info.state.last_sequence);
+                    if let Some(h) = head(&mut stream, &consumer, o.subject.is_some(), reader.last_seq).await {
+                        ctx.state().replay().set_head(id, h);
                     }
                     continue;
                 }
@@ -498,6 +555,8 @@ mod tests {
             consumer: "c".into(),
             credentials: None,
             ca_file: None,
+            cert: None,
+            key: None,
             allow_gap,
             connect_timeout: None,
         }

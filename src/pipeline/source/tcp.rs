@@ -225,18 +225,28 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut drain_until: Option<Instant> = None;
     let mut last_data = Instant::now();
     loop {
+        // A peer that never stops sending is still cut at the shutdown
+        // timeout (the biased select below would otherwise always read).
+        if drain_until.is_some_and(|end| Instant::now() >= end) {
+            break;
+        }
         // The next moment the connection is given up without data.
         let give_up = match drain_until {
             Some(end) => Some(end.min(last_data + DRAIN_QUIET)),
             None => timeouts.idle.map(|idle| last_data + idle),
         };
+        // Biased: data already waiting is read before the quiet or idle
+        // timer is looked at, so a reader that was not scheduled for a while
+        // (a loaded machine) never takes its own delay for a quiet peer.
         let read = tokio::select! {
+            biased;
             () = ctx.stop().cancelled(), if drain_until.is_none() => {
                 drain_until = Some(Instant::now() + timeouts.shutdown);
                 // Quiet is measured from the stop on.
                 last_data = Instant::now();
                 continue;
             }
+            r = stream.read(&mut buf) => r,
             () = sleep_until_opt(give_up) => {
                 if drain_until.is_none() {
                     reason = CloseReason::IdleTimeout;
@@ -253,7 +263,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 continue;
             }
-            r = stream.read(&mut buf) => r,
         };
         let n = match read {
             Ok(0) => {
@@ -274,12 +283,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
         };
-        last_data = Instant::now();
         framer.push(&buf[..n], &mut out);
         unflushed = framer.buffered() > 0;
         if !send_chunks(tx, &mut out).await {
             break;
         }
+        // Quiet counts from when the learner took the data: time spent
+        // waiting on its back-pressure is ours, not the peer's silence.
+        last_data = Instant::now();
     }
     // A connection that ends mid-line tore its last record: it is dropped
     // and counted, never learned.
