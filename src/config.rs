@@ -273,8 +273,8 @@ config_keys! {
         /// Header names of the CSV fields to use, in this order (the first line
         /// must then be a header); instead of `columns`.
         pub column_names: Option<Vec<String>> = None,
-        /// CSV field separator: `auto` (decided from the first line and
-        /// reported), `comma`, `semicolon` (numbers may use a decimal comma),
+        /// CSV field separator: `auto` (decided by a vote of the first
+        /// lines and reported), `comma`, `semicolon` (numbers may use a decimal comma),
         /// `tab`, `pipe` or `whitespace`.
         pub delimiter: Delimiter = Delimiter::Auto,
         /// JSON objects: the fields to use, in this order; `env.temp` walks into

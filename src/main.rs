@@ -98,8 +98,8 @@ struct RunArgs {
     /// or header names, e.g. carat,price.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     columns: Option<Vec<String>>,
-    /// CSV field separator: auto (default; decided from the first line and
-    /// reported), comma, semicolon (numbers may use a decimal comma), tab,
+    /// CSV field separator: auto (default; decided by a vote of the first
+    /// lines and reported), comma, semicolon (numbers may use a decimal comma), tab,
     /// pipe or whitespace.
     #[arg(long, value_name = "SEP", value_parser = delimiter_value)]
     delimiter: Option<Delimiter>,
@@ -550,6 +550,9 @@ fn run(args: RunArgs) -> ExitCode {
                 say(&line);
             }
             say(&summary.line());
+            if let Some(line) = summary.warmup_line() {
+                say(&line);
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {

@@ -217,7 +217,20 @@ async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             json!({ "error": "no model yet: the first model is fitted after the warm-up points" });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    match serde_json::to_string_pretty(&render_json(&snap.checkpoint, None)) {
+    // During the warm-up the model is fitted on the fly (seconds for a
+    // large K and d): off the runtime that also reads the input.
+    let rendered = tokio::task::spawn_blocking(move || {
+        serde_json::to_string_pretty(&render_json(&snap.checkpoint, None))
+    })
+    .await;
+    let Ok(rendered) = rendered else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the model could not be rendered\n",
+        )
+            .into_response();
+    };
+    match rendered {
         // Exactly what `inspect --json` prints, final newline included.
         Ok(mut text) => {
             text.push('\n');

@@ -6,11 +6,13 @@
 //! f64 values plus the count of bad records by [`RejectReason`] and the
 //! first few [`ParseError`]s with line numbers.
 //!
-//! CSV: one [`Delimiter`] per input (`auto` decides on the first content
-//! line and says so in [`Batch::notes`]); a line without a quote takes a
+//! CSV: one [`Delimiter`] per input (`auto` decides by a vote of the first
+//! content lines and says so in [`Batch::notes`]); a line without a quote takes a
 //! single-pass fast path, a line with one is split by `csv-core` (RFC
-//! 4180: separators, spaces and doubled quotes inside quotes; a quoted
-//! number is a number). A byte-order mark at the start is skipped. Columns
+//! 4180: separators, spaces, doubled quotes and line ends inside quotes; a
+//! quoted number is a number). A record whose quoted field spans lines is
+//! one record, numbered by its first line, held across chunks up to
+//! [`Parser::with_max_record`] bytes. A byte-order mark at the start is skipped. Columns
 //! are picked by index or by header name. JSON: arrays of numbers, or
 //! objects with named (nested) fields. [`Parser::names`] gives the
 //! dimensions' names once known; an input that cannot fit the
@@ -56,7 +58,9 @@ pub enum RejectReason {
     BadJson,
     /// A `--fields` field is absent from a JSON object.
     MissingField,
-    /// A quoted CSV field is not closed on its line.
+    /// A quoted CSV field is not closed within the record limit (its
+    /// line is rejected, the lines after it are read again), or the
+    /// quotes of a record do not pair up.
     BadQuoting,
     /// A network stream ended in the middle of this record (no line end):
     /// it was cut, so it is not learned.
@@ -282,15 +286,16 @@ impl ColumnList {
 
 /// Field separator of CSV records (`--delimiter`).
 ///
-/// `Auto` decides once, from the first content line (header or record) of
-/// the input, and keeps that separator for the whole input: a tab if the
-/// line has one, else a semicolon, else a comma, else runs of blanks
-/// (quoted text is not looked at). The decision is reported as a
-/// [`Batch::notes`] message.
+/// `Auto` decides once, by a vote of the first 16 content lines (header or
+/// record) available when the first one is parsed (those of its chunk),
+/// and keeps that separator for the whole input: each line votes for a tab
+/// if it has one, else a semicolon, else a comma, else runs of blanks
+/// (quoted text is not looked at); the most votes win, the earliest on a
+/// tie. The decision is reported as a [`Batch::notes`] message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Delimiter {
-    /// Decide from the first content line.
+    /// Decide by a vote of the first content lines.
     #[default]
     Auto,
     /// `,` (blanks around a field are ignored).
@@ -401,6 +406,20 @@ pub struct Framer {
     too_long: Vec<u64>,
     /// Discarding the rest of a too-long line until its `\n`.
     dropping: bool,
+}
+
+/// A CSV record whose quoted field was still open at the end of a chunk
+/// (a field with line ends in it), held until the chunk that closes it.
+#[derive(Debug)]
+struct OpenRecord {
+    /// Its first line.
+    line: u64,
+    /// Its bytes so far (at most the record limit), line ends included.
+    bytes: Vec<u8>,
+    /// Whether a header was still possible at its first line.
+    header_pending: bool,
+    /// The `csv-core` reader where the bytes so far left it.
+    reader: Box<csv_core::Reader>,
 }
 
 /// Record format.
@@ -545,6 +564,14 @@ pub struct Parser {
     quoted_out: Vec<u8>,
     /// Reused: field ends in `quoted_out`.
     quoted_ends: Vec<usize>,
+    /// Finds where a record whose quoted field spans lines ends
+    /// (`csv-core`, only `\n` ending a record).
+    spans: csv_core::Reader,
+    /// Longest record, in bytes, over all its lines (`--max-line-bytes`).
+    max_record: usize,
+    /// Per source: a record whose quoted field was still open at the end
+    /// of its last chunk, waiting for the next one.
+    open: std::collections::HashMap<SourceId, OpenRecord>,
     /// `--score-keep` items, if any.
     keep: Option<Vec<keep::KeepItem>>,
     /// CSV: the column of each field item of `keep` (`None`: a name not yet

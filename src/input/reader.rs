@@ -37,7 +37,7 @@ impl<R: Read> BatchReader<R> {
         BatchReader {
             input,
             framer: Framer::new(source, max_line, BATCH_CHUNK_BYTES),
-            parser,
+            parser: parser.with_max_record(max_line),
             buf: vec![0u8; BATCH_READ_BYTES],
             chunks: VecDeque::new(),
             scratch: Vec::new(),

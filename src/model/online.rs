@@ -21,6 +21,8 @@
 //! [`StepwiseEm::last_change`]). The reservoir and the adapter's state are
 //! part of [`LearnerState`], so resuming stays bit-identical.
 
+use std::borrow::Cow;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -523,12 +525,15 @@ impl StepwiseEm {
     }
 
     /// End of stream: learns from the pending partial batch (its step scaled
-    /// by its share of a full batch), or fits the first model from a warm-up
-    /// buffer that never filled. The buffer is kept unfitted (still the
-    /// warm-up phase, for a later resume) when it holds too few distinct
-    /// points or a stop was requested ([`StepwiseEm::set_interrupt`]): a
-    /// model fitted on the few points of a stopped warm-up would be a poor
-    /// start that a resume keeps.
+    /// by its share of a full batch). A warm-up buffer that never filled is
+    /// kept unfitted (still the warm-up phase): a model fitted on the few
+    /// points of an unfinished warm-up would be a poor start that a resume
+    /// keeps, while a resume that goes on filling the buffer ends where
+    /// one uninterrupted run does. [`StepwiseEm::model_or_fit`] fits such
+    /// a buffer on the fly for reports. A full buffer (the re-fit after a
+    /// regime change in the last batch) is fitted, unless a stop was
+    /// requested ([`StepwiseEm::set_interrupt`]) or it holds too few
+    /// distinct points.
     ///
     /// # Errors
     ///
@@ -538,7 +543,7 @@ impl StepwiseEm {
             return Ok(());
         }
         if self.mixture.is_none() {
-            if self.interrupted() {
+            if self.interrupted() || self.pending.len() < self.params.warmup * self.dim {
                 return Ok(());
             }
             return match self.initialise(scores) {
@@ -553,6 +558,30 @@ impl StepwiseEm {
             return self.flush(scores);
         }
         Ok(())
+    }
+
+    /// The model, or for a learner still in its warm-up the model its
+    /// buffer gives when fitted now, as a full warm-up would be (on a copy:
+    /// this learner is unchanged, and the same state always gives the same
+    /// fit). What `inspect`, `score`, `plot` and `diff` show of a
+    /// checkpoint saved during the warm-up (end of input, or a stop, before
+    /// the buffer filled).
+    ///
+    /// # Errors
+    ///
+    /// [`LearnError::NotFitted`] for an empty buffer, else why the buffer
+    /// cannot be fitted (e.g. [`LearnError::TooFewDistinct`]).
+    pub fn model_or_fit(&self) -> Result<Cow<'_, GaussianMixture>, LearnError> {
+        if let Some(m) = self.mixture.as_ref() {
+            return Ok(Cow::Borrowed(m));
+        }
+        if self.pending.is_empty() {
+            return Err(LearnError::NotFitted);
+        }
+        let mut copy = self.clone();
+        copy.interrupt = None;
+        copy.initialise(None)?;
+        copy.mixture.map(Cow::Owned).ok_or(LearnError::NotFitted)
     }
 
     /// Learns from the pending (full or final partial) batch and empties

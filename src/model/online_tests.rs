@@ -172,12 +172,14 @@ fn recovers_write_up_examples_as_diag_and_spherical() {
     }
 }
 
-/// Streams `data` and returns the model, or the error.
+/// Streams `data` and returns the model, or the error. The warm-up is 200
+/// points, or all of a shorter `data` (an unfinished warm-up is not fitted
+/// at the end of the stream).
 fn run(data: &[f64], d: usize, k: usize, cov: CovarianceType) -> Result<StepwiseEm, LearnError> {
     let p = Params {
         components: crate::model::ComponentCount::Fixed(k),
         covariance: cov,
-        warmup: 200,
+        warmup: (data.len() / d).clamp(k, 200),
         batch_size: 50,
         ..Params::default()
     }
@@ -921,6 +923,54 @@ fn auto_k_and_adapted_k_live_in_the_learner_and_resume_bit_identically() {
         at = cut;
     }
     assert_eq!(l.state(), whole.state());
+}
+
+/// Issue 14 case 5: the end of the input during the warm-up keeps the
+/// buffer unfitted (it used to fit the first model on the few points
+/// buffered, a poor start that a resume kept), so a resume that goes on
+/// filling it ends exactly where one uninterrupted run does; reports fit
+/// the buffer on the fly, on a copy, the same way every time.
+#[test]
+fn an_unfinished_warm_up_is_saved_unfitted_and_resumes_as_one_run() {
+    let truth = testdata::random_mixture(8, 6, 4.0, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let data = truth.sample(&mut rng, 8_000);
+    let p = Params {
+        components: crate::model::ComponentCount::Fixed(6),
+        warmup: 2000,
+        batch_size: 100,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let (head, tail) = data.split_at(60 * 8);
+    let mut first = StepwiseEm::new(p.clone(), 8);
+    first.observe(head, None).unwrap();
+    first.flush(None).unwrap();
+    assert!(first.mixture().is_none(), "the 60 points were fitted");
+    assert_eq!(first.pending_points(), 60);
+    assert_eq!(first.counters().points_seen, 0);
+    let state = first.state();
+    // On the fly: a model of the buffer, always the same, the learner
+    // untouched.
+    let fly = first.model_or_fit().unwrap().into_owned();
+    assert_eq!(fly.n_components(), 6);
+    assert_eq!(first.model_or_fit().unwrap().into_owned(), fly);
+    assert_eq!(first.state(), state);
+    // Resumed from the saved state with the rest of the stream.
+    let mut resumed = StepwiseEm::from_state(state).unwrap();
+    resumed.observe(tail, None).unwrap();
+    resumed.flush(None).unwrap();
+    let mut whole = StepwiseEm::new(p, 8);
+    whole.observe(&data, None).unwrap();
+    whole.flush(None).unwrap();
+    assert!(whole.mixture().is_some());
+    assert_eq!(resumed.state(), whole.state());
+    // A fitted learner's model is its own.
+    assert!(matches!(whole.model_or_fit(), Ok(Cow::Borrowed(_))));
+    // Nothing buffered: nothing to fit.
+    let empty = StepwiseEm::new(params(2, CovarianceType::Full), 2);
+    assert!(matches!(empty.model_or_fit(), Err(LearnError::NotFitted)));
 }
 
 /// Feeds `data` in uneven slices to a tagged learner with scores and

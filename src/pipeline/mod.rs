@@ -164,9 +164,12 @@ pub struct RunSummary {
     pub reconnects: u64,
     /// Messages lost to a retention gap (`--allow-gap`) in this run.
     pub gap_messages: u64,
-    /// Points waiting in a warm-up buffer that was not fitted (a stop
-    /// during the warm-up, or too few distinct points so far).
+    /// Points waiting in a warm-up buffer that was not fitted (the end of
+    /// the input or a stop during the warm-up, or too few distinct points
+    /// so far).
     pub warmup_waiting: u64,
+    /// Points the warm-up fits the first model on (`--warmup`).
+    pub warmup_size: u64,
     /// Regime changes followed in this run (re-fits on recent points).
     pub regime_changes: u64,
 }
@@ -209,13 +212,28 @@ impl RunSummary {
                 self.regime_changes
             ));
         }
-        if self.warmup_waiting > 0 {
-            s.push_str(&format!(
-                ", {} points waiting in the warm-up (no model yet)",
-                self.warmup_waiting
-            ));
-        }
         s
+    }
+
+    /// What became of a warm-up that did not finish (the input ended, or a
+    /// stop came, before `--warmup` points): how full its buffer is, that
+    /// it was saved unfitted, and what can be done with it; `None` once
+    /// there is a model.
+    pub fn warmup_line(&self) -> Option<String> {
+        if self.warmup_waiting == 0 {
+            return None;
+        }
+        let buffered = format!(
+            "warm-up not finished: {} of {} points buffered",
+            self.warmup_waiting, self.warmup_size
+        );
+        Some(match &self.checkpoint {
+            Some(path) => format!(
+                "{buffered}, saved unfitted to {}; --resume continues filling it, and inspect, score, plot and diff fit it on the fly",
+                path.display()
+            ),
+            None => format!("{buffered}, no model fitted (give --checkpoint to keep them)"),
+        })
     }
 
     /// One line per replayable stream (`jetstream:S: model at sequence 90
@@ -570,6 +588,12 @@ impl Pipeline {
         // after the final save.
         let (config, start, _lock) =
             prepared.map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+        // Points of a resumed warm-up buffer, not fitted yet.
+        let resumed_waiting = start
+            .learner
+            .as_ref()
+            .filter(|l| l.mixture().is_none())
+            .map_or(0, |l| l.pending_points() as u64);
         if signalled {
             return Ok(RunSummary {
                 points: 0,
@@ -588,11 +612,8 @@ impl Pipeline {
                 streams: state.replay().streams(),
                 reconnects: state.replay().reconnects(),
                 gap_messages: state.replay().gap_messages(),
-                warmup_waiting: start
-                    .learner
-                    .as_ref()
-                    .filter(|l| l.mixture().is_none())
-                    .map_or(0, |l| l.pending_points() as u64),
+                warmup_waiting: resumed_waiting,
+                warmup_size: config.params.warmup as u64,
                 regime_changes: 0,
             });
         }
@@ -611,6 +632,7 @@ impl Pipeline {
             let parser_config = config.parser.clone();
             let on_error = config.on_error;
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
+            let max_line = config.max_line_bytes;
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
@@ -620,6 +642,7 @@ impl Pipeline {
                     parser_config,
                     on_error,
                     max_dim,
+                    max_line,
                     shuffle,
                     event_rx,
                     work_tx,
@@ -886,7 +909,9 @@ impl Pipeline {
                 line,
                 reason,
                 detail,
-                points: counts.points,
+                // Points of this run still in the warm-up buffer count:
+                // they are saved, unfitted.
+                points: counts.points + warmup_waiting.saturating_sub(resumed_waiting),
                 checkpoint: written,
             });
         }
@@ -920,6 +945,7 @@ impl Pipeline {
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),
             warmup_waiting,
+            warmup_size: config.params.warmup as u64,
             regime_changes: counts.regime_changes,
         })
     }

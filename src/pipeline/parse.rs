@@ -44,6 +44,7 @@ pub(crate) fn parser_loop(
     config: ParserConfig,
     on_error: OnError,
     max_dim: usize,
+    max_line: usize,
     mut shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
@@ -59,7 +60,8 @@ pub(crate) fn parser_loop(
     };
     let mut parser = Parser::new(config.clone())
         .with_max_dim(max_dim)
-        .with_dim_vote(vote);
+        .with_dim_vote(vote)
+        .with_max_record(max_line);
     // Positions and ends not yet handed on (their chunks held no rows).
     let mut positions = Vec::new();
     let mut forget = Vec::new();
@@ -131,6 +133,16 @@ pub(crate) fn parser_loop(
             Err(_) => Batch::default(),
         };
         parser.parse(&chunk, &mut batch);
+        // A record whose quoted field goes on into the next chunk is not
+        // learned yet: a line source's position stops before its first
+        // line, so a resume reads it whole.
+        if let (Some(open), Some((_, position))) =
+            (parser.open_record_line(chunk.source), positions.last_mut())
+        {
+            if *position == chunk.first_line + super::source::lines_in(&chunk) - 1 {
+                *position = open - 1;
+            }
+        }
         if !messages.is_empty() {
             tag_messages(&chunk, &messages, &mut batch);
             parser.for_each_held_kept(|row| tag_row(&chunk, &messages, row));

@@ -122,6 +122,7 @@ fn rejected_line_counts_by_reason() {
         reconnects: 0,
         gap_messages: 3,
         warmup_waiting: 0,
+        warmup_size: 5000,
         regime_changes: 0,
     };
     assert_eq!(

@@ -532,11 +532,7 @@ fn load_named(
     path: &std::path::Path,
 ) -> Result<(GaussianMixture, Option<Vec<String>>), ReportError> {
     let ckpt = crate::checkpoint::load(path)?;
-    let mix = ckpt
-        .learner
-        .mixture()
-        .cloned()
-        .ok_or_else(|| ReportError::NoModel(path.to_path_buf()))?;
+    let mix = super::checkpoint_model(&ckpt, path)?;
     let names = ckpt.columns.filter(|n| n.len() == mix.dim());
     Ok((mix, names))
 }

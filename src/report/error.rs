@@ -11,10 +11,10 @@ pub enum ReportError {
     /// A checkpoint could not be read.
     #[error("cannot read checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
-    /// The checkpoint was written before the warm-up ended, so it holds no
-    /// mixture yet.
-    #[error("checkpoint {0} holds no model yet (written during the warm-up): let the run see at least --warmup points first")]
-    NoModel(PathBuf),
+    /// The checkpoint was written before the warm-up ended and its warm-up
+    /// buffer cannot be fitted on the fly either (the reason given).
+    #[error("checkpoint {0} holds no model yet (written during the warm-up) and its warm-up buffer cannot be fitted on the fly: {1}; let the run (--resume) see more varied points first")]
+    NoModel(PathBuf, String),
     /// A data or output file could not be opened, read or written.
     #[error("{path}: {source}")]
     File {

@@ -4,7 +4,7 @@
 //! The JSON object always has `format_version`, `dim`, `names` (the
 //! dimensions' names, or null), `components`,
 //! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
-//! `pending_points`, `points_seen`, `records_rejected` (total),
+//! `fitted_on_the_fly`, `pending_points`, `points_seen`, `records_rejected` (total),
 //! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
 //! `repairs`, `refused_batches`, `refused_points`, `outliers`, `updates`,
 //! `avg_log_likelihood` (null before any point was scored), `anomalies`,
@@ -12,7 +12,11 @@
 //! `params` (the learner options), and the model: `weights` (K numbers),
 //! `means` (K lists of d), `covariances` (K full d-by-d nested lists whatever
 //! the covariance type) and `std_devs` (K lists of d). Before the warm-up has
-//! finished there is no model yet and those four lists are empty.
+//! finished (`warmed_up` false) the checkpoint holds no model: the model
+//! shown is then fitted on the fly on the warm-up buffer
+//! (`fitted_on_the_fly` true), deterministically, and is not saved; the
+//! four lists are empty only when the buffer cannot be fitted (empty, or
+//! fewer distinct points than components).
 //!
 //! How K was chosen and how it fares: `bic_by_k` (a list of `{"k", "bic"}`
 //! for every K tried on the warm-up with `--components auto`, else null),
@@ -54,6 +58,9 @@ struct Summary<'a> {
     created_unix_ms: u64,
     updated_unix_ms: u64,
     mixture: Option<&'a GaussianMixture>,
+    /// Whether `mixture` was fitted on the fly on a warm-up buffer saved
+    /// unfitted (it is not in the checkpoint).
+    on_the_fly: bool,
     /// Names of the dimensions, when known.
     names: Option<&'a [String]>,
     selection: Option<&'a ModelSelection>,
@@ -67,7 +74,13 @@ struct Summary<'a> {
 const TABLE_COL: usize = 10;
 
 impl<'a> Summary<'a> {
-    fn of(ck: &'a Checkpoint, names: Option<&'a [String]>) -> Self {
+    /// The summary of `ck`; `fly` is the model fitted on the fly on its
+    /// warm-up buffer when it has none ([`on_the_fly`]).
+    fn of(
+        ck: &'a Checkpoint,
+        names: Option<&'a [String]>,
+        fly: Option<&'a GaussianMixture>,
+    ) -> Self {
         let l = &ck.learner;
         let p = l.params();
         let c = l.counters();
@@ -93,7 +106,8 @@ impl<'a> Summary<'a> {
             anomalies: ck.anomalies,
             created_unix_ms: ck.created_unix_ms,
             updated_unix_ms: ck.updated_unix_ms,
-            mixture: l.mixture(),
+            mixture: l.mixture().or(fly),
+            on_the_fly: l.mixture().is_none() && fly.is_some(),
             names: names
                 .or(ck.columns.as_deref())
                 .filter(|n| n.len() == l.dim()),
@@ -236,16 +250,24 @@ impl<'a> Summary<'a> {
         let Some(m) = self.mixture else {
             let _ = writeln!(
                 s,
-                "\nStill warming up: no model yet; {} points wait in the warm-up buffer.",
-                self.pending_points
+                "\nStill warming up: no model yet; {} points wait in the warm-up buffer (too few distinct points to fit {} components on the fly).",
+                self.pending_points, self.components
             );
             return s;
         };
-        let _ = writeln!(
-            s,
-            "  pending points    {} (in the partial mini-batch)",
-            self.pending_points
-        );
+        if self.on_the_fly {
+            let _ = writeln!(
+                s,
+                "\nStill warming up: {} points wait in the warm-up buffer, saved unfitted (--resume goes on filling it). The model below is fitted on the fly on them, as the end of the warm-up would; it is not in the checkpoint.",
+                self.pending_points
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  pending points    {} (in the partial mini-batch)",
+                self.pending_points
+            );
+        }
         self.compact_table(m, &mut s);
         let d = m.dim();
         let full = m.covariance_type() == CovarianceType::Full;
@@ -324,7 +346,8 @@ impl<'a> Summary<'a> {
             "names": self.names,
             "components": self.components,
             "covariance": self.covariance.name(),
-            "warmed_up": self.mixture.is_some(),
+            "warmed_up": self.mixture.is_some() && !self.on_the_fly,
+            "fitted_on_the_fly": self.on_the_fly,
             "pending_points": self.pending_points,
             "points_seen": self.points_seen,
             "records_rejected": self.rejected_total(),
@@ -370,14 +393,29 @@ impl<'a> Summary<'a> {
 /// label the dimensions; without them, the names the checkpoint recorded
 /// from its input (a header, JSON `--fields`), if any.
 pub fn render_text(ck: &Checkpoint, names: Option<&[String]>) -> String {
-    Summary::of(ck, names).text()
+    let fly = on_the_fly(ck);
+    Summary::of(ck, names, fly.as_ref()).text()
+}
+
+/// The model fitted on the fly on the warm-up buffer of a checkpoint
+/// saved unfitted ([`crate::model::StepwiseEm::model_or_fit`]); `None`
+/// when the checkpoint has its model, or the buffer cannot be fitted.
+fn on_the_fly(ck: &Checkpoint) -> Option<GaussianMixture> {
+    if ck.learner.mixture().is_some() {
+        return None;
+    }
+    ck.learner
+        .model_or_fit()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// The checkpoint as one JSON object (fields listed in the module docs);
 /// `covariances` are always full d-by-d matrices; `names` is `names`, else
 /// the checkpoint's recorded names, else null.
 pub fn render_json(ck: &Checkpoint, names: Option<&[String]>) -> Value {
-    Summary::of(ck, names).json()
+    let fly = on_the_fly(ck);
+    Summary::of(ck, names, fly.as_ref()).json()
 }
 
 /// `name` cut to at most `width` characters (a cut one ends in `~`).
@@ -523,6 +561,7 @@ mod tests {
             created_unix_ms: 1_709_211_909_250,
             updated_unix_ms: 1_709_215_509_250,
             mixture: m,
+            on_the_fly: false,
             selection: None,
             component_changes: 0,
             criteria: None,
@@ -813,8 +852,17 @@ mod tests {
         let early = real_checkpoint(321);
         let t = render_text(&early, None);
         assert!(t.contains("321 points wait in the warm-up buffer"), "{t}");
+        // Saved unfitted, shown fitted on the fly, the same every time.
+        assert!(t.contains("fitted on the fly"), "{t}");
+        assert!(t.contains("component 1  weight"), "{t}");
+        assert_eq!(render_text(&early, None), t);
         let v = render_json(&early, None);
         assert_eq!(v["warmed_up"], false);
+        assert_eq!(v["fitted_on_the_fly"], true);
+        assert_eq!(as_f64s(&v["weights"]).len(), 2);
+        let fly = early.learner.model_or_fit().unwrap();
+        assert_eq!(as_f64s(&v["weights"]), fly.weights());
+        assert!(early.learner.mixture().is_none());
         assert_eq!(v["points_seen"], early.learner.counters().points_seen);
         assert_eq!(v["params"]["warmup"], 500);
     }

@@ -9,6 +9,25 @@ pub mod plot;
 pub mod score;
 
 pub use error::ReportError;
+
+/// The model of a checkpoint: its mixture or, for one saved during the
+/// warm-up (the end of the input or a stop before `--warmup` points), the
+/// mixture fitted on the fly on its warm-up buffer, the same every time
+/// ([`crate::model::StepwiseEm::model_or_fit`]).
+///
+/// # Errors
+///
+/// [`ReportError::NoModel`] when there is no model and the buffer cannot
+/// be fitted (empty, or too few distinct points).
+pub fn checkpoint_model(
+    ck: &crate::checkpoint::Checkpoint,
+    path: &Path,
+) -> Result<crate::model::GaussianMixture, ReportError> {
+    ck.learner
+        .model_or_fit()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| ReportError::NoModel(path.to_path_buf(), e.to_string()))
+}
 pub use input_args::InputArgs;
 
 use std::io::{Read, Write};

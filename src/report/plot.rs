@@ -1361,12 +1361,18 @@ pub struct PlotArgs {
 /// The title of a checkpoint's plot: the model, the points it has seen
 /// and when it was last written.
 fn checkpoint_title(model: &GaussianMixture, ck: &crate::checkpoint::Checkpoint) -> String {
-    let seen = ck.learner.counters().points_seen;
+    let seen = match ck.learner.mixture() {
+        Some(_) => format!("{} points seen", ck.learner.counters().points_seen),
+        None => format!(
+            "warm-up of {} points fitted on the fly",
+            ck.learner.pending_points()
+        ),
+    };
     let when = super::inspect::iso8601_utc(ck.updated_unix_ms);
     // Minutes are enough in a title.
     let when = when.get(..16).unwrap_or(&when).replace('T', " ");
     format!(
-        "K = {} mixture, d = {}, {} covariance: {seen} points seen, saved {when} UTC",
+        "K = {} mixture, d = {}, {} covariance: {seen}, saved {when} UTC",
         model.n_components(),
         model.dim(),
         model.covariance_type()
@@ -1456,11 +1462,7 @@ pub fn svg_to_png(svg: &str) -> Result<(Vec<u8>, bool), ReportError> {
 pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let kind = output_kind(&args.output)?;
     let ck = crate::checkpoint::load(&args.checkpoint)?;
-    let model = ck
-        .learner
-        .mixture()
-        .cloned()
-        .ok_or_else(|| ReportError::NoModel(args.checkpoint.clone()))?;
+    let model = super::checkpoint_model(&ck, &args.checkpoint)?;
     let d = model.dim();
     let config = args.input.parser_config(d)?;
     let mut options = PlotOptions {

@@ -212,13 +212,10 @@ fn read_batches<R: Read>(
 /// # Errors
 ///
 /// [`ReportError::Checkpoint`] when the file cannot be read or verified,
-/// [`ReportError::NoModel`] when it was written during the warm-up.
+/// [`ReportError::NoModel`] when it was written during the warm-up and
+/// its buffer cannot be fitted on the fly ([`super::checkpoint_model`]).
 pub fn load_mixture(path: &std::path::Path) -> Result<GaussianMixture, ReportError> {
-    let ckpt = crate::checkpoint::load(path)?;
-    ckpt.learner
-        .mixture()
-        .cloned()
-        .ok_or_else(|| ReportError::NoModel(path.to_path_buf()))
+    super::checkpoint_model(&crate::checkpoint::load(path)?, path)
 }
 
 /// The lines `emstream score` writes to standard error after scoring: the

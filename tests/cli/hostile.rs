@@ -63,20 +63,14 @@ fn case2_one_stray_first_line_does_not_fix_the_dimension() {
     let ck = file(&dir, "m.ckpt");
     let mut input = b"5\n2024 01 15\n".to_vec();
     input.extend_from_slice(&text(&points(2000, 2)));
-    // The separator is given: `--delimiter auto` still decides from the
-    // first line, so a stray `2024 01 15` first would make it pick blanks
-    // (known, open: the separator should be voted on like the dimension).
-    let mut args = vec![
-        "run",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--delimiter",
-        ",",
-    ];
+    // No --delimiter: `auto` votes over the first lines like the
+    // dimension, so the stray `2024 01 15` does not make it pick blanks.
+    let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
     args.extend_from_slice(SMALL);
     let out = run_stdin(&args, &input);
     assert_ok(&out);
     let e = stderr(&out);
+    assert!(e.contains("fields are separated by ','"), "{e}");
     assert!(e.contains("2000 points used, 2 records rejected"), "{e}");
     assert!(e.contains("line 1") && e.contains("--dim"), "{e}");
     assert_eq!(load(&ck).learner.dim(), 2);
@@ -137,11 +131,93 @@ fn case5_a_signal_during_the_warm_up_saves_the_buffer_unfitted() {
     wait_for_points(&ck, 60);
     let err = StderrLines::new(&mut child);
     let err = sigterm_ok(&mut child, err);
-    assert!(err.contains("60 points waiting in the warm-up"), "{err}");
+    assert!(
+        err.contains("warm-up not finished: 60 of 5000 points buffered, saved unfitted"),
+        "{err}"
+    );
     let saved = load(&ck);
     assert!(saved.learner.mixture().is_none(), "fitted on 60 points");
     assert_eq!(saved.learner.pending_points(), 60);
     drop(stdin);
+}
+
+/// `n` points of an 8-D stream of 6 clusters, one CSV line each.
+fn eight_d(n: usize) -> Vec<String> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    (0..n)
+        .map(|i| {
+            let c = (i * 7) % 6;
+            let coords: Vec<String> = (0..8)
+                .map(|a| {
+                    let centre = 6.0 * (((c * 3 + a) % 5) as f64 - 2.0);
+                    format!("{:.6}", centre + noise.sample(&mut rng))
+                })
+                .collect();
+            coords.join(",")
+        })
+        .collect()
+}
+
+/// Case 5, end of input: 60 points of an 8-D K = 6 stream used to be
+/// fitted at the end of the input, a poor start that a resume kept. The
+/// buffer is saved unfitted, the run says so and exits 0, inspect, score,
+/// plot and diff fit it on the fly, and a resume with the rest of the
+/// stream ends exactly where one uninterrupted run does.
+#[test]
+fn case5_the_end_of_the_input_during_the_warm_up_saves_the_buffer_unfitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (part, whole) = (file(&dir, "part.ckpt"), file(&dir, "whole.ckpt"));
+    let lines = eight_d(6000);
+    let opts = [
+        "-k",
+        "6",
+        "--warmup",
+        "2000",
+        "--batch-size",
+        "100",
+        "--seed",
+        "4",
+    ];
+    let run = |ck: &std::path::Path, extra: &[&str], input: &[String]| {
+        let mut args = vec!["run", "--checkpoint", ck.to_str().unwrap()];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(extra);
+        let out = run_stdin(&args, &text(input));
+        assert_ok(&out);
+        stderr(&out)
+    };
+    let e = run(&part, &[], &lines[..60]);
+    assert!(
+        e.contains("warm-up not finished: 60 of 2000 points buffered, saved unfitted"),
+        "{e}"
+    );
+    assert!(e.contains("--resume continues"), "{e}");
+    let saved = load(&part);
+    assert!(saved.learner.mixture().is_none(), "fitted on 60 points");
+    assert_eq!(saved.learner.pending_points(), 60);
+    // The reports fit the buffer on the fly, the same way each time.
+    let v = inspect_json(&part);
+    assert_eq!(v["warmed_up"], false);
+    assert_eq!(v["fitted_on_the_fly"], true);
+    assert_eq!(v["weights"].as_array().map(Vec::len), Some(6));
+    assert_eq!(inspect_json(&part), v);
+    let p = part.to_str().unwrap();
+    let scored = run_stdin(&["score", "--model", p], &text(&lines[60..70]));
+    assert_ok(&scored);
+    assert_eq!(String::from_utf8_lossy(&scored.stdout).lines().count(), 10);
+    for args in [vec!["diff", p, p], vec!["plot", p, "-o", "/dev/null"]] {
+        let out = run_stdin(&args, b"");
+        assert_ok(&out);
+    }
+    // The checkpoint is unchanged by them; a resume goes on filling it.
+    assert_eq!(load(&part).learner.pending_points(), 60);
+    run(&part, &["--resume"], &lines[60..]);
+    run(&whole, &[], &lines);
+    assert!(load(&whole).learner.mixture().is_some());
+    assert_eq!(learner_bytes(&part), learner_bytes(&whole));
 }
 
 /// Case 7: option arithmetic. A batch size of 2^63 overflowed to a zero

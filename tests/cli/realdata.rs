@@ -86,6 +86,46 @@ fn pandas_export_with_index_nan_and_quoted_notes() {
 }
 
 #[test]
+fn pandas_export_with_line_ends_inside_quoted_reviews() {
+    // 60 reviews on 97 lines: 30 review texts hold line ends (one a blank
+    // line), some doubled quotes and commas; row 41 has no price (NaN),
+    // on line 68, which is where it is reported.
+    let (v, err) = learn("reviews_pandas.csv", &["--columns", "price,weight_g"]);
+    assert_eq!(counts(&v), (59, reasons(&[("not_numeric", 1)])));
+    assert!(
+        err.contains("line 68: not a number: field 3 is empty"),
+        "{err}"
+    );
+    assert_eq!(v["names"], serde_json::json!(["price", "weight_g"]));
+    // A stray quote after it: that line is the one reject, with its
+    // reason; the lines after it are records again.
+    let mut input = std::fs::read(fixture("reviews_pandas.csv")).unwrap();
+    input
+        .extend_from_slice(b"60,5,10.5,300.5,\"unclosed\n61,4,11.5,310.5,ok\n62,4,12.5,320.5,ok\n");
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut args = vec![
+        "run",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--columns",
+        "price,weight_g",
+    ];
+    args.extend_from_slice(FEW);
+    let out = run_stdin(&args, &input);
+    assert_ok(&out);
+    let e = stderr(&out);
+    assert!(
+        e.contains("line 98: unclosed quote: a quoted field opened on this line is not closed before the end of the input"),
+        "{e}"
+    );
+    assert_eq!(
+        counts(&inspect_json(&ck)),
+        (61, reasons(&[("bad_quoting", 1), ("not_numeric", 1)]))
+    );
+}
+
+#[test]
 fn decimal_comma_file_with_semicolons() {
     // 60 rows, one "n/a"; the time column is left out.
     for delimiter in ["semicolon", "auto"] {
