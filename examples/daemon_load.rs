@@ -7,7 +7,8 @@
 //!
 //! `send` renders the points once (two clusters, CSV "x,y") and writes the
 //! same bytes on every connection, so the sender costs little CPU next to
-//! the daemon; it prints the points sent and the seconds the writes took.
+//! the daemon; it prints the points sent, the seconds the writes took and
+//! the Unix time of the first connect (where the benchmark's clock starts).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,6 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(data, "{:.4},{:.4}", p[0], p[1])?;
             }
             let data = std::sync::Arc::new(data);
+            // The benchmark's clock starts here, after the points are
+            // rendered (seconds of formatting that are not the daemon's).
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs_f64();
             let start = Instant::now();
             let clients: Vec<_> = (0..n)
                 .map(|_| {
@@ -46,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 c.join().map_err(|_| "a client thread panicked")??;
             }
             println!(
-                "sent {} points on {n} connections in {:.3} s",
+                "sent {} points on {n} connections in {:.3} s, first connect at {started:.6}",
                 n * points,
                 start.elapsed().as_secs_f64()
             );
