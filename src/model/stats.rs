@@ -51,6 +51,17 @@ impl MixtureStats {
         }
     }
 
+    /// Becomes a copy of `other`, reusing its own memory (a derived
+    /// `clone_from` would allocate anew).
+    pub(crate) fn copy_from(&mut self, other: &MixtureStats) {
+        self.covariance = other.covariance;
+        self.dim = other.dim;
+        self.s0.clone_from(&other.s0);
+        self.mean.clone_from(&other.mean);
+        self.cov.clone_from(&other.cov);
+        self.points = other.points;
+    }
+
     /// Number of components K.
     pub fn n_components(&self) -> usize {
         self.s0.len()
