@@ -143,6 +143,8 @@ pub struct Scratch {
     /// M-step ([`Engine::recycle`]).
     covs: Vec<f64>,
     factors: Vec<f64>,
+    /// Statistics of a batch given back, for the next E-step to fill.
+    spare: Option<MixtureStats>,
 }
 
 impl Clone for Scratch {
@@ -682,6 +684,8 @@ pub fn e_step(
         }
     });
     let outlier = OutlierTest::of(mix);
+    // The statistics of a batch given back ([`Engine::recycle_batch`]).
+    let spare = scratch.spare.take();
     let pool = scratch.pool.as_deref();
     let total = &mut scratch.sums;
     let mut ll_sum = 0.0;
@@ -749,7 +753,8 @@ pub fn e_step(
         }
         done += wave;
     }
-    let stats = total.to_stats(covariance, d, mix.means(), n - outliers);
+    let mut stats = spare.unwrap_or_else(|| MixtureStats::empty(covariance, d, 0));
+    total.to_stats_into(covariance, d, mix.means(), n - outliers, &mut stats);
     BatchStats {
         stats,
         ll_sum,
@@ -1042,6 +1047,12 @@ impl Engine {
         }
         M_STEP_SCRATCH.with(|c| c.set(buf));
         repairs
+    }
+
+    /// Takes back the statistics of a batch already learned from, for
+    /// the next E-step to fill instead of allocating.
+    pub(crate) fn recycle_batch(&mut self, batch: BatchStats) {
+        self.scratch.spare = Some(batch.stats);
     }
 
     /// Takes back the buffers of a mixture no longer used (the one an

@@ -767,7 +767,11 @@ impl StepwiseEm {
         }
         self.apply(&e)?;
         self.adapt();
-        self.watch_regime(batch, batch_ids, e.outliers);
+        let outliers = e.outliers;
+        if let Some(engine) = self.engine.as_mut() {
+            engine.recycle_batch(e);
+        }
+        self.watch_regime(batch, batch_ids, outliers);
         Ok(())
     }
 
