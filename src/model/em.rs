@@ -26,6 +26,13 @@ use super::pool::Pool;
 use super::stats::{BatchSums, MixtureStats};
 use std::sync::{Arc, Mutex};
 
+thread_local! {
+    /// Per thread, reused by [`Engine::m_step`]: one component's
+    /// statistics and one attempt's regularisation.
+    static M_STEP_SCRATCH: std::cell::Cell<Vec<f64>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Errors while learning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LearnError {
@@ -132,6 +139,12 @@ pub struct Scratch {
     parts: Vec<Part>,
     sums: BatchSums,
     pool: Option<Arc<Pool>>,
+    /// Covariances and factors of a mixture given back, for the next
+    /// M-step ([`Engine::recycle`]).
+    covs: Vec<f64>,
+    factors: Vec<f64>,
+    /// Statistics of a batch given back, for the next E-step to fill.
+    spare: Option<MixtureStats>,
 }
 
 impl Clone for Scratch {
@@ -499,6 +512,10 @@ pub fn sub_block_points(covariance: CovarianceType, d: usize, k: usize) -> usize
 /// Sub-block results held per thread between two combinations.
 const PARTS_PER_THREAD: usize = 4;
 
+/// One component of the M-step: its covariance block, its factor, and
+/// the repairs it needed.
+type ComponentTask<'a> = (&'a mut [f64], &'a mut [f64], u64);
+
 /// Results of one sub-block of the E-step.
 #[derive(Clone, Debug, Default)]
 struct Part {
@@ -667,6 +684,8 @@ pub fn e_step(
         }
     });
     let outlier = OutlierTest::of(mix);
+    // The statistics of a batch given back ([`Engine::recycle_batch`]).
+    let spare = scratch.spare.take();
     let pool = scratch.pool.as_deref();
     let total = &mut scratch.sums;
     let mut ll_sum = 0.0;
@@ -734,7 +753,8 @@ pub fn e_step(
         }
         done += wave;
     }
-    let stats = total.to_stats(covariance, d, mix.means(), n - outliers);
+    let mut stats = spare.unwrap_or_else(|| MixtureStats::empty(covariance, d, 0));
+    total.to_stats_into(covariance, d, mix.means(), n - outliers, &mut stats);
     BatchStats {
         stats,
         ll_sum,
@@ -975,6 +995,74 @@ impl Engine {
         }
     }
 
+    /// The M-step of one component's covariance `block` (its statistics
+    /// in, the regularised covariance out) and, for full covariance, its
+    /// factor `l`: symmetrised, regularised, and repaired with ten times
+    /// more regularisation until positive definite. Returns the repairs.
+    fn fit_covariance(&self, block: &mut [f64], l: &mut [f64]) -> u64 {
+        let d = self.dim;
+        if self.covariance == CovarianceType::Full {
+            for a in 0..d {
+                for b in 0..a {
+                    let v = 0.5 * (block[a * d + b] + block[b * d + a]);
+                    block[a * d + b] = v;
+                    block[b * d + a] = v;
+                }
+            }
+        }
+        // Reused per thread: the statistics to retry from and the
+        // regularisation of an attempt.
+        let mut buf = M_STEP_SCRATCH.with(|c| c.take());
+        buf.clear();
+        buf.extend_from_slice(block);
+        buf.resize(block.len() + d, 0.0);
+        let (base, reg) = buf.split_at_mut(block.len());
+        let mut repairs = 0;
+        let mut mult = 1.0;
+        for attempt in 0.. {
+            block.copy_from_slice(base);
+            for ((g, r), s) in reg.iter_mut().zip(&self.reg).zip(&self.scale) {
+                *g = (r * mult).max(if attempt > 0 { s * 1e-12 * mult } else { 0.0 });
+            }
+            super::covariance::add_regularisation(self.covariance, block, d, reg);
+            let ok = match self.covariance {
+                CovarianceType::Full => cholesky(block, d, l),
+                _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
+            };
+            if ok {
+                break;
+            }
+            repairs += 1;
+            mult *= 10.0;
+            if attempt >= 30 {
+                // Nothing of the statistics is usable: fall back to the
+                // data's scale.
+                self.scale_covariance(block);
+                if self.covariance == CovarianceType::Full {
+                    // A positive diagonal: this factor exists.
+                    cholesky(block, d, l);
+                }
+                break;
+            }
+        }
+        M_STEP_SCRATCH.with(|c| c.set(buf));
+        repairs
+    }
+
+    /// Takes back the statistics of a batch already learned from, for
+    /// the next E-step to fill instead of allocating.
+    pub(crate) fn recycle_batch(&mut self, batch: BatchStats) {
+        self.scratch.spare = Some(batch.stats);
+    }
+
+    /// Takes back the buffers of a mixture no longer used (the one an
+    /// M-step replaced), for the next [`Engine::m_step`] to fill.
+    pub(crate) fn recycle(&mut self, mix: GaussianMixture) {
+        let (covs, factors) = mix.into_buffers();
+        self.scratch.covs = covs;
+        self.scratch.factors = factors;
+    }
+
     /// Closed-form M-step: weights `s0 / Σ s0`, means, covariances plus the
     /// regularisation; a covariance that is not positive definite even then
     /// gets ten times more, until it is (each such repair counted).
@@ -1013,52 +1101,34 @@ impl Engine {
         let mut weights: Vec<f64> = stats.s0.iter().map(|s| (s / total).max(1e-300)).collect();
         let wsum: f64 = weights.iter().sum();
         weights.iter_mut().for_each(|w| *w /= wsum);
-        let mut covs = stats.cov.clone();
-        // The factors of the full covariances, passed on to the mixture.
-        let mut factors = vec![0.0; k * plen];
-        for j in 0..k {
-            let block = &mut covs[j * plen..(j + 1) * plen];
-            let l = &mut factors[j * plen..(j + 1) * plen];
-            if self.covariance == CovarianceType::Full {
-                for a in 0..d {
-                    for b in 0..a {
-                        let v = 0.5 * (block[a * d + b] + block[b * d + a]);
-                        block[a * d + b] = v;
-                        block[b * d + a] = v;
-                    }
-                }
-            }
-            let base = block.to_vec();
-            let mut mult = 1.0;
-            for attempt in 0.. {
-                block.copy_from_slice(&base);
-                let reg: Vec<f64> = self
-                    .reg
-                    .iter()
-                    .zip(&self.scale)
-                    .map(|(r, s)| (r * mult).max(if attempt > 0 { s * 1e-12 * mult } else { 0.0 }))
-                    .collect();
-                super::covariance::add_regularisation(self.covariance, block, d, &reg);
-                let ok = match self.covariance {
-                    CovarianceType::Full => cholesky(block, d, l),
-                    _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
-                };
-                if ok {
-                    break;
-                }
-                self.repairs += 1;
-                mult *= 10.0;
-                if attempt >= 30 {
-                    // Nothing of the statistics is usable: fall back to the
-                    // data's scale.
-                    self.scale_covariance(block);
-                    if self.covariance == CovarianceType::Full {
-                        // A positive diagonal: this factor exists.
-                        cholesky(block, d, l);
-                    }
-                    break;
-                }
-            }
+        // The buffers of a mixture given back ([`Engine::recycle`]), so a
+        // mini-batch allocates and clears none of these K·d² numbers.
+        let mut covs = std::mem::take(&mut self.scratch.covs);
+        covs.clear();
+        covs.extend_from_slice(&stats.cov);
+        // The factors of the full covariances, passed on to the mixture
+        // (every number written by `cholesky`; unread otherwise).
+        let mut factors = std::mem::take(&mut self.scratch.factors);
+        factors.resize(k * plen, 0.0);
+        // Each component on its own: on the pool's threads when there are
+        // several, each computed by the same code, so the same bits.
+        let this = &*self;
+        let tasks: Vec<Mutex<ComponentTask<'_>>> = covs
+            .chunks_exact_mut(plen)
+            .zip(factors.chunks_exact_mut(plen))
+            .map(|(block, l)| Mutex::new((block, l, 0)))
+            .collect();
+        let run = |j: usize| {
+            let mut task = tasks[j].lock().unwrap_or_else(|e| e.into_inner());
+            let (block, l, repairs) = &mut *task;
+            *repairs = this.fit_covariance(block, l);
+        };
+        match this.scratch.pool.as_deref() {
+            Some(p) => p.run(k, &run),
+            None => (0..k).for_each(run),
+        }
+        for task in tasks {
+            self.repairs += task.into_inner().unwrap_or_else(|e| e.into_inner()).2;
         }
         let params = MixtureParams {
             covariance: self.covariance,
@@ -1315,6 +1385,53 @@ mod tests {
             mix.weighted_log_probs(&pts, &mut a);
             again.weighted_log_probs(&pts, &mut b);
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    fn the_m_step_on_threads_and_recycled_buffers_is_the_same_bits() {
+        for cov in [CovarianceType::Full, CovarianceType::Diagonal] {
+            for d in [3, 12] {
+                let truth = testdata::random_mixture(d, 5, 4.0, 64);
+                let mut rng = ChaCha8Rng::seed_from_u64(64);
+                let pts = truth.sample(&mut rng, 600);
+                let mut st = stats(&truth, &pts).stats;
+                if cov == CovarianceType::Diagonal {
+                    st = MixtureStats {
+                        covariance: cov,
+                        cov: (0..5)
+                            .flat_map(|j| {
+                                let c = &st.cov[j * d * d..(j + 1) * d * d];
+                                (0..d).map(move |a| c[a * d + a])
+                            })
+                            .collect(),
+                        ..st
+                    };
+                }
+                // Component 1 singular: repaired by regularisation.
+                let plen = cov.param_len(d);
+                st.cov[plen..2 * plen].iter_mut().for_each(|v| *v = 0.0);
+                let mut serial = Engine::new(d, cov, &pts, 0.0);
+                let want = serial.m_step(&mut st.clone()).unwrap();
+                assert!(serial.repairs() > 0);
+                for threads in [2, 3, 8] {
+                    let mut engine = Engine::new(d, cov, &pts, 0.0);
+                    engine.set_threads(threads);
+                    // Buffers of another mixture, of another size, with
+                    // other numbers in them.
+                    engine.recycle(truth.clone());
+                    for _ in 0..2 {
+                        let got = engine.m_step(&mut st.clone()).unwrap();
+                        assert_eq!(got, want);
+                        let (mut a, mut b) = (vec![0.0; 600 * 5], vec![0.0; 600 * 5]);
+                        want.weighted_log_probs(&pts, &mut a);
+                        got.weighted_log_probs(&pts, &mut b);
+                        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+                        engine.recycle(got);
+                    }
+                    assert_eq!(engine.repairs(), 2 * serial.repairs());
+                }
+            }
         }
     }
 

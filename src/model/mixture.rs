@@ -248,6 +248,11 @@ impl GaussianMixture {
         })
     }
 
+    /// Its covariances and factors, for an M-step to reuse the memory.
+    pub(crate) fn into_buffers(self) -> (Vec<f64>, Vec<f64>) {
+        (self.p.covariances, self.factor)
+    }
+
     /// The raw parameters.
     pub fn params(&self) -> &MixtureParams {
         &self.p

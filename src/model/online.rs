@@ -157,6 +157,9 @@ pub struct StepwiseEm {
     regime_changes: u64,
     /// Row numbers of the points, when asked for ([`StepwiseEm::tag_rows`]).
     tags: Option<Box<RowTags>>,
+    /// Reused by [`StepwiseEm::apply`] for the blended statistics (not
+    /// part of the state).
+    spare: MixtureStats,
 }
 
 /// The row number [`StepwiseEm::take_scored_rows`] gives a point this
@@ -217,6 +220,7 @@ impl StepwiseEm {
         assert!(dim > 0, "dimension must be at least 1");
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
         let recent = RecentPoints::new(dim, recent_capacity(&params));
+        let spare = MixtureStats::empty(params.covariance, dim, 0);
         let adapter = params
             .adapt_components
             .then(|| Adapter::new(adapt_params(&params)));
@@ -244,6 +248,7 @@ impl StepwiseEm {
             prescored: 0,
             regime_changes: 0,
             tags: None,
+            spare,
         }
     }
 
@@ -762,7 +767,11 @@ impl StepwiseEm {
         }
         self.apply(&e)?;
         self.adapt();
-        self.watch_regime(batch, batch_ids, e.outliers);
+        let outliers = e.outliers;
+        if let Some(engine) = self.engine.as_mut() {
+            engine.recycle_batch(e);
+        }
+        self.watch_regime(batch, batch_ids, outliers);
         Ok(())
     }
 
@@ -844,18 +853,23 @@ impl StepwiseEm {
             self.counters.refused_points += used;
             return Ok(());
         }
-        let mut next = stats.clone();
+        // Blended into a reused copy: `stats` stays as it was if the
+        // M-step fails.
+        let next = &mut self.spare;
+        next.copy_from(stats);
         next.blend(s, eta);
         let memory = self.params.batch_size as f64 / eta.max(1e-300);
-        engine.reseed_dead(&mut next, memory, &batch.worst);
-        let mix = engine.m_step(&mut next);
+        engine.reseed_dead(next, memory, &batch.worst);
+        let mix = engine.m_step(next);
         let c = &mut self.counters;
         c.repairs = engine.repairs();
         c.reseeds = engine.reseeds();
         let mix = mix?;
         self.worst.copy_from_slice(&batch.worst);
-        *stats = next;
-        self.mixture = Some(mix);
+        std::mem::swap(stats, next);
+        if let Some(old) = self.mixture.replace(mix) {
+            engine.recycle(old);
+        }
         self.step += used as f64 / self.params.batch_size as f64;
         c.points_seen += used;
         c.updates += 1;

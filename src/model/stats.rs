@@ -51,6 +51,17 @@ impl MixtureStats {
         }
     }
 
+    /// Becomes a copy of `other`, reusing its own memory (a derived
+    /// `clone_from` would allocate anew).
+    pub(crate) fn copy_from(&mut self, other: &MixtureStats) {
+        self.covariance = other.covariance;
+        self.dim = other.dim;
+        self.s0.clone_from(&other.s0);
+        self.mean.clone_from(&other.mean);
+        self.cov.clone_from(&other.cov);
+        self.points = other.points;
+    }
+
     /// Number of components K.
     pub fn n_components(&self) -> usize {
         self.s0.len()
@@ -411,9 +422,28 @@ impl BatchSums {
         centres: &[f64],
         n_points: usize,
     ) -> MixtureStats {
+        let mut out = MixtureStats::empty(cov, d, 0);
+        self.to_stats_into(cov, d, centres, n_points, &mut out);
+        out
+    }
+
+    /// [`BatchSums::to_stats`] into `out`, reusing its memory (whatever
+    /// its shape and numbers were).
+    pub(crate) fn to_stats_into(
+        &self,
+        cov: CovarianceType,
+        d: usize,
+        centres: &[f64],
+        n_points: usize,
+        out: &mut MixtureStats,
+    ) {
         let k = self.n.len();
         let ql = Self::q_len(cov, d);
-        let mut out = MixtureStats::empty(cov, d, k);
+        out.covariance = cov;
+        out.dim = d;
+        out.s0.resize(k, 0.0);
+        out.mean.resize(k * d, 0.0);
+        out.cov.resize(k * cov.param_len(d), 0.0);
         out.points = n_points as f64;
         let inv_n = 1.0 / n_points.max(1) as f64;
         let plen = cov.param_len(d);
@@ -424,6 +454,7 @@ impl BatchSums {
             let c = &centres[j * d..(j + 1) * d];
             if !(nj > 0.0) {
                 out.mean[j * d..(j + 1) * d].copy_from_slice(c);
+                out.cov[j * plen..(j + 1) * plen].fill(0.0);
                 continue;
             }
             for a in 0..d {
@@ -458,7 +489,6 @@ impl BatchSums {
                 }
             }
         }
-        out
     }
 }
 
@@ -480,6 +510,31 @@ mod tests {
         let mut s = BatchSums::default();
         s.accumulate(cov, d, points, resp, centres);
         s.to_stats(cov, d, centres, points.len() / d)
+    }
+
+    #[test]
+    fn statistics_into_a_used_buffer_are_those_of_a_new_one() {
+        let (p, mut r) = random_case(9, 300);
+        // Component 1 takes no point: its covariance must come out 0.
+        r.chunks_exact_mut(2).for_each(|x| {
+            x[0] = 1.0;
+            x[1] = 0.0;
+        });
+        let centres = [0.5, -0.25, 1.0, 0.0, 2.0, -1.0];
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let mut s = BatchSums::default();
+            s.accumulate(cov, 3, &p, &r, &centres);
+            let want = s.to_stats(cov, 3, &centres, 300);
+            let mut used = MixtureStats::empty(CovarianceType::Full, 4, 5);
+            used.cov.iter_mut().for_each(|v| *v = 7.0);
+            used.mean.iter_mut().for_each(|v| *v = 7.0);
+            s.to_stats_into(cov, 3, &centres, 300, &mut used);
+            assert_eq!(used, want);
+        }
     }
 
     fn random_case(seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
