@@ -219,15 +219,31 @@ impl OutlierTest {
 
     #[inline]
     fn is_outlier(&self, x: &[f64]) -> bool {
-        let mut q = 0.0;
-        for a in 0..x.len() {
-            if !(x[a].abs() <= MAX_ABS) {
-                return true;
+        // Four running sums (dimension a goes to sum a mod 4), added in a
+        // fixed order at the end: independent chains the CPU overlaps, where
+        // one sum was a chain of d dependent additions per point. The same
+        // order on every machine and thread, so the same decisions.
+        let d = x.len();
+        let (centre, inv) = (&self.centre[..d], &self.inv_spread2[..d]);
+        let mut q = [0.0f64; 4];
+        let mut huge = false;
+        let mut a = 0;
+        while a + 4 <= d {
+            for l in 0..4 {
+                let v = x[a + l];
+                huge |= !(v.abs() <= MAX_ABS);
+                let z = v - centre[a + l];
+                q[l] += z * z * inv[a + l];
             }
-            let z = x[a] - self.centre[a];
-            q += z * z * self.inv_spread2[a];
+            a += 4;
         }
-        !(q <= self.limit)
+        for l in 0..d - a {
+            let v = x[a + l];
+            huge |= !(v.abs() <= MAX_ABS);
+            let z = v - centre[a + l];
+            q[l] += z * z * inv[a + l];
+        }
+        huge || !((q[0] + q[1]) + (q[2] + q[3]) <= self.limit)
     }
 }
 
