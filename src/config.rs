@@ -350,8 +350,8 @@ config_keys! {
         /// File whose first line is a token every TCP connection must send as
         /// its first line (and the admin server takes as a bearer token).
         pub auth_token_file: Option<PathBuf> = None,
-        /// Threads of the learner's E-step; the available cores (at most
-        /// [`DEFAULT_THREADS_CAP`]) when absent. Any number learns the same
+        /// Threads of the learner's E-step; the available cores but one (the
+        /// parser's), 1 to [`DEFAULT_THREADS_CAP`], when absent. Any number learns the same
         /// model, bit for bit.
         pub threads: Option<usize> = None,
         /// End the run as at the end of input once no record has arrived for
@@ -442,12 +442,15 @@ pub const DEFAULT_THREADS_CAP: usize = 8;
 /// Most threads `threads` accepts.
 pub const MAX_THREADS: usize = 256;
 
-/// The E-step threads when `threads` is not given: the available cores, at
-/// most [`DEFAULT_THREADS_CAP`].
+/// The E-step threads when `threads` is not given: the available cores but
+/// one, which the parser thread needs (at d = 32 parsing a point costs about
+/// as much as learning it: on 2 cores a second E-step thread made the whole
+/// process a third slower), at least 1 and at most [`DEFAULT_THREADS_CAP`].
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(DEFAULT_THREADS_CAP)
+        .saturating_sub(1)
+        .clamp(1, DEFAULT_THREADS_CAP)
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -526,7 +529,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Learner(#[from] ParamError),
     /// `threads` is 0 or above [`MAX_THREADS`].
-    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores, at most {DEFAULT_THREADS_CAP})")]
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores but one, 1 to {DEFAULT_THREADS_CAP})")]
     Threads(usize),
     /// `checkpoint_every` is 0.
     #[error(

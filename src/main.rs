@@ -166,7 +166,7 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
-    /// Threads of the learner's E-step (default: the available cores, at most 8); the model is the same with any number.
+    /// Threads of the learner's E-step (default: the available cores but one, which the parser needs; 1 to 8); the model is the same with any number.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
