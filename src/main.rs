@@ -441,6 +441,19 @@ macro_rules! overlay_opt {
     };
 }
 
+/// Same for on/off flags: a flag given on the command line sets the key
+/// (an absent flag leaves the file's value).
+macro_rules! overlay_flag {
+    ($cfg:ident, $args:ident, $given:ident; $($key:ident),* $(,)?) => {
+        $(
+            if $args.$key {
+                $cfg.$key = true;
+                $given.insert(stringify!($key).to_string());
+            }
+        )*
+    };
+}
+
 fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String> {
     let mut given = BTreeSet::new();
     let mut cfg = match &args.config {
@@ -475,34 +488,9 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay_opt!(cfg, args, given;
         stop_when_idle, mqtt, client_id, mqtt_credentials, mqtt_ca_file, connect_timeout,
         nats, stream, subject, consumer, nats_credentials, nats_ca_file, nats_cert, nats_key);
-    if args.persistent_session {
-        cfg.persistent_session = true;
-        given.insert("persistent_session".into());
-    }
-    if args.allow_gap {
-        cfg.allow_gap = true;
-        given.insert("allow_gap".into());
-    }
-    if let Some(m) = args.max_memory {
-        cfg.max_memory = m;
-        given.insert("max_memory".into());
-    }
-    if args.resume {
-        cfg.resume = true;
-        given.insert("resume".into());
-    }
-    if args.overwrite {
-        cfg.overwrite = true;
-        given.insert("overwrite".into());
-    }
-    if args.score {
-        cfg.score = true;
-        given.insert("score".into());
-    }
-    if args.score_fields {
-        cfg.score_fields = true;
-        given.insert("score_fields".into());
-    }
+    overlay!(cfg, args, given; max_memory);
+    overlay_flag!(cfg, args, given;
+        persistent_session, allow_gap, resume, overwrite, score, score_fields);
     let checked = cfg.check().map_err(|e| e.to_string())?;
     Ok(checked.with_given(given))
 }
