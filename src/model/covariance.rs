@@ -127,64 +127,74 @@ fn cholesky_any(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     // Taken out of the thread's slot and put back, so the loops stay in
     // this function (compiled with AVX2 by `cholesky_avx2`).
     let mut buf = CHOLESKY_SCRATCH.with(|c| c.take());
-    if buf.len() < d * d + d {
-        buf.resize(d * d + d, 0.0);
-    }
-    // lt[k * d + i] = l[i * d + k]: column k of the factor, contiguous.
-    // Every entry read was written earlier in this call (column k below
-    // its diagonal before column j > k reads it; `col` before each use),
-    // so the reused buffer needs no clearing.
-    let (lt, col) = buf.split_at_mut(d * d);
-    let ok = cholesky_by_columns(a, d, l, lt, &mut col[..d]);
+    let stride = d.next_multiple_of(COLUMN_CHUNK);
+    let len = d * stride + COLUMN_CHUNK;
+    // Cleared on every call: the lanes of a chunk past the last row read
+    // entries no column wrote (or the next row's), which must be finite
+    // numbers, never an earlier call's leftovers (a NaN or a subnormal
+    // would cost nothing in the result but could slow the arithmetic).
+    buf.clear();
+    buf.resize(len, 0.0);
+    let ok = cholesky_by_columns(a, d, l, &mut buf, stride);
     CHOLESKY_SCRATCH.with(|c| c.set(buf));
     ok
 }
 
 thread_local! {
-    /// Per thread, reused by [`cholesky`]: the transposed factor and one
-    /// column (an allocation and clearing per call were a tenth of the
-    /// M-step at d = 32).
+    /// Per thread, reused by [`cholesky`]: the transposed factor (an
+    /// allocation per call was a tenth of the M-step at d = 32).
     static CHOLESKY_SCRATCH: std::cell::Cell<Vec<f64>> =
         const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Rows of a column [`cholesky_by_columns`] computes together, their
+/// running sums held in registers (two AVX2 vectors, one AVX-512).
+const COLUMN_CHUNK: usize = 8;
+
 /// The column-by-column [`cholesky`] for d > [`SMALL_CHOLESKY`], with
-/// scratch `lt` (d·d) and `col` (d) whose contents are not read before
-/// they are written.
+/// `lt` (zeroed, `d · stride + COLUMN_CHUNK` numbers) for the transposed
+/// factor: `lt[k · stride + i] = l_ik`.
+///
+/// The entries below the diagonal of column `j` are computed
+/// [`COLUMN_CHUNK`] rows at a time, each one's sum `a_ij − Σ_k l_ik l_jk`
+/// held in a register across the whole loop over `k` (in order of `k`)
+/// instead of read and written back for every `k`. The lanes of the last
+/// chunk beyond row `d − 1` compute numbers that are never stored.
 #[inline(always)]
-fn cholesky_by_columns(
-    a: &[f64],
-    d: usize,
-    l: &mut [f64],
-    lt: &mut [f64],
-    col: &mut [f64],
-) -> bool {
+fn cholesky_by_columns(a: &[f64], d: usize, l: &mut [f64], lt: &mut [f64], stride: usize) -> bool {
+    debug_assert!(lt.len() >= d * stride + COLUMN_CHUNK);
     for j in 0..d {
-        let lj = &l[j * d..j * d + j];
         let mut sum = a[j * d + j];
-        for &v in lj {
+        for &v in &l[j * d..j * d + j] {
             sum -= v * v;
         }
         if !pivot_ok(sum, a[j * d + j]) {
             return false;
         }
         let ljj = sum.sqrt();
-        let below = &mut col[j + 1..];
-        for (i, v) in below.iter_mut().enumerate() {
-            *v = a[(j + 1 + i) * d + j];
-        }
-        for (k, &ljk) in lj.iter().enumerate() {
-            let lk = &lt[k * d + j + 1..(k + 1) * d];
-            for (v, &lik) in below.iter_mut().zip(lk) {
-                *v -= lik * ljk;
-            }
-        }
         l[j * d + j] = ljj;
-        lt[j * d + j] = ljj;
-        for (i, &v) in below.iter().enumerate() {
-            let x = v / ljj;
-            l[(j + 1 + i) * d + j] = x;
-            lt[j * d + j + 1 + i] = x;
+        lt[j * stride + j] = ljj;
+        let mut i0 = j + 1;
+        while i0 < d {
+            let m = (d - i0).min(COLUMN_CHUNK);
+            let mut acc = [0.0; COLUMN_CHUNK];
+            for (t, v) in acc[..m].iter_mut().enumerate() {
+                *v = a[(i0 + t) * d + j];
+            }
+            for k in 0..j {
+                let ljk = l[j * d + k];
+                let from = k * stride + i0;
+                let lk = &lt[from..from + COLUMN_CHUNK];
+                for t in 0..COLUMN_CHUNK {
+                    acc[t] -= lk[t] * ljk;
+                }
+            }
+            for (t, &v) in acc[..m].iter().enumerate() {
+                let x = v / ljj;
+                l[(i0 + t) * d + j] = x;
+                lt[j * stride + i0 + t] = x;
+            }
+            i0 += COLUMN_CHUNK;
         }
     }
     true
@@ -302,7 +312,7 @@ mod tests {
     fn column_order_gives_the_same_bits_as_entry_by_entry() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for d in [1, 2, 5, 17, 40] {
+        for d in [1, 2, 5, 9, 16, 17, 31, 32, 33, 40, 64] {
             let g: Vec<f64> = (0..d * d).map(|_| rng.random::<f64>() - 0.5).collect();
             let mut a = vec![0.0; d * d];
             for i in 0..d {
