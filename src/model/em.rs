@@ -217,7 +217,38 @@ impl OutlierTest {
         }
     }
 
-    #[inline]
+    /// Whether each point (rows of d) is an outlier, into `flags` (cleared
+    /// first): [`OutlierTest::is_outlier`] for every point, compiled with
+    /// AVX2 where the CPU has it (the same operations, so the same
+    /// decisions; at d = 32 the plain build of the per-point test was a
+    /// tenth of the learner's instructions).
+    fn flag(&self, points: &[f64], d: usize, flags: &mut Vec<bool>) {
+        flags.clear();
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.flag_avx2(points, d, flags) };
+            return;
+        }
+        self.flag_any(points, d, flags);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn flag_avx2(&self, points: &[f64], d: usize, flags: &mut Vec<bool>) {
+        self.flag_any(points, d, flags);
+    }
+
+    #[inline(always)]
+    fn flag_any(&self, points: &[f64], d: usize, flags: &mut Vec<bool>) {
+        // A plain loop: `extend` over a `map` was compiled as a call
+        // outside the AVX2 code.
+        for x in points.chunks_exact(d) {
+            flags.push(self.is_outlier(x));
+        }
+    }
+
+    #[inline(always)]
     fn is_outlier(&self, x: &[f64]) -> bool {
         // Four running sums (dimension a goes to sum a mod 4), added in a
         // fixed order at the end: independent chains the CPU overlaps, where
@@ -226,24 +257,26 @@ impl OutlierTest {
         let d = x.len();
         let (centre, inv) = (&self.centre[..d], &self.inv_spread2[..d]);
         let mut q = [0.0f64; 4];
-        let mut huge = false;
-        let mut a = 0;
-        while a + 4 <= d {
+        let mut huge = [false; 4];
+        let whole = d / 4 * 4;
+        for ((xs, cs), is) in x[..whole]
+            .chunks_exact(4)
+            .zip(centre[..whole].chunks_exact(4))
+            .zip(inv[..whole].chunks_exact(4))
+        {
             for l in 0..4 {
-                let v = x[a + l];
-                huge |= !(v.abs() <= MAX_ABS);
-                let z = v - centre[a + l];
-                q[l] += z * z * inv[a + l];
+                huge[l] |= !(xs[l].abs() <= MAX_ABS);
+                let z = xs[l] - cs[l];
+                q[l] += z * z * is[l];
             }
-            a += 4;
         }
-        for l in 0..d - a {
-            let v = x[a + l];
-            huge |= !(v.abs() <= MAX_ABS);
-            let z = v - centre[a + l];
-            q[l] += z * z * inv[a + l];
+        for l in 0..d - whole {
+            let v = x[whole + l];
+            huge[l] |= !(v.abs() <= MAX_ABS);
+            let z = v - centre[whole + l];
+            q[l] += z * z * inv[whole + l];
         }
-        huge || !((q[0] + q[1]) + (q[2] + q[3]) <= self.limit)
+        (huge[0] | huge[1] | huge[2] | huge[3]) || !((q[0] + q[1]) + (q[2] + q[3]) <= self.limit)
     }
 }
 
@@ -308,21 +341,24 @@ pub(crate) fn usable_runs<'a>(
 ) -> impl Iterator<Item = &'a [f64]> {
     let test = OutlierTest::of(mix);
     let d = mix.dim();
-    let mut rest = &batch[..batch.len() - batch.len() % d];
+    let rows = &batch[..batch.len() - batch.len() % d];
+    // All rows tested at once by the vectorised test (one row at a time
+    // it was 4 % of the learner's instructions at d = 32).
+    let mut outlier = Vec::new();
+    test.flag(rows, d, &mut outlier);
+    let mut at = 0;
     std::iter::from_fn(move || {
-        while !rest.is_empty() && test.is_outlier(&rest[..d]) {
-            rest = &rest[d..];
+        while at < outlier.len() && outlier[at] {
+            at += 1;
         }
-        if rest.is_empty() {
+        if at == outlier.len() {
             return None;
         }
-        let mut n = d;
-        while n < rest.len() && !test.is_outlier(&rest[n..n + d]) {
-            n += d;
+        let start = at;
+        while at < outlier.len() && !outlier[at] {
+            at += 1;
         }
-        let (run, tail) = rest.split_at(n);
-        rest = tail;
-        Some(run)
+        Some(&rows[start * d..at * d])
     })
 }
 
@@ -494,11 +530,14 @@ pub(crate) fn same_shape(a: &MixtureStats, b: &MixtureStats) -> Result<(), Learn
 const SUB_BLOCK_WORK: usize = 1 << 21;
 
 /// Fewest points in a sub-block (wide points). Each sub-block clears and
-/// adds K·d² sums: at d = 32, K = 10 the learner on one thread loses 15 %
-/// with 128 points per sub-block, 7 % with 256 and 3 % with 1,024
-/// (BENCHMARKS.md); 256 still cuts a default batch of 1,000 points into
-/// four sub-blocks, two per thread on two cores.
-const SUB_BLOCK_MIN: usize = 256;
+/// adds K·d² sums, and the pruned densities solve about one more whole
+/// substitution per 16-point block where the points of two guessed
+/// components meet (about K times per sub-block): at d = 32, K = 10 the
+/// learner takes 4 % fewer instructions with 512 points than with 256
+/// (BENCHMARKS.md). 512 cuts a default batch of 1,000 points into two
+/// sub-blocks, one per thread on two cores; on more cores, a larger
+/// `--batch-size` gives each thread its own (4,000 points: 8 sub-blocks).
+const SUB_BLOCK_MIN: usize = 512;
 
 /// Most points in a sub-block (narrow points): a mini-batch of the default
 /// 1,000 points of up to 8 dimensions is one sub-block, computed as before.
@@ -536,6 +575,8 @@ type ComponentTask<'a> = (&'a mut [f64], &'a mut [f64], u64);
 #[derive(Clone, Debug, Default)]
 struct Part {
     resp: Vec<f64>,
+    /// Which points are outliers ([`OutlierTest::flag`]).
+    outlier: Vec<bool>,
     sums: BatchSums,
     ll_sum: f64,
     outliers: usize,
@@ -573,6 +614,8 @@ fn e_step_part(
     resp.clear();
     resp.resize(n * k, 0.0);
     mix.e_step_log_probs(points, resp);
+    outlier.flag(points, d, &mut part.outlier);
+    let flags = &part.outlier;
     let mut ll_sum = 0.0;
     let mut worst = 0;
     let mut worst_ll = f64::INFINITY;
@@ -586,13 +629,9 @@ fn e_step_part(
             // term (within ln K of its log density).
             let mut max_sum = 0.0;
             let mut prod = 1.0;
-            for (i, (row, x)) in resp
-                .chunks_exact_mut(k)
-                .zip(points.chunks_exact(d))
-                .enumerate()
-            {
+            for (i, (row, &is_outlier)) in resp.chunks_exact_mut(k).zip(flags).enumerate() {
                 let (m, s) = normalise_row_parts(row);
-                if outlier.is_outlier(x) {
+                if is_outlier {
                     row.iter_mut().for_each(|r| *r = 0.0);
                     outliers += 1;
                     continue;
@@ -611,13 +650,9 @@ fn e_step_part(
             ll_sum += prod.ln() + max_sum;
         }
         Some(mut sc) => {
-            for (i, (row, x)) in resp
-                .chunks_exact_mut(k)
-                .zip(points.chunks_exact(d))
-                .enumerate()
-            {
+            for (i, (row, &is_outlier)) in resp.chunks_exact_mut(k).zip(flags).enumerate() {
                 let ll = normalise_row(row);
-                if outlier.is_outlier(x) {
+                if is_outlier {
                     // No label, and -inf rather than the NaN a density
                     // that underflowed everywhere would give.
                     sc.labels[i] = NO_LABEL;
@@ -1267,6 +1302,73 @@ mod tests {
                 assert_close(&merged, &whole);
             }
         }
+    }
+
+    /// The batch outlier test (AVX2 where the CPU has it) decides every
+    /// row as the textbook four-sum test does, NaN and huge coordinates
+    /// included, and `usable_runs` keeps exactly the other rows, in order.
+    #[test]
+    fn outlier_flags_are_the_row_by_row_test() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for d in [1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 64] {
+            let centre: Vec<f64> = (0..d).map(|_| rng.random::<f64>() * 4.0 - 2.0).collect();
+            let var: Vec<f64> = (0..d)
+                .map(|a| {
+                    if a == 1 {
+                        0.0
+                    } else {
+                        0.5 + rng.random::<f64>()
+                    }
+                })
+                .collect();
+            let test = OutlierTest::new(centre.clone(), var.clone());
+            let n = 300;
+            let mut pts: Vec<f64> = (0..n * d)
+                .map(|_| (rng.random::<f64>() - 0.5) * 2.0 * OUTLIER_SPREAD * 1.2)
+                .collect();
+            pts[3 * d] = f64::NAN;
+            pts[7 * d + d - 1] = 2.0 * MAX_ABS;
+            pts[11 * d] = -f64::INFINITY;
+            let want: Vec<bool> = pts
+                .chunks_exact(d)
+                .map(|x| {
+                    let mut q = [0.0f64; 4];
+                    let mut huge = false;
+                    for a in 0..d {
+                        huge |= !(x[a].abs() <= MAX_ABS);
+                        let inv = if var[a] > 0.0 { 1.0 / var[a] } else { 0.0 };
+                        let z = x[a] - centre[a];
+                        q[a % 4] += z * z * inv;
+                    }
+                    huge || !((q[0] + q[1]) + (q[2] + q[3]) <= OUTLIER_SPREAD.powi(2) * d as f64)
+                })
+                .collect();
+            assert!(
+                want.iter().any(|&o| o) && want.iter().any(|&o| !o),
+                "d = {d}"
+            );
+            let (mut got, mut plain) = (vec![true], Vec::new());
+            test.flag(&pts, d, &mut got);
+            test.flag_any(&pts, d, &mut plain);
+            assert_eq!(got, want, "d = {d}");
+            assert_eq!(plain, want, "d = {d}, plain");
+        }
+        // The runs of a batch are its rows that are not outliers.
+        let truth = testdata::random_mixture(5, 3, 4.0, 9);
+        let mut pts = truth.sample(&mut rng, 50);
+        for i in [0, 1, 17, 49] {
+            pts[i * 5 + 2] = 1e200;
+        }
+        let runs: Vec<&[f64]> = usable_runs(&truth, &pts).collect();
+        assert_eq!(runs.len(), 2);
+        let kept: Vec<f64> = runs.concat();
+        let want: Vec<f64> = pts
+            .chunks_exact(5)
+            .filter(|x| x[2] != 1e200)
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(kept, want);
     }
 
     /// A wide batch of many sub-blocks (with outliers in two of them) gives
