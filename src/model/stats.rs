@@ -201,6 +201,12 @@ impl BatchSums {
         centres: &[f64],
     ) {
         #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            unsafe { self.accumulate_avx512(cov, d, points, resp, centres) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
             unsafe { self.accumulate_avx2(cov, d, points, resp, centres) };
@@ -211,6 +217,21 @@ impl BatchSums {
 
     /// [`BatchSums::accumulate`] compiled with AVX2 enabled (same
     /// operations in the same order, so the same bits as without).
+    /// [`BatchSums::accumulate`] compiled with AVX-512F enabled (same
+    /// operations in the same order, so the same bits as without).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn accumulate_avx512(
+        &mut self,
+        cov: CovarianceType,
+        d: usize,
+        points: &[f64],
+        resp: &[f64],
+        centres: &[f64],
+    ) {
+        self.accumulate_any(cov, d, points, resp, centres);
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn accumulate_avx2(
@@ -636,7 +657,8 @@ mod tests {
 
     #[test]
     fn every_kernel_gives_the_same_bits() {
-        // The selected kernel (AVX2 where the CPU has it), the plain one,
+        // The selected kernel (AVX-512 or AVX2 where the CPU has it), the
+        // AVX2 one, the plain one,
         // and for d = 8 the generic-dimension one, on random points with
         // some responsibilities exactly 0 (skipped).
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
@@ -673,6 +695,14 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             assert_eq!(bits(&selected), bits(&plain), "d = {d}");
+            // Where the selected kernel is AVX-512, the AVX2 one too.
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                let mut avx2 = BatchSums::default();
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { avx2.accumulate_avx2(cov, d, &points, &resp, &centres) };
+                assert_eq!(bits(&avx2), bits(&plain), "d = {d}, AVX2");
+            }
             if d == 8 {
                 let mut generic = plain.clone();
                 generic.n.fill(0.0);
