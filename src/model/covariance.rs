@@ -100,6 +100,11 @@ impl FromStr for CovarianceType {
 /// copy.
 pub(crate) fn cholesky(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     #[cfg(target_arch = "x86_64")]
+    if d > SMALL_CHOLESKY && std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { cholesky_avx512(a, d, l) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if d > SMALL_CHOLESKY && std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { cholesky_avx2(a, d, l) };
@@ -113,6 +118,15 @@ pub(crate) fn cholesky(a: &[f64], d: usize, l: &mut [f64]) -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn cholesky_avx2(a: &[f64], d: usize, l: &mut [f64]) -> bool {
+    cholesky_any(a, d, l)
+}
+
+/// [`cholesky`] compiled with AVX-512F enabled: a chunk of
+/// [`COLUMN_CHUNK`] rows is one register; the same operations, so the same
+/// bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cholesky_avx512(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     cholesky_any(a, d, l)
 }
 
@@ -344,6 +358,14 @@ mod tests {
             let mut plain = vec![0.0; d * d];
             assert!(cholesky_any(&a, d, &mut plain));
             assert_eq!(bits(&plain), bits(&want), "d = {d}, plain");
+            // And the AVX2 build where the CPU picks AVX-512.
+            #[cfg(target_arch = "x86_64")]
+            if d > SMALL_CHOLESKY && std::is_x86_feature_detected!("avx2") {
+                let mut avx2 = vec![0.0; d * d];
+                // SAFETY: the CPU supports AVX2, checked just above.
+                assert!(unsafe { cholesky_avx2(&a, d, &mut avx2) });
+                assert_eq!(bits(&avx2), bits(&want), "d = {d}, AVX2");
+            }
         }
     }
 

@@ -762,8 +762,16 @@ impl StepwiseEm {
             } = &mut **t;
             scored.extend_from_slice(batch_ids.unwrap_or(b));
         }
-        for run in em::usable_runs(mix, batch) {
-            self.recent.push(run);
+        if e.outliers == 0 {
+            // The E-step just tested every point against this mixture and
+            // found none to leave out: the whole batch is one run, without
+            // testing again.
+            self.recent
+                .push(&batch[..batch.len() - batch.len() % self.dim]);
+        } else {
+            for run in em::usable_runs(mix, batch) {
+                self.recent.push(run);
+            }
         }
         self.apply(&e)?;
         self.adapt();
