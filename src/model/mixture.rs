@@ -53,6 +53,10 @@ fn next_check(a: usize, d: usize) -> usize {
     next.min(d)
 }
 
+/// Dimensions above this take the generic wide kernels (and, where the
+/// CPU has it, their AVX-512 build); up to it, specialised ones.
+pub(crate) const WIDE_FROM: usize = 8;
+
 /// `ln(2π)`.
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -350,8 +354,10 @@ impl GaussianMixture {
     /// The AVX-512, AVX2 or plain kernels, the widest the CPU runs.
     #[inline(always)]
     fn log_probs(&self, points: &[f64], out: &mut [f64], prune: bool) {
+        // AVX-512 for the wide kernels only: the specialised ones of d ≤ 8
+        // (the judging streams' 1-D and 2-D) were tuned in AVX2 and stay so.
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
+        if self.p.dim > WIDE_FROM && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
             unsafe { self.weighted_log_probs_avx512(points, out, prune) };
             return;

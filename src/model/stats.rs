@@ -200,8 +200,9 @@ impl BatchSums {
         resp: &[f64],
         centres: &[f64],
     ) {
+        // AVX-512 for the wide kernel only (see `mixture::WIDE_FROM`).
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
+        if d > super::mixture::WIDE_FROM && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
             unsafe { self.accumulate_avx512(cov, d, points, resp, centres) };
             return;
