@@ -765,9 +765,8 @@ impl StepwiseEm {
         if e.outliers == 0 {
             // The E-step just tested every point against this mixture and
             // found none to leave out: the whole batch is one run, without
-            // testing again.
-            self.recent
-                .push(&batch[..batch.len() - batch.len() % self.dim]);
+            // testing again (`push` keeps whole rows only).
+            self.recent.push(batch);
         } else {
             for run in em::usable_runs(mix, batch) {
                 self.recent.push(run);

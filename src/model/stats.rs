@@ -216,8 +216,6 @@ impl BatchSums {
         self.accumulate_any(cov, d, points, resp, centres);
     }
 
-    /// [`BatchSums::accumulate`] compiled with AVX2 enabled (same
-    /// operations in the same order, so the same bits as without).
     /// [`BatchSums::accumulate`] compiled with AVX-512F enabled (same
     /// operations in the same order, so the same bits as without).
     #[cfg(target_arch = "x86_64")]
@@ -233,6 +231,8 @@ impl BatchSums {
         self.accumulate_any(cov, d, points, resp, centres);
     }
 
+    /// [`BatchSums::accumulate`] compiled with AVX2 enabled (same
+    /// operations in the same order, so the same bits as without).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn accumulate_avx2(
