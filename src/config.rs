@@ -354,6 +354,11 @@ config_keys! {
         /// parser's), 1 to [`DEFAULT_THREADS_CAP`], when absent. Any number learns the same
         /// model, bit for bit.
         pub threads: Option<usize> = None,
+        /// Threads that parse the input; 1 parses on the stage thread that
+        /// orders the batches. A quarter of the available cores, 1 to
+        /// [`DEFAULT_PARSE_THREADS_CAP`], when absent. Any number gives the
+        /// same batches in the same order (and so the same model).
+        pub parse_threads: Option<usize> = None,
         /// End the run as at the end of input once no record has arrived for
         /// this many seconds (any source).
         pub stop_when_idle: Option<f64> = None,
@@ -453,6 +458,19 @@ pub fn default_threads() -> usize {
         .clamp(1, DEFAULT_THREADS_CAP)
 }
 
+/// Most parse threads by default (without `parse_threads`).
+pub const DEFAULT_PARSE_THREADS_CAP: usize = 4;
+
+/// The parse threads when `parse_threads` is not given: a quarter of the
+/// available cores, at least 1 (parsing on the stage thread, as on a
+/// machine of up to 7 cores) and at most [`DEFAULT_PARSE_THREADS_CAP`].
+/// At d = 32 parsing a point costs about as much as learning it with one
+/// E-step thread; the E-step takes the other cores.
+pub fn default_parse_threads() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4)
+        .clamp(1, DEFAULT_PARSE_THREADS_CAP)
+}
+
 /// A configuration that cannot be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -531,6 +549,9 @@ pub enum ConfigError {
     /// `threads` is 0 or above [`MAX_THREADS`].
     #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores but one, 1 to {DEFAULT_THREADS_CAP})")]
     Threads(usize),
+    /// `parse_threads` is 0 or above [`MAX_THREADS`].
+    #[error("parse_threads = {0} is out of range: give 1 to {MAX_THREADS} (1 parses on the thread that orders the batches; leave it out for a quarter of the available cores, 1 to {DEFAULT_PARSE_THREADS_CAP})")]
+    ParseThreads(usize),
     /// `checkpoint_every` is 0.
     #[error(
         "checkpoint_every must be at least 1 point (leave it out to checkpoint only at the end)"
@@ -748,6 +769,11 @@ impl Config {
             Some(t) if (1..=MAX_THREADS).contains(&t) => t,
             Some(t) => return Err(ConfigError::Threads(t)),
         };
+        let parse_threads = match self.parse_threads {
+            None => default_parse_threads(),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::ParseThreads(t)),
+        };
         self.check_memory(&params, columns.as_ref().map(|c| c.len()).or(self.dim))?;
 
         if self.checkpoint_every == Some(0) {
@@ -890,6 +916,7 @@ impl Config {
             given: BTreeSet::new(),
             access,
             threads,
+            parse_threads,
             stop_when_idle,
             max_memory: self.max_memory,
         })
@@ -912,6 +939,7 @@ impl ConfigError {
             ConfigError::ShuffleBuffer(_) => "shuffle_buffer",
             ConfigError::MaxRejectRate(_) => "max_reject_rate",
             ConfigError::Threads(_) => "threads",
+            ConfigError::ParseThreads(_) => "parse_threads",
             ConfigError::Keep(_) => "keep",
             ConfigError::ScoreFieldsWithAdapt => "adapt_components",
             ConfigError::DimZero | ConfigError::DimColumns { .. } => "dim",
@@ -1080,6 +1108,7 @@ pub struct RunConfig {
     pub(crate) given: BTreeSet<String>,
     pub(crate) access: AccessFiles,
     pub(crate) threads: usize,
+    pub(crate) parse_threads: usize,
     pub(crate) stop_when_idle: Option<Duration>,
     pub(crate) max_memory: u64,
 }
@@ -1157,6 +1186,11 @@ impl RunConfig {
     /// Threads of the learner's E-step.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Threads that parse the input (`--parse-threads`).
+    pub fn parse_threads(&self) -> usize {
+        self.parse_threads
     }
 
     /// The run ends once idle this long (`--stop-when-idle`).
@@ -1370,6 +1404,21 @@ mod tests {
         let default = checked(|_| {}).unwrap().threads();
         assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
         assert_eq!(default, default_threads());
+    }
+
+    #[test]
+    fn rule_parse_threads() {
+        for bad in [0, MAX_THREADS + 1] {
+            let e = checked(|c| c.parse_threads = Some(bad)).unwrap_err();
+            assert!(matches!(e, ConfigError::ParseThreads(t) if t == bad), "{e}");
+            assert!(e.to_string().contains("parse_threads = "), "{e}");
+            assert_eq!(e.key(), Some("parse_threads"));
+        }
+        let run = checked(|c| c.parse_threads = Some(3)).unwrap();
+        assert_eq!(run.parse_threads(), 3);
+        let default = checked(|_| {}).unwrap().parse_threads();
+        assert!((1..=DEFAULT_PARSE_THREADS_CAP).contains(&default));
+        assert_eq!(default, default_parse_threads());
     }
 
     #[test]

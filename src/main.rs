@@ -169,6 +169,9 @@ struct RunArgs {
     /// Threads of the learner's E-step (default: the available cores but one, which the parser needs; 1 to 8); the model is the same with any number.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Threads that parse the input (default: a quarter of the available cores, 1 to 4; 1 parses on the thread that orders the batches); any number gives the same batches in the same order.
+    #[arg(long, value_name = "N")]
+    parse_threads: Option<usize>,
 
     /// Serve /metrics, /healthz, /livez and /model on IP:PORT (a bare PORT is loopback).
     #[arg(long, value_name = "ADDR", env = "EMSTREAM_ADMIN")]
@@ -481,7 +484,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         shutdown_timeout, log_format);
     overlay_opt!(cfg, args, given;
         input, listen, fields, dim, shuffle_buffer, checkpoint, checkpoint_every, checkpoint_interval,
-        alert_below, alert_quantile, score_keep, threads, admin, idle_timeout, stats_interval, log_level);
+        alert_below, alert_quantile, score_keep, threads, parse_threads, admin, idle_timeout, stats_interval, log_level);
     overlay_opt!(cfg, args, given;
         tls_cert, tls_key, tls_client_ca, auth_token_file);
     overlay!(cfg, args, given; topic, qos);

@@ -141,6 +141,92 @@ impl Parser {
         self.open.get(&source).map(|o| o.line)
     }
 
+    /// Whether everything this parser decides once per run is decided (the
+    /// dimension, the CSV separator, the header's names) and no record is
+    /// held by the dimension vote or stopped the run: from here on a chunk
+    /// past its source's header changes nothing but its source's own state.
+    fn settled(&self) -> bool {
+        self.fatal.is_none()
+            && self.dim.is_some()
+            && self.held.is_empty()
+            && self.pending_names.is_none()
+            && !self.keep_pending
+            && (self.format == Format::Json || self.sep.is_some())
+    }
+
+    /// Takes `chunk` off this parser's hands if another parser, a
+    /// [`Parser::fork`], would read it exactly as this one and the reading
+    /// could not change this parser's state: the run's decisions are made,
+    /// the chunk's source is past its header with no record open, and a
+    /// CSV chunk has no `"` (so no quoted record can stay open at its
+    /// end). Then its only effect on this parser, forgetting the source
+    /// after its last chunk, is made here and `true` is returned; the
+    /// chunk must then be read by a fork with
+    /// [`Parser::parse_continuing`], in any thread, and its batches kept
+    /// in input order. `false`: parse it here, in order, as before.
+    pub fn hand_off(&mut self, chunk: &Chunk) -> bool {
+        let ok = self.settled()
+            && self.header_done.contains(&chunk.source)
+            && !self.open.contains_key(&chunk.source)
+            && (self.format == Format::Json || memchr(b'"', &chunk.bytes).is_none());
+        if ok && chunk.last {
+            self.header_done.remove(&chunk.source);
+        }
+        ok
+    }
+
+    /// A parser for chunks [`Parser::hand_off`] let go: the run's
+    /// decisions of this one (dimension, separator, columns, kept fields,
+    /// limits), none of its per-source state. `None` until
+    /// [`Parser::hand_off`] can say yes (the decisions do not change once
+    /// made, so a fork serves the rest of the run).
+    pub fn fork(&self) -> Option<Parser> {
+        if !self.settled() {
+            return None;
+        }
+        let sep = self.sep.flatten();
+        Some(Parser {
+            format: self.format,
+            columns: self.columns.clone(),
+            min_fields: self.min_fields,
+            dim: self.dim,
+            header_done: HashSet::new(),
+            fields: Vec::new(),
+            scratch: Vec::new(),
+            max_dim: self.max_dim,
+            vote: self.vote,
+            held: Vec::new(),
+            delimiter: self.delimiter,
+            sep: self.sep,
+            decimal_comma: self.decimal_comma,
+            pending_names: None,
+            field_paths: self.field_paths.clone(),
+            string_numbers: self.string_numbers,
+            names: self.names.clone(),
+            fatal: None,
+            quoted: csv_core::ReaderBuilder::new()
+                .delimiter(sep.unwrap_or(b' '))
+                .build(),
+            quoted_out: Vec::new(),
+            quoted_ends: Vec::new(),
+            spans: span_reader(sep),
+            max_record: self.max_record,
+            open: std::collections::HashMap::new(),
+            keep: self.keep.clone(),
+            keep_columns: self.keep_columns.clone(),
+            keep_pending: false,
+            config: self.config.clone(),
+        })
+    }
+
+    /// Parses a chunk that [`Parser::hand_off`] let go, on a
+    /// [`Parser::fork`]: its source is past its header.
+    pub fn parse_continuing(&mut self, chunk: &Chunk, out: &mut Batch) {
+        self.parse_from(chunk, 0, chunk.first_line, false, 0, out);
+        // The fork keeps no per-source state between chunks.
+        self.header_done.clear();
+    }
+
     /// Refuses to let a record fix a dimension above `max` (the largest
     /// one the memory budget allows): such a record is rejected
     /// ([`RejectReason::FieldCount`]) instead of sizing the model.

@@ -633,6 +633,7 @@ impl Pipeline {
             let on_error = config.on_error;
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let max_line = config.max_line_bytes;
+            let parse_threads = config.parse_threads;
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
@@ -643,6 +644,7 @@ impl Pipeline {
                     on_error,
                     max_dim,
                     max_line,
+                    parse_threads,
                     shuffle,
                     event_rx,
                     work_tx,

@@ -1,7 +1,7 @@
 //! The parser stage: one thread owns the [`Parser`] (and so the dimension
 //! state) and turns chunks from every source into batches for the learner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc;
@@ -34,9 +34,127 @@ pub(crate) struct Work {
     pub(crate) names: Option<Vec<String>>,
 }
 
+/// Chunks handed to each parse worker and not yet taken back: enough that
+/// a worker always has the next one queued while the stage thread orders
+/// and sends the batches.
+const WORKER_QUEUE: usize = 2;
+
+/// A chunk's rows, parsed on the stage thread or by a parse worker.
+struct Parsed {
+    chunk: Chunk,
+    batch: Batch,
+    /// Where a quoted record of the chunk's source still open after the
+    /// chunk starts (only a chunk parsed here can leave one).
+    open: Option<u64>,
+    /// The dimension after the chunk.
+    dim: Option<usize>,
+    /// The dimensions' names, when this chunk made them known.
+    names: Option<Vec<String>>,
+}
+
+/// An event waiting for its turn: the batches go to the learner in input
+/// order whichever thread parsed them.
+enum Entry {
+    /// A chunk already parsed (on the stage thread), with the source
+    /// position after it and where its messages start.
+    Parsed(Box<Parsed>, Position, Vec<MessageStart>),
+    /// A chunk a parse worker is reading: the next result of that worker.
+    Away(usize, Position, Vec<MessageStart>),
+    /// Any other event.
+    Other(SourceEvent),
+}
+
+/// The parse workers: each keeps a [`Parser::fork`] and reads the chunks
+/// sent to it in order; the stage thread sends them round-robin and takes
+/// the results back in the same order, so no sequence numbers are needed.
+struct Workers<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    /// How many to start (at most).
+    wanted: usize,
+    jobs: Vec<SyncSender<(Chunk, Batch)>>,
+    results: Vec<Receiver<(Chunk, Batch)>>,
+    /// The worker the next chunk goes to.
+    next: usize,
+    /// Chunks sent and not yet taken back.
+    in_flight: usize,
+}
+
+impl<'scope, 'env> Workers<'scope, 'env> {
+    /// Sends `chunk` to the next worker (starting the workers with forks of
+    /// `parser` the first time); the index of the worker it went to.
+    fn send(&mut self, parser: &Parser, chunk: Chunk, batch: Batch) -> usize {
+        if self.jobs.is_empty() {
+            for i in 0..self.wanted {
+                let mut fork = parser
+                    .fork()
+                    .expect("a parser that handed a chunk off is settled");
+                let (job_tx, job_rx) =
+                    std::sync::mpsc::sync_channel::<(Chunk, Batch)>(WORKER_QUEUE);
+                let (done_tx, done_rx) = std::sync::mpsc::sync_channel(WORKER_QUEUE);
+                std::thread::Builder::new()
+                    .name(format!("emstream-parse-{i}"))
+                    .spawn_scoped(self.scope, move || {
+                        while let Ok((chunk, mut batch)) = job_rx.recv() {
+                            fork.parse_continuing(&chunk, &mut batch);
+                            if done_tx.send((chunk, batch)).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("cannot start a parse thread");
+                self.jobs.push(job_tx);
+                self.results.push(done_rx);
+            }
+        }
+        let w = self.next;
+        self.next = (w + 1) % self.jobs.len();
+        self.in_flight += 1;
+        self.jobs[w]
+            .send((chunk, batch))
+            .expect("a parse thread stopped");
+        w
+    }
+
+    /// The next result of worker `w`, waiting for it if `wait`.
+    fn take(&mut self, w: usize, wait: bool) -> Option<(Chunk, Batch)> {
+        let r = if wait {
+            Some(self.results[w].recv().expect("a parse thread stopped"))
+        } else {
+            match self.results[w].try_recv() {
+                Ok(r) => Some(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!("a parse thread stopped")
+                }
+            }
+        };
+        self.in_flight -= r.is_some() as usize;
+        r
+    }
+
+    fn full(&self) -> bool {
+        self.in_flight >= self.wanted * WORKER_QUEUE
+    }
+}
+
+/// How many chunks the stage parsed itself and how many its parse threads
+/// did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Handed {
+    pub(crate) here: u64,
+    pub(crate) away: u64,
+}
+
 /// Runs the parser stage until the event channel closes (or, with
 /// `--on-error fail`, until the first bad record, when it stops the run so
 /// the sources stop).
+///
+/// With `parse_threads` above 1, that many worker threads parse the
+/// chunks this thread's parser hands off ([`Parser::hand_off`]: once the
+/// dimension, separator and header are decided, chunks without quotes);
+/// this thread parses the rest itself, in order, and sends every batch to
+/// the learner in input order, so the batches, line numbers and rejects
+/// are the same whatever the number of threads.
 // The stage's inputs and outputs, each used once: a struct would only
 // rename them.
 #[allow(clippy::too_many_arguments)]
@@ -45,12 +163,13 @@ pub(crate) fn parser_loop(
     on_error: OnError,
     max_dim: usize,
     max_line: usize,
-    mut shuffle: Option<Shuffle>,
+    parse_threads: usize,
+    shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
     recycled: Receiver<Batch>,
     state: &RunState,
-) {
+) -> Handed {
     // Without --on-error fail (whose error must be the first bad line in
     // input order), an unconfigured dimension is decided by majority.
     let vote = if on_error == OnError::Fail {
@@ -62,95 +181,244 @@ pub(crate) fn parser_loop(
         .with_max_dim(max_dim)
         .with_dim_vote(vote)
         .with_max_record(max_line);
-    // Positions and ends not yet handed on (their chunks held no rows).
-    let mut positions = Vec::new();
-    let mut forget = Vec::new();
-    // Records accepted and rejected per stream, for the close log of a
-    // connection (dropped at its end).
-    let mut per_stream: HashMap<SourceId, (u64, u64)> = HashMap::new();
-    let mut names_sent = false;
-    while let Some(event) = events.blocking_recv() {
-        let (chunk, messages) = match event {
-            SourceEvent::Chunk {
-                chunk,
-                position,
-                messages,
-            } => {
-                state.replay().touch();
-                positions.push((chunk.source, position));
-                (chunk, messages)
-            }
-            SourceEvent::End { source, forget: f } => {
-                if f {
-                    forget.push(source);
+    let mut out = Sender {
+        config,
+        on_error,
+        shuffle,
+        batches,
+        positions: Vec::new(),
+        forget: Vec::new(),
+        per_stream: HashMap::new(),
+        names: None,
+    };
+    let mut handed = Handed::default();
+    std::thread::scope(|scope| {
+        let mut workers = Workers {
+            scope,
+            wanted: if parse_threads > 1 { parse_threads } else { 0 },
+            jobs: Vec::new(),
+            results: Vec::new(),
+            next: 0,
+            in_flight: 0,
+        };
+        let mut queue: VecDeque<Entry> = VecDeque::new();
+        let mut names_taken = false;
+        let mut stopped = false;
+        'run: loop {
+            // Send on what is ready, in order.
+            while let Some(front) = queue.front() {
+                let away = match front {
+                    Entry::Away(w, _, _) => match workers.take(*w, workers.full()) {
+                        Some(r) => Some(r),
+                        None => break,
+                    },
+                    _ => None,
+                };
+                let entry = queue.pop_front().expect("a front entry");
+                if !out.finish(entry, away, &parser, state) {
+                    stopped = true;
+                    break 'run;
                 }
-                let (points, rejected) = per_stream.remove(&source).unwrap_or_default();
-                if let Some(ended) = state.take_ended(source) {
-                    log_closed(source, &ended, points, rejected);
-                }
-                continue;
             }
-            SourceEvent::Torn { source, line } => {
-                let mut batch = Batch::default();
-                batch.rejected.add(RejectReason::Torn);
-                batch.errors.push(ParseError {
-                    source_id: source,
-                    line,
-                    reason: RejectReason::Torn,
-                    detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
-                    message: None,
-                });
-                let work = Work {
+            // The next event: without waiting while chunks are away, so
+            // their results are sent on as soon as they come.
+            let event = if workers.in_flight == 0 {
+                match events.blocking_recv() {
+                    Some(e) => e,
+                    None => break,
+                }
+            } else {
+                match events.try_recv() {
+                    Ok(e) => e,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        // Nothing new: wait for the oldest chunk away.
+                        if let Some(&Entry::Away(w, _, _)) = queue.front() {
+                            let away = workers.take(w, true);
+                            let entry = queue.pop_front().expect("a front entry");
+                            if !out.finish(entry, away, &parser, state) {
+                                stopped = true;
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            };
+            let entry = match event {
+                SourceEvent::Chunk {
+                    chunk,
+                    position,
+                    messages,
+                } => {
+                    state.replay().touch();
+                    let batch = match recycled.try_recv() {
+                        Ok(b) => clear(b),
+                        Err(_) => Batch::default(),
+                    };
+                    if workers.wanted > 0 && parser.hand_off(&chunk) {
+                        handed.away += 1;
+                        Entry::Away(workers.send(&parser, chunk, batch), position, messages)
+                    } else {
+                        handed.here += 1;
+                        let parsed =
+                            parse_here(&mut parser, chunk, batch, &messages, &mut names_taken);
+                        Entry::Parsed(Box::new(parsed), position, messages)
+                    }
+                }
+                other => Entry::Other(other),
+            };
+            queue.push_back(entry);
+        }
+        // The end of the input: the chunks still away, in order.
+        if !stopped {
+            while let Some(front) = queue.pop_front() {
+                let away = match front {
+                    Entry::Away(w, _, _) => workers.take(w, true),
+                    _ => None,
+                };
+                if !out.finish(front, away, &parser, state) {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        // Dropping the channels lets the workers end before the scope
+        // waits for them.
+        drop(workers);
+        if stopped {
+            return;
+        }
+        // Then the records held by the dimension vote, and the points
+        // still in the shuffle buffer.
+        let mut batch = Batch::default();
+        parser.finish(&mut batch);
+        if let Some(sh) = out.shuffle.as_mut() {
+            sh.pass(&mut batch.values, batch.dim);
+            sh.drain(&mut batch.values, batch.dim);
+        }
+        if !out.positions.is_empty()
+            || !out.forget.is_empty()
+            || !batch.values.is_empty()
+            || !batch.rejected.is_empty()
+        {
+            let _ = out.batches.send(Work {
+                batch,
+                positions: std::mem::take(&mut out.positions),
+                forget: std::mem::take(&mut out.forget),
+                ..Work::default()
+            });
+        }
+    });
+    tracing::debug!(
+        target: "emstream",
+        here = handed.here,
+        away = handed.away,
+        "parser stage: {} chunks parsed on its own thread, {} by the parse threads",
+        handed.here,
+        handed.away
+    );
+    handed
+}
+
+/// Parses `chunk` on the stage thread, with what the parser's state says
+/// of it right after.
+fn parse_here(
+    parser: &mut Parser,
+    chunk: Chunk,
+    mut batch: Batch,
+    messages: &[MessageStart],
+    names_taken: &mut bool,
+) -> Parsed {
+    parser.parse(&chunk, &mut batch);
+    if !messages.is_empty() {
+        parser.for_each_held_kept(|row| tag_row(&chunk, messages, row));
+    }
+    let names = match parser.names() {
+        Some(n) if !*names_taken => {
+            *names_taken = true;
+            Some(n.to_vec())
+        }
+        _ => None,
+    };
+    Parsed {
+        open: parser.open_record_line(chunk.source),
+        dim: parser.dim(),
+        names,
+        chunk,
+        batch,
+    }
+}
+
+/// The stage's side that sends batches to the learner, in input order.
+struct Sender {
+    config: ParserConfig,
+    on_error: OnError,
+    shuffle: Option<Shuffle>,
+    batches: SyncSender<Work>,
+    /// Positions and ends not yet handed on (their chunks held no rows).
+    positions: Vec<(SourceId, Position)>,
+    forget: Vec<SourceId>,
+    /// Records accepted and rejected per stream, for the close log of a
+    /// connection (dropped at its end).
+    per_stream: HashMap<SourceId, (u64, u64)>,
+    /// The dimensions' names, known and not yet sent.
+    names: Option<Vec<String>>,
+}
+
+impl Sender {
+    /// Sends on the event `entry` (with the worker's result `away` if the
+    /// entry is [`Entry::Away`]); false when the run stops here (the learner is gone, or a bad
+    /// record ends it).
+    fn finish(
+        &mut self,
+        entry: Entry,
+        away: Option<(Chunk, Batch)>,
+        parser: &Parser,
+        state: &RunState,
+    ) -> bool {
+        let (parsed, position, messages) = match entry {
+            Entry::Parsed(p, position, messages) => (*p, position, messages),
+            Entry::Away(_, position, messages) => {
+                let (chunk, batch) = away.expect("the worker's result");
+                // Only a settled parser hands off: its dimension is final.
+                let parsed = Parsed {
+                    chunk,
                     batch,
-                    positions: std::mem::take(&mut positions),
-                    forget: std::mem::take(&mut forget),
-                    ..Work::default()
+                    open: None,
+                    dim: parser.dim(),
+                    names: None,
                 };
-                if batches.send(work).is_err() {
-                    break;
-                }
-                continue;
+                (parsed, position, messages)
             }
-            SourceEvent::Failed {
-                source: _,
-                name,
-                error,
-            } => {
-                let work = Work {
-                    positions: std::mem::take(&mut positions),
-                    forget: std::mem::take(&mut forget),
-                    failed: Some((name, error)),
-                    ..Work::default()
-                };
-                if batches.send(work).is_err() {
-                    break;
-                }
-                continue;
-            }
+            Entry::Other(event) => return self.other(event, state),
         };
-        let mut batch = match recycled.try_recv() {
-            Ok(b) => clear(b),
-            Err(_) => Batch::default(),
-        };
-        parser.parse(&chunk, &mut batch);
+        let Parsed {
+            chunk,
+            mut batch,
+            open,
+            dim,
+            names,
+        } = parsed;
+        if names.is_some() {
+            self.names = names;
+        }
+        self.positions.push((chunk.source, position));
         // A record whose quoted field goes on into the next chunk is not
         // learned yet: a line source's position stops before its first
         // line, so a resume reads it whole.
-        if let (Some(open), Some((_, position))) =
-            (parser.open_record_line(chunk.source), positions.last_mut())
-        {
+        if let (Some(open), Some((_, position))) = (open, self.positions.last_mut()) {
             if *position == chunk.first_line + super::source::lines_in(&chunk) - 1 {
                 *position = open - 1;
             }
         }
         if !messages.is_empty() {
             tag_messages(&chunk, &messages, &mut batch);
-            parser.for_each_held_kept(|row| tag_row(&chunk, &messages, row));
         }
         let mut fatal = None;
-        if on_error == OnError::Fail && !batch.rejected.by_reason.is_empty() {
+        if self.on_error == OnError::Fail && !batch.rejected.by_reason.is_empty() {
             let first = first_error(&chunk, &batch);
-            let dim = parser.dim().or(config.dim);
+            let dim = dim.or(self.config.dim);
             let keep = match dim {
                 Some(d) if d > 0 => {
                     rows_before(&chunk, first.line, &parser.resolved_config(), d) * d
@@ -170,13 +438,12 @@ pub(crate) fn parser_loop(
             batch.rejected.by_reason.insert(first.reason, 1);
             fatal = Some(first);
         }
-        let counts = per_stream.entry(chunk.source).or_default();
-        counts.0 += parser
-            .dim()
+        let counts = self.per_stream.entry(chunk.source).or_default();
+        counts.0 += dim
             .filter(|&d| d > 0)
             .map_or(0, |d| (batch.values.len() / d) as u64);
         counts.1 += batch.rejected.total();
-        if let Some(sh) = shuffle.as_mut() {
+        if let Some(sh) = self.shuffle.as_mut() {
             sh.pass(&mut batch.values, batch.dim);
         }
         let empty = batch.values.is_empty()
@@ -186,51 +453,72 @@ pub(crate) fn parser_loop(
             && batch.fatal.is_none()
             && fatal.is_none();
         if empty {
-            continue;
+            return true;
         }
         let last = fatal.is_some() || batch.fatal.is_some();
-        let names = match parser.names() {
-            Some(n) if !names_sent => {
-                names_sent = true;
-                Some(n.to_vec())
-            }
-            _ => None,
-        };
         let work = Work {
             batch,
             fatal,
-            positions: std::mem::take(&mut positions),
-            forget: std::mem::take(&mut forget),
+            positions: std::mem::take(&mut self.positions),
+            forget: std::mem::take(&mut self.forget),
             failed: None,
-            names,
+            names: self.names.take(),
         };
-        if batches.send(work).is_err() {
-            break;
+        if self.batches.send(work).is_err() {
+            return false;
         }
         if last {
             state.stop(StopReason::Failed);
-            break;
+            return false;
+        }
+        true
+    }
+
+    /// Sends on an event that is not a chunk.
+    fn other(&mut self, event: SourceEvent, state: &RunState) -> bool {
+        match event {
+            SourceEvent::Chunk { .. } => unreachable!("chunks are parsed first"),
+            SourceEvent::End { source, forget } => {
+                if forget {
+                    self.forget.push(source);
+                }
+                let (points, rejected) = self.per_stream.remove(&source).unwrap_or_default();
+                if let Some(ended) = state.take_ended(source) {
+                    log_closed(source, &ended, points, rejected);
+                }
+                true
+            }
+            SourceEvent::Torn { source, line } => {
+                let mut batch = Batch::default();
+                batch.rejected.add(RejectReason::Torn);
+                batch.errors.push(ParseError {
+                    source_id: source,
+                    line,
+                    reason: RejectReason::Torn,
+                    detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
+                    message: None,
+                });
+                self.send_other(Work {
+                    batch,
+                    ..Work::default()
+                })
+            }
+            SourceEvent::Failed {
+                source: _,
+                name,
+                error,
+            } => self.send_other(Work {
+                failed: Some((name, error)),
+                ..Work::default()
+            }),
         }
     }
-    // The end of the input: the records held by the dimension vote, then
-    // the points still in the shuffle buffer.
-    let mut batch = Batch::default();
-    parser.finish(&mut batch);
-    if let Some(sh) = shuffle.as_mut() {
-        sh.pass(&mut batch.values, batch.dim);
-        sh.drain(&mut batch.values, batch.dim);
-    }
-    if !positions.is_empty()
-        || !forget.is_empty()
-        || !batch.values.is_empty()
-        || !batch.rejected.is_empty()
-    {
-        let _ = batches.send(Work {
-            batch,
-            positions,
-            forget,
-            ..Work::default()
-        });
+
+    /// Sends `work` with the positions and ends gathered so far.
+    fn send_other(&mut self, mut work: Work) -> bool {
+        work.positions = std::mem::take(&mut self.positions);
+        work.forget = std::mem::take(&mut self.forget);
+        self.batches.send(work).is_ok()
     }
 }
 
@@ -387,6 +675,283 @@ mod tests {
             too_long,
             last: false,
         }
+    }
+
+    /// Cuts each source's text into chunks at line ends, `lines` lines a
+    /// chunk (cycling through the sizes), and interleaves the sources.
+    fn events(sources: &[(&str, &[usize])], messages: bool) -> Vec<SourceEvent> {
+        let mut per_source: Vec<Vec<SourceEvent>> = Vec::new();
+        for (id, (text, sizes)) in sources.iter().enumerate() {
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let mut out = Vec::new();
+            let (mut at, mut i) = (0, 0);
+            while at < lines.len() {
+                let n = sizes[i % sizes.len()].min(lines.len() - at);
+                i += 1;
+                let chunk = Chunk {
+                    source: id as SourceId,
+                    first_line: at as u64 + 1,
+                    bytes: lines[at..at + n].concat().into_bytes(),
+                    too_long: Vec::new(),
+                    last: at + n == lines.len(),
+                };
+                at += n;
+                let messages = if messages {
+                    // A message every 3 lines.
+                    let first = chunk.first_line;
+                    (first..first + n as u64)
+                        .filter(|l| (l - 1) % 3 == 0 || *l == first)
+                        .map(|l| MessageStart {
+                            first_line: l,
+                            tag: crate::input::keep::MessageTag {
+                                topic: std::sync::Arc::from("t"),
+                                seq: (l - 1) / 3,
+                            },
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                out.push(SourceEvent::Chunk {
+                    chunk,
+                    position: at as u64,
+                    messages,
+                });
+            }
+            out.push(SourceEvent::End {
+                source: id as SourceId,
+                forget: id % 2 == 1,
+            });
+            per_source.push(out);
+        }
+        // Round-robin over the sources.
+        let mut all = Vec::new();
+        let mut iters: Vec<_> = per_source.into_iter().map(Vec::into_iter).collect();
+        loop {
+            let before = all.len();
+            for it in &mut iters {
+                all.extend(it.next());
+            }
+            if all.len() == before {
+                return all;
+            }
+        }
+    }
+
+    /// Everything the stage sends the learner, as text, and the chunks it
+    /// handed off.
+    fn run(
+        config: &ParserConfig,
+        on_error: OnError,
+        shuffle: bool,
+        threads: usize,
+        events: Vec<SourceEvent>,
+    ) -> (Vec<String>, Handed) {
+        let (tx, rx) = mpsc::channel(events.len() + 1);
+        for e in events {
+            tx.try_send(e).unwrap();
+        }
+        drop(tx);
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(100_000);
+        let (_recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(4);
+        let state = RunState::new("stdin");
+        let handed = parser_loop(
+            config.clone(),
+            on_error,
+            1 << 20,
+            1 << 16,
+            threads,
+            shuffle.then(|| Shuffle::new(64, 7)),
+            rx,
+            work_tx,
+            recycle_rx,
+            &state,
+        );
+        (work_rx.iter().map(|w| format!("{w:?}")).collect(), handed)
+    }
+
+    fn csv_text(n: usize, d: usize, seed: u64) -> String {
+        let mut s = String::new();
+        let mut x = seed;
+        for i in 0..n {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v: Vec<String> = (0..d)
+                .map(|j| format!("{:.4}", ((x >> (j * 7)) % 10_000) as f64 / 97.0 - 50.0))
+                .collect();
+            match i % 97 {
+                13 => s.push_str("oops,1\n"),
+                29 => s.push_str("# a comment\n"),
+                41 => s.push('\n'),
+                _ => {
+                    s.push_str(&v.join(","));
+                    s.push('\n');
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn parse_threads_give_the_same_batches() {
+        let header = format!("a,b,c\n{}", csv_text(3000, 3, 1));
+        // A quoted record spanning lines 1500 and 1501, well after the
+        // header: chunks of 50 lines cut it in two.
+        let mut quoted = csv_text(1499, 3, 2);
+        quoted.push_str("\"1.5\",2,\"3\n.5\"\n4,5,6\n\"7\",8,9\n");
+        quoted.push_str(&csv_text(1500, 3, 3));
+        let json: String = (0..2000)
+            .map(|i| match i % 211 {
+                17 => "{\"x\": \"bad\", \"y\": 1}\n".to_string(),
+                _ => format!("{{\"x\": {i}.5, \"y\": {}, \"z\": 0}}\n", i % 13),
+            })
+            .collect();
+        let csv = ParserConfig::default();
+        let json_config = ParserConfig {
+            format: crate::input::Format::Json,
+            fields: Some(vec!["x".into(), "y".into()]),
+            ..ParserConfig::default()
+        };
+        let keep = ParserConfig {
+            keep: Some(vec![
+                crate::input::keep::KeepItem::parse("b").unwrap(),
+                crate::input::keep::KeepItem::parse("@line").unwrap(),
+                crate::input::keep::KeepItem::parse("@message").unwrap(),
+            ]),
+            ..ParserConfig::default()
+        };
+        let sizes: &[usize] = &[7, 50, 1, 33, 120];
+        let cases: Vec<(&str, &ParserConfig, OnError, bool, Vec<SourceEvent>)> = vec![
+            (
+                "header and a quoted record",
+                &csv,
+                OnError::Skip,
+                false,
+                events(&[(&header, sizes), (&quoted, &[50])], false),
+            ),
+            (
+                "messages, shuffled",
+                &csv,
+                OnError::Skip,
+                true,
+                events(&[(&quoted, sizes), (&csv_text(2000, 3, 4), &[16])], true),
+            ),
+            (
+                "kept fields",
+                &keep,
+                OnError::Skip,
+                false,
+                events(&[(&header, sizes)], true),
+            ),
+            (
+                "json",
+                &json_config,
+                OnError::Skip,
+                false,
+                events(&[(&json, sizes)], false),
+            ),
+            // The first bad record is on line 14; chunks of 5 lines put it
+            // in the third chunk, after the dimension is decided.
+            (
+                "on-error fail",
+                &csv,
+                OnError::Fail,
+                false,
+                events(
+                    &[(&csv_text(500, 3, 5), &[5]), (&csv_text(500, 3, 6), &[5])],
+                    false,
+                ),
+            ),
+            (
+                "the dimension voted",
+                &csv,
+                OnError::Skip,
+                false,
+                events(
+                    &[(&format!("1\n2,3\n{}", csv_text(2000, 4, 8)), &[5, 2, 30])],
+                    false,
+                ),
+            ),
+        ];
+        for (name, config, on_error, shuffle, events) in cases {
+            let copy = |e: &SourceEvent| match e {
+                SourceEvent::Chunk {
+                    chunk,
+                    position,
+                    messages,
+                } => SourceEvent::Chunk {
+                    chunk: chunk.clone(),
+                    position: *position,
+                    messages: messages.clone(),
+                },
+                SourceEvent::End { source, forget } => SourceEvent::End {
+                    source: *source,
+                    forget: *forget,
+                },
+                _ => unreachable!(),
+            };
+            let (one, handed) = run(
+                config,
+                on_error,
+                shuffle,
+                1,
+                events.iter().map(copy).collect(),
+            );
+            assert_eq!(handed.away, 0, "{name}");
+            assert!(!one.is_empty(), "{name}");
+            for threads in [2, 3, 8] {
+                let (many, handed) = run(
+                    config,
+                    on_error,
+                    shuffle,
+                    threads,
+                    events.iter().map(copy).collect(),
+                );
+                assert!(handed.away > 0, "{name}: no chunk went to a parse thread");
+                assert!(handed.here > 0, "{name}");
+                assert_eq!(one.len(), many.len(), "{name}, {threads} threads");
+                for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                    assert_eq!(a, b, "{name}, {threads} threads: batch {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_chunks_that_change_nothing_are_handed_off() {
+        let mut p = Parser::new(ParserConfig::default());
+        let c = |first_line: u64, text: &str, last: bool| Chunk {
+            source: 0,
+            first_line,
+            bytes: text.as_bytes().to_vec(),
+            too_long: Vec::new(),
+            last,
+        };
+        // Nothing decided yet.
+        assert!(p.fork().is_none());
+        assert!(!p.hand_off(&c(1, "x,y\n", false)));
+        let mut out = Batch::default();
+        p.parse(&c(1, "x,y\n1,2\n", false), &mut out);
+        assert!(p.fork().is_some());
+        assert!(p.hand_off(&c(3, "3,4\n", false)));
+        // A quote could open a record that goes on into the next chunk.
+        assert!(!p.hand_off(&c(4, "\"5\",6\n", false)));
+        // Another source has not passed its header.
+        assert!(!p.hand_off(&Chunk {
+            source: 1,
+            ..c(1, "1,2\n", false)
+        }));
+        // A source's last chunk: the source is forgotten here.
+        assert!(p.hand_off(&c(5, "7,8\n", true)));
+        assert!(!p.hand_off(&c(1, "9,10\n", false)));
+        // A fork reads as the parser would.
+        let mut fork = p.fork().unwrap();
+        let (mut a, mut b) = (Batch::default(), Batch::default());
+        let later = c(6, "1.5,2\nx,1\n3,4,5\n", false);
+        p.parse(&later, &mut a);
+        fork.parse_continuing(&later, &mut b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `--threads`: the E-step runs on any number of threads and learns the
-//! same model, bit for bit.
+//! `--threads` and `--parse-threads`: the E-step and the parser run on
+//! any number of threads and give the same model, bit for bit.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -78,4 +78,89 @@ fn zero_threads_is_refused_with_what_to_change() {
     let out = run_stdin(&["run", "--threads", "0"], b"1,2\n");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("threads = 0"), "{}", stderr(&out));
+}
+
+#[test]
+fn any_number_of_parse_threads_gives_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // A header, bad records, comments and a quoted field over two lines
+    // among 40,000 records of 3 fields (about 1.2 MB: many chunks).
+    let mut lines = vec!["x,y,z".to_string()];
+    for (i, p) in wide_points(40_000, 3, 5).into_iter().enumerate() {
+        match i % 4999 {
+            100 => lines.push("1,2,not-a-number".into()),
+            200 => lines.push("# a comment".into()),
+            300 => lines.push("1,2".into()),
+            400 => lines.push("\"1.5\",2,\"3\n.5\"".into()),
+            _ => {}
+        }
+        lines.push(p);
+    }
+    let input = text(&lines);
+    // (model bytes, score lines, skip reports, inspect --json)
+    type Run = (Vec<u8>, Vec<u8>, Vec<String>, serde_json::Value);
+    let mut first: Option<Run> = None;
+    for threads in ["1", "2", "4"] {
+        let ck = file(&dir, &format!("p{threads}.ckpt"));
+        let out = run_stdin(
+            &[
+                "run",
+                "-k",
+                "3",
+                "--seed",
+                "3",
+                "--score",
+                "--score-keep",
+                "@line,x",
+                "--parse-threads",
+                threads,
+                "--log-level",
+                "emstream=debug",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+            ],
+            &input,
+        );
+        assert_ok(&out);
+        let err = stderr(&out);
+        let handed = err
+            .lines()
+            .find(|l| l.contains("by the parse threads"))
+            .unwrap_or_else(|| panic!("no parser stage line: {err}"));
+        if threads != "1" {
+            assert!(!handed.contains(" 0 by the parse threads"), "{handed}");
+        }
+        // The reports of skipped records, without their time stamps.
+        let skipped: Vec<String> = err
+            .lines()
+            .filter(|l| l.contains("skipped"))
+            .map(|l| l.split_once("emstream: ").map_or(l, |(_, m)| m).to_owned())
+            .collect();
+        assert!(skipped.len() >= 5, "{err}");
+        let mut json = inspect_json(&ck);
+        for stamp in ["created", "updated", "created_unix_ms", "updated_unix_ms"] {
+            json.as_object_mut().unwrap().remove(stamp);
+        }
+        let this = (learner_bytes(&ck), out.stdout, skipped, json);
+        match &first {
+            None => first = Some(this),
+            Some(one) => {
+                assert!(this.0 == one.0, "--parse-threads {threads}: another model");
+                assert!(this.1 == one.1, "--parse-threads {threads}: other scores");
+                assert_eq!(this.2, one.2, "--parse-threads {threads}");
+                assert_eq!(this.3, one.3, "--parse-threads {threads}");
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_parse_threads_is_refused_with_what_to_change() {
+    let out = run_stdin(&["run", "--parse-threads", "0"], b"1,2\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("parse_threads = 0"),
+        "{}",
+        stderr(&out)
+    );
 }
