@@ -176,7 +176,11 @@ measure "run 8-D K=6 full" "$n1" "'$bin' run -k 6 --checkpoint '$ck' < '$tmp/eig
 # Issue 13: wide points, the E-step on 1 thread and on every core (the
 # default), the same model either way.
 measure "run 32-D K=10 full, 1 thread" "$n1" "'$bin' run -k 10 --threads 1 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
-measure "run 32-D K=10 full, $(nproc) threads" "$n1" "'$bin' run -k 10 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
+measure "run 32-D K=10 full, default threads" "$n1" "'$bin' run -k 10 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
+# The parser stage alone sets the pace when learning costs little (K = 1,
+# diagonal): one parse thread against two (--parse-threads).
+measure "run 32-D K=1 diag, 1 parse thread" "$n1" "'$bin' run -k 1 --covariance diag --threads 1 --parse-threads 1 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
+measure "run 32-D K=1 diag, 2 parse threads" "$n1" "'$bin' run -k 1 --covariance diag --threads 1 --parse-threads 2 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
 measure "run 2-D K=2 full (memory)" "$n10" "'$bin' run -k 2 --checkpoint '$ck' < '$tmp/big.csv'" - 32
 if [ "$has_score" = 1 ]; then
     fresh

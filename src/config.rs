@@ -350,9 +350,9 @@ config_keys! {
         /// File whose first line is a token every TCP connection must send as
         /// its first line (and the admin server takes as a bearer token).
         pub auth_token_file: Option<PathBuf> = None,
-        /// Threads of the learner's E-step; the available cores but one (the
-        /// parser's), 1 to [`DEFAULT_THREADS_CAP`], when absent. Any number learns the same
-        /// model, bit for bit.
+        /// Threads of the learner's E-step; the available cores but the
+        /// `parse_threads`, 1 to [`DEFAULT_THREADS_CAP`], when absent. Any
+        /// number learns the same model, bit for bit.
         pub threads: Option<usize> = None,
         /// Threads that parse the input; 1 parses on the stage thread that
         /// orders the batches. A quarter of the available cores, 1 to
@@ -448,13 +448,14 @@ pub const DEFAULT_THREADS_CAP: usize = 8;
 pub const MAX_THREADS: usize = 256;
 
 /// The E-step threads when `threads` is not given: the available cores but
-/// one, which the parser thread needs (at d = 32 parsing a point costs about
-/// as much as learning it: on 2 cores a second E-step thread made the whole
-/// process a third slower), at least 1 and at most [`DEFAULT_THREADS_CAP`].
-pub fn default_threads() -> usize {
+/// the `parse_threads` the parser takes (1: the parser stage's own thread;
+/// at d = 32 parsing a point costs about as much as learning it: on 2
+/// cores a second E-step thread made the whole process a third slower), at
+/// least 1 and at most [`DEFAULT_THREADS_CAP`].
+pub fn default_threads(parse_threads: usize) -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .saturating_sub(1)
+        .saturating_sub(parse_threads)
         .clamp(1, DEFAULT_THREADS_CAP)
 }
 
@@ -547,7 +548,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Learner(#[from] ParamError),
     /// `threads` is 0 or above [`MAX_THREADS`].
-    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores but one, 1 to {DEFAULT_THREADS_CAP})")]
+    #[error("threads = {0} is out of range: give 1 to {MAX_THREADS} (or leave it out for the available cores but the parse threads, 1 to {DEFAULT_THREADS_CAP})")]
     Threads(usize),
     /// `parse_threads` is 0 or above [`MAX_THREADS`].
     #[error("parse_threads = {0} is out of range: give 1 to {MAX_THREADS} (1 parses on the thread that orders the batches; leave it out for a quarter of the available cores, 1 to {DEFAULT_PARSE_THREADS_CAP})")]
@@ -764,15 +765,15 @@ impl Config {
                 return Err(ConfigError::ShuffleBuffer("with --on-error fail cannot say which points came before the bad record: use --on-error skip"));
             }
         }
-        let threads = match self.threads {
-            None => default_threads(),
-            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
-            Some(t) => return Err(ConfigError::Threads(t)),
-        };
         let parse_threads = match self.parse_threads {
             None => default_parse_threads(),
             Some(t) if (1..=MAX_THREADS).contains(&t) => t,
             Some(t) => return Err(ConfigError::ParseThreads(t)),
+        };
+        let threads = match self.threads {
+            None => default_threads(parse_threads),
+            Some(t) if (1..=MAX_THREADS).contains(&t) => t,
+            Some(t) => return Err(ConfigError::Threads(t)),
         };
         self.check_memory(&params, columns.as_ref().map(|c| c.len()).or(self.dim))?;
 
@@ -1403,7 +1404,7 @@ mod tests {
         assert_eq!(checked(|c| c.threads = Some(3)).unwrap().threads(), 3);
         let default = checked(|_| {}).unwrap().threads();
         assert!((1..=DEFAULT_THREADS_CAP).contains(&default));
-        assert_eq!(default, default_threads());
+        assert_eq!(default, default_threads(default_parse_threads()));
     }
 
     #[test]

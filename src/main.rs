@@ -166,7 +166,7 @@ struct RunArgs {
     /// Flag points below the running Q-quantile of log-likelihood.
     #[arg(long, value_name = "Q")]
     alert_quantile: Option<f64>,
-    /// Threads of the learner's E-step (default: the available cores but one, which the parser needs; 1 to 8); the model is the same with any number.
+    /// Threads of the learner's E-step (default: the available cores but the parse threads, 1 to 8); the model is the same with any number.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Threads that parse the input (default: a quarter of the available cores, 1 to 4; 1 parses on the thread that orders the batches); any number gives the same batches in the same order.
