@@ -157,9 +157,10 @@ impl Parser {
     /// Takes `chunk` off this parser's hands if another parser, a
     /// [`Parser::fork`], would read it exactly as this one and the reading
     /// could not change this parser's state: the run's decisions are made,
-    /// the chunk's source is past its header with no record open, and a
-    /// CSV chunk has no `"` (so no quoted record can stay open at its
-    /// end). Then its only effect on this parser, forgetting the source
+    /// the chunk's source is past its header with no record open, and in
+    /// a CSV chunk every line has an even number of `"` (so no quoted
+    /// field goes on over a line end, and no record can stay open at the
+    /// chunk's end). Then its only effect on this parser, forgetting the source
     /// after its last chunk, is made here and `true` is returned; the
     /// chunk must then be read by a fork with
     /// [`Parser::parse_continuing`], in any thread, and its batches kept
@@ -168,7 +169,7 @@ impl Parser {
         let ok = self.settled()
             && self.header_done.contains(&chunk.source)
             && !self.open.contains_key(&chunk.source)
-            && (self.format == Format::Json || memchr(b'"', &chunk.bytes).is_none());
+            && (self.format == Format::Json || quotes_pair_up_per_line(&chunk.bytes));
         if ok && chunk.last {
             self.header_done.remove(&chunk.source);
         }
@@ -1090,6 +1091,23 @@ impl Parser {
         }
         Ok(true)
     }
+}
+
+/// Whether every line of `bytes` has an even number of `"`: then no
+/// record of them opens a quoted field that goes on over its line end
+/// ([`odd_quotes`] of each line is false).
+fn quotes_pair_up_per_line(bytes: &[u8]) -> bool {
+    if memchr(b'"', bytes).is_none() {
+        return true;
+    }
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+        if odd_quotes(&bytes[start..end]) {
+            return false;
+        }
+        start = end + 1;
+    }
+    true
 }
 
 /// Whether `text` holds an odd number of quotes: a XOR of bytes, which

@@ -801,6 +801,17 @@ mod tests {
         let mut quoted = csv_text(1499, 3, 2);
         quoted.push_str("\"1.5\",2,\"3\n.5\"\n4,5,6\n\"7\",8,9\n");
         quoted.push_str(&csv_text(1500, 3, 3));
+        let all_quoted: String = quoted
+            .lines()
+            .map(|l| {
+                if l.contains('"') || l.starts_with('#') || l.is_empty() {
+                    format!("{l}\n")
+                } else {
+                    let fields: Vec<String> = l.split(',').map(|f| format!("\"{f}\"")).collect();
+                    format!("{}\n", fields.join(","))
+                }
+            })
+            .collect();
         let json: String = (0..2000)
             .map(|i| match i % 211 {
                 17 => "{\"x\": \"bad\", \"y\": 1}\n".to_string(),
@@ -829,6 +840,14 @@ mod tests {
                 OnError::Skip,
                 false,
                 events(&[(&header, sizes), (&quoted, &[50])], false),
+            ),
+            // Every field quoted, as many exports write them.
+            (
+                "every field quoted",
+                &csv,
+                OnError::Skip,
+                false,
+                events(&[(&all_quoted, &[50]), (&header, sizes)], false),
             ),
             (
                 "messages, shuffled",
@@ -935,8 +954,12 @@ mod tests {
         p.parse(&c(1, "x,y\n1,2\n", false), &mut out);
         assert!(p.fork().is_some());
         assert!(p.hand_off(&c(3, "3,4\n", false)));
-        // A quote could open a record that goes on into the next chunk.
-        assert!(!p.hand_off(&c(4, "\"5\",6\n", false)));
+        // Quoted fields that close on their line go; a line with an odd
+        // number of quotes could open a record that goes on into the next
+        // chunk, even when the chunk's quotes pair up over two lines.
+        assert!(p.hand_off(&c(4, "\"5\",6\n\"a\"\"b\",1\n", false)));
+        assert!(!p.hand_off(&c(4, "\"5\",6\n\"7,8\n", false)));
+        assert!(!p.hand_off(&c(4, "1,\"2\n\",3\n", false)));
         // Another source has not passed its header.
         assert!(!p.hand_off(&Chunk {
             source: 1,
