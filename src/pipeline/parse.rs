@@ -39,6 +39,11 @@ pub(crate) struct Work {
 /// and sends the batches.
 const WORKER_QUEUE: usize = 2;
 
+/// Events waiting behind a chunk that is away, at most: past this the
+/// stage waits for that chunk rather than read on (chunks parsed here, of
+/// other sources, would otherwise pile up behind a slow one).
+const WAITING: usize = 64;
+
 /// A chunk's rows, parsed on the stage thread or by a parse worker.
 struct Parsed {
     chunk: Chunk,
@@ -208,10 +213,13 @@ pub(crate) fn parser_loop(
             // Send on what is ready, in order.
             while let Some(front) = queue.front() {
                 let away = match front {
-                    Entry::Away(w, _, _) => match workers.take(*w, workers.full()) {
-                        Some(r) => Some(r),
-                        None => break,
-                    },
+                    Entry::Away(w, _, _) => {
+                        let wait = workers.full() || queue.len() >= WAITING;
+                        match workers.take(*w, wait) {
+                            Some(r) => Some(r),
+                            None => break,
+                        }
+                    }
                     _ => None,
                 };
                 let entry = queue.pop_front().expect("a front entry");
