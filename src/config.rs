@@ -1262,6 +1262,7 @@ mod tests {
             tls_client_ca: Some("x".into()),
             auth_token_file: Some("x".into()),
             threads: Some(2),
+            parse_threads: Some(2),
             ..Config::default()
         };
         all.resume = true;
