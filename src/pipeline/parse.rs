@@ -85,32 +85,50 @@ struct Workers<'scope, 'env> {
 }
 
 impl<'scope, 'env> Workers<'scope, 'env> {
-    /// Sends `chunk` to the next worker (starting the workers with forks of
-    /// `parser` the first time); the index of the worker it went to.
-    fn send(&mut self, parser: &Parser, chunk: Chunk, batch: Batch) -> usize {
-        if self.jobs.is_empty() {
-            for i in 0..self.wanted {
-                let mut fork = parser
-                    .fork()
-                    .expect("a parser that handed a chunk off is settled");
-                let (job_tx, job_rx) =
-                    std::sync::mpsc::sync_channel::<(Chunk, Batch)>(WORKER_QUEUE);
-                let (done_tx, done_rx) = std::sync::mpsc::sync_channel(WORKER_QUEUE);
-                std::thread::Builder::new()
-                    .name(format!("emstream-parse-{i}"))
-                    .spawn_scoped(self.scope, move || {
-                        while let Ok((chunk, mut batch)) = job_rx.recv() {
-                            fork.parse_continuing(&chunk, &mut batch);
-                            if done_tx.send((chunk, batch)).is_err() {
-                                break;
-                            }
-                        }
-                    })
-                    .expect("cannot start a parse thread");
-                self.jobs.push(job_tx);
-                self.results.push(done_rx);
-            }
+    /// Whether chunks can go to the workers: once `parser` is settled
+    /// (it can fork), the workers are started with forks of it. If a
+    /// thread cannot be started, the stage parses on alone (said once).
+    fn ready(&mut self, parser: &Parser) -> bool {
+        if self.wanted == 0 || !self.jobs.is_empty() {
+            return self.wanted > 0;
         }
+        let forks: Vec<Parser> = (0..self.wanted).map_while(|_| parser.fork()).collect();
+        if forks.is_empty() {
+            return false;
+        }
+        for (i, mut fork) in forks.into_iter().enumerate() {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(Chunk, Batch)>(WORKER_QUEUE);
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel(WORKER_QUEUE);
+            let started = std::thread::Builder::new()
+                .name(format!("emstream-parse-{i}"))
+                .spawn_scoped(self.scope, move || {
+                    while let Ok((chunk, mut batch)) = job_rx.recv() {
+                        fork.parse_continuing(&chunk, &mut batch);
+                        if done_tx.send((chunk, batch)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(
+                    target: "emstream",
+                    "cannot start parse thread {} of {} ({e}): parsing on {}",
+                    i + 1,
+                    self.wanted,
+                    if i == 0 { "the stage thread alone".to_string() } else { format!("{i} threads") }
+                );
+                break;
+            }
+            self.jobs.push(job_tx);
+            self.results.push(done_rx);
+        }
+        self.wanted = self.jobs.len();
+        self.wanted > 0
+    }
+
+    /// Sends `chunk` to the next worker (after [`Workers::ready`]); the
+    /// index of the worker it went to.
+    fn send(&mut self, chunk: Chunk, batch: Batch) -> usize {
         let w = self.next;
         self.next = (w + 1) % self.jobs.len();
         self.in_flight += 1;
@@ -137,6 +155,7 @@ impl<'scope, 'env> Workers<'scope, 'env> {
         r
     }
 
+    /// Whether every worker has its queue of chunks.
     fn full(&self) -> bool {
         self.in_flight >= self.wanted * WORKER_QUEUE
     }
@@ -264,9 +283,9 @@ pub(crate) fn parser_loop(
                         Ok(b) => clear(b),
                         Err(_) => Batch::default(),
                     };
-                    if workers.wanted > 0 && parser.hand_off(&chunk) {
+                    if workers.ready(&parser) && parser.hand_off(&chunk) {
                         handed.away += 1;
-                        Entry::Away(workers.send(&parser, chunk, batch), position, messages)
+                        Entry::Away(workers.send(chunk, batch), position, messages)
                     } else {
                         handed.here += 1;
                         let parsed =
