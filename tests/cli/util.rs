@@ -119,6 +119,18 @@ pub fn inspect_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
 }
 
+/// [`inspect_json`] without the checkpoint's time stamps: equal for two
+/// runs that learned the same.
+pub fn inspect_json_unstamped(path: &Path) -> serde_json::Value {
+    let mut json = inspect_json(path);
+    for stamp in ["created", "updated", "created_unix_ms", "updated_unix_ms"] {
+        json.as_object_mut()
+            .expect("inspect --json prints an object")
+            .remove(stamp);
+    }
+    json
+}
+
 /// The learner's serialised state in a checkpoint (everything the model
 /// is, without counters of rejects, anomalies or timestamps).
 pub fn learner_bytes(path: &Path) -> Vec<u8> {
