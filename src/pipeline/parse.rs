@@ -175,7 +175,8 @@ pub(crate) struct Handed {
 ///
 /// With `parse_threads` above 1, that many worker threads parse the
 /// chunks this thread's parser hands off ([`Parser::hand_off`]: once the
-/// dimension, separator and header are decided, chunks without quotes);
+/// dimension, separator and header are decided, chunks whose quotes pair
+/// up on every line);
 /// this thread parses the rest itself, in order, and sends every batch to
 /// the learner in input order, so the batches, line numbers and rejects
 /// are the same whatever the number of threads.
