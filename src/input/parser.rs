@@ -160,9 +160,9 @@ impl Parser {
     /// the chunk's source is past its header with no record open, and in
     /// a CSV chunk every line has an even number of `"` (so no quoted
     /// field goes on over a line end, and no record can stay open at the
-    /// chunk's end). Then its only effect on this parser, forgetting the source
-    /// after its last chunk, is made here and `true` is returned; the
-    /// chunk must then be read by a fork with
+    /// chunk's end). Then its only effect on this parser, forgetting the
+    /// source after its last chunk, is made here and `true` is returned;
+    /// the chunk must then be read by a fork with
     /// [`Parser::parse_continuing`], in any thread, and its batches kept
     /// in input order. `false`: parse it here, in order, as before.
     pub fn hand_off(&mut self, chunk: &Chunk) -> bool {
