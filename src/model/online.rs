@@ -860,11 +860,10 @@ impl StepwiseEm {
             self.counters.refused_points += used;
             return Ok(());
         }
-        // Blended into a reused copy: `stats` stays as it was if the
+        // Blended into reused memory: `stats` stays as it was if the
         // M-step fails.
         let next = &mut self.spare;
-        next.copy_from(stats);
-        next.blend(s, eta);
+        next.blend_from(stats, s, eta);
         let memory = self.params.batch_size as f64 / eta.max(1e-300);
         engine.reseed_dead(next, memory, &batch.worst);
         let mix = engine.m_step(next);

@@ -51,17 +51,6 @@ impl MixtureStats {
         }
     }
 
-    /// Becomes a copy of `other`, reusing its own memory (a derived
-    /// `clone_from` would allocate anew).
-    pub(crate) fn copy_from(&mut self, other: &MixtureStats) {
-        self.covariance = other.covariance;
-        self.dim = other.dim;
-        self.s0.clone_from(&other.s0);
-        self.mean.clone_from(&other.mean);
-        self.cov.clone_from(&other.cov);
-        self.points = other.points;
-    }
-
     /// Number of components K.
     pub fn n_components(&self) -> usize {
         self.s0.len()
@@ -80,8 +69,18 @@ impl MixtureStats {
     /// Stepwise EM blend: `self ← (1 − η) self + η batch`, component by
     /// component, in centred form.
     pub fn blend(&mut self, batch: &MixtureStats, eta: f64) {
-        self.combine(batch, 1.0 - eta, eta);
-        self.points += batch.points;
+        let base = std::mem::replace(self, MixtureStats::empty(self.covariance, self.dim, 0));
+        self.blend_from(&base, batch, eta);
+    }
+
+    /// [`MixtureStats::blend`] of `base` written into `self`, whose
+    /// numbers are not read (only its memory is reused): `self ← (1 − η)
+    /// base + η batch`, the same bits as a copy of `base` blended, without
+    /// the copy (the learner blends into a spare so that its statistics
+    /// stay as they were if the M-step fails).
+    pub(crate) fn blend_from(&mut self, base: &MixtureStats, batch: &MixtureStats, eta: f64) {
+        self.combine_from(base, batch, 1.0 - eta, eta);
+        self.points = base.points + batch.points;
     }
 
     /// Merges statistics of two disjoint batches, weighted by the points
@@ -100,61 +99,78 @@ impl MixtureStats {
         assert_eq!(self.dim, other.dim, "merge needs the same dimension");
         assert_eq!(self.s0.len(), other.s0.len(), "merge needs the same K");
         let total = self.points + other.points;
-        let mut out = self.clone();
-        if total > 0.0 {
-            out.combine(other, self.points / total, other.points / total);
-        }
+        let mut out = if total > 0.0 {
+            let mut out = MixtureStats::empty(self.covariance, self.dim, 0);
+            out.combine_from(self, other, self.points / total, other.points / total);
+            out
+        } else {
+            self.clone()
+        };
         out.points = total;
         out
     }
 
-    /// `self ← α self + β other` on the averaged statistics, exactly, in
-    /// centred form.
-    fn combine(&mut self, other: &MixtureStats, alpha: f64, beta: f64) {
-        let d = self.dim;
-        let plen = self.covariance.param_len(d);
+    /// `self ← α base + β other` on the averaged statistics, exactly, in
+    /// centred form; `self`'s numbers are not read, its memory is reused.
+    fn combine_from(&mut self, base: &MixtureStats, other: &MixtureStats, alpha: f64, beta: f64) {
+        let d = base.dim;
+        let plen = base.covariance.param_len(d);
+        let k = base.s0.len();
+        self.covariance = base.covariance;
+        self.dim = d;
+        self.points = base.points;
+        self.s0.resize(k, 0.0);
+        self.mean.resize(k * d, 0.0);
+        self.cov.resize(k * plen, 0.0);
         let mut delta = vec![0.0; d];
-        for j in 0..self.s0.len() {
-            let a = alpha * self.s0[j];
+        for j in 0..k {
+            let a = alpha * base.s0[j];
             let b = beta * other.s0[j];
             let s = a + b;
             self.s0[j] = s;
+            let m = &mut self.mean[j * d..(j + 1) * d];
+            let c = &mut self.cov[j * plen..(j + 1) * plen];
+            let (mb, cb) = (
+                &base.mean[j * d..(j + 1) * d],
+                &base.cov[j * plen..(j + 1) * plen],
+            );
+            let (mo, co) = (
+                &other.mean[j * d..(j + 1) * d],
+                &other.cov[j * plen..(j + 1) * plen],
+            );
             if !(b > 0.0) {
+                m.copy_from_slice(mb);
+                c.copy_from_slice(cb);
                 continue;
             }
             if !(a > 0.0) {
-                self.mean[j * d..(j + 1) * d].copy_from_slice(&other.mean[j * d..(j + 1) * d]);
-                self.cov[j * plen..(j + 1) * plen]
-                    .copy_from_slice(&other.cov[j * plen..(j + 1) * plen]);
+                m.copy_from_slice(mo);
+                c.copy_from_slice(co);
                 continue;
             }
             let (fa, fb) = (a / s, b / s);
             let cross = fa * fb;
-            let m = &mut self.mean[j * d..(j + 1) * d];
-            let mo = &other.mean[j * d..(j + 1) * d];
             for i in 0..d {
-                delta[i] = m[i] - mo[i];
-                m[i] = fa * m[i] + fb * mo[i];
+                delta[i] = mb[i] - mo[i];
+                m[i] = fa * mb[i] + fb * mo[i];
             }
-            let c = &mut self.cov[j * plen..(j + 1) * plen];
-            let co = &other.cov[j * plen..(j + 1) * plen];
-            match self.covariance {
+            match base.covariance {
                 CovarianceType::Full => {
                     for r in 0..d {
                         for q in 0..d {
                             let idx = r * d + q;
-                            c[idx] = fa * c[idx] + fb * co[idx] + cross * delta[r] * delta[q];
+                            c[idx] = fa * cb[idx] + fb * co[idx] + cross * delta[r] * delta[q];
                         }
                     }
                 }
                 CovarianceType::Diagonal => {
                     for r in 0..d {
-                        c[r] = fa * c[r] + fb * co[r] + cross * delta[r] * delta[r];
+                        c[r] = fa * cb[r] + fb * co[r] + cross * delta[r] * delta[r];
                     }
                 }
                 CovarianceType::Spherical => {
                     let dd: f64 = delta.iter().map(|x| x * x).sum::<f64>() / d as f64;
-                    c[0] = fa * c[0] + fb * co[0] + cross * dd;
+                    c[0] = fa * cb[0] + fb * co[0] + cross * dd;
                 }
             }
         }
@@ -629,6 +645,39 @@ mod tests {
         assert_eq!(a.merge(&e), a);
         assert_eq!(e.merge(&a), a);
         assert_close(&a.merge(&b).merge(&c), &a.merge(&b.merge(&c)));
+    }
+
+    #[test]
+    fn blend_from_reads_nothing_of_its_own() {
+        for cov in [
+            CovarianceType::Full,
+            CovarianceType::Diagonal,
+            CovarianceType::Spherical,
+        ] {
+            let (p, r) = random_case(4, 400);
+            let a = stats_of(cov, &p[..600], &r[..400], 3, &[0.0; 6]);
+            let b = stats_of(cov, &p[600..], &r[400..], 3, &[0.0; 6]);
+            let mut want = a.clone();
+            want.blend(&b, 0.3);
+            // A spare of another shape, full of NaN: none of it may show.
+            let mut spare = MixtureStats::empty(CovarianceType::Full, 5, 7);
+            spare.s0.fill(f64::NAN);
+            spare.mean.fill(f64::NAN);
+            spare.cov.fill(f64::NAN);
+            spare.points = f64::NAN;
+            spare.blend_from(&a, &b, 0.3);
+            assert_eq!(spare, want, "{cov:?}");
+            // A component the batch does not touch keeps the old numbers.
+            let mut zero = b.clone();
+            zero.s0[1] = 0.0;
+            let mut spare = MixtureStats::empty(cov, 3, 2);
+            spare.mean.fill(f64::NAN);
+            spare.cov.fill(f64::NAN);
+            spare.blend_from(&a, &zero, 0.3);
+            let plen = cov.param_len(3);
+            assert_eq!(&spare.mean[3..6], &a.mean[3..6], "{cov:?}");
+            assert_eq!(&spare.cov[plen..2 * plen], &a.cov[plen..2 * plen], "{cov:?}");
+        }
     }
 
     #[test]
