@@ -676,7 +676,11 @@ mod tests {
             spare.blend_from(&a, &zero, 0.3);
             let plen = cov.param_len(3);
             assert_eq!(&spare.mean[3..6], &a.mean[3..6], "{cov:?}");
-            assert_eq!(&spare.cov[plen..2 * plen], &a.cov[plen..2 * plen], "{cov:?}");
+            assert_eq!(
+                &spare.cov[plen..2 * plen],
+                &a.cov[plen..2 * plen],
+                "{cov:?}"
+            );
         }
     }
 
