@@ -145,6 +145,8 @@ pub struct Scratch {
     factors: Vec<f64>,
     /// Statistics of a batch given back, for the next E-step to fill.
     spare: Option<MixtureStats>,
+    /// Which points of the last [`e_step`] were gross outliers, in order.
+    outlier: Vec<bool>,
 }
 
 impl Clone for Scratch {
@@ -330,22 +332,11 @@ pub fn check_scale(buf: &[f64], d: usize) -> Result<(), LearnError> {
     Ok(())
 }
 
-/// The rows of `batch` that are not gross outliers under `mix` (the test
-/// the E-step applies: [`OUTLIER_SPREAD`] spreads of the whole mixture, or
-/// a coordinate beyond [`MAX_ABS`]), in order, as maximal runs of
-/// consecutive rows (usually one run, the whole batch): cheap, for a batch
-/// after the warm-up, and a run is copied in one piece.
-pub(crate) fn usable_runs<'a>(
-    mix: &GaussianMixture,
-    batch: &'a [f64],
-) -> impl Iterator<Item = &'a [f64]> {
-    let test = OutlierTest::of(mix);
-    let d = mix.dim();
-    let rows = &batch[..batch.len() - batch.len() % d];
-    // All rows tested at once by the vectorised test (one row at a time
-    // it was 4 % of the learner's instructions at d = 32).
-    let mut outlier = Vec::new();
-    test.flag(rows, d, &mut outlier);
+/// The rows of `rows` (of d numbers) whose `outlier` flag is false, in
+/// order, as maximal runs of consecutive rows (usually one run, the whole
+/// batch): a run is copied in one piece.
+fn runs_of<'a>(rows: &'a [f64], d: usize, outlier: &'a [bool]) -> impl Iterator<Item = &'a [f64]> {
+    debug_assert_eq!(rows.len() / d, outlier.len());
     let mut at = 0;
     std::iter::from_fn(move || {
         while at < outlier.len() && outlier[at] {
@@ -739,6 +730,8 @@ pub fn e_step(
     let spare = scratch.spare.take();
     let pool = scratch.pool.as_deref();
     let total = &mut scratch.sums;
+    let flags = &mut scratch.outlier;
+    flags.clear();
     let mut ll_sum = 0.0;
     let mut outliers = 0;
     let mut worst = 0;
@@ -797,6 +790,7 @@ pub fn e_step(
                 ll_sum += part.ll_sum;
             }
             outliers += part.outliers;
+            flags.extend_from_slice(&part.outlier);
             if part.worst_ll < worst_ll {
                 worst_ll = part.worst_ll;
                 worst = (done + w) * sub + part.worst;
@@ -1106,6 +1100,15 @@ impl Engine {
         self.scratch.spare = Some(batch.stats);
     }
 
+    /// The rows of the last [`Engine::e_step`]'s `points` (given again)
+    /// that were not gross outliers (the test the E-step applies:
+    /// [`OUTLIER_SPREAD`] spreads of the whole mixture, or a coordinate
+    /// beyond [`MAX_ABS`]), in order, as maximal runs of consecutive rows:
+    /// the E-step's own decisions, not tested again.
+    pub(crate) fn usable_runs<'a>(&'a self, points: &'a [f64]) -> impl Iterator<Item = &'a [f64]> {
+        runs_of(points, self.dim, &self.scratch.outlier)
+    }
+
     /// Takes back the buffers of a mixture no longer used (the one an
     /// M-step replaced), for the next [`Engine::m_step`] to fill.
     pub(crate) fn recycle(&mut self, mix: GaussianMixture) {
@@ -1253,6 +1256,16 @@ mod tests {
         CovarianceType::Spherical,
     ];
 
+    /// The runs of rows the E-step of `pts` against `mix` leaves to
+    /// learn from (what [`Engine::usable_runs`] gives).
+    fn e_step_runs(mix: &GaussianMixture, pts: &[f64]) -> Vec<Vec<f64>> {
+        let mut scratch = Scratch::default();
+        e_step(mix, pts, None, &mut scratch);
+        runs_of(pts, mix.dim(), &scratch.outlier)
+            .map(<[f64]>::to_vec)
+            .collect()
+    }
+
     #[test]
     fn usable_runs_are_the_rows_that_are_not_gross_outliers_in_order() {
         let (mix, mut pts) = case(CovarianceType::Full, 7);
@@ -1268,7 +1281,7 @@ mod tests {
             .flatten()
             .copied()
             .collect();
-        let runs: Vec<&[f64]> = usable_runs(&mix, &pts).collect();
+        let runs = e_step_runs(&mix, &pts);
         assert_eq!(runs.concat(), want);
         // Outliers at rows 0, 17, 200, 201, 301 and 399: the runs are rows
         // 1..17, 18..200, 202..301 and 302..399.
@@ -1278,7 +1291,7 @@ mod tests {
             "{:?}",
             runs.iter().map(|r| r.len()).collect::<Vec<_>>()
         );
-        assert!(usable_runs(&mix, &pts[..3]).next().is_none());
+        assert!(e_step_runs(&mix, &pts[..3]).is_empty());
     }
 
     #[test]
@@ -1306,7 +1319,8 @@ mod tests {
 
     /// The batch outlier test (AVX2 where the CPU has it) decides every
     /// row as the textbook four-sum test does, NaN and huge coordinates
-    /// included, and `usable_runs` keeps exactly the other rows, in order.
+    /// included, and the E-step's runs keep exactly the other rows, in
+    /// order.
     #[test]
     fn outlier_flags_are_the_row_by_row_test() {
         let mut rng = ChaCha8Rng::seed_from_u64(12);
@@ -1359,7 +1373,7 @@ mod tests {
         for i in [0, 1, 17, 49] {
             pts[i * 5 + 2] = 1e200;
         }
-        let runs: Vec<&[f64]> = usable_runs(&truth, &pts).collect();
+        let runs = e_step_runs(&truth, &pts);
         assert_eq!(runs.len(), 2);
         let kept: Vec<f64> = runs.concat();
         let want: Vec<f64> = pts

@@ -762,15 +762,8 @@ impl StepwiseEm {
             } = &mut **t;
             scored.extend_from_slice(batch_ids.unwrap_or(b));
         }
-        if e.outliers == 0 {
-            // The E-step just tested every point against this mixture and
-            // found none to leave out: the whole batch is one run, without
-            // testing again (`push` keeps whole rows only).
-            self.recent.push(batch);
-        } else {
-            for run in em::usable_runs(mix, batch) {
-                self.recent.push(run);
-            }
+        for run in engine.usable_runs(batch) {
+            self.recent.push(run);
         }
         self.apply(&e)?;
         self.adapt();
