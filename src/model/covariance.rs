@@ -15,6 +15,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::kernels;
+
 /// Which covariance structure each mixture component has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CovarianceType {
@@ -121,9 +123,8 @@ unsafe fn cholesky_avx2(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     cholesky_any(a, d, l)
 }
 
-/// [`cholesky`] compiled with AVX-512F enabled: a chunk of
-/// [`COLUMN_CHUNK`] rows is one register; the same operations, so the same
-/// bits.
+/// [`cholesky`] compiled with AVX-512F enabled: eight rows of a tile are
+/// one register; the same operations, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn cholesky_avx512(a: &[f64], d: usize, l: &mut [f64]) -> bool {
@@ -142,14 +143,15 @@ fn cholesky_any(a: &[f64], d: usize, l: &mut [f64]) -> bool {
     // this function (compiled with AVX2 by `cholesky_avx2`).
     let mut buf = CHOLESKY_SCRATCH.with(|c| c.take());
     let stride = d.next_multiple_of(COLUMN_CHUNK);
-    let len = d * stride + COLUMN_CHUNK;
+    let len = d * stride + TILE_ROWS + d;
     // Cleared on every call: the lanes of a chunk past the last row read
     // entries no column wrote (or the next row's), which must be finite
     // numbers, never an earlier call's leftovers (a NaN or a subnormal
     // would cost nothing in the result but could slow the arithmetic).
     buf.clear();
     buf.resize(len, 0.0);
-    let ok = cholesky_by_columns(a, d, l, &mut buf, stride);
+    let (lt, diag) = buf.split_at_mut(d * stride + TILE_ROWS);
+    let ok = cholesky_by_columns(a, d, l, lt, stride, diag);
     CHOLESKY_SCRATCH.with(|c| c.set(buf));
     ok
 }
@@ -161,55 +163,112 @@ thread_local! {
         const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Rows of a column [`cholesky_by_columns`] computes together, their
-/// running sums held in registers (two AVX2 vectors, one AVX-512).
+/// The transposed factor's rows are padded to a multiple of this many
+/// numbers (one AVX-512 vector).
 const COLUMN_CHUNK: usize = 8;
 
+/// Rows of one tile of [`cholesky_by_columns`]: two chunks, for each of
+/// the two columns computed together (four independent running sums).
+const TILE_ROWS: usize = kernels::LANES;
+
 /// The column-by-column [`cholesky`] for d > [`SMALL_CHOLESKY`], with
-/// `lt` (zeroed, `d · stride + COLUMN_CHUNK` numbers) for the transposed
-/// factor: `lt[k · stride + i] = l_ik`.
+/// `lt` (zeroed, `d · stride + TILE_ROWS` numbers) for the transposed
+/// factor, `lt[k · stride + i] = l_ik`, and `diag` (d numbers) for the
+/// pivots' running sums.
 ///
-/// The entries below the diagonal of column `j` are computed
-/// [`COLUMN_CHUNK`] rows at a time, each one's sum `a_ij − Σ_k l_ik l_jk`
-/// held in a register across the whole loop over `k` (in order of `k`)
-/// instead of read and written back for every `k`. The lanes of the last
-/// chunk beyond row `d − 1` compute numbers that are never stored.
+/// Two columns `j` and `j + 1` at a time, [`TILE_ROWS`] rows below them at
+/// a time: each entry's sum `a_ij − Σ_k l_ik l_jk` is held in a register
+/// across the whole loop over `k` (in order of `k`), the two columns
+/// sharing each load of the factor, so four sums are in flight instead of
+/// one chain per chunk waiting on its own subtractions. Column `j + 1`
+/// takes the terms `k < j` alongside column `j` and its last term, `k = j`,
+/// once column `j` is done: still in order of `k`. The pivots' sums
+/// `a_jj − Σ_k l_jk²` are kept for all rows and take each column's term
+/// as soon as the column is done (in order of `k`, vectorised over the
+/// rows) instead of one serial chain per pivot. So every entry is the same
+/// operations in the same order as entry by entry: the same bits. Lanes
+/// beyond row `d − 1`, and column `j + 1`'s lane of row `j + 1` (its
+/// pivot), compute numbers that are never stored.
 #[inline(always)]
-fn cholesky_by_columns(a: &[f64], d: usize, l: &mut [f64], lt: &mut [f64], stride: usize) -> bool {
-    debug_assert!(lt.len() >= d * stride + COLUMN_CHUNK);
-    for j in 0..d {
-        let mut sum = a[j * d + j];
-        for &v in &l[j * d..j * d + j] {
-            sum -= v * v;
-        }
-        if !pivot_ok(sum, a[j * d + j]) {
+fn cholesky_by_columns(
+    a: &[f64],
+    d: usize,
+    l: &mut [f64],
+    lt: &mut [f64],
+    stride: usize,
+    diag: &mut [f64],
+) -> bool {
+    debug_assert!(lt.len() >= d * stride + TILE_ROWS);
+    debug_assert!(diag.len() >= d);
+    for (i, s) in diag[..d].iter_mut().enumerate() {
+        *s = a[i * d + i];
+    }
+    let mut j = 0;
+    while j < d {
+        // Column j's pivot: every earlier column's term is in.
+        if !pivot_ok(diag[j], a[j * d + j]) {
             return false;
         }
-        let ljj = sum.sqrt();
+        let ljj = diag[j].sqrt();
         l[j * d + j] = ljj;
         lt[j * stride + j] = ljj;
+        // Column j + 1's pivot, known once row j + 1 of column j is. (The
+        // last column, j = d − 1, has no rows below it: no pair.)
+        let mut lkk = 0.0;
         let mut i0 = j + 1;
         while i0 < d {
-            let m = (d - i0).min(COLUMN_CHUNK);
-            let mut acc = [0.0; COLUMN_CHUNK];
-            for (t, v) in acc[..m].iter_mut().enumerate() {
-                *v = a[(i0 + t) * d + j];
+            let m = (d - i0).min(TILE_ROWS);
+            let mut acc = [0.0; TILE_ROWS];
+            let mut next = [0.0; TILE_ROWS];
+            for t in 0..m {
+                acc[t] = a[(i0 + t) * d + j];
+                next[t] = a[(i0 + t) * d + j + 1];
             }
-            for k in 0..j {
-                let ljk = l[j * d + k];
-                let from = k * stride + i0;
-                let lk = &lt[from..from + COLUMN_CHUNK];
-                for t in 0..COLUMN_CHUNK {
-                    acc[t] -= lk[t] * ljk;
+            let (lj, ln) = (&l[j * d..j * d + j], &l[(j + 1) * d..(j + 1) * d + j]);
+            kernels::cholesky_pair_tile(lt, stride, i0, lj, ln, &mut acc, &mut next);
+            // All lanes divided (one vector operation), only rows < d kept.
+            let mut x = [0.0; TILE_ROWS];
+            for t in 0..TILE_ROWS {
+                x[t] = acc[t] / ljj;
+            }
+            let at = j * stride + i0;
+            lt[at..at + m].copy_from_slice(&x[..m]);
+            for (t, &v) in x[..m].iter().enumerate() {
+                l[(i0 + t) * d + j] = v;
+            }
+            if i0 == j + 1 {
+                // Row j + 1 of column j is the first of this tile.
+                let p = diag[j + 1] - x[0] * x[0];
+                if !pivot_ok(p, a[(j + 1) * d + j + 1]) {
+                    return false;
                 }
+                lkk = p.sqrt();
             }
-            for (t, &v) in acc[..m].iter().enumerate() {
-                let x = v / ljj;
-                l[(i0 + t) * d + j] = x;
-                lt[j * stride + i0 + t] = x;
+            let lnj = l[(j + 1) * d + j];
+            for t in 0..TILE_ROWS {
+                x[t] = (next[t] - x[t] * lnj) / lkk;
             }
-            i0 += COLUMN_CHUNK;
+            let at = (j + 1) * stride + i0;
+            let skip = usize::from(i0 == j + 1);
+            lt[at + skip..at + m].copy_from_slice(&x[skip..m]);
+            for (t, &v) in x[..m].iter().enumerate().skip(skip) {
+                l[(i0 + t) * d + j + 1] = v;
+            }
+            i0 += TILE_ROWS;
         }
+        // The pivots below take this column's (and the next one's) terms.
+        let cols = if j + 1 < d { 2 } else { 1 };
+        for c in j..j + cols {
+            let from = c * stride;
+            for (s, &v) in diag[c + 1..d].iter_mut().zip(&lt[from + c + 1..from + d]) {
+                *s -= v * v;
+            }
+        }
+        if cols == 2 {
+            l[(j + 1) * d + j + 1] = lkk;
+            lt[(j + 1) * stride + j + 1] = lkk;
+        }
+        j += cols;
     }
     true
 }
@@ -376,5 +435,24 @@ mod tests {
         assert!(!cholesky(&a, 2, &mut l));
         let nan = [f64::NAN, 0.0, 0.0, 1.0];
         assert!(!cholesky(&nan, 2, &mut l));
+        // Wide, by columns: rank 8 of 20 fails at a pivot past the first
+        // pair of columns, as entry by entry does; so does a NaN there.
+        let d = 20;
+        let g: Vec<f64> = (0..d * 8).map(|i| ((i * 37 % 23) as f64) - 11.0).collect();
+        let mut a = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                a[i * d + j] = (0..8).map(|t| g[i * 8 + t] * g[j * 8 + t]).sum::<f64>();
+            }
+        }
+        let mut l = vec![0.0; d * d];
+        assert!(!cholesky_by_entries(&a, d, &mut l));
+        assert!(!cholesky(&a, d, &mut l));
+        for i in 0..d {
+            a[i * d + i] += 1.0;
+        }
+        assert!(cholesky(&a, d, &mut l));
+        a[13 * d + 13] = f64::NAN;
+        assert!(!cholesky(&a, d, &mut l));
     }
 }

@@ -3,12 +3,12 @@
 //!
 //! Modules, in dependency order (each uses only those above it):
 //!
+//! - `kernels`: the register-blocked inner loops of the densities, the
+//!   statistics and the Cholesky factorisation for wide points.
 //! - [`covariance`]: [`CovarianceType`] and the factorisation helpers.
 //! - [`mixture`]: [`GaussianMixture`], parameters and densities.
 //! - [`stats`]: per-component sufficient statistics, accumulated from a batch
 //!   and blended or merged.
-//! - `kernels`: the register-blocked inner loops of the densities and the
-//!   statistics for wide points.
 //! - [`params`]: the learner's options, [`Params`] checked into
 //!   [`CheckedParams`].
 //! - [`em`]: the public EM engine: E-step statistics of a batch against a

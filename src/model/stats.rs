@@ -58,11 +58,9 @@ impl MixtureStats {
 
     /// True when every number is finite.
     pub fn is_finite(&self) -> bool {
-        self.s0
+        [&self.s0, &self.mean, &self.cov]
             .iter()
-            .chain(&self.mean)
-            .chain(&self.cov)
-            .all(|v| v.is_finite())
+            .all(|v| kernels::all_finite(v))
             && self.points.is_finite()
     }
 
@@ -192,6 +190,10 @@ pub(crate) struct BatchSums {
     gather_z: Vec<f64>,
     /// The same points' `γ (x − c)`.
     gather_rz: Vec<f64>,
+    /// Wide full covariance: the points of each component (K lists of up
+    /// to n, `member_count` long).
+    members: Vec<u32>,
+    member_count: Vec<usize>,
     /// Full covariance, wide points: only the lower triangle of each `Q`
     /// is summed ([`kernels::rank_update`]); otherwise the whole square.
     lower_only: bool,
@@ -398,33 +400,57 @@ impl BatchSums {
         self.gather_z.resize(kernels::GATHER * d, 0.0);
         self.gather_rz.clear();
         self.gather_rz.resize(kernels::GATHER * d, 0.0);
-        for j in 0..k {
-            let c = &centres[j * d..(j + 1) * d];
-            let u = &mut self.u[j * d..(j + 1) * d];
-            let q = &mut self.q[j * d * d..(j + 1) * d * d];
-            let mut nj = 0.0;
-            let mut m = 0;
-            for (i, x) in points.chunks_exact(d).enumerate() {
-                let r = resp[i * k + j];
-                if r == 0.0 {
-                    continue;
-                }
-                nj += r;
-                let z = &mut self.gather_z[m * d..(m + 1) * d];
-                let rz = &mut self.gather_rz[m * d..(m + 1) * d];
-                for a in 0..d {
-                    z[a] = x[a] - c[a];
-                    rz[a] = r * z[a];
-                    u[a] += rz[a];
-                }
-                m += 1;
-                if m == kernels::GATHER {
-                    kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
-                    m = 0;
+        // Each component's points (responsibility not exactly 0), in
+        // order, listed in one pass without a branch per entry (which
+        // components a point belongs to changes from point to point, and
+        // testing every entry below mispredicted about once a point), for
+        // MEMBER_CHUNK points at a time (bounded memory). The gathered
+        // points go to `Q` at the end of each chunk: every sum still takes
+        // the points in order, however they are grouped.
+        const MEMBER_CHUNK: usize = 1024;
+        self.member_count.clear();
+        self.member_count.resize(k, 0);
+        self.members.clear();
+        self.members.resize(k * MEMBER_CHUNK, 0);
+        for (pts, res) in points
+            .chunks(MEMBER_CHUNK * d)
+            .zip(resp.chunks(MEMBER_CHUNK * k))
+        {
+            self.member_count.fill(0);
+            for (i, row) in res.chunks_exact(k).enumerate().take(pts.len() / d) {
+                for (j, &r) in row.iter().enumerate() {
+                    let c = &mut self.member_count[j];
+                    self.members[j * MEMBER_CHUNK + *c] = i as u32;
+                    *c += usize::from(r != 0.0);
                 }
             }
-            kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
-            self.n[j] = nj;
+            for j in 0..k {
+                let c = &centres[j * d..(j + 1) * d];
+                let u = &mut self.u[j * d..(j + 1) * d];
+                let q = &mut self.q[j * d * d..(j + 1) * d * d];
+                let mut nj = self.n[j];
+                let mut m = 0;
+                let from = j * MEMBER_CHUNK;
+                for &i in &self.members[from..from + self.member_count[j]] {
+                    let i = i as usize;
+                    let (r, x) = (res[i * k + j], &pts[i * d..(i + 1) * d]);
+                    nj += r;
+                    let z = &mut self.gather_z[m * d..(m + 1) * d];
+                    let rz = &mut self.gather_rz[m * d..(m + 1) * d];
+                    for a in 0..d {
+                        z[a] = x[a] - c[a];
+                        rz[a] = r * z[a];
+                        u[a] += rz[a];
+                    }
+                    m += 1;
+                    if m == kernels::GATHER {
+                        kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
+                        m = 0;
+                    }
+                }
+                kernels::rank_update(d, q, &self.gather_z, &self.gather_rz, m);
+                self.n[j] = nj;
+            }
         }
     }
 
@@ -503,16 +529,26 @@ impl BatchSums {
             let oc = &mut out.cov[j * plen..(j + 1) * plen];
             match cov {
                 CovarianceType::Full => {
+                    // Row by row along the lower triangle (contiguous, so
+                    // it vectorises, divisions included), then mirrored:
+                    // the same numbers as writing both halves at once.
                     for a in 0..d {
-                        for b in 0..=a {
-                            let qab = if self.lower_only {
-                                q[a * d + b]
-                            } else {
-                                0.5 * (q[a * d + b] + q[b * d + a])
-                            };
-                            let v = qab / nj - mu[a] * mu[b];
-                            oc[a * d + b] = v;
-                            oc[b * d + a] = v;
+                        let (qa, row) = (&q[a * d..=a * d + a], &mut oc[a * d..=a * d + a]);
+                        let ma = mu[a];
+                        if self.lower_only {
+                            for ((o, &qab), &mb) in row.iter_mut().zip(qa).zip(&mu[..=a]) {
+                                *o = qab / nj - ma * mb;
+                            }
+                        } else {
+                            for (b, (o, &mb)) in row.iter_mut().zip(&mu[..=a]).enumerate() {
+                                let qab = 0.5 * (qa[b] + q[b * d + a]);
+                                *o = qab / nj - ma * mb;
+                            }
+                        }
+                    }
+                    for a in 1..d {
+                        for b in 0..a {
+                            oc[b * d + a] = oc[a * d + b];
                         }
                     }
                 }
@@ -766,6 +802,62 @@ mod tests {
                 assert_eq!(bits(&generic), bits(&plain), "d = {d}, generic");
             }
         }
+    }
+
+    #[test]
+    fn wide_sums_are_the_textbook_loop_to_the_bit() {
+        // Several member chunks, components that take no point, every
+        // responsibility of some points 0: the wide kernel against one
+        // rank-1 update per point, entry by entry, in point order.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (d, k, n) = (32, 5, 2500);
+        let points: Vec<f64> = (0..n * d)
+            .map(|_| rng.random::<f64>() * 6.0 - 3.0)
+            .collect();
+        let centres: Vec<f64> = (0..k * d).map(|_| rng.random::<f64>()).collect();
+        let resp: Vec<f64> = (0..n * k)
+            .map(|e| {
+                let r: f64 = rng.random();
+                if e % k == 3 || r < 0.6 {
+                    0.0
+                } else {
+                    r
+                }
+            })
+            .collect();
+        let mut got = BatchSums::default();
+        got.accumulate(CovarianceType::Full, d, &points, &resp, &centres);
+        let (mut n_want, mut u_want, mut q_want) =
+            (vec![0.0; k], vec![0.0; k * d], vec![0.0; k * d * d]);
+        for j in 0..k {
+            let c = &centres[j * d..(j + 1) * d];
+            for (i, x) in points.chunks_exact(d).enumerate() {
+                let r = resp[i * k + j];
+                if r == 0.0 {
+                    continue;
+                }
+                n_want[j] += r;
+                let z: Vec<f64> = (0..d).map(|a| x[a] - c[a]).collect();
+                let rz: Vec<f64> = z.iter().map(|v| r * v).collect();
+                for a in 0..d {
+                    u_want[j * d + a] += rz[a];
+                    for b in 0..=a {
+                        q_want[j * d * d + a * d + b] += rz[b] * z[a];
+                    }
+                }
+            }
+        }
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.n), bits(&n_want));
+        assert_eq!(bits(&got.u), bits(&u_want));
+        let lower = |q: &[f64]| {
+            (0..k)
+                .flat_map(|j| (0..d).flat_map(move |a| (0..=a).map(move |b| j * d * d + a * d + b)))
+                .map(|i| q[i].to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lower(&got.q), lower(&q_want));
+        assert_eq!(got.n[3], 0.0);
     }
 
     #[test]
