@@ -335,7 +335,11 @@ pub fn check_scale(buf: &[f64], d: usize) -> Result<(), LearnError> {
 /// The rows of `rows` (of d numbers) whose `outlier` flag is false, in
 /// order, as maximal runs of consecutive rows (usually one run, the whole
 /// batch): a run is copied in one piece.
-fn runs_of<'a>(rows: &'a [f64], d: usize, outlier: &'a [bool]) -> impl Iterator<Item = &'a [f64]> {
+pub(crate) fn runs_of<'a>(
+    rows: &'a [f64],
+    d: usize,
+    outlier: &'a [bool],
+) -> impl Iterator<Item = &'a [f64]> {
     debug_assert_eq!(rows.len() / d, outlier.len());
     let mut at = 0;
     std::iter::from_fn(move || {
@@ -696,6 +700,33 @@ pub fn e_step(
     scores: Option<&mut ScoreBuffer>,
     scratch: &mut Scratch,
 ) -> BatchStats {
+    e_step_beside(mix, points, scores, scratch, None)
+}
+
+/// Work of the learner's own thread that does not depend on a pool run's
+/// results, given to the run as one more task (the last one claimed), so
+/// that with several threads it is done while another thread computes,
+/// instead of after the run on the learner's thread alone. Run exactly
+/// once: by the run, or by whoever was given it when there is no run.
+pub(crate) type Beside<'a> = Option<&'a mut (dyn FnMut() + Send)>;
+
+/// Runs `side` (if still there) now.
+pub(crate) fn run_beside(side: &mut Beside<'_>) {
+    if let Some(f) = side.take() {
+        f();
+    }
+}
+
+/// [`e_step`] with `side` done as one more task of its first pool run
+/// ([`Beside`]): nothing it computes changes.
+pub(crate) fn e_step_beside(
+    mix: &GaussianMixture,
+    points: &[f64],
+    scores: Option<&mut ScoreBuffer>,
+    scratch: &mut Scratch,
+    side: Beside<'_>,
+) -> BatchStats {
+    let side = Mutex::new(side);
     let d = mix.dim();
     let covariance = mix.covariance_type();
     let k = mix.n_components();
@@ -771,13 +802,19 @@ pub fn e_step(
             }));
         }
         let run = |t: usize| {
+            if t == wave {
+                run_beside(&mut side.lock().unwrap_or_else(|e| e.into_inner()));
+                return;
+            }
             let mut task = tasks[t].lock().unwrap_or_else(|e| e.into_inner());
             let task = &mut *task;
             e_step_part(mix, &outlier, task.points, task.scores.take(), task.part);
         };
+        // The side task with the first wave only (then it is done).
+        let n_tasks = wave + usize::from(done == 0);
         match pool {
-            Some(p) => p.run(wave, &run),
-            None => (0..wave).for_each(run),
+            Some(p) => p.run(n_tasks, &run),
+            None => (0..n_tasks).for_each(run),
         }
         drop(tasks);
         // Combine in sub-block order: the same sums whatever ran where.
@@ -896,6 +933,17 @@ impl Engine {
         scores: Option<&mut ScoreBuffer>,
     ) -> BatchStats {
         e_step(mix, points, scores, &mut self.scratch)
+    }
+
+    /// [`Engine::e_step`] with `side` done beside it ([`Beside`]).
+    pub(crate) fn e_step_beside(
+        &mut self,
+        mix: &GaussianMixture,
+        points: &[f64],
+        scores: Option<&mut ScoreBuffer>,
+        side: Beside<'_>,
+    ) -> BatchStats {
+        e_step_beside(mix, points, scores, &mut self.scratch, side)
     }
 
     /// Runs the E-step on `threads` threads (see [`Scratch::set_threads`]):
@@ -1100,13 +1148,20 @@ impl Engine {
         self.scratch.spare = Some(batch.stats);
     }
 
-    /// The rows of the last [`Engine::e_step`]'s `points` (given again)
-    /// that were not gross outliers (the test the E-step applies:
-    /// [`OUTLIER_SPREAD`] spreads of the whole mixture, or a coordinate
-    /// beyond [`MAX_ABS`]), in order, as maximal runs of consecutive rows:
-    /// the E-step's own decisions, not tested again.
-    pub(crate) fn usable_runs<'a>(&'a self, points: &'a [f64]) -> impl Iterator<Item = &'a [f64]> {
-        runs_of(points, self.dim, &self.scratch.outlier)
+    /// The last E-step's outlier flags, one per row of its points, taken
+    /// out (to be read while the engine runs its M-step): with
+    /// [`runs_of`], the rows that were not gross outliers (the test the
+    /// E-step applies: [`OUTLIER_SPREAD`] spreads of the whole mixture, or
+    /// a coordinate beyond [`MAX_ABS`]), the E-step's own decisions, not
+    /// tested again. Give them back with [`Engine::return_outlier_flags`].
+    pub(crate) fn take_outlier_flags(&mut self) -> Vec<bool> {
+        std::mem::take(&mut self.scratch.outlier)
+    }
+
+    /// Gives back the flags of [`Engine::take_outlier_flags`] (their
+    /// memory is reused by the next E-step).
+    pub(crate) fn return_outlier_flags(&mut self, flags: Vec<bool>) {
+        self.scratch.outlier = flags;
     }
 
     /// Takes back the buffers of a mixture no longer used (the one an
@@ -1127,6 +1182,16 @@ impl Engine {
     /// mixture even so (K or d disagreeing with the engine, weights not
     /// finite): the model is then left as it was.
     pub fn m_step(&mut self, stats: &mut MixtureStats) -> Result<GaussianMixture, LearnError> {
+        self.m_step_beside(stats, &mut None)
+    }
+
+    /// [`Engine::m_step`] with `side` done as one more task of its pool
+    /// run ([`Beside`]); left in `side` when the M-step fails before it.
+    pub(crate) fn m_step_beside(
+        &mut self,
+        stats: &mut MixtureStats,
+        side: &mut Beside<'_>,
+    ) -> Result<GaussianMixture, LearnError> {
         if self
             .interrupt
             .as_ref()
@@ -1172,14 +1237,19 @@ impl Engine {
             .zip(factors.chunks_exact_mut(plen))
             .map(|(block, l)| Mutex::new((block, l, 0)))
             .collect();
+        let side = Mutex::new(side);
         let run = |j: usize| {
+            if j == k {
+                run_beside(&mut side.lock().unwrap_or_else(|e| e.into_inner()));
+                return;
+            }
             let mut task = tasks[j].lock().unwrap_or_else(|e| e.into_inner());
             let (block, l, repairs) = &mut *task;
             *repairs = this.fit_covariance(block, l);
         };
         match this.scratch.pool.as_deref() {
-            Some(p) => p.run(k, &run),
-            None => (0..k).for_each(run),
+            Some(p) => p.run(k + 1, &run),
+            None => (0..=k).for_each(run),
         }
         for task in tasks {
             self.repairs += task.into_inner().unwrap_or_else(|e| e.into_inner()).2;
@@ -1257,7 +1327,8 @@ mod tests {
     ];
 
     /// The runs of rows the E-step of `pts` against `mix` leaves to
-    /// learn from (what [`Engine::usable_runs`] gives).
+    /// learn from (what the learner's reservoir takes: [`runs_of`] the
+    /// flags of [`Engine::take_outlier_flags`]).
     fn e_step_runs(mix: &GaussianMixture, pts: &[f64]) -> Vec<Vec<f64>> {
         let mut scratch = Scratch::default();
         e_step(mix, pts, None, &mut scratch);
@@ -1517,6 +1588,48 @@ mod tests {
             mix.weighted_log_probs(&pts, &mut a);
             again.weighted_log_probs(&pts, &mut b);
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    fn work_beside_a_run_is_done_once_and_changes_nothing() {
+        let (d, k) = (12, 4);
+        let truth = testdata::random_mixture(d, k, 4.0, 65);
+        let mut rng = ChaCha8Rng::seed_from_u64(65);
+        // Three sub-blocks: the side task goes with the first wave only.
+        let n = 2 * sub_block_points(CovarianceType::Full, d, k) + 5;
+        let pts = truth.sample(&mut rng, n);
+        let want = e_step(&truth, &pts, None, &mut Scratch::default());
+        let mut st = want.stats.clone();
+        let want_mix = Engine::new(d, CovarianceType::Full, &pts, 0.0)
+            .m_step(&mut st.clone())
+            .unwrap();
+        for threads in [1, 2, 3, 8] {
+            let mut engine = Engine::new(d, CovarianceType::Full, &pts, 0.0);
+            engine.set_threads(threads);
+            let mut runs = 0;
+            let got = engine.e_step_beside(&truth, &pts, None, Some(&mut || runs += 1));
+            assert_eq!(runs, 1, "{threads} threads");
+            assert_eq!(got.stats, want.stats);
+            assert_eq!(got.ll_sum.to_bits(), want.ll_sum.to_bits());
+            let m_runs = std::sync::atomic::AtomicUsize::new(0);
+            let count = || m_runs.load(std::sync::atomic::Ordering::Relaxed);
+            let mut add = || {
+                m_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            };
+            let mut side: Beside<'_> = Some(&mut add);
+            let mix = engine.m_step_beside(&mut st, &mut side).unwrap();
+            assert!(side.is_none(), "the M-step took it");
+            assert_eq!(count(), 1);
+            assert_eq!(mix, want_mix);
+            // An M-step refused before its run leaves it to the caller.
+            let mut bad = st.clone();
+            bad.mean.pop();
+            let mut side: Beside<'_> = Some(&mut add);
+            assert!(engine.m_step_beside(&mut bad, &mut side).is_err());
+            assert!(side.is_some());
+            run_beside(&mut side);
+            assert_eq!(count(), 2);
         }
     }
 

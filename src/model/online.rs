@@ -188,6 +188,28 @@ struct RowTags {
 /// most recent points (see [`StepwiseEm::observe`]).
 pub const REGIME_OUTLIER_RATE: f64 = 0.5;
 
+/// Adds a batch to the regime window (the last `cap` numbers learned,
+/// [`StepwiseEm::observe`]'s re-fit after a regime change).
+fn remember_window(window: &mut std::collections::VecDeque<f64>, batch: &[f64], cap: usize) {
+    // `extend` of a slice's `iter()` is one copy (std specialises it); of
+    // `iter().copied()` it was a push per number, 3 % of the d = 32
+    // learner.
+    window.extend(batch.iter());
+    if window.len() > cap {
+        let extra = window.len() - cap;
+        window.drain(..extra);
+    }
+}
+
+/// Whether a regime window that has seen `(points, outliers)` so far can
+/// still end in a re-fit ([`REGIME_OUTLIER_RATE`]), with batches of at
+/// most `batch_size` rows: the window closes at the first batch that
+/// brings it to `warmup` points, so at most `warmup − 1 + batch_size`, and
+/// points that were not outliers only add up.
+fn window_can_refit((n, o): (u64, u64), warmup: usize, batch_size: usize) -> bool {
+    ((n - o) as f64) < (1.0 - REGIME_OUTLIER_RATE) * (warmup - 1 + batch_size) as f64
+}
+
 /// Capacity of the recent-points reservoir of a learner with `params`.
 pub fn recent_capacity(params: &Params) -> usize {
     if params.adapt_components {
@@ -406,17 +428,14 @@ impl StepwiseEm {
     /// recent `warmup` points, as a new warm-up. So the model follows
     /// within two warm-ups of points of a change (one window to notice,
     /// the re-fit right after it), whatever `--step-floor` says.
+    ///
+    /// The batch's points are already in the window
+    /// ([`remember_window`], beside the E-step).
     fn watch_regime(&mut self, batch: &[f64], batch_ids: Option<&[u64]>, outliers: u64) {
         let d = self.dim;
-        let cap = self.params.warmup * d;
-        self.regime_recent.extend(batch.iter().copied());
-        if self.regime_recent.len() > cap {
-            let extra = self.regime_recent.len() - cap;
-            self.regime_recent.drain(..extra);
-        }
         if let Some(t) = self.tags.as_mut() {
             let ids = batch_ids.unwrap_or(&t.batch);
-            t.recent.extend(ids.iter().copied());
+            t.recent.extend(ids.iter());
             if t.recent.len() > self.params.warmup {
                 let extra = t.recent.len() - self.params.warmup;
                 t.recent.drain(..extra);
@@ -755,17 +774,43 @@ impl StepwiseEm {
             return Err(LearnError::NotFitted);
         };
         let tagged = scores.is_some();
-        let e = engine.e_step(mix, batch, scores);
+        // The regime window's copy of the batch is made beside the E-step
+        // (on another thread when there are several), the recent-points
+        // reservoir's beside the M-step: neither reads what those compute
+        // (the reservoir only the E-step's outlier flags, final by then).
+        // Only while this regime window can still end in a re-fit: once it
+        // holds half a window and a batch of points that were not gross
+        // outliers, it cannot (the re-fit needs more than half of its
+        // points to be), and its last points are never read; the next
+        // window copies afresh. (Two copies of five in a steady stream.)
+        // The bound needs batches of at most `batch_size` rows, as
+        // `observe` and `flush` make them.
+        debug_assert!(batch.len() <= self.params.batch_size * self.dim);
+        let can_refit = window_can_refit(self.window, self.params.warmup, self.params.batch_size);
+        let (cap, window) = (self.params.warmup * self.dim, &mut self.regime_recent);
+        let mut remember = || remember_window(window, batch, cap);
+        let side: em::Beside<'_> = if can_refit { Some(&mut remember) } else { None };
+        let e = engine.e_step_beside(mix, batch, scores, side);
         if let (true, Some(t)) = (tagged, self.tags.as_mut()) {
             let RowTags {
                 scored, batch: b, ..
             } = &mut **t;
             scored.extend_from_slice(batch_ids.unwrap_or(b));
         }
-        for run in engine.usable_runs(batch) {
-            self.recent.push(run);
+        let flags = engine.take_outlier_flags();
+        let mut recent = std::mem::replace(&mut self.recent, RecentPoints::new(self.dim, 1));
+        let d = self.dim;
+        let mut keep = || {
+            for run in em::runs_of(batch, d, &flags) {
+                recent.push(run);
+            }
+        };
+        let applied = self.apply_beside(&e, Some(&mut keep));
+        self.recent = recent;
+        if let Some(engine) = self.engine.as_mut() {
+            engine.return_outlier_flags(flags);
         }
-        self.apply(&e)?;
+        applied?;
         self.adapt();
         let outliers = e.outliers;
         if let Some(engine) = self.engine.as_mut() {
@@ -836,6 +881,26 @@ impl StepwiseEm {
     /// `batch` differ from the model's, [`LearnError::MStep`] when the
     /// M-step fails (the model is then unchanged).
     pub fn apply(&mut self, batch: &BatchStats) -> Result<(), LearnError> {
+        self.apply_beside(batch, None)
+    }
+
+    /// [`StepwiseEm::apply`] with `side` done beside its M-step, or
+    /// before it returns when there is none ([`em::Beside`]).
+    fn apply_beside(
+        &mut self,
+        batch: &BatchStats,
+        mut side: em::Beside<'_>,
+    ) -> Result<(), LearnError> {
+        let applied = self.apply_inner(batch, &mut side);
+        em::run_beside(&mut side);
+        applied
+    }
+
+    fn apply_inner(
+        &mut self,
+        batch: &BatchStats,
+        side: &mut em::Beside<'_>,
+    ) -> Result<(), LearnError> {
         let d = self.dim;
         let used = batch.used();
         let eta = self.eta(used);
@@ -859,7 +924,7 @@ impl StepwiseEm {
         next.blend_from(stats, s, eta);
         let memory = self.params.batch_size as f64 / eta.max(1e-300);
         engine.reseed_dead(next, memory, &batch.worst);
-        let mix = engine.m_step(next);
+        let mix = engine.m_step_beside(next, side);
         let c = &mut self.counters;
         c.repairs = engine.repairs();
         c.reseeds = engine.reseeds();

@@ -1089,3 +1089,31 @@ fn row_tags_survive_a_regime_change_and_a_restored_warm_up() {
     assert!(rows[..100].iter().all(|&r| r == UNTAGGED));
     assert_eq!(rows[100..], (0..300).collect::<Vec<u64>>()[..]);
 }
+
+/// Every way a regime window can go (batches of 1 to `batch_size` rows,
+/// any number of them outliers): whenever it ends in a re-fit, every one
+/// of its batches was copied, i.e. `window_can_refit` held before each.
+#[test]
+fn a_window_that_re_fits_has_copied_every_batch() {
+    fn walk(n: u64, o: u64, all_copied: bool, warmup: usize, b: usize, fired: &mut u32) {
+        let copied = all_copied && window_can_refit((n, o), warmup, b);
+        for rows in 1..=b as u64 {
+            for out in 0..=rows {
+                let (n2, o2) = (n + rows, o + out);
+                if n2 < warmup as u64 {
+                    walk(n2, o2, copied, warmup, b, fired);
+                } else if o2 as f64 > REGIME_OUTLIER_RATE * n2 as f64 {
+                    assert!(copied, "re-fit at ({n2}, {o2}) with a batch not copied");
+                    *fired += 1;
+                }
+            }
+        }
+    }
+    for (warmup, b) in [(4, 1), (5, 2), (6, 3), (7, 2), (4, 4)] {
+        let mut fired = 0;
+        walk(0, 0, true, warmup, b, &mut fired);
+        assert!(fired > 0);
+        // And copying does stop in a steady stream.
+        assert!(!window_can_refit((warmup as u64, 0), warmup, b));
+    }
+}
