@@ -1222,9 +1222,10 @@ impl Engine {
         weights.iter_mut().for_each(|w| *w /= wsum);
         // The buffers of a mixture given back ([`Engine::recycle`]), so a
         // mini-batch allocates and clears none of these K·d² numbers.
+        // Each task copies its own block of the statistics in (on the
+        // pool's threads, not before the run on the learner's alone).
         let mut covs = std::mem::take(&mut self.scratch.covs);
-        covs.clear();
-        covs.extend_from_slice(&stats.cov);
+        covs.resize(k * plen, 0.0);
         // The factors of the full covariances, passed on to the mixture
         // (every number written by `cholesky`; unread otherwise).
         let mut factors = std::mem::take(&mut self.scratch.factors);
@@ -1245,6 +1246,7 @@ impl Engine {
             }
             let mut task = tasks[j].lock().unwrap_or_else(|e| e.into_inner());
             let (block, l, repairs) = &mut *task;
+            block.copy_from_slice(&stats.cov[j * plen..(j + 1) * plen]);
             *repairs = this.fit_covariance(block, l);
         };
         match this.scratch.pool.as_deref() {
