@@ -782,7 +782,8 @@ impl StepwiseEm {
         // holds half a window and a batch of points that were not gross
         // outliers, it cannot (the re-fit needs more than half of its
         // points to be), and its last points are never read; the next
-        // window copies afresh. (Two copies of five in a steady stream.)
+        // window copies afresh. (Three batches of five are copied in a
+        // steady stream.)
         // The bound needs batches of at most `batch_size` rows, as
         // `observe` and `flush` make them.
         debug_assert!(batch.len() <= self.params.batch_size * self.dim);
