@@ -33,8 +33,6 @@ unsafe impl Send for Job {}
 struct State {
     job: Option<Job>,
     tasks: usize,
-    /// Workers running the current job.
-    active: usize,
     panicked: bool,
     shutdown: bool,
 }
@@ -47,8 +45,9 @@ struct Shared {
     generation: AtomicU64,
     /// Next unclaimed task of the current run.
     next: AtomicUsize,
-    /// `State::active`, readable without the lock: the caller polls it
-    /// before sleeping until the run's last worker is done.
+    /// Workers running the current job. Changed only under the state's
+    /// lock (the condition variables' waits read it there too); the
+    /// caller polls it without the lock before sleeping.
     active: AtomicUsize,
 }
 
@@ -95,7 +94,6 @@ impl Pool {
             state: Mutex::new(State {
                 job: None,
                 tasks: 0,
-                active: 0,
                 panicked: false,
                 shutdown: false,
             }),
@@ -178,20 +176,18 @@ impl Finish<'_> {
 
     fn withdraw(&self) -> bool {
         let sh = self.0;
+        let busy = || sh.active.load(Ordering::Acquire) > 0;
         let mut st = sh.lock();
         st.job = None;
-        if st.active > 0 {
+        if busy() {
             // The workers' last tasks end soon after the caller's: poll
             // briefly rather than sleep at once (a sleep and a wake-up per
             // run were a few per cent of a two-thread learner).
             drop(st);
-            let start = Instant::now();
-            while sh.active.load(Ordering::Acquire) > 0 && start.elapsed() < SPIN {
-                std::hint::spin_loop();
-            }
+            spin_while(busy);
             st = sh.lock();
         }
-        while st.active > 0 {
+        while busy() {
             st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.panicked
@@ -205,14 +201,19 @@ impl Drop for Finish<'_> {
     }
 }
 
+/// Polls `cond` until it is false or [`SPIN`] has passed.
+fn spin_while(cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while cond() && start.elapsed() < SPIN {
+        std::hint::spin_loop();
+    }
+}
+
 fn worker(sh: &Shared) {
     let mut seen = sh.generation.load(Ordering::Acquire);
     loop {
         // Poll briefly for the next run, then sleep until woken.
-        let start = Instant::now();
-        while sh.generation.load(Ordering::Acquire) == seen && start.elapsed() < SPIN {
-            std::hint::spin_loop();
-        }
+        spin_while(|| sh.generation.load(Ordering::Acquire) == seen);
         let (job, tasks) = {
             let mut st = sh.lock();
             loop {
@@ -223,8 +224,7 @@ fn worker(sh: &Shared) {
                 if g != seen {
                     seen = g;
                     if let Some(job) = st.job {
-                        st.active += 1;
-                        sh.active.store(st.active, Ordering::Release);
+                        sh.active.fetch_add(1, Ordering::Release);
                         break (job, st.tasks);
                     }
                     // That run is already over.
@@ -238,9 +238,7 @@ fn worker(sh: &Shared) {
         let ok = sh.work(unsafe { &*job.0 }, tasks);
         let mut st = sh.lock();
         st.panicked |= !ok;
-        st.active -= 1;
-        sh.active.store(st.active, Ordering::Release);
-        if st.active == 0 {
+        if sh.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             sh.done.notify_all();
         }
     }
