@@ -717,6 +717,30 @@ pub(crate) fn run_beside(side: &mut Beside<'_>) {
     }
 }
 
+/// Runs tasks `0..tasks` of `f` on `pool` (on this thread, in order,
+/// without one) and `side`, if still there, as one more task, the last
+/// one claimed ([`Beside`]).
+fn run_with_side(
+    pool: Option<&Pool>,
+    tasks: usize,
+    side: &mut Beside<'_>,
+    f: &(dyn Fn(usize) + Sync),
+) {
+    let all = tasks + usize::from(side.is_some());
+    let side = Mutex::new(side);
+    let run = |t: usize| {
+        if t == tasks {
+            run_beside(&mut side.lock().unwrap_or_else(|e| e.into_inner()));
+        } else {
+            f(t);
+        }
+    };
+    match pool {
+        Some(p) => p.run(all, &run),
+        None => (0..all).for_each(run),
+    }
+}
+
 /// [`e_step`] with `side` done as one more task of its first pool run
 /// ([`Beside`]): nothing it computes changes.
 pub(crate) fn e_step_beside(
@@ -724,9 +748,8 @@ pub(crate) fn e_step_beside(
     points: &[f64],
     scores: Option<&mut ScoreBuffer>,
     scratch: &mut Scratch,
-    side: Beside<'_>,
+    mut side: Beside<'_>,
 ) -> BatchStats {
-    let side = Mutex::new(side);
     let d = mix.dim();
     let covariance = mix.covariance_type();
     let k = mix.n_components();
@@ -802,20 +825,12 @@ pub(crate) fn e_step_beside(
             }));
         }
         let run = |t: usize| {
-            if t == wave {
-                run_beside(&mut side.lock().unwrap_or_else(|e| e.into_inner()));
-                return;
-            }
             let mut task = tasks[t].lock().unwrap_or_else(|e| e.into_inner());
             let task = &mut *task;
             e_step_part(mix, &outlier, task.points, task.scores.take(), task.part);
         };
-        // The side task with the first wave only (then it is done).
-        let n_tasks = wave + usize::from(done == 0);
-        match pool {
-            Some(p) => p.run(n_tasks, &run),
-            None => (0..n_tasks).for_each(run),
-        }
+        // The side task goes with the first wave (then it is done).
+        run_with_side(pool, wave, &mut side, &run);
         drop(tasks);
         // Combine in sub-block order: the same sums whatever ran where.
         for (w, part) in scratch.parts[..wave].iter().enumerate() {
@@ -1238,21 +1253,13 @@ impl Engine {
             .zip(factors.chunks_exact_mut(plen))
             .map(|(block, l)| Mutex::new((block, l, 0)))
             .collect();
-        let side = Mutex::new(side);
         let run = |j: usize| {
-            if j == k {
-                run_beside(&mut side.lock().unwrap_or_else(|e| e.into_inner()));
-                return;
-            }
             let mut task = tasks[j].lock().unwrap_or_else(|e| e.into_inner());
             let (block, l, repairs) = &mut *task;
             block.copy_from_slice(&stats.cov[j * plen..(j + 1) * plen]);
             *repairs = this.fit_covariance(block, l);
         };
-        match this.scratch.pool.as_deref() {
-            Some(p) => p.run(k + 1, &run),
-            None => (0..=k).for_each(run),
-        }
+        run_with_side(this.scratch.pool.as_deref(), k, side, &run);
         for task in tasks {
             self.repairs += task.into_inner().unwrap_or_else(|e| e.into_inner()).2;
         }
