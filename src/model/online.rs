@@ -188,16 +188,17 @@ struct RowTags {
 /// most recent points (see [`StepwiseEm::observe`]).
 pub const REGIME_OUTLIER_RATE: f64 = 0.5;
 
-/// Adds a batch to the regime window (the last `cap` numbers learned,
-/// [`StepwiseEm::observe`]'s re-fit after a regime change).
-fn remember_window(window: &mut std::collections::VecDeque<f64>, batch: &[f64], cap: usize) {
+/// Appends `new` to `ring`, keeping its last `cap` values: the regime
+/// window's points (the last `warmup` learned, [`StepwiseEm::observe`]'s
+/// re-fit after a regime change) and their row tags.
+fn keep_last<T: Copy>(ring: &mut std::collections::VecDeque<T>, new: &[T], cap: usize) {
     // `extend` of a slice's `iter()` is one copy (std specialises it); of
     // `iter().copied()` it was a push per number, 3 % of the d = 32
     // learner.
-    window.extend(batch.iter());
-    if window.len() > cap {
-        let extra = window.len() - cap;
-        window.drain(..extra);
+    ring.extend(new.iter());
+    if ring.len() > cap {
+        let extra = ring.len() - cap;
+        ring.drain(..extra);
     }
 }
 
@@ -430,16 +431,15 @@ impl StepwiseEm {
     /// the re-fit right after it), whatever `--step-floor` says.
     ///
     /// The batch's points are already in the window
-    /// ([`remember_window`], beside the E-step).
+    /// ([`keep_last`], beside the E-step).
     fn watch_regime(&mut self, batch: &[f64], batch_ids: Option<&[u64]>, outliers: u64) {
         let d = self.dim;
         if let Some(t) = self.tags.as_mut() {
-            let ids = batch_ids.unwrap_or(&t.batch);
-            t.recent.extend(ids.iter());
-            if t.recent.len() > self.params.warmup {
-                let extra = t.recent.len() - self.params.warmup;
-                t.recent.drain(..extra);
-            }
+            keep_last(
+                &mut t.recent,
+                batch_ids.unwrap_or(&t.batch),
+                self.params.warmup,
+            );
         }
         self.window.0 += (batch.len() / d) as u64;
         self.window.1 += outliers;
@@ -789,7 +789,7 @@ impl StepwiseEm {
         debug_assert!(batch.len() <= self.params.batch_size * self.dim);
         let can_refit = window_can_refit(self.window, self.params.warmup, self.params.batch_size);
         let (cap, window) = (self.params.warmup * self.dim, &mut self.regime_recent);
-        let mut remember = || remember_window(window, batch, cap);
+        let mut remember = || keep_last(window, batch, cap);
         let side: em::Beside<'_> = if can_refit { Some(&mut remember) } else { None };
         let e = engine.e_step_beside(mix, batch, scores, side);
         if let (true, Some(t)) = (tagged, self.tags.as_mut()) {
