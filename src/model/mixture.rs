@@ -650,13 +650,12 @@ impl GaussianMixture {
         }
         // 3. Blocks of points in that order.
         let mut first = vec![false; k];
-        let blocks: Vec<&[usize]> = order.chunks(LANES).collect();
-        for (b, &block) in blocks.iter().enumerate() {
+        for (b, block) in order.chunks(LANES).enumerate() {
             let m = block.len();
             // The next block's points, wherever they are in the batch: read
             // in guess order, which no hardware prefetcher follows (their
             // first touch was a sixth of this kernel at d = 32).
-            for &i in blocks.get(b + 1).copied().unwrap_or_default() {
+            for &i in order.iter().skip((b + 1) * LANES).take(LANES) {
                 kernels::prefetch(&points[i * d..(i + 1) * d]);
             }
             for (p, &i) in block.iter().enumerate() {
