@@ -190,8 +190,9 @@ pub(crate) struct BatchSums {
     gather_z: Vec<f64>,
     /// The same points' `γ (x − c)`.
     gather_rz: Vec<f64>,
-    /// Wide full covariance: the points of each component (K lists of up
-    /// to n, `member_count` long).
+    /// Wide full covariance: the points of each component within a chunk
+    /// of points (K lists of up to the chunk's length, `member_count`
+    /// long).
     members: Vec<u32>,
     member_count: Vec<usize>,
     /// Full covariance, wide points: only the lower triangle of each `Q`
@@ -745,6 +746,18 @@ mod tests {
         );
     }
 
+    /// The bits of `n`, `u` and the lower triangles of the K blocks of
+    /// `q` (d × d): all that the wide kernel sums.
+    fn wide_bits(n: &[f64], u: &[f64], q: &[f64], k: usize, d: usize) -> Vec<u64> {
+        let lower = (0..k)
+            .flat_map(|j| (0..d).flat_map(move |a| (0..=a).map(move |b| j * d * d + a * d + b)));
+        n.iter()
+            .chain(u)
+            .chain(lower.map(|i| &q[i]))
+            .map(|x| x.to_bits())
+            .collect()
+    }
+
     #[test]
     fn every_kernel_gives_the_same_bits() {
         // The selected kernel (AVX-512 or AVX2 where the CPU has it), the
@@ -773,17 +786,7 @@ mod tests {
             selected.accumulate(cov, d, &points, &resp, &centres);
             let mut plain = BatchSums::default();
             plain.accumulate_any(cov, d, &points, &resp, &centres);
-            // n, u and the lower triangles of Q (all the wide kernel sums).
-            let bits = |s: &BatchSums| {
-                let lower = (0..k).flat_map(|j| {
-                    (0..d).flat_map(move |a| (0..=a).map(move |b| j * d * d + a * d + b))
-                });
-                s.n.iter()
-                    .chain(&s.u)
-                    .chain(lower.map(|i| &s.q[i]))
-                    .map(|x| x.to_bits())
-                    .collect::<Vec<_>>()
-            };
+            let bits = |s: &BatchSums| wide_bits(&s.n, &s.u, &s.q, k, d);
             assert_eq!(bits(&selected), bits(&plain), "d = {d}");
             // Where the selected kernel is AVX-512, the AVX2 one too.
             #[cfg(target_arch = "x86_64")]
@@ -847,16 +850,10 @@ mod tests {
                 }
             }
         }
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got.n), bits(&n_want));
-        assert_eq!(bits(&got.u), bits(&u_want));
-        let lower = |q: &[f64]| {
-            (0..k)
-                .flat_map(|j| (0..d).flat_map(move |a| (0..=a).map(move |b| j * d * d + a * d + b)))
-                .map(|i| q[i].to_bits())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(lower(&got.q), lower(&q_want));
+        assert_eq!(
+            wide_bits(&got.n, &got.u, &got.q, k, d),
+            wide_bits(&n_want, &u_want, &q_want, k, d)
+        );
         assert_eq!(got.n[3], 0.0);
     }
 
