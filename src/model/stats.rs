@@ -417,13 +417,23 @@ impl BatchSums {
             .chunks(MEMBER_CHUNK * d)
             .zip(resp.chunks(MEMBER_CHUNK * k))
         {
-            self.member_count.fill(0);
-            for (i, row) in res.chunks_exact(k).enumerate().take(pts.len() / d) {
-                for (j, &r) in row.iter().enumerate() {
-                    let c = &mut self.member_count[j];
-                    self.members[j * MEMBER_CHUNK + *c] = i as u32;
-                    *c += usize::from(r != 0.0);
+            // One component at a time, its count in a register: point by
+            // point over all K counts kept them in memory, a store and a
+            // reload per entry in a chain (the listing was a sixth of
+            // this function at d = 32, K = 10).
+            let rows = pts.len() / d;
+            for (j, (list, count)) in self
+                .members
+                .chunks_exact_mut(MEMBER_CHUNK)
+                .zip(&mut self.member_count)
+                .enumerate()
+            {
+                let mut c = 0;
+                for (i, &r) in res[j..].iter().step_by(k).take(rows).enumerate() {
+                    list[c] = i as u32;
+                    c += usize::from(r != 0.0);
                 }
+                *count = c;
             }
             for j in 0..k {
                 let c = &centres[j * d..(j + 1) * d];
