@@ -864,6 +864,28 @@ pub(crate) fn normalise_row(row: &mut [f64]) -> f64 {
 pub(crate) fn normalise_row_parts(row: &mut [f64]) -> (f64, f64) {
     let top = argmax(row);
     let m = row[top];
+    // Entries not negligible beside the largest (NaN counts): in most rows
+    // of separated components the largest alone, since `m − m = 0` (or NaN)
+    // always counts. Then the loop below would write 1 there and 0
+    // elsewhere, sum them to exactly 1 and divide by 1: the same numbers,
+    // without a branch per entry (the largest one's mispredicted about
+    // once a row).
+    let kept = row
+        .iter()
+        .filter(|&&v| !(v - m < NEGLIGIBLE_LOG_RATIO))
+        .count();
+    if kept == 1 {
+        row.fill(0.0);
+        row[top] = 1.0;
+        return (m, 1.0);
+    }
+    normalise_entries(row, top, m)
+}
+
+/// [`normalise_row_parts`] entry by entry, for the largest entry `m` at
+/// `top`.
+#[inline]
+fn normalise_entries(row: &mut [f64], top: usize, m: f64) -> (f64, f64) {
     let mut s = 0.0;
     for (i, v) in row.iter_mut().enumerate() {
         let t = *v - m;
@@ -922,6 +944,56 @@ mod tests {
         let (dx, dy) = (x[0] - mu[0], x[1] - mu[1]);
         let q = (c[3] * dx * dx - 2.0 * c[1] * dx * dy + c[0] * dy * dy) / det;
         (-0.5 * q).exp() / (2.0 * std::f64::consts::PI * det.sqrt())
+    }
+
+    #[test]
+    fn one_term_rows_normalise_as_entry_by_entry() {
+        // Rows where one entry stands alone (the short cut), where others
+        // sit just inside or outside the negligible ratio, and rows with
+        // infinities and NaN, against the entry-by-entry loop, to the bit.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let special = [
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NAN,
+            NEGLIGIBLE_LOG_RATIO,
+            NEGLIGIBLE_LOG_RATIO - 1e-9,
+            NEGLIGIBLE_LOG_RATIO + 1e-9,
+            0.0,
+        ];
+        let mut short_cuts = 0;
+        for k in 1..=7 {
+            for _ in 0..2000 {
+                let base = rng.random_range(-800.0..800.0);
+                let row: Vec<f64> = (0..k)
+                    .map(|_| match rng.random_range(0..10) {
+                        0..=3 => f64::NEG_INFINITY,
+                        4..=6 => base + special[rng.random_range(0..special.len())],
+                        _ => base - rng.random_range(0.0..80.0),
+                    })
+                    .collect();
+                let mut fast = row.clone();
+                let (m, s) = normalise_row_parts(&mut fast);
+                let mut slow = row.clone();
+                let top = argmax(&slow);
+                let top_value = slow[top];
+                let (m2, s2) = normalise_entries(&mut slow, top, top_value);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&slow), "{row:?}");
+                assert_eq!(
+                    (m.to_bits(), s.to_bits()),
+                    (m2.to_bits(), s2.to_bits()),
+                    "{row:?}"
+                );
+                short_cuts += usize::from(
+                    row.iter()
+                        .filter(|&&v| !(v - m < NEGLIGIBLE_LOG_RATIO))
+                        .count()
+                        == 1,
+                );
+            }
+        }
+        assert!(short_cuts > 2000, "{short_cuts} rows took the short cut");
     }
 
     #[test]
