@@ -20,7 +20,8 @@
 
 use super::covariance::{cholesky, CovarianceType};
 use super::mixture::{
-    argmax, normalise_row, normalise_row_parts, GaussianMixture, MixtureParams, ModelError,
+    argmax, normalise_row, normalise_row_parts, normalise_wide_row_parts, GaussianMixture,
+    MixtureParams, ModelError, SHORT_CUT_FROM,
 };
 use super::pool::Pool;
 use super::stats::{BatchSums, MixtureStats};
@@ -625,7 +626,11 @@ fn e_step_part(
             let mut max_sum = 0.0;
             let mut prod = 1.0;
             for (i, (row, &is_outlier)) in resp.chunks_exact_mut(k).zip(flags).enumerate() {
-                let (m, s) = normalise_row_parts(row);
+                let (m, s) = if k >= SHORT_CUT_FROM {
+                    normalise_wide_row_parts(row)
+                } else {
+                    normalise_row_parts(row)
+                };
                 if is_outlier {
                     row.iter_mut().for_each(|r| *r = 0.0);
                     outliers += 1;
