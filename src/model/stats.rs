@@ -408,10 +408,10 @@ impl BatchSums {
         // MEMBER_CHUNK points at a time (bounded memory). The gathered
         // points go to `Q` at the end of each chunk: every sum still takes
         // the points in order, however they are grouped.
+        // Not cleared: each chunk writes every count and every list entry
+        // it reads (zeroing K·MEMBER_CHUNK entries per call was wasted).
         const MEMBER_CHUNK: usize = 1024;
-        self.member_count.clear();
         self.member_count.resize(k, 0);
-        self.members.clear();
         self.members.resize(k * MEMBER_CHUNK, 0);
         for (pts, res) in points
             .chunks(MEMBER_CHUNK * d)
