@@ -756,6 +756,33 @@ mod tests {
         );
     }
 
+    /// `n` random points in [−3, 3)^d, K random centres in [0, 1)^d, and
+    /// random responsibilities in [0, 1), entry `e` (of n·K, row by row)
+    /// set to exactly 0 where `zero(e, r)` says so.
+    fn random_inputs(
+        rng: &mut impl Rng,
+        n: usize,
+        d: usize,
+        k: usize,
+        zero: impl Fn(usize, f64) -> bool,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let points = (0..n * d)
+            .map(|_| rng.random::<f64>() * 6.0 - 3.0)
+            .collect();
+        let centres = (0..k * d).map(|_| rng.random::<f64>()).collect();
+        let resp = (0..n * k)
+            .map(|e| {
+                let r: f64 = rng.random();
+                if zero(e, r) {
+                    0.0
+                } else {
+                    r
+                }
+            })
+            .collect();
+        (points, centres, resp)
+    }
+
     /// The bits of `n`, `u` and the lower triangles of the K blocks of
     /// `q` (d × d): all that the wide kernel sums.
     fn wide_bits(n: &[f64], u: &[f64], q: &[f64], k: usize, d: usize) -> Vec<u64> {
@@ -776,21 +803,7 @@ mod tests {
         // some responsibilities exactly 0 (skipped).
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
         for (d, k) in [(2, 3), (8, 2), (11, 3), (32, 4)] {
-            let n = 157;
-            let points: Vec<f64> = (0..n * d)
-                .map(|_| rng.random::<f64>() * 6.0 - 3.0)
-                .collect();
-            let centres: Vec<f64> = (0..k * d).map(|_| rng.random::<f64>()).collect();
-            let resp: Vec<f64> = (0..n * k)
-                .map(|_| {
-                    let r: f64 = rng.random();
-                    if r < 0.3 {
-                        0.0
-                    } else {
-                        r
-                    }
-                })
-                .collect();
+            let (points, centres, resp) = random_inputs(&mut rng, 157, d, k, |_, r| r < 0.3);
             let cov = CovarianceType::Full;
             let mut selected = BatchSums::default();
             selected.accumulate(cov, d, &points, &resp, &centres);
@@ -823,21 +836,9 @@ mod tests {
         // responsibility of some points 0: the wide kernel against one
         // rank-1 update per point, entry by entry, in point order.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let (d, k, n) = (32, 5, 2500);
-        let points: Vec<f64> = (0..n * d)
-            .map(|_| rng.random::<f64>() * 6.0 - 3.0)
-            .collect();
-        let centres: Vec<f64> = (0..k * d).map(|_| rng.random::<f64>()).collect();
-        let resp: Vec<f64> = (0..n * k)
-            .map(|e| {
-                let r: f64 = rng.random();
-                if e % k == 3 || r < 0.6 {
-                    0.0
-                } else {
-                    r
-                }
-            })
-            .collect();
+        let (d, k) = (32, 5);
+        let (points, centres, resp) =
+            random_inputs(&mut rng, 2500, d, k, |e, r| e % k == 3 || r < 0.6);
         let mut got = BatchSums::default();
         got.accumulate(CovarianceType::Full, d, &points, &resp, &centres);
         let (mut n_want, mut u_want, mut q_want) =
