@@ -864,6 +864,12 @@ pub(crate) fn normalise_row(row: &mut [f64]) -> f64 {
 pub(crate) fn normalise_row_parts(row: &mut [f64]) -> (f64, f64) {
     let top = argmax(row);
     let m = row[top];
+    normalise_from(row, top, m)
+}
+
+/// [`normalise_row_parts`] for the row's largest entry `m`, at `top`.
+#[inline]
+fn normalise_from(row: &mut [f64], top: usize, m: f64) -> (f64, f64) {
     let mut s = 0.0;
     for (i, v) in row.iter_mut().enumerate() {
         let t = *v - m;
@@ -901,16 +907,21 @@ pub(crate) const SHORT_CUT_FROM: usize = 4;
 pub(crate) fn normalise_wide_row_parts(row: &mut [f64]) -> (f64, f64) {
     let top = argmax(row);
     let m = row[top];
-    let kept = row
-        .iter()
-        .filter(|&&v| !(v - m < NEGLIGIBLE_LOG_RATIO))
-        .count();
-    if kept == 1 {
+    if kept_terms(row, m) == 1 {
         row.fill(0.0);
         row[top] = 1.0;
         return (m, 1.0);
     }
-    normalise_row_parts(row)
+    normalise_from(row, top, m)
+}
+
+/// Entries of `row` not negligible beside its largest, `m` (NaN counts):
+/// at least 1, the largest itself.
+#[inline]
+fn kept_terms(row: &[f64], m: f64) -> usize {
+    row.iter()
+        .filter(|&&v| !(v - m < NEGLIGIBLE_LOG_RATIO))
+        .count()
 }
 
 /// Index of the largest entry (the first one on ties).
@@ -990,12 +1001,7 @@ mod tests {
                     (m2.to_bits(), s2.to_bits()),
                     "{row:?}"
                 );
-                short_cuts += usize::from(
-                    row.iter()
-                        .filter(|&&v| !(v - m < NEGLIGIBLE_LOG_RATIO))
-                        .count()
-                        == 1,
-                );
+                short_cuts += usize::from(kept_terms(&row, m) == 1);
             }
         }
         assert!(short_cuts > 2000, "{short_cuts} rows took the short cut");
