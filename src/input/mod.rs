@@ -583,6 +583,7 @@ pub struct Parser {
     config: ParserConfig,
 }
 
+mod decimal;
 mod framer;
 pub mod hostile;
 mod json;
