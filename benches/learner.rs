@@ -133,6 +133,15 @@ fn cases() -> Vec<(&'static str, GaussianMixture, usize)> {
         ("d16_k10_full", random_full(16, 10, 5), BLOCK / 4),
         ("d32_k10_full", random_full(32, 10, 5), BLOCK / 10),
         ("d64_k16_full", random_full(64, 16, 5), BLOCK / 10),
+        // The mixture `gen_stream --mixture wide-32` draws from: the
+        // learner alone on what scripts/bench.sh's 32-D whole-process run
+        // learns (rotated covariances, unequal weights; less apart than
+        // random_full's, so fewer substitutions are cut short).
+        (
+            "wide32_stream",
+            testdata::random_mixture(32, 10, 4.0, 32),
+            BLOCK / 10,
+        ),
     ]
 }
 
