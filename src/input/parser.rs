@@ -2,7 +2,9 @@
 //! headers.
 //!
 //! Plain CSV without a column selection takes a single-pass fast path: each
-//! field is parsed in place by `fast_float2::parse_partial` and the byte
+//! field is parsed in place (common decimals by [`super::decimal`]'s SSE4.1
+//! or eight-digits-at-a-time readers, anything else by
+//! `fast_float2::parse_partial`, the same bits either way) and the byte
 //! after it decides what comes next, so a line is read once and nothing is
 //! allocated. Anything unusual (a comment, an empty line, a bad field, a
 //! column selection, JSON) goes to the general path, which finds the line
