@@ -28,8 +28,8 @@ use super::stats::{BatchSums, MixtureStats};
 use std::sync::{Arc, Mutex};
 
 thread_local! {
-    /// Per thread, reused by [`Engine::m_step`]: one component's
-    /// statistics and one attempt's regularisation.
+    /// Per thread, reused by [`Engine::m_step`]: one attempt's
+    /// regularisation.
     static M_STEP_SCRATCH: std::cell::Cell<Vec<f64>> =
         const { std::cell::Cell::new(Vec::new()) };
 }
@@ -1108,36 +1108,39 @@ impl Engine {
         }
     }
 
-    /// The M-step of one component's covariance `block` (its statistics
-    /// in, the regularised covariance out) and, for full covariance, its
-    /// factor `l`: symmetrised, regularised, and repaired with ten times
-    /// more regularisation until positive definite. Returns the repairs.
-    fn fit_covariance(&self, block: &mut [f64], l: &mut [f64]) -> u64 {
+    /// The M-step of one component's covariance: `block` gets its
+    /// statistics `stats` symmetrised and regularised, rebuilt from `stats`
+    /// with ten times more regularisation until positive definite (so
+    /// nothing is copied to retry from), and for full covariance `l` its
+    /// factor. Returns the repairs.
+    fn fit_covariance(&self, stats: &[f64], block: &mut [f64], l: &mut [f64]) -> u64 {
         let d = self.dim;
-        if self.covariance == CovarianceType::Full {
-            for a in 0..d {
-                for b in 0..a {
-                    let v = 0.5 * (block[a * d + b] + block[b * d + a]);
-                    block[a * d + b] = v;
-                    block[b * d + a] = v;
+        let symmetrised = |block: &mut [f64]| {
+            if self.covariance == CovarianceType::Full {
+                for a in 0..d {
+                    for b in 0..a {
+                        let v = 0.5 * (stats[a * d + b] + stats[b * d + a]);
+                        block[a * d + b] = v;
+                        block[b * d + a] = v;
+                    }
+                    block[a * d + a] = stats[a * d + a];
                 }
+            } else {
+                block.copy_from_slice(stats);
             }
-        }
-        // Reused per thread: the statistics to retry from and the
-        // regularisation of an attempt.
-        let mut buf = M_STEP_SCRATCH.with(|c| c.take());
-        buf.clear();
-        buf.extend_from_slice(block);
-        buf.resize(block.len() + d, 0.0);
-        let (base, reg) = buf.split_at_mut(block.len());
+        };
+        // Reused per thread: one attempt's regularisation.
+        let mut reg = M_STEP_SCRATCH.with(|c| c.take());
+        reg.clear();
+        reg.resize(d, 0.0);
         let mut repairs = 0;
         let mut mult = 1.0;
         for attempt in 0.. {
-            block.copy_from_slice(base);
+            symmetrised(block);
             for ((g, r), s) in reg.iter_mut().zip(&self.reg).zip(&self.scale) {
                 *g = (r * mult).max(if attempt > 0 { s * 1e-12 * mult } else { 0.0 });
             }
-            super::covariance::add_regularisation(self.covariance, block, d, reg);
+            super::covariance::add_regularisation(self.covariance, block, d, &reg);
             let ok = match self.covariance {
                 CovarianceType::Full => cholesky(block, d, l),
                 _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
@@ -1158,7 +1161,7 @@ impl Engine {
                 break;
             }
         }
-        M_STEP_SCRATCH.with(|c| c.set(buf));
+        M_STEP_SCRATCH.with(|c| c.set(reg));
         repairs
     }
 
@@ -1242,7 +1245,7 @@ impl Engine {
         weights.iter_mut().for_each(|w| *w /= wsum);
         // The buffers of a mixture given back ([`Engine::recycle`]), so a
         // mini-batch allocates and clears none of these K·d² numbers.
-        // Each task copies its own block of the statistics in (on the
+        // Each task writes its own block from the statistics (on the
         // pool's threads, not before the run on the learner's alone).
         let mut covs = std::mem::take(&mut self.scratch.covs);
         covs.resize(k * plen, 0.0);
@@ -1261,8 +1264,7 @@ impl Engine {
         let run = |j: usize| {
             let mut task = tasks[j].lock().unwrap_or_else(|e| e.into_inner());
             let (block, l, repairs) = &mut *task;
-            block.copy_from_slice(&stats.cov[j * plen..(j + 1) * plen]);
-            *repairs = this.fit_covariance(block, l);
+            *repairs = this.fit_covariance(&stats.cov[j * plen..(j + 1) * plen], block, l);
         };
         run_with_side(this.scratch.pool.as_deref(), k, side, &run);
         for task in tasks {
@@ -1644,6 +1646,50 @@ mod tests {
             assert!(side.is_some());
             run_beside(&mut side);
             assert_eq!(count(), 2);
+        }
+    }
+
+    /// Every attempt of a repair starts again from the statistics: the
+    /// covariance is the symmetrised statistics (here not symmetric, and
+    /// indefinite) plus the last attempt's regularisation only, bit for
+    /// bit (regularisation carried over from an earlier attempt, or the
+    /// statistics read unsymmetrised, would fail this).
+    #[test]
+    fn a_repaired_covariance_is_its_statistics_plus_the_last_regularisation() {
+        let d = 3;
+        let truth = testdata::random_mixture(d, 2, 4.0, 65);
+        let mut rng = ChaCha8Rng::seed_from_u64(65);
+        let pts = truth.sample(&mut rng, 400);
+        let mut engine = Engine::new(d, CovarianceType::Full, &pts, 1e-9);
+        let mut st = stats(&truth, &pts).stats;
+        let c = &mut st.cov[d * d..2 * d * d];
+        for a in 0..d {
+            for b in 0..d {
+                c[a * d + b] = match a.cmp(&b) {
+                    std::cmp::Ordering::Equal => 0.5,
+                    std::cmp::Ordering::Less => 1.0,
+                    std::cmp::Ordering::Greater => 0.8,
+                };
+            }
+        }
+        let raw = c.to_vec();
+        let mix = engine.m_step(&mut st).unwrap();
+        let repairs = engine.repairs();
+        assert!(repairs >= 2, "{repairs}");
+        let mut mult = 1.0;
+        for _ in 0..repairs {
+            mult *= 10.0;
+        }
+        let got = &mix.params().covariances[d * d..2 * d * d];
+        for a in 0..d {
+            for b in 0..d {
+                let mut want = 0.5 * (raw[a * d + b] + raw[b * d + a]);
+                if a == b {
+                    want =
+                        raw[a * d + a] + (engine.reg[a] * mult).max(engine.scale[a] * 1e-12 * mult);
+                }
+                assert_eq!(got[a * d + b].to_bits(), want.to_bits(), "({a}, {b})");
+            }
         }
     }
 
