@@ -449,9 +449,10 @@ pub const MAX_THREADS: usize = 256;
 
 /// The E-step threads when `threads` is not given: the available cores but
 /// the `parse_threads` the parser takes (1: the parser stage's own thread;
-/// at d = 32 parsing a point costs about as much as learning it: on 2
-/// cores a second E-step thread made the whole process a third slower), at
-/// least 1 and at most [`DEFAULT_THREADS_CAP`].
+/// at d = 32 parsing a point costs about three quarters of learning it: on
+/// 2 cores a second E-step thread made the whole process 28 % slower,
+/// 0.66 -> 0.85 s for 1M points, BENCHMARKS issue 13 part 10), at least 1
+/// and at most [`DEFAULT_THREADS_CAP`].
 pub fn default_threads(parse_threads: usize) -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -465,8 +466,8 @@ pub const DEFAULT_PARSE_THREADS_CAP: usize = 4;
 /// The parse threads when `parse_threads` is not given: a quarter of the
 /// available cores, at least 1 (parsing on the stage thread, as on a
 /// machine of up to 7 cores) and at most [`DEFAULT_PARSE_THREADS_CAP`].
-/// At d = 32 parsing a point costs about as much as learning it with one
-/// E-step thread; the E-step takes the other cores.
+/// At d = 32 parsing a point costs about three quarters of learning it
+/// with one E-step thread; the E-step takes the other cores.
 pub fn default_parse_threads() -> usize {
     (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4)
         .clamp(1, DEFAULT_PARSE_THREADS_CAP)
