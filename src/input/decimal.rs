@@ -38,6 +38,7 @@ fn with_sign(v: f64, negative: bool) -> f64 {
 /// Shuffle controls that close the gap a decimal point leaves at byte `i`
 /// (row `i`): earlier bytes stay, later ones move down by one, the last is
 /// zeroed. Row 16 (no point) keeps every byte.
+#[cfg(target_arch = "x86_64")]
 const CLOSE_POINT: [[u8; 16]; 17] = {
     let mut t = [[0u8; 16]; 17];
     let mut i = 0;
