@@ -3,9 +3,9 @@
 //! 1M lines of 2-D and 8-D CSV such as `-1.2345678,3.4567890` (and 250k
 //! lines of 32-D) are built in memory, then fed to a [`Framer`] in 64 KiB
 //! reads (as the stdin reader does) and every chunk parsed into a reused
-//! [`Batch`]. The framer and the
-//! parser are also measured alone, and the parser on 1M quoted lines as R
-//! writes them (`"1","Very Good",x,y`), which take the `csv-core` path.
+//! [`Batch`]. The framer and the parser are also measured alone, and the
+//! parser on 1M quoted lines as R writes them (`"1","Very Good",x,y`),
+//! which take the `csv-core` path.
 //!
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so
 //! the numbers hold on a machine busy with other work; on an idle machine it

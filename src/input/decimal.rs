@@ -63,7 +63,9 @@ const CLOSE_POINT: [[u8; 16]; 17] = {
 /// after it lie in the 16 bytes after the sign (so at most 15 digits:
 /// below 2^53, exact), read as one vector: a mask of the digits and one of
 /// points give the lengths; two byte shuffles drop the point and right-align
-/// the digits; three multiply-adds turn them into two 8-digit halves.
+/// the digits; three multiply-adds and a pack turn them into two 8-digit
+/// halves. The sign is read as in [`simple_decimal`], written out here: a
+/// shared helper returning the pair cost one more instruction per field.
 /// `None` (the caller goes on to [`finite_number`]) when fewer than 16
 /// bytes follow the sign, the number does not end within them, there is no
 /// digit, or an exponent follows.
