@@ -384,10 +384,12 @@ impl Learner {
                     let dropped = l.warmup_dropped();
                     let regimes = l.regime_changes();
                     let rows = batch.values.len() / batch.dim;
-                    if !fit_announced
-                        && l.mixture().is_none()
-                        && l.pending_points() + rows >= l.params().warmup
-                    {
+                    // This batch completes the warm-up buffer: the first
+                    // model is fitted in this call (the parser reads ahead
+                    // meanwhile, RunState::fitting).
+                    let fits =
+                        l.mixture().is_none() && l.pending_points() + rows >= l.params().warmup;
+                    if fits && !fit_announced {
                         fit_announced = true;
                         self.console.line(&format!(
                             "fitting the first model on {} warm-up points (a signal stops the fit and saves them unfitted)",
@@ -396,6 +398,7 @@ impl Learner {
                     }
                     let values = &batch.values;
                     let before = KEvents::of(l);
+                    self.state.set_fitting(fits);
                     let result = scored(
                         self.score.as_ref(),
                         self.detector.as_mut(),
@@ -404,6 +407,7 @@ impl Learner {
                         l,
                         |l, scores| l.observe(values, scores),
                     );
+                    self.state.set_fitting(false);
                     before.log_news(l, &self.console);
                     kept.prune(l.held_rows());
                     match result {

@@ -107,6 +107,19 @@ pub const CHUNK_QUEUE: usize = 8;
 /// 128 KiB chunk is at most ~0.5 MiB of f64s.
 pub const BATCH_QUEUE: usize = 4;
 
+/// Most bytes of batches the parser reads ahead while the learner fits
+/// its first model and takes none (at d = 32 the fit takes about 45 ms,
+/// in which the parser makes about 40 MiB of points; a quarter less is
+/// most of the gain, BENCHMARKS issue 13 part 11). Afterwards the backlog
+/// drains to the queue's few batches.
+pub const READ_AHEAD_BYTES: usize = 32 << 20;
+
+/// The read-ahead of a run whose memory budget is `max_memory`: 1/32 of
+/// it, at most [`READ_AHEAD_BYTES`] (that, with the default 1 GiB).
+pub fn read_ahead_bytes(max_memory: u64) -> usize {
+    usize::try_from(max_memory / 32).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
+}
+
 /// Used batches handed back to the parser for reuse (their allocations);
 /// one more than can be in flight, so reuse never fails in steady state.
 pub const BATCH_RECYCLE: usize = BATCH_QUEUE + 2;
@@ -623,6 +636,7 @@ impl Pipeline {
             None => source::open(&config, &console).await?,
         };
         let (event_tx, event_rx) = mpsc::channel::<SourceEvent>(CHUNK_QUEUE);
+        state.set_parser_input(&event_tx);
         let resumed = start.sources.clone();
 
         // Parser thread.
@@ -634,6 +648,7 @@ impl Pipeline {
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let max_line = config.max_line_bytes;
             let parse_threads = config.parse_threads;
+            let read_ahead = read_ahead_bytes(config.max_memory);
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
@@ -645,6 +660,7 @@ impl Pipeline {
                     max_dim,
                     max_line,
                     parse_threads,
+                    read_ahead,
                     shuffle,
                     event_rx,
                     work_tx,

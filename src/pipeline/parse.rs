@@ -189,6 +189,7 @@ pub(crate) fn parser_loop(
     max_dim: usize,
     max_line: usize,
     parse_threads: usize,
+    read_ahead: usize,
     shuffle: Option<Shuffle>,
     mut events: mpsc::Receiver<SourceEvent>,
     batches: SyncSender<Work>,
@@ -206,16 +207,7 @@ pub(crate) fn parser_loop(
         .with_max_dim(max_dim)
         .with_dim_vote(vote)
         .with_max_record(max_line);
-    let mut out = Sender {
-        config,
-        on_error,
-        shuffle,
-        batches,
-        positions: Vec::new(),
-        forget: Vec::new(),
-        per_stream: HashMap::new(),
-        names: None,
-    };
+    let mut out = Sender::new(config, on_error, shuffle, batches, read_ahead);
     let mut handed = Handed::default();
     std::thread::scope(|scope| {
         let mut workers = Workers {
@@ -249,8 +241,9 @@ pub(crate) fn parser_loop(
                 }
             }
             // The next event: without waiting while chunks are away, so
-            // their results are sent on as soon as they come.
-            let event = if workers.in_flight == 0 {
+            // their results are sent on as soon as they come, or while
+            // batches read ahead wait (a quiet source must not hold them).
+            let event = if workers.in_flight == 0 && out.ahead.is_empty() {
                 match events.blocking_recv() {
                     Some(e) => e,
                     None => break,
@@ -267,8 +260,23 @@ pub(crate) fn parser_loop(
                                 stopped = true;
                                 break;
                             }
+                            continue;
+                        } else if state.fitting() {
+                            // Batches wait here and the learner takes none
+                            // yet: wait for input, or for the wake the
+                            // fit's end sends (RunState::set_fitting).
+                            match events.blocking_recv() {
+                                Some(e) => e,
+                                None => break,
+                            }
+                        } else {
+                            // Nothing away: hand on a batch read ahead.
+                            if !out.send_ahead() {
+                                stopped = true;
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
@@ -330,13 +338,17 @@ pub(crate) fn parser_loop(
             || !batch.values.is_empty()
             || !batch.rejected.is_empty()
         {
-            let _ = out.batches.send(Work {
+            let work = Work {
                 batch,
                 positions: std::mem::take(&mut out.positions),
                 forget: std::mem::take(&mut out.forget),
                 ..Work::default()
-            });
+            };
+            if !out.deliver(work, state) {
+                return;
+            }
         }
+        out.flush();
     });
     tracing::debug!(
         target: "emstream",
@@ -392,9 +404,44 @@ struct Sender {
     per_stream: HashMap<SourceId, (u64, u64)>,
     /// The dimensions' names, known and not yet sent.
     names: Option<Vec<String>>,
+    /// Batches read ahead, in input order, with the bytes each counts:
+    /// parsed while the learner fitted its first model and its queue was
+    /// full ([`Sender::deliver`]).
+    ahead: VecDeque<(Work, usize)>,
+    /// The bytes `ahead` counts.
+    ahead_bytes: usize,
+    /// Most bytes `ahead` holds ([`super::read_ahead_bytes`]).
+    ahead_budget: usize,
+    /// Most batches `ahead` keeps after a delivery: unlimited (but for the
+    /// bytes) while the learner fits, then never more than it held at the
+    /// previous delivery, so it only shrinks.
+    ahead_allowed: usize,
 }
 
 impl Sender {
+    fn new(
+        config: ParserConfig,
+        on_error: OnError,
+        shuffle: Option<Shuffle>,
+        batches: SyncSender<Work>,
+        read_ahead: usize,
+    ) -> Self {
+        Sender {
+            config,
+            on_error,
+            shuffle,
+            batches,
+            positions: Vec::new(),
+            forget: Vec::new(),
+            per_stream: HashMap::new(),
+            names: None,
+            ahead: VecDeque::new(),
+            ahead_bytes: 0,
+            ahead_budget: read_ahead,
+            ahead_allowed: 0,
+        }
+    }
+
     /// Sends on the event `entry` (with the worker's result `away` if the
     /// entry is [`Entry::Away`]); false when the run stops here (the learner is gone, or a bad
     /// record ends it).
@@ -492,10 +539,12 @@ impl Sender {
             failed: None,
             names: self.names.take(),
         };
-        if self.batches.send(work).is_err() {
+        if !self.deliver(work, state) {
             return false;
         }
         if last {
+            // The learner sees every batch before the one that ends the run.
+            self.flush();
             state.stop(StopReason::Failed);
             return false;
         }
@@ -506,6 +555,7 @@ impl Sender {
     fn other(&mut self, event: SourceEvent, state: &RunState) -> bool {
         match event {
             SourceEvent::Chunk { .. } => unreachable!("chunks are parsed first"),
+            SourceEvent::Wake => true,
             SourceEvent::End { source, forget } => {
                 if forget {
                     self.forget.push(source);
@@ -526,27 +576,102 @@ impl Sender {
                     detail: "no line end before the connection closed: the record may be cut, so it is not learned".into(),
                     message: None,
                 });
-                self.send_other(Work {
-                    batch,
-                    ..Work::default()
-                })
+                self.send_other(
+                    Work {
+                        batch,
+                        ..Work::default()
+                    },
+                    state,
+                )
             }
             SourceEvent::Failed {
                 source: _,
                 name,
                 error,
-            } => self.send_other(Work {
-                failed: Some((name, error)),
-                ..Work::default()
-            }),
+            } => self.send_other(
+                Work {
+                    failed: Some((name, error)),
+                    ..Work::default()
+                },
+                state,
+            ),
         }
     }
 
     /// Sends `work` with the positions and ends gathered so far.
-    fn send_other(&mut self, mut work: Work) -> bool {
+    fn send_other(&mut self, mut work: Work, state: &RunState) -> bool {
         work.positions = std::mem::take(&mut self.positions);
         work.forget = std::mem::take(&mut self.forget);
-        self.batches.send(work).is_ok()
+        self.deliver(work, state)
+    }
+
+    /// Hands `work` to the learner, after the batches read ahead: input
+    /// order is kept. While the learner fits its first model (tens of
+    /// milliseconds at d = 32, seconds when choosing K) it takes nothing,
+    /// and a full queue would leave the parser, the slower stage at high
+    /// d, waiting too; instead batches wait here, up to `ahead_budget`
+    /// bytes, and the learner, faster than the parser there, catches up
+    /// after the fit while the parser goes on at its own pace. Once the
+    /// fit is over the batches waiting here can only become fewer: they
+    /// are gone as soon as the learner keeps up (where the learner is the
+    /// slower stage, that is when the input slows down or ends; until
+    /// then they are a longer queue, never more than the budget). False
+    /// when the learner is gone.
+    fn deliver(&mut self, work: Work, state: &RunState) -> bool {
+        let fitting = state.fitting();
+        self.ahead_allowed = if fitting {
+            usize::MAX
+        } else {
+            self.ahead_allowed.min(self.ahead.len())
+        };
+        if self.ahead.is_empty() && !fitting {
+            return self.batches.send(work).is_ok();
+        }
+        // Every batch counts at least a page: its other vectors, and a
+        // flood of batches of rejected records only.
+        let bytes = (work.batch.values.len() * std::mem::size_of::<f64>()).max(1 << 12);
+        self.ahead_bytes += bytes;
+        self.ahead.push_back((work, bytes));
+        // What the learner's queue has room for now.
+        while let Some((front, bytes)) = self.ahead.pop_front() {
+            match self.batches.try_send(front) {
+                Ok(()) => self.ahead_bytes -= bytes,
+                Err(TrySendError::Full(front)) => {
+                    self.ahead.push_front((front, bytes));
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        // The rest over the allowance waits for the learner.
+        while self.ahead.len() > self.ahead_allowed || self.ahead_bytes > self.ahead_budget {
+            if !self.send_ahead() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the oldest batch read ahead, waiting for room if need be
+    /// (true when there is none); false when the learner is gone.
+    fn send_ahead(&mut self) -> bool {
+        match self.ahead.pop_front() {
+            Some((work, bytes)) => {
+                self.ahead_bytes -= bytes;
+                self.batches.send(work).is_ok()
+            }
+            None => true,
+        }
+    }
+
+    /// Sends every batch read ahead; false when the learner is gone.
+    fn flush(&mut self) -> bool {
+        while !self.ahead.is_empty() {
+            if !self.send_ahead() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -789,6 +914,7 @@ mod tests {
             1 << 20,
             1 << 16,
             threads,
+            1 << 20,
             shuffle.then(|| Shuffle::new(64, 7)),
             rx,
             work_tx,
@@ -819,6 +945,143 @@ mod tests {
             }
         }
         s
+    }
+
+    /// While the learner fits its first model (and takes nothing) the
+    /// stage parses every chunk it is given into the read-ahead instead of
+    /// waiting for room; after the fit the learner gets every batch, in
+    /// order, the same as through a queue that never fills, although the
+    /// source stays open and sends nothing more.
+    #[test]
+    fn the_parser_reads_ahead_while_the_learner_fits() {
+        let text = csv_text(3000, 3, 5);
+        let sizes: &[usize] = &[40, 7];
+        let config = ParserConfig::default();
+        let (want, _) = run(
+            &config,
+            OnError::Skip,
+            false,
+            1,
+            events(&[(&text, sizes)], false),
+        );
+        let evs = events(&[(&text, sizes)], false);
+        let (tx, rx) = mpsc::channel(evs.len());
+        for e in evs {
+            tx.try_send(e).unwrap();
+        }
+        let state = RunState::new("stdin");
+        state.set_parser_input(&tx);
+        // Room for one batch: without the read-ahead the stage would wait
+        // at the second.
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(1);
+        let (_recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(4);
+        state.set_fitting(true);
+        std::thread::scope(|scope| {
+            let stage = scope.spawn(|| {
+                parser_loop(
+                    config.clone(),
+                    OnError::Skip,
+                    1 << 20,
+                    1 << 16,
+                    1,
+                    1 << 30,
+                    None,
+                    rx,
+                    work_tx,
+                    recycle_rx,
+                    &state,
+                )
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while tx.capacity() < tx.max_capacity() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the stage waited for the fitting learner instead of reading ahead"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // The fit's end wakes the stage: the source is open and quiet,
+            // and the batches come all the same.
+            state.set_fitting(false);
+            let got: Vec<String> = want
+                .iter()
+                .map(|_| {
+                    let work = work_rx
+                        .recv_timeout(std::time::Duration::from_secs(30))
+                        .expect("a batch read ahead, although the source is quiet");
+                    format!("{work:?}")
+                })
+                .collect();
+            assert_eq!(got, want);
+            drop(tx);
+            stage.join().unwrap();
+        });
+        assert!(work_rx.try_recv().is_err(), "nothing after the input's end");
+    }
+
+    /// The read-ahead holds at most its budget while the learner fits;
+    /// afterwards it never grows, even where the learner is slower than
+    /// the parser, and it empties once the learner keeps up; every batch
+    /// arrives once, in order.
+    #[test]
+    fn the_read_ahead_keeps_its_budget_and_drains_after_the_fit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let state = RunState::new("stdin");
+        let batch_bytes = 1000 * std::mem::size_of::<f64>();
+        let budget = 10 * batch_bytes;
+        let mut out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, budget);
+        let work = |i: usize| {
+            let mut w = Work::default();
+            w.batch.values = vec![i as f64; 1000];
+            w
+        };
+        state.set_fitting(true);
+        // Nobody takes a batch: four go into the queue, ten wait here.
+        for i in 0..14 {
+            assert!(out.deliver(work(i), &state));
+        }
+        assert_eq!((out.ahead.len(), out.ahead_bytes), (10, budget));
+        let taken = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            // A learner slower than the parser.
+            let taken = &taken;
+            let learner = scope.spawn(move || {
+                rx.iter()
+                    .map(|w| {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        w.batch.values[0] as usize
+                    })
+                    .collect::<Vec<_>>()
+            });
+            // Over the budget: the oldest waits for the learner.
+            assert!(out.deliver(work(14), &state));
+            assert!(out.ahead_bytes <= budget, "{}", out.ahead_bytes);
+            state.set_fitting(false);
+            for i in 15..30 {
+                let before = out.ahead.len();
+                assert!(out.deliver(work(i), &state));
+                assert!(
+                    out.ahead.len() <= before,
+                    "batch {i}: {before} -> {} read ahead after the fit",
+                    out.ahead.len()
+                );
+            }
+            // The learner keeps up (it has taken everything sent before each
+            // batch): the batches waiting go.
+            for i in 30..40 {
+                let sent = i - out.ahead.len();
+                while taken.load(Ordering::SeqCst) < sent {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                assert!(out.deliver(work(i), &state));
+            }
+            assert!(out.ahead.is_empty(), "{} still read ahead", out.ahead.len());
+            assert!(out.flush());
+            drop(out);
+            assert_eq!(learner.join().unwrap(), (0..40).collect::<Vec<_>>());
+        });
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! field of [`Counts`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,11 @@ pub struct RunState {
     /// Set by a signal: a long warm-up fit stops at once (the learner
     /// shares it, [`crate::model::StepwiseEm::set_interrupt`]).
     interrupt: crate::model::em::Interrupt,
+    /// Set by the learner while it fits the first model on its warm-up
+    /// buffer: the parser reads ahead meanwhile ([`RunState::fitting`]).
+    fitting: AtomicBool,
+    /// The parser stage's input, which the end of the fit wakes.
+    parser_input: Mutex<Option<tokio::sync::mpsc::WeakSender<super::SourceEvent>>>,
     learner: Mutex<LearnerCounts>,
     checkpoints_written: AtomicU64,
     checkpoints_failed: AtomicU64,
@@ -235,6 +240,8 @@ impl RunState {
             finished: CancellationToken::new(),
             reason: OnceLock::new(),
             interrupt: Default::default(),
+            fitting: AtomicBool::new(false),
+            parser_input: Mutex::new(None),
             learner: Mutex::new(LearnerCounts::default()),
             checkpoints_written: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
@@ -440,6 +447,37 @@ impl RunState {
     pub fn interrupt(&self) {
         self.interrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the learner is fitting the first model on its warm-up
+    /// buffer, which takes tens of milliseconds at d = 32 (seconds when
+    /// choosing K) during which it takes no batches: the parser then goes
+    /// on parsing into a bounded read-ahead instead of waiting (the parser
+    /// stage's `Sender::deliver`).
+    pub fn fitting(&self) -> bool {
+        self.fitting.load(Ordering::SeqCst)
+    }
+
+    /// Set by the learner around the call that fits the first model. At
+    /// the end of a fit the parser stage is woken (a
+    /// [`SourceEvent::Wake`](super::SourceEvent::Wake) on its input), as it
+    /// may be waiting for input with batches read ahead that the learner
+    /// can take now.
+    pub(crate) fn set_fitting(&self, on: bool) {
+        let was = self.fitting.swap(on, Ordering::SeqCst);
+        if was && !on {
+            let input = self.parser_input.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = input.as_ref().and_then(|weak| weak.upgrade()) {
+                // A full input wakes the stage anyway.
+                let _ = tx.try_send(super::SourceEvent::Wake);
+            }
+        }
+    }
+
+    /// The parser stage's input, for [`RunState::set_fitting`] to wake it:
+    /// held weakly, so it still closes when the sources end.
+    pub(crate) fn set_parser_input(&self, tx: &tokio::sync::mpsc::Sender<super::SourceEvent>) {
+        *self.parser_input.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.downgrade());
     }
 
     /// The flag [`RunState::interrupt`] sets, for the learner.

@@ -96,6 +96,10 @@ pub enum SourceEvent {
         /// The torn record's line number.
         line: u64,
     },
+    /// Not from a source: the learner's first fit is over, and batches the
+    /// parser read ahead meanwhile may wait for it while no input comes
+    /// ([`RunState::set_fitting`](super::RunState)). Carries nothing.
+    Wake,
 }
 
 /// Where a message of a message source starts: the line number (in the
