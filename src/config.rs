@@ -1003,8 +1003,10 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
 }
 
 impl Config {
-    /// The memory budget rule: line buffers of every connection, and, when
-    /// the dimension is configured, the learner
+    /// The memory budget rule: line buffers of every connection, the
+    /// parser's read-ahead during the first fit
+    /// ([`crate::pipeline::read_ahead_bytes`], 1/32 of the budget) and,
+    /// when the dimension is configured, the learner
     /// ([`crate::model::learner_memory`]).
     fn check_memory(&self, params: &Params, dim: Option<usize>) -> Result<(), ConfigError> {
         let budget = self.max_memory;
@@ -1014,11 +1016,12 @@ impl Config {
         } else {
             1
         };
-        let lines = (conns as u128) * (self.max_line_bytes as u128) * 2;
+        let lines = (conns as u128) * (self.max_line_bytes as u128) * 2
+            + crate::pipeline::read_ahead_bytes(budget) as u128;
         if lines > budget as u128 {
             return Err(ConfigError::Memory {
                 what: format!(
-                    "line buffers of {conns} connections of max_line_bytes = {}",
+                    "line buffers of {conns} connections of max_line_bytes = {} and the parser's read-ahead (1/32 of max_memory)",
                     self.max_line_bytes
                 ),
                 need: lines,
@@ -1428,6 +1431,17 @@ mod tests {
     fn rule_max_connections() {
         let e = checked(|c| c.max_connections = 0).unwrap_err();
         assert!(matches!(e, ConfigError::MaxConnections), "{e}");
+    }
+
+    /// The budget holds the line buffers and the parser's read-ahead
+    /// (1/32 of it): stdin's 2 × 64 KiB fit in 133,000 bytes, but not
+    /// with 4,156 more.
+    #[test]
+    fn rule_memory_counts_the_read_ahead() {
+        let e = checked(|c| c.max_memory = 133_000).unwrap_err();
+        assert!(matches!(e, ConfigError::Memory { .. }), "{e}");
+        assert!(e.to_string().contains("read-ahead"), "{e}");
+        assert!(checked(|c| c.max_memory = 140_000).is_ok());
     }
 
     #[test]

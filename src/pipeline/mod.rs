@@ -108,14 +108,14 @@ pub const CHUNK_QUEUE: usize = 8;
 pub const BATCH_QUEUE: usize = 4;
 
 /// Most bytes of batches the parser reads ahead while the learner fits
-/// its first model and takes none (at d = 32 the fit takes about 45 ms,
-/// in which the parser makes about 40 MiB of points; a quarter less is
-/// most of the gain, BENCHMARKS issue 13 part 11). Afterwards the backlog
-/// drains to the queue's few batches.
+/// its first model and takes none (at d = 32, K = 10 on Zen 5 the fit takes
+/// about 50 ms, in which the parser makes 20-30 MiB of points; BENCHMARKS
+/// issue 13 part 11). Afterwards the backlog only shrinks.
 pub const READ_AHEAD_BYTES: usize = 32 << 20;
 
 /// The read-ahead of a run whose memory budget is `max_memory`: 1/32 of
-/// it, at most [`READ_AHEAD_BYTES`] (that, with the default 1 GiB).
+/// it, at most [`READ_AHEAD_BYTES`] (that, with the default 1 GiB). The
+/// budget's check counts it ([`crate::config`]).
 pub fn read_ahead_bytes(max_memory: u64) -> usize {
     usize::try_from(max_memory / 32).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
 }
