@@ -51,16 +51,16 @@ pub(crate) fn count_distinct(points: &[f64], d: usize, limit: usize) -> usize {
 /// `2 + ln K` times with probability proportional to the squared distance
 /// to the nearest centre so far, keeping the draw that lowers the total
 /// squared distance most.
-fn kmeans_pp(points: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+fn kmeans_pp(points: &[f64], lanes: &Lanes, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let d = lanes.d;
     let n = points.len() / d;
     let trials = 2 + (k as f64).ln() as usize;
     let mut centres = Vec::with_capacity(k * d);
     let first = rng.random_range(0..n);
     centres.extend_from_slice(&points[first * d..(first + 1) * d]);
-    let mut d2: Vec<f64> = points
-        .chunks_exact(d)
-        .map(|x| sq_dist(x, &centres[..d]))
-        .collect();
+    let mut d2 = vec![0.0; n];
+    lanes.sq_dists(&centres[..d], &mut d2);
+    let mut dist = vec![0.0; n];
     let mut trial_d2 = vec![0.0; n];
     let mut best_d2 = vec![0.0; n];
     for _ in 1..k {
@@ -74,25 +74,10 @@ fn kmeans_pp(points: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f6
                 // distinct points than K remain; take any uncovered one.
                 d2.iter().position(|&w| w > 0.0).unwrap_or(n - 1)
             };
-            let c = &points[pick * d..(pick + 1) * d];
+            lanes.sq_dists(&points[pick * d..(pick + 1) * d], &mut dist);
             let mut pot = 0.0;
-            let quads = points.chunks_exact(4 * d);
-            let rest = quads.remainder();
-            for (q, quad) in quads.enumerate() {
-                let s = sq_dist4([0, 1, 2, 3].map(|l| &quad[l * d..(l + 1) * d]), [c; 4]);
-                for (l, s) in s.into_iter().enumerate() {
-                    let t = d2[4 * q + l].min(s);
-                    trial_d2[4 * q + l] = t;
-                    pot += t;
-                }
-            }
-            let done = n - rest.len() / d;
-            for ((t, &w), x) in trial_d2[done..]
-                .iter_mut()
-                .zip(&d2[done..])
-                .zip(rest.chunks_exact(d))
-            {
-                *t = w.min(sq_dist(x, c));
+            for ((t, &w), &s) in trial_d2.iter_mut().zip(&d2).zip(&dist) {
+                *t = w.min(s);
                 pot += *t;
             }
             if best.is_none_or(|(b, _)| pot < b) {
@@ -147,57 +132,142 @@ fn subsample(points: &[f64], d: usize, m: usize, rng: &mut ChaCha8Rng) -> Option
     Some(out)
 }
 
+#[cfg(test)]
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-/// `sq_dist(a[i], b[i])` for four pairs at once: each sum in coordinate
-/// order as `sq_dist` adds it (the same bits), the four chains of
-/// additions interleaved so that they run side by side instead of one
-/// waiting on the other's latency (Lloyd and k-means++ were two thirds of
-/// the warm-up's own time at d = 32).
-#[inline]
-fn sq_dist4(a: [&[f64]; 4], b: [&[f64]; 4]) -> [f64; 4] {
-    let d = a[0].len();
-    let (a, b) = (a.map(|r| &r[..d]), b.map(|r| &r[..d]));
-    let mut s = [-0.0f64; 4];
-    for i in 0..d {
-        for l in 0..4 {
-            let t = a[l][i] - b[l][i];
-            s[l] += t * t;
+/// Points side by side in [`Lanes::sq_dists`].
+const LANES: usize = 8;
+
+/// A set of points in groups of [`LANES`], transposed: coordinate `i` of
+/// point `LANES g + l` is at `data[(g d + i) LANES + l]` (the last group
+/// padded with zeros). The squared distance of a point to a centre is then
+/// one lane of a vector loop, which adds the lane's squares in coordinate
+/// order as one chain per point would (the same bits), eight points per
+/// instruction instead of one: k-means++ and Lloyd, two thirds of the
+/// warm-up's own time at d = 32, are nothing but these distances.
+struct Lanes {
+    d: usize,
+    n: usize,
+    data: Vec<f64>,
+}
+
+impl Lanes {
+    fn new(points: &[f64], d: usize) -> Self {
+        let n = points.len() / d;
+        let mut data = vec![0.0; n.div_ceil(LANES) * LANES * d];
+        for (p, x) in points.chunks_exact(d).enumerate() {
+            let (g, l) = (p / LANES, p % LANES);
+            for (i, &v) in x.iter().enumerate() {
+                data[(g * d + i) * LANES + l] = v;
+            }
+        }
+        Lanes { d, n, data }
+    }
+
+    /// `out[p]` = the squared distance of point `p` to `c`, summed from
+    /// −0 in coordinate order as `(x − c) · (x − c)`, on the widest
+    /// vectors the CPU has (the same bits on each).
+    fn sq_dists(&self, c: &[f64], out: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                return unsafe { self.sq_dists_avx512(c, out) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { self.sq_dists_avx2(c, out) };
+            }
+        }
+        self.sq_dists_any(c, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sq_dists_avx512(&self, c: &[f64], out: &mut [f64]) {
+        self.sq_dists_any(c, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sq_dists_avx2(&self, c: &[f64], out: &mut [f64]) {
+        self.sq_dists_any(c, out);
+    }
+
+    /// Two groups at a time, so that two chains of additions run side by
+    /// side.
+    #[inline(always)]
+    fn sq_dists_any(&self, c: &[f64], out: &mut [f64]) {
+        let d = self.d;
+        let c = &c[..d];
+        let out = &mut out[..self.n];
+        let group = LANES * d;
+        let mut pairs = self.data.chunks_exact(2 * group);
+        let mut done = 0;
+        for pair in &mut pairs {
+            let (g0, g1) = pair.split_at(group);
+            let mut s0 = [-0.0f64; LANES];
+            let mut s1 = [-0.0f64; LANES];
+            for (i, &ci) in c.iter().enumerate() {
+                let r0 = &g0[i * LANES..(i + 1) * LANES];
+                let r1 = &g1[i * LANES..(i + 1) * LANES];
+                for l in 0..LANES {
+                    let t0 = r0[l] - ci;
+                    s0[l] += t0 * t0;
+                    let t1 = r1[l] - ci;
+                    s1[l] += t1 * t1;
+                }
+            }
+            for s in [s0, s1] {
+                let m = LANES.min(self.n - done);
+                out[done..done + m].copy_from_slice(&s[..m]);
+                done += m;
+            }
+        }
+        for g in pairs.remainder().chunks_exact(group) {
+            let mut s = [-0.0f64; LANES];
+            for (i, &ci) in c.iter().enumerate() {
+                let r = &g[i * LANES..(i + 1) * LANES];
+                for l in 0..LANES {
+                    let t = r[l] - ci;
+                    s[l] += t * t;
+                }
+            }
+            let m = LANES.min(self.n - done);
+            out[done..done + m].copy_from_slice(&s[..m]);
+            done += m;
         }
     }
-    s
 }
 
 /// Lloyd iterations; returns the one-hot responsibilities of the final
 /// assignment (n rows of K).
-fn lloyd(points: &[f64], d: usize, centres: &mut [f64]) -> Vec<f64> {
+fn lloyd(points: &[f64], lanes: &Lanes, centres: &mut [f64]) -> Vec<f64> {
+    let d = lanes.d;
     let n = points.len() / d;
     let k = centres.len() / d;
     let mut assign = vec![usize::MAX; n];
-    let mut dists = vec![0.0; k];
-    let full = k - k % 4;
+    // Centre j's distances at j n .. (j + 1) n.
+    let mut dists = vec![0.0; k * n];
     for _ in 0..LLOYD_ITERS {
+        for (j, row) in dists.chunks_exact_mut(n).enumerate() {
+            lanes.sq_dists(&centres[j * d..(j + 1) * d], row);
+        }
         let mut changed = false;
-        for (i, x) in points.chunks_exact(d).enumerate() {
-            for j in (0..full).step_by(4) {
-                let c4 = [0, 1, 2, 3].map(|l| &centres[(j + l) * d..(j + l + 1) * d]);
-                dists[j..j + 4].copy_from_slice(&sq_dist4([x; 4], c4));
-            }
-            for j in full..k {
-                dists[j] = sq_dist(x, &centres[j * d..(j + 1) * d]);
-            }
+        for (i, a) in assign.iter_mut().enumerate() {
             let mut best = 0;
             let mut bd = f64::INFINITY;
-            for (j, &dist) in dists.iter().enumerate() {
+            for j in 0..k {
+                let dist = dists[j * n + i];
                 if dist < bd {
                     bd = dist;
                     best = j;
                 }
             }
-            if assign[i] != best {
-                assign[i] = best;
+            if *a != best {
+                *a = best;
                 changed = true;
             }
         }
@@ -265,11 +335,12 @@ pub(crate) fn fit_warmup(
     let seed_buf = sample.as_deref().unwrap_or(buf);
     let m = seed_buf.len() / d;
     let seeds = if k == 1 { 1 } else { params.init_seeds };
+    let lanes = Lanes::new(seed_buf, d);
     let mut best: Option<(f64, MixtureStats, GaussianMixture)> = None;
     let mut sums = BatchSums::default();
     for _ in 0..seeds {
-        let mut centres = kmeans_pp(seed_buf, d, k, rng);
-        let resp = lloyd(seed_buf, d, &mut centres);
+        let mut centres = kmeans_pp(seed_buf, &lanes, k, rng);
+        let resp = lloyd(seed_buf, &lanes, &mut centres);
         sums.accumulate(params.covariance, d, seed_buf, &resp, &centres);
         let mut stats = sums.to_stats(params.covariance, d, &centres, m);
         engine.widen_thin_clusters(&mut stats, m);
@@ -329,38 +400,58 @@ mod tests {
         let pts = [0.0, 0.0, 0.0, 5.0, 5.0, 9.0];
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..20 {
-            let c = kmeans_pp(&pts, 1, 3, &mut rng);
+            let c = kmeans_pp(&pts, &Lanes::new(&pts, 1), 3, &mut rng);
             let mut s = c.clone();
             s.sort_by(f64::total_cmp);
             assert_eq!(s, vec![0.0, 5.0, 9.0]);
         }
     }
 
-    /// The interleaved distances are `sq_dist`'s, to the bit: large and
-    /// tiny coordinates (so that the order of the additions matters), NaN
-    /// and infinity included.
+    /// The distances in lanes are `sq_dist`'s, to the bit, on every
+    /// kernel this CPU runs: large and tiny coordinates (so that the order
+    /// of the additions matters), NaN and infinity included, point counts
+    /// that fill no group, one group, a pair of groups and a pair and a
+    /// remainder.
     #[test]
-    fn four_distances_are_four_sq_dists() {
+    fn lane_distances_are_sq_dists() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for d in [1, 2, 3, 7, 32, 33] {
-            for round in 0..200 {
-                let mut row = || -> Vec<f64> {
-                    (0..d)
-                        .map(|_| rng.random_range(-1.0..1.0) * 10f64.powi(rng.random_range(-8..9)))
-                        .collect()
-                };
-                let mut a: Vec<Vec<f64>> = (0..4).map(|_| row()).collect();
-                let b: Vec<Vec<f64>> = (0..4).map(|_| row()).collect();
-                if round == 0 {
-                    a[1][d - 1] = f64::NAN;
-                    a[2][0] = f64::INFINITY;
-                }
-                let four = sq_dist4(
-                    [0, 1, 2, 3].map(|l| a[l].as_slice()),
-                    [0, 1, 2, 3].map(|l| b[l].as_slice()),
-                );
-                for l in 0..4 {
-                    assert_eq!(four[l].to_bits(), sq_dist(&a[l], &b[l]).to_bits(), "d {d}");
+        for d in [1, 2, 3, 7, 8, 9, 32, 33] {
+            for n in [1, 5, 8, 9, 16, 17, 24, 40, 41] {
+                for round in 0..20 {
+                    let mut coord =
+                        || rng.random_range(-1.0..1.0) * 10f64.powi(rng.random_range(-8..9));
+                    let mut points: Vec<f64> = (0..n * d).map(|_| coord()).collect();
+                    let c: Vec<f64> = (0..d).map(|_| coord()).collect();
+                    if round == 0 {
+                        points[d - 1] = f64::NAN;
+                        points[(n - 1) * d] = f64::INFINITY;
+                    }
+                    let lanes = Lanes::new(&points, d);
+                    let want: Vec<u64> = points
+                        .chunks_exact(d)
+                        .map(|x| sq_dist(x, &c).to_bits())
+                        .collect();
+                    let mut kernels: Vec<(&str, Vec<f64>)> = vec![("plain", vec![7.0; n])];
+                    lanes.sq_dists_any(&c, &mut kernels[0].1);
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        if std::is_x86_feature_detected!("avx2") {
+                            let mut out = vec![7.0; n];
+                            // SAFETY: the CPU supports AVX2.
+                            unsafe { lanes.sq_dists_avx2(&c, &mut out) };
+                            kernels.push(("avx2", out));
+                        }
+                        if std::is_x86_feature_detected!("avx512f") {
+                            let mut out = vec![7.0; n];
+                            // SAFETY: the CPU supports AVX-512F.
+                            unsafe { lanes.sq_dists_avx512(&c, &mut out) };
+                            kernels.push(("avx512", out));
+                        }
+                    }
+                    for (name, out) in kernels {
+                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{name}, d {d}, n {n}");
+                    }
                 }
             }
         }
