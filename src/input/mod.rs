@@ -591,6 +591,7 @@ pub mod keep;
 mod parser;
 mod reader;
 
+pub(crate) use framer::count_line_ends;
 pub use reader::{BatchReader, BATCH_CHUNK_BYTES, BATCH_READ_BYTES};
 #[cfg(test)]
 mod tests;

@@ -324,7 +324,7 @@ pub(crate) async fn open(
 /// Number of lines a chunk covers (too-long lines, which are not in its
 /// bytes, included), for line sources' [`Position`].
 pub(crate) fn lines_in(chunk: &Chunk) -> u64 {
-    let mut n = memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
+    let mut n = crate::input::count_line_ends(&chunk.bytes) as u64;
     if chunk.last && chunk.bytes.last().is_some_and(|&b| b != b'\n') {
         n += 1;
     }
