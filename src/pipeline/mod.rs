@@ -3,9 +3,9 @@
 //!
 //! ```text
 //!  Source impls (source/: stdin, file, tcp, ...) ─► SourceEvent channel (CHUNK_QUEUE)
-//!      ─► parser thread ─► BATCH_QUEUE ─► learner thread ─┬─► watch<Arc<Snapshot>> ─► checkpoint writer ─► Durable hook
-//!                                                         │        (and any reader: /model, /metrics)
-//!                                                         └─► SCORE_QUEUE ─► score sink thread ─► stdout
+//!      ─► parser thread ─► BATCH_QUEUE (+ read-ahead during the first fit) ─► learner thread ─┬─► watch<Arc<Snapshot>> ─► checkpoint writer ─► Durable hook
+//!                                                                                             │        (and any reader: /model, /metrics)
+//!                                                                                             └─► SCORE_QUEUE ─► score sink thread ─► stdout
 //!  every stage ─► RunState (counters, phase, stop reason, source names)
 //! ```
 //!
@@ -104,7 +104,9 @@ pub const CHUNK_QUEUE: usize = 8;
 
 /// Batches between the parser and the learner thread. Each core can run a
 /// little ahead of the other without either waiting on jitter; a batch of a
-/// 128 KiB chunk is at most ~0.5 MiB of f64s.
+/// 128 KiB chunk is at most ~0.5 MiB of f64s. While the learner fits its
+/// first model the parser reads on past a full queue
+/// ([`READ_AHEAD_BYTES`]).
 pub const BATCH_QUEUE: usize = 4;
 
 /// Most bytes of batches the parser reads ahead while the learner fits
