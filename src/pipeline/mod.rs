@@ -650,7 +650,15 @@ impl Pipeline {
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let max_line = config.max_line_bytes;
             let parse_threads = config.parse_threads;
-            let read_ahead = read_ahead_bytes(config.max_memory);
+            // Not for a JetStream stream, learned exactly once: a signal
+            // during the first fit saves the fit's buffer unfitted, but the
+            // batches then in flight go unlearned while their positions
+            // are kept (a known gap, BENCHMARKS issue 13 part 11), and a
+            // read-ahead would widen it from the queues' few batches.
+            let read_ahead = match config.source {
+                SourceConfig::Nats(_) => 0,
+                _ => read_ahead_bytes(config.max_memory),
+            };
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));
