@@ -439,6 +439,19 @@ config_keys! {
     }
 }
 
+/// Most bytes of batches the parser reads ahead while the learner fits
+/// its first model and takes none (at d = 32, K = 10 on Zen 5 the fit takes
+/// about 50 ms, in which the parser makes 20-30 MiB of points; BENCHMARKS
+/// issue 13 part 11). Afterwards the backlog only shrinks.
+pub const READ_AHEAD_BYTES: usize = 32 << 20;
+
+/// The read-ahead of a run whose memory budget is `max_memory`: 1/32 of
+/// it, at most [`READ_AHEAD_BYTES`] (that, with the default 1 GiB). The
+/// budget's check counts it.
+pub fn read_ahead_bytes(max_memory: u64) -> usize {
+    usize::try_from(max_memory / 32).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
+}
+
 /// Most threads the learner takes by default (without `threads`): past
 /// this a default mini-batch of 1,000 points has too few sub-blocks to
 /// share (see [`crate::model::em::sub_block_points`]).
@@ -1004,8 +1017,8 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
 
 impl Config {
     /// The memory budget rule: line buffers of every connection, the
-    /// parser's read-ahead during the first fit
-    /// ([`crate::pipeline::read_ahead_bytes`], 1/32 of the budget) and,
+    /// parser's read-ahead during the first fit ([`read_ahead_bytes`], 1/32
+    /// of the budget) and,
     /// when the dimension is configured, the learner
     /// ([`crate::model::learner_memory`]).
     fn check_memory(&self, params: &Params, dim: Option<usize>) -> Result<(), ConfigError> {
@@ -1016,8 +1029,8 @@ impl Config {
         } else {
             1
         };
-        let lines = (conns as u128) * (self.max_line_bytes as u128) * 2
-            + crate::pipeline::read_ahead_bytes(budget) as u128;
+        let lines =
+            (conns as u128) * (self.max_line_bytes as u128) * 2 + read_ahead_bytes(budget) as u128;
         if lines > budget as u128 {
             return Err(ConfigError::Memory {
                 what: format!(

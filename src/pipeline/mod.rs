@@ -106,21 +106,8 @@ pub const CHUNK_QUEUE: usize = 8;
 /// little ahead of the other without either waiting on jitter; a batch of a
 /// 128 KiB chunk is at most ~0.5 MiB of f64s. While the learner fits its
 /// first model the parser reads on past a full queue
-/// ([`READ_AHEAD_BYTES`]).
+/// ([`crate::config::READ_AHEAD_BYTES`]).
 pub const BATCH_QUEUE: usize = 4;
-
-/// Most bytes of batches the parser reads ahead while the learner fits
-/// its first model and takes none (at d = 32, K = 10 on Zen 5 the fit takes
-/// about 50 ms, in which the parser makes 20-30 MiB of points; BENCHMARKS
-/// issue 13 part 11). Afterwards the backlog only shrinks.
-pub const READ_AHEAD_BYTES: usize = 32 << 20;
-
-/// The read-ahead of a run whose memory budget is `max_memory`: 1/32 of
-/// it, at most [`READ_AHEAD_BYTES`] (that, with the default 1 GiB). The
-/// budget's check counts it ([`crate::config`]).
-pub fn read_ahead_bytes(max_memory: u64) -> usize {
-    usize::try_from(max_memory / 32).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
-}
 
 /// Used batches handed back to the parser for reuse (their allocations);
 /// one more than can be in flight, so reuse never fails in steady state.
@@ -657,7 +644,7 @@ impl Pipeline {
             // read-ahead would widen it from the queues' few batches.
             let read_ahead = match config.source {
                 SourceConfig::Nats(_) => 0,
-                _ => read_ahead_bytes(config.max_memory),
+                _ => crate::config::read_ahead_bytes(config.max_memory),
             };
             let shuffle = config
                 .shuffle_buffer

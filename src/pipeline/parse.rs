@@ -410,7 +410,7 @@ struct Sender {
     ahead: VecDeque<(Work, usize)>,
     /// The bytes `ahead` counts.
     ahead_bytes: usize,
-    /// Most bytes `ahead` holds ([`super::read_ahead_bytes`]).
+    /// Most bytes `ahead` holds ([`crate::config::read_ahead_bytes`]).
     ahead_budget: usize,
     /// Most batches `ahead` keeps after a delivery: unlimited (but for the
     /// bytes) while the learner fits, then never more than it held at the
