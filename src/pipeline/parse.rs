@@ -412,10 +412,6 @@ struct Sender {
     ahead_bytes: usize,
     /// Most bytes `ahead` holds ([`crate::config::read_ahead_bytes`]).
     ahead_budget: usize,
-    /// Most batches `ahead` keeps after a delivery: unlimited (but for the
-    /// bytes) while the learner fits, then never more than it held at the
-    /// previous delivery, so it only shrinks.
-    ahead_allowed: usize,
 }
 
 impl Sender {
@@ -438,7 +434,6 @@ impl Sender {
             ahead: VecDeque::new(),
             ahead_bytes: 0,
             ahead_budget: read_ahead,
-            ahead_allowed: 0,
         }
     }
 
@@ -619,10 +614,12 @@ impl Sender {
     /// when the learner is gone.
     fn deliver(&mut self, work: Work, state: &RunState) -> bool {
         let fitting = state.fitting();
-        self.ahead_allowed = if fitting {
+        // Batches that may wait after this call: unlimited (but for the
+        // bytes) while the learner fits, else no more than wait now.
+        let allowed = if fitting {
             usize::MAX
         } else {
-            self.ahead_allowed.min(self.ahead.len())
+            self.ahead.len()
         };
         if self.ahead.is_empty() && !fitting {
             return self.batches.send(work).is_ok();
@@ -644,7 +641,7 @@ impl Sender {
             }
         }
         // The rest over the allowance waits for the learner.
-        while self.ahead.len() > self.ahead_allowed || self.ahead_bytes > self.ahead_budget {
+        while self.ahead.len() > allowed || self.ahead_bytes > self.ahead_budget {
             if !self.send_ahead() {
                 return false;
             }
@@ -1058,6 +1055,9 @@ mod tests {
             // Over the budget: the oldest waits for the learner.
             assert!(out.deliver(work(14), &state));
             assert!(out.ahead_bytes <= budget, "{}", out.ahead_bytes);
+            // Room in the budget, so that only the rule after the fit
+            // keeps the batches waiting from growing.
+            out.ahead_budget = 4 * budget;
             state.set_fitting(false);
             for i in 15..30 {
                 let before = out.ahead.len();
