@@ -200,46 +200,42 @@ impl Lanes {
     /// side.
     #[inline(always)]
     fn sq_dists_any(&self, c: &[f64], out: &mut [f64]) {
-        let d = self.d;
-        let c = &c[..d];
+        let c = &c[..self.d];
         let out = &mut out[..self.n];
-        let group = LANES * d;
-        let mut pairs = self.data.chunks_exact(2 * group);
+        let group = LANES * self.d;
         let mut done = 0;
-        for pair in &mut pairs {
-            let (g0, g1) = pair.split_at(group);
-            let mut s0 = [-0.0f64; LANES];
-            let mut s1 = [-0.0f64; LANES];
-            for (i, &ci) in c.iter().enumerate() {
-                let r0 = &g0[i * LANES..(i + 1) * LANES];
-                let r1 = &g1[i * LANES..(i + 1) * LANES];
-                for l in 0..LANES {
-                    let t0 = r0[l] - ci;
-                    s0[l] += t0 * t0;
-                    let t1 = r1[l] - ci;
-                    s1[l] += t1 * t1;
-                }
-            }
-            for s in [s0, s1] {
-                let m = LANES.min(self.n - done);
-                out[done..done + m].copy_from_slice(&s[..m]);
-                done += m;
-            }
-        }
-        for g in pairs.remainder().chunks_exact(group) {
-            let mut s = [-0.0f64; LANES];
-            for (i, &ci) in c.iter().enumerate() {
-                let r = &g[i * LANES..(i + 1) * LANES];
-                for l in 0..LANES {
-                    let t = r[l] - ci;
-                    s[l] += t * t;
-                }
-            }
-            let m = LANES.min(self.n - done);
+        let mut put = |s: &[f64; LANES]| {
+            let m = LANES.min(out.len() - done);
             out[done..done + m].copy_from_slice(&s[..m]);
             done += m;
+        };
+        let mut pairs = self.data.chunks_exact(2 * group);
+        for pair in &mut pairs {
+            let (g0, g1) = pair.split_at(group);
+            lane_sums([g0, g1], c).iter().for_each(&mut put);
+        }
+        for g in pairs.remainder().chunks_exact(group) {
+            lane_sums([g], c).iter().for_each(&mut put);
         }
     }
+}
+
+/// Each lane's `Σ (x − c)²` over the coordinates of `G` transposed groups
+/// of [`Lanes`], from −0 in coordinate order, the groups' chains side by
+/// side.
+#[inline(always)]
+fn lane_sums<const G: usize>(groups: [&[f64]; G], c: &[f64]) -> [[f64; LANES]; G] {
+    let mut s = [[-0.0f64; LANES]; G];
+    for (i, &ci) in c.iter().enumerate() {
+        for (sg, g) in s.iter_mut().zip(groups) {
+            let row = &g[i * LANES..(i + 1) * LANES];
+            for l in 0..LANES {
+                let t = row[l] - ci;
+                sg[l] += t * t;
+            }
+        }
+    }
+    s
 }
 
 /// Lloyd iterations; returns the one-hot responsibilities of the final
