@@ -1018,8 +1018,7 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
 impl Config {
     /// The memory budget rule: line buffers of every connection, the
     /// parser's read-ahead during the first fit ([`read_ahead_bytes`], 1/32
-    /// of the budget) and,
-    /// when the dimension is configured, the learner
+    /// of the budget) and, when the dimension is configured, the learner
     /// ([`crate::model::learner_memory`]).
     fn check_memory(&self, params: &Params, dim: Option<usize>) -> Result<(), ConfigError> {
         let budget = self.max_memory;
@@ -1029,28 +1028,29 @@ impl Config {
         } else {
             1
         };
-        let lines =
+        // Bytes taken before the learner: line buffers and read-ahead.
+        let reserved =
             (conns as u128) * (self.max_line_bytes as u128) * 2 + read_ahead_bytes(budget) as u128;
-        if lines > budget as u128 {
+        if reserved > budget as u128 {
             return Err(ConfigError::Memory {
                 what: format!(
                     "line buffers of {conns} connections of max_line_bytes = {} and the parser's read-ahead (1/32 of max_memory)",
                     self.max_line_bytes
                 ),
-                need: lines,
+                need: reserved,
                 budget,
                 fix: "lower max_connections or max_line_bytes, or raise max_memory",
             });
         }
         if let Some(d) = dim {
             let need = crate::model::learner_memory(params, d);
-            if need.is_none_or(|n| n as u128 + lines > budget as u128) {
+            if need.is_none_or(|n| n as u128 + reserved > budget as u128) {
                 return Err(ConfigError::Memory {
                     what: format!(
                         "a model of dimension {d} with {} {} components, warmup = {} and batch_size = {}",
                         params.components, params.covariance, params.warmup, params.batch_size
                     ),
-                    need: need.map_or(u128::MAX, |n| n as u128 + lines),
+                    need: need.map_or(u128::MAX, |n| n as u128 + reserved),
                     budget,
                     fix: "lower components, warmup or batch_size, use covariance diag, or raise max_memory",
                 });
