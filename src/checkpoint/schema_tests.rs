@@ -275,11 +275,6 @@ fn every_inconsistent_format_2_file_is_refused_by_name() {
                 buffer: vec![1.0; 3],
             }
         }),
-        ("more than the warm-up of 40", |v| {
-            v.phase = PhaseV2::WarmUp {
-                buffer: vec![1.0; 2 * 41],
-            }
-        }),
     ];
     for (check, spoil) in cases {
         let mut v = valid();

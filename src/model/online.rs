@@ -181,6 +181,22 @@ struct RowTags {
     scored: Vec<u64>,
     /// Reused: the numbers of a batch taken straight from the input.
     batch: Vec<u64>,
+    /// The numbers of points fed again, in order: the part of a warm-up
+    /// buffer beyond the warm-up, learned after the first fit
+    /// ([`StepwiseEm::observe_over_full`]; a restored buffer's are
+    /// [`UNTAGGED`]). They keep their numbers rather than take new ones.
+    ahead: std::collections::VecDeque<u64>,
+}
+
+impl RowTags {
+    /// The numbers of the next `rows` points received, in order.
+    fn take(&mut self, rows: usize, into: &mut Vec<u64>) {
+        let again = rows.min(self.ahead.len());
+        into.extend(self.ahead.drain(..again));
+        let new = (rows - again) as u64;
+        into.extend(self.next..self.next + new);
+        self.next += new;
+    }
 }
 
 /// Share of gross outliers in a window of `warmup` learned points above
@@ -311,8 +327,10 @@ impl StepwiseEm {
     /// Tags: `rows` points were appended to `pending` from the input.
     fn tag_pending(&mut self, rows: usize) {
         if let Some(t) = self.tags.as_mut() {
-            t.pending.extend(t.next..t.next + rows as u64);
-            t.next += rows as u64;
+            let RowTags { pending, .. } = &mut **t;
+            let mut ids = std::mem::take(pending);
+            t.take(rows, &mut ids);
+            t.pending = ids;
         }
     }
 
@@ -363,11 +381,16 @@ impl StepwiseEm {
     ) -> Result<(), LearnError> {
         let d = self.dim;
         self.whole_rows(points)?;
+        if self.over_full() {
+            return self.observe_over_full(points, scores);
+        }
         let mut rest = points;
         // The outer loop comes back to the warm-up after a regime change.
         loop {
             while self.mixture.is_none() {
-                let want = self.params.warmup * d - self.pending.len();
+                // The buffer holds more than the warm-up after a stop
+                // interrupted the fit (below).
+                let want = (self.params.warmup * d).saturating_sub(self.pending.len());
                 let take = want.min(rest.len());
                 self.pending.extend_from_slice(&rest[..take]);
                 self.tag_pending(take / d);
@@ -380,6 +403,19 @@ impl StepwiseEm {
                     // Data content never stops the learner: it makes room
                     // and waits for more varied points.
                     Err(LearnError::TooFewDistinct { .. }) => self.compress_warmup(),
+                    // A stop interrupted the fit (or came before it): the
+                    // points after the warm-up's are kept behind them in
+                    // the buffer, in order, so that a checkpoint saved now
+                    // holds every point received, and a resume fits on
+                    // the warm-up's points and then learns these, as an
+                    // uninterrupted run would ([`StepwiseEm::observe_over_full`]).
+                    // A source that resumes from its saved position (a
+                    // JetStream stream) loses nothing that way.
+                    Err(LearnError::Interrupted) => {
+                        self.pending.extend_from_slice(rest);
+                        self.tag_pending(rest.len() / d);
+                        return Err(LearnError::Interrupted);
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -402,10 +438,10 @@ impl StepwiseEm {
                 let (batch, after) = rest.split_at(b);
                 rest = after;
                 if let Some(t) = self.tags.as_mut() {
-                    t.batch.clear();
-                    t.batch
-                        .extend(t.next..t.next + self.params.batch_size as u64);
-                    t.next += self.params.batch_size as u64;
+                    let mut ids = std::mem::take(&mut t.batch);
+                    ids.clear();
+                    t.take(self.params.batch_size, &mut ids);
+                    t.batch = ids;
                 }
                 self.update(batch, scores.as_deref_mut(), None)?;
                 if self.mixture.is_none() {
@@ -419,6 +455,42 @@ impl StepwiseEm {
             self.tag_pending(rest.len() / d);
             self.score_pending(scores);
             return Ok(());
+        }
+    }
+
+    /// Before the first model, a buffer holding more than the warm-up's
+    /// points (a stop interrupted the first fit and the points received
+    /// after the warm-up's were kept behind them), and no stop requested.
+    fn over_full(&self) -> bool {
+        self.mixture.is_none()
+            && self.pending.len() > self.params.warmup * self.dim
+            && !self.interrupted()
+    }
+
+    /// [`StepwiseEm::observe`] for an [over-full](StepwiseEm::over_full)
+    /// buffer (a restored one): the first model is fitted on the warm-up's
+    /// points, then the points kept behind them are learned in order, then
+    /// `points`: the same calls, so the same model, as one uninterrupted
+    /// run receiving all of them.
+    fn observe_over_full(
+        &mut self,
+        points: &[f64],
+        mut scores: Option<&mut ScoreBuffer>,
+    ) -> Result<(), LearnError> {
+        let full = self.params.warmup * self.dim;
+        let behind = self.pending.split_off(full);
+        if let Some(t) = self.tags.as_mut() {
+            let held = t.pending.split_off(self.params.warmup);
+            // Before any number still to come: they come first.
+            for id in held.into_iter().rev() {
+                t.ahead.push_front(id);
+            }
+        }
+        match self.observe(&behind, scores.as_deref_mut()) {
+            // Interrupted again: `behind` is back in the buffer, and so
+            // will `points` be.
+            Ok(()) | Err(LearnError::Interrupted) => self.observe(points, scores),
+            Err(e) => Err(e),
         }
     }
 
@@ -566,6 +638,12 @@ impl StepwiseEm {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let mut scores = scores;
+        if self.over_full() {
+            // A restored buffer beyond the warm-up, and no more points.
+            self.observe(&[], scores.as_deref_mut())?;
+            return self.flush(scores);
+        }
         if self.mixture.is_none() {
             if self.interrupted() || self.pending.len() < self.params.warmup * self.dim {
                 return Ok(());
@@ -575,7 +653,6 @@ impl StepwiseEm {
                 r => r,
             };
         }
-        let mut scores = scores;
         self.learn_pending(scores.as_deref_mut())?;
         if self.mixture.is_none() {
             // The last batch completed a regime change: re-fit now.
@@ -604,7 +681,14 @@ impl StepwiseEm {
         }
         let mut copy = self.clone();
         copy.interrupt = None;
-        copy.initialise(None)?;
+        if copy.over_full() {
+            // Fitted on the warm-up's points, then the rest learned, as a
+            // resume does (a partial mini-batch left waiting).
+            copy.observe(&[], None)?;
+        }
+        if copy.mixture.is_none() {
+            copy.initialise(None)?;
+        }
         copy.mixture.map(Cow::Owned).ok_or(LearnError::NotFitted)
     }
 
@@ -665,6 +749,9 @@ impl StepwiseEm {
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
         engine.set_threads(self.threads);
+        // An interrupted fit leaves no trace: the random numbers it drew
+        // are drawn again by the fit a resume makes.
+        let rng = self.rng.clone();
         // A stop request ends the fit early (the buffer is kept).
         engine.set_interrupt(self.interrupt.clone());
         let p = &self.params;
@@ -685,6 +772,9 @@ impl StepwiseEm {
         let (stats, mix, selection) = match fitted {
             Ok(v) => v,
             Err(e) => {
+                if matches!(e, LearnError::Interrupted) {
+                    self.rng = rng;
+                }
                 self.pending = buf;
                 return Err(e);
             }
@@ -1046,8 +1136,9 @@ impl StepwiseEm {
 
     /// Rebuilds a learner from its parts, checking them as a whole: every
     /// shape (d, K, covariance type) agrees across statistics, mixture,
-    /// engine and buffers; the warm-up buffer holds at most `warmup` whole
-    /// points and a pending batch fewer than `batch_size`; the statistics
+    /// engine and buffers; the warm-up buffer holds whole points (more
+    /// than `warmup` of them when a stop interrupted the first fit) and a
+    /// pending batch fewer than `batch_size`; the statistics
     /// and counters are finite. The mixture's own parameters were checked
     /// when it was built ([`GaussianMixture::new`]).
     ///
@@ -1112,13 +1203,9 @@ impl StepwiseEm {
                         buffer.len()
                     ));
                 }
-                if buffer.len() > learner.params.warmup * d {
-                    return bad(format!(
-                        "the warm-up buffer holds {} points, more than the warm-up of {}",
-                        buffer.len() / d,
-                        learner.params.warmup
-                    ));
-                }
+                // More than the warm-up when a stop interrupted the first
+                // fit: the points received after the warm-up's are kept
+                // behind them (StepwiseEm::observe_over_full).
                 learner.pending = buffer;
             }
             Phase::Fitted(f) => {
@@ -1213,7 +1300,9 @@ pub struct LearnerState {
 /// Where the learner is: buffering the warm-up, or learning with a model.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
-    /// Before the first model: the warm-up buffer (at most `warmup` points).
+    /// Before the first model: the warm-up buffer (at most `warmup` points,
+    /// but when a stop interrupted the first fit: then the points received
+    /// after the warm-up's follow them, to be learned after the fit).
     WarmUp {
         /// Points buffered so far, row-major.
         buffer: Vec<f64>,

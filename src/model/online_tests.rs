@@ -925,6 +925,22 @@ fn auto_k_and_adapted_k_live_in_the_learner_and_resume_bit_identically() {
     assert_eq!(l.state(), whole.state());
 }
 
+/// `n` points of a random 8-D mixture of 6 components (`seeds`: the
+/// mixture's, the sample's), and the options for K = 6 with a warm-up of
+/// 2,000 points, batches of 100 and `tweak`'s changes.
+fn eight_d_six(seeds: (u64, u64), n: usize, tweak: fn(&mut Params)) -> (Vec<f64>, CheckedParams) {
+    let truth = testdata::random_mixture(8, 6, 4.0, seeds.0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seeds.1);
+    let mut p = Params {
+        components: crate::model::ComponentCount::Fixed(6),
+        warmup: 2000,
+        batch_size: 100,
+        ..Params::default()
+    };
+    tweak(&mut p);
+    (truth.sample(&mut rng, n), p.check().unwrap())
+}
+
 /// Issue 14 case 5: the end of the input during the warm-up keeps the
 /// buffer unfitted (it used to fit the first model on the few points
 /// buffered, a poor start that a resume kept), so a resume that goes on
@@ -932,17 +948,7 @@ fn auto_k_and_adapted_k_live_in_the_learner_and_resume_bit_identically() {
 /// the buffer on the fly, on a copy, the same way every time.
 #[test]
 fn an_unfinished_warm_up_is_saved_unfitted_and_resumes_as_one_run() {
-    let truth = testdata::random_mixture(8, 6, 4.0, 3);
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let data = truth.sample(&mut rng, 8_000);
-    let p = Params {
-        components: crate::model::ComponentCount::Fixed(6),
-        warmup: 2000,
-        batch_size: 100,
-        ..Params::default()
-    }
-    .check()
-    .unwrap();
+    let (data, p) = eight_d_six((3, 11), 8_000, |_| {});
     let (head, tail) = data.split_at(60 * 8);
     let mut first = StepwiseEm::new(p.clone(), 8);
     first.observe(head, None).unwrap();
@@ -971,6 +977,100 @@ fn an_unfinished_warm_up_is_saved_unfitted_and_resumes_as_one_run() {
     // Nothing buffered: nothing to fit.
     let empty = StepwiseEm::new(params(2, CovarianceType::Full), 2);
     assert!(matches!(empty.model_or_fit(), Err(LearnError::NotFitted)));
+}
+
+/// A stop during the first fit: every point received is kept (the
+/// warm-up's, then the rest in order), the fit leaves no trace (its random
+/// numbers are drawn again), and the saved state resumes as one
+/// uninterrupted run: with more points, with none, with row tags, and in
+/// the reports' model. (The points after the warm-up's were dropped while
+/// a source that resumes from its saved position, JetStream, moved past
+/// them.)
+#[test]
+fn a_stop_during_the_first_fit_keeps_every_point_and_resumes_as_one_run() {
+    let (data, p) = eight_d_six((4, 12), 6_000, |_| {});
+    let d = 8;
+    let stop = Interrupt::default();
+    let mut run = StepwiseEm::new(p.clone(), d);
+    run.set_interrupt(stop.clone());
+    let start = run.state();
+    run.observe(&data[..1500 * d], None).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Completes the warm-up with 200 points to spare, then more.
+    for (from, to) in [(1500, 2200), (2200, 2533)] {
+        assert!(matches!(
+            run.observe(&data[from * d..to * d], None),
+            Err(LearnError::Interrupted)
+        ));
+        assert_eq!(run.pending_points(), to, "every point is kept");
+    }
+    run.flush(None).unwrap();
+    assert!(run.mixture().is_none());
+    assert_eq!(run.pending_points(), 2533);
+    let saved = run.state();
+    assert_eq!(saved.rng, start.rng, "the stopped fit drew nothing");
+    let (held, rest) = data.split_at(2533 * d);
+    // One run of every point.
+    let mut whole = StepwiseEm::new(p.clone(), d);
+    whole.observe(&data, None).unwrap();
+    whole.flush(None).unwrap();
+    let mut resumed = StepwiseEm::from_state(saved.clone()).unwrap();
+    resumed.observe(rest, None).unwrap();
+    resumed.flush(None).unwrap();
+    assert_eq!(resumed.state(), whole.state());
+    // One run of the points held, without and with a final flush.
+    let mut prefix = StepwiseEm::new(p, d);
+    prefix.observe(held, None).unwrap();
+    let fly = StepwiseEm::from_state(saved.clone()).unwrap();
+    assert_eq!(
+        fly.model_or_fit().unwrap().into_owned(),
+        *prefix.mixture().unwrap()
+    );
+    assert_eq!(fly.state(), saved, "the reports' fit is on a copy");
+    prefix.flush(None).unwrap();
+    let mut ended = StepwiseEm::from_state(saved.clone()).unwrap();
+    ended.flush(None).unwrap();
+    assert_eq!(ended.state(), prefix.state());
+    // Row tags: the held points are the restored (untagged) ones, each
+    // scored once, in order, before the new ones.
+    let mut tagged = StepwiseEm::from_state(saved).unwrap();
+    let (rows, _) = tagged_scores(&mut tagged, rest);
+    assert_eq!(rows.len(), data.len() / d);
+    assert!(rows[..2533].iter().all(|&r| r == UNTAGGED));
+    let new: Vec<u64> = (0..(rest.len() / d) as u64).collect();
+    assert_eq!(rows[2533..], new[..]);
+    assert_eq!(tagged.state(), whole.state());
+}
+
+/// A stop in the middle of a long first fit (many seeds): the fit drew
+/// random numbers before it stopped, and none of them count.
+#[test]
+fn a_fit_stopped_midway_leaves_the_random_numbers_as_they_were() {
+    let (data, p) = eight_d_six((5, 13), 2_300, |p| p.init_seeds = 100_000);
+    let stop = Interrupt::default();
+    let mut run = StepwiseEm::new(p, 8);
+    run.set_interrupt(stop.clone());
+    let start = run.state();
+    let signal = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        run.observe(&data, None),
+        Err(LearnError::Interrupted)
+    ));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(300),
+        "the fit was stopped midway, not before it began"
+    );
+    signal.join().unwrap();
+    assert_eq!(run.pending_points(), 2_300);
+    let saved = run.state();
+    assert_eq!(saved.rng, start.rng);
 }
 
 /// Feeds `data` in uneven slices to a tagged learner with scores and
