@@ -218,20 +218,32 @@ impl RunSummary {
     }
 
     /// What became of a warm-up that did not finish (the input ended, or a
-    /// stop came, before `--warmup` points): how full its buffer is, that
-    /// it was saved unfitted, and what can be done with it; `None` once
-    /// there is a model.
+    /// stop came, before `--warmup` points, or a stop interrupted the first
+    /// fit): how full its buffer is, that it was saved unfitted, and what
+    /// can be done with it; `None` once there is a model.
     pub fn warmup_line(&self) -> Option<String> {
-        if self.warmup_waiting == 0 {
+        let (waiting, size) = (self.warmup_waiting, self.warmup_size);
+        if waiting == 0 {
             return None;
         }
-        let buffered = format!(
-            "warm-up not finished: {} of {} points buffered",
-            self.warmup_waiting, self.warmup_size
-        );
+        let (buffered, resume) = if waiting >= size {
+            let buffered = match waiting - size {
+                0 => format!("first fit stopped: {waiting} warm-up points buffered"),
+                n => format!("first fit stopped: {waiting} points buffered (the warm-up's {size} and {n} received after them)"),
+            };
+            (
+                buffered,
+                "--resume fits the warm-up's points and learns the rest",
+            )
+        } else {
+            (
+                format!("warm-up not finished: {waiting} of {size} points buffered"),
+                "--resume continues filling it",
+            )
+        };
         Some(match &self.checkpoint {
             Some(path) => format!(
-                "{buffered}, saved unfitted to {}; --resume continues filling it, and inspect, score, plot and diff fit it on the fly",
+                "{buffered}, saved unfitted to {}; {resume}, and inspect, score, plot and diff fit it on the fly",
                 path.display()
             ),
             None => format!("{buffered}, no model fitted (give --checkpoint to keep them)"),
@@ -637,15 +649,11 @@ impl Pipeline {
             let max_dim = crate::model::max_dim_for(&config.params, config.max_memory);
             let max_line = config.max_line_bytes;
             let parse_threads = config.parse_threads;
-            // Not for a JetStream stream, learned exactly once: a signal
-            // during the first fit saves the fit's buffer unfitted, but the
-            // batches then in flight go unlearned while their positions
-            // are kept (a known gap, BENCHMARKS issue 13 part 11), and a
-            // read-ahead would widen it from the queues' few batches.
-            let read_ahead = match config.source {
-                SourceConfig::Nats(_) => 0,
-                _ => crate::config::read_ahead_bytes(config.max_memory),
-            };
+            // For every source: a signal during the first fit keeps the
+            // batches then in flight in the learner's saved buffer, with
+            // their positions (StepwiseEm::observe), so a JetStream stream
+            // loses none of them either.
+            let read_ahead = crate::config::read_ahead_bytes(config.max_memory);
             let shuffle = config
                 .shuffle_buffer
                 .map(|n| shuffle::Shuffle::new(n, config.params.seed));

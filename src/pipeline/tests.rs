@@ -138,6 +138,24 @@ fn rejected_line_counts_by_reason() {
         "rejected records: 3 not a number, 1 line too long"
     );
     assert!(s.line().contains("average log-likelihood n/a"));
+    assert_eq!(s.warmup_line(), None);
+    let waiting = |n: u64| RunSummary {
+        warmup_waiting: n,
+        checkpoint: Some("m.ckpt".into()),
+        ..s.clone()
+    };
+    assert_eq!(
+        waiting(60).warmup_line().unwrap(),
+        "warm-up not finished: 60 of 5000 points buffered, saved unfitted to m.ckpt; --resume continues filling it, and inspect, score, plot and diff fit it on the fly"
+    );
+    assert_eq!(
+        waiting(5000).warmup_line().unwrap(),
+        "first fit stopped: 5000 warm-up points buffered, saved unfitted to m.ckpt; --resume fits the warm-up's points and learns the rest, and inspect, score, plot and diff fit it on the fly"
+    );
+    assert!(waiting(5321)
+        .warmup_line()
+        .unwrap()
+        .starts_with("first fit stopped: 5321 points buffered (the warm-up's 5000 and 321 received after them), saved"));
     assert!(s.line().contains("2 gross outliers ignored"));
 }
 

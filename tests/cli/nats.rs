@@ -571,3 +571,103 @@ fn a_stream_over_mutual_tls_is_read_with_the_client_certificate_and_refused_with
         Some(bodies.len() as u64)
     );
 }
+
+/// A stop (SIGTERM) while the first model is being fitted: the points
+/// received after the warm-up's are saved with the warm-up buffer, so the
+/// resume, which reads on after the saved stream position, learns every
+/// point once and ends with the model of one uninterrupted run. (They used
+/// to be dropped while their position was kept: a resume never saw them.)
+#[test]
+fn a_stop_during_the_first_fit_loses_no_point_of_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = brokers::nats(dir.path(), "jetstream stop-during-fit test") else {
+        return;
+    };
+    let port = nats.port;
+    let (bodies, valid) = messages(20_000, 31);
+    // The first 30 messages (about 3,000 points: the warm-up's 2,000 and
+    // more) at once, the rest while the run is stopped and resumed.
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "FIT", -1).await;
+        for b in &bodies[..30] {
+            publish(&js, "fit.a", b.clone()).await;
+        }
+    });
+    let publisher = {
+        let rest = bodies[30..].to_vec();
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let js = jetstream(port).await;
+                for b in rest {
+                    publish(&js, "fit.a", b).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+    };
+    // A fit of a few seconds (many seeds), so that the stop lands in it.
+    let args = |consumer: &str, ckpt: &std::path::Path| -> Vec<String> {
+        let mut a = run_args(port, "FIT", consumer, ckpt);
+        a.truncate(a.len() - SMALL.len());
+        a.extend(
+            [
+                "-k",
+                "3",
+                "--warmup",
+                "2000",
+                "--batch-size",
+                "100",
+                "--init-seeds",
+                "60",
+                "--seed",
+                "3",
+                "--stop-when-idle",
+                "1",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let ckpt = file(&dir, "model.ckpt");
+    let mut child = spawn(&args("emstream", &ckpt));
+    let mut err = crate::util::StderrLines::new(&mut child);
+    err.wait_for("fitting the first model");
+    std::thread::sleep(Duration::from_millis(200));
+    let text = crate::util::sigterm_ok(&mut child, err);
+    let stopped = emstream::checkpoint::load(&ckpt).expect("saved at the stop");
+    assert!(
+        stopped.learner.mixture().is_none(),
+        "the fit finished: {text}"
+    );
+    let held = stopped.learner.pending_points();
+    assert!(
+        held > 2000,
+        "only the warm-up's {held} points were held: the test did not stop a fit with points behind it"
+    );
+    let at = position(&ckpt, "jetstream:FIT").expect("a position is saved");
+    eprintln!(
+        "stopped at message {at} of {}, {held} points held",
+        bodies.len()
+    );
+    publisher.join().expect("the publisher finishes");
+    assert!(at < bodies.len() as u64, "stopped after the last message");
+    // Resumed: on from the saved position, the held points learned first.
+    let mut resume = args("emstream", &ckpt);
+    resume.push("--resume".into());
+    assert_ok(&wait_output(spawn(&resume)));
+    let reference = file(&dir, "reference.ckpt");
+    assert_ok(&wait_output(spawn(&args("reference", &reference))));
+    let ck = emstream::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(
+        ck.learner.counters().points_seen + ck.learner.pending_points() as u64,
+        valid,
+        "held {held} points at the stop, position {at}"
+    );
+    assert_eq!(position(&ckpt, "jetstream:FIT"), Some(bodies.len() as u64));
+    assert_eq!(
+        learner_bytes(&ckpt),
+        learner_bytes(&reference),
+        "stopped in the first fit and resumed: the model differs from one uninterrupted run"
+    );
+}
