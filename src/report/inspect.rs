@@ -53,6 +53,8 @@ struct Summary<'a> {
     log_lik_sum: f64,
     log_lik_points: u64,
     pending_points: usize,
+    /// The warm-up's size (`--warmup`).
+    warmup: usize,
     rejected: &'a RejectCounts,
     anomalies: u64,
     created_unix_ms: u64,
@@ -102,6 +104,7 @@ impl<'a> Summary<'a> {
             log_lik_sum: c.log_lik_sum,
             log_lik_points: c.log_lik_points,
             pending_points: l.pending_points(),
+            warmup: p.warmup,
             rejected: &ck.rejected,
             anomalies: ck.anomalies,
             created_unix_ms: ck.created_unix_ms,
@@ -255,7 +258,15 @@ impl<'a> Summary<'a> {
             );
             return s;
         };
-        if self.on_the_fly {
+        if self.on_the_fly && self.pending_points > self.warmup {
+            let _ = writeln!(
+                s,
+                "\nStill warming up: a signal stopped the first fit; {} points wait in the warm-up buffer, saved unfitted (the warm-up's {} and {} received after them: --resume fits the former and learns the latter). The model below is fitted on the fly that way; it is not in the checkpoint.",
+                self.pending_points,
+                self.warmup,
+                self.pending_points - self.warmup
+            );
+        } else if self.on_the_fly {
             let _ = writeln!(
                 s,
                 "\nStill warming up: {} points wait in the warm-up buffer, saved unfitted (--resume goes on filling it). The model below is fitted on the fly on them, as the end of the warm-up would; it is not in the checkpoint.",
@@ -555,6 +566,7 @@ mod tests {
             log_lik_sum: -7000.0,
             log_lik_points: 2000,
             pending_points: if m.is_some() { 17 } else { 4321 },
+            warmup: 5000,
             names: None,
             rejected,
             anomalies: 5,
@@ -865,5 +877,25 @@ mod tests {
         assert!(early.learner.mixture().is_none());
         assert_eq!(v["points_seen"], early.learner.counters().points_seen);
         assert_eq!(v["params"]["warmup"], 500);
+
+        // A signal stopped the first fit with 200 points behind the
+        // warm-up's: shown fitted on the fly as a resume would do it.
+        let mut stopped = real_checkpoint(0);
+        let stop = crate::model::em::Interrupt::default();
+        stopped.learner.set_interrupt(stop.clone());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(4);
+        let xs = crate::model::testdata::two_clusters().sample(&mut rng, 700);
+        assert!(stopped.learner.observe(&xs, None).is_err());
+        let t = render_text(&stopped, None);
+        assert!(
+            t.contains("a signal stopped the first fit; 700 points wait in the warm-up buffer, saved unfitted (the warm-up's 500 and 200 received after them"),
+            "{t}"
+        );
+        let v = render_json(&stopped, None);
+        assert_eq!(v["pending_points"], 700);
+        assert_eq!(v["fitted_on_the_fly"], true);
+        let fly = stopped.learner.model_or_fit().unwrap();
+        assert_eq!(as_f64s(&v["weights"]), fly.weights());
     }
 }
