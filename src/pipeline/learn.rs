@@ -391,10 +391,7 @@ impl Learner {
                         l.mixture().is_none() && l.pending_points() + rows >= l.params().warmup;
                     if fits && !fit_announced {
                         fit_announced = true;
-                        self.console.line(&format!(
-                            "fitting the first model on {} warm-up points (a signal stops the fit and saves them unfitted)",
-                            l.params().warmup
-                        ));
+                        self.announce_fit(l);
                     }
                     let values = &batch.values;
                     let before = KEvents::of(l);
@@ -498,6 +495,18 @@ impl Learner {
         }
         if learn_error.is_none() && not_points.is_none() {
             if let Some(l) = run.learner.as_mut() {
+                // A full buffer restored without a model (a signal stopped
+                // the first fit) and no input since: fitted now.
+                if !fit_announced
+                    && l.mixture().is_none()
+                    && l.pending_points() >= l.params().warmup
+                    && !self
+                        .state
+                        .interrupt_flag()
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    self.announce_fit(l);
+                }
                 let before = KEvents::of(l);
                 let result = scored(
                     self.score.as_ref(),
@@ -546,6 +555,19 @@ impl Learner {
             run.columns = Some(names);
             run.changed();
         }
+    }
+
+    /// Says that the first model is being fitted (which may take a while),
+    /// on how many points, and what a signal does meanwhile.
+    fn announce_fit(&self, l: &StepwiseEm) {
+        let warmup = l.params().warmup;
+        let behind = match l.pending_points().saturating_sub(warmup) {
+            0 => String::new(),
+            n => format!(", then learning the {n} points kept behind them"),
+        };
+        self.console.line(&format!(
+            "fitting the first model on {warmup} warm-up points{behind} (a signal stops the fit and saves them unfitted)"
+        ));
     }
 
     /// Publishes a snapshot of the current state, if anything changed since

@@ -365,6 +365,69 @@ fn case11_a_signal_stops_a_long_warm_up_fit() {
     drop(stdin);
 }
 
+/// A signal during the first fit of a stdin run: every point read is
+/// saved (the warm-up's and those behind them), and a resume with no more
+/// input fits the warm-up's, learns the rest and ends with the model of
+/// one run over the same points.
+#[test]
+fn a_signal_in_the_first_fit_saves_every_point_read_and_a_resume_learns_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let opts = LONG_FIRST_FIT;
+    let input = text(&points(3000, 12));
+    let mut child = spawn_with(
+        emstream()
+            .args(["run", "--checkpoint", ck.to_str().unwrap()])
+            .args(LONG_FIRST_FIT),
+        Stdio::piped(),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut err = StderrLines::new(&mut child);
+    stdin.write_all(&input).unwrap();
+    stdin.flush().unwrap();
+    err.wait_for("fitting the first model");
+    std::thread::sleep(Duration::from_millis(200));
+    let rest = sigterm_ok(&mut child, err);
+    drop(stdin);
+    let saved = load(&ck);
+    assert!(
+        saved.learner.mixture().is_none(),
+        "the fit finished: {rest}"
+    );
+    let held = saved.learner.pending_points();
+    assert!(held > 2000, "{held} points held: {rest}");
+    assert!(
+        rest.contains(&format!(
+            "first fit stopped: {held} points buffered (the warm-up's 2000 and {} received after them)",
+            held - 2000
+        )),
+        "{rest}"
+    );
+    // All the input was read before the stop (it was written at once).
+    assert_eq!(held, 3000, "{rest}");
+    let out = run_stdin(
+        &[
+            &["run", "--resume", "--checkpoint", ck.to_str().unwrap()][..],
+            opts,
+        ]
+        .concat(),
+        b"",
+    );
+    assert_ok(&out);
+    let e = stderr(&out);
+    assert!(
+        e.contains("fitting the first model on 2000 warm-up points, then learning the 1000 points kept behind them"),
+        "{e}"
+    );
+    let one = file(&dir, "one.ckpt");
+    assert_ok(&run_stdin(
+        &[&["run", "--checkpoint", one.to_str().unwrap()][..], opts].concat(),
+        &input,
+    ));
+    assert_eq!(learner_bytes(&ck), learner_bytes(&one));
+    assert_eq!(load(&ck).learner.counters().points_seen, 3000);
+}
+
 /// `points(n, seed)` with every coordinate multiplied by `scale`.
 fn scaled(n: usize, seed: u64, scale: f64) -> Vec<String> {
     points(n, seed)

@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::brokers::{self, create_stream, jetstream, publish, runtime};
-use crate::util::{assert_ok, emstream, file, learner_bytes, points, stderr, wait_output, SMALL};
+use crate::util::{
+    assert_ok, emstream, file, learner_bytes, points, stderr, wait_output, LONG_FIRST_FIT, SMALL,
+};
 
 /// Messages of 1 to 200 lines of the points of `points(n, seed)`, a junk
 /// line now and then (never first); returns the bodies and the number of
@@ -606,27 +608,12 @@ fn a_stop_during_the_first_fit_loses_no_point_of_a_stream() {
             })
         })
     };
-    // A fit of a few seconds (many seeds), so that the stop lands in it.
+    // A fit long enough for the stop to land in it.
     let args = |consumer: &str, ckpt: &std::path::Path| -> Vec<String> {
         let mut a = run_args(port, "FIT", consumer, ckpt);
         a.truncate(a.len() - SMALL.len());
-        a.extend(
-            [
-                "-k",
-                "3",
-                "--warmup",
-                "2000",
-                "--batch-size",
-                "100",
-                "--init-seeds",
-                "60",
-                "--seed",
-                "3",
-                "--stop-when-idle",
-                "1",
-            ]
-            .map(String::from),
-        );
+        a.extend(LONG_FIRST_FIT.iter().map(|s| s.to_string()));
+        a.extend(["--stop-when-idle", "1"].map(String::from));
         a
     };
     let ckpt = file(&dir, "model.ckpt");

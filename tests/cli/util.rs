@@ -26,6 +26,23 @@ pub const SMALL: &[&str] = &[
     "7",
 ];
 
+/// Options under which the first fit takes a second or more in the debug
+/// build (many seeds), so that a signal sent when the run says "fitting
+/// the first model" lands in it: K = 3, a warm-up of 2,000 points,
+/// batches of 100.
+pub const LONG_FIRST_FIT: &[&str] = &[
+    "-k",
+    "3",
+    "--warmup",
+    "2000",
+    "--batch-size",
+    "100",
+    "--init-seeds",
+    "150",
+    "--seed",
+    "5",
+];
+
 /// How long a test waits for a child process before failing.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
