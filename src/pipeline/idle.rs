@@ -2,7 +2,9 @@
 //! sources stop, the stages drain, the final checkpoint is written, exit
 //! status 0) once no record has arrived for SECS seconds, whatever the
 //! source. A batch job replaying a log into a model, and tests, end this
-//! way.
+//! way. The first fit is not quiet: while the learner fits (taking no
+//! batches, so that input backs up and stops arriving) the run is busy,
+//! and the quiet is counted from the fit's end ([`RunState::fitting`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,11 @@ use super::state::{RunState, StopReason};
 pub(crate) async fn stop_when_idle(state: Arc<RunState>, idle: Duration) {
     let stop = state.sources_token();
     loop {
-        let quiet = state.replay().idle_for();
+        let quiet = if state.fitting() {
+            Duration::ZERO
+        } else {
+            state.replay().idle_for()
+        };
         if quiet >= idle {
             state.stop(StopReason::EndOfInput);
             return;
@@ -60,5 +66,28 @@ mod tests {
             t.elapsed()
         );
         feeder.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_long_first_fit_is_not_quiet() {
+        // Quiet from the start, then a fit of 150 ms (no record arrives):
+        // the run is not stopped during it, and the quiet counts from its
+        // end.
+        let state = Arc::new(RunState::new("stdin"));
+        let s = state.clone();
+        let learner = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.set_fitting(true);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            s.set_fitting(false);
+        });
+        let t = std::time::Instant::now();
+        stop_when_idle(state.clone(), Duration::from_millis(60)).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(20 + 150 + 60),
+            "stopped after {:?}, during the fit or too soon after it",
+            t.elapsed()
+        );
+        learner.await.unwrap();
     }
 }

@@ -458,12 +458,21 @@ impl RunState {
         self.fitting.load(Ordering::SeqCst)
     }
 
-    /// Set by the learner around the call that fits the first model. At
+    /// Set by the learner around the call that fits the first model. Its
+    /// start and end count as activity for `--stop-when-idle`
+    /// ([`super::idle`]), which does not stop a run while it fits. At
     /// the end of a fit the parser stage is woken (a
     /// [`SourceEvent::Wake`](super::SourceEvent::Wake) on its input), as it
     /// may be waiting for input with batches read ahead that the learner
     /// can take now.
     pub(crate) fn set_fitting(&self, on: bool) {
+        // Busy, not idle (`--stop-when-idle`): the time of a fit does not
+        // count as quiet, however long it takes. Before the flag changes,
+        // so that the idle check never sees a fit just ended with the
+        // quiet counted from its start.
+        if on != self.fitting() {
+            self.replay().touch();
+        }
         let was = self.fitting.swap(on, Ordering::SeqCst);
         if was && !on {
             let input = self.parser_input.lock().unwrap_or_else(|e| e.into_inner());

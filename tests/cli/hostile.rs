@@ -428,6 +428,41 @@ fn a_signal_in_the_first_fit_saves_every_point_read_and_a_resume_learns_them() {
     assert_eq!(load(&ck).learner.counters().points_seen, 3000);
 }
 
+/// `--stop-when-idle` took a long first fit for quiet: the learner takes
+/// nothing meanwhile, the queues and the read-ahead (2 MiB under
+/// `--max-memory 64 MiB`) fill, no record reaches the parser, and the run
+/// ended "as at the end of the input" with a third of this file unread
+/// (exit 0). The fit is busy time now.
+#[test]
+fn stop_when_idle_waits_for_a_long_first_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let data = file(&dir, "points.csv");
+    std::fs::write(&data, text(&points(400_000, 13))).unwrap();
+    let out = run_stdin(
+        &[
+            &[
+                "run",
+                "--input",
+                data.to_str().unwrap(),
+                "--max-memory",
+                "67108864",
+                "--stop-when-idle",
+                "0.5",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+            ][..],
+            LONG_FIRST_FIT,
+        ]
+        .concat(),
+        b"",
+    );
+    assert_ok(&out);
+    let e = stderr(&out);
+    assert!(e.contains("400000 points used"), "{e}");
+    assert_eq!(load(&ck).learner.counters().points_seen, 400_000);
+}
+
 /// `points(n, seed)` with every coordinate multiplied by `scale`.
 fn scaled(n: usize, seed: u64, scale: f64) -> Vec<String> {
     points(n, seed)
