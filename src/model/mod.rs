@@ -43,7 +43,7 @@ pub mod testdata;
 pub use covariance::CovarianceType;
 pub use em::{BatchStats, Engine, EngineState, LearnError, ScoreBuffer, NO_LABEL};
 pub use mixture::{GaussianMixture, MixtureParams, ModelError};
-pub use online::{Counters, Fitted, KChange, LearnerState, Phase, StepwiseEm, UNTAGGED};
+pub use online::{Counters, FitHook, Fitted, KChange, LearnerState, Phase, StepwiseEm, UNTAGGED};
 pub use params::{
     learner_memory, max_dim_for, CheckedParams, ComponentCount, ParamError, Params, MAX_BATCH_SIZE,
     MAX_WARMUP,

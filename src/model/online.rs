@@ -145,6 +145,9 @@ pub struct StepwiseEm {
     last_change: Option<KChange>,
     /// The run's stop request, if shared ([`StepwiseEm::set_interrupt`]).
     interrupt: Option<Interrupt>,
+    /// Told when a fit on the warm-up buffer starts and ends
+    /// ([`StepwiseEm::set_fit_hook`]).
+    fit_hook: Option<FitHook>,
     /// Warm-up points dropped while waiting for distinct points.
     warmup_dropped: u64,
     /// The last `warmup` points learned, for a re-fit after a regime change.
@@ -160,6 +163,38 @@ pub struct StepwiseEm {
     /// Reused by [`StepwiseEm::apply`] for the blended statistics (not
     /// part of the state).
     spare: MixtureStats,
+}
+
+/// Called with `true` when a fit of a model on the warm-up buffer starts
+/// (the first model, or the re-fit after a regime change) and with `false`
+/// when it ends, however it ends ([`StepwiseEm::set_fit_hook`]).
+#[derive(Clone)]
+pub struct FitHook(pub std::sync::Arc<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for FitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FitHook")
+    }
+}
+
+/// Calls a [`FitHook`] with `true` now and with `false` when dropped.
+struct Fitting(Option<FitHook>);
+
+impl Fitting {
+    fn start(hook: Option<FitHook>) -> Self {
+        if let Some(h) = &hook {
+            (h.0)(true);
+        }
+        Fitting(hook)
+    }
+}
+
+impl Drop for Fitting {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            (h.0)(false);
+        }
+    }
 }
 
 /// The row number [`StepwiseEm::take_scored_rows`] gives a point this
@@ -281,6 +316,7 @@ impl StepwiseEm {
             counters: Counters::default(),
             threads: 1,
             interrupt: None,
+            fit_hook: None,
             warmup_dropped: 0,
             regime_recent: std::collections::VecDeque::new(),
             window: (0, 0),
@@ -597,6 +633,16 @@ impl StepwiseEm {
         self.interrupt = Some(flag);
     }
 
+    /// Tells `hook` when a fit on the warm-up buffer starts and ends: the
+    /// first model's, and a re-fit after a regime change, which may come
+    /// in any call of [`StepwiseEm::observe`] (the fit takes no points
+    /// meanwhile; the pipeline reads ahead and counts the time as busy).
+    /// Not part of the state, and not called by the fit on a copy that
+    /// [`StepwiseEm::model_or_fit`] makes.
+    pub fn set_fit_hook(&mut self, hook: FitHook) {
+        self.fit_hook = Some(hook);
+    }
+
     fn interrupted(&self) -> bool {
         self.interrupt
             .as_ref()
@@ -681,6 +727,7 @@ impl StepwiseEm {
         }
         let mut copy = self.clone();
         copy.interrupt = None;
+        copy.fit_hook = None;
         if copy.over_full() {
             // Fitted on the warm-up's points, then the rest learned, as a
             // resume does (a partial mini-batch left waiting).
@@ -752,6 +799,7 @@ impl StepwiseEm {
         // An interrupted fit leaves no trace: the random numbers it drew
         // are drawn again by the fit a resume makes.
         let rng = self.rng.clone();
+        let fitting = Fitting::start(self.fit_hook.clone());
         // A stop request ends the fit early (the buffer is kept).
         engine.set_interrupt(self.interrupt.clone());
         let p = &self.params;
@@ -765,6 +813,7 @@ impl StepwiseEm {
             }
         };
         engine.set_interrupt(None);
+        drop(fitting);
         let fitted = match fitted {
             Ok(_) if self.interrupted() => Err(LearnError::Interrupted),
             f => f,

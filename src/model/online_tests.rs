@@ -1073,6 +1073,55 @@ fn a_fit_stopped_midway_leaves_the_random_numbers_as_they_were() {
     assert_eq!(saved.rng, start.rng);
 }
 
+/// The fit hook is told of every fit on the warm-up buffer, the first and
+/// a regime change's re-fit (which comes in the middle of a call), also
+/// one that a stop ends, and never of the reports' fit on a copy.
+#[test]
+fn the_fit_hook_brackets_every_fit_on_the_warm_up_buffer() {
+    use std::sync::{Arc, Mutex};
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook = {
+        let calls = calls.clone();
+        FitHook(Arc::new(move |on| calls.lock().unwrap().push(on)))
+    };
+    let seen = || std::mem::take(&mut *calls.lock().unwrap());
+    let truth = testdata::two_clusters();
+    let d = truth.dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let data = truth.sample(&mut rng, 2000);
+    let mut moved = truth.sample(&mut rng, 2000);
+    for v in &mut moved {
+        *v += 1e5;
+    }
+    let p = Params {
+        components: crate::model::ComponentCount::Fixed(2),
+        warmup: 200,
+        batch_size: 50,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    let mut em = StepwiseEm::new(p.clone(), d);
+    em.set_fit_hook(hook.clone());
+    em.observe(&data[..150 * d], None).unwrap();
+    let _ = em.model_or_fit().unwrap();
+    assert_eq!(seen(), Vec::<bool>::new(), "the reports' fit is on a copy");
+    em.observe(&data[150 * d..], None).unwrap();
+    assert_eq!(seen(), [true, false], "the first fit");
+    em.observe(&moved, None).unwrap();
+    assert_eq!(em.regime_changes(), 1);
+    assert_eq!(seen(), [true, false], "the regime change's re-fit");
+    // A fit that a stop ends is ended for the hook too.
+    let stop = Interrupt::default();
+    let mut stopped = StepwiseEm::new(p, d);
+    stopped.set_fit_hook(hook);
+    stopped.set_interrupt(stop.clone());
+    stopped.observe(&data[..150 * d], None).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(stopped.observe(&data[150 * d..], None).is_err());
+    assert!(matches!(seen()[..], [] | [true, false]));
+}
+
 /// Feeds `data` in uneven slices to a tagged learner with scores and
 /// returns (the row numbers of every score line, in order, the labels).
 fn tagged_scores(em: &mut StepwiseEm, data: &[f64]) -> (Vec<u64>, Vec<u32>) {

@@ -2,9 +2,10 @@
 //! sources stop, the stages drain, the final checkpoint is written, exit
 //! status 0) once no record has arrived for SECS seconds, whatever the
 //! source. A batch job replaying a log into a model, and tests, end this
-//! way. The first fit is not quiet: while the learner fits (taking no
-//! batches, so that input backs up and stops arriving) the run is busy,
-//! and the quiet is counted from the fit's end ([`RunState::fitting`]).
+//! way. A fit is not quiet: while the learner fits a model on its warm-up
+//! buffer (the first, or a regime change's re-fit), taking no batches so
+//! that input backs up and stops arriving, the run is busy, and the quiet
+//! is counted from the fit's end ([`RunState::fitting`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,9 @@ use crate::checkpoint::{Checkpoint, ModelSelection, SourcePosition};
 use crate::config::reject_rate_exceeded;
 use crate::input::keep::KeptRow;
 use crate::input::{Batch, InputError, ParseError, RejectCounts, RejectReason, SourceId};
-use crate::model::{CheckedParams, Counters, LearnError, ScoreBuffer, StepwiseEm, UNTAGGED};
+use crate::model::{
+    CheckedParams, Counters, FitHook, LearnError, ScoreBuffer, StepwiseEm, UNTAGGED,
+};
 use crate::score::{AnomalyDetector, KeepFormat, KeptPrefixes};
 
 /// Where the learner stands when the run begins (fresh or resumed).
@@ -249,6 +251,7 @@ impl Learner {
         if let Some(l) = learner.as_mut() {
             l.set_threads(self.threads);
             l.set_interrupt(self.state.interrupt_flag());
+            l.set_fit_hook(self.fit_hook());
         }
         let mut run = Run {
             at_start: learner
@@ -375,6 +378,7 @@ impl Learner {
                         let mut l = StepwiseEm::new(self.params.clone(), batch.dim);
                         l.set_threads(self.threads);
                         l.set_interrupt(self.state.interrupt_flag());
+                        l.set_fit_hook(self.fit_hook());
                         l
                     });
                     if self.keeps() {
@@ -386,7 +390,7 @@ impl Learner {
                     let rows = batch.values.len() / batch.dim;
                     // This batch completes the warm-up buffer: the first
                     // model is fitted in this call (the parser reads ahead
-                    // meanwhile, RunState::fitting).
+                    // meanwhile, RunState::fitting, through the fit hook).
                     let fits =
                         l.mixture().is_none() && l.pending_points() + rows >= l.params().warmup;
                     if fits && !fit_announced {
@@ -395,7 +399,6 @@ impl Learner {
                     }
                     let values = &batch.values;
                     let before = KEvents::of(l);
-                    self.state.set_fitting(fits);
                     let result = scored(
                         self.score.as_ref(),
                         self.detector.as_mut(),
@@ -404,7 +407,6 @@ impl Learner {
                         l,
                         |l, scores| l.observe(values, scores),
                     );
-                    self.state.set_fitting(false);
                     before.log_news(l, &self.console);
                     kept.prune(l.held_rows());
                     match result {
@@ -555,6 +557,14 @@ impl Learner {
             run.columns = Some(names);
             run.changed();
         }
+    }
+
+    /// The learner's [`FitHook`]: [`RunState::set_fitting`] for the length
+    /// of every fit on the warm-up buffer (the first, a re-fit after a
+    /// regime change, one at the end of the input).
+    fn fit_hook(&self) -> FitHook {
+        let state = self.state.clone();
+        FitHook(Arc::new(move |on| state.set_fitting(on)))
     }
 
     /// Says that the first model is being fitted (which may take a while),

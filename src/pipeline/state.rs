@@ -154,8 +154,9 @@ pub struct RunState {
     /// Set by a signal: a long warm-up fit stops at once (the learner
     /// shares it, [`crate::model::StepwiseEm::set_interrupt`]).
     interrupt: crate::model::em::Interrupt,
-    /// Set by the learner while it fits the first model on its warm-up
-    /// buffer: the parser reads ahead meanwhile ([`RunState::fitting`]).
+    /// Set by the learner while it fits a model on its warm-up buffer
+    /// (the first, or a regime change's re-fit): the parser reads ahead
+    /// meanwhile ([`RunState::fitting`]).
     fitting: AtomicBool,
     /// The parser stage's input, which the end of the fit wakes.
     parser_input: Mutex<Option<tokio::sync::mpsc::WeakSender<super::SourceEvent>>>,
@@ -449,8 +450,9 @@ impl RunState {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the learner is fitting the first model on its warm-up
-    /// buffer, which takes tens of milliseconds at d = 32 (seconds when
+    /// Whether the learner is fitting a model on its warm-up buffer (the
+    /// first, or a regime change's re-fit), which takes tens of
+    /// milliseconds at d = 32 (seconds when
     /// choosing K) during which it takes no batches: the parser then goes
     /// on parsing into a bounded read-ahead instead of waiting (the parser
     /// stage's `Sender::deliver`).
@@ -458,8 +460,9 @@ impl RunState {
         self.fitting.load(Ordering::SeqCst)
     }
 
-    /// Set by the learner around the call that fits the first model. Its
-    /// start and end count as activity for `--stop-when-idle`
+    /// Set by the learner, through its fit hook
+    /// ([`crate::model::StepwiseEm::set_fit_hook`]), for the length of
+    /// every fit on its warm-up buffer. Its start and end count as activity for `--stop-when-idle`
     /// ([`super::idle`]), which does not stop a run while it fits. At
     /// the end of a fit the parser stage is woken (a
     /// [`SourceEvent::Wake`](super::SourceEvent::Wake) on its input), as it
