@@ -788,6 +788,8 @@ impl StepwiseEm {
         if self.interrupted() {
             return Err(LearnError::Interrupted);
         }
+        // As early as possible: the parser reads ahead from now on.
+        let fitting = Fitting::start(self.fit_hook.clone());
         let d = self.dim;
         em::check_scale(&self.pending, d)?;
         let buf = std::mem::take(&mut self.pending);
@@ -799,7 +801,6 @@ impl StepwiseEm {
         // An interrupted fit leaves no trace: the random numbers it drew
         // are drawn again by the fit a resume makes.
         let rng = self.rng.clone();
-        let fitting = Fitting::start(self.fit_hook.clone());
         // A stop request ends the fit early (the buffer is kept).
         engine.set_interrupt(self.interrupt.clone());
         let p = &self.params;

@@ -389,8 +389,13 @@ impl Learner {
                     let regimes = l.regime_changes();
                     let rows = batch.values.len() / batch.dim;
                     // This batch completes the warm-up buffer: the first
-                    // model is fitted in this call (the parser reads ahead
-                    // meanwhile, RunState::fitting, through the fit hook).
+                    // model is fitted in this call. The parser reads ahead
+                    // meanwhile (RunState::fitting): raised here already,
+                    // before the learner's own fit hook does, for the
+                    // parser must see it before the queue fills (a send
+                    // to a full queue waits for the learner, the whole
+                    // fit). A re-fit, which cannot be foreseen, raises it
+                    // through the hook alone.
                     let fits =
                         l.mixture().is_none() && l.pending_points() + rows >= l.params().warmup;
                     if fits && !fit_announced {
@@ -399,6 +404,7 @@ impl Learner {
                     }
                     let values = &batch.values;
                     let before = KEvents::of(l);
+                    self.state.set_fitting(fits);
                     let result = scored(
                         self.score.as_ref(),
                         self.detector.as_mut(),
@@ -407,6 +413,7 @@ impl Learner {
                         l,
                         |l, scores| l.observe(values, scores),
                     );
+                    self.state.set_fitting(false);
                     before.log_news(l, &self.console);
                     kept.prune(l.held_rows());
                     match result {
