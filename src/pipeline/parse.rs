@@ -167,6 +167,9 @@ impl<'scope, 'env> Workers<'scope, 'env> {
 pub(crate) struct Handed {
     pub(crate) here: u64,
     pub(crate) away: u64,
+    /// Most batches read ahead at once while the learner fitted
+    /// ([`Sender::deliver`]).
+    pub(crate) read_ahead: usize,
 }
 
 /// Runs the parser stage until the event channel closes (or, with
@@ -350,13 +353,16 @@ pub(crate) fn parser_loop(
         }
         out.flush();
     });
+    handed.read_ahead = out.ahead_peak;
     tracing::debug!(
         target: "emstream",
         here = handed.here,
         away = handed.away,
-        "parser stage: {} chunks parsed on its own thread, {} by the parse threads",
+        read_ahead = handed.read_ahead,
+        "parser stage: {} chunks parsed on its own thread, {} by the parse threads; at most {} batches read ahead while the learner fitted",
         handed.here,
-        handed.away
+        handed.away,
+        handed.read_ahead
     );
     handed
 }
@@ -412,6 +418,9 @@ struct Sender {
     ahead_bytes: usize,
     /// Most bytes `ahead` holds ([`crate::config::read_ahead_bytes`]).
     ahead_budget: usize,
+    /// Most batches waiting in `ahead` after a delivery, the learner's
+    /// queue full (for the stage's closing log).
+    ahead_peak: usize,
 }
 
 impl Sender {
@@ -434,6 +443,7 @@ impl Sender {
             ahead: VecDeque::new(),
             ahead_bytes: 0,
             ahead_budget: read_ahead,
+            ahead_peak: 0,
         }
     }
 
@@ -646,6 +656,8 @@ impl Sender {
                 return false;
             }
         }
+        // Waiting beyond the queue (which is full if any wait).
+        self.ahead_peak = self.ahead_peak.max(self.ahead.len());
         true
     }
 

@@ -463,6 +463,43 @@ fn stop_when_idle_waits_for_a_long_first_fit() {
     assert_eq!(load(&ck).learner.counters().points_seen, 400_000);
 }
 
+/// The run reads ahead while the learner fits its first model: the parser
+/// goes on past the learner's full queue (the stage's closing debug line
+/// counts the batches that waited beyond it; without the read-ahead, none
+/// do). A flag raised too late (the parser already waiting in a send to
+/// the full queue) shows only in a release build, where the parser
+/// outruns the learner's few steps before its fit: peak RSS there.
+#[test]
+fn the_run_reads_ahead_during_the_first_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = file(&dir, "points.csv");
+    std::fs::write(&data, text(&points(100_000, 14))).unwrap();
+    let out = run_stdin(
+        &[
+            &[
+                "run",
+                "--input",
+                data.to_str().unwrap(),
+                "--log-level",
+                "emstream=debug",
+            ][..],
+            LONG_FIRST_FIT,
+        ]
+        .concat(),
+        b"",
+    );
+    assert_ok(&out);
+    let e = stderr(&out);
+    let ahead: usize = e
+        .split("at most ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no read-ahead count in: {e}"));
+    assert!(ahead > 0, "nothing was read ahead: {e}");
+    assert!(e.contains("100000 points used"), "{e}");
+}
+
 /// `points(n, seed)` with every coordinate multiplied by `scale`.
 fn scaled(n: usize, seed: u64, scale: f64) -> Vec<String> {
     points(n, seed)
