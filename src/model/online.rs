@@ -223,15 +223,19 @@ struct RowTags {
     ahead: std::collections::VecDeque<u64>,
 }
 
-impl RowTags {
-    /// The numbers of the next `rows` points received, in order.
-    fn take(&mut self, rows: usize, into: &mut Vec<u64>) {
-        let again = rows.min(self.ahead.len());
-        into.extend(self.ahead.drain(..again));
-        let new = (rows - again) as u64;
-        into.extend(self.next..self.next + new);
-        self.next += new;
-    }
+/// Appends to `into` the numbers of the next `rows` points received, in
+/// order: those fed again first (`ahead`), then new ones from `next` on.
+fn number_rows(
+    next: &mut u64,
+    ahead: &mut std::collections::VecDeque<u64>,
+    rows: usize,
+    into: &mut Vec<u64>,
+) {
+    let again = rows.min(ahead.len());
+    into.extend(ahead.drain(..again));
+    let new = (rows - again) as u64;
+    into.extend(*next..*next + new);
+    *next += new;
 }
 
 /// Share of gross outliers in a window of `warmup` learned points above
@@ -363,10 +367,13 @@ impl StepwiseEm {
     /// Tags: `rows` points were appended to `pending` from the input.
     fn tag_pending(&mut self, rows: usize) {
         if let Some(t) = self.tags.as_mut() {
-            let RowTags { pending, .. } = &mut **t;
-            let mut ids = std::mem::take(pending);
-            t.take(rows, &mut ids);
-            t.pending = ids;
+            let RowTags {
+                next,
+                ahead,
+                pending,
+                ..
+            } = &mut **t;
+            number_rows(next, ahead, rows, pending);
         }
     }
 
@@ -474,10 +481,11 @@ impl StepwiseEm {
                 let (batch, after) = rest.split_at(b);
                 rest = after;
                 if let Some(t) = self.tags.as_mut() {
-                    let mut ids = std::mem::take(&mut t.batch);
-                    ids.clear();
-                    t.take(self.params.batch_size, &mut ids);
-                    t.batch = ids;
+                    let RowTags {
+                        next, ahead, batch, ..
+                    } = &mut **t;
+                    batch.clear();
+                    number_rows(next, ahead, self.params.batch_size, batch);
                 }
                 self.update(batch, scores.as_deref_mut(), None)?;
                 if self.mixture.is_none() {
@@ -691,7 +699,7 @@ impl StepwiseEm {
             return self.flush(scores);
         }
         if self.mixture.is_none() {
-            if self.interrupted() || self.pending.len() < self.params.warmup * self.dim {
+            if !self.fits_at_flush() {
                 return Ok(());
             }
             return match self.initialise(scores) {
@@ -705,6 +713,15 @@ impl StepwiseEm {
             return self.flush(scores);
         }
         Ok(())
+    }
+
+    /// Whether [`StepwiseEm::flush`] would fit a model now: no model yet, a
+    /// full warm-up buffer (or one beyond it, a stopped fit's), and no
+    /// stop requested.
+    pub fn fits_at_flush(&self) -> bool {
+        self.mixture.is_none()
+            && self.pending.len() >= self.params.warmup * self.dim
+            && !self.interrupted()
     }
 
     /// The model, or for a learner still in its warm-up the model its

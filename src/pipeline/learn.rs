@@ -506,14 +506,7 @@ impl Learner {
             if let Some(l) = run.learner.as_mut() {
                 // A full buffer restored without a model (a signal stopped
                 // the first fit) and no input since: fitted now.
-                if !fit_announced
-                    && l.mixture().is_none()
-                    && l.pending_points() >= l.params().warmup
-                    && !self
-                        .state
-                        .interrupt_flag()
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                {
+                if !fit_announced && l.fits_at_flush() {
                     self.announce_fit(l);
                 }
                 let before = KEvents::of(l);

@@ -167,9 +167,6 @@ impl<'scope, 'env> Workers<'scope, 'env> {
 pub(crate) struct Handed {
     pub(crate) here: u64,
     pub(crate) away: u64,
-    /// Most batches read ahead at once while the learner fitted
-    /// ([`Sender::deliver`]).
-    pub(crate) read_ahead: usize,
 }
 
 /// Runs the parser stage until the event channel closes (or, with
@@ -353,16 +350,15 @@ pub(crate) fn parser_loop(
         }
         out.flush();
     });
-    handed.read_ahead = out.ahead_peak;
     tracing::debug!(
         target: "emstream",
         here = handed.here,
         away = handed.away,
-        read_ahead = handed.read_ahead,
+        read_ahead = out.ahead_peak,
         "parser stage: {} chunks parsed on its own thread, {} by the parse threads; at most {} batches read ahead while the learner fitted",
         handed.here,
         handed.away,
-        handed.read_ahead
+        out.ahead_peak
     );
     handed
 }
