@@ -1073,20 +1073,11 @@ fn a_fit_stopped_midway_leaves_the_random_numbers_as_they_were() {
     assert_eq!(saved.rng, start.rng);
 }
 
-/// The fit hook is told of every fit on the warm-up buffer, the first and
-/// a regime change's re-fit (which comes in the middle of a call), also
-/// one that a stop ends, and never of the reports' fit on a copy.
-#[test]
-fn the_fit_hook_brackets_every_fit_on_the_warm_up_buffer() {
-    use std::sync::{Arc, Mutex};
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let hook = {
-        let calls = calls.clone();
-        FitHook(Arc::new(move |on| calls.lock().unwrap().push(on)))
-    };
-    let seen = || std::mem::take(&mut *calls.lock().unwrap());
+/// 2,000 points of two 2-D clusters, then 2,000 more moved far away (a
+/// regime change: the learner re-fits on recent points), and options for
+/// K = 2 with a warm-up of 200 points and batches of 50.
+fn a_stream_that_moves() -> (Vec<f64>, Vec<f64>, CheckedParams) {
     let truth = testdata::two_clusters();
-    let d = truth.dim();
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let data = truth.sample(&mut rng, 2000);
     let mut moved = truth.sample(&mut rng, 2000);
@@ -1101,6 +1092,23 @@ fn the_fit_hook_brackets_every_fit_on_the_warm_up_buffer() {
     }
     .check()
     .unwrap();
+    (data, moved, p)
+}
+
+/// The fit hook is told of every fit on the warm-up buffer, the first and
+/// a regime change's re-fit (which comes in the middle of a call), also
+/// one that a stop ends, and never of the reports' fit on a copy.
+#[test]
+fn the_fit_hook_brackets_every_fit_on_the_warm_up_buffer() {
+    use std::sync::{Arc, Mutex};
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook = {
+        let calls = calls.clone();
+        FitHook(Arc::new(move |on| calls.lock().unwrap().push(on)))
+    };
+    let seen = || std::mem::take(&mut *calls.lock().unwrap());
+    let (data, moved, p) = a_stream_that_moves();
+    let d = 2;
     let mut em = StepwiseEm::new(p.clone(), d);
     em.set_fit_hook(hook.clone());
     em.observe(&data[..150 * d], None).unwrap();
@@ -1206,24 +1214,9 @@ fn row_tags_follow_every_score_through_warm_up_drops_and_outliers() {
 
 #[test]
 fn row_tags_survive_a_regime_change_and_a_restored_warm_up() {
-    let truth = testdata::two_clusters();
-    let d = truth.dim();
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let mut data = truth.sample(&mut rng, 2000);
-    // The stream moves far away: a regime change re-fits on recent points.
-    let mut moved = truth.sample(&mut rng, 2000);
-    for v in &mut moved {
-        *v += 1e5;
-    }
+    let (mut data, moved, p) = a_stream_that_moves();
+    let d = 2;
     data.extend_from_slice(&moved);
-    let p = Params {
-        components: crate::model::ComponentCount::Fixed(2),
-        warmup: 200,
-        batch_size: 50,
-        ..Params::default()
-    }
-    .check()
-    .unwrap();
     let mut em = StepwiseEm::new(p.clone(), d);
     let (rows, _) = tagged_scores(&mut em, &data);
     assert!(em.regime_changes() > 0);

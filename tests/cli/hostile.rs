@@ -437,28 +437,19 @@ fn a_signal_in_the_first_fit_saves_every_point_read_and_a_resume_learns_them() {
 fn stop_when_idle_waits_for_a_long_first_fit() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let data = file(&dir, "points.csv");
-    std::fs::write(&data, text(&points(400_000, 13))).unwrap();
-    let out = run_stdin(
+    let e = long_fit_over_a_file(
+        &dir,
+        400_000,
+        13,
         &[
-            &[
-                "run",
-                "--input",
-                data.to_str().unwrap(),
-                "--max-memory",
-                "67108864",
-                "--stop-when-idle",
-                "0.5",
-                "--checkpoint",
-                ck.to_str().unwrap(),
-            ][..],
-            LONG_FIRST_FIT,
-        ]
-        .concat(),
-        b"",
+            "--max-memory",
+            "67108864",
+            "--stop-when-idle",
+            "0.5",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ],
     );
-    assert_ok(&out);
-    let e = stderr(&out);
     assert!(e.contains("400000 points used"), "{e}");
     assert_eq!(load(&ck).learner.counters().points_seen, 400_000);
 }
@@ -472,24 +463,7 @@ fn stop_when_idle_waits_for_a_long_first_fit() {
 #[test]
 fn the_run_reads_ahead_during_the_first_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let data = file(&dir, "points.csv");
-    std::fs::write(&data, text(&points(100_000, 14))).unwrap();
-    let out = run_stdin(
-        &[
-            &[
-                "run",
-                "--input",
-                data.to_str().unwrap(),
-                "--log-level",
-                "emstream=debug",
-            ][..],
-            LONG_FIRST_FIT,
-        ]
-        .concat(),
-        b"",
-    );
-    assert_ok(&out);
-    let e = stderr(&out);
+    let e = long_fit_over_a_file(&dir, 100_000, 14, &["--log-level", "emstream=debug"]);
     let ahead: usize = e
         .split("at most ")
         .nth(1)
@@ -498,6 +472,18 @@ fn the_run_reads_ahead_during_the_first_fit() {
         .unwrap_or_else(|| panic!("no read-ahead count in: {e}"));
     assert!(ahead > 0, "nothing was read ahead: {e}");
     assert!(e.contains("100000 points used"), "{e}");
+}
+
+/// `emstream run --input FILE` over `points(n, seed)` in a file, with
+/// `args` and a long first fit ([`LONG_FIRST_FIT`]); must succeed; its
+/// stderr.
+fn long_fit_over_a_file(dir: &tempfile::TempDir, n: usize, seed: u64, args: &[&str]) -> String {
+    let data = file(dir, "points.csv");
+    std::fs::write(&data, text(&points(n, seed))).unwrap();
+    let input = ["run", "--input", data.to_str().unwrap()];
+    let out = run_stdin(&[&input[..], args, LONG_FIRST_FIT].concat(), b"");
+    assert_ok(&out);
+    stderr(&out)
 }
 
 /// `points(n, seed)` with every coordinate multiplied by `scale`.
