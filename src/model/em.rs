@@ -198,10 +198,11 @@ impl OutlierTest {
             }
         }
         let mut var = vec![0.0; d];
+        // The diagonal entries only: building each full matrix (K copies
+        // of d² numbers per E-step) was 3 % of the d = 32 learner.
         for j in 0..w.len() {
-            let c = mix.covariance_matrix(j);
             for a in 0..d {
-                var[a] += w[j] * (c[a * d + a] + (mix.mean(j)[a] - centre[a]).powi(2));
+                var[a] += w[j] * (mix.variance(j, a) + (mix.mean(j)[a] - centre[a]).powi(2));
             }
         }
         Self::new(centre, var)

@@ -305,6 +305,19 @@ impl GaussianMixture {
         &self.p.means
     }
 
+    /// Variance of component `j` along coordinate `a` (the diagonal entry
+    /// of [`GaussianMixture::covariance_matrix`], without building it).
+    pub(crate) fn variance(&self, j: usize, a: usize) -> f64 {
+        let d = self.p.dim;
+        let plen = self.p.covariance.param_len(d);
+        let c = &self.p.covariances[j * plen..(j + 1) * plen];
+        match self.p.covariance {
+            CovarianceType::Full => c[a * d + a],
+            CovarianceType::Diagonal => c[a],
+            CovarianceType::Spherical => c[0],
+        }
+    }
+
     /// Covariance of component `j` as a full d-by-d row-major matrix,
     /// whatever the covariance type.
     pub fn covariance_matrix(&self, j: usize) -> Vec<f64> {
@@ -1269,6 +1282,32 @@ mod tests {
                 let want = m.log_norm[j] - 0.5 * q;
                 let got = lp[i * 3 + j];
                 assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn variance_is_the_diagonal_of_the_covariance_matrix() {
+        let full = crate::model::testdata::random_mixture(5, 3, 2.0, 8);
+        let p = full.params();
+        let diag = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Diagonal,
+            covariances: (0..3 * 5).map(|i| 0.5 + i as f64).collect(),
+            ..p.clone()
+        })
+        .unwrap();
+        let spherical = GaussianMixture::new(MixtureParams {
+            covariance: CovarianceType::Spherical,
+            covariances: vec![0.5, 1.5, 2.5],
+            ..p.clone()
+        })
+        .unwrap();
+        for m in [full, diag, spherical] {
+            for j in 0..3 {
+                let c = m.covariance_matrix(j);
+                for a in 0..5 {
+                    assert_eq!(m.variance(j, a).to_bits(), c[a * 5 + a].to_bits());
+                }
             }
         }
     }
