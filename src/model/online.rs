@@ -719,8 +719,17 @@ impl StepwiseEm {
     /// full warm-up buffer (or one beyond it, a stopped fit's), and no
     /// stop requested.
     pub fn fits_at_flush(&self) -> bool {
+        self.fits_with(0)
+    }
+
+    /// Whether [`StepwiseEm::observe`] of `rows` more points would fit the
+    /// first model: no model yet, those points fill the warm-up buffer, and
+    /// no stop requested (a fit asked to stop returns at once, fitting
+    /// nothing). A re-fit after a regime change inside the call cannot be
+    /// foreseen.
+    pub fn fits_with(&self, rows: usize) -> bool {
         self.mixture.is_none()
-            && self.pending.len() >= self.params.warmup * self.dim
+            && self.pending.len() / self.dim + rows >= self.params.warmup
             && !self.interrupted()
     }
 

@@ -1259,3 +1259,34 @@ fn a_window_that_re_fits_has_copied_every_batch() {
         assert!(!window_can_refit((warmup as u64, 0), warmup, b));
     }
 }
+
+/// The pipeline announces the first fit, and reads ahead during it, for the
+/// call `fits_with` names: the one that fills the warm-up buffer, and not
+/// once a stop is requested (that call fits nothing and returns at once).
+#[test]
+fn fits_with_names_the_call_that_fits_the_first_model_and_none_after_a_stop() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (data, p) = eight_d_six((5, 13), 2_300, |_| {});
+    let (d, short) = (8, 1_990);
+    let stop = Interrupt::default();
+    let mut run = StepwiseEm::new(p, d);
+    run.set_interrupt(stop.clone());
+    run.observe(&data[..short * d], None).unwrap();
+    assert!(run.mixture().is_none());
+    assert!(!run.fits_with(9) && run.fits_with(10) && run.fits_with(300));
+    assert!(!run.fits_at_flush());
+    stop.store(true, Relaxed);
+    assert!(!run.fits_with(10) && !run.fits_with(300));
+    let fill = &data[short * d..(short + 10) * d];
+    assert!(matches!(
+        run.observe(fill, None),
+        Err(LearnError::Interrupted)
+    ));
+    assert!(run.mixture().is_none());
+    assert!(!run.fits_at_flush());
+    stop.store(false, Relaxed);
+    assert!(run.fits_at_flush() && run.fits_with(0));
+    run.flush(None).unwrap();
+    assert!(run.mixture().is_some());
+    assert!(!run.fits_with(1_000_000) && !run.fits_at_flush());
+}

@@ -396,8 +396,9 @@ impl Learner {
                     // to a full queue waits for the learner, the whole
                     // fit). A re-fit, which cannot be foreseen, raises it
                     // through the hook alone.
-                    let fits =
-                        l.mixture().is_none() && l.pending_points() + rows >= l.params().warmup;
+                    // Not after a stop request: that fit would return at
+                    // once (nothing to announce, no reading ahead).
+                    let fits = l.fits_with(rows);
                     if fits && !fit_announced {
                         fit_announced = true;
                         self.announce_fit(l);
