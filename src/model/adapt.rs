@@ -134,7 +134,7 @@ impl RecentPoints {
         let room = self.capacity * d - self.data.len();
         if room > 0 {
             let take = room.min(src.len());
-            self.data.extend_from_slice(&src[..take]);
+            super::kernels::extend(&mut self.data, &src[..take]);
             src = &src[take..];
         }
         let mut rows = src.len() / d;
@@ -151,8 +151,8 @@ impl RecentPoints {
         }
         let first = rows.min(self.capacity - self.next);
         let (head, tail) = src.split_at(first * d);
-        self.data[self.next * d..(self.next + first) * d].copy_from_slice(head);
-        self.data[..tail.len()].copy_from_slice(tail);
+        super::kernels::copy(&mut self.data[self.next * d..(self.next + first) * d], head);
+        super::kernels::copy(&mut self.data[..tail.len()], tail);
         self.next = (self.next + rows) % self.capacity;
     }
 

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::adapt::{AdaptParams, Adapter, AdapterState, Change, RecentPoints};
 use super::em::{self, without_outliers, BatchStats, Engine, EngineState, Interrupt};
 use super::init;
+use super::kernels;
 use super::mixture::GaussianMixture;
 use super::params::ComponentCount;
 use super::select::{self, ModelSelection};
@@ -249,8 +250,10 @@ pub const REGIME_OUTLIER_RATE: f64 = 0.5;
 fn keep_last<T: Copy>(ring: &mut std::collections::VecDeque<T>, new: &[T], cap: usize) {
     // `extend` of a slice's `iter()` is one copy (std specialises it); of
     // `iter().copied()` it was a push per number, 3 % of the d = 32
-    // learner.
-    ring.extend(new.iter());
+    // learner. A piece at a time: see `kernels::copy`.
+    for piece in new.chunks(kernels::PIECE) {
+        ring.extend(piece.iter());
+    }
     if ring.len() > cap {
         let extra = ring.len() - cap;
         ring.drain(..extra);
@@ -435,7 +438,7 @@ impl StepwiseEm {
                 // interrupted the fit (below).
                 let want = (self.params.warmup * d).saturating_sub(self.pending.len());
                 let take = want.min(rest.len());
-                self.pending.extend_from_slice(&rest[..take]);
+                kernels::extend(&mut self.pending, &rest[..take]);
                 self.tag_pending(take / d);
                 rest = &rest[take..];
                 if self.pending.len() < self.params.warmup * d {
@@ -455,7 +458,7 @@ impl StepwiseEm {
                     // A source that resumes from its saved position (a
                     // JetStream stream) loses nothing that way.
                     Err(LearnError::Interrupted) => {
-                        self.pending.extend_from_slice(rest);
+                        kernels::extend(&mut self.pending, rest);
                         self.tag_pending(rest.len() / d);
                         return Err(LearnError::Interrupted);
                     }
@@ -465,7 +468,7 @@ impl StepwiseEm {
             let b = self.params.batch_size * d;
             if !self.pending.is_empty() {
                 let take = (b - self.pending.len()).min(rest.len());
-                self.pending.extend_from_slice(&rest[..take]);
+                kernels::extend(&mut self.pending, &rest[..take]);
                 self.tag_pending(take / d);
                 rest = &rest[take..];
                 if self.pending.len() < b {
@@ -495,7 +498,7 @@ impl StepwiseEm {
             if self.mixture.is_none() {
                 continue;
             }
-            self.pending.extend_from_slice(rest);
+            kernels::extend(&mut self.pending, rest);
             self.tag_pending(rest.len() / d);
             self.score_pending(scores);
             return Ok(());

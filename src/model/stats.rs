@@ -469,7 +469,9 @@ impl BatchSums {
     pub(crate) fn copy_from(&mut self, other: &BatchSums) {
         self.n.clone_from(&other.n);
         self.u.clone_from(&other.u);
-        self.q.clone_from(&other.q);
+        // K·d² numbers: a piece at a time (`kernels::copy`).
+        self.q.clear();
+        super::kernels::extend(&mut self.q, &other.q);
         self.lower_only = other.lower_only;
     }
 
