@@ -1363,10 +1363,18 @@ pub struct PlotArgs {
 fn checkpoint_title(model: &GaussianMixture, ck: &crate::checkpoint::Checkpoint) -> String {
     let seen = match ck.learner.mixture() {
         Some(_) => format!("{} points seen", ck.learner.counters().points_seen),
-        None => format!(
-            "warm-up of {} points fitted on the fly",
-            ck.learner.pending_points()
-        ),
+        None => {
+            // A stopped first fit keeps the points received after the
+            // warm-up's behind them: the model on the fly is fitted on the
+            // warm-up's and learns the rest, as a resume would.
+            let (held, warmup) = (ck.learner.pending_points(), ck.learner.params().warmup);
+            match held.checked_sub(warmup).filter(|&behind| behind > 0) {
+                Some(behind) => format!(
+                    "warm-up of {warmup} points fitted on the fly and the {behind} behind them learned"
+                ),
+                None => format!("warm-up of {held} points fitted on the fly"),
+            }
+        }
     };
     let when = super::inspect::iso8601_utc(ck.updated_unix_ms);
     // Minutes are enough in a title.
@@ -1537,6 +1545,57 @@ mod tests {
         n.descendants()
             .filter(|c| c.attribute("class") == Some(class))
             .count()
+    }
+
+    #[test]
+    fn the_title_of_a_warm_up_checkpoint_says_how_its_model_was_fitted() {
+        use crate::checkpoint::Checkpoint;
+        use crate::model::{Params, StepwiseEm};
+        let params = Params {
+            components: crate::model::ComponentCount::Fixed(2),
+            warmup: 500,
+            batch_size: 100,
+            ..Params::default()
+        }
+        .check()
+        .unwrap();
+        let pts =
+            crate::model::testdata::two_clusters().sample(&mut ChaCha8Rng::seed_from_u64(3), 700);
+        let title = |em: StepwiseEm| {
+            let ck = Checkpoint {
+                learner: em,
+                rejected: Default::default(),
+                anomalies: 0,
+                created_unix_ms: 0,
+                updated_unix_ms: 0,
+                sources: Vec::new(),
+                columns: None,
+                selection: None,
+            };
+            checkpoint_title(&ck.learner.model_or_fit().unwrap(), &ck)
+        };
+        let mut filling = StepwiseEm::new(params.clone(), 2);
+        filling.observe(&pts[..2 * 321], None).unwrap();
+        let t = title(filling);
+        assert!(
+            t.contains("warm-up of 321 points fitted on the fly,"),
+            "{t}"
+        );
+        // A signal stopped the first fit: 500 + 200 points held.
+        let mut stopped = StepwiseEm::new(params.clone(), 2);
+        let stop = crate::model::em::Interrupt::default();
+        stopped.set_interrupt(stop.clone());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(stopped.observe(&pts, None).is_err());
+        assert_eq!(stopped.pending_points(), 700);
+        let t = title(stopped);
+        assert!(
+            t.contains("warm-up of 500 points fitted on the fly and the 200 behind them learned,"),
+            "{t}"
+        );
+        let mut learned = StepwiseEm::new(params, 2);
+        learned.observe(&pts, None).unwrap();
+        assert!(title(learned).contains("700 points seen"));
     }
 
     #[test]
