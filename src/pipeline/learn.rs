@@ -304,6 +304,10 @@ impl Learner {
                     Err(_) => break,
                 },
             };
+            if received.is_some() {
+                // Room in the queue: a parser waiting for it goes on.
+                self.state.wake_parser();
+            }
             if let Some(Work {
                 mut batch,
                 fatal,

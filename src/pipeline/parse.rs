@@ -392,6 +392,20 @@ fn parse_here(
     }
 }
 
+/// What became of a batch [`Sender::send_unless_fitting`] was given.
+enum Sent {
+    /// In the learner's queue.
+    Done,
+    /// The learner is gone.
+    Gone,
+    /// A fit started while the queue was full: the batch, to read ahead.
+    Fitting(Box<Work>),
+}
+
+/// Longest wait for room in the learner's queue before looking again,
+/// should a wake be missed ([`Sender::send_unless_fitting`]).
+const PARSER_WAIT_SAFETY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The stage's side that sends batches to the learner, in input order.
 struct Sender {
     config: ParserConfig,
@@ -619,17 +633,23 @@ impl Sender {
     /// then they are a longer queue, never more than the budget). False
     /// when the learner is gone.
     fn deliver(&mut self, work: Work, state: &RunState) -> bool {
-        let fitting = state.fitting();
+        let work = if self.ahead.is_empty() && !state.fitting() {
+            match self.send_unless_fitting(work, state) {
+                Sent::Done => return true,
+                Sent::Gone => return false,
+                // A fit started while the queue was full: read ahead.
+                Sent::Fitting(work) => *work,
+            }
+        } else {
+            work
+        };
         // Batches that may wait after this call: unlimited (but for the
         // bytes) while the learner fits, else no more than wait now.
-        let allowed = if fitting {
+        let allowed = if state.fitting() {
             usize::MAX
         } else {
             self.ahead.len()
         };
-        if self.ahead.is_empty() && !fitting {
-            return self.batches.send(work).is_ok();
-        }
         // Every batch counts at least a page: its other vectors, and a
         // flood of batches of rejected records only.
         let bytes = (work.batch.values.len() * std::mem::size_of::<f64>()).max(1 << 12);
@@ -655,6 +675,40 @@ impl Sender {
         // Waiting beyond the queue (which is full if any wait).
         self.ahead_peak = self.ahead_peak.max(self.ahead.len());
         true
+    }
+
+    /// Sends `work`, waiting for room in the learner's queue unless a fit
+    /// starts meanwhile (a fit that the learner's hook announced after this
+    /// stage began to wait: a re-fit, which the learner cannot foresee, or
+    /// the first one): then `work` comes back to be read ahead. The
+    /// learner wakes this thread whenever it takes a batch or a fit starts
+    /// ([`RunState::wake_parser`]); the timeout is only a safety net.
+    fn send_unless_fitting(&mut self, mut work: Work, state: &RunState) -> Sent {
+        loop {
+            work = match self.batches.try_send(work) {
+                Ok(()) => return Sent::Done,
+                Err(TrySendError::Disconnected(_)) => return Sent::Gone,
+                Err(TrySendError::Full(w)) => w,
+            };
+            if state.fitting() {
+                return Sent::Fitting(Box::new(work));
+            }
+            state.parser_waits(true);
+            // Again, now that a batch taken or a fit started wakes this
+            // thread: one that came just before is not missed.
+            let sent = self.batches.try_send(work);
+            if let Err(TrySendError::Full(_)) = sent {
+                if !state.fitting() {
+                    std::thread::park_timeout(PARSER_WAIT_SAFETY);
+                }
+            }
+            state.parser_waits(false);
+            work = match sent {
+                Ok(()) => return Sent::Done,
+                Err(TrySendError::Disconnected(_)) => return Sent::Gone,
+                Err(TrySendError::Full(w)) => w,
+            };
+        }
     }
 
     /// Sends the oldest batch read ahead, waiting for room if need be
@@ -1022,6 +1076,60 @@ mod tests {
             stage.join().unwrap();
         });
         assert!(work_rx.try_recv().is_err(), "nothing after the input's end");
+    }
+
+    /// A batch waiting for room in the learner's full queue is read ahead
+    /// as soon as a fit starts (a re-fit the learner announces only
+    /// through its hook, after the stage began to wait), instead of
+    /// waiting for the whole fit; and a waiting batch goes as soon as the
+    /// learner takes one.
+    #[test]
+    fn a_delivery_waiting_for_room_reads_ahead_when_a_fit_starts() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let state = RunState::new("stdin");
+        let mut out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, 1 << 20);
+        let work = |i: usize| {
+            let mut w = Work::default();
+            w.batch.values = vec![i as f64; 10];
+            w
+        };
+        assert!(out.deliver(work(0), &state));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            // Dropped if this thread panics, so that a delivery still
+            // waiting fails instead of holding the scope forever.
+            let rx = rx;
+            let state = &state;
+            scope.spawn(move || {
+                // The queue is full: this waits.
+                assert!(out.deliver(work(1), state));
+                done_tx.send(out.ahead.len()).unwrap();
+                // Not fitting any more, and the learner takes batches.
+                assert!(out.deliver(work(2), state));
+                assert!(out.flush());
+                done_tx.send(out.ahead.len()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(done_rx.try_recv().is_err(), "room where there is none");
+            state.set_fitting(true);
+            let ahead = done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the delivery went on when the fit started");
+            assert_eq!(ahead, 1, "the batch waits in the read-ahead");
+            state.set_fitting(false);
+            let got: Vec<f64> = (0..3)
+                .map(|_| {
+                    let w = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                    state.wake_parser();
+                    w.batch.values[0]
+                })
+                .collect();
+            assert_eq!(got, [0.0, 1.0, 2.0]);
+            assert_eq!(
+                done_rx.recv_timeout(std::time::Duration::from_secs(10)),
+                Ok(0)
+            );
+        });
     }
 
     /// The read-ahead holds at most its budget while the learner fits;

@@ -160,6 +160,10 @@ pub struct RunState {
     fitting: AtomicBool,
     /// The parser stage's input, which the end of the fit wakes.
     parser_input: Mutex<Option<tokio::sync::mpsc::WeakSender<super::SourceEvent>>>,
+    /// The parser stage's thread while it waits for room in the learner's
+    /// queue ([`RunState::parser_waits`]): woken when the learner takes a
+    /// batch or a fit starts.
+    parser_waiting: Mutex<Option<std::thread::Thread>>,
     learner: Mutex<LearnerCounts>,
     checkpoints_written: AtomicU64,
     checkpoints_failed: AtomicU64,
@@ -243,6 +247,7 @@ impl RunState {
             interrupt: Default::default(),
             fitting: AtomicBool::new(false),
             parser_input: Mutex::new(None),
+            parser_waiting: Mutex::new(None),
             learner: Mutex::new(LearnerCounts::default()),
             checkpoints_written: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
@@ -477,12 +482,41 @@ impl RunState {
             self.replay().touch();
         }
         let was = self.fitting.swap(on, Ordering::SeqCst);
+        if on {
+            // A parser waiting for room would wait the whole fit: it reads
+            // ahead instead.
+            self.wake_parser();
+        }
         if was && !on {
             let input = self.parser_input.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = input.as_ref().and_then(|weak| weak.upgrade()) {
                 // A full input wakes the stage anyway.
                 let _ = tx.try_send(super::SourceEvent::Wake);
             }
+        }
+    }
+
+    /// Called by the parser stage's thread with `true` before it waits
+    /// for room in the learner's queue (`std::thread::park`), and with
+    /// `false` after: [`RunState::wake_parser`] then wakes it.
+    pub(crate) fn parser_waits(&self, on: bool) {
+        *self
+            .parser_waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = on.then(std::thread::current);
+    }
+
+    /// Wakes the parser stage if it waits for room in the learner's queue
+    /// (the learner took a batch, or a fit starts). A wake before the
+    /// parser parks is kept (the thread's token), so none is lost.
+    pub(crate) fn wake_parser(&self) {
+        if let Some(t) = self
+            .parser_waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            t.unpark();
         }
     }
 
