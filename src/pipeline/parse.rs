@@ -684,31 +684,30 @@ impl Sender {
     /// learner wakes this thread whenever it takes a batch or a fit starts
     /// ([`RunState::wake_parser`]); the timeout is only a safety net.
     fn send_unless_fitting(&mut self, mut work: Work, state: &RunState) -> Sent {
-        loop {
-            work = match self.batches.try_send(work) {
-                Ok(()) => return Sent::Done,
-                Err(TrySendError::Disconnected(_)) => return Sent::Gone,
-                Err(TrySendError::Full(w)) => w,
-            };
+        // Registered for wakes after the first attempt, and tried once
+        // more before the first park: a batch taken or a fit started just
+        // before the park is not missed.
+        let mut registered = false;
+        let sent = loop {
+            match self.batches.try_send(work) {
+                Ok(()) => break Sent::Done,
+                Err(TrySendError::Disconnected(_)) => break Sent::Gone,
+                Err(TrySendError::Full(w)) => work = w,
+            }
             if state.fitting() {
-                return Sent::Fitting(Box::new(work));
+                break Sent::Fitting(Box::new(work));
             }
-            state.parser_waits(true);
-            // Again, now that a batch taken or a fit started wakes this
-            // thread: one that came just before is not missed.
-            let sent = self.batches.try_send(work);
-            if let Err(TrySendError::Full(_)) = sent {
-                if !state.fitting() {
-                    std::thread::park_timeout(PARSER_WAIT_SAFETY);
-                }
+            if registered {
+                std::thread::park_timeout(PARSER_WAIT_SAFETY);
+            } else {
+                state.parser_waits(true);
+                registered = true;
             }
+        };
+        if registered {
             state.parser_waits(false);
-            work = match sent {
-                Ok(()) => return Sent::Done,
-                Err(TrySendError::Disconnected(_)) => return Sent::Gone,
-                Err(TrySendError::Full(w)) => w,
-            };
         }
+        sent
     }
 
     /// Sends the oldest batch read ahead, waiting for room if need be
