@@ -778,14 +778,8 @@ mod tests {
         em.observe(&pts, None).unwrap();
         em.flush(None).unwrap();
         let ck = Checkpoint {
-            learner: em,
-            rejected: Default::default(),
-            anomalies: 0,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            sources: Vec::new(),
             columns,
-            selection: None,
+            ..crate::report::test_checkpoint(em)
         };
         save(path, &ck, 0).unwrap();
     }

@@ -74,6 +74,22 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     })
 }
 
+/// A checkpoint of `learner` and nothing else (no rejects, sources or
+/// column names; time stamps 0), for the tests of the reports.
+#[cfg(test)]
+pub(crate) fn test_checkpoint(learner: crate::model::StepwiseEm) -> crate::checkpoint::Checkpoint {
+    crate::checkpoint::Checkpoint {
+        learner,
+        rejected: Default::default(),
+        anomalies: 0,
+        created_unix_ms: 0,
+        updated_unix_ms: 0,
+        sources: Vec::new(),
+        columns: None,
+        selection: None,
+    }
+}
+
 /// A full-covariance mixture from flat parameters, for the tests of the
 /// reports.
 #[cfg(test)]

@@ -1549,7 +1549,6 @@ mod tests {
 
     #[test]
     fn the_title_of_a_warm_up_checkpoint_says_how_its_model_was_fitted() {
-        use crate::checkpoint::Checkpoint;
         use crate::model::{Params, StepwiseEm};
         let params = Params {
             components: crate::model::ComponentCount::Fixed(2),
@@ -1562,16 +1561,7 @@ mod tests {
         let pts =
             crate::model::testdata::two_clusters().sample(&mut ChaCha8Rng::seed_from_u64(3), 700);
         let title = |em: StepwiseEm| {
-            let ck = Checkpoint {
-                learner: em,
-                rejected: Default::default(),
-                anomalies: 0,
-                created_unix_ms: 0,
-                updated_unix_ms: 0,
-                sources: Vec::new(),
-                columns: None,
-                selection: None,
-            };
+            let ck = crate::report::test_checkpoint(em);
             checkpoint_title(&ck.learner.model_or_fit().unwrap(), &ck)
         };
         let mut filling = StepwiseEm::new(params.clone(), 2);
@@ -1799,7 +1789,7 @@ mod tests {
 
     #[test]
     fn plot_command_writes_an_svg_with_the_sampled_points() {
-        use crate::checkpoint::{save, Checkpoint};
+        use crate::checkpoint::save;
         use crate::model::{Params, StepwiseEm};
         let dir = tempfile::tempdir().unwrap();
         let truth = mixture(
@@ -1818,16 +1808,7 @@ mod tests {
         .unwrap();
         let mut em = StepwiseEm::new(params, 2);
         em.observe(&pts, None).unwrap();
-        let ck = Checkpoint {
-            learner: em,
-            rejected: Default::default(),
-            anomalies: 0,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            sources: Vec::new(),
-            columns: None,
-            selection: None,
-        };
+        let ck = crate::report::test_checkpoint(em);
         let ckpt = dir.path().join("m.ckpt");
         save(&ckpt, &ck, 0).unwrap();
         let data = dir.path().join("pts.csv");
