@@ -135,12 +135,7 @@ fn adapted_k_reaches_a_new_cluster_and_resumes_bit_identically() {
         .lines()
         .find(|l| l.contains("K 3 -> 4"))
         .unwrap_or_else(|| panic!("no change of K in\n{err}"));
-    let at: u64 = line
-        .split(" after ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let at: u64 = number_after(line, " after ").unwrap_or_else(|| panic!("{line}"));
     assert!(at > 8_000 && at <= 28_000, "{line}");
     let v = inspect_json(&whole);
     assert_eq!(v["components"], 4);

@@ -464,12 +464,8 @@ fn stop_when_idle_waits_for_a_long_first_fit() {
 fn the_run_reads_ahead_during_the_first_fit() {
     let dir = tempfile::tempdir().unwrap();
     let e = long_fit_over_a_file(&dir, 100_000, 14, &["--log-level", "emstream=debug"]);
-    let ahead: usize = e
-        .split("at most ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no read-ahead count in: {e}"));
+    let ahead: usize =
+        number_after(&e, "at most ").unwrap_or_else(|| panic!("no read-ahead count in: {e}"));
     assert!(ahead > 0, "nothing was read ahead: {e}");
     assert!(e.contains("100000 points used"), "{e}");
 }

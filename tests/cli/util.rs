@@ -546,3 +546,12 @@ print(json.dumps(out))
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The number in `text` right after the first `marker` (up to the next
+/// space), as in `"... at most 14 batches ..."` after `"at most "`.
+pub fn number_after<T: std::str::FromStr>(text: &str, marker: &str) -> Option<T> {
+    text.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+}
