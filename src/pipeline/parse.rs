@@ -270,8 +270,9 @@ pub(crate) fn parser_loop(
                                 None => break,
                             }
                         } else {
-                            // Nothing away: hand on a batch read ahead.
-                            if !out.send_ahead() {
+                            // Nothing away: hand on a batch read ahead (or,
+                            // when a fit starts meanwhile, wait as above).
+                            if !out.send_ahead_unless_fitting(state) {
                                 stopped = true;
                                 break;
                             }
@@ -666,9 +667,19 @@ impl Sender {
                 Err(TrySendError::Disconnected(_)) => return false,
             }
         }
-        // The rest over the allowance waits for the learner.
+        // The rest over the allowance waits for the learner: over the
+        // budget whatever happens, over the count only until a fit starts
+        // (a re-fit the learner announces while this waits): then, as
+        // during the first fit, batches may wait here.
         while self.ahead.len() > allowed || self.ahead_bytes > self.ahead_budget {
-            if !self.send_ahead() {
+            let sent = if self.ahead_bytes > self.ahead_budget {
+                self.send_ahead()
+            } else if state.fitting() {
+                break;
+            } else {
+                self.send_ahead_unless_fitting(state)
+            };
+            if !sent {
                 return false;
             }
         }
@@ -719,6 +730,27 @@ impl Sender {
                 self.batches.send(work).is_ok()
             }
             None => true,
+        }
+    }
+
+    /// Sends the oldest batch read ahead as [`Sender::send_unless_fitting`]
+    /// sends a new one: waiting for room unless a fit starts meanwhile,
+    /// when it stays first in the read-ahead. False when the learner is
+    /// gone.
+    fn send_ahead_unless_fitting(&mut self, state: &RunState) -> bool {
+        let Some((work, bytes)) = self.ahead.pop_front() else {
+            return true;
+        };
+        match self.send_unless_fitting(work, state) {
+            Sent::Done => {
+                self.ahead_bytes -= bytes;
+                true
+            }
+            Sent::Gone => false,
+            Sent::Fitting(work) => {
+                self.ahead.push_front((*work, bytes));
+                true
+            }
         }
     }
 
@@ -1115,6 +1147,63 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_secs(10))
                 .expect("the delivery went on when the fit started");
             assert_eq!(ahead, 1, "the batch waits in the read-ahead");
+            state.set_fitting(false);
+            let got: Vec<f64> = (0..3)
+                .map(|_| {
+                    let w = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                    state.wake_parser();
+                    w.batch.values[0]
+                })
+                .collect();
+            assert_eq!(got, [0.0, 1.0, 2.0]);
+            assert_eq!(
+                done_rx.recv_timeout(std::time::Duration::from_secs(10)),
+                Ok(0)
+            );
+        });
+    }
+
+    /// After a fit, the batches read ahead drain one per new batch; a
+    /// delivery waiting there for room reads ahead again when another fit
+    /// (a re-fit) starts, instead of waiting for the whole fit; every
+    /// batch arrives once, in order.
+    #[test]
+    fn a_drain_waiting_for_room_reads_ahead_when_a_re_fit_starts() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let state = RunState::new("stdin");
+        let mut out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, 1 << 20);
+        let work = |i: usize| {
+            let mut w = Work::default();
+            w.batch.values = vec![i as f64; 10];
+            w
+        };
+        // The first fit: one batch in the queue, one read ahead.
+        state.set_fitting(true);
+        assert!(out.deliver(work(0), &state));
+        assert!(out.deliver(work(1), &state));
+        assert_eq!(out.ahead.len(), 1);
+        state.set_fitting(false);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            // Dropped if this thread panics, so that a delivery still
+            // waiting fails instead of holding the scope forever.
+            let rx = rx;
+            let state = &state;
+            scope.spawn(move || {
+                // The queue is full and the read-ahead may not grow: this
+                // waits.
+                assert!(out.deliver(work(2), state));
+                done_tx.send(out.ahead.len()).unwrap();
+                assert!(out.flush());
+                done_tx.send(out.ahead.len()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(done_rx.try_recv().is_err(), "room where there is none");
+            state.set_fitting(true);
+            let ahead = done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the delivery went on when the re-fit started");
+            assert_eq!(ahead, 2, "both batches wait in the read-ahead");
             state.set_fitting(false);
             let got: Vec<f64> = (0..3)
                 .map(|_| {
