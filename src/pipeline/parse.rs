@@ -1109,6 +1109,69 @@ mod tests {
         assert!(work_rx.try_recv().is_err(), "nothing after the input's end");
     }
 
+    /// A sender on a queue of one.
+    fn small_queue() -> (Sender, Receiver<Work>, RunState) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, 1 << 20);
+        (out, rx, RunState::new("stdin"))
+    }
+
+    /// Batch `i`: ten numbers `i`.
+    fn numbered(i: usize) -> Work {
+        let mut w = Work::default();
+        w.batch.values = vec![i as f64; 10];
+        w
+    }
+
+    /// Runs `waits` (a delivery that finds no room) on another thread,
+    /// checks that it waits, starts a fit and checks that it returns with
+    /// `ahead` batches read ahead; the fit ends and the thread goes on
+    /// with `then`; the learner takes `0..n`, in order, and the read-ahead
+    /// is empty after the thread's flush.
+    fn a_fit_ends_the_wait(
+        mut out: Sender,
+        rx: Receiver<Work>,
+        state: &RunState,
+        waits: impl FnOnce(&mut Sender, &RunState) + Send,
+        then: impl FnOnce(&mut Sender, &RunState) + Send,
+        ahead: usize,
+        n: usize,
+    ) {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            // Dropped if this thread panics, so that a delivery still
+            // waiting fails instead of holding the scope forever.
+            let rx = rx;
+            scope.spawn(move || {
+                waits(&mut out, state);
+                done_tx.send(out.ahead.len()).unwrap();
+                then(&mut out, state);
+                assert!(out.flush());
+                done_tx.send(out.ahead.len()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(done_rx.try_recv().is_err(), "room where there is none");
+            state.set_fitting(true);
+            let waiting = done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the delivery went on when the fit started");
+            assert_eq!(waiting, ahead, "the batches wait in the read-ahead");
+            state.set_fitting(false);
+            let got: Vec<f64> = (0..n)
+                .map(|_| {
+                    let w = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                    state.wake_parser();
+                    w.batch.values[0]
+                })
+                .collect();
+            assert_eq!(got, (0..n).map(|i| i as f64).collect::<Vec<_>>());
+            assert_eq!(
+                done_rx.recv_timeout(std::time::Duration::from_secs(10)),
+                Ok(0)
+            );
+        });
+    }
+
     /// A batch waiting for room in the learner's full queue is read ahead
     /// as soon as a fit starts (a re-fit the learner announces only
     /// through its hook, after the stage began to wait), instead of
@@ -1116,51 +1179,15 @@ mod tests {
     /// learner takes one.
     #[test]
     fn a_delivery_waiting_for_room_reads_ahead_when_a_fit_starts() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let state = RunState::new("stdin");
-        let mut out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, 1 << 20);
-        let work = |i: usize| {
-            let mut w = Work::default();
-            w.batch.values = vec![i as f64; 10];
-            w
-        };
-        assert!(out.deliver(work(0), &state));
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            // Dropped if this thread panics, so that a delivery still
-            // waiting fails instead of holding the scope forever.
-            let rx = rx;
-            let state = &state;
-            scope.spawn(move || {
-                // The queue is full: this waits.
-                assert!(out.deliver(work(1), state));
-                done_tx.send(out.ahead.len()).unwrap();
-                // Not fitting any more, and the learner takes batches.
-                assert!(out.deliver(work(2), state));
-                assert!(out.flush());
-                done_tx.send(out.ahead.len()).unwrap();
-            });
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            assert!(done_rx.try_recv().is_err(), "room where there is none");
-            state.set_fitting(true);
-            let ahead = done_rx
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .expect("the delivery went on when the fit started");
-            assert_eq!(ahead, 1, "the batch waits in the read-ahead");
-            state.set_fitting(false);
-            let got: Vec<f64> = (0..3)
-                .map(|_| {
-                    let w = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-                    state.wake_parser();
-                    w.batch.values[0]
-                })
-                .collect();
-            assert_eq!(got, [0.0, 1.0, 2.0]);
-            assert_eq!(
-                done_rx.recv_timeout(std::time::Duration::from_secs(10)),
-                Ok(0)
-            );
-        });
+        let (mut out, rx, state) = small_queue();
+        assert!(out.deliver(numbered(0), &state));
+        // The queue is full: this waits.
+        let waits =
+            move |out: &mut Sender, state: &RunState| assert!(out.deliver(numbered(1), state));
+        // Not fitting any more, and the learner takes batches.
+        let then =
+            move |out: &mut Sender, state: &RunState| assert!(out.deliver(numbered(2), state));
+        a_fit_ends_the_wait(out, rx, &state, waits, then, 1, 3);
     }
 
     /// After a fit, the batches read ahead drain one per new batch; a
@@ -1169,55 +1196,18 @@ mod tests {
     /// batch arrives once, in order.
     #[test]
     fn a_drain_waiting_for_room_reads_ahead_when_a_re_fit_starts() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let state = RunState::new("stdin");
-        let mut out = Sender::new(ParserConfig::default(), OnError::Skip, None, tx, 1 << 20);
-        let work = |i: usize| {
-            let mut w = Work::default();
-            w.batch.values = vec![i as f64; 10];
-            w
-        };
+        let (mut out, rx, state) = small_queue();
         // The first fit: one batch in the queue, one read ahead.
         state.set_fitting(true);
-        assert!(out.deliver(work(0), &state));
-        assert!(out.deliver(work(1), &state));
+        assert!(out.deliver(numbered(0), &state));
+        assert!(out.deliver(numbered(1), &state));
         assert_eq!(out.ahead.len(), 1);
         state.set_fitting(false);
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            // Dropped if this thread panics, so that a delivery still
-            // waiting fails instead of holding the scope forever.
-            let rx = rx;
-            let state = &state;
-            scope.spawn(move || {
-                // The queue is full and the read-ahead may not grow: this
-                // waits.
-                assert!(out.deliver(work(2), state));
-                done_tx.send(out.ahead.len()).unwrap();
-                assert!(out.flush());
-                done_tx.send(out.ahead.len()).unwrap();
-            });
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            assert!(done_rx.try_recv().is_err(), "room where there is none");
-            state.set_fitting(true);
-            let ahead = done_rx
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .expect("the delivery went on when the re-fit started");
-            assert_eq!(ahead, 2, "both batches wait in the read-ahead");
-            state.set_fitting(false);
-            let got: Vec<f64> = (0..3)
-                .map(|_| {
-                    let w = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-                    state.wake_parser();
-                    w.batch.values[0]
-                })
-                .collect();
-            assert_eq!(got, [0.0, 1.0, 2.0]);
-            assert_eq!(
-                done_rx.recv_timeout(std::time::Duration::from_secs(10)),
-                Ok(0)
-            );
-        });
+        // The queue is full and the read-ahead may not grow: this waits.
+        let waits = move |out: &mut Sender, state: &RunState| {
+            assert!(out.deliver(numbered(2), state));
+        };
+        a_fit_ends_the_wait(out, rx, &state, waits, |_, _| {}, 2, 3);
     }
 
     /// The read-ahead holds at most its budget while the learner fits;
