@@ -4,8 +4,9 @@
 //! the checkpoint format and scoring, usable as a library: synchronous, no
 //! async runtime, no network, no HTTP, no images. Its API takes plain
 //! slices in and gives owned results out (row-major `&[f64]` points,
-//! `Vec`s and plain structs back), so that a binding to another language can
-//! wrap it without lifetimes crossing the boundary. The `emstream` crate
+//! `Vec`s and plain structs back), so that a binding to another language,
+//! such as a Python package, can wrap it without lifetimes crossing the
+//! boundary. The `emstream` crate
 //! builds the command-line program and the streaming pipeline on it.
 //!
 //! ## Map
@@ -32,6 +33,12 @@
 //!   ([`score::AnomalyDetector`], [`score::Scorer`]).
 //! - [`regular_file`]: opening and bounded reading of regular files only
 //!   (never a FIFO or a device).
+//!
+//! The `test-support` feature adds what only tests use: reference
+//! mixtures (`model::testdata`), the hostile-input harness
+//! (`input::hostile`), the scoring tests' helpers (`score::testing`) and
+//! the layering check; the crates' dev-dependencies turn it on, so it is
+//! never part of a normal build.
 //!
 //! ## Dependency direction
 //!

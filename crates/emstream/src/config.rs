@@ -631,6 +631,10 @@ pub enum ConfigError {
     /// Responsibilities asked for while K may change mid-stream.
     #[error("score_fields (--score-fields) writes K responsibilities per line, but adapt_components (--adapt-components) changes K mid-stream: drop one of them")]
     ScoreFieldsWithAdapt,
+    /// A key (the first field) needs a cargo feature (the second) this
+    /// build was compiled without.
+    #[error("{0} needs the `{1}` feature, which this build of emstream was compiled without: rebuild with `--features {1}` (it is on by default)")]
+    FeatureOff(&'static str, &'static str),
 }
 
 impl Config {
@@ -717,8 +721,14 @@ impl Config {
             });
         }
         let source = match brokers::check(&self, &others)? {
+            #[cfg(feature = "mqtt")]
             (Some(m), _) => Source::Mqtt(m),
+            #[cfg(not(feature = "mqtt"))]
+            (Some(_), _) => return Err(ConfigError::FeatureOff("mqtt", "mqtt")),
+            #[cfg(feature = "nats")]
             (_, Some(n)) => Source::Nats(n),
+            #[cfg(not(feature = "nats"))]
+            (_, Some(_)) => return Err(ConfigError::FeatureOff("nats", "nats")),
             (None, None) => source,
         };
         let stop_when_idle = brokers::seconds("stop_when_idle", self.stop_when_idle)?;
@@ -817,6 +827,9 @@ impl Config {
         if access.tls_client_ca.is_some() && access.tls_cert.is_none() {
             return Err(SecurityError::ClientCaWithoutTls.into());
         }
+        if access.tls_cert.is_some() && !cfg!(feature = "tls") {
+            return Err(ConfigError::FeatureOff("tls_cert", "tls"));
+        }
         let checkpoint = match &self.checkpoint {
             Some(path) => Some(CheckpointPolicy {
                 path: path.clone(),
@@ -883,6 +896,9 @@ impl Config {
             .map_err(ConfigError::ScoreKeep)?;
 
         let admin = self.admin.as_deref().map(admin_addr).transpose()?;
+        if admin.is_some() && !cfg!(feature = "admin") {
+            return Err(ConfigError::FeatureOff("admin", "admin"));
+        }
         let secs = |key: &'static str, value: f64| {
             seconds(value).ok_or(ConfigError::Seconds { key, value })
         };
@@ -965,6 +981,7 @@ impl ConfigError {
             ConfigError::TwoAlertRules | ConfigError::AlertQuantile(_) => "alert_quantile",
             ConfigError::AlertBelow(_) => "alert_below",
             ConfigError::AdminAddr(_) => "admin",
+            ConfigError::FeatureOff(key, _) => key,
             ConfigError::Seconds { key, .. } => key,
             ConfigError::LogLevel(_) => "log_level",
             ConfigError::Memory { .. } => "max_memory",
@@ -1070,8 +1087,10 @@ pub enum Source {
     /// A TCP listener; every connection is a source.
     Listen(SocketAddr),
     /// An MQTT subscription.
+    #[cfg(feature = "mqtt")]
     Mqtt(MqttOptions),
     /// A NATS JetStream stream, replayed exactly once into the model.
+    #[cfg(feature = "nats")]
     Nats(NatsOptions),
 }
 
@@ -1303,7 +1322,9 @@ mod tests {
         }
     }
 
+    // The example serves the admin endpoints.
     #[test]
+    #[cfg(feature = "admin")]
     fn daemon_example_parses_and_checks() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/daemon.toml");
         let c = Config::from_file(&path).unwrap();
@@ -1352,17 +1373,28 @@ mod tests {
 
     #[test]
     fn daemon_keys_are_checked() {
-        let run = checked(|c| c.admin = Some("9090".into())).unwrap();
-        assert_eq!(
-            run.daemon().admin,
-            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
-        );
+        #[cfg(feature = "admin")]
+        {
+            let run = checked(|c| c.admin = Some("9090".into())).unwrap();
+            assert_eq!(
+                run.daemon().admin,
+                Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+            );
+            let run = checked(|c| c.admin = Some("0.0.0.0:1".into())).unwrap();
+            assert_eq!(
+                run.daemon().admin,
+                Some(SocketAddr::from(([0, 0, 0, 0], 1)))
+            );
+        }
+        // A build without the admin server says which feature it lacks.
+        #[cfg(not(feature = "admin"))]
+        {
+            let e = checked(|c| c.admin = Some("9090".into())).unwrap_err();
+            assert_eq!(e.key(), Some("admin"));
+            assert!(e.to_string().contains("the `admin` feature"), "{e}");
+        }
+        let run = checked(|_| {}).unwrap();
         assert_eq!(run.daemon().shutdown_timeout, Duration::from_secs(10));
-        let run = checked(|c| c.admin = Some("0.0.0.0:1".into())).unwrap();
-        assert_eq!(
-            run.daemon().admin,
-            Some(SocketAddr::from(([0, 0, 0, 0], 1)))
-        );
         let e = checked(|c| c.admin = Some("localhost".into())).unwrap_err();
         assert_eq!(e.key(), Some("admin"));
         let e = checked(|c| c.idle_timeout = Some(0.0)).unwrap_err();

@@ -61,6 +61,17 @@
 //!   [`security::Guard`]) and bounded reads of regular files only
 //!   ([`security::read_regular`]). It uses no other module.
 //!
+//! ## Features
+//!
+//! The heavy optional parts are cargo features, all on by default:
+//! `mqtt` (the MQTT source), `nats` (the JetStream source, the `worker` and
+//! `reducer` commands, `inspect nats://`), `admin` (the admin HTTP server),
+//! `tls` (TLS and client certificates on the listeners) and `png` (`plot`
+//! to PNG). A build without one keeps every flag and config key; using
+//! one whose feature is off is a usage error that names the feature (the
+//! `worker` and `reducer` commands are left out of the command line
+//! instead).
+//!
 //! ## Dependency direction
 //!
 //! Modules only use modules listed before them here, never the reverse, so
@@ -128,6 +139,7 @@
 
 pub use emstream_core::{checkpoint, input, model, score};
 
+#[cfg(feature = "admin")]
 pub mod admin;
 pub mod config;
 pub mod group;

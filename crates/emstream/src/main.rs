@@ -51,8 +51,10 @@ enum Command {
     /// Print the man page (roff) of emstream, or of one command (emstream-run(1), ...).
     Man(ManArgs),
     /// Group member: publish E-step statistics of leased partitions of a JetStream stream.
+    #[cfg(feature = "nats")]
     Worker(Box<emstream::group::WorkerArgs>),
     /// Group member: apply the workers' statistics to the group's model (one active, others stand by).
+    #[cfg(feature = "nats")]
     Reducer(Box<emstream::group::ReducerArgs>),
 }
 
@@ -324,11 +326,13 @@ fn main() -> ExitCode {
         Command::Plot(args) => report(emstream::report::plot::run_plot(&args)),
         Command::Diff(args) => report(emstream::report::diff::run_diff(&args)),
         Command::CheckConfig(args) => check_config(&args),
+        #[cfg(feature = "nats")]
         Command::Worker(args) => group(|stop| async move {
             emstream::group::worker::run(*args, stop)
                 .await
                 .map(|s| s.line())
         }),
+        #[cfg(feature = "nats")]
         Command::Reducer(args) => group(|stop| async move {
             emstream::group::reducer::run(*args, stop)
                 .await
@@ -628,6 +632,7 @@ async fn serve(
         Signals::new().map_err(|e| (format!("cannot install signal handlers: {e}"), 1))?;
     let daemon = config.daemon().clone();
     let can_save = config.checkpoint().is_some();
+    #[cfg(feature = "admin")]
     let access = config.access().clone();
     let pipeline = pipeline::Pipeline::new(config);
     let state = pipeline.state();
@@ -658,6 +663,7 @@ async fn serve(
             }
         }
     });
+    #[cfg(feature = "admin")]
     if let Some(addr) = daemon.admin {
         let guard = emstream::security::Guard::load(&access)
             .map_err(|e| (format!("cannot serve admin on {addr}: {e}"), 2))?;
@@ -685,11 +691,13 @@ async fn serve(
 }
 
 /// How long a group member may take to stop after SIGINT/SIGTERM.
+#[cfg(feature = "nats")]
 const GROUP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a group member on a multi-threaded runtime (the E-step runs
 /// beside the NATS tasks) until it ends or SIGINT/SIGTERM: exit 0 with its
 /// summary line, 2 for a usage error, else 1.
+#[cfg(feature = "nats")]
 fn group<F, Fut>(member: F) -> ExitCode
 where
     F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
@@ -793,9 +801,18 @@ impl Signals {
 
 fn inspect(args: &InspectArgs) -> ExitCode {
     let loaded = match args.path.to_str().filter(|p| p.starts_with("nats://")) {
+        #[cfg(feature = "nats")]
         Some(url) => emstream::group::fetch_checkpoint(url)
             .map(|(c, _)| c)
             .map_err(|e| e.to_string()),
+        #[cfg(not(feature = "nats"))]
+        Some(url) => {
+            say(&format!(
+                "cannot inspect {url}: reading a group's model from NATS needs the `nats` feature, \
+                 which this build of emstream was compiled without; rebuild with `--features nats`"
+            ));
+            return ExitCode::from(2);
+        }
         None => emstream::checkpoint::load(&args.path).map_err(|e| e.to_string()),
     };
     let ckpt = match loaded {

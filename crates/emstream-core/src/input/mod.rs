@@ -585,6 +585,7 @@ pub struct Parser {
 
 mod decimal;
 mod framer;
+#[cfg(any(test, feature = "test-support"))]
 pub mod hostile;
 mod json;
 pub mod keep;

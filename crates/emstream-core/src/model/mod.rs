@@ -23,8 +23,9 @@
 //!   (fixed or `auto` K, the recent-points reservoir, the adaptation of K
 //!   with `adapt_components`), and its plain [`LearnerState`] for
 //!   checkpoints.
-//! - [`testdata`]: reference mixtures (the EM write-up's examples and
-//!   harder ones) for tests, benchmarks and examples.
+//! - `testdata` (tests only: the `test-support` feature): reference
+//!   mixtures (the EM write-up's examples and harder ones) for tests,
+//!   benchmarks and examples.
 
 pub mod adapt;
 pub mod covariance;
@@ -38,6 +39,7 @@ mod pool;
 pub mod select;
 mod smem;
 pub mod stats;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testdata;
 
 pub use covariance::CovarianceType;

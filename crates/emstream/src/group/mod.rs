@@ -33,9 +33,12 @@
 //! `score` read it like a file.
 
 pub mod reduce;
+#[cfg(feature = "nats")]
 pub mod reducer;
+#[cfg(feature = "nats")]
 pub mod worker;
 
+#[cfg(feature = "nats")]
 mod nats;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +50,7 @@ use crate::checkpoint::{self, Checkpoint, SourcePosition};
 use crate::config::LearnerArgs;
 use crate::model::{BatchStats, MixtureStats};
 
+#[cfg(feature = "nats")]
 pub use nats::fetch_checkpoint;
 
 /// The key of the model in the model bucket.

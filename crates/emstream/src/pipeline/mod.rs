@@ -502,7 +502,9 @@ impl Pipeline {
             SourceConfig::Stdin => "stdin".to_string(),
             SourceConfig::File(p) => p.display().to_string(),
             SourceConfig::Listen(_) => "listener".to_string(),
+            #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(m) => source::mqtt::name(m),
+            #[cfg(feature = "nats")]
             SourceConfig::Nats(n) => source::nats::name(n),
         };
         Pipeline {

@@ -83,6 +83,7 @@ impl Replay {
     /// an upper bound (the whole stream's last sequence) is replaced by the
     /// filter's own last message once the consumer has nothing pending;
     /// never below the learned position.
+    #[cfg_attr(not(any(feature = "mqtt", feature = "nats")), allow(dead_code))]
     pub(crate) fn set_head(&self, id: SourceId, head: Position) {
         if let Some(s) = self.lock().get_mut(&id) {
             s.head = head.max(s.learned);
@@ -127,6 +128,7 @@ impl Replay {
     }
 
     /// Counts a reconnection to a broker.
+    #[cfg_attr(not(any(feature = "mqtt", feature = "nats")), allow(dead_code))]
     pub(crate) fn reconnected(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
@@ -138,6 +140,7 @@ impl Replay {
 
     /// Counts `n` messages skipped because the log no longer held them
     /// (`--allow-gap`).
+    #[cfg_attr(not(any(feature = "mqtt", feature = "nats")), allow(dead_code))]
     pub(crate) fn gap(&self, n: u64) {
         self.gap_messages.fetch_add(n, Ordering::Relaxed);
     }

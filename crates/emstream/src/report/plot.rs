@@ -1393,6 +1393,7 @@ enum OutputKind {
     /// `.svg` or no extension.
     Svg,
     /// `.png`: the SVG rendered by `resvg`.
+    #[cfg(feature = "png")]
     Png,
 }
 
@@ -1402,7 +1403,14 @@ fn output_kind(path: &Path) -> Result<OutputKind, ReportError> {
     match path.extension().and_then(|e| e.to_str()) {
         None => Ok(OutputKind::Svg),
         Some(e) if e.eq_ignore_ascii_case("svg") => Ok(OutputKind::Svg),
+        #[cfg(feature = "png")]
         Some(e) if e.eq_ignore_ascii_case("png") => Ok(OutputKind::Png),
+        #[cfg(not(feature = "png"))]
+        Some(e) if e.eq_ignore_ascii_case("png") => Err(ReportError::Invalid(format!(
+            "-o {}: PNG output needs the `png` feature, which this build of emstream \
+             was compiled without; name the file .svg, or rebuild with `--features png`",
+            path.display()
+        ))),
         Some(e) => Err(ReportError::Invalid(format!(
             "-o {}: emstream plot writes SVG or PNG, not .{e}; name the file .svg or .png",
             path.display()
@@ -1411,6 +1419,7 @@ fn output_kind(path: &Path) -> Result<OutputKind, ReportError> {
 }
 
 /// Families tried, in order, for the SVG's generic `sans-serif` text.
+#[cfg(feature = "png")]
 const SANS_FAMILIES: [&str; 5] = [
     "DejaVu Sans",
     "Liberation Sans",
@@ -1427,6 +1436,7 @@ const SANS_FAMILIES: [&str; 5] = [
 ///
 /// [`ReportError::Invalid`] when the SVG cannot be parsed or the picture
 /// cannot be encoded (neither happens with emstream's own SVG).
+#[cfg(feature = "png")]
 pub fn svg_to_png(svg: &str) -> Result<(Vec<u8>, bool), ReportError> {
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();
@@ -1516,6 +1526,7 @@ pub fn run_plot(args: &PlotArgs) -> Result<(), ReportError> {
     let svg = render_svg(&model, points.as_deref(), &options)?;
     let bytes = match kind {
         OutputKind::Svg => svg.into_bytes(),
+        #[cfg(feature = "png")]
         OutputKind::Png => {
             let (png, have_font) = svg_to_png(&svg)?;
             if !have_font {
@@ -1861,12 +1872,22 @@ mod tests {
             output: dir.path().join("m.png"),
             ..args.clone()
         };
-        run_plot(&png).unwrap();
-        let bytes = std::fs::read(dir.path().join("m.png")).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-        let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-        assert_eq!((width, height), (WIDTH as u32, HEIGHT as u32));
+        #[cfg(feature = "png")]
+        {
+            run_plot(&png).unwrap();
+            let bytes = std::fs::read(dir.path().join("m.png")).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+            let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+            let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+            assert_eq!((width, height), (WIDTH as u32, HEIGHT as u32));
+        }
+        // Without the feature, the message names it and nothing is written.
+        #[cfg(not(feature = "png"))]
+        {
+            let e = run_plot(&png).unwrap_err().to_string();
+            assert!(e.contains("the `png` feature"), "{e}");
+            assert!(!dir.path().join("m.png").exists());
+        }
         // Another format's name is refused, and nothing is written.
         let jpg = PlotArgs {
             output: dir.path().join("m.jpg"),

@@ -26,14 +26,19 @@ pub use emstream_core::regular_file::{open_regular, read_regular};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls::{self, pki_types};
+#[cfg(feature = "tls")]
 use tokio_rustls::server::TlsStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
+#[cfg(feature = "tls")]
 use tokio_util::either::Either;
 
 /// How long a client has to complete the TLS handshake (and, with a token,
@@ -119,6 +124,7 @@ pub enum SecurityError {
         reason: String,
     },
     /// rustls refused the certificate, key or CA bundle.
+    #[cfg(feature = "tls")]
     #[error("TLS setup failed: {0} (check that --tls-key is the key of the first certificate in --tls-cert)")]
     Tls(#[from] rustls::Error),
     /// The client CA bundle cannot verify clients.
@@ -129,6 +135,9 @@ pub enum SecurityError {
         /// What rustls said.
         reason: String,
     },
+    /// TLS was asked for in a build without the `tls` feature.
+    #[error("--tls-cert needs the `tls` feature, which this build of emstream was compiled without: rebuild with `--features tls` (it is on by default)")]
+    TlsOff,
     /// The token file is empty or its first line is too long.
     #[error("token file {path}: {reason}", path = path.display())]
     Token {
@@ -207,7 +216,22 @@ impl Token {
 }
 
 /// A connection through a [`Guard`]: TLS or plain.
+#[cfg(feature = "tls")]
 pub type GuardedStream<S> = Either<TlsStream<S>, S>;
+/// A connection through a [`Guard`]: plain (a build without TLS).
+#[cfg(not(feature = "tls"))]
+pub type GuardedStream<S> = S;
+
+/// The TLS configuration a [`Guard`] is built from
+/// ([`Guard::from_parts`]); in a build without the `tls` feature a type
+/// with no values, so the guard has no TLS.
+#[cfg(feature = "tls")]
+pub type ServerTls = Arc<rustls::ServerConfig>;
+/// The TLS configuration a [`Guard`] is built from
+/// ([`Guard::from_parts`]); in a build without the `tls` feature a type
+/// with no values, so the guard has no TLS.
+#[cfg(not(feature = "tls"))]
+pub type ServerTls = std::convert::Infallible;
 
 /// Why a connection was refused before any of its data was used; the text
 /// is what the client is told (one line) and what is counted and logged.
@@ -236,6 +260,7 @@ pub enum Denied {
 /// Access control of one listener: TLS and/or a token, or neither.
 #[derive(Clone, Default)]
 pub struct Guard {
+    #[cfg(feature = "tls")]
     tls: Option<TlsAcceptor>,
     mutual: bool,
     token: Option<Token>,
@@ -244,7 +269,7 @@ pub struct Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.tls())
             .field("mutual", &self.mutual)
             .field("token", &self.token.is_some())
             .finish()
@@ -258,10 +283,15 @@ impl Guard {
     ///
     /// A [`SecurityError`] naming the file and what to change.
     pub fn load(files: &AccessFiles) -> Result<Self, SecurityError> {
-        let tls = match (&files.tls_cert, &files.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(server_config(cert, key, files.tls_client_ca.as_deref())?)
-            }
+        let tls: Option<ServerTls> = match (&files.tls_cert, &files.tls_key) {
+            #[cfg(feature = "tls")]
+            (Some(cert), Some(key)) => Some(Arc::new(server_config(
+                cert,
+                key,
+                files.tls_client_ca.as_deref(),
+            )?)),
+            #[cfg(not(feature = "tls"))]
+            (Some(_), Some(_)) => return Err(SecurityError::TlsOff),
             (None, None) if files.tls_client_ca.is_some() => {
                 return Err(SecurityError::ClientCaWithoutTls)
             }
@@ -274,16 +304,20 @@ impl Guard {
             .map(Token::from_file)
             .transpose()?;
         Ok(Guard {
-            tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
             mutual: files.tls_client_ca.is_some(),
-            token,
+            ..Guard::from_parts(tls, token)
         })
     }
 
     /// A guard with the given parts (for tests and embedders that build
     /// their own rustls configuration).
-    pub fn from_parts(tls: Option<Arc<rustls::ServerConfig>>, token: Option<Token>) -> Self {
+    pub fn from_parts(tls: Option<ServerTls>, token: Option<Token>) -> Self {
+        #[cfg(not(feature = "tls"))]
+        if let Some(never) = tls {
+            match never {}
+        }
         Guard {
+            #[cfg(feature = "tls")]
             tls: tls.map(TlsAcceptor::from),
             mutual: false,
             token,
@@ -292,7 +326,10 @@ impl Guard {
 
     /// Whether connections are encrypted.
     pub fn tls(&self) -> bool {
-        self.tls.is_some()
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// The token connections must present, if any.
@@ -304,7 +341,7 @@ impl Guard {
     /// certificates, token`; `None` when it lets everyone in.
     pub fn describe(&self) -> Option<String> {
         let mut parts = Vec::new();
-        if self.tls.is_some() {
+        if self.tls() {
             parts.push("TLS");
         }
         if self.mutual {
@@ -319,7 +356,7 @@ impl Guard {
     /// The warning to log when binding `addr`: anyone who can reach a
     /// non-loopback address can use a listener without TLS or a token.
     pub fn exposure_warning(&self, addr: SocketAddr, what: &str) -> Option<String> {
-        if addr.ip().is_loopback() || self.tls.is_some() || self.token.is_some() {
+        if addr.ip().is_loopback() || self.tls() || self.token.is_some() {
             return None;
         }
         Some(format!(
@@ -341,13 +378,18 @@ impl Guard {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(acceptor) = &self.tls else {
-            return Ok(Either::Right(stream));
-        };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => Ok(Either::Left(s)),
-            Ok(Err(e)) => Err(Denied::Handshake(e)),
-            Err(_) => Err(Denied::Timeout(HANDSHAKE_TIMEOUT, "TLS handshake")),
+        #[cfg(not(feature = "tls"))]
+        return Ok(stream);
+        #[cfg(feature = "tls")]
+        {
+            let Some(acceptor) = &self.tls else {
+                return Ok(Either::Right(stream));
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => Ok(Either::Left(s)),
+                Ok(Err(e)) => Err(Denied::Handshake(e)),
+                Err(_) => Err(Denied::Timeout(HANDSHAKE_TIMEOUT, "TLS handshake")),
+            }
         }
     }
 
@@ -390,6 +432,7 @@ impl Guard {
 }
 
 /// Reads a PEM file of at most [`MAX_PEM_BYTES`].
+#[cfg(feature = "tls")]
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
     read_regular(path, MAX_PEM_BYTES).map_err(|e| SecurityError::File {
         what,
@@ -399,6 +442,7 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
 }
 
 /// Every certificate of a PEM file; at least one.
+#[cfg(feature = "tls")]
 fn read_certs(
     what: &'static str,
     path: &Path,
@@ -424,12 +468,14 @@ fn read_certs(
 
 /// The provider: ring only (two providers in one binary make rustls panic
 /// at the first handshake, so none is installed process-wide).
+#[cfg(feature = "tls")]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The rustls server configuration of a certificate chain, its key and,
 /// for mutual TLS, the client CAs.
+#[cfg(feature = "tls")]
 fn server_config(
     cert: &Path,
     key: &Path,

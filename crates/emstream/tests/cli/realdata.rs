@@ -298,9 +298,11 @@ fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
         .filter(|n| n.has_tag_name("circle"))
         .count();
     assert_eq!(dots, 50);
-    // A PNG name gets a PNG; another format's name is refused as a usage
-    // error (exit 2).
-    for (name, code) in [("f.png", Some(0)), ("f.pdf", Some(2))] {
+    // A PNG name gets a PNG (a usage error naming the feature in a build
+    // without `png`); another format's name is refused as a usage error
+    // (exit 2).
+    let png = if cfg!(feature = "png") { 0 } else { 2 };
+    for (name, code) in [("f.png", Some(png)), ("f.pdf", Some(2))] {
         let path = file(&dir, name);
         let out = emstream()
             .arg("plot")
@@ -312,6 +314,14 @@ fn plot_of_old_faithful_reads_names_and_writes_svg_or_png() {
         assert_eq!(out.status.code(), code, "{name}: {}", stderr(&out));
         match code {
             Some(0) => assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG")),
+            _ if name == "f.png" => {
+                assert!(
+                    stderr(&out).contains("the `png` feature"),
+                    "{}",
+                    stderr(&out)
+                );
+                assert!(!path.exists());
+            }
             _ => {
                 assert!(stderr(&out).contains("SVG or PNG"), "{}", stderr(&out));
                 assert!(!path.exists());

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 
+#[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 use crate::brokers;
+#[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 use crate::mqtt::publish_all;
 use crate::realdata::{fixture, FEW};
 use crate::util::*;
@@ -208,6 +210,7 @@ fn ndjson_objects_keep_id_timestamp_and_raw_numbers() {
 
 /// MQTT: `@source` is each point's topic and `@message` its message; the
 /// reject warning names the topic and message of the bad record.
+#[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 #[test]
 #[cfg_attr(
     emstream_skip_brokers,
@@ -327,6 +330,7 @@ fn unknown_keep_names_are_usage_errors() {
 
 /// JetStream: `@source` is each point's subject and `@message` its stream
 /// sequence, the number a replay starts from.
+#[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 #[test]
 #[cfg_attr(
     emstream_skip_brokers,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls;
 
 /// Small learner settings that make tests fast: 2 components, warm-up of
@@ -464,12 +465,14 @@ pub fn http_request<S: Read + Write>(
     Ok((status, head.to_string(), body.to_string()))
 }
 
+#[cfg(feature = "tls")]
 /// A certificate authority made for a test (rcgen, ring), and the
 /// certificates it signs.
 pub struct TestCa {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
+#[cfg(feature = "tls")]
 /// A certificate signed by a [`TestCa`], with its key.
 pub struct Leaf {
     /// The certificate, DER.
@@ -482,6 +485,7 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+#[cfg(feature = "tls")]
 impl TestCa {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Self {
@@ -541,6 +545,7 @@ pub fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+#[cfg(feature = "tls")]
 /// A TLS client (ring) to `addr` that trusts `roots` and verifies the
 /// server as `server_name`, presenting `client` if given.
 pub fn tls_client(

@@ -19,8 +19,11 @@
 
 mod admit;
 pub mod file;
+#[cfg(any(feature = "mqtt", feature = "nats"))]
 pub(crate) mod messages;
+#[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub(crate) mod reader;
 pub mod stdin;
@@ -316,7 +319,9 @@ pub(crate) async fn open(
             console.line(&format!("listening on {}", s.local_addr()));
             Box::new(s)
         }
+        #[cfg(feature = "mqtt")]
         SourceConfig::Mqtt(m) => Box::new(mqtt::MqttSource::new(m.clone())),
+        #[cfg(feature = "nats")]
         SourceConfig::Nats(n) => Box::new(nats::NatsSource::new(n.clone())),
     })
 }
