@@ -131,7 +131,12 @@ fn a_stalled_stdout_reader_does_not_block_the_stop() {
         .stdin(Stdio::piped())
         .spawn_guarded()
         .unwrap();
-    let pipe = Stdio::from(reader.stdin.take().unwrap());
+    let write_end = reader.stdin.take().unwrap();
+    // A second descriptor of the pipe, to see it fill.
+    let probe = std::os::fd::AsFd::as_fd(&write_end)
+        .try_clone_to_owned()
+        .unwrap();
+    let pipe = Stdio::from(write_end);
     let mut args = vec![
         "run",
         "--score",
@@ -154,7 +159,15 @@ fn a_stalled_stdout_reader_does_not_block_the_stop() {
         let _ = stdin.write_all(&text(&points(200_000, 4)));
         stdin
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The stop comes once the unread score lines fill the pipe (64 KiB
+    // on Linux): the score output is stalled.
+    wait_until(
+        "the score output never filled the pipe",
+        || match unread_in_pipe(&probe) {
+            n if n >= 60_000 => Ok(()),
+            n => Err(format!("{n} bytes in the pipe")),
+        },
+    );
     let err = StderrLines::new(&mut child);
     let at = Instant::now();
     sigterm(&child);

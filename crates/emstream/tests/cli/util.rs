@@ -400,14 +400,14 @@ pub fn closed_pipe() -> Stdio {
 /// the milliseconds it is set to, or until a stop request.
 pub const SLOW_FIT: &str = "EMSTREAM_FAULT_SLOW_FIT_MS";
 
-/// Bytes written to a child's stdin that it has not read yet (FIONREAD,
-/// which Linux answers on either end of a pipe).
-pub fn unread_in_pipe(stdin: &std::process::ChildStdin) -> usize {
-    use std::os::fd::AsRawFd;
+/// Bytes written to a pipe that its reader has not read yet (FIONREAD,
+/// which Linux answers on either end of a pipe): `pipe` is, say, a child's
+/// stdin.
+pub fn unread_in_pipe(pipe: &impl std::os::fd::AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which points
     // at `n`; the descriptor is open for the borrow's length.
-    let rc = unsafe { libc::ioctl(stdin.as_raw_fd(), libc::FIONREAD, &mut n) };
+    let rc = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) };
     assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
     n as usize
 }
