@@ -1,6 +1,6 @@
-//! The robustness harness, shared by the property tests and the fuzz
-//! target (`examples/fuzz_hostile.rs`; tests only: the `test-support`
-//! feature): arbitrary bytes go
+//! The hostile-input robustness harness, shared by the property tests and
+//! the fuzz target (`examples/fuzz_hostile.rs`; tests only: the
+//! `test-support` feature): arbitrary bytes go
 //! through the same framer, parser and learner as a network source, and
 //! [`drive`] checks every promise the learner makes about hostile data.
 
