@@ -299,6 +299,7 @@ impl StepwiseEm {
     /// When `dim` is 0.
     pub fn new(params: CheckedParams, dim: usize) -> Self {
         assert!(dim > 0, "dimension must be at least 1");
+        let params = params.sized_for(dim);
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
         let recent = RecentPoints::new(dim, recent_capacity(&params));
         let spare = MixtureStats::empty(params.covariance, dim, 0);

@@ -627,7 +627,11 @@ impl Pipeline {
                 reconnects: state.replay().reconnects(),
                 gap_messages: state.replay().gap_messages(),
                 warmup_waiting: resumed_waiting,
-                warmup_size: config.params.warmup as u64,
+                warmup_size: start
+                    .learner
+                    .as_ref()
+                    .map_or(config.params.warmup, |l| l.params().warmup)
+                    as u64,
                 regime_changes: 0,
             });
         }
@@ -876,6 +880,10 @@ impl Pipeline {
             .map(|s| &s.checkpoint.learner)
             .filter(|l| l.mixture().is_none())
             .map_or(0, |l| l.pending_points() as u64);
+        // The learner's warm-up, sized for its dimension (`auto` K).
+        let warmup_size = outcome.last.as_ref().map_or(config.params.warmup, |s| {
+            s.checkpoint.learner.params().warmup
+        }) as u64;
 
         // The score sink: all its output at the end of the input; after a
         // stop (now or while waiting), at most SCORE_STALL_TIMEOUT more.
@@ -968,7 +976,7 @@ impl Pipeline {
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),
             warmup_waiting,
-            warmup_size: config.params.warmup as u64,
+            warmup_size,
             regime_changes: counts.regime_changes,
         })
     }
