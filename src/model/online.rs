@@ -44,8 +44,11 @@ pub use super::params::{CheckedParams, ParamError, Params, MAX_COMPONENTS};
 pub const RECENT_POINTS: usize = 2_000;
 
 /// Points kept in the reservoir with `adapt_components`: the adaptation of
-/// K judges its candidates on them ([`super::adapt`]).
-pub const ADAPT_RECENT_POINTS: usize = 5_000;
+/// K judges its candidates on them ([`super::adapt`]). A component whose
+/// cluster stops appearing is pruned once fewer than 10 of these points
+/// are its own, so a few thousand points after the change; more points
+/// would delay that, fewer would make the BIC of a merge or split noisier.
+pub const ADAPT_RECENT_POINTS: usize = 2_500;
 
 /// A change of K made by the adaptation (`adapt_components`).
 #[derive(Clone, Debug, PartialEq)]
@@ -1003,7 +1006,7 @@ impl StepwiseEm {
             return;
         };
         let seen = self.counters.points_seen;
-        let Some(p) = adapter.propose(mix, stats, self.recent.points(), seen) else {
+        let Some(p) = adapter.propose(mix, stats, &self.recent, seen) else {
             return;
         };
         self.last_change = Some(KChange {
