@@ -168,8 +168,8 @@ pub fn nats_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
     Some(Broker::start(binary, args, port, "nats-server (TLS)"))
 }
 
-/// A `nats-server` started with `config/nats-mqtt.conf` (the README's
-/// recipe) on free ports and a store in `dir`: (broker, MQTT port), `None`
+/// A `nats-server` started with `config/nats-mqtt.conf` (the recipe of
+/// docs/sources.md) on free ports and a store in `dir`: (broker, MQTT port), `None`
 /// when skipped.
 pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
     let binary = find("nats-server", test)?;
@@ -180,7 +180,7 @@ pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
     .expect("config/nats-mqtt.conf is readable");
     let store = dir.join("store");
     let conf = shipped
-        .replace("127.0.0.1:4222", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:4223", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:1884", &format!("127.0.0.1:{mqtt}"))
         .replace("/var/lib/emstream-nats", &store.display().to_string());
     assert_ne!(

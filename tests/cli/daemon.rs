@@ -508,7 +508,7 @@ fn completions_and_man_page_are_generated() {
 
 #[test]
 fn the_shipped_daemon_config_learns_the_feed() {
-    // As the README's walkthrough runs it, with the state directory moved
+    // As the README's daemon recipe runs it, with the state directory moved
     // by the environment and the addresses picked by the system.
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "model.ckpt");

@@ -193,7 +193,7 @@ fn an_orphaned_older_generation_is_not_silently_replaced() {
     assert_eq!(inspect_json(&ck)["points_seen"], 400);
 }
 
-/// Every exit status the README documents, each for a cause it names.
+/// Every exit status docs/run.md documents, each for a cause it names.
 #[test]
 fn every_documented_exit_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@ mod choose_k;
 mod config;
 mod crash;
 mod daemon;
+mod docs;
 mod drain;
 mod files;
 mod group;

@@ -194,7 +194,7 @@ fn a_missing_checkpoint_directory_is_refused_at_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("no/such/dir/m.ckpt");
     let out = run_stdin(&["run", "--checkpoint", ck.to_str().unwrap()], b"1,2\n");
-    // A usage error, as the README says (it was 1 before issue 15).
+    // A usage error (exit 2), as docs/run.md says.
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }

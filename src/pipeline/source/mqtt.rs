@@ -16,7 +16,7 @@
 //! Delivery guarantee: MQTT cannot replay. QoS 1 messages are acknowledged
 //! on receipt; what arrived after the last checkpoint is lost by a crash,
 //! and a QoS 1 redelivery after a reconnect may be learned twice. For
-//! exactly-once, feed a JetStream stream (see the README).
+//! exactly-once, feed a JetStream stream (docs/sources.md).
 
 use std::time::{Duration, Instant};
 
