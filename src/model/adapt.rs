@@ -930,7 +930,13 @@ mod tests {
         assert_eq!(l.mix.n_components(), 3, "changes: {:?}", l.changes);
         let change_at = l.seen;
         l.feed(&after.sample(&mut rng, 20_000));
-        assert_eq!(l.kinds.first(), Some(&Change::Spawn), "{:?}", l.kinds);
+        // A spawn on the far points, or the split of a component that
+        // stretched towards them: whichever the reservoir's BIC prefers.
+        assert!(
+            l.kinds.first().is_some_and(|c| c.direction() == 1),
+            "{:?}",
+            l.kinds
+        );
         let reached = l.changes.iter().find(|(_, k)| *k == 4);
         assert!(
             reached.is_some_and(|(at, _)| at - change_at <= 20_000),
