@@ -53,79 +53,6 @@ fn next_check(a: usize, d: usize) -> usize {
     next.min(d)
 }
 
-/// Power iterations behind [`largest_eigenvalue_bound`]'s estimate.
-const POWER_ITERATIONS: usize = 8;
-
-/// An upper bound of the largest eigenvalue of `L Lᵀ` for a lower
-/// Cholesky factor `l` (d×d, row-major), or `+inf` when none is found: a
-/// few power iterations estimate it from below (a Rayleigh quotient never
-/// exceeds it), and a bound `t` above the estimate holds when `t I − L Lᵀ`
-/// has a Cholesky factorisation (it is then positive definite); `t` grows
-/// until it does.
-fn largest_eigenvalue_bound(l: &[f64], d: usize) -> f64 {
-    let mut s = vec![0.0; d * d];
-    for a in 0..d {
-        for b in 0..=a {
-            let v: f64 = l[a * d..a * d + b + 1]
-                .iter()
-                .zip(&l[b * d..b * d + b + 1])
-                .map(|(x, y)| x * y)
-                .sum();
-            s[a * d + b] = v;
-            s[b * d + a] = v;
-        }
-    }
-    let mut v = vec![1.0 / (d as f64).sqrt(); d];
-    let mut w = vec![0.0; d];
-    let mut estimate = 0.0;
-    for _ in 0..POWER_ITERATIONS {
-        for (wa, row) in w.iter_mut().zip(s.chunks_exact(d)) {
-            *wa = row.iter().zip(&v).map(|(x, y)| x * y).sum();
-        }
-        estimate = w.iter().zip(&v).map(|(x, y)| x * y).sum::<f64>();
-        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if !(norm > 0.0 && norm.is_finite()) {
-            return f64::INFINITY;
-        }
-        v.iter_mut().zip(&w).for_each(|(va, wa)| *va = wa / norm);
-    }
-    let mut t = 1.25 * estimate;
-    let mut m = vec![0.0; d * d];
-    for _ in 0..6 {
-        for (i, (mi, si)) in m.iter_mut().zip(&s).enumerate() {
-            *mi = if i % (d + 1) == 0 { t - si } else { -si };
-        }
-        if has_cholesky(&mut m, d) {
-            // Rounding in the test is far below this margin.
-            return t * (1.0 + 1e-9);
-        }
-        t *= 1.5;
-    }
-    f64::INFINITY
-}
-
-/// Whether the symmetric `a` (d×d, row-major; overwritten) has a Cholesky
-/// factorisation with positive pivots.
-fn has_cholesky(a: &mut [f64], d: usize) -> bool {
-    for j in 0..d {
-        let pivot = a[j * d + j] - a[j * d..j * d + j].iter().map(|x| x * x).sum::<f64>();
-        if !(pivot > 0.0) {
-            return false;
-        }
-        let r = pivot.sqrt();
-        a[j * d + j] = r;
-        for i in j + 1..d {
-            let dot: f64 = a[i * d..i * d + j]
-                .iter()
-                .zip(&a[j * d..j * d + j])
-                .map(|(x, y)| x * y)
-                .sum();
-            a[i * d + j] = (a[i * d + j] - dot) / r;
-        }
-    }
-    true
-}
-
 /// Dimensions above this take the generic wide kernels (and, where the
 /// CPU has it, their AVX-512 build); up to it, specialised ones.
 pub(crate) const WIDE_FROM: usize = 8;
@@ -657,14 +584,7 @@ impl GaussianMixture {
     ///    shares one;
     /// 3. in each block the guessed components are solved to the end
     ///    first, then the others, checking the bound of all the block's
-    ///    points every few rows ([`next_check`]). When the first check
-    ///    fails, a second bound is tried once: `q ≥ |x − μ_j|² / λ`, with
-    ///    λ an upper bound of the largest eigenvalue of Σ_j
-    ///    ([`largest_eigenvalue_bound`], computed once per call for the
-    ///    components that need it). It costs d operations per point where
-    ///    the rows would cost about r²/2 for the r rows still needed; so
-    ///    clusters whose means are close along each coordinate (but far in
-    ///    all of them together) are skipped as early as separated ones.
+    ///    points every few rows ([`next_check`]).
     ///
     /// Every value that is finished is computed by the same operations as
     /// in [`GaussianMixture::full_log_probs_wide`], lane by lane (the lanes
@@ -743,8 +663,6 @@ impl GaussianMixture {
         }
         // 3. Blocks of points in that order.
         let mut first = vec![false; k];
-        // Upper bounds of each Σ_j's largest eigenvalue, NaN until needed.
-        let mut largest = vec![f64::NAN; k];
         for (b, block) in order.chunks(LANES).enumerate() {
             let m = block.len();
             // The next block's points, wherever they are in the batch: read
@@ -777,7 +695,6 @@ impl GaussianMixture {
                 let c = self.log_norm[j];
                 let mut q = [0.0; LANES];
                 let mut a = 0;
-                let mut by_distance = true;
                 let negligible = loop {
                     let next = if first[j] { d } else { next_check(a, d) };
                     kernels::solve_rows(
@@ -804,26 +721,6 @@ impl GaussianMixture {
                     }
                     if all {
                         break true;
-                    }
-                    if std::mem::take(&mut by_distance) {
-                        if largest[j].is_nan() {
-                            largest[j] = largest_eigenvalue_bound(factor(j), d);
-                        }
-                        let mut dist = [0.0; LANES];
-                        for (row, &mu) in xt.chunks_exact(LANES).zip(mean(j)) {
-                            for p in 0..LANES {
-                                let r = row[p] - mu;
-                                dist[p] += r * r;
-                            }
-                        }
-                        let mut all = true;
-                        for p in 0..LANES {
-                            let bound = (dist[p] / largest[j]).max(q[p]);
-                            all &= (c - 0.5 * bound) - top[p] < NEGLIGIBLE_LOG_RATIO;
-                        }
-                        if all {
-                            break true;
-                        }
                     }
                 };
                 for (p, &i) in block.iter().enumerate() {
@@ -1331,9 +1228,6 @@ mod tests {
             (9, 5, 0.3, 4),
             (64, 16, 4.0, 5),
             (32, 4, 0.0, 6),
-            // Close along each coordinate, apart in all 32: the distance
-            // bound's case.
-            (32, 10, 1.0, 7),
         ] {
             let (m, _) = random_full(d, k, 0, seed);
             let m = GaussianMixture::new(MixtureParams {
@@ -1367,34 +1261,6 @@ mod tests {
                 assert!(skipped > n * (k - 1) / 2, "d = {d}: {skipped} pruned");
             }
         }
-    }
-
-    #[test]
-    fn the_eigenvalue_bound_holds_and_is_close() {
-        for (d, seed) in [(1, 1), (2, 2), (32, 3), (33, 4), (64, 5)] {
-            let (m, _) = random_full(d, 3, 0, seed);
-            for j in 0..3 {
-                let bound = largest_eigenvalue_bound(&m.factor[j * d * d..(j + 1) * d * d], d);
-                // The largest eigenvalue, by many power iterations.
-                let cov = &m.params().covariances[j * d * d..(j + 1) * d * d];
-                let mut v = vec![1.0; d];
-                let mut top = 0.0;
-                for _ in 0..5000 {
-                    let w: Vec<f64> = cov
-                        .chunks_exact(d)
-                        .map(|row| row.iter().zip(&v).map(|(a, b)| a * b).sum())
-                        .collect();
-                    let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    top = w.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>()
-                        / v.iter().map(|x| x * x).sum::<f64>();
-                    v = w.iter().map(|x| x / norm).collect();
-                }
-                assert!(bound >= top, "d = {d}: bound {bound} below {top}");
-                assert!(bound < 2.5 * top, "d = {d}: bound {bound} far above {top}");
-            }
-        }
-        // Not positive definite: no bound.
-        assert_eq!(largest_eigenvalue_bound(&[f64::NAN], 1), f64::INFINITY);
     }
 
     #[test]
