@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::SpawnGuarded;
+
 /// The repository root: the nearest ancestor of this crate that holds
 /// README.md and docs/.
 fn repo_root() -> PathBuf {
@@ -97,7 +99,7 @@ fn run_recipe(name: &str, script: &str) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .spawn()
+        .spawn_guarded()
         .expect("bash starts");
     let pgid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -16,6 +16,7 @@ mod group;
 mod hostile;
 mod mqtt;
 mod nats;
+mod openmetrics;
 mod phases;
 mod pipe;
 mod realdata;

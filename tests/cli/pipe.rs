@@ -41,10 +41,25 @@ fn pipe_to_checkpoint_then_inspect() {
     w.sort_by(f64::total_cmp);
     assert!((w[0] - 1.0 / 3.0).abs() < 0.05, "weights {w:?}");
 
-    // The table form works too.
+    // The table form shows the same model: its points and each
+    // component's weight, as in the JSON (to the table's 4 decimals).
     let out = emstream().args(["inspect"]).arg(&ck).output().unwrap();
     assert_ok(&out);
-    assert!(!out.stdout.is_empty());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("points seen       1000"), "{table}");
+    assert!(
+        table.contains("2 components, 2 dimensions, full covariance"),
+        "{table}"
+    );
+    for weight in j["weights"].as_array().unwrap() {
+        let shown = format!("{:.4}", weight.as_f64().unwrap());
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(shown.as_str())),
+            "weight {shown} not in the table:\n{table}"
+        );
+    }
 }
 
 #[test]
@@ -146,7 +161,7 @@ fn closed_stdout_with_score_is_not_a_crash() {
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     // Like `| head -n 3`.
     let mut out = BufReader::new(child.stdout.take().unwrap());
