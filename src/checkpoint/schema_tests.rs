@@ -108,7 +108,9 @@ fn fixed_v3() -> Checkpoint {
     p.adapt_components = true;
     state.params = p.check().unwrap();
     state.counters.component_changes = 1;
-    let mut recent = RecentPoints::new(2, recent_capacity(&state.params));
+    // The golden file's reservoir is of the former capacity, which loads
+    // as it is.
+    let mut recent = RecentPoints::new(2, crate::model::online::FORMER_ADAPT_RECENT_POINTS);
     recent.push(&[0.5, -1.0, 3.25, 2.0, -0.125, 7.0]);
     state.recent = recent;
     state.adapter = Some(AdapterState {

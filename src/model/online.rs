@@ -50,6 +50,12 @@ pub const RECENT_POINTS: usize = 2_000;
 /// would delay that, fewer would make the BIC of a merge or split noisier.
 pub const ADAPT_RECENT_POINTS: usize = 2_500;
 
+/// A reservoir capacity with `adapt_components` that a checkpoint may hold
+/// besides [`ADAPT_RECENT_POINTS`]: that of the learners that judged on
+/// 5,000 points. Such a learner resumes with its reservoir as it was (the
+/// same K changes as had it not stopped), only slower to prune.
+pub const FORMER_ADAPT_RECENT_POINTS: usize = 5_000;
+
 /// A change of K made by the adaptation (`adapt_components`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KChange {
@@ -1260,7 +1266,9 @@ impl StepwiseEm {
         if counters.log_lik_sum.is_nan() {
             return bad("the log-likelihood sum is NaN".into());
         }
-        if recent.dim() != d || recent.capacity() != recent_capacity(&params) {
+        let capacity_ok = recent.capacity() == recent_capacity(&params)
+            || (params.adapt_components && recent.capacity() == FORMER_ADAPT_RECENT_POINTS);
+        if recent.dim() != d || !capacity_ok {
             return bad(format!(
                 "the recent-points reservoir holds points of dimension {} up to {}, the learner wants dimension {d} up to {}",
                 recent.dim(),
@@ -1279,7 +1287,10 @@ impl StepwiseEm {
                 params.adapt_components
             ));
         }
-        let mut learner = StepwiseEm::new(params, d);
+        let mut learner = StepwiseEm::new(params.clone(), d);
+        // The options as stored, warm-up included: a resumed learner goes
+        // on as the one that saved them would have.
+        learner.params = params;
         learner.rng = rng;
         learner.step = step;
         learner.counters = counters;
