@@ -559,7 +559,8 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_)
-                | PipelineError::Input(_) => 2,
+                | PipelineError::Input(_)
+                | PipelineError::Learn(emstream::model::LearnError::Resolution(_)) => 2,
                 _ => 1,
             })
         }
