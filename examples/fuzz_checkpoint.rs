@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use emstream::checkpoint::{from_bytes, to_bytes, HEADER_LEN};
+use emstream::checkpoint::{from_bytes, to_bytes, FORMAT_VERSION, HEADER_LEN};
+use emstream::model::CovarianceType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -214,6 +215,28 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             Err(e) => return fail(&e, c),
+        }
+    }
+    // The current format's decoder is fuzzed directly, not only through
+    // the migration of older formats: the corpus holds a current-format
+    // checkpoint of every covariance type.
+    for cov in [
+        CovarianceType::Full,
+        CovarianceType::Diagonal,
+        CovarianceType::Spherical,
+    ] {
+        let current = corpus.iter().any(|c| {
+            c.get(8..12) == Some(&FORMAT_VERSION.to_le_bytes()[..])
+                && from_bytes(Path::new("<corpus>"), c)
+                    .is_ok_and(|ck| ck.learner.params().covariance == cov)
+        });
+        if !current {
+            eprintln!(
+                "fuzz_checkpoint: the corpus has no format-{FORMAT_VERSION} checkpoint with {} covariances: add one (emstream run --covariance {} --checkpoint ...)",
+                cov.name(),
+                cov.name()
+            );
+            return ExitCode::from(2);
         }
     }
     while runs < o.iterations && limit.is_none_or(|l| started.elapsed() < l) {

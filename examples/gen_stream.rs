@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(fmt(0.0, 7), "0");
         assert_eq!(fmt(1.0, 7), "1");
         assert_eq!(fmt(-2.5, 7), "-2.5");
-        assert_eq!(fmt(3.141_592_653_5, 7), "3.141593");
+        assert_eq!(fmt(std::f64::consts::PI, 7), "3.141593");
         assert_eq!(fmt(-0.001_234_567_89, 7), "-0.001234568");
         assert_eq!(fmt(123_456.789, 7), "123456.8");
         assert_eq!(fmt(7.05, 3), "7.05");

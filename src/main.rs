@@ -203,7 +203,9 @@ struct RunArgs {
     /// File whose first line is the token each TCP connection must send first.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<PathBuf>,
-    /// End the run as at end of input once no record arrived for SECS seconds.
+    /// End the run as at end of input once no record arrived for SECS seconds,
+    /// counted from the first record or the first connection (to the broker,
+    /// or of a client to --listen), not from the start.
     #[arg(long, value_name = "SECS")]
     stop_when_idle: Option<f64>,
     /// Subscribe to an MQTT broker: mqtt://HOST:PORT (or mqtts:// with --mqtt-ca-file).
@@ -362,8 +364,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `emstream check-config FILE`: the effective settings on stdout, or the
-/// key, line and reason on stderr with exit status 2.
+/// `emstream check-config FILE`: the settings a run with this file would
+/// use (its keys, the `EMSTREAM_*` environment variables over them, the
+/// defaults for the rest) on stdout, or the key, line and reason on stderr
+/// with exit status 2.
 fn check_config(args: &CheckConfigArgs) -> ExitCode {
     let text = match std::fs::read_to_string(&args.path) {
         Ok(t) => t,
@@ -375,16 +379,25 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::from_toml(&text, &args.path) {
+    let mut config = match Config::from_toml(&text, &args.path) {
         Ok(c) => c,
         Err(e) => {
             say(&e.to_string());
             return ExitCode::from(2);
         }
     };
+    let (env_args, from_env) = match run_args_from_env() {
+        Ok(a) => a,
+        Err(e) => {
+            say(&format!("the environment does not fit a run: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    overlay_args(&mut config, env_args, &mut BTreeSet::new());
     if let Err(e) = config.clone().check() {
         let at = e
             .key()
+            .filter(|k| !from_env.iter().any(|(_, key)| key.as_str() == *k))
             .and_then(|k| emstream::config::key_line(&text, k).map(|line| (k, line)))
             .map(|(key, line)| format!(" line {line} ({key})"))
             .unwrap_or_default();
@@ -393,8 +406,17 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     }
     match toml::to_string(&config) {
         Ok(effective) => {
+            let env = if from_env.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = from_env
+                    .iter()
+                    .map(|(var, key)| format!("{var} sets {key}"))
+                    .collect();
+                format!("# from the environment: {}\n", list.join(", "))
+            };
             print!(
-                "# {}: valid; effective settings (defaults filled in):\n{effective}",
+                "# {}: valid; the settings a run with it uses (environment over the file, defaults filled in):\n{env}{effective}",
                 args.path.display()
             );
             ExitCode::SUCCESS
@@ -404,6 +426,27 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The flags of `emstream run` that the environment sets (`EMSTREAM_*`
+/// variables, as a run reads them), and which: (variable, config key).
+fn run_args_from_env() -> Result<(RunArgs, Vec<(String, String)>), clap::Error> {
+    use clap::FromArgMatches;
+    let cmd = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
+    let from_env = cmd
+        .get_arguments()
+        .filter(|a| a.get_id() != "config")
+        .filter_map(|a| {
+            let var = a.get_env()?.to_string_lossy().into_owned();
+            std::env::var_os(&var)?;
+            Some((var, a.get_id().as_str().to_string()))
+        })
+        .collect();
+    let matches = cmd.try_get_matches_from(Vec::<String>::new())?;
+    let mut args = RunArgs::from_arg_matches(&matches)?;
+    // check-config reads the file it is given, not EMSTREAM_CONFIG's.
+    args.config = None;
+    Ok((args, from_env))
 }
 
 /// Exit status of a report command: 0; 2 with the error on stderr for an
@@ -457,7 +500,7 @@ macro_rules! overlay_flag {
     };
 }
 
-fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String> {
+fn build_config(args: RunArgs) -> Result<emstream::config::RunConfig, String> {
     let mut given = BTreeSet::new();
     let mut cfg = match &args.config {
         Some(path) => {
@@ -467,6 +510,14 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         }
         None => Config::default(),
     };
+    overlay_args(&mut cfg, args, &mut given);
+    let checked = cfg.check().map_err(|e| e.to_string())?;
+    Ok(checked.with_given(given))
+}
+
+/// Sets the config keys that `args` (flags, or their environment
+/// variables) give, and records their names in `given`.
+fn overlay_args(cfg: &mut Config, mut args: RunArgs, given: &mut BTreeSet<String>) {
     if let Some(list) = args.columns.take() {
         match ColumnList::parse(&list) {
             ColumnList::Indices(i) => cfg.columns = Some(i),
@@ -478,7 +529,7 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
         cfg.string_numbers = true;
         given.insert("string_numbers".into());
     }
-    std::mem::take(&mut args.learner).apply(&mut cfg, &mut given);
+    std::mem::take(&mut args.learner).apply(cfg, given);
     overlay!(cfg, args, given;
         delimiter, max_connections, format, max_line_bytes, on_error, max_reject_rate, keep,
         shutdown_timeout, log_format);
@@ -494,8 +545,6 @@ fn build_config(mut args: RunArgs) -> Result<emstream::config::RunConfig, String
     overlay!(cfg, args, given; max_memory);
     overlay_flag!(cfg, args, given;
         persistent_session, allow_gap, resume, overwrite, score, score_fields);
-    let checked = cfg.check().map_err(|e| e.to_string())?;
-    Ok(checked.with_given(given))
 }
 
 fn run(args: RunArgs) -> ExitCode {

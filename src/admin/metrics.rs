@@ -92,7 +92,7 @@ impl Collector for Metrics {
         counter(
             e,
             "emstream_points_learned",
-            "Points learned from in this run.",
+            "Points learned in this run and points of this run waiting in the partial mini-batch or warm-up buffer: the growth of emstream_model_points_seen (points a resumed checkpoint held waiting count once learned).",
             l.points,
         )?;
         {
@@ -146,10 +146,11 @@ impl Collector for Metrics {
                 ll,
             )?;
         }
-        let model_points = self.snapshots.borrow().as_ref().map_or(0, |s| {
-            let learner = &s.checkpoint.learner;
-            learner.counters().points_seen + learner.pending_points() as u64
-        });
+        let model_points = self
+            .snapshots
+            .borrow()
+            .as_ref()
+            .map_or(0, |s| s.checkpoint.learner.points_held());
         gauge(
             e,
             "emstream_model_points_seen",

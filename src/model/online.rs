@@ -1275,6 +1275,14 @@ impl StepwiseEm {
         Some(select::Criteria::of(mix, self.recent.points()))
     }
 
+    /// Points the model holds: those learned from (`points_seen`) and
+    /// those waiting in the warm-up buffer or the partial mini-batch (what
+    /// `emstream_model_points_seen` reports, so that it agrees with the
+    /// checkpoint before the partial mini-batch is learned).
+    pub fn points_held(&self) -> u64 {
+        self.counters.points_seen + self.pending_points() as u64
+    }
+
     /// Points waiting in the warm-up buffer or the partial mini-batch.
     pub fn pending_points(&self) -> usize {
         self.pending.len() / self.dim

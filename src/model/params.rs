@@ -53,7 +53,7 @@ pub struct Params {
 }
 
 impl Default for Params {
-    /// The defaults of `config/emstream.toml`; see the README for how they
+    /// The defaults of `config/emstream.toml`; see docs/learning.md for how they
     /// were chosen.
     fn default() -> Self {
         Params {

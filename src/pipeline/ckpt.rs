@@ -48,17 +48,14 @@ pub(crate) fn prepare(
     Ok((prepare_locked(config, console)?, Some(lock)))
 }
 
-/// Test-only fault injection in debug builds: sleeps for the number of
-/// milliseconds in the environment variable `var`, so the integration tests
-/// can send signals while a checkpoint is being loaded or saved. Release
-/// builds ignore it.
+/// Test-only fault injection, in every build (so the tests pass in
+/// release too): sleeps for [`super::fault_ms`] of `var`, so the
+/// integration tests can send signals while a checkpoint is being loaded
+/// or saved. Unset, as in any real run, it does nothing.
 fn fault_delay(var: &str) {
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+    if let Some(d) = super::fault_ms(var) {
+        std::thread::sleep(d);
     }
-    #[cfg(not(debug_assertions))]
-    let _ = var;
 }
 
 /// Refuses a checkpoint path whose directory is missing or that names a
@@ -374,8 +371,7 @@ pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<
             continue;
         }
         saved_due = saved_due.max(snap.saves_due);
-        let points = snap.checkpoint.learner.counters().points_seen
-            + snap.checkpoint.learner.pending_points() as u64;
+        let points = snap.checkpoint.learner.points_held();
         match saver.save(snap).await {
             Ok(()) if requested => console.line(&format!(
                 "checkpoint written on request: {} ({points} points)",

@@ -2,7 +2,10 @@
 //! sources stop, the stages drain, the final checkpoint is written, exit
 //! status 0) once no record has arrived for SECS seconds, whatever the
 //! source. A batch job replaying a log into a model, and tests, end this
-//! way. A fit is not quiet: while the learner fits a model on its warm-up
+//! way. The quiet is counted from the first record or the first
+//! successful connection (to the MQTT or NATS broker, or of a client to
+//! the TCP listener), not from the start of the process: a run still
+//! connecting to a broker that is slow to come up is not idle. A fit is not quiet: while the learner fits a model on its warm-up
 //! buffer (the first, or a regime change's re-fit), taking no batches so
 //! that input backs up and stops arriving, the run is busy, and the quiet
 //! is counted from the fit's end ([`RunState::fitting`]).
@@ -13,15 +16,18 @@ use std::time::Duration;
 use super::state::{RunState, StopReason};
 
 /// Waits until the run has been idle for `idle` (no chunk reached the
-/// parser; counted from the start of the run until the first one), then
-/// stops the sources. Ends early when the sources stop for another reason.
+/// parser, no source connected; the first record or connection starts the
+/// count), then stops the sources. Ends early when the sources stop for
+/// another reason.
 pub(crate) async fn stop_when_idle(state: Arc<RunState>, idle: Duration) {
     let stop = state.sources_token();
     loop {
         let quiet = if state.fitting() {
             Duration::ZERO
         } else {
-            state.replay().idle_for()
+            // Before the first record or connection: not counting yet
+            // (checked again `idle` later).
+            state.replay().idle_for().unwrap_or_default()
         };
         if quiet >= idle {
             state.stop(StopReason::EndOfInput);
@@ -41,6 +47,7 @@ mod tests {
     #[tokio::test(start_paused = false)]
     async fn an_idle_run_is_stopped_as_at_end_of_input() {
         let state = Arc::new(RunState::new("stdin"));
+        state.replay().touch();
         let t = std::time::Instant::now();
         stop_when_idle(state.clone(), Duration::from_millis(60)).await;
         assert!(t.elapsed() >= Duration::from_millis(60));
@@ -49,8 +56,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_quiet_counts_from_the_first_record_or_connection() {
+        // Nothing arrives and nothing connects for 200 ms (a broker slow to
+        // come up): not idle; the quiet counts from the connection.
+        let state = Arc::new(RunState::new("mqtt"));
+        let s = state.clone();
+        let source = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s.replay().touch();
+        });
+        let t = std::time::Instant::now();
+        stop_when_idle(state.clone(), Duration::from_millis(60)).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(200 + 60),
+            "stopped after {:?}, before the connection's quiet",
+            t.elapsed()
+        );
+        source.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn records_keep_the_run_going() {
         let state = Arc::new(RunState::new("stdin"));
+        state.replay().touch();
         let s = state.clone();
         let feeder = tokio::spawn(async move {
             for _ in 0..6 {
@@ -75,6 +103,7 @@ mod tests {
         // the run is not stopped during it, and the quiet counts from its
         // end.
         let state = Arc::new(RunState::new("stdin"));
+        state.replay().touch();
         let s = state.clone();
         let learner = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -229,6 +229,9 @@ pub(crate) struct Outcome {
 struct Run {
     learner: Option<StepwiseEm>,
     at_start: Counters,
+    /// Points the resumed model held waiting (warm-up buffer, partial
+    /// mini-batch) at the start.
+    pending_at_start: u64,
     counts: LearnerCounts,
     positions: BTreeMap<SourceId, Position>,
     /// Names of the dimensions: the resumed checkpoint's, then the input's.
@@ -258,6 +261,7 @@ impl Learner {
                 .as_ref()
                 .map(|l| l.counters().clone())
                 .unwrap_or_default(),
+            pending_at_start: learner.as_ref().map_or(0, |l| l.pending_points() as u64),
             learner,
             counts: LearnerCounts::default(),
             positions: BTreeMap::new(),
@@ -567,9 +571,24 @@ impl Learner {
     /// The learner's [`FitHook`]: [`RunState::set_fitting`] for the length
     /// of every fit on the warm-up buffer (the first, a re-fit after a
     /// regime change, one at the end of the input).
+    ///
+    /// Test-only fault injection (in every build): with
+    /// `EMSTREAM_FAULT_SLOW_FIT_MS=N` in the environment each fit is held
+    /// that many milliseconds at its start, or until a stop request, so
+    /// that the tests can stop a run in its first fit every time.
     fn fit_hook(&self) -> FitHook {
         let state = self.state.clone();
-        FitHook(Arc::new(move |on| state.set_fitting(on)))
+        let hold = super::fault_ms("EMSTREAM_FAULT_SLOW_FIT_MS");
+        FitHook(Arc::new(move |on| {
+            state.set_fitting(on);
+            if let (true, Some(hold)) = (on, hold) {
+                let flag = state.interrupt_flag();
+                let until = Instant::now() + hold;
+                while Instant::now() < until && !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }))
     }
 
     /// Says that the first model is being fitted (which may take a while),
@@ -745,7 +764,16 @@ impl Run {
             return;
         };
         let (now, at) = (l.counters(), &self.at_start);
-        self.counts.points = now.points_seen.saturating_sub(at.points_seen);
+        // Points learned in this run, and the points of this run waiting
+        // in the partial mini-batch or the warm-up buffer: the model's
+        // growth (`emstream_model_points_seen`, the checkpoint's points) at
+        // every moment, not only once the partial mini-batch is learned.
+        // (Points a resumed checkpoint held waiting count when they are
+        // learned.) A counter never falls: points dropped from a warm-up
+        // buffer that could not be fitted stay counted.
+        let waiting = (l.pending_points() as u64).saturating_sub(self.pending_at_start);
+        let grown = now.points_seen.saturating_sub(at.points_seen) + waiting;
+        self.counts.points = self.counts.points.max(grown);
         self.counts.outliers = now.outliers.saturating_sub(at.outliers);
         self.counts.reseeds = now.reseeds.saturating_sub(at.reseeds);
         self.counts.repairs = now.repairs.saturating_sub(at.repairs);

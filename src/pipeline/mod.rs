@@ -127,6 +127,15 @@ pub const SCORE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Buffer of the score sink's writer to stdout.
 pub const SCORE_OUT_BYTES: usize = 256 << 10;
 
+/// The test-only fault injection delays (`EMSTREAM_FAULT_SLOW_LOAD_MS`,
+/// `EMSTREAM_FAULT_SLOW_SAVE_MS`, `EMSTREAM_FAULT_SLOW_FIT_MS`): the
+/// milliseconds in environment variable `var`, `None` when it is unset
+/// (any real run) or not a number.
+pub(crate) fn fault_ms(var: &str) -> Option<Duration> {
+    let ms: u64 = std::env::var_os(var)?.to_str()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 /// Bad records reported one by one on stderr; the rest are only counted.
 pub const REPORTED_RECORDS: usize = 5;
 
@@ -136,7 +145,8 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// What a run did, for the summary line.
 #[derive(Clone, Debug)]
 pub struct RunSummary {
-    /// Points learned from in this run.
+    /// Points learned in this run, and points of this run saved in an
+    /// unfitted warm-up buffer.
     pub points: u64,
     /// Points the model has learned from over all runs (resumes included).
     pub points_total: u64,
@@ -932,9 +942,9 @@ impl Pipeline {
                 line,
                 reason,
                 detail,
-                // Points of this run still in the warm-up buffer count:
-                // they are saved, unfitted.
-                points: counts.points + warmup_waiting.saturating_sub(resumed_waiting),
+                // Points of this run still in the warm-up buffer are in
+                // the count: they are saved, unfitted.
+                points: counts.points,
                 checkpoint: written,
             });
         }

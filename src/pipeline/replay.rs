@@ -42,7 +42,8 @@ pub struct Replay {
     streams: Mutex<BTreeMap<SourceId, StreamLag>>,
     reconnects: AtomicU64,
     gap_messages: AtomicU64,
-    /// Milliseconds after `base` when the last chunk arrived.
+    /// Milliseconds after `base` when the last chunk arrived or a source
+    /// connected, plus one; 0 before either.
     last_record_ms: AtomicU64,
 }
 
@@ -146,17 +147,23 @@ impl Replay {
         self.gap_messages.load(Ordering::Relaxed)
     }
 
-    /// A chunk of records arrived now.
+    /// A chunk of records arrived now, or a source connected (to its
+    /// broker, or a client to the listener), or a fit started or ended.
     pub(crate) fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
         self.last_record_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Time since the last chunk arrived (since the run started when none
-    /// has).
-    pub fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_record_ms.load(Ordering::Relaxed));
-        self.base.elapsed().saturating_sub(last)
+    /// Time since the last chunk arrived or source connected; `None`
+    /// before either (a run still waiting for its broker or its first
+    /// client is not idle yet).
+    pub fn idle_for(&self) -> Option<Duration> {
+        let last = self.last_record_ms.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(
+            self.base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last)),
+        )
     }
 }
 
@@ -207,11 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn idle_time_restarts_at_every_record() {
+    fn idle_time_starts_at_the_first_record_and_restarts_at_every_one() {
         let r = Replay::default();
         std::thread::sleep(Duration::from_millis(30));
-        assert!(r.idle_for() >= Duration::from_millis(30));
+        assert_eq!(r.idle_for(), None);
         r.touch();
-        assert!(r.idle_for() < Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(30));
+        let before = r.idle_for().unwrap();
+        assert!(before >= Duration::from_millis(30), "{before:?}");
+        r.touch();
+        assert!(r.idle_for().unwrap() < before);
     }
 }

@@ -54,7 +54,10 @@ pub enum Phase {
 /// Counters produced by the learner thread, changed together once per batch.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LearnerCounts {
-    /// Points learned from in this run.
+    /// Points learned in this run, and points of this run waiting in the
+    /// warm-up buffer or the partial mini-batch: the growth of the model's
+    /// points ([`crate::model::StepwiseEm::points_held`]); points a resumed
+    /// checkpoint held waiting count once they are learned.
     pub points: u64,
     /// Records rejected in this run, by reason.
     pub rejected: RejectCounts,

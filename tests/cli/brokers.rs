@@ -3,41 +3,32 @@
 //! and store directory (independent of each other and of the machine's
 //! shared services, and restartable mid-test).
 //!
-//! Without the binary a test is skipped with a line on stderr saying why;
-//! with `EMSTREAM_REQUIRE_BROKERS=1` (set by `.ci/run` under `CI=true`) a
-//! missing binary fails it instead.
+//! Without the binary a test fails, naming the package to install. With
+//! `EMSTREAM_SKIP_BROKERS=1` in the environment of the build (`build.rs`
+//! turns it into the `emstream_skip_brokers` cfg) every test that starts a
+//! broker is marked ignored instead, so `cargo test` lists each one as
+//! `ignored, EMSTREAM_SKIP_BROKERS=1: ...` and counts them in its summary.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether a missing broker binary fails the tests instead of skipping them.
-pub const REQUIRE_ENV: &str = "EMSTREAM_REQUIRE_BROKERS";
-
 /// Finds `binary` on the PATH or in /usr/sbin (where Debian puts both);
-/// `None` (after saying the test is skipped) when it is missing, or a
-/// panic under [`REQUIRE_ENV`].
-pub fn find(binary: &str, test: &str) -> Option<PathBuf> {
+/// fails the test, naming the package to install, when it is missing.
+pub fn find(binary: &str, test: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    if let Some(found) = dirs
-        .into_iter()
+    dirs.into_iter()
         .map(|d| d.join(binary))
         .find(|p| p.is_file())
-    {
-        return Some(found);
-    }
-    let why = format!(
-        "{test}: `{binary}` is not installed (Debian: apt-get install {binary}); the test needs a broker it can start"
-    );
-    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{why} ({REQUIRE_ENV}=1: brokers are required here)");
-    }
-    eprintln!("SKIPPED {why}");
-    None
+        .unwrap_or_else(|| {
+            panic!(
+                "{test}: `{binary}` is not installed: install it (Debian: apt-get install {binary}; `.ci/run` does), or build the tests with EMSTREAM_SKIP_BROKERS=1 to mark the broker tests ignored"
+            )
+        })
 }
 
 /// A free loopback port (bound and released; the broker binds it next).
@@ -115,9 +106,9 @@ impl Drop for Broker {
     }
 }
 
-/// A `nats-server` with JetStream storing in `dir`; `None` when skipped.
-pub fn nats(dir: &Path, test: &str) -> Option<Broker> {
-    let binary = find("nats-server", test)?;
+/// A `nats-server` with JetStream storing in `dir`.
+pub fn nats(dir: &Path, test: &str) -> Broker {
+    let binary = find("nats-server", test);
     let port = free_port();
     let store = dir.join("jetstream");
     let args = vec![
@@ -129,7 +120,7 @@ pub fn nats(dir: &Path, test: &str) -> Option<Broker> {
         "-sd".into(),
         store.display().to_string(),
     ];
-    Some(Broker::start(binary, args, port, "nats-server"))
+    Broker::start(binary, args, port, "nats-server")
 }
 
 /// PEM files of a TLS listener: its certificate, its key, and the CA its
@@ -144,10 +135,9 @@ pub struct TlsFiles<'a> {
 }
 
 /// A `nats-server` with JetStream storing in `dir` that speaks TLS only,
-/// verifying client certificates when `tls.client_ca` is given; `None`
-/// when skipped.
-pub fn nats_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
-    let binary = find("nats-server", test)?;
+/// verifying client certificates when `tls.client_ca` is given.
+pub fn nats_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Broker {
+    let binary = find("nats-server", test);
     let port = free_port();
     let verify = match tls.client_ca {
         Some(ca) => format!(
@@ -165,14 +155,13 @@ pub fn nats_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
     let path = dir.join("nats-tls.conf");
     std::fs::write(&path, conf).expect("the config is written");
     let args = vec!["-c".into(), path.display().to_string()];
-    Some(Broker::start(binary, args, port, "nats-server (TLS)"))
+    Broker::start(binary, args, port, "nats-server (TLS)")
 }
 
-/// A `nats-server` started with `config/nats-mqtt.conf` (the README's
-/// recipe) on free ports and a store in `dir`: (broker, MQTT port), `None`
-/// when skipped.
-pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
-    let binary = find("nats-server", test)?;
+/// A `nats-server` started with `config/nats-mqtt.conf` (the recipe of
+/// docs/sources.md) on free ports and a store in `dir`: (broker, MQTT port).
+pub fn nats_mqtt(dir: &Path, test: &str) -> (Broker, u16) {
+    let binary = find("nats-server", test);
     let (port, mqtt) = (free_port(), free_port());
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nats-mqtt.conf"),
@@ -180,7 +169,7 @@ pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
     .expect("config/nats-mqtt.conf is readable");
     let store = dir.join("store");
     let conf = shipped
-        .replace("127.0.0.1:4222", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:4223", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:1884", &format!("127.0.0.1:{mqtt}"))
         .replace("/var/lib/emstream-nats", &store.display().to_string());
     assert_ne!(
@@ -192,12 +181,12 @@ pub fn nats_mqtt(dir: &Path, test: &str) -> Option<(Broker, u16)> {
     let args = vec!["-c".into(), path.display().to_string()];
     let broker = Broker::start(binary, args, port, "nats-server (MQTT)");
     wait_listening(mqtt, None, "the MQTT listener of nats-server");
-    Some((broker, mqtt))
+    (broker, mqtt)
 }
 
-/// A `mosquitto` with its own config in `dir`; `None` when skipped.
-pub fn mosquitto(dir: &Path, test: &str) -> Option<Broker> {
-    let binary = find("mosquitto", test)?;
+/// A `mosquitto` with its own config in `dir`.
+pub fn mosquitto(dir: &Path, test: &str) -> Broker {
+    let binary = find("mosquitto", test);
     let port = free_port();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
@@ -206,13 +195,13 @@ pub fn mosquitto(dir: &Path, test: &str) -> Option<Broker> {
     )
     .expect("mosquitto.conf is written");
     let args = vec!["-c".into(), conf.display().to_string()];
-    Some(Broker::start(binary, args, port, "mosquitto"))
+    Broker::start(binary, args, port, "mosquitto")
 }
 
 /// A `mosquitto` with its own config in `dir` that speaks only TLS
-/// (`mqtts://`), with the certificate and key of `tls`; `None` when skipped.
-pub fn mosquitto_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
-    let binary = find("mosquitto", test)?;
+/// (`mqtts://`), with the certificate and key of `tls`.
+pub fn mosquitto_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Broker {
+    let binary = find("mosquitto", test);
     let port = free_port();
     let conf = dir.join("mosquitto-tls.conf");
     std::fs::write(
@@ -225,7 +214,7 @@ pub fn mosquitto_tls(dir: &Path, test: &str, tls: &TlsFiles) -> Option<Broker> {
     )
     .expect("mosquitto-tls.conf is written");
     let args = vec!["-c".into(), conf.display().to_string()];
-    Some(Broker::start(binary, args, port, "mosquitto (TLS)"))
+    Broker::start(binary, args, port, "mosquitto (TLS)")
 }
 
 /// A current-thread runtime for the test's own broker clients.
@@ -279,14 +268,13 @@ pub async fn publish(js: &async_nats::jetstream::Context, subject: &str, body: V
 }
 
 #[test]
-fn a_missing_broker_binary_skips_or_under_ci_fails() {
-    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
-    let found = std::panic::catch_unwind(|| find("emstream-no-such-broker", "probe"));
-    match found {
-        // Skipped (the line on stderr says why).
-        Ok(None) => assert!(!required),
-        Ok(Some(p)) => panic!("found {}", p.display()),
-        // Required: a missing binary fails the test that needs it.
-        Err(_) => assert!(required),
-    }
+fn a_missing_broker_binary_fails_the_test_naming_the_package() {
+    let failed = std::panic::catch_unwind(|| find("emstream-no-such-broker", "probe"))
+        .expect_err("a missing broker fails the test");
+    let message = failed.downcast_ref::<String>().expect("the panic says why");
+    assert!(
+        message.contains("apt-get install emstream-no-such-broker")
+            && message.contains("EMSTREAM_SKIP_BROKERS=1"),
+        "{message}"
+    );
 }

@@ -297,7 +297,7 @@ fn run_on_open_stdin(ck: &str) -> std::process::Output {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     use std::io::Write;

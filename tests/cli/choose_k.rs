@@ -77,8 +77,16 @@ fn auto_picks_the_true_k_and_inspect_shows_how() {
     assert_eq!(v["params"]["components"], "auto");
     // BIC and AIC of the model on its 2,000 most recent points.
     assert_eq!(v["recent_points"], 2000);
+    // Same log-likelihood: BIC - AIC = p (ln n - 2), with p = 17 free
+    // parameters of 3 full 2-D components ((K - 1) + K d + K d (d + 1) / 2)
+    // and n = 2000 recent points.
     let (b, a) = (v["bic"].as_f64().unwrap(), v["aic"].as_f64().unwrap());
-    assert!(b > a && a.is_finite(), "bic {b} aic {a}");
+    let expect = 17.0 * (2000f64.ln() - 2.0);
+    assert!(
+        a.is_finite() && ((b - a) - expect).abs() < 1e-6 * b.abs().max(1.0),
+        "bic {b} aic {a}: gap {} instead of {expect}",
+        b - a
+    );
     let table = emstream().arg("inspect").arg(&ck).output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     for want in [

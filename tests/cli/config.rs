@@ -33,14 +33,38 @@ fn config_file_keys_apply_and_flags_override_them() {
     assert_eq!(j["points_seen"], 400);
 }
 
+/// The shipped config file is read and its settings are the run's: a
+/// checkpoint of its learner settings (2 full components, mini-batches of
+/// 1000) holding every point.
 #[test]
 fn the_shipped_config_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/emstream.toml");
     let out = run_stdin(
-        &["run", "--config", shipped, "--warmup", "200"],
-        &text(&points(300, 71)),
+        &[
+            "run",
+            "--config",
+            shipped,
+            "--warmup",
+            "200",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ],
+        &text(&points(1300, 71)),
     );
     assert_ok(&out);
+    assert!(
+        stderr(&out).contains("1300 points used"),
+        "{}",
+        stderr(&out)
+    );
+    let j = inspect_json(&ck);
+    assert_eq!(j["components"], 2, "{j}");
+    assert_eq!(j["covariance"], "full", "{j}");
+    assert_eq!(j["params"]["batch_size"], 1000, "{j}");
+    assert_eq!(j["params"]["step_decay"], 0.95, "{j}");
+    assert_eq!(j["points_seen"], 1300, "{j}");
 }
 
 #[test]

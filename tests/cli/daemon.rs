@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 
 /// A running `emstream run --listen 127.0.0.1:0 --admin 127.0.0.1:0 ...`.
 struct Daemon {
-    child: Child,
+    child: Proc,
     err: StderrLines,
     listen: String,
     admin: String,
@@ -114,6 +114,68 @@ fn sigterm_right_after_eight_clients_closed_learns_every_valid_point() {
     assert_eq!(j["points_seen"], valid, "{rest}");
     assert_eq!(j["records_rejected"], 3, "{rest}");
     assert!(rest.contains(&format!("{valid} points used")), "{rest}");
+}
+
+/// The run's point counter is the model's growth at every moment, the
+/// partial mini-batch included: after good and bad input on several
+/// connections, `/metrics`'s `emstream_points_learned_total` equals
+/// `emstream_model_points_seen` and the checkpoint's points (learned and
+/// pending), and `/model` says what the checkpoint says.
+#[test]
+fn the_point_counter_is_the_models_growth_after_mixed_input_on_several_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut args = vec!["--checkpoint", ck.to_str().unwrap(), "--dim", "2"];
+    args.extend_from_slice(SMALL);
+    let d = Daemon::start(&args);
+    let clients: Vec<_> = [
+        text(&points(20_000, 31)),
+        b"1,2\nfoo,bar\n3,4\n5,".to_vec(),
+        text(&points(1_003, 32)),
+        b"7,8\n1,2,3\n\xff,1\n9,10\n".to_vec(),
+    ]
+    .into_iter()
+    .map(|data| {
+        let addr = d.listen.clone();
+        std::thread::spawn(move || send(&addr, &data))
+    })
+    .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // 20,000 + 2 + 1,003 + 2 good records; 21,007 is not a multiple of
+    // the batch of 50, so some wait in the partial mini-batch.
+    let good = 21_007.0;
+    let m = d.wait_metric("emstream_model_points_seen", good);
+    assert_eq!(m["emstream_points_learned_total"], good, "{m:?}");
+    let rejected: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("emstream_records_rejected_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(rejected, 4.0, "{m:?}");
+    // A checkpoint of the same moment: /model and the file agree.
+    d.signal("HUP");
+    wait_for_points(&ck, good as u64);
+    let saved = inspect_json(&ck);
+    let (code, live) = d.get("/model");
+    assert_eq!(code, 200);
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert!(saved["pending_points"].as_u64().unwrap() > 0, "{saved}");
+    for key in ["points_seen", "pending_points"] {
+        assert_eq!(
+            live[key], saved[key],
+            "{key}: /model {live}\ncheckpoint {saved}"
+        );
+    }
+    // Unchanged while nothing arrives; the summary counts the same points.
+    assert_eq!(
+        parse_metrics(&d.get("/metrics").1)["emstream_points_learned_total"],
+        good
+    );
+    let rest = d.stop();
+    assert!(rest.contains("21007 points used"), "{rest}");
+    assert_eq!(inspect_json(&ck)["points_seen"], 21_007);
 }
 
 #[test]
@@ -445,6 +507,65 @@ fn check_config_prints_settings_or_names_key_and_line() {
     assert!(err.contains("positive number of seconds"), "{err}");
 }
 
+/// check-config prints what a run with the file uses: the environment's
+/// checkpoint over the file's (as the daemon walkthrough sets it), and a
+/// run with that file and environment writes exactly there.
+#[test]
+fn check_config_prints_the_settings_a_run_uses_environment_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_file = file(&dir, "file.ckpt");
+    let in_env = file(&dir, "env.ckpt");
+    let cfg = file(&dir, "run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "checkpoint = {:?}\ncomponents = 2\nwarmup = 200\nbatch_size = 50\n",
+            in_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let with_env = |cmd: &mut std::process::Command| {
+        cmd.env("EMSTREAM_CHECKPOINT", &in_env)
+            .env("EMSTREAM_LOG_FORMAT", "json")
+            .env_remove("EMSTREAM_CONFIG")
+            .env_remove("EMSTREAM_LISTEN")
+            .env_remove("EMSTREAM_ADMIN")
+            .env_remove("EMSTREAM_LOG_LEVEL");
+    };
+    let mut check = emstream();
+    check.arg("check-config").arg(&cfg);
+    with_env(&mut check);
+    let out = check.output().unwrap();
+    assert_ok(&out);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let settings: toml::Table = toml::from_str(&printed).expect("the settings are TOML");
+    assert_eq!(
+        settings["checkpoint"].as_str(),
+        in_env.to_str(),
+        "the environment's checkpoint, not the file's:\n{printed}"
+    );
+    assert_eq!(settings["log_format"].as_str(), Some("json"), "{printed}");
+    assert_eq!(settings["components"].as_integer(), Some(2), "{printed}");
+    assert!(
+        printed.contains("EMSTREAM_CHECKPOINT sets checkpoint")
+            && printed.contains("EMSTREAM_LOG_FORMAT sets log_format"),
+        "{printed}"
+    );
+
+    // The run with the same file and environment writes where check-config
+    // said.
+    let mut run = emstream();
+    run.args(["run", "--config", cfg.to_str().unwrap()]);
+    with_env(&mut run);
+    let mut child = spawn_with(&mut run, Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&text(&points(300, 3))).unwrap();
+    drop(stdin);
+    assert_ok(&wait_output(child));
+    assert_eq!(inspect_json(&in_env)["points_seen"], 300);
+    assert!(!in_file.exists(), "the file's checkpoint was written");
+}
+
 #[test]
 fn environment_sets_the_checkpoint_and_flags_win() {
     let dir = tempfile::tempdir().unwrap();
@@ -508,7 +629,7 @@ fn completions_and_man_page_are_generated() {
 
 #[test]
 fn the_shipped_daemon_config_learns_the_feed() {
-    // As the README's walkthrough runs it, with the state directory moved
+    // As the README's daemon recipe runs it, with the state directory moved
     // by the environment and the addresses picked by the system.
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "model.ckpt");
@@ -532,7 +653,7 @@ fn the_shipped_daemon_config_learns_the_feed() {
 }
 
 /// SIGHUPs until the checkpoint holds `n` points.
-fn wait_for_points_after_hup(child: &Child, path: &Path, n: u64) {
+fn wait_for_points_after_hup(child: &Proc, path: &Path, n: u64) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let _ = Command::new("kill")

@@ -21,7 +21,7 @@ fn run(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     wait_output(child)
 }
@@ -41,7 +41,7 @@ fn a_second_writer_is_refused_naming_the_first() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let mut first_in = first.stdin.take().unwrap();
     // The first writer holds the lock once its lock file names it.
@@ -76,7 +76,7 @@ fn a_second_writer_is_refused_naming_the_first() {
 fn cleanup_spares_temporary_files_of_live_processes() {
     let dir = tempfile::tempdir().unwrap();
     let ck = file(&dir, "m.ckpt");
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut sleeper = Command::new("sleep").arg("30").spawn_guarded().unwrap();
     let live = file(&dir, &format!(".m.ckpt.tmp.{}", sleeper.id()));
     let dead = file(&dir, ".m.ckpt.tmp.99999999");
     std::fs::write(&live, b"being written").unwrap();
@@ -193,7 +193,7 @@ fn an_orphaned_older_generation_is_not_silently_replaced() {
     assert_eq!(inspect_json(&ck)["points_seen"], 400);
 }
 
-/// Every exit status the README documents, each for a cause it names.
+/// Every exit status docs/run.md documents, each for a cause it names.
 #[test]
 fn every_documented_exit_code() {
     let dir = tempfile::tempdir().unwrap();

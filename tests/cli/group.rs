@@ -4,11 +4,11 @@
 //! that the number of workers does not change the model.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::brokers::{self, jetstream, runtime};
-use crate::util::{assert_ok, emstream, points, wait_output};
+use crate::util::{assert_ok, emstream, points, wait_output, Proc, SpawnGuarded};
 
 /// Partitions of the test streams.
 const PARTITIONS: u32 = 3;
@@ -60,21 +60,6 @@ struct Group {
     learner: Vec<String>,
     /// More reducer flags.
     extra: Vec<String>,
-    /// Every member started, killed when the group is dropped (a failed
-    /// test leaves no member behind).
-    pids: std::cell::RefCell<Vec<u32>>,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        for &pid in self.pids.borrow().iter() {
-            // SAFETY: kill(2) on a child this test started; one that has
-            // exited and been waited for is gone (ESRCH, ignored).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 impl Group {
@@ -99,20 +84,66 @@ impl Group {
         a
     }
 
-    fn spawn(&self, args: Vec<String>, name: &str) -> Child {
+    fn spawn(&self, args: Vec<String>, name: &str) -> Proc {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = emstream()
+        emstream()
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
-            .spawn()
-            .expect("the binary starts");
-        self.pids.borrow_mut().push(child.id());
-        child
+            .spawn_guarded()
+            .expect("the binary starts")
     }
 
-    fn reducer(&self, name: &str, stop_after: u64) -> Child {
+    /// The log of member `name` so far.
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until the log of member `name` holds `needle` (after its
+    /// first `skip` bytes).
+    fn wait_log(&self, name: &str, skip: usize, needle: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while !self
+            .log(name)
+            .get(skip..)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never logged {needle:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The partitions worker `id` holds by its log: taken and not given
+    /// up or handed over since.
+    fn held_by(&self, id: &str) -> std::collections::BTreeSet<u32> {
+        let mut held = std::collections::BTreeSet::new();
+        for line in self.log(id).lines() {
+            let Some(k) = line
+                .split(" partition ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|k| k.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if line.contains(&format!("worker {id} took")) {
+                held.insert(k);
+            } else if line.contains(&format!("worker {id} gave up"))
+                || line.contains(&format!("worker {id} handed"))
+            {
+                held.remove(&k);
+            }
+        }
+        held
+    }
+
+    fn reducer(&self, name: &str, stop_after: u64) -> Proc {
         let mut a = self.common("reducer");
         a.extend(self.learner.iter().cloned());
         a.extend(self.extra.iter().cloned());
@@ -125,7 +156,7 @@ impl Group {
         self.spawn(a, name)
     }
 
-    fn worker(&self, name: &str) -> Child {
+    fn worker(&self, name: &str) -> Proc {
         let mut a = self.common("worker");
         a.extend(["--id".into(), name.into()]);
         self.spawn(a, name)
@@ -174,7 +205,7 @@ impl Group {
     }
 
     /// Waits for `child` to exit 0.
-    fn finish(&self, child: Child, patience: Duration) {
+    fn finish(&self, child: Proc, patience: Duration) {
         let mut child = child;
         let deadline = Instant::now() + patience;
         loop {
@@ -191,7 +222,7 @@ impl Group {
     }
 }
 
-fn kill(child: &mut Child) {
+fn kill(child: &mut Proc) {
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 }
@@ -227,7 +258,7 @@ fn single(
         .args(learner)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .map(wait_output)
         .expect("run starts");
     assert_ok(&out);
@@ -242,9 +273,7 @@ fn strings(a: &[&str]) -> Vec<String> {
 /// standby; a worker is SIGKILLed mid-stream and later the reducer.
 fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = brokers::nats(dir.path(), "group") else {
-        return;
-    };
+    let broker = brokers::nats(dir.path(), "group");
     let all = points(n, 11);
     publish_partitions(broker.port, &all, 100);
     let learner = strings(&[
@@ -262,21 +291,52 @@ fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
         dir: dir.path().to_path_buf(),
         learner: learner.clone(),
         extra: Vec::new(),
-        pids: Default::default(),
     };
     let total = n as u64;
+    let patience = Duration::from_secs(120);
+    let lease = "reducer lease taken";
     let mut reducer = g.reducer("reducer-a", total);
     // The standby starts once the first holds the lease.
-    std::thread::sleep(Duration::from_millis(500));
+    g.wait_log("reducer-a", 0, lease, patience);
     let standby = g.reducer("reducer-b", total);
     let mut w1 = g.worker("w1");
     let w2 = g.worker("w2");
     let w3 = g.worker("w3");
-    let patience = Duration::from_secs(120);
+    // Each worker holds its share (one of the three partitions).
+    for w in ["w1", "w2", "w3"] {
+        g.wait_log(w, 0, &format!("worker {w} took partition"), patience);
+    }
     g.wait_points(total / 4, patience);
+    let seen = [g.log("w2").len(), g.log("w3").len()];
     kill(&mut w1);
+    // The killed worker's partitions are taken over by the others.
+    let orphans = g.held_by("w1");
+    assert!(!orphans.is_empty(), "w1 held no partition\n{}", g.logs());
+    for k in orphans {
+        let deadline = Instant::now() + patience;
+        while !["w2", "w3"].iter().zip(seen).any(|(w, from)| {
+            g.log(w)
+                .get(from..)
+                .unwrap_or_default()
+                .contains(&format!("worker {w} took partition {k}\n"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "partition {k} of the killed worker was never taken over\n{}",
+                g.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     g.wait_points(total / 2, patience);
+    assert!(
+        !g.log("reducer-b").contains(lease),
+        "the standby took the lease while the reducer held it\n{}",
+        g.logs()
+    );
     kill(&mut reducer);
+    // The standby takes over.
+    g.wait_log("reducer-b", 0, lease, patience);
     g.finish(standby, patience);
     g.finish(w2, patience);
     g.finish(w3, patience);
@@ -309,6 +369,10 @@ fn survives_the_loss_of_a_worker_and_of_the_reducer(n: usize) {
 
 /// The size: 400k points.
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn group_learns_400k_points_exactly_once_through_sigkills_of_a_worker_and_the_reducer() {
     survives_the_loss_of_a_worker_and_of_the_reducer(400_000);
 }
@@ -337,11 +401,13 @@ fn model_gap(a: &emstream::checkpoint::Checkpoint, b: &emstream::checkpoint::Che
 /// process fed the same points in the lockstep order (each partition's
 /// warm-up share, then one batch per partition in turn).
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut broker) = brokers::nats(dir.path(), "group lockstep") else {
-        return;
-    };
+    let mut broker = brokers::nats(dir.path(), "group lockstep");
     let (warm, batch, rounds) = (300usize, 100usize, 12usize);
     let share = warm / PARTITIONS as usize;
     let per_part = share + batch * rounds;
@@ -385,11 +451,10 @@ fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_work
             dir: dir.path().join(format!("w{workers}")),
             learner: learner.clone(),
             extra: strings(&["--lockstep", "--tau", "0"]),
-            pids: Default::default(),
         };
         std::fs::create_dir_all(&g.dir).unwrap();
         let reducer = g.reducer("reducer", total);
-        let ws: Vec<Child> = (0..workers).map(|i| g.worker(&format!("w{i}"))).collect();
+        let ws: Vec<Proc> = (0..workers).map(|i| g.worker(&format!("w{i}"))).collect();
         let patience = Duration::from_secs(120);
         g.finish(reducer, patience);
         for w in ws {
@@ -412,11 +477,13 @@ fn with_step_decay_1_the_group_model_is_the_single_process_model_for_1_or_3_work
 /// The NATS server restarts mid-stream (its store kept): the members
 /// reconnect and the group finishes with every point learned once.
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn group_finishes_exactly_once_across_a_nats_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut broker) = brokers::nats(dir.path(), "group restart") else {
-        return;
-    };
+    let mut broker = brokers::nats(dir.path(), "group restart");
     let n = 60_000;
     let all = points(n, 5);
     publish_partitions(broker.port, &all, 100);
@@ -435,11 +502,10 @@ fn group_finishes_exactly_once_across_a_nats_restart() {
         dir: dir.path().to_path_buf(),
         learner,
         extra: Vec::new(),
-        pids: Default::default(),
     };
     let total = n as u64;
     let reducer = g.reducer("reducer", total);
-    let ws: Vec<Child> = (0..2).map(|i| g.worker(&format!("w{i}"))).collect();
+    let ws: Vec<Proc> = (0..2).map(|i| g.worker(&format!("w{i}"))).collect();
     let patience = Duration::from_secs(120);
     g.wait_points(total / 3, patience);
     broker.stop();

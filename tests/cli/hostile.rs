@@ -234,7 +234,7 @@ fn case7_huge_batch_and_warm_up_sizes_are_refused_clearly() {
         let e = stderr(&out);
         assert!(!out.status.success(), "{flag} {value} accepted: {e}");
         assert!(
-            e.contains(flag) && e.contains("at most") || e.contains("between"),
+            e.contains(flag) && (e.contains("at most") || e.contains("between")),
             "{e}"
         );
         assert!(!e.contains("panicked"), "{e}");
@@ -375,10 +375,13 @@ fn a_signal_in_the_first_fit_saves_every_point_read_and_a_resume_learns_them() {
     let ck = file(&dir, "m.ckpt");
     let opts = LONG_FIRST_FIT;
     let input = text(&points(3000, 12));
+    // The fit is held (test-only fault injection) until the signal, which
+    // is sent once the run has read the whole input.
     let mut child = spawn_with(
         emstream()
             .args(["run", "--checkpoint", ck.to_str().unwrap()])
-            .args(LONG_FIRST_FIT),
+            .args(LONG_FIRST_FIT)
+            .env(SLOW_FIT, "120000"),
         Stdio::piped(),
     );
     let mut stdin = child.stdin.take().unwrap();
@@ -386,7 +389,13 @@ fn a_signal_in_the_first_fit_saves_every_point_read_and_a_resume_learns_them() {
     stdin.write_all(&input).unwrap();
     stdin.flush().unwrap();
     err.wait_for("fitting the first model");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "the run never read all its input",
+        || match unread_in_pipe(&stdin) {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes unread")),
+        },
+    );
     let rest = sigterm_ok(&mut child, err);
     drop(stdin);
     let saved = load(&ck);

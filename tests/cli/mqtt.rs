@@ -7,7 +7,9 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::brokers::{self, runtime};
-use crate::util::{emstream, file, points, wait_exit, wait_for_points, StderrLines, SMALL};
+use crate::util::{
+    emstream, file, points, wait_exit, wait_for_points, SpawnGuarded, StderrLines, SMALL,
+};
 
 /// Publishes `msgs` (topic, body) at QoS 1 and waits for every PUBACK.
 pub fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
@@ -58,11 +60,13 @@ pub fn batch(seed: u64, count: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn mqtt_wildcards_qos1_junk_counted_and_a_broker_restart_survived() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut broker) = brokers::mosquitto(dir.path(), "mqtt test") else {
-        return;
-    };
+    let mut broker = brokers::mosquitto(dir.path(), "mqtt test");
     let port = broker.port;
     let ckpt = file(&dir, "model.ckpt");
     let mut child = emstream()
@@ -87,7 +91,7 @@ fn mqtt_wildcards_qos1_junk_counted_and_a_broker_restart_survived() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .expect("the binary starts");
     let mut lines = StderrLines::new(&mut child);
     lines.wait_for("subscribed to sensors/+/temp, plant/#");
@@ -144,7 +148,7 @@ fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_guarded()
             .unwrap(),
     );
     assert_eq!(out.status.code(), Some(1));
@@ -153,6 +157,10 @@ fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn mqtts_with_the_brokers_ca_is_learned_and_another_ca_is_refused() {
     use crate::util::{stderr, wait_output, write_file, TestCa};
     let dir = tempfile::tempdir().unwrap();
@@ -166,9 +174,7 @@ fn mqtts_with_the_brokers_ca_is_learned_and_another_ca_is_refused() {
         key: std::path::Path::new(&key),
         client_ca: None,
     };
-    let Some(broker) = brokers::mosquitto_tls(dir.path(), "mqtts test", &tls) else {
-        return;
-    };
+    let broker = brokers::mosquitto_tls(dir.path(), "mqtts test", &tls);
     let url = format!("mqtts://127.0.0.1:{}", broker.port);
     let ckpt = file(&dir, "model.ckpt");
     let run = |ca_file: &str, extra: &[&str]| {
@@ -181,7 +187,7 @@ fn mqtts_with_the_brokers_ca_is_learned_and_another_ca_is_refused() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_guarded()
             .expect("the binary starts")
     };
 

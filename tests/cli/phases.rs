@@ -2,13 +2,13 @@
 //! loaded, while the final checkpoint is saved, and with a reader of stdout
 //! that never reads under `--score`.
 //!
-//! The load and the save are slowed with the debug-build fault injection
-//! `EMSTREAM_FAULT_SLOW_LOAD_MS` / `EMSTREAM_FAULT_SLOW_SAVE_MS` (ignored by
-//! release builds), so the signals land inside those phases every time.
+//! The load and the save are slowed with the test-only fault injection
+//! `EMSTREAM_FAULT_SLOW_LOAD_MS` / `EMSTREAM_FAULT_SLOW_SAVE_MS` (in every
+//! build), so the signals land inside those phases every time.
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -32,7 +32,7 @@ fn wait_locked(ck: &Path, pid: u32) {
     }
 }
 
-fn sig(child: &Child, name: &str) {
+fn sig(child: &Proc, name: &str) {
     let ok = Command::new("kill")
         .args([name, &child.id().to_string()])
         .status()
@@ -40,7 +40,7 @@ fn sig(child: &Child, name: &str) {
     assert!(ok.success());
 }
 
-fn resume_slowly(ck: &Path, var: &str) -> Child {
+fn resume_slowly(ck: &Path, var: &str) -> Proc {
     let mut args = vec!["run", "--resume", "--checkpoint", ck.to_str().unwrap()];
     args.extend_from_slice(SMALL);
     emstream()
@@ -49,7 +49,7 @@ fn resume_slowly(ck: &Path, var: &str) -> Child {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap()
 }
 
@@ -129,7 +129,7 @@ fn a_stalled_stdout_reader_does_not_block_the_stop() {
     let mut reader = Command::new("sleep")
         .arg("60")
         .stdin(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let pipe = Stdio::from(reader.stdin.take().unwrap());
     let mut args = vec![
@@ -146,7 +146,7 @@ fn a_stalled_stdout_reader_does_not_block_the_stop() {
         .stdin(Stdio::piped())
         .stdout(pipe)
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {

@@ -41,10 +41,25 @@ fn pipe_to_checkpoint_then_inspect() {
     w.sort_by(f64::total_cmp);
     assert!((w[0] - 1.0 / 3.0).abs() < 0.05, "weights {w:?}");
 
-    // The table form works too.
+    // The table form shows the same model: its points and each
+    // component's weight, as in the JSON (to the table's 4 decimals).
     let out = emstream().args(["inspect"]).arg(&ck).output().unwrap();
     assert_ok(&out);
-    assert!(!out.stdout.is_empty());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("points seen       1000"), "{table}");
+    assert!(
+        table.contains("2 components, 2 dimensions, full covariance"),
+        "{table}"
+    );
+    for weight in j["weights"].as_array().unwrap() {
+        let shown = format!("{:.4}", weight.as_f64().unwrap());
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(shown.as_str())),
+            "weight {shown} not in the table:\n{table}"
+        );
+    }
 }
 
 #[test]
@@ -146,7 +161,7 @@ fn closed_stdout_with_score_is_not_a_crash() {
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     // Like `| head -n 3`.
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -194,7 +209,7 @@ fn a_missing_checkpoint_directory_is_refused_at_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("no/such/dir/m.ckpt");
     let out = run_stdin(&["run", "--checkpoint", ck.to_str().unwrap()], b"1,2\n");
-    // A usage error, as the README says (it was 1 before issue 15).
+    // A usage error (exit 2), as docs/run.md says.
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }

@@ -546,7 +546,7 @@ fn a_live_stream_of_rejects_fails_without_waiting_for_its_end() {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     // 2000 wrong records, then the input stays open.
     let mut stdin = child.stdin.take().unwrap();
@@ -557,22 +557,26 @@ fn a_live_stream_of_rejects_fails_without_waiting_for_its_end() {
     assert_eq!(status.code(), Some(4));
 }
 
+/// A writer that sends one record and waits for its score before the
+/// next (a request-response client) is never stuck: each score line is
+/// written and flushed without waiting for more input (a full score
+/// buffer or mini-batch), while the input stays open.
 #[test]
-fn a_slow_writer_sees_each_score_line_within_200_ms() {
+fn a_slow_writer_sees_each_score_line_before_it_sends_the_next_record() {
     use std::io::{BufRead, BufReader, Write};
-    use std::time::{Duration, Instant};
     let mut child = emstream()
         .args(["run", "--score", "--alert-quantile", "0.05"])
         .args(["-k", "2", "--warmup", "100", "--batch-size", "50"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let lines = points(140, 9);
     let mut stdin = child.stdin.take().unwrap();
-    // The warm-up at once; then one record every 20 ms, far slower than
-    // the score buffer and than a mini-batch of 50.
+    // The warm-up at once; then one record at a time, each written only
+    // once the previous one's score line has arrived (fewer than a
+    // mini-batch of 50 in all after the warm-up).
     let (warm, slow) = lines.split_at(100);
     stdin.write_all(&text(warm)).unwrap();
     stdin.flush().unwrap();
@@ -580,31 +584,22 @@ fn a_slow_writer_sees_each_score_line_within_200_ms() {
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            tx.send((Instant::now(), line)).unwrap();
+            tx.send(line.unwrap()).unwrap();
         }
     });
     for _ in 0..100 {
-        rx.recv_timeout(Duration::from_secs(20))
+        rx.recv_timeout(PATIENCE)
             .expect("the warm-up's score lines");
     }
-    let mut worst = Duration::ZERO;
-    for line in slow {
-        std::thread::sleep(Duration::from_millis(20));
+    for (i, line) in slow.iter().enumerate() {
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
-        let written = Instant::now();
-        let (seen, score) = rx
-            .recv_timeout(Duration::from_secs(2))
-            .expect("a score line for the record just written");
+        let score = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!("no score line for record {i} after the warm-up within {PATIENCE:?}, the input open")
+        });
         assert!(score.split(',').count() >= 2, "{score}");
-        worst = worst.max(seen.saturating_duration_since(written));
     }
     drop(stdin);
-    assert!(
-        worst < Duration::from_millis(200),
-        "a score line came {worst:?} after its record"
-    );
     let status = wait_exit(&mut child);
     reader.join().unwrap();
     assert!(status.success());

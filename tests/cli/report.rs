@@ -30,9 +30,27 @@ fn score_plot_and_diff_read_checkpoints() {
     assert_ok(&out);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 
+    // Two models of the same two clusters: both components matched, and
+    // the mixtures close.
     let out = emstream().arg("diff").arg(&a).arg(&b).output().unwrap();
     assert_ok(&out);
-    assert!(!out.stdout.is_empty());
+    let diff = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        diff.contains(&format!("old: {} (K = 2, d = 2)", a.display()))
+            && diff.contains(&format!("new: {} (K = 2, d = 2)", b.display())),
+        "{diff}"
+    );
+    let matched = diff
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 9 && f[..2].iter().all(|x| x.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(matched, 2, "one row per matched component:\n{diff}");
+    let kl: f64 = number_after(&diff, "mixture symmetric KL: ")
+        .unwrap_or_else(|| panic!("no mixture KL:\n{diff}"));
+    assert!(kl < 0.1, "the same clusters, far apart by KL {kl}:\n{diff}");
 
     let out = emstream()
         .args(["score", "--model"])

@@ -209,11 +209,13 @@ fn ndjson_objects_keep_id_timestamp_and_raw_numbers() {
 /// MQTT: `@source` is each point's topic and `@message` its message; the
 /// reject warning names the topic and message of the bad record.
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn mqtt_score_lines_and_rejects_name_the_topic() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = brokers::mosquitto(dir.path(), "score-keep mqtt test") else {
-        return;
-    };
+    let broker = brokers::mosquitto(dir.path(), "score-keep mqtt test");
     let port = broker.port;
     let child = emstream()
         .args([
@@ -238,7 +240,7 @@ fn mqtt_score_lines_and_rejects_name_the_topic() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .expect("the binary starts");
     let mut child = child;
     let mut err_lines = StderrLines::new(&mut child);
@@ -326,11 +328,13 @@ fn unknown_keep_names_are_usage_errors() {
 /// JetStream: `@source` is each point's subject and `@message` its stream
 /// sequence, the number a replay starts from.
 #[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
 fn jetstream_score_lines_name_the_subject_and_stream_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = brokers::nats(dir.path(), "score-keep jetstream test") else {
-        return;
-    };
+    let nats = brokers::nats(dir.path(), "score-keep jetstream test");
     let port = nats.port;
     let pts = points(20 * 12, 9);
     let sent: Vec<(String, u64)> = brokers::runtime().block_on(async {
@@ -446,7 +450,7 @@ fn tcp_score_lines_name_their_connection_and_line() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let mut err = StderrLines::new(&mut child);
     let line = err.wait_for("listening on ");

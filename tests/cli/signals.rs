@@ -64,7 +64,7 @@ fn a_second_signal_exits_at_once() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // The writer blocks once the unread score output has filled its pipe

@@ -46,6 +46,72 @@ pub const LONG_FIRST_FIT: &[&str] = &[
 /// How long a test waits for a child process before failing.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A child process of a test, killed (SIGKILL) and reaped when dropped:
+/// a test that fails or panics leaves no process running. Derefs to the
+/// [`Child`].
+#[derive(Debug)]
+pub struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Like [`Child::wait_with_output`]: closes stdin, reads stdout and
+    /// stderr to their ends and waits, still killing the child if dropped
+    /// before it exits.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        drop(self.0.stdin.take());
+        fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut all);
+                }
+                all
+            })
+        }
+        let out = drain(self.0.stdout.take());
+        let err = drain(self.0.stderr.take());
+        let status = self.0.wait()?;
+        Ok(Output {
+            status,
+            stdout: out.join().expect("stdout reader"),
+            stderr: err.join().expect("stderr reader"),
+        })
+    }
+}
+
+/// [`Command::spawn`] that returns a [`Proc`].
+pub trait SpawnGuarded {
+    /// Starts the command as a [`Proc`].
+    fn spawn_guarded(&mut self) -> std::io::Result<Proc>;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> std::io::Result<Proc> {
+        self.spawn().map(Proc)
+    }
+}
+
 /// The binary under test.
 pub fn emstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_emstream"))
@@ -79,7 +145,7 @@ pub fn run_stdin(args: &[&str], input: &[u8]) -> Output {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .expect("the binary starts");
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
@@ -93,7 +159,7 @@ pub fn run_stdin(args: &[&str], input: &[u8]) -> Output {
 }
 
 /// Waits for a child with a deadline, collecting its output.
-pub fn wait_output(child: Child) -> Output {
+pub fn wait_output(child: Proc) -> Output {
     let id = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -175,11 +241,11 @@ pub fn sigterm(child: &Child) {
 
 /// Starts `cmd` (the binary with its arguments, say `emstream().args(..)`)
 /// with `stdin`, stdout discarded and stderr piped (for [`StderrLines`]).
-pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Child {
+pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Proc {
     cmd.stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .expect("the binary starts")
 }
 
@@ -198,7 +264,7 @@ pub fn saving(ck: &Path) -> Vec<&str> {
 
 /// Starts `emstream run --listen 127.0.0.1:0 ARGS` and returns the child,
 /// its stderr lines and the address it listens on.
-pub fn listen(args: &[&str]) -> (Child, StderrLines, String) {
+pub fn listen(args: &[&str]) -> (Proc, StderrLines, String) {
     let mut all = vec!["run", "--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let mut child = spawn_with(emstream().args(&all), Stdio::null());
@@ -328,6 +394,22 @@ pub fn closed_pipe() -> Stdio {
     let write_end = reader.stdin.take().expect("stdin is piped");
     reader.wait().expect("`true` exits");
     Stdio::from(write_end)
+}
+
+/// The test-only fault injection that holds every fit at its start for
+/// the milliseconds it is set to, or until a stop request.
+pub const SLOW_FIT: &str = "EMSTREAM_FAULT_SLOW_FIT_MS";
+
+/// Bytes written to a child's stdin that it has not read yet (FIONREAD,
+/// which Linux answers on either end of a pipe).
+pub fn unread_in_pipe(stdin: &std::process::ChildStdin) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points
+    // at `n`; the descriptor is open for the borrow's length.
+    let rc = unsafe { libc::ioctl(stdin.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
 }
 
 /// The last word of a line (the address in `listening on ADDR`).
@@ -510,41 +592,13 @@ pub fn metrics_when(
     })
 }
 
-/// `/metrics` parsed by the official Python client's OpenMetrics parser
-/// (`pip install prometheus-client`; `.ci/run` installs it): every sample
-/// as `name{label="value",...}` (labels sorted) -> value. The parser
-/// refuses anything that is not valid OpenMetrics.
+/// `/metrics` parsed by the strict OpenMetrics parser of
+/// [`crate::openmetrics`]: every sample as `name{label="value",...}`
+/// (labels sorted) -> value. Fails the test, showing the text, when it is
+/// not valid OpenMetrics.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    const SCRIPT: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
-print(json.dumps(out))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (the metrics are checked by prometheus_client's parser)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client refused /metrics (is `pip install prometheus-client` done?): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::openmetrics::parse(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics: {e}\n{text}"))
 }
 
 /// The number in `text` right after the first `marker` (up to the next

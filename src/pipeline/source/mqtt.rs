@@ -16,7 +16,7 @@
 //! Delivery guarantee: MQTT cannot replay. QoS 1 messages are acknowledged
 //! on receipt; what arrived after the last checkpoint is lost by a crash,
 //! and a QoS 1 redelivery after a reconnect may be learned twice. For
-//! exactly-once, feed a JetStream stream (see the README).
+//! exactly-once, feed a JetStream stream (docs/sources.md).
 
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,8 @@ async fn client_task(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // The --stop-when-idle quiet counts from the connection.
+                ctx.state().replay().touch();
                 if connected_once {
                     ctx.state().replay().reconnected();
                     ctx.say(&format!("{}: reconnected", name(&o)));
@@ -167,6 +169,8 @@ async fn client_task(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                // Subscribed: the --stop-when-idle quiet counts from here.
+                ctx.state().replay().touch();
                 if ack
                     .return_codes
                     .iter()

@@ -123,7 +123,11 @@ async fn connect(
             r = options.connect(o.url.as_str()) => r.map_err(|e| e.to_string()),
         };
         let e = match attempt {
-            Ok(c) => return Ok(Some(c)),
+            Ok(c) => {
+                // The --stop-when-idle quiet counts from the connection.
+                ctx.state().replay().touch();
+                return Ok(Some(c));
+            }
             Err(e) => e,
         };
         let timeout_error = || {
@@ -477,6 +481,8 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
         if !first {
             ctx.state().replay().reconnected();
         }
+        // The consumer is open: the --stop-when-idle quiet counts from here.
+        ctx.state().replay().touch();
         first = false;
         wait = BACKOFF.0;
         reader.last_cseq = 0;

@@ -175,7 +175,11 @@ async fn accept_loop(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => start(stream, peer, Some(permit)),
+            Ok((stream, peer)) => {
+                // The --stop-when-idle quiet counts from the first client.
+                ctx.state().replay().touch();
+                start(stream, peer, Some(permit))
+            }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
