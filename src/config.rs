@@ -72,6 +72,32 @@ pub fn reject_rate_exceeded(
     (rate > max_rate).then_some(rate)
 }
 
+/// Each configuration key's default as text (`warmup` → `5000`,
+/// `format` → `csv`), for `--help`; keys without a default (absent unless
+/// given) are missing.
+pub fn default_texts() -> std::collections::BTreeMap<String, String> {
+    let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) else {
+        return Default::default();
+    };
+    t.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| match x {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
+}
+
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
 /// way the config file spells it, ignoring case and surrounding blanks: the
 /// one parser of enum flags for every command, so `CSV` means the same to

@@ -568,13 +568,13 @@ impl StepwiseEm {
     /// go on filling it and the warm-up's own fit comes as usual). The
     /// model is kept beside the buffer ([`StepwiseEm::provisional`],
     /// stored in checkpoints) until the next point arrives. Nothing
-    /// happens with a model, or an empty buffer.
+    /// happens with a model, an empty buffer, or after a stop request.
     ///
     /// # Errors
     ///
     /// As the warm-up fit (too few distinct points, a scale out of range).
     pub fn fit_provisional(&mut self) -> Result<(), LearnError> {
-        if self.mixture.is_some() || self.pending.is_empty() {
+        if self.mixture.is_some() || self.pending.is_empty() || self.interrupted() {
             return Ok(());
         }
         let m = self.model_or_fit()?.into_owned();

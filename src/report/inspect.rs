@@ -17,7 +17,9 @@
 //! shown is then fitted on the fly on the warm-up buffer
 //! (`fitted_on_the_fly` true), deterministically, and is not saved; the
 //! four lists are empty only when the buffer cannot be fitted (empty, or
-//! fewer distinct points than components).
+//! fewer distinct points than components). A file shorter than the
+//! warm-up ends with a model fitted on its points saved beside the buffer
+//! (`warmed_up` and `fitted_on_the_fly` false, the model shown).
 //!
 //! How K was chosen and how it fares: `bic_by_k` (a list of `{"k", "bic"}`
 //! for every K tried on the warm-up with `--components auto`, else null),
@@ -72,6 +74,9 @@ struct Summary<'a> {
     criteria: Option<Criteria>,
     /// Each dimension's rounding step (`None`: continuous or not known).
     resolution: Vec<Option<f64>>,
+    /// Whether `mixture` is the provisional model of a warm-up that the
+    /// input ended before filling (saved with the buffer).
+    provisional: bool,
 }
 
 /// Width of one value column of the compact table: with the index and
@@ -122,6 +127,7 @@ impl<'a> Summary<'a> {
             component_changes: c.component_changes,
             criteria: l.criteria().filter(|c| c.points > 0),
             resolution: l.resolution().steps(),
+            provisional: l.mixture().is_none() && l.provisional().is_some(),
         }
     }
 
@@ -291,6 +297,12 @@ impl<'a> Summary<'a> {
                 "\nStill warming up: {} points wait in the warm-up buffer, saved unfitted (--resume goes on filling it). The model below is fitted on the fly on them, as the end of the warm-up would; it is not in the checkpoint.",
                 self.pending_points
             );
+        } else if self.provisional {
+            let _ = writeln!(
+                s,
+                "\nStill warming up: the input ended after {} of {} warm-up points; the model below was fitted on them and is saved with them (--resume goes on filling the warm-up).",
+                self.pending_points, self.warmup
+            );
         } else {
             let _ = writeln!(
                 s,
@@ -377,7 +389,7 @@ impl<'a> Summary<'a> {
             "components": self.components,
             "covariance": self.covariance.name(),
             "resolution": self.resolution,
-            "warmed_up": self.mixture.is_some() && !self.on_the_fly,
+            "warmed_up": self.mixture.is_some() && !self.on_the_fly && !self.provisional,
             "fitted_on_the_fly": self.on_the_fly,
             "pending_points": self.pending_points,
             "points_seen": self.points_seen,
@@ -588,6 +600,7 @@ mod tests {
             pending_points: if m.is_some() { 17 } else { 4321 },
             warmup: 5000,
             resolution: vec![Some(0.1), None],
+            provisional: false,
             names: None,
             rejected,
             anomalies: 5,
