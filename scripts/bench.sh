@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole-process benchmark of emstream: builds release, generates CSV streams
-# with examples/gen_stream.rs, times `emstream run` (and `emstream score` if
+# with crates/emstream-core/examples/gen_stream.rs, times `emstream run` (and `emstream score` if
 # present) reading them on stdin, measures peak RSS over a 10M-point stream,
 # and prints a markdown table with the targets.
 #

@@ -5,7 +5,7 @@
 #
 # For each dimension and each worker count, a fresh nats-server (free
 # loopback port, its own store) gets N points in P partitions (bench.p0 ..,
-# examples/gen_stream.rs piped into examples/jetstream_load.rs, 100 lines a
+# crates/emstream-core/examples/gen_stream.rs piped into crates/emstream/examples/jetstream_load.rs, 100 lines a
 # message); then the reducer (--stop-after N) and W workers run until the
 # group is finished. Throughput = points / wall time of the reducer, from
 # its start (warm-up fit included) to its exit. The reducer's and workers'

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# JetStream replay benchmark: loads 1M 2-D points (examples/gen_stream.rs)
+# JetStream replay benchmark: loads 1M 2-D points (crates/emstream-core/examples/gen_stream.rs)
 # into a stream of a nats-server this script starts on a free loopback port,
-# in messages of 100 lines (examples/jetstream_load.rs), then times
+# in messages of 100 lines (crates/emstream/examples/jetstream_load.rs), then times
 # `emstream run --nats ... --stop-when-idle 0.5` replaying the whole stream
 # into a model with a checkpoint, several times.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes src/model/fixtures/bic_sklearn.json: a small buffer and, for every
+"""Writes crates/emstream-core/src/model/fixtures/bic_sklearn.json: a small buffer and, for every
 covariance type and K = 1..5, scikit-learn's fitted GaussianMixture
 parameters with its bic() and aic() on that buffer. The Rust tests
 (model::select) check the BIC formula on these exact parameters, so CI needs
@@ -48,7 +48,7 @@ out = {
     "points": x.ravel().tolist(),
     "fits": fits,
 }
-with open("src/model/fixtures/bic_sklearn.json", "w") as f:
+with open("crates/emstream-core/src/model/fixtures/bic_sklearn.json", "w") as f:
     json.dump(out, f, indent=0)
     f.write("\n")
 print(f"wrote {len(fits)} fits on {n} points")
