@@ -173,7 +173,7 @@ measure() {
 ck="$tmp/ck/m.ckpt"
 measure "run 2-D K=2 full" "$n1" "'$bin' run -k 2 --checkpoint '$ck' < '$tmp/two.csv'" 10 -
 measure "run 8-D K=6 full" "$n1" "'$bin' run -k 6 --checkpoint '$ck' < '$tmp/eight.csv'" 3 -
-# Issue 13: wide points, the E-step on 1 thread and on every core (the
+# Wide points, the E-step on 1 thread and on every core (the
 # default), the same model either way.
 measure "run 32-D K=10 full, 1 thread" "$n1" "'$bin' run -k 10 --threads 1 --checkpoint '$ck' < '$tmp/wide32.csv'" - -
 measure "run 32-D K=10 full, default threads" "$n1" "'$bin' run -k 10 --checkpoint '$ck' < '$tmp/wide32.csv'" - -

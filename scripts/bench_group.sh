@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Group benchmark (issue 11): aggregate throughput of `emstream worker` x W
+# Group benchmark: aggregate throughput of `emstream worker` x W
 # + `emstream reducer` learning one model from a partitioned JetStream
 # stream, for d = 2 (two-clusters) and d = 32 (wide-32), K = 10.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a CSV stream of wide points (issue 13's profiles) to stdout.
+"""Writes a CSV stream of wide points (the wide-point profiles) to stdout.
 
     python3 scripts/gen_wide.py D K N SEED > wide.csv
 

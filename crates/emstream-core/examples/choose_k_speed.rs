@@ -1,4 +1,4 @@
-//! Times choosing K on a warm-up buffer (issue 12's bound: d = 32,
+//! Times choosing K on a warm-up buffer (the bound: d = 32,
 //! K = 1..12, 5,000 points, under 3 s in total) next to one fixed-K
 //! warm-up fit of the true K. Run in release mode:
 //!

@@ -1,4 +1,4 @@
-//! A stable fuzz target for issue 14 (cargo-fuzz needs nightly): random
+//! A stable fuzz target for hostile input (cargo-fuzz needs nightly): random
 //! mutations of a committed corpus driven through the framer, the parser
 //! and the learner ([`emstream_core::input::hostile::drive`]) for a fixed time,
 //! in bounded memory (the learner's budget is checked on every input).

@@ -10,7 +10,7 @@
 //!
 //! - `--mixture NAME`: `two-clusters` (2-D, K=2), `overlapping` (2-D, K=2),
 //!   `three-1d` (1-D, K=3), `eight-d` (8-D, K=6, full covariances) or
-//!   `wide-32` (32-D, K=10, full, rotated covariances: issue 13's wide
+//!   `wide-32` (32-D, K=10, full, rotated covariances: the wide
 //!   case); default `two-clusters`.
 //! - `--n N`: number of points (default 1000000; `_` separators allowed).
 //! - `--seed S`: seed of the sampler (default 1); the same seed gives the

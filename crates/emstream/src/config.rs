@@ -480,9 +480,9 @@ config_keys! {
 }
 
 /// Most bytes of batches the parser reads ahead while the learner fits
-/// its first model and takes none (at d = 32, K = 10 on Zen 5 the fit takes
-/// about 50 ms, in which the parser makes 20-30 MiB of points; BENCHMARKS
-/// issue 13 part 11). Afterwards the backlog only shrinks.
+/// its first model and takes none (at d = 32, K = 10 the fit takes about
+/// 50 ms, in which the parser makes 20-30 MiB of points). Afterwards the
+/// backlog only shrinks.
 pub const READ_AHEAD_BYTES: usize = 32 << 20;
 
 /// The read-ahead of a run whose memory budget is `max_memory`: 1/32 of
@@ -504,7 +504,7 @@ pub const MAX_THREADS: usize = 256;
 /// the `parse_threads` the parser takes (1: the parser stage's own thread;
 /// at d = 32 parsing a point costs about three quarters of learning it: on
 /// 2 cores a second E-step thread made the whole process 28 % slower,
-/// 0.66 -> 0.85 s for 1M points, BENCHMARKS issue 13 part 10), at least 1
+/// 0.66 -> 0.85 s for 1M points), at least 1
 /// and at most [`DEFAULT_THREADS_CAP`].
 pub fn default_threads(parse_threads: usize) -> usize {
     std::thread::available_parallelism()

@@ -89,6 +89,51 @@ pub struct Checkpoint {
     pub selection: Option<ModelSelection>,
 }
 
+impl Checkpoint {
+    /// A checkpoint of a learner alone, as a library user's program has
+    /// one (no input read, so nothing rejected and no source position):
+    /// the learner, the dimensions' names if known, and the learner's
+    /// choice of K. `created_unix_ms` is when the model's run started (now,
+    /// for a new one); the checkpoint is stamped as written now.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Invalid`] when `columns` is not one name per
+    /// dimension of the learner.
+    pub fn of_learner(
+        learner: StepwiseEm,
+        columns: Option<Vec<String>>,
+        created_unix_ms: u64,
+    ) -> Result<Checkpoint, CheckpointError> {
+        if let Some(names) = &columns {
+            if names.len() != learner.dim() {
+                return Err(CheckpointError::Invalid {
+                    path: PathBuf::from("<memory>"),
+                    reason: format!(
+                        "{} column names for points of dimension {}",
+                        names.len(),
+                        learner.dim()
+                    ),
+                });
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let selection = learner.selection().cloned();
+        Ok(Checkpoint {
+            learner,
+            rejected: RejectCounts::default(),
+            anomalies: 0,
+            created_unix_ms: created_unix_ms.min(now),
+            updated_unix_ms: now,
+            sources: Vec::new(),
+            columns,
+            selection,
+        })
+    }
+}
+
 /// Where a source stands: the position of the last message or line whose
 /// points are in the checkpoint (for example a JetStream stream name and a
 /// sequence number), so a replayable source resumes after it.
@@ -1298,6 +1343,28 @@ mod tests {
             columns: Some(vec!["x".into(), "y".into()]),
             selection: None,
         }
+    }
+
+    #[test]
+    fn a_learner_alone_round_trips_through_bytes() {
+        let ck = checkpoint(1234);
+        let names = Some(vec!["x".to_string(), "y".to_string()]);
+        let alone = Checkpoint::of_learner(ck.learner.clone(), names.clone(), 5).unwrap();
+        assert_eq!(alone.created_unix_ms, 5);
+        assert!(alone.updated_unix_ms >= 1_700_000_000_000);
+        let back = from_bytes(Path::new("mem"), &to_bytes(&alone).unwrap()).unwrap();
+        assert_eq!(back.columns, names);
+        assert_eq!(back.learner.mixture(), ck.learner.mixture());
+        assert_eq!(back.learner.pending_points(), ck.learner.pending_points());
+        assert_eq!(back.rejected, RejectCounts::default());
+        // A creation time in the future is the time of writing.
+        let future = Checkpoint::of_learner(ck.learner.clone(), None, u64::MAX).unwrap();
+        assert_eq!(future.created_unix_ms, future.updated_unix_ms);
+        let wrong = Checkpoint::of_learner(ck.learner, Some(vec!["x".into()]), 5);
+        assert!(
+            matches!(wrong, Err(CheckpointError::Invalid { ref reason, .. }) if reason.contains("1 column names for points of dimension 2")),
+            "{wrong:?}"
+        );
     }
 
     #[test]

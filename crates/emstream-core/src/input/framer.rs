@@ -201,7 +201,7 @@ impl Framer {
 /// reader counts every line twice (a chunk's first line number here, its
 /// source position when it is sent). On a 128 KiB chunk in cache this
 /// takes 2.5 ms per 300 MB with AVX2 or AVX-512 against 6.1 ms for
-/// `memchr`'s count (Zen 5; BENCHMARKS issue 13 part 11).
+/// `memchr`'s count.
 pub fn count_line_ends(bytes: &[u8]) -> usize {
     #[cfg(target_arch = "x86_64")]
     {

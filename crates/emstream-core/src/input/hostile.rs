@@ -1,4 +1,4 @@
-//! The robustness harness of issue 14, shared by the property tests and
+//! The hostile-input robustness harness, shared by the property tests and
 //! the fuzz target (`examples/fuzz_hostile.rs`): arbitrary bytes go
 //! through the same framer, parser and learner as a network source, and
 //! [`drive`] checks every promise the learner makes about hostile data.

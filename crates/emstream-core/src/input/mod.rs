@@ -536,7 +536,7 @@ pub struct Parser {
     /// Largest dimension a record may fix (the memory budget's), if any.
     max_dim: Option<usize>,
     /// Records looked at before the dimension is decided by majority
-    /// (1: the first valid record decides, as before).
+    /// (1: the first valid record decides, as `--on-error fail` wants).
     vote: usize,
     /// Valid records held while the dimension is undecided:
     /// (source, line, values, kept fields).

@@ -167,7 +167,7 @@ impl Parser {
     /// source after its last chunk, is made here and `true` is returned;
     /// the chunk must then be read by a fork with
     /// [`Parser::parse_continuing`], in any thread, and its batches kept
-    /// in input order. `false`: parse it here, in order, as before.
+    /// in input order. `false`: parse it here, in order.
     pub fn hand_off(&mut self, chunk: &Chunk) -> bool {
         let ok = self.settled()
             && self.header_done.contains(&chunk.source)

@@ -554,7 +554,7 @@ const SUB_BLOCK_WORK: usize = 1 << 21;
 const SUB_BLOCK_MIN: usize = 512;
 
 /// Most points in a sub-block (narrow points): a mini-batch of the default
-/// 1,000 points of up to 8 dimensions is one sub-block, computed as before.
+/// 1,000 points of up to 8 dimensions is one sub-block, on one thread.
 const SUB_BLOCK_MAX: usize = 4096;
 
 /// Points per sub-block of the E-step for this shape of mixture.
@@ -879,7 +879,7 @@ pub(crate) fn e_step_beside(
         stats,
         ll_sum,
         outliers: outliers as u64,
-        // The first point when every point is an outlier, as before.
+        // The first point when every point is an outlier.
         worst: points
             .get(worst * d..(worst + 1) * d)
             .unwrap_or(&[])

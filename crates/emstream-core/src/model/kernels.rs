@@ -49,7 +49,7 @@ pub(crate) const PIECE: usize = 128;
 /// `dst.copy_from_slice(src)` a piece of [`PIECE`] numbers at a time, so
 /// that each piece takes the C library's vector loop. One call for a
 /// batch of points (hundreds of KiB) is copied by `rep movsb`, whose speed
-/// on a KVM guest of an AMD Zen 3 depended on where the heap happened to
+/// on some processors depends on where the heap happens to
 /// place source and destination: with a change elsewhere that moved the
 /// heap's layout, `memmove` went from 4.6 to 10.9 % of the d = 64
 /// learner's samples (the recent-points reservoir's copy alone 7.9 %) and

@@ -941,9 +941,9 @@ fn eight_d_six(seeds: (u64, u64), n: usize, tweak: fn(&mut Params)) -> (Vec<f64>
     (truth.sample(&mut rng, n), p.check().unwrap())
 }
 
-/// Issue 14 case 5: the end of the input during the warm-up keeps the
-/// buffer unfitted (it used to fit the first model on the few points
-/// buffered, a poor start that a resume kept), so a resume that goes on
+/// The end of the input during the warm-up keeps the buffer unfitted (a
+/// model of the few points buffered would be a poor start that a resume
+/// kept), so a resume that goes on
 /// filling it ends exactly where one uninterrupted run does; reports fit
 /// the buffer on the fly, on a copy, the same way every time.
 #[test]

@@ -484,7 +484,7 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 /// A run being assembled: its state, live snapshot and durability hook
-/// exist before it starts, so a caller (a test, a future admin server) can
+/// exist before it starts, so a caller (a test, the admin server) can
 /// hold them and watch the run.
 ///
 /// ```no_run

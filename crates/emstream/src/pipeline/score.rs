@@ -4,7 +4,7 @@
 //! its snapshots count them at the same moment as the points.
 //!
 //! Lines are flushed whenever no further block is waiting: on a fast pipe
-//! the queue is seldom empty and the buffer goes out full, as before; on a
+//! the queue is seldom empty and the buffer goes out full; on a
 //! live feed slower than the buffer each block (down to one point: the
 //! sources hand on idle input after [`super::IDLE_FLUSH`] and the learner
 //! scores the points of a partial mini-batch on arrival) is written at once,

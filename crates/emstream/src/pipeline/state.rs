@@ -1,6 +1,6 @@
 //! The run state: the one place that holds a run's counters, its phase, its
 //! stop request and the names of its sources. Every stage updates it; any
-//! reader (the progress line, the summary, a future admin server's
+//! reader (the progress line, the summary, the admin server's
 //! `/metrics` and `/healthz`) reads it through [`RunState::counts`].
 //!
 //! Consistency: the counters the learner owns (points, rejects, anomalies,

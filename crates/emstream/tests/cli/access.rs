@@ -1,4 +1,4 @@
-//! Access control of the TCP listener (issue 15 case 1): TLS and mutual TLS
+//! Access control of the TCP listener: TLS and mutual TLS
 //! over loopback with certificates made here (rcgen), a token as the first
 //! line (wrong, missing, right), plain text to a TLS port, and the warning
 //! for an open non-loopback listener.

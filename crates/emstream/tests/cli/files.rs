@@ -1,4 +1,4 @@
-//! Process and file safety (issue 15 cases 2, 3, 6 and 8): one writer per
+//! Process and file safety: one writer per
 //! checkpoint, bounded reads of regular files only, symlinked checkpoint
 //! paths, an orphaned older generation, and the documented exit codes.
 

@@ -1,4 +1,4 @@
-//! Issue 14: unlucky and hostile data never kills, freezes or poisons the
+//! Unlucky and hostile data never kills, freezes or poisons the
 //! model. One test per numbered case of the issue, each failing on the code
 //! before the fix.
 

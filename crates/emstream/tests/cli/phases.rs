@@ -1,4 +1,4 @@
-//! Signals in every phase (issue 15 cases 4 and 5): while the checkpoint is
+//! Signals in every phase: while the checkpoint is
 //! loaded, while the final checkpoint is saved, and with a reader of stdout
 //! that never reads under `--score`.
 //!
