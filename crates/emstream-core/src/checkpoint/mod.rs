@@ -89,6 +89,51 @@ pub struct Checkpoint {
     pub selection: Option<ModelSelection>,
 }
 
+impl Checkpoint {
+    /// A checkpoint of a learner alone, as a library user's program has
+    /// one (no input read, so nothing rejected and no source position):
+    /// the learner, the dimensions' names if known, and the learner's
+    /// choice of K. `created_unix_ms` is when the model's run started (now,
+    /// for a new one); the checkpoint is stamped as written now.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Invalid`] when `columns` is not one name per
+    /// dimension of the learner.
+    pub fn of_learner(
+        learner: StepwiseEm,
+        columns: Option<Vec<String>>,
+        created_unix_ms: u64,
+    ) -> Result<Checkpoint, CheckpointError> {
+        if let Some(names) = &columns {
+            if names.len() != learner.dim() {
+                return Err(CheckpointError::Invalid {
+                    path: PathBuf::from("<memory>"),
+                    reason: format!(
+                        "{} column names for points of dimension {}",
+                        names.len(),
+                        learner.dim()
+                    ),
+                });
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let selection = learner.selection().cloned();
+        Ok(Checkpoint {
+            learner,
+            rejected: RejectCounts::default(),
+            anomalies: 0,
+            created_unix_ms: created_unix_ms.min(now),
+            updated_unix_ms: now,
+            sources: Vec::new(),
+            columns,
+            selection,
+        })
+    }
+}
+
 /// Where a source stands: the position of the last message or line whose
 /// points are in the checkpoint (for example a JetStream stream name and a
 /// sequence number), so a replayable source resumes after it.
@@ -351,7 +396,8 @@ impl Payload for Checkpoint {
                 .map_err(PayloadError::Invalid)?
                 .into_checkpoint(),
             2 => take_exact::<schema::CheckpointV2>(bytes)?.into_checkpoint(),
-            _ => take_exact::<schema::CheckpointV3>(bytes)?.into_checkpoint(),
+            3 => take_exact::<schema::CheckpointV3>(bytes)?.into_checkpoint(),
+            _ => take_exact::<schema::CheckpointV4>(bytes)?.into_checkpoint(),
         }
         .map_err(PayloadError::Invalid)
     }
@@ -711,10 +757,10 @@ fn load_fallback_value<T: Payload>(path: &Path) -> Result<(T, PathBuf, Refused),
 /// (`path` is then left as it was and the temporary file removed), or
 /// [`CheckpointError::Encode`] when serialisation fails.
 pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), CheckpointError> {
-    save_value(path, &schema::CheckpointV3::of(ckpt), keep)
+    save_value(path, &schema::CheckpointV4::of(ckpt), keep)
 }
 
-/// The file image of `ckpt` (header, format-3 payload, CRC), as [`save`]
+/// The file image of `ckpt` (header, format-4 payload, CRC), as [`save`]
 /// writes it: for storing a checkpoint elsewhere than in a file (a
 /// key-value store) or comparing two.
 ///
@@ -722,7 +768,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), Checkpoin
 ///
 /// [`CheckpointError::Encode`] when serialisation fails.
 pub fn to_bytes(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
-    encode(Path::new("<memory>"), &schema::CheckpointV3::of(ckpt))
+    encode(Path::new("<memory>"), &schema::CheckpointV4::of(ckpt))
 }
 
 /// Verifies and decodes a file image made by [`to_bytes`] or read from a
@@ -1009,7 +1055,7 @@ mod tests {
         b[8..12].copy_from_slice(&99u32.to_le_bytes());
         let msg = dec(&b).unwrap_err().to_string();
         assert!(
-            msg.contains("format version 99, this build reads 1 to 3"),
+            msg.contains("format version 99, this build reads 1 to 4"),
             "{msg}"
         );
         b[8..12].copy_from_slice(&0u32.to_le_bytes());
@@ -1300,6 +1346,28 @@ mod tests {
     }
 
     #[test]
+    fn a_learner_alone_round_trips_through_bytes() {
+        let ck = checkpoint(1234);
+        let names = Some(vec!["x".to_string(), "y".to_string()]);
+        let alone = Checkpoint::of_learner(ck.learner.clone(), names.clone(), 5).unwrap();
+        assert_eq!(alone.created_unix_ms, 5);
+        assert!(alone.updated_unix_ms >= 1_700_000_000_000);
+        let back = from_bytes(Path::new("mem"), &to_bytes(&alone).unwrap()).unwrap();
+        assert_eq!(back.columns, names);
+        assert_eq!(back.learner.mixture(), ck.learner.mixture());
+        assert_eq!(back.learner.pending_points(), ck.learner.pending_points());
+        assert_eq!(back.rejected, RejectCounts::default());
+        // A creation time in the future is the time of writing.
+        let future = Checkpoint::of_learner(ck.learner.clone(), None, u64::MAX).unwrap();
+        assert_eq!(future.created_unix_ms, future.updated_unix_ms);
+        let wrong = Checkpoint::of_learner(ck.learner, Some(vec!["x".into()]), 5);
+        assert!(
+            matches!(wrong, Err(CheckpointError::Invalid { ref reason, .. }) if reason.contains("1 column names for points of dimension 2")),
+            "{wrong:?}"
+        );
+    }
+
+    #[test]
     fn checkpoint_round_trip_resumes_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.ckpt");
@@ -1369,7 +1437,7 @@ mod tests {
         // mixture's own validation refuses it on load.
         let ck = checkpoint(300);
         let w = ck.learner.mixture().unwrap().weights()[0].to_le_bytes();
-        let payload = postcard::to_stdvec(&schema::CheckpointV3::of(&ck)).unwrap();
+        let payload = postcard::to_stdvec(&schema::CheckpointV4::of(&ck)).unwrap();
         let at = payload
             .windows(8)
             .rposition(|s| s == w)
