@@ -304,9 +304,19 @@ pub struct Adapter {
     last_change: Option<(u64, i8)>,
     changes: u64,
     baseline: Option<f64>,
+    /// The learner's variance floor of rounded values, for the engines
+    /// it judges with ([`Engine::set_floor`]; empty: none).
+    floor: Vec<f64>,
 }
 
 impl Adapter {
+    /// Judges with the variance floor `floor` from now on (see
+    /// [`Engine::set_floor`]).
+    pub fn set_floor(&mut self, floor: &[f64]) {
+        self.floor.clear();
+        self.floor.extend_from_slice(floor);
+    }
+
     /// An adapter with the given options.
     pub fn new(params: AdaptParams) -> Self {
         Adapter {
@@ -316,6 +326,7 @@ impl Adapter {
             last_change: None,
             changes: 0,
             baseline: None,
+            floor: Vec::new(),
         }
     }
 
@@ -340,6 +351,7 @@ impl Adapter {
             last_change: state.last_change,
             changes: state.changes,
             baseline: state.baseline,
+            floor: Vec::new(),
         }
     }
 
@@ -384,6 +396,7 @@ impl Adapter {
             return None;
         }
         let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
+        engine.set_floor(&self.floor);
         let (base, ll) = engine.full_pass(mix, reservoir);
         // A fit that got worse since the last full check (a component
         // stretched over a new cluster) calls for merges and splits now.

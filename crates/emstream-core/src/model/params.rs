@@ -47,6 +47,9 @@ pub struct Params {
     /// split or spawn a component when the BIC on the recent points says
     /// so. Off by default.
     pub adapt_components: bool,
+    /// Each dimension's rounding step ([`super::resolution`]): detected
+    /// from the values unless given.
+    pub resolution: super::resolution::ResolutionSpec,
 }
 
 impl Default for Params {
@@ -67,6 +70,7 @@ impl Default for Params {
             init_iters: 100,
             max_components: DEFAULT_MAX_COMPONENTS,
             adapt_components: false,
+            resolution: super::resolution::ResolutionSpec::default(),
         }
     }
 }
