@@ -1,6 +1,7 @@
 """Checkpoints both ways between the Python package and the emstream program."""
 
 import json
+import pathlib
 import subprocess
 
 import numpy as np
@@ -29,6 +30,9 @@ def inspect(emstream_bin, path):
     return json.loads(out.stdout)
 
 
+# Learning on from plain arrays after a checkpoint with column names is
+# fine; scikit-learn warns about it.
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 @pytest.mark.parametrize("n", [20_000, 700])  # past the warm-up, and within it
 def test_load_checkpoint_gives_the_programs_means(emstream_bin, tmp_path, n):
     data, ckpt = tmp_path / "points.csv", tmp_path / "model.ckpt"
@@ -90,3 +94,22 @@ def test_a_bad_checkpoint_is_a_python_error(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"\x89EMS\r\n\x1a\n" + b"\0" * 30)
     with pytest.raises(ValueError):
         emstream.load_checkpoint(tmp_path / "bad.ckpt")
+
+
+GOLDEN = pathlib.Path(__file__).resolve().parents[2] / "crates" / "emstream-core" / "tests" / "golden"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.ckpt")))
+def test_every_format_the_program_reads(emstream_bin, name):
+    # Formats 1, 2 and 3, warm-up only, pending batches, every covariance.
+    path = GOLDEN / name
+    shown = inspect(emstream_bin, path)
+    gm = emstream.load_checkpoint(path)
+    np.testing.assert_array_equal(gm.means_, np.array(shown["means"]))
+    np.testing.assert_array_equal(gm.weights_, np.array(shown["weights"]))
+    full = gm.covariances_
+    if gm.covariance_type == "diag":
+        full = np.array([np.diag(c) for c in full])
+    elif gm.covariance_type == "spherical":
+        full = np.array([c * np.eye(gm.n_features_in_) for c in full])
+    np.testing.assert_array_equal(full, np.array(shown["covariances"]))

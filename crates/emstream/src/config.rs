@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::input::{Columns, ColumnsError, Delimiter, Format, ParserConfig};
+use crate::model::resolution::ResolutionSpec;
 use crate::model::{CheckedParams, ComponentCount, CovarianceType, ParamError, Params};
 use crate::score::{AlertRule, ScoreOptions};
 use crate::security::{AccessFiles, SecurityError};
@@ -69,6 +70,32 @@ pub fn reject_rate_exceeded(
     }
     let rate = rejected as f64 / records as f64;
     (rate > max_rate).then_some(rate)
+}
+
+/// Each configuration key's default as text (`warmup` → `5000`,
+/// `format` → `csv`), for `--help`; keys without a default (absent unless
+/// given) are missing.
+pub fn default_texts() -> std::collections::BTreeMap<String, String> {
+    let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) else {
+        return Default::default();
+    };
+    t.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| match x {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
 }
 
 /// Parses an enum flag value (`--format`, `--on-error`, `--covariance`) the
@@ -173,7 +200,7 @@ macro_rules! config_keys {
         impl Config {
             /// The learner options of this configuration.
             pub fn params(&self) -> Params {
-                Params { $( $key: self.$key, )* }
+                Params { $( $key: self.$key.clone(), )* }
             }
         }
 
@@ -192,7 +219,7 @@ macro_rules! config_keys {
         pub struct LearnerArgs {
             $(
                 $(#[doc = $ldoc])*
-                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty> $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = $missing)?)]
+                #[arg(long, value_name = $value_name, value_parser = flag_value::<$kty>, allow_negative_numbers = true $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = $missing)?)]
                 pub $key: Option<$kty>,
             )*
         }
@@ -233,6 +260,13 @@ macro_rules! flag_value_from_str {
     )*};
 }
 flag_value_from_str!(usize, u64, f64, bool, ComponentCount);
+
+impl FlagValue for ResolutionSpec {
+    fn parse_flag(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map_err(|e: crate::model::resolution::BadResolution| e.to_string())
+    }
+}
 
 impl FlagValue for CovarianceType {
     fn parse_flag(s: &str) -> Result<Self, String> {
@@ -436,6 +470,12 @@ config_keys! {
         /// component when the BIC on the recent points improves by more than
         /// 10 (off by default; `--adapt-components` alone means true).
         adapt_components: bool, "BOOL", missing = "true";
+        /// Rounding step of the values: `auto` detects each dimension's
+        /// (integers, 0.1, 0.25 ... or none), a step such as `0.1` applies
+        /// to every dimension, a list such as `0.1,1,auto` gives one per
+        /// dimension. No component is sharper than rounding makes it
+        /// (variance at least step²/12).
+        resolution: ResolutionSpec, "STEP|auto";
     }
 }
 

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use emstream::config::{enum_value, Config, LearnerArgs, LogFormat, OnError};
 use emstream::input::{ColumnList, Delimiter, Format};
@@ -310,8 +310,41 @@ fn say_error(msg: &str) {
     }
 }
 
+/// The command line, with every `run` option that has a default showing
+/// it in `--help` (`[default: 5000]`): the defaults of the configuration
+/// ([`Config::default`], what `config/emstream.toml` says), which a flag
+/// or the config file overrides. Defaults that are computed say so in
+/// their own help.
+fn command() -> clap::Command {
+    let defaults = emstream::config::default_texts();
+    Cli::command().mut_subcommand("run", |mut run| {
+        let ids: Vec<String> = run
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        for id in ids {
+            let Some(value) = defaults.get(&id) else {
+                continue;
+            };
+            run = run.mut_arg(&id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                if help.contains("default") {
+                    a
+                } else {
+                    a.help(format!("{help} [default: {value}]"))
+                }
+            });
+        }
+        run
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -340,11 +373,11 @@ fn main() -> ExitCode {
         }),
         Command::Completions(args) => {
             let mut out = std::io::stdout().lock();
-            clap_complete::generate(args.shell, &mut Cli::command(), "emstream", &mut out);
+            clap_complete::generate(args.shell, &mut command(), "emstream", &mut out);
             ExitCode::SUCCESS
         }
         Command::Man(args) => {
-            let top = Cli::command();
+            let top = command();
             let page = match &args.command {
                 None => top,
                 Some(name) => match top.find_subcommand(name) {
@@ -612,7 +645,8 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_)
-                | PipelineError::Input(_) => 2,
+                | PipelineError::Input(_)
+                | PipelineError::Learn(emstream::model::LearnError::Resolution(_)) => 2,
                 _ => 1,
             })
         }

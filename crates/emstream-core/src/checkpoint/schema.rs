@@ -1,6 +1,12 @@
-//! Formats 2 and 3: the on-disk checkpoint as an explicit, versioned
+//! Formats 2, 3 and 4: the on-disk checkpoint as an explicit, versioned
 //! type, converted to and from the in-memory [`Checkpoint`] and validated
 //! as a whole on the way in.
+//!
+//! Format 4 ([`CheckpointV4`]) is format 3 followed by each dimension's
+//! resolution ([`ResolutionV4`]: the option as given, the steps given and
+//! detected, the first values). Format 3 and older migrate with every
+//! dimension of a fitted model continuous (the model goes on exactly as
+//! it was learned) and a warm-up buffer's resolution detected afresh.
 //!
 //! Format 3 ([`CheckpointV3`]) is format 2 followed by the choice and the
 //! adaptation of K ([`ChooseKV3`]: `components = auto`, `max_components`,
@@ -28,13 +34,111 @@ use super::{Checkpoint, ModelSelection, SourcePosition};
 use crate::input::RejectCounts;
 use crate::model::adapt::{AdapterState, RecentPoints};
 use crate::model::online::recent_capacity;
+use crate::model::resolution::ResolutionSpec;
 use crate::model::{
-    ComponentCount, Counters, EngineState, Fitted, GaussianMixture, LearnerState, MixtureParams,
-    MixtureStats, Phase, StepwiseEm,
+    ComponentCount, Counters, DimResolution, EngineState, Fitted, GaussianMixture, LearnerState,
+    MixtureParams, MixtureStats, Phase, Resolution, StepwiseEm,
 };
 
-/// The format version this build writes ([`CheckpointV3`]).
-pub(super) const VERSION: u32 = 3;
+/// The format version this build writes ([`CheckpointV4`]).
+pub(super) const VERSION: u32 = 4;
+
+/// A format-4 payload: format 3, then each dimension's resolution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointV4 {
+    pub v3: CheckpointV3,
+    pub resolution: ResolutionV4,
+    /// A model fitted on a warm-up buffer that an input ended before
+    /// filling (the buffer is kept in the phase: a resume goes on
+    /// buffering).
+    pub provisional: Option<MixtureV1>,
+}
+
+/// What format 4 adds: the rounding step of each dimension, as given and
+/// as detected ([`Resolution`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct ResolutionV4 {
+    /// The `resolution` option as the user gave it (empty: `auto`).
+    pub spec: Vec<Option<f64>>,
+    /// The step given per dimension.
+    pub given: Vec<Option<f64>>,
+    /// The first value of each dimension.
+    pub origin: Vec<Option<f64>>,
+    /// What the values showed per dimension.
+    pub seen: Vec<SeenV4>,
+}
+
+/// One dimension's detected step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) enum SeenV4 {
+    Unseen,
+    Step(f64),
+    Continuous,
+}
+
+impl CheckpointV4 {
+    /// The on-disk form of an in-memory checkpoint.
+    pub(super) fn of(ck: &Checkpoint) -> Self {
+        let r = ck.learner.resolution();
+        CheckpointV4 {
+            v3: CheckpointV3::of(ck),
+            resolution: ResolutionV4 {
+                spec: ck.learner.params().resolution.0.clone(),
+                given: r.given().to_vec(),
+                origin: r.origin().to_vec(),
+                seen: r
+                    .seen()
+                    .iter()
+                    .map(|s| match *s {
+                        DimResolution::Unseen => SeenV4::Unseen,
+                        DimResolution::Step(q) => SeenV4::Step(q),
+                        DimResolution::Continuous => SeenV4::Continuous,
+                    })
+                    .collect(),
+            },
+            provisional: ck.learner.provisional().map(|m| {
+                let m = MixtureParams::from(m.clone());
+                MixtureV1 {
+                    covariance: m.covariance,
+                    dim: m.dim as u64,
+                    weights: m.weights,
+                    means: m.means,
+                    covariances: m.covariances,
+                }
+            }),
+        }
+    }
+
+    /// The in-memory checkpoint, checked as a whole as
+    /// [`CheckpointV3::into_checkpoint`] does, and the resolution too.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first failed check.
+    pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        let provisional = self
+            .provisional
+            .map(|m| {
+                GaussianMixture::new(MixtureParams {
+                    covariance: m.covariance,
+                    dim: to_usize(m.dim, "the provisional mixture's dimension")?,
+                    weights: m.weights,
+                    means: m.means,
+                    covariances: m.covariances,
+                })
+                .map_err(|e| format!("the provisional mixture is invalid: {e}"))
+            })
+            .transpose()?;
+        let mut ck = self
+            .v3
+            .v2
+            .into_checkpoint_with(Some(self.v3.k), Some(self.resolution))?;
+        ck.learner
+            .set_provisional(provisional)
+            .map_err(|e| e.to_string())?;
+        Ok(ck)
+    }
+}
 
 /// A format-3 payload: format 2, then the choice and adaptation of K.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,7 +215,7 @@ impl CheckpointV3 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
-        self.v2.into_checkpoint_with(Some(self.k))
+        self.v2.into_checkpoint_with(Some(self.k), None)
     }
 }
 
@@ -272,12 +376,19 @@ impl CheckpointV2 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
-        self.into_checkpoint_with(None)
+        self.into_checkpoint_with(None, None)
     }
 
-    /// [`CheckpointV2::into_checkpoint`] with what format 3 adds, or its
-    /// defaults (`None`: a format-2 file).
-    fn into_checkpoint_with(self, k: Option<ChooseKV3>) -> Result<Checkpoint, String> {
+    /// [`CheckpointV2::into_checkpoint`] with what formats 3 and 4 add, or
+    /// their defaults (`None`: a file of an older format). A model learned
+    /// before resolutions were kept goes on with every dimension
+    /// continuous, exactly as it was learned; a warm-up buffer is
+    /// detected afresh.
+    fn into_checkpoint_with(
+        self,
+        k: Option<ChooseKV3>,
+        resolution: Option<ResolutionV4>,
+    ) -> Result<Checkpoint, String> {
         /// Largest dimension accepted for a warm-up learner that holds no
         /// point yet (a run never saves one; the bound only caps what a
         /// damaged file can make the loader allocate).
@@ -289,6 +400,9 @@ impl CheckpointV2 {
             }
             params.max_components = to_usize(k.max_components, "max_components")?;
             params.adapt_components = k.adapt_components;
+        }
+        if let Some(r) = &resolution {
+            params.resolution = ResolutionSpec(r.spec.clone());
         }
         let params = params
             .check()
@@ -367,6 +481,28 @@ impl CheckpointV2 {
                 "dimension {dim} is larger than the {backed} numbers stored for it"
             ));
         }
+        let resolution = match resolution {
+            Some(r) => Resolution::from_parts(
+                r.given,
+                r.origin,
+                r.seen
+                    .into_iter()
+                    .map(|s| match s {
+                        SeenV4::Unseen => DimResolution::Unseen,
+                        SeenV4::Step(q) => DimResolution::Step(q),
+                        SeenV4::Continuous => DimResolution::Continuous,
+                    })
+                    .collect(),
+            )?,
+            None => match &phase {
+                Phase::WarmUp { buffer } if dim > 0 && buffer.len() % dim == 0 => {
+                    let mut r = Resolution::new(dim, &[])?;
+                    r.observe(buffer).map_err(|e| e.to_string())?;
+                    r
+                }
+                _ => Resolution::continuous(dim),
+            },
+        };
         let c = self.counters;
         let learner = StepwiseEm::from_state(LearnerState {
             params,
@@ -389,6 +525,7 @@ impl CheckpointV2 {
             recent,
             adapter,
             selection: None,
+            resolution,
         })
         .map_err(|e| e.to_string())?;
         if self.updated_unix_ms < self.created_unix_ms {

@@ -1,4 +1,4 @@
-//! Formats 2 and 3 as a schema: golden files of every format load and resume
+//! Formats 2, 3 and 4 as a schema: golden files of every format load and resume
 //! forever, the encoding of a fixed model is pinned, and every kind of
 //! inconsistent file is refused by name.
 
@@ -108,7 +108,9 @@ fn fixed_v3() -> Checkpoint {
     p.adapt_components = true;
     state.params = p.check().unwrap();
     state.counters.component_changes = 1;
-    let mut recent = RecentPoints::new(2, recent_capacity(&state.params));
+    // The golden file's reservoir is of the former capacity, which loads
+    // as it is.
+    let mut recent = RecentPoints::new(2, crate::model::online::FORMER_ADAPT_RECENT_POINTS);
     recent.push(&[0.5, -1.0, 3.25, 2.0, -0.125, 7.0]);
     state.recent = recent;
     state.adapter = Some(AdapterState {
@@ -148,12 +150,103 @@ fn the_encoding_of_a_fixed_model_is_pinned_to_its_format_version() {
     let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ck.learner.state(), fixed_v3().learner.state());
     assert_eq!(ck.selection, fixed_v3().selection);
-    if FORMAT_VERSION == 3 {
+    assert!(postcard::to_stdvec(&CheckpointV3::of(&fixed_v3())).unwrap() == payload(&bytes));
+    // Format 4 likewise.
+    let path = golden("v4-resolution.ckpt");
+    if std::env::var_os("EMSTREAM_BLESS_GOLDEN").is_some() && !path.exists() {
+        std::fs::write(&path, to_bytes(&fixed_v4()).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 4);
+    let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ck.learner.state(), fixed_v4().learner.state());
+    if FORMAT_VERSION == 4 {
         assert!(
-            to_bytes(&fixed_v3()).unwrap() == bytes,
-            "the encoding of format 3 changed: bump FORMAT_VERSION, keep reading 3, add a golden file of the new format"
+            to_bytes(&fixed_v4()).unwrap() == bytes,
+            "the encoding of format 4 changed: bump FORMAT_VERSION, keep reading 4, add a golden file of the new format"
         );
     }
+}
+
+/// The fixed model of the format-4 golden file: the format-3 one whose
+/// first dimension has the given step 0.5 and whose second is continuous.
+fn fixed_v4() -> Checkpoint {
+    let ck = fixed_v3();
+    let mut state = ck.learner.state();
+    let mut p = state.params.clone().into_inner();
+    p.resolution = crate::model::resolution::ResolutionSpec(vec![Some(0.5), None]);
+    state.params = p.check().unwrap();
+    state.resolution = Resolution::from_parts(
+        vec![Some(0.5), None],
+        vec![Some(1.0), Some(-2.25)],
+        vec![DimResolution::Step(0.25), DimResolution::Continuous],
+    )
+    .unwrap();
+    Checkpoint {
+        learner: StepwiseEm::from_state(state).unwrap(),
+        ..ck
+    }
+}
+
+#[test]
+fn a_format_3_file_migrates_to_continuous_dimensions_and_format_4_round_trips() {
+    // A fitted format-3 model goes on with no floor: exactly as learned.
+    let ck = fixed_v3();
+    let r = ck.learner.resolution();
+    assert!(r.seen().iter().all(|s| *s == DimResolution::Continuous));
+    assert!(r.floor().iter().all(|f| *f == 0.0));
+    // A format-3 payload is the start of its format-4 payload.
+    let v4 = postcard::to_stdvec(&CheckpointV4::of(&fixed_v4())).unwrap();
+    let v3 = postcard::to_stdvec(&CheckpointV3::of(&fixed_v4())).unwrap();
+    assert!(v4.len() > v3.len() && v4[..v3.len()] == v3[..]);
+    // Format 4 keeps the resolution, given and detected.
+    let back = from_bytes(Path::new("x"), &to_bytes(&fixed_v4()).unwrap()).unwrap();
+    assert_eq!(back.learner.resolution(), fixed_v4().learner.resolution());
+    assert_eq!(back.learner.resolution().steps(), vec![Some(0.5), None]);
+    assert_eq!(back.learner.params().resolution.to_string(), "0.5,auto");
+    // A warm-up buffer of a format-3 file is detected afresh.
+    let mut state = fixed_v3().learner.state();
+    state.phase = Phase::WarmUp {
+        buffer: vec![1.0, 0.5, 2.0, 0.75, 4.0, 0.25],
+    };
+    let warm = Checkpoint {
+        learner: StepwiseEm::from_state(state).unwrap(),
+        ..fixed_v3()
+    };
+    let v3 = postcard::to_stdvec(&CheckpointV3::of(&warm)).unwrap();
+    let back = from_bytes(Path::new("x"), &frame(3, &v3)).unwrap();
+    assert_eq!(
+        back.learner.resolution().steps(),
+        vec![Some(1.0), Some(0.25)]
+    );
+}
+
+#[test]
+fn a_provisional_model_is_kept_beside_its_warm_up_buffer() {
+    let truth = testdata::random_mixture(2, 2, 6.0, 5);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let points = truth.sample(&mut rng, 300);
+    let p = crate::model::Params {
+        warmup: 1000,
+        ..Default::default()
+    };
+    let mut l = StepwiseEm::new(p.check().unwrap(), 2);
+    l.observe(&points, None).unwrap();
+    assert!(l.mixture().is_none() && l.provisional().is_none());
+    l.fit_provisional().unwrap();
+    let m = l.provisional().cloned().expect("a provisional model");
+    assert_eq!(m.n_components(), 2);
+    let ck = Checkpoint {
+        learner: l,
+        ..fixed_v3()
+    };
+    let back = from_bytes(Path::new("x"), &to_bytes(&ck).unwrap()).unwrap();
+    assert_eq!(back.learner.provisional(), Some(&m));
+    assert_eq!(back.learner.pending_points(), 300);
+    // More points go on filling the warm-up; the provisional model goes.
+    let mut l = back.learner;
+    l.observe(&points[..20], None).unwrap();
+    assert!(l.provisional().is_none() && l.mixture().is_none());
 }
 
 #[test]

@@ -121,6 +121,8 @@ impl ParamsV1 {
             // Formats 1 and 2 had neither: format 3 stores them beside.
             max_components: DEFAULT_MAX_COMPONENTS,
             adapt_components: false,
+            // Formats 1 to 3 had none: format 4 stores it beside.
+            resolution: Default::default(),
         })
     }
 

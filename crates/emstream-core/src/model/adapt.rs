@@ -18,17 +18,28 @@
 //!   BIC on the reservoir is lower than the current mixture's by more than
 //!   [`AdaptParams::margin`] (default [`BIC_MARGIN`]).
 //!
-//! Cost: a check for prunes and spawns runs at most every
-//! [`AdaptParams::check_every`] points and costs one pass over the
-//! reservoir unless it finds a candidate; merges and splits are tried
-//! every [`AdaptParams::full_check_every`] points, and sooner when the
-//! reservoir's fit got significantly worse since they were last tried
-//! ([`AdaptParams::ll_drop_z`]: a component stretched over a new cluster).
+//! Cost: every [`AdaptParams::check_every`] points a look at the points
+//! learned since the last check (one density pass over them: so one more
+//! pass per point) says whether a component lost its points, whether
+//! more than [`AdaptParams::far_fraction`] of them are far from every
+//! component, or whether their fit got significantly worse than the
+//! reservoir's at the last full check ([`AdaptParams::ll_drop_z`]: a
+//! component stretched over a new cluster). Only then, or every
+//! [`AdaptParams::full_check_every`] points, are candidates built and
+//! judged on the whole reservoir; merges and splits only on a fit that got
+//! worse or on that schedule.
 //!
-//! Hysteresis: after a change none follows for [`AdaptParams::cooldown`]
-//! points, and a change in the opposite direction (a merge after a spawn,
-//! say) waits [`AdaptParams::reverse_hold`] points. With the BIC margin this
-//! keeps a stationary stream from changing K more than once.
+//! Hysteresis: after a merge or split no other merge or split follows for
+//! [`AdaptParams::cooldown`] points, and none in the opposite direction of
+//! the last change (a merge after a spawn, say) for
+//! [`AdaptParams::reverse_hold`] points. With the BIC margin this keeps a
+//! stationary stream from changing K more than once. Prunes and spawns are
+//! not held: a prune needs a component that the reservoir's points left
+//! (fewer than [`AdaptParams::min_points`] of them), a spawn more than
+//! [`AdaptParams::far_fraction`] of them beyond the 99.9 % quantile of
+//! every component, neither of which a stationary stream shows. So a
+//! cluster that appears is learned, and one that disappears is dropped,
+//! within a few thousand points of the change, whatever changed before.
 //!
 //! The proposed statistics are those of the reservoir under the proposed
 //! mixture (standing for as many points as the current statistics): the
@@ -55,21 +66,24 @@ pub struct AdaptParams {
     /// far from every component (beyond the 99.9 % quantile of its
     /// Mahalanobis distance).
     pub far_fraction: f64,
-    /// Points between two checks for prunes and spawns (cheap: one pass
-    /// over the reservoir unless a candidate is found).
+    /// Points between two looks at the points learned since the last one
+    /// (one density pass over them); the candidates are built and judged
+    /// on the reservoir only when that look calls for it.
     pub check_every: u64,
     /// Points between two checks that also try merges and splits (each a
     /// few EM iterations on the reservoir).
     pub full_check_every: u64,
-    /// A check also tries merges and splits when the reservoir's mean
-    /// log-likelihood fell since the last such check by more than this
-    /// many standard errors, `ll_drop_z · sqrt(d / n)` nats per point (the
-    /// difference of two means of n independent points whose
-    /// log-densities have a Gaussian's variance d/2).
+    /// A check also tries merges and splits when the mean log-likelihood
+    /// of the points learned since the last check fell below the
+    /// reservoir's at the last such check by more than this many standard
+    /// errors, `ll_drop_z · sqrt(d / m)` nats per point for m points (the
+    /// difference of two means of independent points whose log-densities
+    /// have a Gaussian's variance d/2).
     pub ll_drop_z: f64,
-    /// Points after a change before the next.
+    /// Points after a change before a merge or split.
     pub cooldown: u64,
-    /// Points after a change before one in the opposite direction.
+    /// Points after a change before a merge or split in the opposite
+    /// direction.
     pub reverse_hold: u64,
     /// EM iterations on the reservoir given to every candidate (and to the
     /// current mixture, for a fair comparison).
@@ -86,7 +100,7 @@ impl Default for AdaptParams {
             margin: BIC_MARGIN,
             min_points: 10.0,
             far_fraction: 0.01,
-            check_every: 5_000,
+            check_every: 1_000,
             full_check_every: 50_000,
             ll_drop_z: 4.0,
             cooldown: 20_000,
@@ -179,6 +193,25 @@ impl RecentPoints {
     /// Most points held.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The newest `m` points held (all of them when fewer), oldest first.
+    pub fn newest(&self, m: usize) -> Vec<f64> {
+        let d = self.dim;
+        let n = self.len();
+        let m = m.min(n);
+        if n < self.capacity {
+            return self.data[(n - m) * d..].to_vec();
+        }
+        // Full: the newest rows end just before `next`, wrapping.
+        let start = (self.next + self.capacity - m) % self.capacity;
+        if start + m <= self.capacity {
+            self.data[start * d..(start + m) * d].to_vec()
+        } else {
+            let mut out = self.data[start * d..].to_vec();
+            out.extend_from_slice(&self.data[..self.next * d]);
+            out
+        }
     }
 
     /// Row the next point overwrites once the buffer is full (0 before).
@@ -304,9 +337,19 @@ pub struct Adapter {
     last_change: Option<(u64, i8)>,
     changes: u64,
     baseline: Option<f64>,
+    /// The learner's variance floor of rounded values, for the engines
+    /// it judges with ([`Engine::set_floor`]; empty: none).
+    floor: Vec<f64>,
 }
 
 impl Adapter {
+    /// Judges with the variance floor `floor` from now on (see
+    /// [`Engine::set_floor`]).
+    pub fn set_floor(&mut self, floor: &[f64]) {
+        self.floor.clear();
+        self.floor.extend_from_slice(floor);
+    }
+
     /// An adapter with the given options.
     pub fn new(params: AdaptParams) -> Self {
         Adapter {
@@ -316,6 +359,7 @@ impl Adapter {
             last_change: None,
             changes: 0,
             baseline: None,
+            floor: Vec::new(),
         }
     }
 
@@ -340,6 +384,7 @@ impl Adapter {
             last_change: state.last_change,
             changes: state.changes,
             baseline: state.baseline,
+            floor: Vec::new(),
         }
     }
 
@@ -356,41 +401,57 @@ impl Adapter {
 
     /// Proposes a mixture with one component more or fewer when the
     /// reservoir's BIC says so, or `None` (also when no check is due at
-    /// `points_seen`, the learner's count of points so far). A returned
-    /// proposal is counted as a change: the learner is expected to apply it.
+    /// `points_seen`, the learner's count of points so far, whose last
+    /// points are the newest of `recent`). A returned proposal is counted
+    /// as a change: the learner is expected to apply it.
     pub fn propose(
         &mut self,
         mix: &GaussianMixture,
         stats: &MixtureStats,
-        reservoir: &[f64],
+        recent: &RecentPoints,
         points_seen: u64,
     ) -> Option<Proposal> {
         let p = &self.params;
         let d = mix.dim();
+        let k = mix.n_components();
+        let reservoir = recent.points();
         let n = reservoir.len() / d;
         if points_seen < self.last_check + p.check_every || n < 2 * (d + 2) {
             return None;
         }
+        // The points learned since the last check, as far as the
+        // reservoir still holds them.
+        let fresh_rows = usize::try_from(points_seen - self.last_check)
+            .unwrap_or(usize::MAX)
+            .min(n);
         self.last_check = points_seen;
-        let allowed = |dir: i8| match self.last_change {
-            None => true,
+        let held = |dir: i8| match self.last_change {
+            None => false,
             Some((at, last)) => {
                 let since = points_seen.saturating_sub(at);
-                since >= p.cooldown && (dir == last || since >= p.reverse_hold)
+                since < p.cooldown || (dir != last && since < p.reverse_hold)
             }
         };
-        let (grow, shrink) = (allowed(1), allowed(-1));
-        if !grow && !shrink {
-            return None;
-        }
-        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
-        let (base, ll) = engine.full_pass(mix, reservoir);
+        let (may_split, may_merge) = (!held(1), !held(-1));
+        let look = Look::of(mix, &recent.newest(fresh_rows));
+        let m = fresh_rows as f64;
+        // A component the fresh points left: fewer than `min_points` of
+        // the reservoir's at their rate.
+        let left = k > 1 && look.mass.iter().any(|&w| w * (n as f64) / m < p.min_points);
+        let far = k < p.max_components && look.far as f64 > p.far_fraction * m;
         // A fit that got worse since the last full check (a component
         // stretched over a new cluster) calls for merges and splits now.
         let dropped = self
             .baseline
-            .is_some_and(|b| ll < b - p.ll_drop_z * (d as f64 / n as f64).sqrt());
-        let full = dropped || points_seen >= self.last_full_check + p.full_check_every;
+            .is_some_and(|b| look.mean_ll < b - p.ll_drop_z * (d as f64 / m).sqrt());
+        let due = points_seen >= self.last_full_check + p.full_check_every;
+        if !(left || far || dropped || due || self.baseline.is_none()) {
+            return None;
+        }
+        let mut engine = Engine::new(d, mix.covariance_type(), reservoir, p.reg_covar);
+        engine.set_floor(&self.floor);
+        let (base, ll) = engine.full_pass(mix, reservoir);
+        let full = dropped || due;
         if full || self.baseline.is_none() {
             self.baseline = Some(ll);
         }
@@ -398,24 +459,23 @@ impl Adapter {
             self.last_full_check = points_seen;
         }
         let mut candidates: Vec<(Change, MixtureStats)> = Vec::new();
-        let k = mix.n_components();
-        if shrink && k > 1 {
+        if k > 1 {
             shrink_candidates(
                 &base,
                 n,
                 p.min_points,
-                full.then_some((mix, reservoir)),
+                (full && may_merge).then_some((mix, reservoir)),
                 &mut candidates,
             );
         }
-        if grow && k < p.max_components {
+        if k < p.max_components {
             grow_candidates(
                 &mut engine,
                 &base,
                 mix,
                 reservoir,
                 p.far_fraction,
-                full,
+                full && may_split,
                 &mut candidates,
             );
         }
@@ -594,27 +654,93 @@ fn grow_candidates(
     }
 }
 
-/// The points whose squared Mahalanobis distance to every component is
-/// beyond the 99.9 % quantile of a χ²_d (Wilson–Hilferty approximation).
+/// The far test of [`far_points`] for a mixture: a point is far when its
+/// squared Mahalanobis distance to every component is beyond the 99.9 %
+/// quantile of a χ²_d (Wilson–Hilferty approximation).
+struct FarTest {
+    /// `c_j`, the weighted log density of component j at its mean: then
+    /// `ln w_j + ln N(x | j) = c_j − m²/2`.
+    at_mean: Vec<f64>,
+    /// The χ²_d quantile.
+    limit: f64,
+}
+
+impl FarTest {
+    fn new(mix: &GaussianMixture) -> Self {
+        let k = mix.n_components();
+        let df = mix.dim() as f64;
+        let h = 2.0 / (9.0 * df);
+        let mut at_mean = vec![0.0; k * k];
+        mix.weighted_log_probs(mix.means(), &mut at_mean);
+        FarTest {
+            at_mean: (0..k).map(|j| at_mean[j * k + j]).collect(),
+            limit: df * (1.0 - h + FAR_Z * h.sqrt()).powi(3),
+        }
+    }
+
+    /// Whether a point whose weighted log densities are `row` is far.
+    fn is_far(&self, row: &[f64]) -> bool {
+        row.iter()
+            .zip(&self.at_mean)
+            .all(|(l, cj)| 2.0 * (cj - l) > self.limit)
+    }
+}
+
+/// The points far from every component ([`FarTest`]).
 fn far_points(mix: &GaussianMixture, points: &[f64]) -> Vec<f64> {
     let d = mix.dim();
     let k = mix.n_components();
-    let df = d as f64;
-    let h = 2.0 / (9.0 * df);
-    let limit = df * (1.0 - h + FAR_Z * h.sqrt()).powi(3);
-    // ln w_j + ln N(x | j) = c_j − m²/2 with c_j its value at the mean.
-    let mut at_mean = vec![0.0; k * k];
-    mix.weighted_log_probs(mix.means(), &mut at_mean);
-    let c: Vec<f64> = (0..k).map(|j| at_mean[j * k + j]).collect();
+    let test = FarTest::new(mix);
     let mut lp = vec![0.0; points.len() / d * k];
     mix.weighted_log_probs(points, &mut lp);
     let mut out = Vec::new();
     for (row, x) in lp.chunks_exact(k).zip(points.chunks_exact(d)) {
-        if row.iter().zip(&c).all(|(l, cj)| 2.0 * (cj - l) > limit) {
+        if test.is_far(row) {
             out.extend_from_slice(x);
         }
     }
     out
+}
+
+/// What one density pass over the freshest points says: each component's
+/// share of them, how many are far from every component, their mean
+/// log-likelihood.
+struct Look {
+    /// Sum of each component's responsibilities, per point.
+    mass: Vec<f64>,
+    /// Points far from every component ([`FarTest`]).
+    far: usize,
+    /// Mean log-likelihood (0 for no point).
+    mean_ll: f64,
+}
+
+impl Look {
+    fn of(mix: &GaussianMixture, points: &[f64]) -> Self {
+        let (d, k) = (mix.dim(), mix.n_components());
+        let n = points.len() / d;
+        let test = FarTest::new(mix);
+        let mut lp = vec![0.0; n * k];
+        mix.weighted_log_probs(points, &mut lp);
+        let mut look = Look {
+            mass: vec![0.0; k],
+            far: 0,
+            mean_ll: 0.0,
+        };
+        for row in lp.chunks_exact(k) {
+            look.far += usize::from(test.is_far(row));
+            let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|l| (l - top).exp()).sum();
+            look.mean_ll += top + sum.ln();
+            for (w, l) in look.mass.iter_mut().zip(row) {
+                *w += (l - top).exp() / sum;
+            }
+        }
+        if n > 0 {
+            look.mean_ll /= n as f64;
+            look.mass.iter_mut().for_each(|w| *w /= n as f64);
+        }
+        look
+    }
 }
 
 /// Mean and covariance parameters (laid out for `cov`) of some points.
@@ -668,6 +794,7 @@ mod tests {
         for (d, capacity) in [(2, 7), (3, 1), (1, 50)] {
             let mut fast = RecentPoints::new(d, capacity);
             let mut slow = RecentPoints::new(d, capacity);
+            let mut all: Vec<f64> = Vec::new();
             let mut v = 0.0;
             for _ in 0..300 {
                 // Empty, partial rows, less than the room, past the end,
@@ -681,8 +808,13 @@ mod tests {
                     .collect();
                 fast.push(&pts);
                 push_rows(&mut slow, &pts);
+                all.extend_from_slice(&pts[..pts.len() - pts.len() % d]);
                 assert_eq!(fast.points(), slow.points(), "d {d} capacity {capacity}");
                 assert_eq!(fast.next_row(), slow.next_row());
+                for m in [0, 1, capacity / 2, capacity, capacity + 1] {
+                    let want = m.min(fast.len()) * d;
+                    assert_eq!(fast.newest(m), all[all.len() - want..], "newest {m}");
+                }
             }
         }
     }
@@ -711,7 +843,7 @@ mod tests {
             let mut engine = Engine::new(d, CovarianceType::Full, warmup, params.reg_covar);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
             let (stats, mix) = init::fit_warmup(&mut engine, warmup, &params, k, &mut rng).unwrap();
-            let mut recent = RecentPoints::new(d, 5000);
+            let mut recent = RecentPoints::new(d, crate::model::online::ADAPT_RECENT_POINTS);
             recent.push(warmup);
             let n = warmup.len() / d;
             Learner {
@@ -739,7 +871,7 @@ mod tests {
                 self.recent.push(batch);
                 if let Some(p) =
                     self.adapter
-                        .propose(&self.mix, &self.stats, self.recent.points(), self.seen)
+                        .propose(&self.mix, &self.stats, &self.recent, self.seen)
                 {
                     assert_eq!(p.mixture.n_components(), p.stats.n_components());
                     assert!(p.bic_after < p.bic_before - BIC_MARGIN);
@@ -811,7 +943,13 @@ mod tests {
         assert_eq!(l.mix.n_components(), 3, "changes: {:?}", l.changes);
         let change_at = l.seen;
         l.feed(&after.sample(&mut rng, 20_000));
-        assert_eq!(l.kinds.first(), Some(&Change::Spawn), "{:?}", l.kinds);
+        // A spawn on the far points, or the split of a component that
+        // stretched towards them: whichever the reservoir's BIC prefers.
+        assert!(
+            l.kinds.first().is_some_and(|c| c.direction() == 1),
+            "{:?}",
+            l.kinds
+        );
         let reached = l.changes.iter().find(|(_, k)| *k == 4);
         assert!(
             reached.is_some_and(|(at, _)| at - change_at <= 20_000),
@@ -824,6 +962,54 @@ mod tests {
             (m[0] - 8.0).abs() < 0.5 && (m[1] - 8.0).abs() < 0.5
         });
         assert!(near, "means {:?}", l.mix.means());
+    }
+
+    /// K after a change of the stream: a cluster appears, later one
+    /// disappears, later one appears and another disappears at once. Each
+    /// time the model has the new clusters' K within 5,000 points, with a
+    /// component on every cluster and none on a gone one.
+    #[test]
+    fn k_is_right_within_5000_points_of_each_change() {
+        let near = |l: &Learner, c: [f64; 2]| {
+            (0..l.mix.n_components()).any(|j| {
+                let m = l.mix.mean(j);
+                (m[0] - c[0]).abs() < 0.5 && (m[1] - c[1]).abs() < 0.5
+            })
+        };
+        let four = [THREE[0], THREE[1], THREE[2], [8.0, 8.0]];
+        let stages: [&[[f64; 2]]; 4] = [
+            &THREE,
+            &four,
+            // (8, 0) disappears.
+            &[THREE[0], THREE[2], [8.0, 8.0]],
+            // (0, 8) disappears as (-8, 0) appears.
+            &[THREE[0], [8.0, 8.0], [-8.0, 0.0]],
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut l = Learner::start(&clusters(stages[0]).sample(&mut rng, 5000), 2, 3);
+        for (i, centres) in stages.iter().enumerate() {
+            let truth = clusters(centres);
+            let change_at = l.seen;
+            l.feed(&truth.sample(&mut rng, 5000));
+            assert_eq!(
+                l.mix.n_components(),
+                centres.len(),
+                "stage {i} (from {change_at}): changes {:?} {:?}",
+                l.changes,
+                l.kinds
+            );
+            for &c in centres.iter() {
+                assert!(
+                    near(&l, c),
+                    "stage {i}: no component at {c:?}: {:?}",
+                    l.mix.means()
+                );
+            }
+            // And K stays right while the stream stays as it is.
+            let changes = l.changes.len();
+            l.feed(&truth.sample(&mut rng, 45_000));
+            assert_eq!(l.changes.len(), changes, "stage {i}: {:?}", l.changes);
+        }
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub enum LearnError {
     /// model is left as it was).
     #[error("the M-step produced no valid mixture ({0}); the statistics are damaged: resume from an older checkpoint")]
     MStep(ModelError),
+    /// The values do not fit the resolution the user gave (`--resolution`).
+    #[error("{0}")]
+    Resolution(String),
 }
 
 /// Where the learner writes per-point scores (test-then-train), in input
@@ -421,6 +424,10 @@ pub struct Engine {
     scale: Vec<f64>,
     /// Per-dimension regularisation added to every covariance's diagonal.
     reg: Vec<f64>,
+    /// Per-dimension variance floor of rounded values (`q²/12` for a step
+    /// `q`, see [`super::resolution`]): every covariance is kept at least
+    /// `diag(floor)`. Empty when every dimension is continuous.
+    floor: Vec<f64>,
     repairs: u64,
     reseeds: u64,
     scratch: Scratch,
@@ -942,6 +949,7 @@ impl Engine {
             covariance,
             scale,
             reg,
+            floor: Vec::new(),
             repairs: 0,
             reseeds: 0,
             scratch: Scratch::default(),
@@ -986,6 +994,32 @@ impl Engine {
     /// Dimension of the points.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Keeps every covariance of the M-steps from now on at least
+    /// `diag(floor)` (per dimension; 0 for none): the variance that
+    /// rounding the values alone gives ([`super::resolution`]). All zeros
+    /// (or empty) turns it off, and the M-step is then exactly as without.
+    ///
+    /// # Panics
+    ///
+    /// When `floor` is neither empty nor one number per dimension.
+    pub fn set_floor(&mut self, floor: &[f64]) {
+        assert!(floor.is_empty() || floor.len() == self.dim);
+        self.floor.clear();
+        if floor.iter().any(|f| *f > 0.0) {
+            self.floor.extend_from_slice(floor);
+        }
+    }
+
+    /// The variance floor per dimension (empty: none).
+    pub fn floor(&self) -> &[f64] {
+        &self.floor
+    }
+
+    /// The data's per-dimension variance in the warm-up buffer.
+    pub fn scale(&self) -> &[f64] {
+        &self.scale
     }
 
     /// Covariance structure of the mixtures it fits.
@@ -1043,6 +1077,7 @@ impl Engine {
             covariance,
             scale: state.scale,
             reg: state.reg,
+            floor: Vec::new(),
             repairs: state.repairs,
             reseeds: state.reseeds,
             interrupt: None,
@@ -1157,6 +1192,9 @@ impl Engine {
                 _ => block.iter().all(|v| *v > 0.0 && v.is_finite()),
             };
             if ok {
+                if !self.floor.is_empty() {
+                    super::floor::apply(self.covariance, &self.floor, block, l);
+                }
                 break;
             }
             repairs += 1;
@@ -1165,6 +1203,9 @@ impl Engine {
                 // Nothing of the statistics is usable: fall back to the
                 // data's scale.
                 self.scale_covariance(block);
+                if !self.floor.is_empty() {
+                    super::floor::apply(self.covariance, &self.floor, block, l);
+                }
                 if self.covariance == CovarianceType::Full {
                     // A positive diagonal: this factor exists.
                     cholesky(block, d, l);

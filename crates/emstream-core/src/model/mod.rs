@@ -18,6 +18,8 @@
 //!   then split-and-merge moves (`smem`) out of local optima.
 //! - [`adapt`]: keeping K right over the stream (prune, merge, split,
 //!   spawn by BIC on recent points), a pure component the learner calls.
+//! - [`resolution`]: each dimension's rounding step, detected as values
+//!   stream or given, and the variance floor it implies.
 //! - [`select`]: BIC and AIC, and choosing K on the warm-up buffer.
 //! - [`online`]: [`StepwiseEm`], the learner that ties them together
 //!   (fixed or `auto` K, the recent-points reservoir, the adaptation of K
@@ -30,12 +32,14 @@
 pub mod adapt;
 pub mod covariance;
 pub mod em;
+mod floor;
 pub mod init;
 mod kernels;
 pub mod mixture;
 pub mod online;
 pub mod params;
 mod pool;
+pub mod resolution;
 pub mod select;
 mod smem;
 pub mod stats;
@@ -50,4 +54,5 @@ pub use params::{
     learner_memory, max_dim_for, CheckedParams, ComponentCount, ParamError, Params, MAX_BATCH_SIZE,
     MAX_WARMUP,
 };
+pub use resolution::{DimResolution, OffGrid, Resolution};
 pub use stats::MixtureStats;

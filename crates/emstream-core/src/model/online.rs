@@ -33,6 +33,7 @@ use super::init;
 use super::kernels;
 use super::mixture::GaussianMixture;
 use super::params::ComponentCount;
+use super::resolution::Resolution;
 use super::select::{self, ModelSelection};
 use super::stats::MixtureStats;
 
@@ -44,8 +45,17 @@ pub use super::params::{CheckedParams, ParamError, Params, MAX_COMPONENTS};
 pub const RECENT_POINTS: usize = 2_000;
 
 /// Points kept in the reservoir with `adapt_components`: the adaptation of
-/// K judges its candidates on them ([`super::adapt`]).
-pub const ADAPT_RECENT_POINTS: usize = 5_000;
+/// K judges its candidates on them ([`super::adapt`]). A component whose
+/// cluster stops appearing is pruned once fewer than 10 of these points
+/// are its own, so a few thousand points after the change; more points
+/// would delay that, fewer would make the BIC of a merge or split noisier.
+pub const ADAPT_RECENT_POINTS: usize = 2_500;
+
+/// A reservoir capacity with `adapt_components` that a checkpoint may hold
+/// besides [`ADAPT_RECENT_POINTS`]: that of the learners that judged on
+/// 5,000 points. Such a learner resumes with its reservoir as it was (the
+/// same K changes as had it not stopped), only slower to prune.
+pub const FORMER_ADAPT_RECENT_POINTS: usize = 5_000;
 
 /// A change of K made by the adaptation (`adapt_components`).
 #[derive(Clone, Debug, PartialEq)]
@@ -164,6 +174,14 @@ pub struct StepwiseEm {
     /// Reused by [`StepwiseEm::apply`] for the blended statistics (not
     /// part of the state).
     spare: MixtureStats,
+    /// Each dimension's rounding step, and the variance floor it implies.
+    resolution: Resolution,
+    /// A `resolution` option that does not fit the dimension (reported by
+    /// the first [`StepwiseEm::observe`]).
+    resolution_error: Option<String>,
+    /// A model fitted on a warm-up buffer that the input ended before
+    /// filling ([`StepwiseEm::fit_provisional`]); dropped by the next point.
+    provisional: Option<GaussianMixture>,
 }
 
 /// Called with `true` when a fit of a model on the warm-up buffer starts
@@ -299,13 +317,21 @@ impl StepwiseEm {
     /// When `dim` is 0.
     pub fn new(params: CheckedParams, dim: usize) -> Self {
         assert!(dim > 0, "dimension must be at least 1");
+        let params = params.sized_for(dim);
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
         let recent = RecentPoints::new(dim, recent_capacity(&params));
         let spare = MixtureStats::empty(params.covariance, dim, 0);
         let adapter = params
             .adapt_components
             .then(|| Adapter::new(adapt_params(&params)));
+        let (resolution, resolution_error) = match Resolution::new(dim, &params.resolution.0) {
+            Ok(r) => (r, None),
+            Err(e) => (Resolution::continuous(dim), Some(e)),
+        };
         StepwiseEm {
+            resolution,
+            resolution_error,
+            provisional: None,
             pending: Vec::new(),
             scored: 0,
             recent,
@@ -427,6 +453,10 @@ impl StepwiseEm {
     ) -> Result<(), LearnError> {
         let d = self.dim;
         self.whole_rows(points)?;
+        self.see_resolution(points)?;
+        if !points.is_empty() {
+            self.provisional = None;
+        }
         if self.over_full() {
             return self.observe_over_full(points, scores);
         }
@@ -503,6 +533,91 @@ impl StepwiseEm {
             self.score_pending(scores);
             return Ok(());
         }
+    }
+
+    /// Takes the values of `points` into each dimension's resolution and,
+    /// with a model, keeps the engine's variance floor up to date (a finer
+    /// step lowers it). Costs nothing once every dimension is continuous.
+    fn see_resolution(&mut self, points: &[f64]) -> Result<(), LearnError> {
+        if let Some(e) = &self.resolution_error {
+            return Err(LearnError::Resolution(e.clone()));
+        }
+        if !self.resolution.watching() {
+            return Ok(());
+        }
+        self.resolution
+            .observe(points)
+            .map_err(|e| LearnError::Resolution(e.to_string()))?;
+        if let Some(engine) = self.engine.as_mut() {
+            self.resolution.settle(engine.scale());
+            let floor = self.resolution.floor();
+            if !floor.iter().all(|f| *f == 0.0) || !engine.floor().is_empty() {
+                engine.set_floor(&floor);
+                if let Some(a) = self.adapter.as_mut() {
+                    a.set_floor(engine.floor());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each dimension's rounding step.
+    pub fn resolution(&self) -> &Resolution {
+        &self.resolution
+    }
+
+    /// The model fitted on a warm-up buffer that the input ended before
+    /// filling ([`StepwiseEm::fit_provisional`]), if any.
+    pub fn provisional(&self) -> Option<&GaussianMixture> {
+        self.provisional.as_ref()
+    }
+
+    /// At the end of a finite input shorter than the warm-up: fits a model
+    /// on the warm-up buffer as the warm-up would, without ending the
+    /// warm-up (the buffer is kept, so that more points, after a resume,
+    /// go on filling it and the warm-up's own fit comes as usual). The
+    /// model is kept beside the buffer ([`StepwiseEm::provisional`],
+    /// stored in checkpoints) until the next point arrives. Nothing
+    /// happens with a model, an empty buffer, or after a stop request.
+    ///
+    /// # Errors
+    ///
+    /// As the warm-up fit (too few distinct points, a scale out of range).
+    pub fn fit_provisional(&mut self) -> Result<(), LearnError> {
+        if self.mixture.is_some() || self.pending.is_empty() || self.interrupted() {
+            return Ok(());
+        }
+        let m = self.model_or_fit()?.into_owned();
+        self.provisional = Some(m);
+        Ok(())
+    }
+
+    /// Restores a provisional model ([`StepwiseEm::fit_provisional`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LearnError::InvalidState`] when the learner has a model of its
+    /// own, no warm-up points, or `m` does not fit its dimension and
+    /// covariance type.
+    pub fn set_provisional(&mut self, m: Option<GaussianMixture>) -> Result<(), LearnError> {
+        if let Some(m) = &m {
+            if self.mixture.is_some() || self.pending.is_empty() {
+                return Err(LearnError::InvalidState(
+                    "a provisional model beside a fitted model or an empty warm-up buffer".into(),
+                ));
+            }
+            if m.dim() != self.dim || m.covariance_type() != self.params.covariance {
+                return Err(LearnError::InvalidState(format!(
+                    "the provisional model is of dimension {} with {} covariances, the learner of dimension {} with {}",
+                    m.dim(),
+                    m.covariance_type(),
+                    self.dim,
+                    self.params.covariance
+                )));
+            }
+        }
+        self.provisional = m;
+        Ok(())
     }
 
     /// Before the first model, a buffer holding more than the warm-up's
@@ -748,7 +863,7 @@ impl StepwiseEm {
     /// [`LearnError::NotFitted`] for an empty buffer, else why the buffer
     /// cannot be fitted (e.g. [`LearnError::TooFewDistinct`]).
     pub fn model_or_fit(&self) -> Result<Cow<'_, GaussianMixture>, LearnError> {
-        if let Some(m) = self.mixture.as_ref() {
+        if let Some(m) = self.mixture.as_ref().or(self.provisional.as_ref()) {
             return Ok(Cow::Borrowed(m));
         }
         if self.pending.is_empty() {
@@ -826,6 +941,12 @@ impl StepwiseEm {
         // and the first fit: fit on the rest, score them all.
         let kept = without_outliers(&buf, d);
         let mut engine = Engine::new(d, self.params.covariance, &kept, self.params.reg_covar);
+        // Steps too fine for the data's spread are continuous values.
+        self.resolution.settle(engine.scale());
+        engine.set_floor(&self.resolution.floor());
+        if let Some(a) = self.adapter.as_mut() {
+            a.set_floor(engine.floor());
+        }
         engine.set_threads(self.threads);
         // An interrupted fit leaves no trace: the random numbers it drew
         // are drawn again by the fit a resume makes.
@@ -1002,7 +1123,7 @@ impl StepwiseEm {
             return;
         };
         let seen = self.counters.points_seen;
-        let Some(p) = adapter.propose(mix, stats, self.recent.points(), seen) else {
+        let Some(p) = adapter.propose(mix, stats, &self.recent, seen) else {
             return;
         };
         self.last_change = Some(KChange {
@@ -1218,6 +1339,7 @@ impl StepwiseEm {
             recent: self.recent.clone(),
             adapter: self.adapter.as_ref().map(Adapter::state),
             selection: self.selection.clone(),
+            resolution: self.resolution.clone(),
         }
     }
 
@@ -1244,6 +1366,7 @@ impl StepwiseEm {
             recent,
             adapter,
             selection,
+            resolution,
         } = state;
         if d == 0 {
             return bad("the dimension is 0".into());
@@ -1256,7 +1379,9 @@ impl StepwiseEm {
         if counters.log_lik_sum.is_nan() {
             return bad("the log-likelihood sum is NaN".into());
         }
-        if recent.dim() != d || recent.capacity() != recent_capacity(&params) {
+        let capacity_ok = recent.capacity() == recent_capacity(&params)
+            || (params.adapt_components && recent.capacity() == FORMER_ADAPT_RECENT_POINTS);
+        if recent.dim() != d || !capacity_ok {
             return bad(format!(
                 "the recent-points reservoir holds points of dimension {} up to {}, the learner wants dimension {d} up to {}",
                 recent.dim(),
@@ -1275,13 +1400,23 @@ impl StepwiseEm {
                 params.adapt_components
             ));
         }
-        let mut learner = StepwiseEm::new(params, d);
+        let mut learner = StepwiseEm::new(params.clone(), d);
+        // The options as stored, warm-up included: a resumed learner goes
+        // on as the one that saved them would have.
+        learner.params = params;
         learner.rng = rng;
         learner.step = step;
         learner.counters = counters;
         learner.recent = recent;
         learner.selection = selection;
         learner.adapter = adapter.map(|a| Adapter::from_state(adapt_params(&learner.params), a));
+        if resolution.seen().len() != d {
+            return bad(format!(
+                "the resolution has {} dimensions, the learner {d}",
+                resolution.seen().len()
+            ));
+        }
+        learner.resolution = resolution;
         match phase {
             Phase::WarmUp { buffer } => {
                 if buffer.len() % d != 0 {
@@ -1304,8 +1439,12 @@ impl StepwiseEm {
                     worst,
                 } = *f;
                 let cov = learner.params.covariance;
-                let engine =
+                let mut engine =
                     Engine::from_state(d, cov, engine).map_err(LearnError::InvalidState)?;
+                engine.set_floor(&learner.resolution.floor());
+                if let Some(a) = learner.adapter.as_mut() {
+                    a.set_floor(engine.floor());
+                }
                 let k = mixture.n_components();
                 let plen = cov.param_len(d);
                 if mixture.dim() != d || mixture.covariance_type() != cov {
@@ -1382,6 +1521,8 @@ pub struct LearnerState {
     pub adapter: Option<AdapterState>,
     /// How K was chosen, with `components = auto`.
     pub selection: Option<ModelSelection>,
+    /// Each dimension's rounding step.
+    pub resolution: Resolution,
 }
 
 /// Where the learner is: buffering the warm-up, or learning with a model.

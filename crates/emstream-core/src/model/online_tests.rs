@@ -1290,3 +1290,30 @@ fn fits_with_names_the_call_that_fits_the_first_model_and_none_after_a_stop() {
     assert!(run.mixture().is_some());
     assert!(!run.fits_with(1_000_000) && !run.fits_at_flush());
 }
+
+#[test]
+fn an_auto_learner_buffers_the_warm_up_its_dimension_needs() {
+    let auto = Params {
+        components: crate::model::ComponentCount::Auto,
+        ..Params::default()
+    }
+    .check()
+    .unwrap();
+    // 2-D: the given warm-up.
+    assert_eq!(StepwiseEm::new(auto.clone(), 2).params().warmup, 5000);
+    // 32-D, K up to 10: 4 points per parameter of K = 10.
+    let mut em = StepwiseEm::new(auto, 32);
+    assert_eq!(em.params().warmup, 22_440);
+    let truth = testdata::random_mixture(32, 2, 4.0, 3);
+    let pts = truth.sample(&mut ChaCha8Rng::seed_from_u64(1), 22_439);
+    em.observe(&pts, None).unwrap();
+    assert!(em.mixture().is_none(), "fitted before the sized warm-up");
+    assert!(em.fits_with(1));
+    // A fixed K keeps the given warm-up whatever the dimension.
+    assert_eq!(
+        StepwiseEm::new(params(10, CovarianceType::Full), 32)
+            .params()
+            .warmup,
+        5000
+    );
+}

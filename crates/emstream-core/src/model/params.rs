@@ -47,6 +47,9 @@ pub struct Params {
     /// split or spawn a component when the BIC on the recent points says
     /// so. Off by default.
     pub adapt_components: bool,
+    /// Each dimension's rounding step ([`super::resolution`]): detected
+    /// from the values unless given.
+    pub resolution: super::resolution::ResolutionSpec,
 }
 
 impl Default for Params {
@@ -67,6 +70,7 @@ impl Default for Params {
             init_iters: 100,
             max_components: DEFAULT_MAX_COMPONENTS,
             adapt_components: false,
+            resolution: super::resolution::ResolutionSpec::default(),
         }
     }
 }
@@ -86,6 +90,13 @@ impl CheckedParams {
     /// The plain parameters.
     pub fn into_inner(self) -> Params {
         self.0
+    }
+
+    /// These parameters with the warm-up a learner of dimension `dim`
+    /// uses: [`Params::warmup_for`].
+    pub fn sized_for(mut self, dim: usize) -> Self {
+        self.0.warmup = self.0.warmup_for(dim);
+        self
     }
 }
 
@@ -156,7 +167,7 @@ pub const MAX_WARMUP: usize = 1 << 20;
 ///   numbers per component (d² for full, d for diag, 1 for spherical).
 pub fn learner_memory(params: &Params, dim: usize) -> Option<u64> {
     let (w, b, k, d) = (
-        params.warmup as u128,
+        params.warmup_for(dim) as u128,
         params.batch_size as u128,
         // With `auto`, the largest K tried.
         params.fixed_components().unwrap_or(params.max_components) as u128,
@@ -201,6 +212,22 @@ pub fn max_dim_for(params: &Params, budget: u64) -> usize {
 
 /// Largest K tried by default when choosing K (`--max-components`).
 pub const DEFAULT_MAX_COMPONENTS: usize = 10;
+
+/// Warm-up points per free parameter of the largest mixture `--components
+/// auto` tries. BIC tells a true component from its absence only once the
+/// buffer's log-likelihood gain, which grows with n, beats the component's
+/// `p ln n / 2` penalty: on 32-D points from 10 unit-scale components with
+/// means N(0, 2²) (5,610 parameters at K = 10), 5,000 points choose K = 8,
+/// 10,000 and more choose 10 on every stream tried, and at 20,000 and 31,500
+/// K = 11..13 stay thousands above K = 10. Four points per parameter keeps
+/// that margin.
+pub const WARMUP_POINTS_PER_PARAMETER: usize = 4;
+
+/// Largest warm-up [`Params::warmup_for`] sizes by itself (a larger
+/// `warmup` is kept): four points per parameter up to K = 10 at d = 64;
+/// wider points would spend minutes fitting the ten K and most of the
+/// memory budget holding the buffer.
+pub const MAX_SIZED_WARMUP: usize = 100_000;
 
 impl Params {
     /// Validates every option once.
@@ -251,6 +278,27 @@ impl Params {
         Ok(CheckedParams(self))
     }
 
+    /// The warm-up a learner of dimension `dim` buffers before its first
+    /// fit: `warmup` for a fixed K; with `auto`, at least
+    /// [`WARMUP_POINTS_PER_PARAMETER`] points per free parameter of the
+    /// largest mixture tried, `max_components · (1 + d + c)` with `c` the
+    /// covariance's parameters per component, up to [`MAX_SIZED_WARMUP`].
+    /// So wide points get the buffer BIC needs to decide, and `warmup`
+    /// stays the floor.
+    pub fn warmup_for(&self, dim: usize) -> usize {
+        match self.components {
+            ComponentCount::Fixed(_) => self.warmup,
+            ComponentCount::Auto => {
+                let per_component = 1 + dim + self.covariance.free_params(dim);
+                let sized = self
+                    .max_components
+                    .saturating_mul(per_component)
+                    .saturating_mul(WARMUP_POINTS_PER_PARAMETER);
+                self.warmup.max(sized.min(MAX_SIZED_WARMUP))
+            }
+        }
+    }
+
     /// The number of components asked for, when it is a number.
     pub fn fixed_components(&self) -> Option<usize> {
         match self.components {
@@ -274,6 +322,31 @@ impl Params {
 mod tests {
     use super::*;
     use crate::model::CovarianceType;
+
+    #[test]
+    fn an_auto_warm_up_is_sized_for_the_largest_mixture() {
+        let auto = Params {
+            components: ComponentCount::Auto,
+            ..Params::default()
+        };
+        // Small mixtures keep the given warm-up.
+        assert_eq!(auto.warmup_for(2), 5000);
+        // d = 32, K up to 10, full: 10 · (1 + 32 + 528) parameters.
+        assert_eq!(auto.warmup_for(32), 4 * 10 * 561);
+        let diag = Params {
+            covariance: CovarianceType::Diagonal,
+            ..auto.clone()
+        };
+        assert_eq!(diag.warmup_for(32), 5000);
+        assert_eq!(auto.warmup_for(1000), MAX_SIZED_WARMUP);
+        // A fixed K keeps its warm-up whatever the dimension.
+        assert_eq!(Params::default().warmup_for(32), 5000);
+        let checked = auto.check().unwrap().sized_for(32);
+        assert_eq!(checked.warmup, 22_440);
+        // Sizing twice changes nothing (a restored learner is sized again).
+        assert_eq!(checked.clone().sized_for(32), checked);
+        assert!(learner_memory(&checked, 32).unwrap() > 8 * 22_440 * 32);
+    }
 
     #[test]
     fn memory_grows_with_the_options_and_never_overflows() {

@@ -26,6 +26,13 @@ use crate::model::{
 };
 use crate::score::{AnomalyDetector, KeepFormat, KeptPrefixes};
 
+/// How long a warm-up goes before it is logged ("warming up: n of N
+/// points"): a file's warm-up is over long before, a slow sensor's is not.
+const WARMUP_LINE_FIRST: Duration = Duration::from_secs(10);
+
+/// How often a warm-up is logged after that.
+const WARMUP_LINE_EVERY: Duration = Duration::from_secs(60);
+
 /// Where the learner stands when the run begins (fresh or resumed).
 #[derive(Debug)]
 pub(crate) struct Start {
@@ -281,6 +288,8 @@ impl Learner {
         let mut too_many_rejects = None;
         let mut not_points = None;
         let mut fit_announced = false;
+        // When the next "warming up" line is due.
+        let mut next_warmup_line = Instant::now() + WARMUP_LINE_FIRST;
         // Records of this run: (points, rejected), for the reject rate,
         // and the rejects that are not numbers at all (not a wrong field
         // count, not a torn record), for the "not points" rule.
@@ -444,6 +453,17 @@ impl Learner {
                                 run.counts.regime_changes
                             ));
                         }
+                        if l.mixture().is_none() {
+                            let now = Instant::now();
+                            if now >= next_warmup_line {
+                                next_warmup_line = now + WARMUP_LINE_EVERY;
+                                self.console.line(&format!(
+                                    "warming up: {} of {} points (the first model is fitted on them, then every point is scored)",
+                                    l.pending_points().min(l.params().warmup),
+                                    l.params().warmup
+                                ));
+                            }
+                        }
                         if dropped == 0 && l.warmup_dropped() > 0 {
                             self.console.line(&format!(
                                 "warm-up: too few distinct usable points to fit {} components; dropped {} repeated or unusable points and waiting for more varied data ({} buffered)",
@@ -530,6 +550,22 @@ impl Learner {
                 before.log_news(l, &self.console);
                 if let Err(e) = result {
                     learn_error = Some(e);
+                }
+            }
+        }
+        // An input that ended before the warm-up filled still ends with a
+        // model, fitted on what it gave (the buffer is kept for a resume).
+        if clean_end && learn_error.is_none() {
+            if let Some(l) = run.learner.as_mut() {
+                if l.mixture().is_none() && l.pending_points() > 0 {
+                    if let Err(e) = l.fit_provisional() {
+                        self.console.line(&format!(
+                            "the input ended after {} of {} warm-up points, too few to fit a model on: {e}",
+                            l.pending_points(),
+                            l.params().warmup
+                        ));
+                    }
+                    run.changed();
                 }
             }
         }

@@ -65,7 +65,7 @@ pub use state::{Counts, LearnerCounts, Phase, RunState, StopReason};
 use crate::checkpoint::CheckpointError;
 use crate::config::{RunConfig, Source as SourceConfig};
 use crate::input::{ParseError, RejectCounts, RejectReason};
-use crate::model::{LearnError, StepwiseEm};
+use crate::model::{GaussianMixture, LearnError, StepwiseEm};
 use crate::score::AnomalyDetector;
 use console::Console;
 use learn::{Due, Learner, ScoreLink};
@@ -182,6 +182,9 @@ pub struct RunSummary {
     pub warmup_waiting: u64,
     /// Points the warm-up fits the first model on (`--warmup`).
     pub warmup_size: u64,
+    /// Components of the model fitted on a warm-up buffer that the input
+    /// ended before filling ([`crate::model::StepwiseEm::fit_provisional`]).
+    pub provisional_k: Option<usize>,
     /// Regime changes followed in this run (re-fits on recent points).
     pub regime_changes: u64,
 }
@@ -251,6 +254,17 @@ impl RunSummary {
                 "--resume continues filling it",
             )
         };
+        if let Some(k) = self.provisional_k.filter(|_| waiting < size) {
+            return Some(match &self.checkpoint {
+                Some(path) => format!(
+                    "{buffered}; fitted a model of {k} components on them, saved with the buffer to {}; {resume}",
+                    path.display()
+                ),
+                None => format!(
+                    "{buffered}; fitted a model of {k} components on them, not kept (give --checkpoint to keep it)"
+                ),
+            });
+        }
         Some(match &self.checkpoint {
             Some(path) => format!(
                 "{buffered}, saved unfitted to {}; {resume}, and inspect, score, plot and diff fit it on the fly",
@@ -639,7 +653,12 @@ impl Pipeline {
                 reconnects: state.replay().reconnects(),
                 gap_messages: state.replay().gap_messages(),
                 warmup_waiting: resumed_waiting,
-                warmup_size: config.params.warmup as u64,
+                warmup_size: start
+                    .learner
+                    .as_ref()
+                    .map_or(config.params.warmup, |l| l.params().warmup)
+                    as u64,
+                provisional_k: None,
                 regime_changes: 0,
             });
         }
@@ -888,6 +907,15 @@ impl Pipeline {
             .map(|s| &s.checkpoint.learner)
             .filter(|l| l.mixture().is_none())
             .map_or(0, |l| l.pending_points() as u64);
+        // The learner's warm-up, sized for its dimension (`auto` K).
+        let warmup_size = outcome.last.as_ref().map_or(config.params.warmup, |s| {
+            s.checkpoint.learner.params().warmup
+        }) as u64;
+        let provisional_k = outcome
+            .last
+            .as_ref()
+            .and_then(|s| s.checkpoint.learner.provisional())
+            .map(GaussianMixture::n_components);
 
         // The score sink: all its output at the end of the input; after a
         // stop (now or while waiting), at most SCORE_STALL_TIMEOUT more.
@@ -980,7 +1008,8 @@ impl Pipeline {
             reconnects: state.replay().reconnects(),
             gap_messages: state.replay().gap_messages(),
             warmup_waiting,
-            warmup_size: config.params.warmup as u64,
+            warmup_size,
+            provisional_k,
             regime_changes: counts.regime_changes,
         })
     }

@@ -123,6 +123,7 @@ fn rejected_line_counts_by_reason() {
         gap_messages: 3,
         warmup_waiting: 0,
         warmup_size: 5000,
+        provisional_k: None,
         regime_changes: 0,
     };
     assert_eq!(
@@ -151,6 +152,15 @@ fn rejected_line_counts_by_reason() {
     assert_eq!(
         waiting(5000).warmup_line().unwrap(),
         "first fit stopped: 5000 warm-up points buffered, saved unfitted to m.ckpt; --resume fits the warm-up's points and learns the rest, and inspect, score, plot and diff fit it on the fly"
+    );
+    assert_eq!(
+        RunSummary {
+            provisional_k: Some(3),
+            ..waiting(60)
+        }
+        .warmup_line()
+        .unwrap(),
+        "warm-up not finished: 60 of 5000 points buffered; fitted a model of 3 components on them, saved with the buffer to m.ckpt; --resume continues filling it"
     );
     assert!(waiting(5321)
         .warmup_line()

@@ -3,7 +3,8 @@
 //!
 //! The JSON object always has `format_version`, `dim`, `names` (the
 //! dimensions' names, or null), `components`,
-//! `covariance` (`"full"`, `"diag"` or `"spherical"`), `warmed_up`,
+//! `covariance` (`"full"`, `"diag"` or `"spherical"`), `resolution` (each
+//! dimension's rounding step, null for continuous values), `warmed_up`,
 //! `fitted_on_the_fly`, `pending_points`, `points_seen`, `records_rejected` (total),
 //! `rejected_by_reason` (object of snake_case reason to count), `reseeds`,
 //! `repairs`, `refused_batches`, `refused_points`, `outliers`, `updates`,
@@ -16,7 +17,9 @@
 //! shown is then fitted on the fly on the warm-up buffer
 //! (`fitted_on_the_fly` true), deterministically, and is not saved; the
 //! four lists are empty only when the buffer cannot be fitted (empty, or
-//! fewer distinct points than components).
+//! fewer distinct points than components). A file shorter than the
+//! warm-up ends with a model fitted on its points saved beside the buffer
+//! (`warmed_up` and `fitted_on_the_fly` false, the model shown).
 //!
 //! How K was chosen and how it fares: `bic_by_k` (a list of `{"k", "bic"}`
 //! for every K tried on the warm-up with `--components auto`, else null),
@@ -69,6 +72,11 @@ struct Summary<'a> {
     component_changes: u64,
     /// BIC and AIC on the recent-points reservoir (a model and points).
     criteria: Option<Criteria>,
+    /// Each dimension's rounding step (`None`: continuous or not known).
+    resolution: Vec<Option<f64>>,
+    /// Whether `mixture` is the provisional model of a warm-up that the
+    /// input ended before filling (saved with the buffer).
+    provisional: bool,
 }
 
 /// Width of one value column of the compact table: with the index and
@@ -90,6 +98,7 @@ impl<'a> Summary<'a> {
             dim: l.dim(),
             components: l
                 .n_components()
+                .or(fly.map(GaussianMixture::n_components))
                 .or(p.fixed_components())
                 .unwrap_or_default(),
             covariance: p.covariance,
@@ -110,13 +119,15 @@ impl<'a> Summary<'a> {
             created_unix_ms: ck.created_unix_ms,
             updated_unix_ms: ck.updated_unix_ms,
             mixture: l.mixture().or(fly),
-            on_the_fly: l.mixture().is_none() && fly.is_some(),
+            on_the_fly: l.mixture().is_none() && l.provisional().is_none() && fly.is_some(),
             names: names
                 .or(ck.columns.as_deref())
                 .filter(|n| n.len() == l.dim()),
             selection: ck.selection.as_ref(),
             component_changes: c.component_changes,
             criteria: l.criteria().filter(|c| c.points > 0),
+            resolution: l.resolution().steps(),
+            provisional: l.mixture().is_none() && l.provisional().is_some(),
         }
     }
 
@@ -203,6 +214,20 @@ impl<'a> Summary<'a> {
             "  model             {} components, {} dimensions, {} covariance",
             self.components, self.dim, self.covariance
         );
+        if self.resolution.iter().any(Option::is_some) {
+            let parts: Vec<String> = self
+                .resolution
+                .iter()
+                .enumerate()
+                .map(|(a, q)| {
+                    let q = q.map_or("none".to_string(), |q| q.to_string());
+                    format!("{} {q}", self.dim_name(a))
+                })
+                .collect();
+            let _ = writeln!(s, "  resolution        {}", parts.join(", "));
+        } else {
+            let _ = writeln!(s, "  resolution        none (continuous values)");
+        }
         let _ = writeln!(
             s,
             "  created           {}",
@@ -271,6 +296,12 @@ impl<'a> Summary<'a> {
                 s,
                 "\nStill warming up: {} points wait in the warm-up buffer, saved unfitted (--resume goes on filling it). The model below is fitted on the fly on them, as the end of the warm-up would; it is not in the checkpoint.",
                 self.pending_points
+            );
+        } else if self.provisional {
+            let _ = writeln!(
+                s,
+                "\nStill warming up: the input ended after {} of {} warm-up points; the model below was fitted on them and is saved with them (--resume goes on filling the warm-up).",
+                self.pending_points, self.warmup
             );
         } else {
             let _ = writeln!(
@@ -357,7 +388,8 @@ impl<'a> Summary<'a> {
             "names": self.names,
             "components": self.components,
             "covariance": self.covariance.name(),
-            "warmed_up": self.mixture.is_some() && !self.on_the_fly,
+            "resolution": self.resolution,
+            "warmed_up": self.mixture.is_some() && !self.on_the_fly && !self.provisional,
             "fitted_on_the_fly": self.on_the_fly,
             "pending_points": self.pending_points,
             "points_seen": self.points_seen,
@@ -567,6 +599,8 @@ mod tests {
             log_lik_points: 2000,
             pending_points: if m.is_some() { 17 } else { 4321 },
             warmup: 5000,
+            resolution: vec![Some(0.1), None],
+            provisional: false,
             names: None,
             rejected,
             anomalies: 5,
@@ -594,6 +628,7 @@ mod tests {
         let t = summary(Some(&m), &r).text();
         for want in [
             "2 components, 2 dimensions, full covariance",
+            "resolution        dim 0 0.1, dim 1 none",
             "created           2024-02-29T13:05:09.250Z",
             "updated           2024-02-29T14:05:09.250Z",
             "points seen       12000",
@@ -775,6 +810,7 @@ mod tests {
             assert_eq!(v["format_version"], FORMAT_VERSION);
             assert_eq!(v["dim"], 2);
             assert_eq!(v["components"], 2);
+            assert_eq!(v["resolution"], json!([0.1, null]));
             assert_eq!(v["covariance"], cov.name());
             assert_eq!(v["points_seen"], 12_000);
             assert_eq!(v["records_rejected"], 12);

@@ -137,18 +137,18 @@ fn adapted_k_reaches_a_new_cluster_and_resumes_bit_identically() {
     let out = run_ck(&whole, ADAPT, &text(&lines));
     assert_ok(&out);
     let err = stderr(&out);
-    // "K 3 -> 4 (Spawn) after N points: ..." with N within 20,000 points
+    // "K 3 -> 4 (Spawn) after N points: ..." with N within 5,000 points
     // of the change at 8,000.
     let line = err
         .lines()
         .find(|l| l.contains("K 3 -> 4"))
         .unwrap_or_else(|| panic!("no change of K in\n{err}"));
     let at: u64 = number_after(line, " after ").unwrap_or_else(|| panic!("{line}"));
-    assert!(at > 8_000 && at <= 28_000, "{line}");
+    assert!(at > 8_000 && at <= 13_000, "{line}");
     let v = inspect_json(&whole);
     assert_eq!(v["components"], 4);
     assert_eq!(v["component_changes"], 1);
-    assert_eq!(v["recent_points"], 5000);
+    assert_eq!(v["recent_points"], 2500);
     assert!(v["chosen_by"].as_str().unwrap().contains("K = 3,"));
 
     // Stopped before the change and resumed: the same bits.

@@ -161,11 +161,11 @@ fn eight_d(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Case 5, end of input: 60 points of an 8-D K = 6 stream used to be
-/// fitted at the end of the input, a poor start that a resume kept. The
-/// buffer is saved unfitted, the run says so and exits 0, inspect, score,
-/// plot and diff fit it on the fly, and a resume with the rest of the
-/// stream ends exactly where one uninterrupted run does.
+/// Case 5, end of input: 60 points of an 8-D K = 6 stream. The checkpoint
+/// holds a model fitted on them beside the buffer, the run says so and
+/// exits 0, inspect, score, plot and diff use that model, and a resume
+/// with the rest of the stream goes on filling the warm-up and ends
+/// exactly where one uninterrupted run does.
 #[test]
 fn case5_the_end_of_the_input_during_the_warm_up_saves_the_buffer_unfitted() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,19 +191,35 @@ fn case5_the_end_of_the_input_during_the_warm_up_saves_the_buffer_unfitted() {
     };
     let e = run(&part, &[], &lines[..60]);
     assert!(
-        e.contains("warm-up not finished: 60 of 2000 points buffered, saved unfitted"),
+        e.contains("warm-up not finished: 60 of 2000 points buffered; fitted a model of 6 components on them, saved with the buffer"),
         "{e}"
     );
     assert!(e.contains("--resume continues"), "{e}");
     let saved = load(&part);
-    assert!(saved.learner.mixture().is_none(), "fitted on 60 points");
+    assert!(saved.learner.mixture().is_none(), "the warm-up goes on");
+    assert_eq!(
+        saved.learner.provisional().map(|m| m.n_components()),
+        Some(6)
+    );
     assert_eq!(saved.learner.pending_points(), 60);
-    // The reports fit the buffer on the fly, the same way each time.
+    // The reports show the saved model.
     let v = inspect_json(&part);
     assert_eq!(v["warmed_up"], false);
-    assert_eq!(v["fitted_on_the_fly"], true);
+    assert_eq!(v["fitted_on_the_fly"], false);
+    assert_eq!(v["components"], 6);
     assert_eq!(v["weights"].as_array().map(Vec::len), Some(6));
-    assert_eq!(inspect_json(&part), v);
+    let out = emstream()
+        .args(["inspect", part.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        t.lines()
+            .nth(1)
+            .unwrap()
+            .contains("6 components, 8 dimensions"),
+        "{t}"
+    );
     let p = part.to_str().unwrap();
     let scored = run_stdin(&["score", "--model", p], &text(&lines[60..70]));
     assert_ok(&scored);

@@ -40,6 +40,7 @@ mod phases;
 mod pipe;
 mod realdata;
 mod report;
+mod resolution;
 mod scorekeep;
 mod signals;
 mod tcp;
