@@ -463,6 +463,9 @@ config_keys! {
         init_seeds: usize, "N";
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
+        /// Batch EM on the warm-up buffer stops when an iteration raises the
+        /// average log-likelihood per point by less than this (nats).
+        init_tol: f64, "TOL";
         /// Largest K tried by `--components auto` and reached by
         /// `--adapt-components`.
         max_components: usize, "N";
