@@ -24,7 +24,7 @@ tck="$(getconf CLK_TCK)"
 start() {
     "$bin" run --listen 127.0.0.1:0 --admin 127.0.0.1:0 "$@" 2>"$work/err" &
     pid=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 400); do
         grep -q 'listening on' "$work/err" 2>/dev/null && break
         sleep 0.05
     done
