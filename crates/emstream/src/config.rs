@@ -411,6 +411,10 @@ config_keys! {
         pub mqtt_ca_file: Option<PathBuf> = None,
         /// Keep the MQTT session on the broker across disconnects.
         pub persistent_session: bool = false,
+        /// Learn MQTT retained messages too. Off by default: the broker
+        /// sends its retained message of every topic again on every
+        /// subscription, so each restart would learn them once more.
+        pub mqtt_retained: bool = false,
         /// The first broker connection must succeed within this many seconds
         /// (retried for ever when absent).
         pub connect_timeout: Option<f64> = None,

@@ -297,6 +297,12 @@ impl Metrics {
             "emstream_source_gap_messages",
             "Messages skipped in this run because the stream no longer held them (--allow-gap).",
             replay.gap_messages(),
+        )?;
+        counter(
+            e,
+            "emstream_source_retained_skipped_messages",
+            "MQTT retained messages not learned in this run (the broker resends them on every subscription; --mqtt-retained learns them).",
+            replay.retained_skipped_messages(),
         )
     }
 }

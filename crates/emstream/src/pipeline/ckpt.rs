@@ -424,7 +424,10 @@ pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<
             Err(e) => {
                 failures += 1;
                 let wait = retry.map_or(RETRY_FIRST, |(_, next)| next);
-                retry = Some((tokio::time::Instant::now() + wait, (wait * 2).min(RETRY_MAX)));
+                retry = Some((
+                    tokio::time::Instant::now() + wait,
+                    (wait * 2).min(RETRY_MAX),
+                ));
                 let why = match e {
                     PipelineError::Save { source, .. } => source.to_string(),
                     other => other.to_string(),
