@@ -21,12 +21,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
-        let mut args = vec!["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut child = spawn_with(emstream().args(&args), Stdio::null());
-        let mut err = StderrLines::new(&mut child);
-        let admin = last_word(&err.wait_for("admin on "));
-        let listen = last_word(&err.wait_for("listening on "));
+        let (child, err, listen, admin) = listen_with_admin(extra);
         Daemon {
             child,
             err,
