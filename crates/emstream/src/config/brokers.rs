@@ -91,7 +91,7 @@ pub struct MqttOptions {
     /// Learn retained messages (skipped by default).
     pub retained: bool,
     /// User name and password given in the address (`mqtt://USER:PASS@HOST:PORT`).
-    pub login: Option<(String, String)>,
+    pub login: Option<Login>,
     /// The run's memory budget (bounds the largest packet accepted).
     pub max_memory: u64,
     /// The first connection must succeed within this time, else the run
@@ -154,8 +154,12 @@ fn valid_nats_name(s: &str) -> bool {
             .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
 }
 
-/// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` as (host, port, tls).
-fn mqtt_url(url: &str) -> Option<(String, u16, bool, Option<(String, String)>)> {
+/// A user name and password.
+type Login = (String, String);
+
+/// `mqtt://[USER:PASS@]HOST:PORT` or `mqtts://...` as (host, port, tls,
+/// login).
+fn mqtt_url(url: &str) -> Option<(String, u16, bool, Option<Login>)> {
     let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://") {
         (r, true)
     } else {
