@@ -38,6 +38,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     reg_covar : float, default=1e-6
         Covariance regularisation, relative to each feature's variance in
         the warm-up buffer (scikit-learn's is absolute).
+    tol : float, default=1e-3
+        Batch EM on the warm-up buffer stops when an iteration raises the
+        average log-likelihood per point by less than ``tol`` (scikit-learn's
+        convergence threshold, on the same per-point lower bound). The
+        stepwise steps after the warm-up have no tolerance: each block is
+        one step.
     max_iter : int, default=100
         Most batch EM iterations per seed on the warm-up buffer.
     n_init : int, default=1
@@ -85,6 +91,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_components=1,
         *,
         covariance_type="full",
+        tol=1e-3,
         reg_covar=1e-6,
         max_iter=100,
         n_init=1,
@@ -99,6 +106,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
+        self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.n_init = n_init
@@ -122,6 +130,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"covariance_type must be one of {_COVARIANCE_TYPES}, got {self.covariance_type!r}"
             )
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real):
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         step_floor = float(self.step_floor)
         if self.half_life is not None:
             if not float(self.half_life) > 0:
@@ -144,6 +156,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             int(seed),
             int(self.n_init),
             int(self.max_iter),
+            float(self.tol),
         )
 
     def fit(self, X, y=None):

@@ -41,6 +41,7 @@ class GaussianMixture(_Base):
         reg_covar=1e-6,
         n_init=1,
         max_iter=100,
+        tol=1e-3,
         seed=0,
     ):
         self.n_components = n_components
@@ -53,6 +54,7 @@ class GaussianMixture(_Base):
         self.reg_covar = reg_covar
         self.n_init = n_init
         self.max_iter = max_iter
+        self.tol = tol
         self.seed = seed
         self._features = None
         self._learner = None
@@ -82,6 +84,7 @@ class GaussianMixture(_Base):
                 reg_covar=self.reg_covar,
                 n_init=self.n_init,
                 max_iter=self.max_iter,
+                tol=self.tol,
                 random_state=self.seed,
             )._new_learner(row.shape[1], self.warm_up)
         self._learner.observe(row)

@@ -105,7 +105,7 @@ impl Learner {
     /// A learner with no points yet, for points of dimension `dim`.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (dim, n_components, covariance_type, batch_size, step_decay, step_offset, step_floor, warm_up, reg_covar, seed, n_init, max_iter))]
+    #[pyo3(signature = (dim, n_components, covariance_type, batch_size, step_decay, step_offset, step_floor, warm_up, reg_covar, seed, n_init, max_iter, tol))]
     fn new(
         dim: usize,
         n_components: usize,
@@ -119,6 +119,7 @@ impl Learner {
         seed: u64,
         n_init: usize,
         max_iter: usize,
+        tol: f64,
     ) -> PyResult<Self> {
         if dim == 0 {
             return Err(PyValueError::new_err(
@@ -137,6 +138,7 @@ impl Learner {
             seed,
             init_seeds: n_init,
             init_iters: max_iter,
+            init_tol: tol,
             ..Params::default()
         }
         .check()
@@ -296,6 +298,7 @@ impl Learner {
         d.set_item("random_state", p.seed)?;
         d.set_item("n_init", p.init_seeds)?;
         d.set_item("max_iter", p.init_iters)?;
+        d.set_item("tol", p.init_tol)?;
         Ok(d)
     }
 

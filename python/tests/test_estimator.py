@@ -84,6 +84,30 @@ def test_fit_matches_scikit_learn_on_a_small_dataset(kind):
     np.testing.assert_array_equal(proba.argmax(axis=1), ours.predict(x))
 
 
+def test_tol_stops_the_warm_up_fit_and_travels_with_the_model(tmp_path):
+    # Overlapping clusters: EM needs many iterations after k-means.
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (1500, 3)), rng.normal(1.2, 0.5, (1500, 3))])
+    rng.shuffle(x)
+    loose = emstream.GaussianMixture(2, tol=10.0, random_state=0).fit(x)
+    tight = emstream.GaussianMixture(2, tol=0.0, random_state=0).fit(x)
+    # A tolerance no iteration can meet stops the fit before the tight one
+    # converged: a lower average log-likelihood on the same points.
+    assert loose.score(x) < tight.score(x)
+    theirs = SkGaussianMixture(2, tol=1e-8, max_iter=1000, random_state=0).fit(x)
+    assert tight.score(x) == pytest.approx(theirs.score(x), abs=1e-6)
+    # At the default tolerance, scikit-learn's default stops at the same place.
+    ours = emstream.GaussianMixture(2, random_state=0).fit(x)
+    assert ours.score(x) == pytest.approx(SkGaussianMixture(2, random_state=0).fit(x).score(x), abs=1e-4)
+    gm = emstream.GaussianMixture(2, tol=2.5e-5, random_state=0).fit(x)
+    assert pickle.loads(pickle.dumps(gm)).get_params()["tol"] == 2.5e-5
+    gm.save_checkpoint(tmp_path / "m.ckpt")
+    assert emstream.load_checkpoint(tmp_path / "m.ckpt").get_params()["tol"] == 2.5e-5
+    for bad in [-1e-3, float("nan"), float("inf"), "1e-3", True]:
+        with pytest.raises(ValueError, match="tol"):
+            emstream.GaussianMixture(2, tol=bad).fit(x)
+
+
 def test_fit_starts_afresh_unless_warm_start():
     x = two_clusters(8000)
     gm = emstream.GaussianMixture(2, random_state=0, warm_up=2000).fit(x)
@@ -139,7 +163,7 @@ def test_bad_input_is_a_python_error(bad, error, message):
 
 
 def test_the_extension_checks_what_it_is_given():
-    core = Learner(2, 2, "full", 10, 0.95, 2.0, 0.0, 20, 1e-6, 0, 1, 100)
+    core = Learner(2, 2, "full", 10, 0.95, 2.0, 0.0, 20, 1e-6, 0, 1, 100, 1e-4)
     with pytest.raises(TypeError, match="C-contiguous"):
         core.observe(np.zeros((30, 2), order="F"))
     with pytest.raises(TypeError):
@@ -149,11 +173,13 @@ def test_the_extension_checks_what_it_is_given():
     with pytest.raises(ValueError, match="no points yet"):
         core.score_samples(np.zeros((1, 2)))
     with pytest.raises(ValueError, match="covariance_type"):
-        Learner(2, 2, "tied", 10, 0.95, 2.0, 0.0, 20, 1e-6, 0, 1, 100)
+        Learner(2, 2, "tied", 10, 0.95, 2.0, 0.0, 20, 1e-6, 0, 1, 100, 1e-4)
     with pytest.raises(ValueError, match="step_decay"):
-        Learner(2, 2, "full", 10, 0.4, 2.0, 0.0, 20, 1e-6, 0, 1, 100)
+        Learner(2, 2, "full", 10, 0.4, 2.0, 0.0, 20, 1e-6, 0, 1, 100, 1e-4)
     with pytest.raises(ValueError, match="warmup"):
-        Learner(2, 5, "full", 10, 0.95, 2.0, 0.0, 3, 1e-6, 0, 1, 100)
+        Learner(2, 5, "full", 10, 0.95, 2.0, 0.0, 3, 1e-6, 0, 1, 100, 1e-4)
+    with pytest.raises(ValueError, match="init_tol"):
+        Learner(2, 2, "full", 10, 0.95, 2.0, 0.0, 20, 1e-6, 0, 1, 100, -1.0)
     with pytest.raises(ValueError, match="checkpoint|magic|short"):
         Learner.from_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="distinct"):

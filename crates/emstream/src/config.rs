@@ -411,6 +411,10 @@ config_keys! {
         pub mqtt_ca_file: Option<PathBuf> = None,
         /// Keep the MQTT session on the broker across disconnects.
         pub persistent_session: bool = false,
+        /// Learn MQTT retained messages too. Off by default: the broker
+        /// sends its retained message of every topic again on every
+        /// subscription, so each restart would learn them once more.
+        pub mqtt_retained: bool = false,
         /// The first broker connection must succeed within this many seconds
         /// (retried for ever when absent).
         pub connect_timeout: Option<f64> = None,
@@ -463,6 +467,9 @@ config_keys! {
         init_seeds: usize, "N";
         /// Most batch EM iterations per seeding on the warm-up buffer.
         init_iters: usize, "N";
+        /// Batch EM on the warm-up buffer stops when an iteration raises the
+        /// average log-likelihood per point by less than this (nats).
+        init_tol: f64, "TOL";
         /// Largest K tried by `--components auto` and reached by
         /// `--adapt-components`.
         max_components: usize, "N";

@@ -231,6 +231,10 @@ struct RunArgs {
     /// Keep the MQTT session on the broker across disconnects.
     #[arg(long)]
     persistent_session: bool,
+    /// Learn MQTT retained messages too (skipped and counted by default:
+    /// the broker sends them again on every subscription).
+    #[arg(long)]
+    mqtt_retained: bool,
     /// Fail if the first broker connection takes longer than SECS seconds.
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<f64>,
@@ -581,7 +585,7 @@ fn overlay_args(cfg: &mut Config, mut args: RunArgs, given: &mut BTreeSet<String
         nats, stream, subject, consumer, nats_credentials, nats_ca_file, nats_cert, nats_key);
     overlay!(cfg, args, given; max_memory);
     overlay_flag!(cfg, args, given;
-        persistent_session, allow_gap, resume, overwrite, score, score_fields);
+        persistent_session, mqtt_retained, allow_gap, resume, overwrite, score, score_fields);
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -397,7 +397,8 @@ impl Payload for Checkpoint {
                 .into_checkpoint(),
             2 => take_exact::<schema::CheckpointV2>(bytes)?.into_checkpoint(),
             3 => take_exact::<schema::CheckpointV3>(bytes)?.into_checkpoint(),
-            _ => take_exact::<schema::CheckpointV4>(bytes)?.into_checkpoint(),
+            4 => take_exact::<schema::CheckpointV4>(bytes)?.into_checkpoint(),
+            _ => take_exact::<schema::CheckpointV5>(bytes)?.into_checkpoint(),
         }
         .map_err(PayloadError::Invalid)
     }
@@ -757,10 +758,10 @@ fn load_fallback_value<T: Payload>(path: &Path) -> Result<(T, PathBuf, Refused),
 /// (`path` is then left as it was and the temporary file removed), or
 /// [`CheckpointError::Encode`] when serialisation fails.
 pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), CheckpointError> {
-    save_value(path, &schema::CheckpointV4::of(ckpt), keep)
+    save_value(path, &schema::CheckpointV5::of(ckpt), keep)
 }
 
-/// The file image of `ckpt` (header, format-4 payload, CRC), as [`save`]
+/// The file image of `ckpt` (header, payload of the current format, CRC), as [`save`]
 /// writes it: for storing a checkpoint elsewhere than in a file (a
 /// key-value store) or comparing two.
 ///
@@ -768,7 +769,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), Checkpoin
 ///
 /// [`CheckpointError::Encode`] when serialisation fails.
 pub fn to_bytes(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
-    encode(Path::new("<memory>"), &schema::CheckpointV4::of(ckpt))
+    encode(Path::new("<memory>"), &schema::CheckpointV5::of(ckpt))
 }
 
 /// Verifies and decodes a file image made by [`to_bytes`] or read from a
@@ -1055,7 +1056,7 @@ mod tests {
         b[8..12].copy_from_slice(&99u32.to_le_bytes());
         let msg = dec(&b).unwrap_err().to_string();
         assert!(
-            msg.contains("format version 99, this build reads 1 to 4"),
+            msg.contains("format version 99, this build reads 1 to 5"),
             "{msg}"
         );
         b[8..12].copy_from_slice(&0u32.to_le_bytes());
@@ -1437,7 +1438,7 @@ mod tests {
         // mixture's own validation refuses it on load.
         let ck = checkpoint(300);
         let w = ck.learner.mixture().unwrap().weights()[0].to_le_bytes();
-        let payload = postcard::to_stdvec(&schema::CheckpointV4::of(&ck)).unwrap();
+        let payload = postcard::to_stdvec(&schema::CheckpointV5::of(&ck)).unwrap();
         let at = payload
             .windows(8)
             .rposition(|s| s == w)

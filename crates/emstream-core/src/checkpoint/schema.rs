@@ -1,6 +1,10 @@
-//! Formats 2, 3 and 4: the on-disk checkpoint as an explicit, versioned
+//! Formats 2 to 5: the on-disk checkpoint as an explicit, versioned
 //! type, converted to and from the in-memory [`Checkpoint`] and validated
 //! as a whole on the way in.
+//!
+//! Format 5 ([`CheckpointV5`]) is format 4 followed by the tolerance of
+//! the batch EM on the warm-up buffer (`init_tol`). Format 4 and older
+//! migrate with the tolerance they were fitted with, the default.
 //!
 //! Format 4 ([`CheckpointV4`]) is format 3 followed by each dimension's
 //! resolution ([`ResolutionV4`]: the option as given, the steps given and
@@ -40,8 +44,36 @@ use crate::model::{
     MixtureParams, MixtureStats, Phase, Resolution, StepwiseEm,
 };
 
-/// The format version this build writes ([`CheckpointV4`]).
-pub(super) const VERSION: u32 = 4;
+/// The format version this build writes ([`CheckpointV5`]).
+pub(super) const VERSION: u32 = 5;
+
+/// A format-5 payload: format 4, then the warm-up EM's tolerance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointV5 {
+    pub v4: CheckpointV4,
+    /// [`crate::model::Params::init_tol`].
+    pub init_tol: f64,
+}
+
+impl CheckpointV5 {
+    /// The on-disk form of an in-memory checkpoint.
+    pub(super) fn of(ck: &Checkpoint) -> Self {
+        CheckpointV5 {
+            v4: CheckpointV4::of(ck),
+            init_tol: ck.learner.params().init_tol,
+        }
+    }
+
+    /// The in-memory checkpoint, checked as [`CheckpointV4::into_checkpoint`]
+    /// does, the tolerance with the other options.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first failed check.
+    pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        self.v4.into_checkpoint_with(Some(self.init_tol))
+    }
+}
 
 /// A format-4 payload: format 3, then each dimension's resolution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +148,12 @@ impl CheckpointV4 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        self.into_checkpoint_with(None)
+    }
+
+    /// [`CheckpointV4::into_checkpoint`] with format 5's tolerance, or the
+    /// default (`None`: a format-4 file).
+    fn into_checkpoint_with(self, init_tol: Option<f64>) -> Result<Checkpoint, String> {
         let provisional = self
             .provisional
             .map(|m| {
@@ -129,10 +167,10 @@ impl CheckpointV4 {
                 .map_err(|e| format!("the provisional mixture is invalid: {e}"))
             })
             .transpose()?;
-        let mut ck = self
-            .v3
-            .v2
-            .into_checkpoint_with(Some(self.v3.k), Some(self.resolution))?;
+        let mut ck =
+            self.v3
+                .v2
+                .into_checkpoint_with(Some(self.v3.k), Some(self.resolution), init_tol)?;
         ck.learner
             .set_provisional(provisional)
             .map_err(|e| e.to_string())?;
@@ -215,7 +253,7 @@ impl CheckpointV3 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
-        self.v2.into_checkpoint_with(Some(self.k), None)
+        self.v2.into_checkpoint_with(Some(self.k), None, None)
     }
 }
 
@@ -376,10 +414,10 @@ impl CheckpointV2 {
     ///
     /// A message naming the first failed check.
     pub(super) fn into_checkpoint(self) -> Result<Checkpoint, String> {
-        self.into_checkpoint_with(None, None)
+        self.into_checkpoint_with(None, None, None)
     }
 
-    /// [`CheckpointV2::into_checkpoint`] with what formats 3 and 4 add, or
+    /// [`CheckpointV2::into_checkpoint`] with what formats 3 to 5 add, or
     /// their defaults (`None`: a file of an older format). A model learned
     /// before resolutions were kept goes on with every dimension
     /// continuous, exactly as it was learned; a warm-up buffer is
@@ -388,6 +426,7 @@ impl CheckpointV2 {
         self,
         k: Option<ChooseKV3>,
         resolution: Option<ResolutionV4>,
+        init_tol: Option<f64>,
     ) -> Result<Checkpoint, String> {
         /// Largest dimension accepted for a warm-up learner that holds no
         /// point yet (a run never saves one; the bound only caps what a
@@ -403,6 +442,9 @@ impl CheckpointV2 {
         }
         if let Some(r) = &resolution {
             params.resolution = ResolutionSpec(r.spec.clone());
+        }
+        if let Some(tol) = init_tol {
+            params.init_tol = tol;
         }
         let params = params
             .check()

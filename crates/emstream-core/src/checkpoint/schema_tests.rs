@@ -160,12 +160,54 @@ fn the_encoding_of_a_fixed_model_is_pinned_to_its_format_version() {
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 4);
     let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ck.learner.state(), fixed_v4().learner.state());
-    if FORMAT_VERSION == 4 {
+    assert!(postcard::to_stdvec(&CheckpointV4::of(&fixed_v4())).unwrap() == payload(&bytes));
+    // Format 5 likewise.
+    let path = golden("v5-tol.ckpt");
+    if std::env::var_os("EMSTREAM_BLESS_GOLDEN").is_some() && !path.exists() {
+        std::fs::write(&path, to_bytes(&fixed_v5()).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 5);
+    let ck = from_bytes(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ck.learner.state(), fixed_v5().learner.state());
+    assert_eq!(ck.learner.params().init_tol, 1e-6);
+    if FORMAT_VERSION == 5 {
         assert!(
-            to_bytes(&fixed_v4()).unwrap() == bytes,
-            "the encoding of format 4 changed: bump FORMAT_VERSION, keep reading 4, add a golden file of the new format"
+            to_bytes(&fixed_v5()).unwrap() == bytes,
+            "the encoding of format 5 changed: bump FORMAT_VERSION, keep reading 5, add a golden file of the new format"
         );
     }
+}
+
+/// The fixed model of the format-5 golden file: the format-4 one with a
+/// warm-up tolerance other than the default.
+fn fixed_v5() -> Checkpoint {
+    let ck = fixed_v4();
+    let mut state = ck.learner.state();
+    let mut p = state.params.clone().into_inner();
+    p.init_tol = 1e-6;
+    state.params = p.check().unwrap();
+    Checkpoint {
+        learner: StepwiseEm::from_state(state).unwrap(),
+        ..ck
+    }
+}
+
+#[test]
+fn a_format_4_file_takes_the_default_tolerance_and_format_5_keeps_its_own() {
+    let v4 = from_bytes(
+        &golden("v4-resolution.ckpt"),
+        &std::fs::read(golden("v4-resolution.ckpt")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v4.learner.params().init_tol,
+        crate::model::Params::default().init_tol
+    );
+    // A format-4 payload is the start of its format-5 payload.
+    let v5 = postcard::to_stdvec(&CheckpointV5::of(&fixed_v5())).unwrap();
+    let v4 = postcard::to_stdvec(&CheckpointV4::of(&fixed_v5())).unwrap();
+    assert!(v5.starts_with(&v4) && v5.len() == v4.len() + 8);
 }
 
 /// The fixed model of the format-4 golden file: the format-3 one whose

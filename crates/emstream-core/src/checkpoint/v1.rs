@@ -118,6 +118,9 @@ impl ParamsV1 {
             seed: self.seed,
             init_seeds: to_usize(self.init_seeds, "init_seeds")?,
             init_iters: to_usize(self.init_iters, "init_iters")?,
+            // Formats 1 to 4 stopped at the default: format 5 stores it
+            // beside.
+            init_tol: Params::default().init_tol,
             // Formats 1 and 2 had neither: format 3 stores them beside.
             max_components: DEFAULT_MAX_COMPONENTS,
             adapt_components: false,

@@ -9,10 +9,6 @@ use super::mixture::GaussianMixture;
 use super::params::Params;
 use super::stats::{BatchSums, MixtureStats};
 
-/// Stop batch EM on the warm-up buffer when the average log-likelihood per
-/// point improves by less than this (nats): the stream refines the rest.
-const INIT_TOL: f64 = 1e-4;
-
 /// EM iterations every seed gets before the best one is chosen.
 const SELECT_ITERS: usize = 3;
 
@@ -368,7 +364,7 @@ pub(crate) fn fit_warmup(
         let (s, ll) = engine.full_pass(&mix, buf);
         stats = s;
         mix = engine.m_step(&mut stats)?;
-        if ll - prev < INIT_TOL {
+        if ll - prev < params.init_tol {
             prev = ll;
             break;
         }

@@ -40,6 +40,11 @@ pub struct Params {
     pub init_seeds: usize,
     /// Most batch EM iterations per seed on the warm-up buffer (at least 1).
     pub init_iters: usize,
+    /// Batch EM on the warm-up buffer stops once an iteration raises the
+    /// average log-likelihood per point by less than this (at least 0;
+    /// with 0 it stops only when an iteration lowers it). The default, 1e-4 nats, is
+    /// loose on purpose: the stream refines the rest.
+    pub init_tol: f64,
     /// Largest K tried when `components` is `auto`, and largest K that
     /// `adapt_components` may reach (at least 1).
     pub max_components: usize,
@@ -68,6 +73,7 @@ impl Default for Params {
             seed: 0,
             init_seeds: 10,
             init_iters: 100,
+            init_tol: 1e-4,
             max_components: DEFAULT_MAX_COMPONENTS,
             adapt_components: false,
             resolution: super::resolution::ResolutionSpec::default(),
@@ -135,6 +141,11 @@ pub enum ParamError {
     /// Zero iterations.
     #[error("init_iters must be at least 1, got 0")]
     InitIters,
+    /// Negative or non-finite tolerance.
+    #[error(
+        "init_tol (--init-tol) must be a finite number >= 0 (nats per point, e.g. 1e-4), got {0}"
+    )]
+    InitTol(f64),
     /// `max_components` of 0 or absurdly large.
     #[error("max_components (--max-components) must be between 1 and {MAX_COMPONENTS}, got {0}")]
     MaxComponents(usize),
@@ -274,6 +285,9 @@ impl Params {
         }
         if self.init_iters == 0 {
             return Err(ParamError::InitIters);
+        }
+        if !(self.init_tol >= 0.0 && self.init_tol.is_finite()) {
+            return Err(ParamError::InitTol(self.init_tol));
         }
         Ok(CheckedParams(self))
     }

@@ -146,11 +146,10 @@ impl Collector for Metrics {
                 ll,
             )?;
         }
-        let model_points = self
-            .snapshots
-            .borrow()
-            .as_ref()
-            .map_or(0, |s| s.checkpoint.learner.points_held());
+        let (model_points, components) = self.snapshots.borrow().as_ref().map_or((0, 0), |s| {
+            let l = &s.checkpoint.learner;
+            (l.points_held(), l.n_components().unwrap_or(0))
+        });
         gauge(
             e,
             "emstream_model_points_seen",
@@ -158,6 +157,24 @@ impl Collector for Metrics {
             None,
             model_points as i64,
         )?;
+
+        gauge(
+            e,
+            "emstream_components",
+            "Components (K) of the live model; 0 before the first model is fitted.",
+            None,
+            components as i64,
+        )?;
+
+        if let crate::score::AlertRule::Quantile(q) = self.state.recent().alert() {
+            gauge(
+                e,
+                "emstream_alert_quantile",
+                "The alert quantile Q of --alert-quantile: on a steady stream the anomaly rate stays near it.",
+                None,
+                q,
+            )?;
+        }
 
         counter(
             e,
@@ -242,6 +259,15 @@ impl Collector for Metrics {
                     .encode(fam.encode_family(&[("phase", name)])?)?;
             }
         }
+        if let Some(bytes) = resident_memory_bytes() {
+            gauge(
+                e,
+                "process_resident_memory",
+                "Resident memory of the process (Linux: VmRSS of /proc/self/status).",
+                Some(&Unit::Bytes),
+                bytes as i64,
+            )?;
+        }
         gauge(
             e,
             "emstream_uptime",
@@ -297,8 +323,24 @@ impl Metrics {
             "emstream_source_gap_messages",
             "Messages skipped in this run because the stream no longer held them (--allow-gap).",
             replay.gap_messages(),
+        )?;
+        counter(
+            e,
+            "emstream_source_retained_skipped_messages",
+            "MQTT retained messages not learned in this run (the broker resends them on every subscription; --mqtt-retained learns them).",
+            replay.retained_skipped_messages(),
         )
     }
+}
+
+/// The process's resident memory, from `/proc/self/status` (the name the
+/// Prometheus client libraries give it, so dashboards find it); `None`
+/// where there is no such file.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A registry holding the run's [`Metrics`].

@@ -10,6 +10,9 @@
 //! | `GET /healthz` | `200` while learning; `503` while starting (loading the checkpoint), draining or finished, and while the last checkpoint write failed (learning goes on; the body says why) |
 //! | `GET /livez` | `200` while the process runs |
 //! | `GET /model` | the live model as the JSON of `emstream inspect --json` (`503` before the first model exists) |
+//! | `GET /` | the live page ([`live`]): the model over recent points, time series, the state in words |
+//! | `GET /recent` | recent points scored under the live model, as JSON ([`live::recent`]) |
+//! | `GET /history` | the state now and one sample a second for the last hour, as JSON (`?since=T`: samples after Unix time `T`) |
 //!
 //! `/healthz` answers a JSON object `{"status": ..., "phase": ...,
 //! "checkpoint_error": ...}`; `status` is `ok`, `starting`, `draining`,
@@ -18,16 +21,18 @@
 //! [`start`] is the one place that binds the listener and builds the
 //! router ([`router`]). The listener goes through the run's
 //! [`Guard`] ([`GuardedListener`]: TLS with
-//! `--tls-cert`/`--tls-key`), and with `--auth-token-file` `/metrics` and
-//! `/model` answer `401` without `Authorization: Bearer TOKEN`; `/healthz`
-//! and `/livez` stay open for probes.
+//! `--tls-cert`/`--tls-key`), and with `--auth-token-file` `/metrics`,
+//! `/model`, `/recent` and `/history` answer `401` without
+//! `Authorization: Bearer TOKEN`; `/healthz`, `/livez` and the page itself
+//! (which holds no data of the run) stay open.
 
+pub mod live;
 pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -46,6 +51,7 @@ pub struct AdminState {
     snapshots: SnapshotReceiver,
     registry: Arc<Registry>,
     guard: Arc<Guard>,
+    history: Arc<live::History>,
 }
 
 impl AdminState {
@@ -59,6 +65,7 @@ impl AdminState {
             snapshots,
             registry,
             guard: Arc::new(Guard::default()),
+            history: Arc::new(live::History::default()),
         }
     }
 
@@ -93,6 +100,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/model", get(model))
+        .route("/", get(page))
+        .route("/recent", get(recent))
+        .route("/history", get(history))
         .with_state(state)
 }
 
@@ -116,7 +126,8 @@ impl AdminServer {
 }
 
 /// Binds `addr` and serves [`router`] on it until the run's
-/// [`RunState::finished_token`] fires.
+/// [`RunState::finished_token`] fires; meanwhile keeps the recent points
+/// and samples the history of the live page.
 ///
 /// # Errors
 ///
@@ -125,6 +136,13 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let finished = state.state.finished_token();
+    state.state.recent().watch();
+    tokio::spawn(live::sample_history(
+        state.history.clone(),
+        state.state.clone(),
+        state.snapshots.clone(),
+        finished.clone(),
+    ));
     let listener = AdminListener(GuardedListener::new(
         listener,
         state.guard.clone(),
@@ -239,6 +257,62 @@ async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot write JSON: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        live::PAGE,
+    )
+        .into_response()
+}
+
+/// `?since=T` of `/history`.
+#[derive(Debug, serde::Deserialize)]
+struct Since {
+    since: Option<f64>,
+}
+
+async fn history(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<Since>,
+) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
+    let body = json!({
+        "now": live::now(&s.state, &s.snapshots),
+        "samples": s.history.since(q.since.unwrap_or(0.0)),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn recent(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.refusal(&headers) {
+        return refused;
+    }
+    let snap = s.snapshots.borrow().clone();
+    let state = s.state.clone();
+    // Scoring a few thousand points under K components: off the runtime.
+    let scored = tokio::task::spawn_blocking(move || {
+        let (dim, values) = state.recent().points();
+        let learner = snap.as_ref().map(|s| &s.checkpoint.learner);
+        let model = learner.and_then(|l| l.mixture().or(l.provisional()));
+        live::recent(dim, &values, model, &state.recent().alert())
+    })
+    .await;
+    match scored {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the recent points could not be scored\n",
         )
             .into_response(),
     }

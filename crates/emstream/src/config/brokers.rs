@@ -88,6 +88,10 @@ pub struct MqttOptions {
     /// Keep the session (subscriptions and queued QoS 1 messages) on the
     /// broker across disconnects.
     pub persistent: bool,
+    /// Learn retained messages (skipped by default).
+    pub retained: bool,
+    /// The run's memory budget (bounds the largest packet accepted).
+    pub max_memory: u64,
     /// The first connection must succeed within this time, else the run
     /// fails; retried for ever when absent.
     pub connect_timeout: Option<Duration>,
@@ -190,6 +194,7 @@ pub(super) fn check(
                 ("mqtt_credentials", c.mqtt_credentials.is_some()),
                 ("mqtt_ca_file", c.mqtt_ca_file.is_some()),
                 ("persistent_session", c.persistent_session),
+                ("mqtt_retained", c.mqtt_retained),
             ] {
                 if stray {
                     return Err(BrokerError::Stray(key, "mqtt"));
@@ -234,6 +239,8 @@ pub(super) fn check(
                 client_id: c.client_id.clone(),
                 credentials: c.mqtt_credentials.clone(),
                 persistent: c.persistent_session,
+                retained: c.mqtt_retained,
+                max_memory: c.max_memory,
                 connect_timeout,
             })
         }

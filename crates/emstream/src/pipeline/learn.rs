@@ -421,6 +421,7 @@ impl Learner {
                         self.announce_fit(l);
                     }
                     let values = &batch.values;
+                    self.state.recent().sample(values, batch.dim);
                     let before = KEvents::of(l);
                     self.state.set_fitting(fits);
                     let result = scored(
@@ -814,6 +815,11 @@ impl Run {
         self.counts.reseeds = now.reseeds.saturating_sub(at.reseeds);
         self.counts.repairs = now.repairs.saturating_sub(at.repairs);
         self.counts.avg_log_lik = average_log_lik(now, at);
+        self.counts.log_lik_points = now.log_lik_points.saturating_sub(at.log_lik_points);
+        self.counts.log_lik_sum = now.log_lik_sum - at.log_lik_sum;
+        if self.counts.first_log_lik.is_none() {
+            self.counts.first_log_lik = self.counts.avg_log_lik;
+        }
     }
 }
 

@@ -40,6 +40,7 @@ mod console;
 mod idle;
 mod learn;
 mod parse;
+pub mod recent;
 pub mod replay;
 mod score;
 mod shuffle;
@@ -725,6 +726,7 @@ impl Pipeline {
                 .or(config.params.fixed_components())
                 .unwrap_or(1);
             detector = Some(AnomalyDetector::new(options.alert.clone()));
+            state.recent().set_alert(options.alert.clone());
             let s = state.clone();
             let progress = Arc::new(score::ScoreProgress::default());
             let p = progress.clone();

@@ -76,6 +76,16 @@ pub struct LearnerCounts {
     /// Regime changes followed in this run (the model re-fitted on recent
     /// points because most points had become gross outliers).
     pub regime_changes: u64,
+    /// Sum of the test-then-train log-likelihoods of this run's scored
+    /// points (with `log_lik_points`, the average over any interval).
+    pub log_lik_sum: f64,
+    /// Points of this run with a test-then-train log-likelihood.
+    pub log_lik_points: u64,
+    /// The average log-likelihood of the first points this run scored:
+    /// the warm-up's, scored by the model fitted on it (a resumed run's
+    /// first batch): the reference the live page compares recent points
+    /// against.
+    pub first_log_lik: Option<f64>,
 }
 
 /// A copy of every counter of the run, taken at one moment.
@@ -181,6 +191,8 @@ pub struct RunState {
     names: Mutex<Names>,
     /// Replayable streams, reconnects, retention gaps, idle time.
     replay: super::replay::Replay,
+    /// Recent points for the admin server's live page.
+    recent: super::recent::Recent,
 }
 
 /// How a connection ended, for its close log line.
@@ -266,6 +278,7 @@ impl RunState {
                 ..Names::default()
             }),
             replay: super::replay::Replay::default(),
+            recent: super::recent::Recent::default(),
         }
     }
 
@@ -273,6 +286,25 @@ impl RunState {
     /// reconnects, messages lost to a retention gap, idle time.
     pub fn replay(&self) -> &super::replay::Replay {
         &self.replay
+    }
+
+    /// The recent points the admin server's live page draws.
+    pub fn recent(&self) -> &super::recent::Recent {
+        &self.recent
+    }
+
+    /// The sources by name: source 0 (stdin, the file, the listener, the
+    /// broker subscription), then the connections open now, oldest first.
+    pub fn source_names(&self) -> Vec<String> {
+        let names = self.lock_names();
+        let mut open: Vec<(&SourceId, &String)> = names.open.iter().collect();
+        open.sort_by_key(|(id, _)| **id);
+        std::iter::once(names.first.clone())
+            .chain(
+                open.into_iter()
+                    .map(|(id, n)| format!("connection #{id} ({n})")),
+            )
+            .collect()
     }
 
     /// Every counter, read at one moment.

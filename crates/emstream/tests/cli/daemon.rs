@@ -21,12 +21,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
-        let mut args = vec!["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut child = spawn_with(emstream().args(&args), Stdio::null());
-        let mut err = StderrLines::new(&mut child);
-        let admin = last_word(&err.wait_for("admin on "));
-        let listen = last_word(&err.wait_for("listening on "));
+        let (child, err, listen, admin) = listen_with_admin(extra);
         Daemon {
             child,
             err,
@@ -474,10 +469,48 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     });
     let rest = d.stop();
     assert!(
-        rest.contains("checkpoint not written (will retry)"),
+        rest.contains("checkpoint not written: ") && rest.contains("trying again in 1 s"),
         "{rest}"
     );
+    assert!(!rest.contains("final checkpoint not written"), "{rest}");
     assert_eq!(inspect_json(&ck)["points_seen"], 2100);
+}
+
+/// A failed save is tried again on its own: points learned before the
+/// disk came back reach it without another input point.
+#[test]
+fn a_failed_checkpoint_is_retried_while_no_input_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("state");
+    std::fs::create_dir(&sub).unwrap();
+    let ck = sub.join("m.ckpt");
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.1",
+    ];
+    args.extend_from_slice(SMALL);
+    let d = Daemon::start(&args);
+    send(&d.listen, &text(&points(1000, 4)));
+    wait_for_points(&ck, 1000);
+    let gone = dir.path().join("state.gone");
+    std::fs::rename(&sub, &gone).unwrap();
+    send(&d.listen, &text(&points(1000, 5)));
+    wait_until("no failure reported", || match d.get("/healthz") {
+        (503, body) if body.contains("checkpoint_failing") => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
+    d.wait_metric("emstream_points_learned_total", 2000.0);
+    // The disk is back; no point arrives any more.
+    std::fs::create_dir(&sub).unwrap();
+    wait_for_points(&ck, 2000);
+    wait_until("health never returned", || match d.get("/healthz") {
+        (200, _) => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
+    let rest = d.stop();
+    assert!(rest.contains("failed attempt(s) (2000 points)"), "{rest}");
 }
 
 #[test]

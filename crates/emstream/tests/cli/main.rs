@@ -30,6 +30,8 @@ mod files;
 #[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 mod group;
 mod hostile;
+#[cfg(feature = "admin")]
+mod live;
 #[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 mod mqtt;
 #[cfg(all(feature = "mqtt", feature = "nats", feature = "tls", feature = "admin"))]

@@ -274,6 +274,18 @@ pub fn listen(args: &[&str]) -> (Proc, StderrLines, String) {
     (child, err, addr)
 }
 
+/// Starts `emstream run --listen 127.0.0.1:0 --admin 127.0.0.1:0 ARGS`:
+/// the child, its stderr lines, the listen and the admin addresses.
+pub fn listen_with_admin(args: &[&str]) -> (Proc, StderrLines, String, String) {
+    let mut all = vec!["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = spawn_with(emstream().args(&all), Stdio::null());
+    let mut err = StderrLines::new(&mut child);
+    let admin = last_word(&err.wait_for("admin on "));
+    let listen = last_word(&err.wait_for("listening on "));
+    (child, err, listen, admin)
+}
+
 /// SIGTERM, then an exit status of 0 (else the test fails showing stderr);
 /// returns the rest of stderr.
 pub fn sigterm_ok(child: &mut Child, err: StderrLines) -> String {
