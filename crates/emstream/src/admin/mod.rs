@@ -28,6 +28,7 @@
 
 pub mod live;
 pub mod metrics;
+pub mod model_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +42,6 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::pipeline::{Phase, RunState, SnapshotReceiver};
-use crate::report::inspect::render_json;
 use crate::security::{Guard, GuardedListener, GuardedStream};
 
 /// What every handler reads.
@@ -52,6 +52,7 @@ pub struct AdminState {
     registry: Arc<Registry>,
     guard: Arc<Guard>,
     history: Arc<live::History>,
+    model_cache: Arc<model_cache::ModelCache>,
 }
 
 impl AdminState {
@@ -66,6 +67,7 @@ impl AdminState {
             registry,
             guard: Arc::new(Guard::default()),
             history: Arc::new(live::History::default()),
+            model_cache: Arc::default(),
         }
     }
 
@@ -235,30 +237,16 @@ async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             json!({ "error": "no model yet: the first model is fitted after the warm-up points" });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    // During the warm-up the model is fitted on the fly (seconds for a
-    // large K and d): off the runtime that also reads the input.
-    let rendered = tokio::task::spawn_blocking(move || {
-        serde_json::to_string_pretty(&render_json(&snap.checkpoint, None))
-    })
-    .await;
-    let Ok(rendered) = rendered else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the model could not be rendered\n",
-        )
-            .into_response();
-    };
-    match rendered {
+    // Rendered once per snapshot, one rendering at a time, off the runtime
+    // that also reads the input (see [`model_cache`]).
+    match s.model_cache.get(snap).await {
         // Exactly what `inspect --json` prints, final newline included.
-        Ok(mut text) => {
-            text.push('\n');
-            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot write JSON: {e}\n"),
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            String::clone(&text),
         )
             .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 

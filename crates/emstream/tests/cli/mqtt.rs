@@ -162,6 +162,44 @@ fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
     assert!(text.contains("within --connect-timeout"), "{text}");
 }
 
+/// A password in a broker address reaches the broker, never the log.
+#[test]
+fn a_password_in_a_broker_address_is_not_logged() {
+    let port = brokers::free_port();
+    for source in [
+        vec![
+            "--mqtt".to_string(),
+            format!("mqtt://emu:s3cret@127.0.0.1:{port}"),
+            "--topic".into(),
+            "t".into(),
+        ],
+        vec![
+            "--nats".to_string(),
+            format!("nats://emu:s3cret@127.0.0.1:{port}"),
+            "--stream".into(),
+            "s".into(),
+            "--consumer".into(),
+            "c".into(),
+        ],
+    ] {
+        let out = crate::util::wait_output(
+            emstream()
+                .arg("run")
+                .args(&source)
+                .args(["--connect-timeout", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn_guarded()
+                .unwrap(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let text = crate::util::stderr(&out);
+        assert!(text.contains("within --connect-timeout"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+}
+
 #[test]
 #[cfg_attr(
     emstream_skip_brokers,

@@ -122,6 +122,9 @@ fn client_options(o: &MqttOptions) -> Result<Client, String> {
         };
         c.set_credentials(user, pass);
     }
+    if let Some((user, pass)) = &o.login {
+        c.set_credentials(user, pass);
+    }
     if let Some(ca) = &o.ca_file {
         let ca = std::fs::read(ca)
             .map_err(|e| format!("cannot read the CA file {}: {e}", ca.display()))?;

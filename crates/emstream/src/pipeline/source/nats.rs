@@ -38,7 +38,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::messages::MessageFramer;
 use super::{Source, SourceContext, SourceFuture};
-use crate::config::NatsOptions;
+use crate::config::{redact_url, NatsOptions};
 use crate::pipeline::{Durable, CHUNK_BYTES};
 
 /// Messages asked for per pull request.
@@ -139,14 +139,17 @@ async fn connect(
             };
             format!(
                 "cannot connect to {} within --connect-timeout {}s: {e} ({hint})",
-                o.url,
+                redact_url(&o.url),
                 o.connect_timeout.unwrap_or_default().as_secs_f64()
             )
         };
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Err(timeout_error());
         }
-        ctx.say(&format!("cannot connect to {} ({e}); retrying", o.url));
+        ctx.say(&format!(
+            "cannot connect to {} ({e}); retrying",
+            redact_url(&o.url)
+        ));
         tokio::select! {
             () = ctx.stop().cancelled() => return Ok(None),
             () = until(deadline) => return Err(timeout_error()),
@@ -318,7 +321,8 @@ async fn stream_info(
     let mut stream = js.get_stream(&o.stream).await.map_err(|e| {
         format!(
             "no stream {} on {}: {e} (create it, or check --stream)",
-            o.stream, o.url
+            o.stream,
+            redact_url(&o.url)
         )
     })?;
     let state = stream
