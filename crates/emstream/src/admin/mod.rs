@@ -137,6 +137,9 @@ impl AdminServer {
 pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    if let Some(w) = state.guard.exposure_warning(local, "the admin server") {
+        tracing::warn!(target: "emstream", "{w} (/metrics, /model, /recent and /history show the model and the run)");
+    }
     let finished = state.state.finished_token();
     state.state.recent().watch();
     tokio::spawn(live::sample_history(

@@ -736,3 +736,18 @@ fn json_logs_are_one_object_per_line_and_scores_stay_on_stdout() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
 }
+
+/// An admin server open to other hosts without TLS or a token says so.
+#[test]
+fn an_admin_server_reachable_from_other_hosts_without_protection_warns() {
+    let out = run_stdin(&["run", "--admin", "0.0.0.0:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the admin server on 0.0.0.0:") && err.contains("without TLS or a token"),
+        "{err}"
+    );
+    let out = run_stdin(&["run", "--admin", "127.0.0.1:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("without TLS or a token"));
+}
