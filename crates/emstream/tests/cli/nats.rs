@@ -713,3 +713,87 @@ fn a_stop_during_the_first_fit_loses_no_point_of_a_stream() {
         "stopped in the first fit and resumed: the model differs from one uninterrupted run"
     );
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a child.
+fn signal(child: &Proc, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+}
+
+/// A run that falls behind a stream with a retention limit loses the
+/// messages the stream drops before they are read: refused while
+/// reading, as on a resume, unless `--allow-gap`, which counts them.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn messages_dropped_while_the_run_is_behind_are_refused_or_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = brokers::nats(dir.path(), "jetstream live gap test");
+    let port = nats.port;
+    let rt = runtime();
+    for (i, allow) in [false, true].into_iter().enumerate() {
+        let stream = format!("LIVE{i}");
+        let subject = format!("live{i}.a");
+        let one_point_each: Vec<Vec<u8>> = points(3005, 40 + i as u64)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            create_stream(&js, &stream, 500).await;
+            for b in &one_point_each[..5] {
+                publish(&js, &subject, b.clone()).await;
+            }
+        });
+        let ckpt = file(&dir, &format!("model{i}.ckpt"));
+        let mut args = run_args(port, &stream, "emstream", &ckpt);
+        args.extend(["--stop-when-idle", "2", "--checkpoint-interval", "0.1"].map(String::from));
+        if allow {
+            args.push("--allow-gap".into());
+        }
+        let mut child = spawn(&args);
+        let mut err = crate::util::StderrLines::new(&mut child);
+        err.wait_for("reading from the start");
+        std::thread::sleep(Duration::from_millis(500));
+        // Paused, the run reads nothing while the stream keeps only its
+        // last 500 of 3,000 new messages.
+        signal(&child, "-STOP");
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            for b in &one_point_each[5..] {
+                publish(&js, &subject, b.clone()).await;
+            }
+        });
+        signal(&child, "-CONT");
+        let status = crate::util::wait_exit(&mut child);
+        let text = err.rest();
+        assert!(text.contains("before they were read"), "{text}");
+        let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+        let learned = ck.learner.counters().points_seen + ck.learner.pending_points() as u64;
+        let last = ck.sources.iter().map(|s| s.position).max().unwrap_or(0);
+        if allow {
+            assert!(status.success(), "{status:?}\n{text}");
+            // Every message is learned or counted as lost.
+            assert_eq!(last, 3005, "{text}");
+            assert!(learned < 3005, "nothing was dropped: {learned}\n{text}");
+            assert!(
+                text.contains(&format!(
+                    "{} messages lost to the stream's retention",
+                    3005 - learned
+                )),
+                "learned {learned}:\n{text}"
+            );
+        } else {
+            assert_eq!(status.code(), Some(1), "{text}");
+            assert!(text.contains("--allow-gap"), "{text}");
+            // Learned exactly the messages read before the drop.
+            assert_eq!(learned, last, "{text}");
+            assert!(last < 3005, "{text}");
+        }
+    }
+}

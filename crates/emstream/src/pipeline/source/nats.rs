@@ -25,7 +25,15 @@
 //! A stream that no longer holds the needed sequence (retention expired)
 //! is refused, naming how many sequences are gone, unless `--allow-gap`:
 //! then they are counted ([`Replay::gap_messages`](crate::pipeline::Replay::gap_messages))
-//! and the run continues from the first sequence the stream holds.
+//! and the run continues from the first sequence the stream holds. The
+//! same rule holds while reading a whole stream: the server skips
+//! sequences that expired or were purged before the consumer reached them
+//! without a gap in the consumer's own sequence, so every jump in the
+//! stream sequence is checked against the stream's first held sequence
+//! before the message after the jump is read. With a subject filter, jumps
+//! over other subjects' messages are the norm and the stream does not say
+//! which subject an expired message had: there the check runs only when
+//! the consumer opens.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -338,6 +346,10 @@ async fn stream_info(
 enum Delivery {
     /// Pushed into the framer (or skipped as a redelivery).
     Read,
+    /// The stream sequence jumped from the last one read to `got`: the
+    /// message is held in [`Reader::held`] until the jump is checked
+    /// ([`Reader::check_jump`]).
+    Jump { next: u64, got: u64 },
     /// Deliveries were lost or the connection broke: recreate the consumer.
     Reopen(String),
 }
@@ -353,6 +365,10 @@ struct Reader {
     acker: Option<Acker>,
     /// (position of a sent chunk, the acker of its last message).
     unacked: VecDeque<(u64, Acker)>,
+    /// The message after a jump in the stream sequence, not yet read.
+    held: Option<jetstream::Message>,
+    /// Reading one subject of the stream (jumps are not checked).
+    filtered: bool,
 }
 
 impl Reader {
@@ -383,12 +399,66 @@ impl Reader {
             // A redelivery of a message already read.
             return Delivery::Read;
         }
+        if let Some(l) = self.last_seq.filter(|l| seq > l + 1 && !self.filtered) {
+            self.held = Some(msg);
+            return Delivery::Jump {
+                next: l + 1,
+                got: seq,
+            };
+        }
+        self.accept(msg, seq);
+        Delivery::Read
+    }
+
+    /// Reads `msg`, of stream sequence `seq`, into the framer.
+    fn accept(&mut self, msg: jetstream::Message, seq: u64) {
         let (message, acker) = msg.split();
         self.framer
             .push(&message.payload, seq, message.subject.as_str());
         self.last_seq = Some(seq);
         self.acker = Some(acker);
-        Delivery::Read
+    }
+
+    /// Checks a jump of the stream sequence from `next` (expected) to
+    /// `got`: the sequences below the stream's first held one were lost
+    /// before they were read (retention, purge). They are refused, or
+    /// with `--allow-gap` counted and logged; then the held message is
+    /// read. Sequences the stream still holds were deleted one by one:
+    /// no longer part of the stream, as on a resume.
+    async fn check_jump(
+        &mut self,
+        o: &NatsOptions,
+        ctx: &SourceContext,
+        stream: &mut JsStream,
+        next: u64,
+        got: u64,
+    ) -> Result<(), String> {
+        let first_held = stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read stream {}: {e}", o.stream))?
+            .state
+            .first_sequence;
+        let lost_to = first_held.min(got);
+        if lost_to > next {
+            let gone = lost_to - next;
+            let what = format!("{gone} message(s) (sequences {next}..{})", lost_to - 1);
+            if !o.allow_gap {
+                return Err(format!(
+                    "stream {} dropped {what} before they were read (retention limits or a purge while the run was behind). Add --allow-gap to count such losses and continue, or start a new model with another --checkpoint",
+                    o.stream
+                ));
+            }
+            ctx.state().replay().gap(gone);
+            ctx.say(&format!(
+                "--allow-gap: stream {} dropped {what} before they were read; continuing from {got}",
+                o.stream
+            ));
+        }
+        if let Some(msg) = self.held.take() {
+            self.accept(msg, got);
+        }
+        Ok(())
     }
 
     /// Closes the chunk and sends what is ready; false when the parser is
@@ -442,6 +512,8 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
         last_cseq: 0,
         acker: None,
         unacked: VecDeque::new(),
+        held: None,
+        filtered: o.subject.is_some(),
     };
     let mut first = true;
     let mut wait = BACKOFF.0;
@@ -531,6 +603,18 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
             }
             if !reader.send_ready(ctx).await {
                 return Ok(());
+            }
+            if let Delivery::Jump { next, got } = outcome {
+                if let Err(e) = reader.check_jump(o, ctx, &mut stream, next, got).await {
+                    // What was read before the jump is learned and saved;
+                    // a resume refuses the same jump.
+                    reader.send(ctx).await;
+                    return Err(e);
+                }
+                if !reader.send(ctx).await {
+                    return Ok(());
+                }
+                continue;
             }
             if let Delivery::Reopen(why) = outcome {
                 ctx.say(&format!(
