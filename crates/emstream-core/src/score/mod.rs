@@ -487,6 +487,17 @@ fn push_json_f64(b: &mut Vec<u8>, fbuf: &mut zmij::Buffer, v: f64) {
     }
 }
 
+/// Puts `v` in the ring `ring` of capacity `cap` whose oldest value, once
+/// full, is at `head`.
+fn ring_push(ring: &mut Vec<f64>, head: &mut usize, cap: usize, v: f64) {
+    if ring.len() < cap {
+        ring.push(v);
+    } else {
+        ring[*head] = v;
+        *head = (*head + 1) % cap;
+    }
+}
+
 /// The state of [`AlertRule::Quantile`]: a ring of recent log-likelihoods
 /// and the threshold computed from it (see the module docs for the rule).
 #[derive(Clone, Debug)]
@@ -521,21 +532,11 @@ impl QuantileDetector {
     }
 
     fn push(&mut self, v: f64) {
-        if self.ring.len() < ALERT_WINDOW {
-            self.ring.push(v);
-        } else {
-            self.ring[self.head] = v;
-            self.head = (self.head + 1) % ALERT_WINDOW;
-        }
+        ring_push(&mut self.ring, &mut self.head, ALERT_WINDOW, v);
     }
 
     fn push_normal(&mut self, v: f64) {
-        if self.normal.len() < ALERT_NORMAL {
-            self.normal.push(v);
-        } else {
-            self.normal[self.normal_head] = v;
-            self.normal_head = (self.normal_head + 1) % ALERT_NORMAL;
-        }
+        ring_push(&mut self.normal, &mut self.normal_head, ALERT_NORMAL, v);
     }
 
     /// At the very start, fills the window from the first points of the
