@@ -797,3 +797,52 @@ fn messages_dropped_while_the_run_is_behind_are_refused_or_counted() {
         }
     }
 }
+
+/// Stopping does not wait for a server that is gone: SIGTERM and
+/// `--stop-when-idle` end the run with its final checkpoint while the
+/// server is down.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn a_run_stops_while_its_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = brokers::nats(dir.path(), "jetstream stop while down test");
+    let port = nats.port;
+    let (bodies, valid) = messages(2_000, 23);
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "DOWN", -1).await;
+        for b in &bodies {
+            publish(&js, "down.a", b.clone()).await;
+        }
+    });
+    for (i, stop) in ["SIGTERM", "--stop-when-idle"].into_iter().enumerate() {
+        let ckpt = file(&dir, &format!("model{i}.ckpt"));
+        let mut args = run_args(port, "DOWN", &format!("c{i}"), &ckpt);
+        args.extend(["--checkpoint-interval", "0.1"].map(String::from));
+        if stop == "--stop-when-idle" {
+            args.extend(["--stop-when-idle", "2"].map(String::from));
+        }
+        let mut child = spawn(&args);
+        let err = crate::util::StderrLines::new(&mut child);
+        crate::util::wait_for_points(&ckpt, valid);
+        nats.stop();
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = std::time::Instant::now();
+        if stop == "SIGTERM" {
+            crate::util::sigterm(&child);
+        }
+        let status = crate::util::wait_exit(&mut child);
+        let took = asked.elapsed();
+        let text = err.rest();
+        assert!(status.success(), "{stop}: {status:?} {text}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{stop}: took {took:?} with the server down:\n{text}"
+        );
+        assert_eq!(points_in(&ckpt), valid, "{stop}");
+        nats.restart();
+    }
+}

@@ -106,6 +106,16 @@ fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(BACKOFF.1)
 }
 
+/// `f`'s output, or `None` when the stop comes first: no call to the
+/// server may hold up a stop (a server that is down answers nothing, and
+/// its requests time out only after seconds, one after another).
+async fn or_stop<T>(ctx: &SourceContext, f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        () = ctx.stop().cancelled() => None,
+        v = f => Some(v),
+    }
+}
+
 /// Sleeps `d` unless the stop comes first (then false).
 async fn pause(ctx: &SourceContext, d: Duration) -> bool {
     tokio::select! {
@@ -201,27 +211,31 @@ async fn connect_options(
             .require_tls(true)
             .add_client_certificate(cert.clone(), key.clone());
     }
-    let events = ctx.clone();
+    // The state and the console only, never the context: the client's
+    // connection task outlives a stopped source while it reconnects, and a
+    // context held there would keep the source's event channel open (the
+    // parser, and so the run, would wait for it for ever).
+    let (state, console) = (ctx.state.clone(), ctx.console.clone());
     let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Ok(options.event_callback(move |event| {
-        let (ctx, was_down) = (events.clone(), was_down.clone());
+        let (state, console, was_down) = (state.clone(), console.clone(), was_down.clone());
         async move {
             use std::sync::atomic::Ordering;
             match event {
                 async_nats::Event::Disconnected => {
                     was_down.store(true, Ordering::Relaxed);
-                    ctx.say("NATS: disconnected; reconnecting");
+                    console.line("NATS: disconnected; reconnecting");
                 }
                 async_nats::Event::Connected => {
                     if was_down.swap(false, Ordering::Relaxed) {
-                        ctx.state().replay().reconnected();
-                        ctx.say("NATS: reconnected");
+                        state.replay().reconnected();
+                        console.line("NATS: reconnected");
                     }
                 }
                 async_nats::Event::Closed => {}
                 // Each failed reconnect attempt: said once, as disconnected.
                 async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
-                other => ctx.say(&format!("NATS: {other}")),
+                other => console.line(&format!("NATS: {other}")),
             }
         }
     }))
@@ -519,7 +533,10 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
     let mut wait = BACKOFF.0;
     'consumer: loop {
         // (Re)open the consumer after the last sequence read.
-        let opened = match stream_info(&js, o).await {
+        let Some(info) = or_stop(ctx, stream_info(&js, o)).await else {
+            break 'consumer;
+        };
+        let opened = match info {
             Ok((stream, first_held, last)) => {
                 ctx.state().replay().set_head(id, last);
                 let deliver = start_after(o, ctx, reader.last_seq, first_held)?;
@@ -535,9 +552,10 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                         ),
                     });
                 }
-                open_consumer(&stream, o, deliver)
-                    .await
-                    .map(|(c, m)| (stream, c, m))
+                match or_stop(ctx, open_consumer(&stream, o, deliver)).await {
+                    Some(opened) => opened.map(|(c, m)| (stream, c, m)),
+                    None => break 'consumer,
+                }
             }
             Err(e) => Err(e),
         };
@@ -575,7 +593,9 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     match changed {
                         Ok(Durable { positions, .. }) => {
                             if let Some(&p) = positions.get(&id) {
-                                reader.ack(p).await;
+                                if or_stop(ctx, reader.ack(p)).await.is_none() {
+                                    break 'consumer;
+                                }
                             }
                         }
                         Err(_) => durable = None,
@@ -583,8 +603,11 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     continue;
                 }
                 _ = head_tick.tick() => {
-                    if let Some(h) = head(&mut stream, &consumer, o.subject.is_some(), reader.last_seq).await {
-                        ctx.state().replay().set_head(id, h);
+                    let filtered = o.subject.is_some();
+                    match or_stop(ctx, head(&mut stream, &consumer, filtered, reader.last_seq)).await {
+                        None => break 'consumer,
+                        Some(Some(h)) => ctx.state().replay().set_head(id, h),
+                        Some(None) => {}
                     }
                     continue;
                 }
@@ -605,7 +628,11 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                 return Ok(());
             }
             if let Delivery::Jump { next, got } = outcome {
-                if let Err(e) = reader.check_jump(o, ctx, &mut stream, next, got).await {
+                let checked = or_stop(ctx, reader.check_jump(o, ctx, &mut stream, next, got)).await;
+                let Some(checked) = checked else {
+                    break 'consumer;
+                };
+                if let Err(e) = checked {
                     // What was read before the jump is learned and saved;
                     // a resume refuses the same jump.
                     reader.send(ctx).await;
