@@ -484,8 +484,8 @@ config_keys! {
         /// Rounding step of the values: `auto` detects each dimension's
         /// (integers, 0.1, 0.25 ... or none), a step such as `0.1` applies
         /// to every dimension, a list such as `0.1,1,auto` gives one per
-        /// dimension. No component is sharper than rounding makes it
-        /// (variance at least step²/12).
+        /// dimension. No component claims more for a rounded value than
+        /// its rounding cell holds (variance at least step²/(2π)).
         resolution: ResolutionSpec, "STEP|auto";
     }
 }

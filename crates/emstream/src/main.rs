@@ -314,34 +314,43 @@ fn say_error(msg: &str) {
     }
 }
 
-/// The command line, with every `run` option that has a default showing
-/// it in `--help` (`[default: 5000]`): the defaults of the configuration
+/// The command line, with every option of `run` and `reducer` (which
+/// takes the learner's options) that has a default showing it in `--help`
+/// (`[default: 5000]`): the defaults of the configuration
 /// ([`Config::default`], what `config/emstream.toml` says), which a flag
 /// or the config file overrides. Defaults that are computed say so in
-/// their own help.
+/// their own help; the other commands declare theirs with their options.
 fn command() -> clap::Command {
     let defaults = emstream::config::default_texts();
-    Cli::command().mut_subcommand("run", |mut run| {
-        let ids: Vec<String> = run
-            .get_arguments()
-            .filter(|a| a.get_action().takes_values())
-            .map(|a| a.get_id().to_string())
-            .collect();
-        for id in ids {
-            let Some(value) = defaults.get(&id) else {
-                continue;
-            };
-            run = run.mut_arg(&id, |a| {
-                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
-                if help.contains("default") {
-                    a
-                } else {
-                    a.help(format!("{help} [default: {value}]"))
-                }
-            });
+    let mut cli = Cli::command();
+    for name in ["run", "reducer"] {
+        if cli.find_subcommand(name).is_none() {
+            // `reducer` is left out of a build without NATS.
+            continue;
         }
-        run
-    })
+        cli = cli.mut_subcommand(name, |mut sub| {
+            let ids: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| a.get_action().takes_values())
+                .map(|a| a.get_id().to_string())
+                .collect();
+            for id in ids {
+                let Some(value) = defaults.get(&id) else {
+                    continue;
+                };
+                sub = sub.mut_arg(&id, |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    if help.contains("default") {
+                        a
+                    } else {
+                        a.help(format!("{help} [default: {value}]"))
+                    }
+                });
+            }
+            sub
+        });
+    }
+    cli
 }
 
 fn main() -> ExitCode {

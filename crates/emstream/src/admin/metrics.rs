@@ -175,6 +175,15 @@ impl Collector for Metrics {
                 q,
             )?;
         }
+        if let Some(t) = l.alert_threshold {
+            gauge(
+                e,
+                "emstream_alert_threshold",
+                "The log-likelihood below which a point is flagged now: the running threshold of --alert-quantile (placed by the points the model explains), or --alert-below.",
+                None,
+                t,
+            )?;
+        }
 
         counter(
             e,

@@ -275,7 +275,8 @@ async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     // Rendered once per snapshot, one rendering at a time, off the runtime
     // that also reads the input (see [`model_cache`]).
     match s.model_cache.get(snap).await {
-        // Exactly what `inspect --json` prints, final newline included.
+        // What `inspect --json` prints (and the live alert threshold),
+        // final newline included.
         Ok(text) => (
             [(header::CONTENT_TYPE, "application/json")],
             String::clone(&text),

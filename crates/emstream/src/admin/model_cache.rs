@@ -88,7 +88,12 @@ async fn render(
     }
     renders.fetch_add(1, Ordering::Relaxed);
     let rendered = tokio::task::spawn_blocking(move || {
-        serde_json::to_string_pretty(&render_json(&snap.checkpoint, None))
+        let mut v = render_json(&snap.checkpoint, None);
+        // The live alert threshold, which no checkpoint holds.
+        if let (Some(t), Some(o)) = (snap.counts.alert_threshold, v.as_object_mut()) {
+            o.insert("alert_threshold".into(), t.into());
+        }
+        serde_json::to_string_pretty(&v)
             .map(|mut text| {
                 text.push('\n');
                 Arc::new(text)
