@@ -846,3 +846,66 @@ fn a_run_stops_while_its_server_is_down() {
         nats.restart();
     }
 }
+
+/// A stream deleted and created again restarts its sequences: its
+/// messages are not the ones the model learned. Refused on a resume and
+/// while running, never skipped.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn a_recreated_stream_is_refused_on_a_resume_and_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = brokers::nats(dir.path(), "jetstream recreated stream test");
+    let port = nats.port;
+    let (bodies, _) = messages(4_000, 31);
+    let rt = runtime();
+    let recreate = |n: usize| {
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            let _ = js.delete_stream("RE").await;
+            create_stream(&js, "RE", -1).await;
+            for b in &bodies[..n] {
+                publish(&js, "re.a", b.clone()).await;
+            }
+        })
+    };
+    recreate(20);
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "RE", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "1"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    assert_eq!(position(&ckpt, "jetstream:RE"), Some(20));
+
+    recreate(5);
+    args.push("--resume".into());
+    let out = wait_output(spawn(&args));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds sequences only up to 5, but the model has read up to 20"),
+        "{}",
+        stderr(&out)
+    );
+
+    // While running: the stream goes and comes back with 5 messages.
+    recreate(25);
+    let ckpt2 = file(&dir, "live.ckpt");
+    let mut args = run_args(port, "RE", "live", &ckpt2);
+    args.extend(["--checkpoint-interval", "0.1"].map(String::from));
+    let mut child = spawn(&args);
+    let err = crate::util::StderrLines::new(&mut child);
+    wait_until(
+        "the run has read the stream",
+        || match emstream::checkpoint::load(&ckpt2) {
+            Ok(ck) if ck.sources.iter().any(|s| s.position == 25) => Ok(()),
+            Ok(ck) => Err(format!("{:?}", ck.sources)),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    recreate(5);
+    let status = crate::util::wait_exit(&mut child);
+    let text = err.rest();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("the model has read up to 25"), "{text}");
+}

@@ -25,7 +25,10 @@
 //! A stream that no longer holds the needed sequence (retention expired)
 //! is refused, naming how many sequences are gone, unless `--allow-gap`:
 //! then they are counted ([`Replay::gap_messages`](crate::pipeline::Replay::gap_messages))
-//! and the run continues from the first sequence the stream holds. The
+//! and the run continues from the first sequence the stream holds. A
+//! stream whose last sequence is below the model's position was deleted
+//! and created again: it is refused, at the start and on every reopening.
+//! The
 //! same rule holds while reading a whole stream: the server skips
 //! sequences that expired or were purged before the consumer reached them
 //! without a gap in the consumer's own sequence, so every jump in the
@@ -239,6 +242,15 @@ async fn connect_options(
             }
         }
     }))
+}
+
+/// The error for a stream whose sequences went backwards: it holds
+/// sequences only up to `last` while the model has read up to `read`.
+fn recreated(o: &NatsOptions, read: u64, last: u64) -> String {
+    format!(
+        "stream {} holds sequences only up to {last}, but the model has read up to {read}: the stream was deleted and created again (or restored from an older copy), and its messages are not the ones the model learned. Start a new model (another --checkpoint, or --overwrite) to learn the new stream",
+        o.stream
+    )
 }
 
 /// Where to start reading: after `last` (the checkpoint's position, or
@@ -538,6 +550,9 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
         };
         let opened = match info {
             Ok((stream, first_held, last)) => {
+                if let Some(read) = reader.last_seq.filter(|read| last < *read) {
+                    return Err(recreated(o, read, last));
+                }
                 ctx.state().replay().set_head(id, last);
                 let deliver = start_after(o, ctx, reader.last_seq, first_held)?;
                 if first {
