@@ -658,6 +658,7 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_)
+                | PipelineError::DanglingLink { .. }
                 | PipelineError::Input(_)
                 | PipelineError::Learn(emstream::model::LearnError::Resolution(_)) => 2,
                 _ => 1,

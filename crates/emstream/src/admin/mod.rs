@@ -26,6 +26,7 @@
 //! `Authorization: Bearer TOKEN`; `/healthz`, `/livez` and the page itself
 //! (which holds no data of the run) stay open.
 
+pub mod conn;
 pub mod live;
 pub mod metrics;
 pub mod model_cache;
@@ -137,6 +138,9 @@ impl AdminServer {
 pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    if let Some(w) = state.guard.exposure_warning(local, "the admin server") {
+        tracing::warn!(target: "emstream", "{w} (/metrics, /model, /recent and /history show the model and the run)");
+    }
     let finished = state.state.finished_token();
     state.state.recent().watch();
     tokio::spawn(live::sample_history(
@@ -145,11 +149,19 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
         state.snapshots.clone(),
         finished.clone(),
     ));
-    let listener = AdminListener(GuardedListener::new(
-        listener,
-        state.guard.clone(),
-        |peer, denied| tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied}"),
-    ));
+    // Refusals are said for the first and then every 1000th: a flood of
+    // strangers must not flood the log too.
+    let refusals = std::sync::atomic::AtomicU64::new(0);
+    let listener = AdminListener {
+        guarded: GuardedListener::new(listener, state.guard.clone(), move |peer, denied| {
+            let n = refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n % 1000 == 1 {
+                tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied} ({n} refused so far)");
+            }
+        }),
+        slots: Arc::new(tokio::sync::Semaphore::new(conn::MAX_CONNECTIONS)),
+        refused: 0,
+    };
     let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -163,23 +175,46 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
 }
 
 /// The guarded listener as axum's listener: connections that passed the
-/// TLS handshake.
-struct AdminListener(GuardedListener);
+/// TLS handshake, [`conn::Bounded`] (at most [`conn::MAX_CONNECTIONS`]
+/// open; more are closed as they come).
+struct AdminListener {
+    guarded: GuardedListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Connections closed for want of a slot.
+    refused: u64,
+}
 
 impl axum::serve::Listener for AdminListener {
-    type Io = GuardedStream<tokio::net::TcpStream>;
+    type Io = conn::Bounded<GuardedStream<tokio::net::TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.0.accept().await {
-            Some(admitted) => admitted,
-            // The accept task ended: serve nothing more.
-            None => std::future::pending().await,
+        loop {
+            let Some((io, peer)) = self.guarded.accept().await else {
+                // The accept task ended: serve nothing more.
+                return std::future::pending().await;
+            };
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => return (conn::Bounded::new(io, slot), peer),
+                Err(_) => {
+                    self.refused += 1;
+                    // Said for the first and then every 1000th: a flood
+                    // must not flood the log too.
+                    if self.refused % 1000 == 1 {
+                        tracing::warn!(
+                            target: "emstream",
+                            "admin connection from {peer} closed: {} connections are open already ({} closed so far)",
+                            conn::MAX_CONNECTIONS,
+                            self.refused
+                        );
+                    }
+                }
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.0.local_addr())
+        Ok(self.guarded.local_addr())
     }
 }
 

@@ -33,6 +33,14 @@ pub(crate) fn prepare(
     };
     let target =
         checkpoint::resolve_symlinks(&policy.path).map_err(PipelineError::CheckpointNotWritable)?;
+    // A resume through a link to nothing (a volume not mounted, a target
+    // moved away) would start a new model where the old one should be.
+    if policy.resume && target != policy.path && !target.exists() {
+        return Err(PipelineError::DanglingLink {
+            link: policy.path.clone(),
+            target,
+        });
+    }
     if target != policy.path {
         console.line(&format!(
             "--checkpoint {} is a symbolic link: writing its target {} (older generations sit beside the target)",

@@ -736,3 +736,64 @@ fn json_logs_are_one_object_per_line_and_scores_stay_on_stdout() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
 }
+
+/// An admin server open to other hosts without TLS or a token says so.
+#[test]
+fn an_admin_server_reachable_from_other_hosts_without_protection_warns() {
+    let out = run_stdin(&["run", "--admin", "0.0.0.0:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the admin server on 0.0.0.0:") && err.contains("without TLS or a token"),
+        "{err}"
+    );
+    let out = run_stdin(&["run", "--admin", "127.0.0.1:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("without TLS or a token"));
+}
+
+/// Strangers cost the admin server little: 150 silent connections do not
+/// keep `/healthz` from answering at once, a request whose headers never
+/// end is closed after the idle timeout, and HTTP/2 prior knowledge (many
+/// requests on one connection) is closed at once.
+#[test]
+fn the_admin_server_bounds_silent_slow_and_http2_connections() {
+    let d = Daemon::start(SMALL);
+    let silent: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(&d.admin).unwrap())
+        .collect();
+    let asked = Instant::now();
+    let (code, _) = d.get("/healthz");
+    assert!(code == 200 || code == 503, "{code}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "/healthz took {:?} beside 150 silent connections",
+        asked.elapsed()
+    );
+
+    let mut h2 = TcpStream::connect(&d.admin).unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let asked = Instant::now();
+    let n = h2.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "HTTP/2 was answered: {:?}", &buf[..n]);
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    let mut slow = TcpStream::connect(&d.admin).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let took = asked.elapsed();
+    assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(20),
+        "closed after {took:?}"
+    );
+    drop(silent);
+    let rest = d.stop();
+    assert!(rest.contains("points used"), "{rest}");
+}
