@@ -16,7 +16,8 @@
 //!
 //! `/healthz` answers a JSON object `{"status": ..., "phase": ...,
 //! "checkpoint_error": ...}`; `status` is `ok`, `starting`, `draining`,
-//! `finished` or `checkpoint_failing`.
+//! `finished` or `checkpoint_failing`. It is open without the token, so
+//! the error's paths are cut to their file names.
 //!
 //! [`start`] is the one place that binds the listener and builds the
 //! router ([`router`]). The listener goes through the run's
@@ -253,8 +254,23 @@ pub fn health(state: &RunState) -> (StatusCode, &'static str, &'static str, Opti
 
 async fn healthz(State(s): State<AdminState>) -> Response {
     let (code, status, phase, error) = health(&s.state);
+    // /healthz is open to probes without the token: the error names the
+    // file, not where the host keeps it.
+    let error = error.map(|e| without_directories(&e));
     let body = json!({ "status": status, "phase": phase, "checkpoint_error": error });
     (code, axum::Json(body)).into_response()
+}
+
+/// `text` with every absolute path (a word starting with `/`) cut to its
+/// file name.
+fn without_directories(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.strip_prefix('/') {
+            Some(rest) => rest.rsplit('/').next().unwrap_or(rest),
+            None => word,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn livez() -> &'static str {
@@ -339,5 +355,19 @@ async fn recent(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             "the recent points could not be scored\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn health_errors_name_files_not_directories() {
+        assert_eq!(
+            super::without_directories(
+                "/var/lib/emstream/m.ckpt: cannot write /var/lib/emstream/.m.ckpt.tmp.12: No space left on device (os error 28)"
+            ),
+            "m.ckpt: cannot write .m.ckpt.tmp.12: No space left on device (os error 28)"
+        );
+        assert_eq!(super::without_directories("m.ckpt: gone"), "m.ckpt: gone");
     }
 }
