@@ -21,6 +21,12 @@ chooses the same K):
   seed2d      the seed write-up's two separated 2-D clusters; 20,000 points
   overlap2d   its two overlapping correlated 2-D clusters; 20,000 points
   seed1d      its three 1-D components; 20,000 points
+  lattice     2-D integers round(N(c, 0.6²)) around (0, 0), (6, 2), (2, 7),
+              equal weights; 300,000 points (gen_rounded.py's lattice)
+  sensors3    three integer channels from 4 components, some channels
+              coarse against their spread (std 0.3-0.5); 200,000 points
+  sensors     the same plus a status channel that is 0 nine times in ten
+              and 1-3 otherwise (gen_rounded.py's sensors)
 
 Needs numpy; a developer's tool (the tests do not use it).
 """
@@ -63,10 +69,20 @@ def truth(case, rng):
     if case == "seed1d":
         return (np.ones(3) / 3, np.array([[-5.0], [5.0], [0.0]]),
                 [np.array([[1.2]]), np.array([[1.8]]), np.array([[1.6]])], 20_000, [])
+    if case == "lattice":
+        return (np.ones(3) / 3, np.array([[0.0, 0.0], [6.0, 2.0], [2.0, 7.0]]),
+                [0.36 * np.eye(2)] * 3, 300_000, [])
+    if case in ("sensors3", "sensors"):
+        means = np.array([[10.0, 20.0, 5.0], [14.0, 26.0, 8.0], [6.0, 24.0, 2.0], [12.0, 15.0, 11.0]])
+        stds = np.array([[0.4, 2.0, 1.5], [0.3, 1.0, 2.0], [1.2, 0.5, 1.0], [2.0, 1.5, 0.45]])
+        return np.ones(4) / 4, means, [np.diag(s * s) for s in stds], 200_000, []
     raise SystemExit(f"unknown case {case!r}")
 
 
-CASES = ["wide32", "small14", "seed2d", "overlap2d", "seed1d"]
+# Cases whose values are rounded to integers (and, for `sensors`, given a
+# status channel) after sampling.
+ROUNDED = {"lattice", "sensors3", "sensors"}
+CASES = ["wide32", "small14", "seed2d", "overlap2d", "seed1d", "lattice", "sensors3", "sensors"]
 
 
 def sample(weights, means, covs, n, rng):
@@ -82,7 +98,15 @@ def run_case(exe, case, seed, tmp, more):
     rng = np.random.default_rng(seed)
     weights, means, covs, n, extra = truth(case, rng)
     data = os.path.join(tmp, f"{case}-{seed}.csv")
-    np.savetxt(data, sample(weights, means, covs, n, rng), delimiter=",", fmt="%.6g")
+    x = sample(weights, means, covs, n, rng)
+    if case in ROUNDED:
+        x = np.round(x)
+        if case == "sensors":
+            status = np.where(rng.random(n) < 0.9, 0, rng.integers(1, 4, size=n))
+            x = np.column_stack([x, status])
+        np.savetxt(data, x, delimiter=",", fmt="%d")
+    else:
+        np.savetxt(data, x, delimiter=",", fmt="%.6g")
     ck = os.path.join(tmp, f"{case}-{seed}.ckpt")
     with open(data, "rb") as f:
         subprocess.run([exe, "run", "-k", "auto", "--seed", str(seed), "--checkpoint", ck, "--overwrite", *extra, *more],

@@ -20,7 +20,7 @@ use crate::score::{AlertRule, ScoreOptions};
 use crate::security::{AccessFiles, SecurityError};
 
 mod brokers;
-pub use brokers::{BrokerError, MqttOptions, NatsOptions};
+pub use brokers::{redact_url, BrokerError, MqttOptions, NatsOptions};
 
 /// Default longest line (64 KiB): a 2-D point takes some 20 bytes, so a
 /// longer line is almost surely not a record, and the limit bounds the
@@ -144,6 +144,10 @@ pub fn admin_addr(text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// A number of seconds as a duration, if positive and finite.
+/// Shortest `stats_interval` accepted (seconds): ten lines a second is
+/// already more than a person reads; shorter floods the log.
+pub const MIN_STATS_INTERVAL: f64 = 0.1;
+
 fn seconds(s: f64) -> Option<Duration> {
     (s.is_finite() && s > 0.0 && s < 1e9).then(|| Duration::from_secs_f64(s))
 }
@@ -411,6 +415,10 @@ config_keys! {
         pub mqtt_ca_file: Option<PathBuf> = None,
         /// Keep the MQTT session on the broker across disconnects.
         pub persistent_session: bool = false,
+        /// Learn MQTT retained messages too. Off by default: the broker
+        /// sends its retained message of every topic again on every
+        /// subscription, so each restart would learn them once more.
+        pub mqtt_retained: bool = false,
         /// The first broker connection must succeed within this many seconds
         /// (retried for ever when absent).
         pub connect_timeout: Option<f64> = None,
@@ -476,8 +484,8 @@ config_keys! {
         /// Rounding step of the values: `auto` detects each dimension's
         /// (integers, 0.1, 0.25 ... or none), a step such as `0.1` applies
         /// to every dimension, a list such as `0.1,1,auto` gives one per
-        /// dimension. No component is sharper than rounding makes it
-        /// (variance at least step²/12).
+        /// dimension. No component claims more for a rounded value than
+        /// its rounding cell holds (variance at least step²/(2π)).
         resolution: ResolutionSpec, "STEP|auto";
     }
 }
@@ -649,6 +657,9 @@ pub enum ConfigError {
     /// `admin` is neither `IP:PORT` nor a port.
     #[error("admin = {0:?} is neither IP:PORT nor a port number; write e.g. 127.0.0.1:9090, or 9090 for loopback")]
     AdminAddr(String),
+    /// An interval so short that its lines would flood the log.
+    #[error("stats_interval (--stats-interval) = {0} is too short: give at least {MIN_STATS_INTERVAL} seconds")]
+    StatsTooOften(f64),
     /// A timeout or interval is not a positive number of seconds.
     #[error("{key} = {value} must be a positive number of seconds")]
     Seconds {
@@ -954,6 +965,9 @@ impl Config {
             .stats_interval
             .map(|v| secs("stats_interval", v))
             .transpose()?;
+        if let Some(v) = self.stats_interval.filter(|v| *v < MIN_STATS_INTERVAL) {
+            return Err(ConfigError::StatsTooOften(v));
+        }
         if let Some(level) = &self.log_level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|_| ConfigError::LogLevel(level.clone()))?;
@@ -1026,6 +1040,7 @@ impl ConfigError {
             ConfigError::AdminAddr(_) => "admin",
             ConfigError::FeatureOff(key, _) => key,
             ConfigError::Seconds { key, .. } => key,
+            ConfigError::StatsTooOften(_) => "stats_interval",
             ConfigError::LogLevel(_) => "log_level",
             ConfigError::Memory { .. } => "max_memory",
             // A learner option's message starts with its key.
@@ -1303,6 +1318,24 @@ mod tests {
     fn shipped() -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/emstream.toml");
         std::fs::read_to_string(path).expect("config/emstream.toml is readable")
+    }
+
+    #[test]
+    fn a_stats_interval_that_floods_the_log_is_refused() {
+        for (v, ok) in [(1e-9, false), (0.05, false), (0.1, true), (60.0, true)] {
+            let c = Config {
+                stats_interval: Some(v),
+                ..Config::default()
+            };
+            match c.check() {
+                Ok(_) => assert!(ok, "{v} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{v}: {e}");
+                    assert!(e.to_string().contains("at least 0.1 seconds"), "{e}");
+                    assert_eq!(e.key(), Some("stats_interval"));
+                }
+            }
+        }
     }
 
     #[test]

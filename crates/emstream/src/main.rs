@@ -231,6 +231,10 @@ struct RunArgs {
     /// Keep the MQTT session on the broker across disconnects.
     #[arg(long)]
     persistent_session: bool,
+    /// Learn MQTT retained messages too (skipped and counted by default:
+    /// the broker sends them again on every subscription).
+    #[arg(long)]
+    mqtt_retained: bool,
     /// Fail if the first broker connection takes longer than SECS seconds.
     #[arg(long, value_name = "SECS")]
     connect_timeout: Option<f64>,
@@ -310,34 +314,43 @@ fn say_error(msg: &str) {
     }
 }
 
-/// The command line, with every `run` option that has a default showing
-/// it in `--help` (`[default: 5000]`): the defaults of the configuration
+/// The command line, with every option of `run` and `reducer` (which
+/// takes the learner's options) that has a default showing it in `--help`
+/// (`[default: 5000]`): the defaults of the configuration
 /// ([`Config::default`], what `config/emstream.toml` says), which a flag
 /// or the config file overrides. Defaults that are computed say so in
-/// their own help.
+/// their own help; the other commands declare theirs with their options.
 fn command() -> clap::Command {
     let defaults = emstream::config::default_texts();
-    Cli::command().mut_subcommand("run", |mut run| {
-        let ids: Vec<String> = run
-            .get_arguments()
-            .filter(|a| a.get_action().takes_values())
-            .map(|a| a.get_id().to_string())
-            .collect();
-        for id in ids {
-            let Some(value) = defaults.get(&id) else {
-                continue;
-            };
-            run = run.mut_arg(&id, |a| {
-                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
-                if help.contains("default") {
-                    a
-                } else {
-                    a.help(format!("{help} [default: {value}]"))
-                }
-            });
+    let mut cli = Cli::command();
+    for name in ["run", "reducer"] {
+        if cli.find_subcommand(name).is_none() {
+            // `reducer` is left out of a build without NATS.
+            continue;
         }
-        run
-    })
+        cli = cli.mut_subcommand(name, |mut sub| {
+            let ids: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| a.get_action().takes_values())
+                .map(|a| a.get_id().to_string())
+                .collect();
+            for id in ids {
+                let Some(value) = defaults.get(&id) else {
+                    continue;
+                };
+                sub = sub.mut_arg(&id, |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    if help.contains("default") {
+                        a
+                    } else {
+                        a.help(format!("{help} [default: {value}]"))
+                    }
+                });
+            }
+            sub
+        });
+    }
+    cli
 }
 
 fn main() -> ExitCode {
@@ -581,7 +594,7 @@ fn overlay_args(cfg: &mut Config, mut args: RunArgs, given: &mut BTreeSet<String
         nats, stream, subject, consumer, nats_credentials, nats_ca_file, nats_cert, nats_key);
     overlay!(cfg, args, given; max_memory);
     overlay_flag!(cfg, args, given;
-        persistent_session, allow_gap, resume, overwrite, score, score_fields);
+        persistent_session, mqtt_retained, allow_gap, resume, overwrite, score, score_fields);
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -645,6 +658,7 @@ fn run(args: RunArgs) -> ExitCode {
                 | PipelineError::OnlyOlderGeneration { .. }
                 | PipelineError::Access(_)
                 | PipelineError::CheckpointNotWritable(_)
+                | PipelineError::DanglingLink { .. }
                 | PipelineError::Input(_)
                 | PipelineError::Learn(emstream::model::LearnError::Resolution(_)) => 2,
                 _ => 1,

@@ -761,7 +761,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint, keep: usize) -> Result<(), Checkpoin
     save_value(path, &schema::CheckpointV5::of(ckpt), keep)
 }
 
-/// The file image of `ckpt` (header, format-4 payload, CRC), as [`save`]
+/// The file image of `ckpt` (header, payload of the current format, CRC), as [`save`]
 /// writes it: for storing a checkpoint elsewhere than in a file (a
 /// key-value store) or comparing two.
 ///

@@ -533,7 +533,7 @@ fn refine(
         stats = engine.full_pass(&mix, points).0;
         mix = engine.m_step(&mut stats).ok()?;
     }
-    let bic = Criteria::of(&mix, points).bic;
+    let bic = Criteria::of_rounded(&mix, points, engine.floor()).bic;
     Some((stats, mix, bic))
 }
 

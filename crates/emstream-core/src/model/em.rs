@@ -424,8 +424,8 @@ pub struct Engine {
     scale: Vec<f64>,
     /// Per-dimension regularisation added to every covariance's diagonal.
     reg: Vec<f64>,
-    /// Per-dimension variance floor of rounded values (`q²/12` for a step
-    /// `q`, see [`super::resolution`]): every covariance is kept at least
+    /// Per-dimension variance floor of rounded values (`q²/(2π)` for a
+    /// step `q`, see [`super::resolution`]): every covariance is kept at least
     /// `diag(floor)`. Empty when every dimension is continuous.
     floor: Vec<f64>,
     repairs: u64,
@@ -997,8 +997,9 @@ impl Engine {
     }
 
     /// Keeps every covariance of the M-steps from now on at least
-    /// `diag(floor)` (per dimension; 0 for none): the variance that
-    /// rounding the values alone gives ([`super::resolution`]). All zeros
+    /// `diag(floor)` (per dimension; 0 for none): the variance below which
+    /// a density claims more for a rounded value than its rounding cell
+    /// holds ([`super::resolution`]). All zeros
     /// (or empty) turns it off, and the M-step is then exactly as without.
     ///
     /// # Panics

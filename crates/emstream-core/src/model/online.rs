@@ -1282,7 +1282,12 @@ impl StepwiseEm {
     /// the same stream.
     pub fn criteria(&self) -> Option<select::Criteria> {
         let mix = self.mixture.as_ref()?;
-        Some(select::Criteria::of(mix, self.recent.points()))
+        let floor = self.engine.as_ref().map_or(&[][..], |e| e.floor());
+        Some(select::Criteria::of_rounded(
+            mix,
+            self.recent.points(),
+            floor,
+        ))
     }
 
     /// Points the model holds: those learned from (`points_seen`) and

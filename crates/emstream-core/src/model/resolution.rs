@@ -2,13 +2,21 @@
 //! rounded to (integers, 0.1, 0.25 ...), detected from the values as they
 //! stream, or given by the user.
 //!
-//! Rounding to a step `q` adds a uniform error of variance `q²/12` to every
-//! value, so no density of rounded data can be sharper than that along the
-//! dimension: the engine keeps every component's covariance at least
-//! `diag(q²/12)` ([`super::Engine::set_floor`]). Without this a component
-//! sitting on one repeated value shrinks to the covariance floor and its
-//! density becomes a spike that wins every comparison of likelihoods (BIC,
-//! scores, alert thresholds).
+//! A value rounded to a step `q` stands for its whole rounding cell, of
+//! width `q`: the most probability a density can give it is 1, a density
+//! of `1/q` over the cell. A Gaussian's peak density along an axis of
+//! variance `s²` is `1/√(2π s²)`, which is `1/q` at `s² = q²/(2π)`: the
+//! engine keeps every component's covariance at least `diag(q²/(2π))`
+//! ([`floor_of_step`], [`super::Engine::set_floor`]), so no component
+//! claims more for one repeated value than the value's cell can hold.
+//! Without a floor a component sitting on one repeated value shrinks to
+//! the covariance floor and its density becomes a spike that wins every
+//! comparison of likelihoods (BIC, scores, alert thresholds). The rounding
+//! error's own variance, `q²/12` ([`rounding_variance`]), is too low a
+//! floor: a component there still out-scores a uniform cell by 0.32 nats
+//! per axis, enough for components on repeated values to win BIC. The
+//! criteria for choosing K score rounded values by their dequantised
+//! log-likelihood on top of this ([`super::select::Criteria::of_rounded`]).
 //!
 //! Detection works on differences from the first value seen, so a grid
 //! with an offset (0.05, 0.15, 0.25 ...) has the step 0.1: the step is the
@@ -22,7 +30,7 @@ const MAX_EXP: i32 = 9;
 const MIN_EXP: i32 = -12;
 
 /// A step finer than this fraction of the dimension's standard deviation
-/// means continuous values: its rounding variance (`q²/12`, under 1e-7 of
+/// means continuous values: its variance floor (`q²/(2π)`, under 2e-7 of
 /// the variance) is below the default regularisation (1e-6 of the
 /// variance) and could never shape a density.
 pub const MIN_STEP_PER_SPREAD: f64 = 1e-3;
@@ -316,14 +324,28 @@ impl Resolution {
             .collect()
     }
 
-    /// The variance floor per dimension, `q²/12` for a step `q` and 0 for
-    /// continuous values: what rounding alone gives.
+    /// The variance floor per dimension, [`floor_of_step`] for a step `q`
+    /// and 0 for continuous values.
     pub fn floor(&self) -> Vec<f64> {
         self.steps()
             .iter()
-            .map(|q| q.map_or(0.0, |q| q * q / 12.0))
+            .map(|q| q.map_or(0.0, floor_of_step))
             .collect()
     }
+}
+
+/// The variance floor of a dimension rounded to the step `q`,
+/// `q²/(2π)`: a Gaussian of this variance has the peak density `1/q`, that
+/// of a rounding cell holding all the probability (see the module docs).
+pub fn floor_of_step(q: f64) -> f64 {
+    q * q / (2.0 * std::f64::consts::PI)
+}
+
+/// The variance of the rounding error, `q²/12` (uniform over the cell),
+/// of the dimension whose variance floor is `floor` ([`floor_of_step`]);
+/// 0 for 0.
+pub fn rounding_variance(floor: f64) -> f64 {
+    floor * std::f64::consts::PI / 6.0
 }
 
 /// The resolution the user gives (`--resolution`, config key
@@ -501,7 +523,7 @@ mod tests {
         r.settle(&[1.0, 1.0]);
         assert_eq!(r.seen()[0], DimResolution::Continuous);
         assert_eq!(r.steps(), vec![None, Some(1.0)]);
-        assert_eq!(r.floor(), vec![0.0, 1.0 / 12.0]);
+        assert_eq!(r.floor(), vec![0.0, floor_of_step(1.0)]);
     }
 
     #[test]

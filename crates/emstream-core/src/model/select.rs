@@ -16,6 +16,12 @@
 //! component on a finite buffer (a slightly non-Gaussian cluster, a few
 //! outliers) without missing a real cluster, whose gain is in the hundreds
 //! on a warm-up of thousands of points.
+//!
+//! On rounded values (a resolution detected or given) the log-likelihood
+//! in the criteria is the dequantised one ([`Criteria::of_rounded`]): the
+//! plain density of a component on one repeated value exceeds the
+//! probability of its rounding cell, and each K's fit that grew such a
+//! component would win BIC by it.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,6 +86,30 @@ impl Criteria {
             mix.mean_log_prob(points) * n as f64
         };
         Self::from_log_lik(log_lik, mix.n_free_params(), n)
+    }
+
+    /// Criteria of `mix` on `points` whose values are rounded along the
+    /// dimensions where `floor` (an engine's variance floor,
+    /// [`Engine::set_floor`]) is positive: on the dequantised
+    /// log-likelihood ([`GaussianMixture::dequantised_log_lik`], with the
+    /// rounding variance [`super::resolution::rounding_variance`] of each
+    /// floor), so that a component sitting on one repeated value earns no
+    /// more than the probability of its rounding cell. With no floor
+    /// (continuous values) it is [`Criteria::of`], to the bit.
+    pub fn of_rounded(mix: &GaussianMixture, points: &[f64], floor: &[f64]) -> Self {
+        if floor.is_empty() {
+            return Self::of(mix, points);
+        }
+        let noise: Vec<f64> = floor
+            .iter()
+            .map(|&f| super::resolution::rounding_variance(f))
+            .collect();
+        let n = points.len() / mix.dim();
+        Self::from_log_lik(
+            mix.dequantised_log_lik(points, &noise),
+            mix.n_free_params(),
+            n,
+        )
     }
 }
 
@@ -199,7 +229,7 @@ pub(crate) fn fit_auto(
     let bic_by_k: Vec<(usize, f64)> = fits
         .iter()
         .enumerate()
-        .map(|(i, (_, _, mix))| (i + 1, bic(mix, buf)))
+        .map(|(i, (e, _, mix))| (i + 1, Criteria::of_rounded(mix, buf, e.floor()).bic))
         .collect();
     let (k, k_min) = smallest_within_margin(&bic_by_k, BIC_MARGIN)
         .expect("K = 1 always gives a finite BIC on finite points");

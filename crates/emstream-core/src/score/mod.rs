@@ -34,13 +34,24 @@
 //! - [`AlertRule::Quantile`]`(q)`: a point is flagged when its log-likelihood
 //!   is below the q-quantile of the recent log-likelihoods that are not gross
 //!   outliers. Exactly: keep the last [`ALERT_WINDOW`] finite log-likelihoods
-//!   (flagged points included, so the detector follows a drifting stream);
-//!   with `m` their median and `t` their [`ALERT_TAIL`]-quantile, the fence is
-//!   `t - ALERT_FENCE * (m - t)`; the threshold is the q-quantile of the
-//!   window values at or above the fence. Gross outliers (below the fence)
-//!   are therefore always flagged but never pull the threshold down into
-//!   themselves, which a plain q-quantile would do as soon as outliers are
-//!   more frequent than q. The threshold is recomputed every
+//!   (flagged points included, so the detector follows a drifting stream),
+//!   and apart the last [`ALERT_NORMAL`] that were not flagged: the model's
+//!   normal points. With `m` the median and `t` the [`ALERT_TAIL`]-quantile
+//!   of the normal points, the fence is `t - ALERT_FENCE * (m - t)`; the
+//!   threshold is the q-quantile of the window values at or above the
+//!   fence. Gross outliers (below the fence) are therefore always flagged
+//!   but never pull the threshold down into themselves, which a plain
+//!   q-quantile would do as soon as outliers are more frequent than q. The
+//!   fence stands on the normal points, not on the whole window: points
+//!   the model does not explain (a shift it has not absorbed, a burst of
+//!   anomalies) are flagged and leave it where it was, however many of
+//!   them the window holds, and once the model has followed a shift, the
+//!   points it scored badly on the way lie below the fence placed by the
+//!   points it now explains, so they stop blunting the threshold within
+//!   [`ALERT_NORMAL`] points. A moderate drop of every log-likelihood
+//!   (the model explains a noisier stream less well) is followed: the
+//!   points above the threshold widen the fence until it holds the new
+//!   spread. The threshold is recomputed every
 //!   [`ALERT_REFRESH`] points (more often while the window fills). Until the
 //!   window holds [`ALERT_MIN_POINTS`] points nothing is flagged; at the very
 //!   start the first points of the first block are looked at ahead to fill
@@ -69,6 +80,9 @@ pub const ALERT_WINDOW: usize = 4096;
 /// Points between two recomputations of the quantile threshold once the
 /// window is full.
 pub const ALERT_REFRESH: usize = 512;
+/// How many recent points that were not flagged place the fence of
+/// [`AlertRule::Quantile`].
+pub const ALERT_NORMAL: usize = 512;
 /// Points the window must hold before anything is flagged by a quantile.
 pub const ALERT_MIN_POINTS: usize = 32;
 /// Lower quantile of the window used, with the median, to place the fence
@@ -196,6 +210,18 @@ impl AnomalyDetector {
     /// Points flagged so far.
     pub fn anomalies(&self) -> u64 {
         self.anomalies
+    }
+
+    /// The log-likelihood below which a point is flagged now: the fixed
+    /// threshold of [`AlertRule::Below`], the running one of
+    /// [`AlertRule::Quantile`] (`None` while its window is still filling),
+    /// `None` without a rule.
+    pub fn threshold(&self) -> Option<f64> {
+        match self.rule {
+            AlertRule::None => None,
+            AlertRule::Below(t) => Some(t),
+            AlertRule::Quantile(_) => self.quantile_threshold(),
+        }
     }
 
     /// The current threshold of the quantile rule (`None` for other rules or
@@ -461,6 +487,17 @@ fn push_json_f64(b: &mut Vec<u8>, fbuf: &mut zmij::Buffer, v: f64) {
     }
 }
 
+/// Puts `v` in the ring `ring` of capacity `cap` whose oldest value, once
+/// full, is at `head`.
+fn ring_push(ring: &mut Vec<f64>, head: &mut usize, cap: usize, v: f64) {
+    if ring.len() < cap {
+        ring.push(v);
+    } else {
+        ring[*head] = v;
+        *head = (*head + 1) % cap;
+    }
+}
+
 /// The state of [`AlertRule::Quantile`]: a ring of recent log-likelihoods
 /// and the threshold computed from it (see the module docs for the rule).
 #[derive(Clone, Debug)]
@@ -468,6 +505,9 @@ struct QuantileDetector {
     q: f64,
     ring: Vec<f64>,
     head: usize,
+    /// The last [`ALERT_NORMAL`] finite log-likelihoods not flagged.
+    normal: Vec<f64>,
+    normal_head: usize,
     scratch: Vec<f64>,
     threshold: f64,
     since_refresh: usize,
@@ -482,6 +522,8 @@ impl QuantileDetector {
             q: q.clamp(0.0, 1.0),
             ring: Vec::with_capacity(ALERT_WINDOW),
             head: 0,
+            normal: Vec::with_capacity(ALERT_NORMAL),
+            normal_head: 0,
             scratch: Vec::with_capacity(ALERT_WINDOW),
             threshold: f64::NEG_INFINITY,
             since_refresh: 0,
@@ -490,12 +532,11 @@ impl QuantileDetector {
     }
 
     fn push(&mut self, v: f64) {
-        if self.ring.len() < ALERT_WINDOW {
-            self.ring.push(v);
-        } else {
-            self.ring[self.head] = v;
-            self.head = (self.head + 1) % ALERT_WINDOW;
-        }
+        ring_push(&mut self.ring, &mut self.head, ALERT_WINDOW, v);
+    }
+
+    fn push_normal(&mut self, v: f64) {
+        ring_push(&mut self.normal, &mut self.normal_head, ALERT_NORMAL, v);
     }
 
     /// At the very start, fills the window from the first points of the
@@ -512,6 +553,7 @@ impl QuantileDetector {
             self.ahead += 1;
             if v.is_finite() {
                 self.push(v);
+                self.push_normal(v);
             }
         }
         self.refresh();
@@ -527,6 +569,9 @@ impl QuantileDetector {
         let flagged = ll.is_nan() || ll == f64::NEG_INFINITY || ll < self.threshold;
         if i >= self.ahead && ll.is_finite() {
             self.push(ll);
+            if !flagged {
+                self.push_normal(ll);
+            }
         }
         self.since_refresh += 1;
         if self.since_refresh >= (self.ring.len() / 8).clamp(1, ALERT_REFRESH) {
@@ -542,32 +587,28 @@ impl QuantileDetector {
             self.threshold = f64::NEG_INFINITY;
             return;
         }
-        let s = &mut self.scratch;
-        s.clear();
-        s.extend_from_slice(&self.ring);
         let cmp = |a: &f64, b: &f64| a.total_cmp(b);
-        // Median; everything before it is <= it.
-        let i_med = (n - 1) / 2;
+        let s = &mut self.scratch;
+        // The fence, from the normal points (all points while too few).
+        s.clear();
+        if self.normal.len() >= ALERT_MIN_POINTS {
+            s.extend_from_slice(&self.normal);
+        } else {
+            s.extend_from_slice(&self.ring);
+        }
+        let m = s.len();
+        let i_med = (m - 1) / 2;
         let median = *s.select_nth_unstable_by(i_med, cmp).1;
-        // Tail quantile within the lower half.
-        let i_tail = ((n - 1) as f64 * ALERT_TAIL) as usize;
+        let i_tail = ((m - 1) as f64 * ALERT_TAIL) as usize;
         let tail = *s[..i_med].select_nth_unstable_by(i_tail, cmp).1;
         let fence = tail - ALERT_FENCE * (median - tail);
-        // fence <= tail, so every value below it is in s[..i_tail].
-        let below = s[..i_tail].iter().filter(|&&v| v < fence).count();
+        // The q-quantile of the window's values at or above it.
+        s.clear();
+        s.extend_from_slice(&self.ring);
+        let below = s.iter().filter(|&&v| v < fence).count();
         let above = n - below;
         let rank = (below + (self.q * above as f64) as usize).min(n - 1);
-        self.threshold = match rank {
-            r if r < i_tail => *s[..i_tail].select_nth_unstable_by(r, cmp).1,
-            r if r == i_tail => tail,
-            r if r < i_med => {
-                *s[i_tail + 1..i_med]
-                    .select_nth_unstable_by(r - i_tail - 1, cmp)
-                    .1
-            }
-            r if r == i_med => median,
-            r => *s[i_med + 1..].select_nth_unstable_by(r - i_med - 1, cmp).1,
-        };
+        self.threshold = *s.select_nth_unstable_by(rank, cmp).1;
     }
 }
 
@@ -743,6 +784,53 @@ mod tests {
         let (recall, false_rate) = check_rates(&flagged, &is_out);
         assert!(recall >= 0.99, "caught {recall}");
         assert!(false_rate <= 0.01, "false alarms {false_rate}");
+    }
+
+    /// Flags of `lls` judged by `--alert-quantile q`, in blocks of 512.
+    fn quantile_flags(lls: &[f64], q: f64) -> Vec<bool> {
+        let mut det = AnomalyDetector::new(AlertRule::Quantile(q));
+        let mut all = Vec::new();
+        let mut flags = Vec::new();
+        for block in lls.chunks(512) {
+            det.flag_block(block, &mut flags);
+            all.extend_from_slice(&flags);
+        }
+        all
+    }
+
+    #[test]
+    fn alert_quantile_stays_sharp_after_a_shift_the_model_followed() {
+        // Normal points (median about -2.2), then 1,500 points the model
+        // scores at about -70 before it follows them, then normal points
+        // again with an anomaly five times worse than normal (-11) every
+        // 100 points: each one is flagged, from the first on.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut lls = Vec::new();
+        let mut planted = Vec::new();
+        for i in 0..30_000 {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            let normal = -2.0 - 0.5 * z * z;
+            lls.push(match i {
+                20_000..21_500 => normal - 68.0,
+                21_500.. if i % 100 == 0 => {
+                    planted.push(i);
+                    -11.0
+                }
+                _ => normal,
+            });
+        }
+        let flagged = quantile_flags(&lls, 0.001);
+        let missed: Vec<usize> = planted.iter().copied().filter(|&i| !flagged[i]).collect();
+        assert!(missed.is_empty(), "missed {missed:?}");
+        // Nor does the shift itself become normal while it lasts.
+        let during = flagged[20_000..21_500].iter().filter(|&&f| f).count();
+        assert!(during > 1_400, "{during} of 1500 flagged");
+        let normal_flags = flagged[22_000..]
+            .iter()
+            .enumerate()
+            .filter(|&(i, &f)| f && (22_000 + i) % 100 != 0)
+            .count();
+        assert!(normal_flags < 40, "{normal_flags} false alarms in 8,000");
     }
 
     #[test]

@@ -175,6 +175,15 @@ impl Collector for Metrics {
                 q,
             )?;
         }
+        if let Some(t) = l.alert_threshold {
+            gauge(
+                e,
+                "emstream_alert_threshold",
+                "The log-likelihood below which a point is flagged now: the running threshold of --alert-quantile (placed by the points the model explains), or --alert-below.",
+                None,
+                t,
+            )?;
+        }
 
         counter(
             e,
@@ -323,6 +332,12 @@ impl Metrics {
             "emstream_source_gap_messages",
             "Messages skipped in this run because the stream no longer held them (--allow-gap).",
             replay.gap_messages(),
+        )?;
+        counter(
+            e,
+            "emstream_source_retained_skipped_messages",
+            "MQTT retained messages not learned in this run (the broker resends them on every subscription; --mqtt-retained learns them).",
+            replay.retained_skipped_messages(),
         )
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! `/healthz` answers a JSON object `{"status": ..., "phase": ...,
 //! "checkpoint_error": ...}`; `status` is `ok`, `starting`, `draining`,
-//! `finished` or `checkpoint_failing`.
+//! `finished` or `checkpoint_failing`. It is open without the token, so
+//! the error's paths are cut to their file names.
 //!
 //! [`start`] is the one place that binds the listener and builds the
 //! router ([`router`]). The listener goes through the run's
@@ -26,8 +27,10 @@
 //! `Authorization: Bearer TOKEN`; `/healthz`, `/livez` and the page itself
 //! (which holds no data of the run) stay open.
 
+pub mod conn;
 pub mod live;
 pub mod metrics;
+pub mod model_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +44,6 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::pipeline::{Phase, RunState, SnapshotReceiver};
-use crate::report::inspect::render_json;
 use crate::security::{Guard, GuardedListener, GuardedStream};
 
 /// What every handler reads.
@@ -52,6 +54,7 @@ pub struct AdminState {
     registry: Arc<Registry>,
     guard: Arc<Guard>,
     history: Arc<live::History>,
+    model_cache: Arc<model_cache::ModelCache>,
 }
 
 impl AdminState {
@@ -66,6 +69,7 @@ impl AdminState {
             registry,
             guard: Arc::new(Guard::default()),
             history: Arc::new(live::History::default()),
+            model_cache: Arc::default(),
         }
     }
 
@@ -135,6 +139,9 @@ impl AdminServer {
 pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    if let Some(w) = state.guard.exposure_warning(local, "the admin server") {
+        tracing::warn!(target: "emstream", "{w} (/metrics, /model, /recent and /history show the model and the run)");
+    }
     let finished = state.state.finished_token();
     state.state.recent().watch();
     tokio::spawn(live::sample_history(
@@ -143,11 +150,19 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
         state.snapshots.clone(),
         finished.clone(),
     ));
-    let listener = AdminListener(GuardedListener::new(
-        listener,
-        state.guard.clone(),
-        |peer, denied| tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied}"),
-    ));
+    // Refusals are said for the first and then every 1000th: a flood of
+    // strangers must not flood the log too.
+    let refusals = std::sync::atomic::AtomicU64::new(0);
+    let listener = AdminListener {
+        guarded: GuardedListener::new(listener, state.guard.clone(), move |peer, denied| {
+            let n = refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n % 1000 == 1 {
+                tracing::warn!(target: "emstream", "admin connection from {peer} refused: {denied} ({n} refused so far)");
+            }
+        }),
+        slots: Arc::new(tokio::sync::Semaphore::new(conn::MAX_CONNECTIONS)),
+        refused: 0,
+    };
     let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -161,23 +176,46 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
 }
 
 /// The guarded listener as axum's listener: connections that passed the
-/// TLS handshake.
-struct AdminListener(GuardedListener);
+/// TLS handshake, [`conn::Bounded`] (at most [`conn::MAX_CONNECTIONS`]
+/// open; more are closed as they come).
+struct AdminListener {
+    guarded: GuardedListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Connections closed for want of a slot.
+    refused: u64,
+}
 
 impl axum::serve::Listener for AdminListener {
-    type Io = GuardedStream<tokio::net::TcpStream>;
+    type Io = conn::Bounded<GuardedStream<tokio::net::TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.0.accept().await {
-            Some(admitted) => admitted,
-            // The accept task ended: serve nothing more.
-            None => std::future::pending().await,
+        loop {
+            let Some((io, peer)) = self.guarded.accept().await else {
+                // The accept task ended: serve nothing more.
+                return std::future::pending().await;
+            };
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => return (conn::Bounded::new(io, slot), peer),
+                Err(_) => {
+                    self.refused += 1;
+                    // Said for the first and then every 1000th: a flood
+                    // must not flood the log too.
+                    if self.refused % 1000 == 1 {
+                        tracing::warn!(
+                            target: "emstream",
+                            "admin connection from {peer} closed: {} connections are open already ({} closed so far)",
+                            conn::MAX_CONNECTIONS,
+                            self.refused
+                        );
+                    }
+                }
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.0.local_addr())
+        Ok(self.guarded.local_addr())
     }
 }
 
@@ -216,8 +254,23 @@ pub fn health(state: &RunState) -> (StatusCode, &'static str, &'static str, Opti
 
 async fn healthz(State(s): State<AdminState>) -> Response {
     let (code, status, phase, error) = health(&s.state);
+    // /healthz is open to probes without the token: the error names the
+    // file, not where the host keeps it.
+    let error = error.map(|e| without_directories(&e));
     let body = json!({ "status": status, "phase": phase, "checkpoint_error": error });
     (code, axum::Json(body)).into_response()
+}
+
+/// `text` with every absolute path (a word starting with `/`) cut to its
+/// file name.
+fn without_directories(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.strip_prefix('/') {
+            Some(rest) => rest.rsplit('/').next().unwrap_or(rest),
+            None => word,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn livez() -> &'static str {
@@ -235,30 +288,17 @@ async fn model(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             json!({ "error": "no model yet: the first model is fitted after the warm-up points" });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    // During the warm-up the model is fitted on the fly (seconds for a
-    // large K and d): off the runtime that also reads the input.
-    let rendered = tokio::task::spawn_blocking(move || {
-        serde_json::to_string_pretty(&render_json(&snap.checkpoint, None))
-    })
-    .await;
-    let Ok(rendered) = rendered else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the model could not be rendered\n",
-        )
-            .into_response();
-    };
-    match rendered {
-        // Exactly what `inspect --json` prints, final newline included.
-        Ok(mut text) => {
-            text.push('\n');
-            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot write JSON: {e}\n"),
+    // Rendered once per snapshot, one rendering at a time, off the runtime
+    // that also reads the input (see [`model_cache`]).
+    match s.model_cache.get(snap).await {
+        // What `inspect --json` prints (and the live alert threshold),
+        // final newline included.
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            String::clone(&text),
         )
             .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
@@ -315,5 +355,19 @@ async fn recent(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             "the recent points could not be scored\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn health_errors_name_files_not_directories() {
+        assert_eq!(
+            super::without_directories(
+                "/var/lib/emstream/m.ckpt: cannot write /var/lib/emstream/.m.ckpt.tmp.12: No space left on device (os error 28)"
+            ),
+            "m.ckpt: cannot write .m.ckpt.tmp.12: No space left on device (os error 28)"
+        );
+        assert_eq!(super::without_directories("m.ckpt: gone"), "m.ckpt: gone");
     }
 }

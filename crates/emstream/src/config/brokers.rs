@@ -88,6 +88,12 @@ pub struct MqttOptions {
     /// Keep the session (subscriptions and queued QoS 1 messages) on the
     /// broker across disconnects.
     pub persistent: bool,
+    /// Learn retained messages (skipped by default).
+    pub retained: bool,
+    /// User name and password given in the address (`mqtt://USER:PASS@HOST:PORT`).
+    pub login: Option<Login>,
+    /// The run's memory budget (bounds the largest packet accepted).
+    pub max_memory: u64,
     /// The first connection must succeed within this time, else the run
     /// fails; retried for ever when absent.
     pub connect_timeout: Option<Duration>,
@@ -148,20 +154,45 @@ fn valid_nats_name(s: &str) -> bool {
             .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
 }
 
-/// `mqtt://HOST:PORT` or `mqtts://HOST:PORT` as (host, port, tls).
-fn mqtt_url(url: &str) -> Option<(String, u16, bool)> {
+/// A user name and password.
+type Login = (String, String);
+
+/// `mqtt://[USER:PASS@]HOST:PORT` or `mqtts://...` as (host, port, tls,
+/// login).
+fn mqtt_url(url: &str) -> Option<(String, u16, bool, Option<Login>)> {
     let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://") {
         (r, true)
     } else {
         (url.strip_prefix("mqtt://")?, false)
     };
     let rest = rest.trim_end_matches('/');
+    // `user:password@` before the host, as in the NATS URLs.
+    let (login, rest) = match rest.rsplit_once('@') {
+        Some((info, rest)) => {
+            let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+            (Some((user.to_string(), pass.to_string())), rest)
+        }
+        None => (None, rest),
+    };
     let (host, port) = rest.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') {
         return None;
     }
-    Some((host.to_string(), port.parse().ok()?, tls))
+    Some((host.to_string(), port.parse().ok()?, tls, login))
+}
+
+/// `url` with any `user:password@` or `token@` before the host replaced
+/// by `***@`, for messages and logs: a broker URL may carry credentials.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// The broker part of [`Config::check`]: which broker source, if any, and
@@ -190,6 +221,7 @@ pub(super) fn check(
                 ("mqtt_credentials", c.mqtt_credentials.is_some()),
                 ("mqtt_ca_file", c.mqtt_ca_file.is_some()),
                 ("persistent_session", c.persistent_session),
+                ("mqtt_retained", c.mqtt_retained),
             ] {
                 if stray {
                     return Err(BrokerError::Stray(key, "mqtt"));
@@ -198,8 +230,13 @@ pub(super) fn check(
             None
         }
         Some(url) => {
-            let (host, port, tls) =
-                mqtt_url(url).ok_or_else(|| BrokerError::MqttUrl(url.clone()))?;
+            let (host, port, tls, login) =
+                mqtt_url(url).ok_or_else(|| BrokerError::MqttUrl(redact_url(url)))?;
+            if login.is_some() && c.mqtt_credentials.is_some() {
+                return Err(BrokerError::MqttTls(
+                    "the MQTT address carries a user and password and --mqtt-credentials is given too: give one",
+                ));
+            }
             match (tls, &c.mqtt_ca_file) {
                 (true, None) => {
                     return Err(BrokerError::MqttTls(
@@ -234,6 +271,9 @@ pub(super) fn check(
                 client_id: c.client_id.clone(),
                 credentials: c.mqtt_credentials.clone(),
                 persistent: c.persistent_session,
+                retained: c.mqtt_retained,
+                login,
+                max_memory: c.max_memory,
                 connect_timeout,
             })
         }
@@ -356,6 +396,39 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e, BrokerError::Qos(2));
+    }
+
+    #[test]
+    fn credentials_in_an_address_are_used_and_never_shown() {
+        let (m, _) = with(|c| {
+            c.mqtt = Some("mqtt://emu:s3cret@127.0.0.1:1883".into());
+            c.topic = vec!["t".into()];
+        })
+        .unwrap();
+        let m = m.unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("127.0.0.1", 1883));
+        assert_eq!(m.login, Some(("emu".into(), "s3cret".into())));
+        let e = with(|c| {
+            c.mqtt = Some("mqtt://emu:s3cret@127.0.0.1:1883".into());
+            c.topic = vec!["t".into()];
+            c.mqtt_credentials = Some("creds".into());
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("give one"), "{e}");
+        let e = with(|c| c.mqtt = Some("mqtt://emu:s3cret@host".into())).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        for (url, shown) in [
+            (
+                "nats://emu:s3cret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            ("nats://tok3n@h:4222/g", "nats://***@h:4222/g"),
+            ("tls://h:4222", "tls://h:4222"),
+            ("nats://h:4222/a@b", "nats://h:4222/a@b"),
+            ("no scheme", "no scheme"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 
     #[test]

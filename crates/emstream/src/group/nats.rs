@@ -29,7 +29,12 @@ pub(crate) async fn client(url: &str) -> Result<async_nats::Client, GroupError> 
         .retry_on_initial_connect()
         .connect(url)
         .await
-        .map_err(|e| err(&format!("cannot connect to {url}"), e))
+        .map_err(|e| {
+            err(
+                &format!("cannot connect to {}", crate::config::redact_url(url)),
+                e,
+            )
+        })
 }
 
 /// Connects and makes (or opens) the group's buckets and statistics stream.

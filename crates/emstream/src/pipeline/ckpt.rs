@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -32,6 +33,14 @@ pub(crate) fn prepare(
     };
     let target =
         checkpoint::resolve_symlinks(&policy.path).map_err(PipelineError::CheckpointNotWritable)?;
+    // A resume through a link to nothing (a volume not mounted, a target
+    // moved away) would start a new model where the old one should be.
+    if policy.resume && target != policy.path && !target.exists() {
+        return Err(PipelineError::DanglingLink {
+            link: policy.path.clone(),
+            target,
+        });
+    }
     if target != policy.path {
         console.line(&format!(
             "--checkpoint {} is a symbolic link: writing its target {} (older generations sit beside the target)",
@@ -337,24 +346,48 @@ impl Saver {
     }
 }
 
+/// First wait before a failed save is tried again; it doubles after every
+/// failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Longest wait between two tries of a failing save.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Why the writer woke.
+enum Wake {
+    /// A new snapshot (or the learner is gone: `false`).
+    Snapshot(bool),
+    /// SIGHUP asked for a checkpoint.
+    Request,
+    /// The wait after a failed save is over.
+    Retry,
+}
+
 /// Saves the newest snapshot every time a checkpoint has come due (its
 /// [`Snapshot::saves_due`] passed the last one saved), and on every
 /// [`RunState::request_checkpoint`] (SIGHUP) unless the newest snapshot is
-/// on disk already, until the learner drops the sender. Mid-stream failures
-/// are logged, counted and retried at the next due checkpoint while the run
-/// goes on (the previous file stays intact: saves are atomic); the final
+/// on disk already, until the learner drops the sender. A failed save is
+/// logged, counted and tried again, newest snapshot first, after 1 s, 2 s,
+/// 4 s ... (at most [`RETRY_MAX`]) until one succeeds, whether or not
+/// input arrives meanwhile: durability does not wait for the next point.
+/// The previous file stays intact meanwhile (saves are atomic); the final
 /// save decides.
 pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<Console>) {
     let mut saved_due = 0;
+    // After a failure: when to try again, and the wait after that.
+    let mut retry: Option<(tokio::time::Instant, Duration)> = None;
+    let mut failures = 0u64;
     loop {
-        let requested = tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                false
-            }
-            () = saver.state.checkpoint_requested() => true,
+        let retry_at = retry.map(|(at, _)| at);
+        let wake = tokio::select! {
+            changed = rx.changed() => Wake::Snapshot(changed.is_ok()),
+            () = saver.state.checkpoint_requested() => Wake::Request,
+            () = sleep_until_some(retry_at), if retry_at.is_some() => Wake::Retry,
+        };
+        let requested = match wake {
+            Wake::Snapshot(false) => break,
+            Wake::Snapshot(true) | Wake::Retry => false,
+            Wake::Request => true,
         };
         let Some(snap) = rx.borrow_and_update().clone() else {
             if requested {
@@ -362,24 +395,66 @@ pub(crate) async fn writer(mut rx: SnapshotReceiver, saver: Saver, console: Arc<
             }
             continue;
         };
-        if requested {
-            if saver.durable.borrow().seq == snap.seq {
+        let on_disk = saver.durable.borrow().seq == snap.seq;
+        match wake {
+            Wake::Request if on_disk => {
                 console.line("checkpoint requested: the newest model is saved already");
                 continue;
             }
-        } else if snap.saves_due <= saved_due {
-            continue;
+            Wake::Retry if on_disk => {
+                retry = None;
+                continue;
+            }
+            Wake::Snapshot(_) if snap.saves_due <= saved_due && retry.is_none() => continue,
+            // A pending retry waits its turn: a new snapshot alone does
+            // not make the disk work again.
+            Wake::Snapshot(_) if retry.is_some() => continue,
+            _ => {}
         }
         saved_due = saved_due.max(snap.saves_due);
         let points = snap.checkpoint.learner.points_held();
         match saver.save(snap).await {
-            Ok(()) if requested => console.line(&format!(
-                "checkpoint written on request: {} ({points} points)",
-                saver.path.display()
-            )),
-            Ok(()) => {}
-            Err(e) => console.warn(&format!("checkpoint not written (will retry): {e}")),
+            Ok(()) => {
+                if failures > 0 {
+                    console.line(&format!(
+                        "checkpoint written to {} after {failures} failed attempt(s) ({points} points)",
+                        saver.path.display()
+                    ));
+                } else if requested {
+                    console.line(&format!(
+                        "checkpoint written on request: {} ({points} points)",
+                        saver.path.display()
+                    ));
+                }
+                failures = 0;
+                retry = None;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = retry.map_or(RETRY_FIRST, |(_, next)| next);
+                retry = Some((
+                    tokio::time::Instant::now() + wait,
+                    (wait * 2).min(RETRY_MAX),
+                ));
+                let why = match e {
+                    PipelineError::Save { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                console.warn(&format!(
+                    "checkpoint not written: {why}; trying again in {} s",
+                    wait.as_secs()
+                ));
+            }
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one (its `select!` branch is then
+/// disabled anyway).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

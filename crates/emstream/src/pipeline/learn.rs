@@ -758,6 +758,7 @@ fn scored(
     let result = learn(l, Some(&mut block.scores));
     if let Some(det) = detector {
         counts.anomalies += det.flag_block(&block.scores.log_lik, &mut block.flags);
+        counts.alert_threshold = det.threshold();
     }
     if let Some(keep) = &link.keep {
         l.take_scored_rows(&mut kept.scored);

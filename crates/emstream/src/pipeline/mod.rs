@@ -380,6 +380,15 @@ pub enum PipelineError {
     /// No file can be created in the checkpoint's directory.
     #[error("cannot write checkpoints there: {0}")]
     CheckpointNotWritable(CheckpointError),
+    /// `--resume` through a symbolic link to nothing: a new model would be
+    /// started wherever the link points (a volume not mounted, say).
+    #[error("--checkpoint {} is a symbolic link to {}, which does not exist: --resume would start a new model there. Mount or restore the target, or run once without --resume to create it", link.display(), target.display())]
+    DanglingLink {
+        /// The path given.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// `--resume` found checkpoint files but none was usable.
     #[error("cannot resume: {0}")]
     NoUsableCheckpoint(CheckpointError),

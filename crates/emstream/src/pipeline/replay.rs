@@ -42,6 +42,7 @@ pub struct Replay {
     streams: Mutex<BTreeMap<SourceId, StreamLag>>,
     reconnects: AtomicU64,
     gap_messages: AtomicU64,
+    retained_skipped: AtomicU64,
     /// Milliseconds after `base` when the last chunk arrived or a source
     /// connected, plus one; 0 before either.
     last_record_ms: AtomicU64,
@@ -54,6 +55,7 @@ impl Default for Replay {
             streams: Mutex::new(BTreeMap::new()),
             reconnects: AtomicU64::new(0),
             gap_messages: AtomicU64::new(0),
+            retained_skipped: AtomicU64::new(0),
             last_record_ms: AtomicU64::new(0),
         }
     }
@@ -148,6 +150,18 @@ impl Replay {
     /// Messages lost to a retention gap over the run.
     pub fn gap_messages(&self) -> u64 {
         self.gap_messages.load(Ordering::Relaxed)
+    }
+
+    /// Counts an MQTT retained message that was not learned (the broker
+    /// sends it again on every subscription).
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+    pub(crate) fn retained_skipped(&self) {
+        self.retained_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// MQTT retained messages skipped over the run.
+    pub fn retained_skipped_messages(&self) -> u64 {
+        self.retained_skipped.load(Ordering::Relaxed)
     }
 
     /// A chunk of records arrived now, or a source connected (to its

@@ -63,6 +63,10 @@ pub struct LearnerCounts {
     pub rejected: RejectCounts,
     /// Points flagged as anomalies in this run.
     pub anomalies: u64,
+    /// The log-likelihood below which a point is flagged now: the running
+    /// threshold of `--alert-quantile` once its window has filled, the
+    /// fixed one of `--alert-below`; `None` without a rule.
+    pub alert_threshold: Option<f64>,
     /// Points left out of the statistics as gross outliers in this run.
     pub outliers: u64,
     /// Components re-seeded in this run.

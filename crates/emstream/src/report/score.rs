@@ -298,7 +298,23 @@ pub fn run_score(args: &ScoreArgs) -> Result<ScoreSummary, ReportError> {
     for line in summary_lines(&summary) {
         let _ = writeln!(err, "{line}");
     }
+    nothing_scored(&summary, &options.source_name, model.dim())?;
     Ok(summary)
+}
+
+/// An input whose every record was rejected is an error (as `run` makes
+/// it one), not an empty success that a script reads as "no anomalies".
+/// An empty input is not: there was nothing to score.
+fn nothing_scored(summary: &ScoreSummary, source: &str, dim: usize) -> Result<(), ReportError> {
+    let rejected = summary.rejected.total();
+    if summary.points > 0 || rejected == 0 {
+        return Ok(());
+    }
+    Err(ReportError::Data(format!(
+        "nothing was scored: all {rejected} records of {source} were rejected (reasons above); \
+         the model takes points of {dim} dimensions: check --format, --columns, --fields, \
+         --delimiter and the input"
+    )))
 }
 
 #[cfg(test)]

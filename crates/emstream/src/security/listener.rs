@@ -6,8 +6,10 @@
 //! Handshakes run concurrently on tasks of their own (at most
 //! [`MAX_PENDING_HANDSHAKES`] at once), so one slow or silent client holds
 //! only its own task, for at most [`HANDSHAKE_TIMEOUT`], never the accept
-//! loop. Refused connections are handed to a callback (to count and log
-//! them); they never reach the server.
+//! loop, nor the clients after it: a connection that arrives while the
+//! handshakes are all taken is closed at once rather than left waiting in
+//! the backlog behind silent ones. Refused connections are handed to a
+//! callback (to count and log them); they never reach the server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +22,9 @@ use tokio::sync::{mpsc, Semaphore};
 use super::HANDSHAKE_TIMEOUT;
 use super::{Denied, Guard, GuardedStream};
 
-/// Handshakes in progress at once; more connections wait in the backlog.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Handshakes in progress at once (a task and a socket each); a connection
+/// beyond them is closed as it arrives.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// A connection that passed the guard's handshake, and its peer.
 pub type Admitted = (GuardedStream<TcpStream>, SocketAddr);
@@ -58,9 +61,6 @@ impl GuardedListener {
         let accept_task = tokio::spawn(async move {
             let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
             loop {
-                let Ok(permit) = pending.clone().acquire_owned().await else {
-                    return;
-                };
                 let (stream, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(_) => {
@@ -68,6 +68,11 @@ impl GuardedListener {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
+                };
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    drop(stream);
+                    denied(peer, &Denied::Busy(MAX_PENDING_HANDSHAKES));
+                    continue;
                 };
                 let (guard, tx, denied) = (guard.clone(), tx.clone(), denied.clone());
                 tokio::spawn(async move {

@@ -255,6 +255,9 @@ pub enum Denied {
     /// The bearer token is missing from the request.
     #[error("missing Authorization: Bearer token")]
     MissingBearer,
+    /// As many handshakes as allowed are in progress already.
+    #[error("{0} handshakes in progress already")]
+    Busy(usize),
 }
 
 /// Access control of one listener: TLS and/or a token, or neither.

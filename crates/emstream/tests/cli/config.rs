@@ -148,3 +148,55 @@ fn enum_flags_are_parsed_the_same_way_by_every_command() {
         );
     }
 }
+
+/// The line of `--help` output that describes `flag`.
+fn help_line(help: &str, flag: &str) -> String {
+    help.lines()
+        .find(|l| {
+            // `      --warmup <N>  ...` or `  -k, --components <K|auto>  ...`
+            let l = l.trim_start();
+            let l = l
+                .split_once(", ")
+                .filter(|(s, _)| s.len() == 2)
+                .map_or(l, |(_, r)| r);
+            l.starts_with(&format!("{flag} ")) || l.starts_with(&format!("{flag}["))
+        })
+        .unwrap_or_else(|| panic!("no {flag} in:\n{help}"))
+        .to_owned()
+}
+
+#[test]
+fn help_shows_the_defaults_of_every_command() {
+    let help = |args: &[&str]| {
+        let out = emstream().args(args).output().unwrap();
+        assert_ok(&out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let run = help(&["run", "--help"]);
+    for (flag, default) in [
+        ("--warmup", "[default: 5000]"),
+        ("--batch-size", "[default: "),
+        ("--resolution", "[default: auto]"),
+    ] {
+        assert!(help_line(&run, flag).contains(default), "{flag}");
+    }
+    let score = help(&["score", "--help"]);
+    assert!(help_line(&score, "--format").contains("[default: csv]"));
+    let plot = help(&["plot", "--help"]);
+    assert!(help_line(&plot, "--sample").contains("[default: 2000]"));
+    #[cfg(feature = "nats")]
+    {
+        let reducer = help(&["reducer", "--help"]);
+        for flag in [
+            "--components",
+            "--batch-size",
+            "--warmup",
+            "--max-components",
+        ] {
+            assert!(
+                help_line(&reducer, flag).contains("[default: "),
+                "reducer {flag}"
+            );
+        }
+    }
+}

@@ -469,10 +469,48 @@ fn a_checkpoint_directory_gone_does_not_stop_learning() {
     });
     let rest = d.stop();
     assert!(
-        rest.contains("checkpoint not written (will retry)"),
+        rest.contains("checkpoint not written: ") && rest.contains("trying again in 1 s"),
         "{rest}"
     );
+    assert!(!rest.contains("final checkpoint not written"), "{rest}");
     assert_eq!(inspect_json(&ck)["points_seen"], 2100);
+}
+
+/// A failed save is tried again on its own: points learned before the
+/// disk came back reach it without another input point.
+#[test]
+fn a_failed_checkpoint_is_retried_while_no_input_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("state");
+    std::fs::create_dir(&sub).unwrap();
+    let ck = sub.join("m.ckpt");
+    let mut args = vec![
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--checkpoint-interval",
+        "0.1",
+    ];
+    args.extend_from_slice(SMALL);
+    let d = Daemon::start(&args);
+    send(&d.listen, &text(&points(1000, 4)));
+    wait_for_points(&ck, 1000);
+    let gone = dir.path().join("state.gone");
+    std::fs::rename(&sub, &gone).unwrap();
+    send(&d.listen, &text(&points(1000, 5)));
+    wait_until("no failure reported", || match d.get("/healthz") {
+        (503, body) if body.contains("checkpoint_failing") => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
+    d.wait_metric("emstream_points_learned_total", 2000.0);
+    // The disk is back; no point arrives any more.
+    std::fs::create_dir(&sub).unwrap();
+    wait_for_points(&ck, 2000);
+    wait_until("health never returned", || match d.get("/healthz") {
+        (200, _) => Ok(()),
+        (code, body) => Err(format!("{code} {body}")),
+    });
+    let rest = d.stop();
+    assert!(rest.contains("failed attempt(s) (2000 points)"), "{rest}");
 }
 
 #[test]
@@ -697,4 +735,65 @@ fn json_logs_are_one_object_per_line_and_scores_stay_on_stdout() {
         "{summary}"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
+}
+
+/// An admin server open to other hosts without TLS or a token says so.
+#[test]
+fn an_admin_server_reachable_from_other_hosts_without_protection_warns() {
+    let out = run_stdin(&["run", "--admin", "0.0.0.0:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the admin server on 0.0.0.0:") && err.contains("without TLS or a token"),
+        "{err}"
+    );
+    let out = run_stdin(&["run", "--admin", "127.0.0.1:0"], &text(&points(50, 3)));
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("without TLS or a token"));
+}
+
+/// Strangers cost the admin server little: 150 silent connections do not
+/// keep `/healthz` from answering at once, a request whose headers never
+/// end is closed after the idle timeout, and HTTP/2 prior knowledge (many
+/// requests on one connection) is closed at once.
+#[test]
+fn the_admin_server_bounds_silent_slow_and_http2_connections() {
+    let d = Daemon::start(SMALL);
+    let silent: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(&d.admin).unwrap())
+        .collect();
+    let asked = Instant::now();
+    let (code, _) = d.get("/healthz");
+    assert!(code == 200 || code == 503, "{code}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "/healthz took {:?} beside 150 silent connections",
+        asked.elapsed()
+    );
+
+    let mut h2 = TcpStream::connect(&d.admin).unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let asked = Instant::now();
+    let n = h2.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "HTTP/2 was answered: {:?}", &buf[..n]);
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    let mut slow = TcpStream::connect(&d.admin).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let took = asked.elapsed();
+    assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(20),
+        "closed after {took:?}"
+    );
+    drop(silent);
+    let rest = d.stop();
+    assert!(rest.contains("points used"), "{rest}");
 }

@@ -173,6 +173,28 @@ fn a_symlinked_checkpoint_is_followed_and_generations_sit_beside_the_target() {
     assert_eq!(inspect_json(&gen1)["points_seen"], 300);
 }
 
+/// A resume through a link to nothing (an unmounted volume) is refused:
+/// it would start a new model where the old one should be.
+#[test]
+fn a_resume_through_a_dangling_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The mount point is there, the volume is not mounted.
+    std::fs::create_dir(file(&dir, "volume")).unwrap();
+    let target = file(&dir, "volume").join("model.ckpt");
+    let link = file(&dir, "current.ckpt");
+    symlink(&target, &link).unwrap();
+    let mut args = vec!["run", "--resume", "--checkpoint", link.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = run_stdin(&args, &text(&points(300, 5)));
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("which does not exist: --resume would start a new model there"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.exists());
+}
+
 #[test]
 fn an_orphaned_older_generation_is_not_silently_replaced() {
     let dir = tempfile::tempdir().unwrap();

@@ -343,7 +343,15 @@ fn the_packaged_dashboard_and_alert_rules_query_only_exported_metrics() {
     let m = metrics_when(&admin, "a checkpoint and a log-likelihood", |m| {
         m.contains_key("emstream_last_checkpoint_timestamp_seconds")
             && m.contains_key("emstream_average_log_likelihood")
+            && m.contains_key("emstream_alert_threshold")
     });
+    // The live threshold of --alert-quantile, also in /model.
+    let threshold = m["emstream_alert_threshold"];
+    assert!(threshold.is_finite() && threshold < 0.0, "{threshold}");
+    let (status, body) = http_get(&admin, "/model");
+    assert_eq!(status, 200, "{body}");
+    let model: Value = serde_json::from_str(&body).unwrap();
+    assert!(model["alert_threshold"].as_f64().is_some(), "{body}");
     let exported: BTreeSet<String> = m
         .keys()
         .map(|k| k.split('{').next().unwrap().to_owned())

@@ -5,6 +5,7 @@
 
 #[cfg(all(feature = "tls", feature = "admin"))]
 mod access;
+mod alerts;
 mod bad_input;
 #[cfg(all(feature = "mqtt", feature = "nats", feature = "tls"))]
 mod brokers;

@@ -17,7 +17,13 @@ pub fn publish_all(port: u16, id: &str, msgs: Vec<(String, Vec<u8>)>) {
 }
 
 /// [`publish_all`] with the client options `o` (TLS, say).
-pub fn publish_all_with(mut o: MqttOptions, msgs: Vec<(String, Vec<u8>)>) {
+pub fn publish_all_with(o: MqttOptions, msgs: Vec<(String, Vec<u8>)>) {
+    publish(o, msgs, false);
+}
+
+/// Publishes `msgs` at QoS 1, retained or not, and waits for every PUBACK.
+fn publish(mut o: MqttOptions, msgs: Vec<(String, Vec<u8>)>, retain: bool) {
+    o.set_max_packet_size(8 << 20, 8 << 20);
     runtime().block_on(async {
         o.set_keep_alive(Duration::from_secs(5));
         let (client, mut events) = AsyncClient::new(o, 16);
@@ -26,7 +32,7 @@ pub fn publish_all_with(mut o: MqttOptions, msgs: Vec<(String, Vec<u8>)>) {
         tokio::spawn(async move {
             for (topic, body) in msgs {
                 sender
-                    .publish(topic, QoS::AtLeastOnce, false, body)
+                    .publish(topic, QoS::AtLeastOnce, retain, body)
                     .await
                     .expect("publish is queued");
             }
@@ -156,6 +162,44 @@ fn a_broker_down_at_start_is_fatal_only_with_a_connect_timeout() {
     assert!(text.contains("within --connect-timeout"), "{text}");
 }
 
+/// A password in a broker address reaches the broker, never the log.
+#[test]
+fn a_password_in_a_broker_address_is_not_logged() {
+    let port = brokers::free_port();
+    for source in [
+        vec![
+            "--mqtt".to_string(),
+            format!("mqtt://emu:s3cret@127.0.0.1:{port}"),
+            "--topic".into(),
+            "t".into(),
+        ],
+        vec![
+            "--nats".to_string(),
+            format!("nats://emu:s3cret@127.0.0.1:{port}"),
+            "--stream".into(),
+            "s".into(),
+            "--consumer".into(),
+            "c".into(),
+        ],
+    ] {
+        let out = crate::util::wait_output(
+            emstream()
+                .arg("run")
+                .args(&source)
+                .args(["--connect-timeout", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn_guarded()
+                .unwrap(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let text = crate::util::stderr(&out);
+        assert!(text.contains("within --connect-timeout"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+}
+
 #[test]
 #[cfg_attr(
     emstream_skip_brokers,
@@ -223,4 +267,94 @@ fn mqtts_with_the_brokers_ca_is_learned_and_another_ca_is_refused() {
     assert!(status.success(), "exit {status:?}:\n{text}");
     let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
     assert_eq!(ck.learner.counters().points_seen, 8 * 50, "{text}");
+}
+
+/// `emstream run` on the test broker at `port` for `sensors/+/temp` until
+/// it has been idle for 3 s, with `extra` flags; returns its stderr.
+fn run_until_idle(
+    port: u16,
+    ckpt: &std::path::Path,
+    extra: &[&str],
+    publish: impl FnOnce(),
+) -> String {
+    let mut child = emstream()
+        .args([
+            "run",
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sensors/+/temp",
+            "--stop-when-idle",
+            "3",
+            "--checkpoint",
+        ])
+        .arg(ckpt)
+        .args(SMALL)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_guarded()
+        .expect("the binary starts");
+    let mut lines = StderrLines::new(&mut child);
+    lines.wait_for("subscribed to sensors/+/temp");
+    publish();
+    let status = wait_exit(&mut child);
+    let text = lines.rest();
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    text
+}
+
+/// Retained messages come again with every subscription: they are skipped
+/// (and said so) unless `--mqtt-retained`. A message larger than the old
+/// 1 MiB client limit is one `too_long` reject, not a lost connection.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn retained_messages_are_skipped_unless_asked_and_a_huge_message_is_a_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = brokers::mosquitto(dir.path(), "mqtt retained test");
+    let port = broker.port;
+    // 20 retained messages of 50 points, one per topic (a broker keeps
+    // one retained message per topic).
+    let retained: Vec<(String, Vec<u8>)> = points(1000, 7)
+        .chunks(50)
+        .enumerate()
+        .map(|(i, c)| (format!("sensors/r{i}/temp"), c.join("\n").into_bytes()))
+        .collect();
+    publish(MqttOptions::new("pub-r", "127.0.0.1", port), retained, true);
+
+    let ckpt = file(&dir, "model.ckpt");
+    let text = run_until_idle(port, &ckpt, &[], || {
+        let mut live = batch(8, 10)
+            .into_iter()
+            .map(|(_, body)| ("sensors/live/temp".to_string(), body))
+            .collect::<Vec<_>>();
+        live.insert(5, ("sensors/big/temp".into(), vec![b'1'; 2 << 20]));
+        publish_all(port, "pub-live", live);
+    });
+    assert!(
+        text.contains("skipping retained messages") && text.contains("--mqtt-retained"),
+        "{text}"
+    );
+    assert!(!text.contains("connection lost"), "{text}");
+    let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+    assert_eq!(ck.learner.counters().points_seen, 500, "{text}");
+    assert_eq!(ck.rejected.total(), 1, "{:?}", ck.rejected);
+    assert_eq!(
+        ck.rejected
+            .by_reason
+            .get(&emstream::input::RejectReason::TooLong),
+        Some(&1),
+        "{:?}",
+        ck.rejected
+    );
+
+    // Asked for, the retained messages are learned (once per subscription).
+    let text = run_until_idle(port, &ckpt, &["--mqtt-retained", "--overwrite"], || {});
+    assert!(!text.contains("skipping retained"), "{text}");
+    let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+    assert_eq!(ck.learner.counters().points_seen, 1000, "{text}");
 }

@@ -713,3 +713,199 @@ fn a_stop_during_the_first_fit_loses_no_point_of_a_stream() {
         "stopped in the first fit and resumed: the model differs from one uninterrupted run"
     );
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a child.
+fn signal(child: &Proc, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+}
+
+/// A run that falls behind a stream with a retention limit loses the
+/// messages the stream drops before they are read: refused while
+/// reading, as on a resume, unless `--allow-gap`, which counts them.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn messages_dropped_while_the_run_is_behind_are_refused_or_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = brokers::nats(dir.path(), "jetstream live gap test");
+    let port = nats.port;
+    let rt = runtime();
+    for (i, allow) in [false, true].into_iter().enumerate() {
+        let stream = format!("LIVE{i}");
+        let subject = format!("live{i}.a");
+        let one_point_each: Vec<Vec<u8>> = points(3005, 40 + i as u64)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            create_stream(&js, &stream, 500).await;
+            for b in &one_point_each[..5] {
+                publish(&js, &subject, b.clone()).await;
+            }
+        });
+        let ckpt = file(&dir, &format!("model{i}.ckpt"));
+        let mut args = run_args(port, &stream, "emstream", &ckpt);
+        args.extend(["--stop-when-idle", "2", "--checkpoint-interval", "0.1"].map(String::from));
+        if allow {
+            args.push("--allow-gap".into());
+        }
+        let mut child = spawn(&args);
+        let mut err = crate::util::StderrLines::new(&mut child);
+        err.wait_for("reading from the start");
+        std::thread::sleep(Duration::from_millis(500));
+        // Paused, the run reads nothing while the stream keeps only its
+        // last 500 of 3,000 new messages.
+        signal(&child, "-STOP");
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            for b in &one_point_each[5..] {
+                publish(&js, &subject, b.clone()).await;
+            }
+        });
+        signal(&child, "-CONT");
+        let status = crate::util::wait_exit(&mut child);
+        let text = err.rest();
+        assert!(text.contains("before they were read"), "{text}");
+        let ck = emstream::checkpoint::load(&ckpt).expect("the checkpoint loads");
+        let learned = ck.learner.counters().points_seen + ck.learner.pending_points() as u64;
+        let last = ck.sources.iter().map(|s| s.position).max().unwrap_or(0);
+        if allow {
+            assert!(status.success(), "{status:?}\n{text}");
+            // Every message is learned or counted as lost.
+            assert_eq!(last, 3005, "{text}");
+            assert!(learned < 3005, "nothing was dropped: {learned}\n{text}");
+            assert!(
+                text.contains(&format!(
+                    "{} messages lost to the stream's retention",
+                    3005 - learned
+                )),
+                "learned {learned}:\n{text}"
+            );
+        } else {
+            assert_eq!(status.code(), Some(1), "{text}");
+            assert!(text.contains("--allow-gap"), "{text}");
+            // Learned exactly the messages read before the drop.
+            assert_eq!(learned, last, "{text}");
+            assert!(last < 3005, "{text}");
+        }
+    }
+}
+
+/// Stopping does not wait for a server that is gone: SIGTERM and
+/// `--stop-when-idle` end the run with its final checkpoint while the
+/// server is down.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn a_run_stops_while_its_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = brokers::nats(dir.path(), "jetstream stop while down test");
+    let port = nats.port;
+    let (bodies, valid) = messages(2_000, 23);
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "DOWN", -1).await;
+        for b in &bodies {
+            publish(&js, "down.a", b.clone()).await;
+        }
+    });
+    for (i, stop) in ["SIGTERM", "--stop-when-idle"].into_iter().enumerate() {
+        let ckpt = file(&dir, &format!("model{i}.ckpt"));
+        let mut args = run_args(port, "DOWN", &format!("c{i}"), &ckpt);
+        args.extend(["--checkpoint-interval", "0.1"].map(String::from));
+        if stop == "--stop-when-idle" {
+            args.extend(["--stop-when-idle", "2"].map(String::from));
+        }
+        let mut child = spawn(&args);
+        let err = crate::util::StderrLines::new(&mut child);
+        crate::util::wait_for_points(&ckpt, valid);
+        nats.stop();
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = std::time::Instant::now();
+        if stop == "SIGTERM" {
+            crate::util::sigterm(&child);
+        }
+        let status = crate::util::wait_exit(&mut child);
+        let took = asked.elapsed();
+        let text = err.rest();
+        assert!(status.success(), "{stop}: {status:?} {text}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{stop}: took {took:?} with the server down:\n{text}"
+        );
+        assert_eq!(points_in(&ckpt), valid, "{stop}");
+        nats.restart();
+    }
+}
+
+/// A stream deleted and created again restarts its sequences: its
+/// messages are not the ones the model learned. Refused on a resume and
+/// while running, never skipped.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn a_recreated_stream_is_refused_on_a_resume_and_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = brokers::nats(dir.path(), "jetstream recreated stream test");
+    let port = nats.port;
+    let (bodies, _) = messages(4_000, 31);
+    let rt = runtime();
+    let recreate = |n: usize| {
+        rt.block_on(async {
+            let js = jetstream(port).await;
+            let _ = js.delete_stream("RE").await;
+            create_stream(&js, "RE", -1).await;
+            for b in &bodies[..n] {
+                publish(&js, "re.a", b.clone()).await;
+            }
+        })
+    };
+    recreate(20);
+    let ckpt = file(&dir, "model.ckpt");
+    let mut args = run_args(port, "RE", "emstream", &ckpt);
+    args.extend(["--stop-when-idle", "1"].map(String::from));
+    assert_ok(&wait_output(spawn(&args)));
+    assert_eq!(position(&ckpt, "jetstream:RE"), Some(20));
+
+    recreate(5);
+    args.push("--resume".into());
+    let out = wait_output(spawn(&args));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds sequences only up to 5, but the model has read up to 20"),
+        "{}",
+        stderr(&out)
+    );
+
+    // While running: the stream goes and comes back with 5 messages.
+    recreate(25);
+    let ckpt2 = file(&dir, "live.ckpt");
+    let mut args = run_args(port, "RE", "live", &ckpt2);
+    args.extend(["--checkpoint-interval", "0.1"].map(String::from));
+    let mut child = spawn(&args);
+    let err = crate::util::StderrLines::new(&mut child);
+    wait_until(
+        "the run has read the stream",
+        || match emstream::checkpoint::load(&ckpt2) {
+            Ok(ck) if ck.sources.iter().any(|s| s.position == 25) => Ok(()),
+            Ok(ck) => Err(format!("{:?}", ck.sources)),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    recreate(5);
+    let status = crate::util::wait_exit(&mut child);
+    let text = err.rest();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("the model has read up to 25"), "{text}");
+}

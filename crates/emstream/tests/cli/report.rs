@@ -229,3 +229,27 @@ fn plot_refuses_data_of_which_no_point_fits_the_model() {
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert_eq!(drawn.matches("<circle cx=").count(), 3, "{drawn}");
 }
+
+/// An input of which `score` can use nothing is an error, as in `run`,
+/// not an empty success; an empty input is not.
+#[test]
+fn score_fails_when_every_record_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = model(&dir);
+    let out = run_stdin(
+        &["score", "--model", ck.to_str().unwrap()],
+        b"1,2,3\n1,x\nhot,cold\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing was scored: all 3 records of stdin were rejected")
+            && err.contains("2 dimensions")
+            && err.contains("--columns"),
+        "{err}"
+    );
+    let out = run_stdin(&["score", "--model", ck.to_str().unwrap()], b"");
+    assert_ok(&out);
+    assert!(out.stdout.is_empty());
+}

@@ -57,7 +57,8 @@ fn integer_data_gets_no_component_sharper_than_rounding() {
     assert_ok(&out);
     let v = inspect_json(&ck);
     assert_eq!(v["resolution"], serde_json::json!([1.0, 1.0]));
-    let floor = (1.0f64 / 12.0).sqrt() * (1.0 - 1e-9);
+    // The floor q²/(2π) of the step 1.
+    let floor = (1.0 / (2.0 * std::f64::consts::PI)).sqrt() * (1.0 - 1e-9);
     for sd in v["std_devs"].as_array().unwrap() {
         for s in sd.as_array().unwrap() {
             assert!(s.as_f64().unwrap() >= floor, "{sd}");

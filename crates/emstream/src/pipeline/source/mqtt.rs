@@ -13,6 +13,17 @@
 //! keep a session for. A broker that is down at start is retried too,
 //! unless `--connect-timeout` bounds the first connection.
 //!
+//! Retained messages (the broker's last message of a topic, sent again on
+//! every new subscription) are skipped and counted unless
+//! `--mqtt-retained`: otherwise every restart would learn them once more.
+//!
+//! A message larger than the run's longest line is a `too_long` reject,
+//! never the end of the connection: the client accepts packets up to
+//! [`max_packet`] (bounded by `--max-memory`), far above the default line
+//! limit. Reconnection waits double while connections keep dying soon
+//! after they are made, and start small again only after a connection
+//! held for [`STABLE`].
+//!
 //! Delivery guarantee: MQTT cannot replay. QoS 1 messages are acknowledged
 //! on receipt; what arrived after the last checkpoint is lost by a crash,
 //! and a QoS 1 redelivery after a reconnect may be learned twice. For
@@ -34,8 +45,21 @@ const QUEUE: usize = 1024;
 /// First and longest wait between connection attempts.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// Largest MQTT packet accepted (bytes).
-pub const MAX_PACKET: usize = 1 << 20;
+/// Largest MQTT packet sent (bytes): emstream only sends control packets.
+const MAX_OUTGOING: usize = 1 << 20;
+
+/// A connection that held this long was healthy: the next loss starts the
+/// backoff from its first wait again.
+pub const STABLE: Duration = Duration::from_secs(30);
+
+/// Largest MQTT packet accepted (bytes): 1/16 of the memory budget, at
+/// least 1 MiB and at most 256 MiB. A larger packet still breaks the
+/// connection (the client cannot skip it unread), so the limit stays far
+/// above any line the parser keeps (`--max-line-bytes`), which makes a
+/// large message a counted reject instead.
+pub fn max_packet(max_memory: u64) -> usize {
+    usize::try_from(max_memory / 16).map_or(256 << 20, |m| m.clamp(1 << 20, 256 << 20))
+}
 
 /// The source's name in messages.
 pub fn name(o: &MqttOptions) -> String {
@@ -81,7 +105,7 @@ fn client_options(o: &MqttOptions) -> Result<Client, String> {
     let mut c = Client::new(id, o.host.clone(), o.port);
     c.set_keep_alive(Duration::from_secs(15))
         .set_clean_session(!o.persistent)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        .set_max_packet_size(max_packet(o.max_memory), MAX_OUTGOING);
     if let Some(path) = &o.credentials {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
@@ -96,6 +120,9 @@ fn client_options(o: &MqttOptions) -> Result<Client, String> {
                 path.display()
             ));
         };
+        c.set_credentials(user, pass);
+    }
+    if let Some((user, pass)) = &o.login {
         c.set_credentials(user, pass);
     }
     if let Some(ca) = &o.ca_file {
@@ -141,6 +168,8 @@ async fn client_task(
     let mut connected_once = false;
     let mut down = false;
     let mut wait = BACKOFF.0;
+    let mut connected_at: Option<Instant> = None;
+    let mut retained_said = false;
     loop {
         let event = tokio::select! {
             () = ctx.stop().cancelled() => break,
@@ -158,7 +187,7 @@ async fn client_task(
                 }
                 connected_once = true;
                 down = false;
-                wait = BACKOFF.0;
+                connected_at = Some(Instant::now());
                 if !ack.session_present {
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
                         let _ = tx
@@ -189,6 +218,17 @@ async fn client_task(
                     ));
                 }
             }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.retain && !o.retained => {
+                ctx.state().replay().retained_skipped();
+                if !retained_said {
+                    retained_said = true;
+                    ctx.say(&format!(
+                        "{}: skipping retained messages (the first on {}): the broker sends them again on every subscription; --mqtt-retained learns them",
+                        name(&o),
+                        String::from_utf8_lossy(p.topic.as_ref())
+                    ));
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if tx.send(FromClient::Publish(p)).await.is_err() {
                     break;
@@ -203,6 +243,11 @@ async fn client_task(
                     );
                     let _ = tx.send(FromClient::Fatal(msg)).await;
                     break;
+                }
+                // A connection that held is forgiven; one that died soon
+                // after it was made keeps the wait growing.
+                if connected_at.take().is_some_and(|t| t.elapsed() >= STABLE) {
+                    wait = BACKOFF.0;
                 }
                 if !down {
                     ctx.say(&format!(

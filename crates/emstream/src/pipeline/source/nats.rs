@@ -25,7 +25,18 @@
 //! A stream that no longer holds the needed sequence (retention expired)
 //! is refused, naming how many sequences are gone, unless `--allow-gap`:
 //! then they are counted ([`Replay::gap_messages`](crate::pipeline::Replay::gap_messages))
-//! and the run continues from the first sequence the stream holds.
+//! and the run continues from the first sequence the stream holds. A
+//! stream whose last sequence is below the model's position was deleted
+//! and created again: it is refused, at the start and on every reopening.
+//! The
+//! same rule holds while reading a whole stream: the server skips
+//! sequences that expired or were purged before the consumer reached them
+//! without a gap in the consumer's own sequence, so every jump in the
+//! stream sequence is checked against the stream's first held sequence
+//! before the message after the jump is read. With a subject filter, jumps
+//! over other subjects' messages are the norm and the stream does not say
+//! which subject an expired message had: there the check runs only when
+//! the consumer opens.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -38,7 +49,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::messages::MessageFramer;
 use super::{Source, SourceContext, SourceFuture};
-use crate::config::NatsOptions;
+use crate::config::{redact_url, NatsOptions};
 use crate::pipeline::{Durable, CHUNK_BYTES};
 
 /// Messages asked for per pull request.
@@ -98,6 +109,16 @@ fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(BACKOFF.1)
 }
 
+/// `f`'s output, or `None` when the stop comes first: no call to the
+/// server may hold up a stop (a server that is down answers nothing, and
+/// its requests time out only after seconds, one after another).
+async fn or_stop<T>(ctx: &SourceContext, f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        () = ctx.stop().cancelled() => None,
+        v = f => Some(v),
+    }
+}
+
 /// Sleeps `d` unless the stop comes first (then false).
 async fn pause(ctx: &SourceContext, d: Duration) -> bool {
     tokio::select! {
@@ -139,14 +160,17 @@ async fn connect(
             };
             format!(
                 "cannot connect to {} within --connect-timeout {}s: {e} ({hint})",
-                o.url,
+                redact_url(&o.url),
                 o.connect_timeout.unwrap_or_default().as_secs_f64()
             )
         };
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Err(timeout_error());
         }
-        ctx.say(&format!("cannot connect to {} ({e}); retrying", o.url));
+        ctx.say(&format!(
+            "cannot connect to {} ({e}); retrying",
+            redact_url(&o.url)
+        ));
         tokio::select! {
             () = ctx.stop().cancelled() => return Ok(None),
             () = until(deadline) => return Err(timeout_error()),
@@ -190,30 +214,43 @@ async fn connect_options(
             .require_tls(true)
             .add_client_certificate(cert.clone(), key.clone());
     }
-    let events = ctx.clone();
+    // The state and the console only, never the context: the client's
+    // connection task outlives a stopped source while it reconnects, and a
+    // context held there would keep the source's event channel open (the
+    // parser, and so the run, would wait for it for ever).
+    let (state, console) = (ctx.state.clone(), ctx.console.clone());
     let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Ok(options.event_callback(move |event| {
-        let (ctx, was_down) = (events.clone(), was_down.clone());
+        let (state, console, was_down) = (state.clone(), console.clone(), was_down.clone());
         async move {
             use std::sync::atomic::Ordering;
             match event {
                 async_nats::Event::Disconnected => {
                     was_down.store(true, Ordering::Relaxed);
-                    ctx.say("NATS: disconnected; reconnecting");
+                    console.line("NATS: disconnected; reconnecting");
                 }
                 async_nats::Event::Connected => {
                     if was_down.swap(false, Ordering::Relaxed) {
-                        ctx.state().replay().reconnected();
-                        ctx.say("NATS: reconnected");
+                        state.replay().reconnected();
+                        console.line("NATS: reconnected");
                     }
                 }
                 async_nats::Event::Closed => {}
                 // Each failed reconnect attempt: said once, as disconnected.
                 async_nats::Event::ClientError(_) if was_down.load(Ordering::Relaxed) => {}
-                other => ctx.say(&format!("NATS: {other}")),
+                other => console.line(&format!("NATS: {other}")),
             }
         }
     }))
+}
+
+/// The error for a stream whose sequences went backwards: it holds
+/// sequences only up to `last` while the model has read up to `read`.
+fn recreated(o: &NatsOptions, read: u64, last: u64) -> String {
+    format!(
+        "stream {} holds sequences only up to {last}, but the model has read up to {read}: the stream was deleted and created again (or restored from an older copy), and its messages are not the ones the model learned. Start a new model (another --checkpoint, or --overwrite) to learn the new stream",
+        o.stream
+    )
 }
 
 /// Where to start reading: after `last` (the checkpoint's position, or
@@ -318,7 +355,8 @@ async fn stream_info(
     let mut stream = js.get_stream(&o.stream).await.map_err(|e| {
         format!(
             "no stream {} on {}: {e} (create it, or check --stream)",
-            o.stream, o.url
+            o.stream,
+            redact_url(&o.url)
         )
     })?;
     let state = stream
@@ -334,6 +372,10 @@ async fn stream_info(
 enum Delivery {
     /// Pushed into the framer (or skipped as a redelivery).
     Read,
+    /// The stream sequence jumped from the last one read to `got`: the
+    /// message is held in [`Reader::held`] until the jump is checked
+    /// ([`Reader::check_jump`]).
+    Jump { next: u64, got: u64 },
     /// Deliveries were lost or the connection broke: recreate the consumer.
     Reopen(String),
 }
@@ -349,6 +391,10 @@ struct Reader {
     acker: Option<Acker>,
     /// (position of a sent chunk, the acker of its last message).
     unacked: VecDeque<(u64, Acker)>,
+    /// The message after a jump in the stream sequence, not yet read.
+    held: Option<jetstream::Message>,
+    /// Reading one subject of the stream (jumps are not checked).
+    filtered: bool,
 }
 
 impl Reader {
@@ -379,12 +425,66 @@ impl Reader {
             // A redelivery of a message already read.
             return Delivery::Read;
         }
+        if let Some(l) = self.last_seq.filter(|l| seq > l + 1 && !self.filtered) {
+            self.held = Some(msg);
+            return Delivery::Jump {
+                next: l + 1,
+                got: seq,
+            };
+        }
+        self.accept(msg, seq);
+        Delivery::Read
+    }
+
+    /// Reads `msg`, of stream sequence `seq`, into the framer.
+    fn accept(&mut self, msg: jetstream::Message, seq: u64) {
         let (message, acker) = msg.split();
         self.framer
             .push(&message.payload, seq, message.subject.as_str());
         self.last_seq = Some(seq);
         self.acker = Some(acker);
-        Delivery::Read
+    }
+
+    /// Checks a jump of the stream sequence from `next` (expected) to
+    /// `got`: the sequences below the stream's first held one were lost
+    /// before they were read (retention, purge). They are refused, or
+    /// with `--allow-gap` counted and logged; then the held message is
+    /// read. Sequences the stream still holds were deleted one by one:
+    /// no longer part of the stream, as on a resume.
+    async fn check_jump(
+        &mut self,
+        o: &NatsOptions,
+        ctx: &SourceContext,
+        stream: &mut JsStream,
+        next: u64,
+        got: u64,
+    ) -> Result<(), String> {
+        let first_held = stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read stream {}: {e}", o.stream))?
+            .state
+            .first_sequence;
+        let lost_to = first_held.min(got);
+        if lost_to > next {
+            let gone = lost_to - next;
+            let what = format!("{gone} message(s) (sequences {next}..{})", lost_to - 1);
+            if !o.allow_gap {
+                return Err(format!(
+                    "stream {} dropped {what} before they were read (retention limits or a purge while the run was behind). Add --allow-gap to count such losses and continue, or start a new model with another --checkpoint",
+                    o.stream
+                ));
+            }
+            ctx.state().replay().gap(gone);
+            ctx.say(&format!(
+                "--allow-gap: stream {} dropped {what} before they were read; continuing from {got}",
+                o.stream
+            ));
+        }
+        if let Some(msg) = self.held.take() {
+            self.accept(msg, got);
+        }
+        Ok(())
     }
 
     /// Closes the chunk and sends what is ready; false when the parser is
@@ -438,13 +538,21 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
         last_cseq: 0,
         acker: None,
         unacked: VecDeque::new(),
+        held: None,
+        filtered: o.subject.is_some(),
     };
     let mut first = true;
     let mut wait = BACKOFF.0;
     'consumer: loop {
         // (Re)open the consumer after the last sequence read.
-        let opened = match stream_info(&js, o).await {
+        let Some(info) = or_stop(ctx, stream_info(&js, o)).await else {
+            break 'consumer;
+        };
+        let opened = match info {
             Ok((stream, first_held, last)) => {
+                if let Some(read) = reader.last_seq.filter(|read| last < *read) {
+                    return Err(recreated(o, read, last));
+                }
                 ctx.state().replay().set_head(id, last);
                 let deliver = start_after(o, ctx, reader.last_seq, first_held)?;
                 if first {
@@ -459,9 +567,10 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                         ),
                     });
                 }
-                open_consumer(&stream, o, deliver)
-                    .await
-                    .map(|(c, m)| (stream, c, m))
+                match or_stop(ctx, open_consumer(&stream, o, deliver)).await {
+                    Some(opened) => opened.map(|(c, m)| (stream, c, m)),
+                    None => break 'consumer,
+                }
             }
             Err(e) => Err(e),
         };
@@ -499,7 +608,9 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     match changed {
                         Ok(Durable { positions, .. }) => {
                             if let Some(&p) = positions.get(&id) {
-                                reader.ack(p).await;
+                                if or_stop(ctx, reader.ack(p)).await.is_none() {
+                                    break 'consumer;
+                                }
                             }
                         }
                         Err(_) => durable = None,
@@ -507,8 +618,11 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                     continue;
                 }
                 _ = head_tick.tick() => {
-                    if let Some(h) = head(&mut stream, &consumer, o.subject.is_some(), reader.last_seq).await {
-                        ctx.state().replay().set_head(id, h);
+                    let filtered = o.subject.is_some();
+                    match or_stop(ctx, head(&mut stream, &consumer, filtered, reader.last_seq)).await {
+                        None => break 'consumer,
+                        Some(Some(h)) => ctx.state().replay().set_head(id, h),
+                        Some(None) => {}
                     }
                     continue;
                 }
@@ -527,6 +641,22 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
             }
             if !reader.send_ready(ctx).await {
                 return Ok(());
+            }
+            if let Delivery::Jump { next, got } = outcome {
+                let checked = or_stop(ctx, reader.check_jump(o, ctx, &mut stream, next, got)).await;
+                let Some(checked) = checked else {
+                    break 'consumer;
+                };
+                if let Err(e) = checked {
+                    // What was read before the jump is learned and saved;
+                    // a resume refuses the same jump.
+                    reader.send(ctx).await;
+                    return Err(e);
+                }
+                if !reader.send(ctx).await {
+                    return Ok(());
+                }
+                continue;
             }
             if let Delivery::Reopen(why) = outcome {
                 ctx.say(&format!(
