@@ -257,3 +257,35 @@ fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Strangers that connect and never send the token hold an admission slot
+/// (for at most the handshake timeout), never a data slot: a client with
+/// the token is learned at once beside them, even with one data slot.
+#[test]
+fn silent_strangers_do_not_hold_the_data_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let token_path = write_file(&dir, "token", "correct horse\n");
+    let (mut child, err, addr) = listen(
+        &ck,
+        &["--auth-token-file", &token_path, "--max-connections", "1"],
+    );
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let mut good = TcpStream::connect(&addr).unwrap();
+    good.write_all(b"correct horse\n").unwrap();
+    good.write_all(&text(&points(300, 4))).unwrap();
+    drop(good);
+    wait_for_points(&ck, 300);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "learned after {:?} beside 40 silent connections",
+        started.elapsed()
+    );
+    drop(silent);
+    let rest = sigterm_ok(&mut child, err);
+    assert!(rest.contains("300 points used"), "{rest}");
+}

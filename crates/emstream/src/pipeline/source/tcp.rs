@@ -39,6 +39,13 @@ pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
 /// within one turn).
 pub const BACKLOG_GRACE: Duration = Duration::from_millis(50);
 
+/// Connections being admitted at once (TLS handshake, token line, each
+/// bounded by the handshake timeout) or admitted and waiting for a data
+/// slot; a connection beyond them is closed as it arrives. They hold no
+/// data slot: strangers that never finish the handshake or the token
+/// cannot keep a client with the token out.
+pub const MAX_ADMISSIONS: usize = 256;
+
 /// The connection timeouts of a [`TcpSource`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timeouts {
@@ -123,11 +130,12 @@ impl Source for TcpSource {
     }
 }
 
-/// Accepts connections until the stop; a permit of a semaphore of
-/// `max_connections` is taken before each accept. On the stop, takes the
-/// connections waiting in the backlog (beyond the limit: they are only
-/// drained). Every connection is first admitted by `guard` (TLS handshake,
-/// token line), then served. Returns once every connection task has ended.
+/// Accepts connections until the stop. Every connection is first admitted
+/// by `guard` (TLS handshake, token line) holding one of
+/// [`MAX_ADMISSIONS`] admission slots (none free: closed at once), then
+/// waits for one of `max_connections` data slots and is served. On the
+/// stop, takes the connections waiting in the backlog (beyond the limit:
+/// they are only drained). Returns once every connection task has ended.
 async fn accept_loop(
     listener: TcpListener,
     max_connections: usize,
@@ -136,55 +144,76 @@ async fn accept_loop(
     ctx: SourceContext,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
+    let admissions = Arc::new(Semaphore::new(MAX_ADMISSIONS));
     let log = Arc::new(ConnectionLog::default());
     let connections = TaskTracker::new();
-    let start = |stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>| {
+    // `slots`: the data slots to wait for (none for the backlog taken
+    // after the stop: only drained).
+    let start = |stream: TcpStream,
+                 peer: SocketAddr,
+                 admission: Option<OwnedSemaphorePermit>,
+                 slots: Option<Arc<Semaphore>>| {
         let id = ctx.opened(peer.to_string());
         let (guard, log, ctx) = (guard.clone(), log.clone(), ctx.clone());
         connections.spawn(async move {
             // A connection accepted before the stop (or taken from the
             // backlog after it) was sent its data before the signal: it is
             // still admitted and drained, until the shutdown timeout.
-            let drain_over = async {
-                ctx.stop().cancelled().await;
+            let stop = ctx.stop().clone();
+            let drain_over = async move {
+                stop.cancelled().await;
                 tokio::time::sleep(timeouts.shutdown).await;
             };
-            let admitted = admit(stream, id, &guard, &ctx, &log, drain_over).await;
-            match admitted {
-                Some((stream, first)) => {
-                    tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
-                    serve(stream, first, id, permit, timeouts, ctx, &log).await;
+            tokio::pin!(drain_over);
+            let admitted = admit(stream, id, &guard, &ctx, &log, &mut drain_over).await;
+            let Some((stream, first)) = admitted else {
+                ctx.closed(id);
+                return;
+            };
+            // Admitted: now, and only now, a data slot.
+            let permit = match slots {
+                None => None,
+                Some(slots) => {
+                    let slot = tokio::select! {
+                        () = &mut drain_over => None,
+                        p = slots.acquire_owned() => p.ok(),
+                    };
+                    if slot.is_none() {
+                        ctx.closed(id);
+                        return;
+                    }
+                    slot
                 }
-                None => {
-                    drop(permit);
-                    ctx.closed(id);
-                }
-            }
+            };
+            drop(admission);
+            tracing::info!(target: "emstream", connection = id, peer = %peer, "connection #{id} ({peer}) opened");
+            serve(stream, first, id, permit, timeouts, ctx, &log).await;
         });
     };
     loop {
-        let permit = tokio::select! {
-            () = ctx.stop().cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             () = ctx.stop().cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(admission) = admissions.clone().try_acquire_owned() else {
+                    drop(stream);
+                    ctx.state().connection_refused();
+                    log.error(
+                        &ctx,
+                        &format!("connection from {peer} closed: {MAX_ADMISSIONS} connections are being admitted already"),
+                    );
+                    continue;
+                };
                 // The --stop-when-idle quiet counts from the first client.
                 ctx.state().replay().touch();
-                start(stream, peer, Some(permit))
+                start(stream, peer, Some(admission), Some(limit.clone()))
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 ctx.state().connection_refused();
                 log.error(&ctx, &format!("accepting a connection failed: {e}"));
-                drop(permit);
                 tokio::select! {
                     () = ctx.stop().cancelled() => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -196,7 +225,7 @@ async fn accept_loop(
     // already here.
     while let Ok(Ok((stream, peer))) = tokio::time::timeout(BACKLOG_GRACE, listener.accept()).await
     {
-        start(stream, peer, None);
+        start(stream, peer, None, None);
     }
     drop(listener);
     connections.close();
