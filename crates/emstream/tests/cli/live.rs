@@ -412,3 +412,51 @@ fn the_packaged_dashboard_and_alert_rules_query_only_exported_metrics() {
     }
     sigterm_ok(&mut child, err);
 }
+
+#[test]
+#[cfg_attr(
+    emstream_skip_browser,
+    ignore = "EMSTREAM_SKIP_BROWSER=1: needs headless Chromium"
+)]
+fn with_three_dimensions_the_page_shows_the_pair_of_largest_spread_by_name() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, err, listen, admin) = listen_with_admin(SMALL);
+    // Spreads: `flat` 0.1, `mid` 3, `wide` 20 (and the clusters apart on
+    // `wide`): the default pair is (mid, wide).
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    let mut input = b"flat,mid,wide\n".to_vec();
+    for i in 0..1000 {
+        let centre = if i % 2 == 0 { -20.0 } else { 20.0 };
+        let [a, b, c]: [f64; 3] = std::array::from_fn(|_| noise.sample(&mut rng));
+        writeln!(
+            input,
+            "{:.4},{:.4},{:.4}",
+            0.1 * a,
+            3.0 * b,
+            centre + 5.0 * c
+        )
+        .unwrap();
+    }
+    feed(&listen, &admin, &input, 1000);
+    wait_until("/model with all 1000 points", || {
+        let (_, body) = http_get(&admin, "/model");
+        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        (v["points_seen"] == 1000).then_some(()).ok_or(body)
+    });
+    let whole = dump_dom(&browser, dir.path(), &format!("http://{admin}/"));
+    let dom = &whole[..whole.find("<script").unwrap_or(whole.len())];
+    // The axis titles, x then y.
+    let titles: Vec<&str> = dom
+        .split("fill=\"#1d2329\"")
+        .skip(1)
+        .filter_map(|p| Some(&p[p.find('>')? + 1..p.find('<')?]))
+        .collect();
+    assert_eq!(titles, ["mid", "wide"], "{dom}");
+    // A chooser of the two dimensions, by name.
+    assert_eq!(dom.matches("<select>").count(), 2, "{dom}");
+    assert_eq!(dom.matches(">flat</option>").count(), 2, "{dom}");
+    assert_eq!(dom.matches("data-component=\"").count(), 2, "{dom}");
+    sigterm_ok(&mut child, err);
+}
