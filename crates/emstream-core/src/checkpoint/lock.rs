@@ -6,6 +6,12 @@
 //! waiting process lock an unlinked file while a third creates a new one);
 //! it is empty of meaning when no process holds its lock. The lock is
 //! released by the kernel when the holder exits, also on SIGKILL.
+//!
+//! A lock file deleted under a running writer (a clean-up script) would
+//! let a second writer create and lock a new one. So the holder checks,
+//! before every save ([`WriterLock::ensure`]), that the file at the lock
+//! path is still the one it locked: if it is gone, it takes a new one;
+//! if another process holds the new one, the save is refused naming it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -34,6 +40,35 @@ impl WriterLock {
     /// The lock file held.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Makes sure the lock is still this process's: the file at the lock
+    /// path is the one locked, or (deleted or replaced meanwhile) a new one
+    /// is locked now. Call it before every save.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Locked`] naming the pid of another process that
+    /// has locked a new lock file; [`CheckpointError::Io`] when a new lock
+    /// file cannot be made.
+    pub fn ensure(&mut self, checkpoint: &Path) -> Result<(), CheckpointError> {
+        if same_file(&self.file, &self.path) {
+            return Ok(());
+        }
+        // The old file (unlinked, or no longer at the path) goes with its
+        // lock: nobody can find it by the path any more.
+        *self = lock_writer(checkpoint)?;
+        Ok(())
+    }
+}
+
+/// Whether `path` names the same file as the open `file` (same device and
+/// inode); false when `path` is gone.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -124,6 +159,30 @@ mod tests {
         drop(held);
         let again = lock_writer(&ck).unwrap();
         drop(again);
+    }
+
+    #[test]
+    fn a_deleted_lock_file_is_taken_again_or_its_new_holder_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("m.ckpt");
+        let mut held = lock_writer(&ck).unwrap();
+        held.ensure(&ck).unwrap();
+        // Deleted: taken again, and a second writer is refused again.
+        std::fs::remove_file(held.path()).unwrap();
+        held.ensure(&ck).unwrap();
+        assert!(held.path().exists());
+        assert!(matches!(
+            lock_writer(&ck),
+            Err(CheckpointError::Locked { .. })
+        ));
+        // Deleted, and a second writer locks a new file first: named.
+        std::fs::remove_file(held.path()).unwrap();
+        let second = lock_writer(&ck).unwrap();
+        match held.ensure(&ck) {
+            Err(CheckpointError::Locked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        drop(second);
     }
 
     #[test]

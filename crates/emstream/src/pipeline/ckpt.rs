@@ -310,6 +310,8 @@ pub(crate) struct Saver {
     pub(crate) state: Arc<RunState>,
     /// The durability hook's sending side.
     pub(crate) durable: Arc<watch::Sender<Durable>>,
+    /// The writer lock, checked before every save ([`WriterLock::ensure`]).
+    pub(crate) lock: Option<Arc<std::sync::Mutex<WriterLock>>>,
 }
 
 impl Saver {
@@ -321,9 +323,13 @@ impl Saver {
     /// The save's error.
     pub(crate) async fn save(&self, snap: Arc<Snapshot>) -> Result<(), PipelineError> {
         let (p, keep, s) = (self.path.clone(), self.keep, snap.clone());
+        let lock = self.lock.clone();
         let began = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             fault_delay("EMSTREAM_FAULT_SLOW_SAVE_MS");
+            if let Some(lock) = &lock {
+                lock.lock().unwrap_or_else(|e| e.into_inner()).ensure(&p)?;
+            }
             checkpoint::save(&p, &s.checkpoint, keep)
         })
         .await

@@ -634,10 +634,11 @@ impl Pipeline {
                 r = &mut prepare => break r,
             }
         };
-        // `_lock` (one writer per checkpoint) is held until this returns,
-        // after the final save.
-        let (config, start, _lock) =
+        // `lock` (one writer per checkpoint) is held until this returns,
+        // after the final save; every save checks it is still held.
+        let (config, start, lock) =
             prepared.map_err(|_| PipelineError::Thread("checkpoint loader"))??;
+        let lock = lock.map(|l| Arc::new(std::sync::Mutex::new(l)));
         // Points of a resumed warm-up buffer, not fitted yet.
         let resumed_waiting = start
             .learner
@@ -766,6 +767,7 @@ impl Pipeline {
             keep: p.keep,
             state: state.clone(),
             durable: durable.clone(),
+            lock: lock.clone(),
         });
         // Always with a checkpoint: it also serves checkpoint requests
         // (SIGHUP) when no periodic checkpoint is configured.

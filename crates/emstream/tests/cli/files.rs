@@ -30,6 +30,44 @@ fn code(out: &Output) -> Option<i32> {
     out.status.code()
 }
 
+/// A lock file deleted under a running writer (a clean-up script) is
+/// taken again at its next save: a second writer is still refused.
+#[test]
+fn a_deleted_lock_file_is_taken_again_before_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = file(&dir, "m.ckpt");
+    let mut args = saving(&ck);
+    args.insert(0, "run");
+    let mut first = emstream()
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_guarded()
+        .unwrap();
+    let mut first_in = first.stdin.take().unwrap();
+    use std::io::Write;
+    first_in.write_all(&text(&points(300, 1))).unwrap();
+    first_in.flush().unwrap();
+    wait_for_points(&ck, 300);
+    let lock = file(&dir, ".m.ckpt.lock");
+    std::fs::remove_file(&lock).unwrap();
+    first_in.write_all(&text(&points(300, 2))).unwrap();
+    first_in.flush().unwrap();
+    wait_for_points(&ck, 600);
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        first.id().to_string()
+    );
+    let mut second = vec!["run", "--overwrite"];
+    second.extend_from_slice(&args[1..]);
+    let out = run_stdin(&second, &text(&points(300, 3)));
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    drop(first_in);
+    assert_ok(&wait_output(first));
+    assert_eq!(inspect_json(&ck)["points_seen"], 600);
+}
+
 #[test]
 fn a_second_writer_is_refused_naming_the_first() {
     let dir = tempfile::tempdir().unwrap();
