@@ -238,14 +238,16 @@ pub fn now(state: &RunState, snapshots: &SnapshotReceiver) -> Value {
 /// The recent points (see [`crate::pipeline::recent`]) scored under
 /// `model` (none yet: scores `null`): each point's log-likelihood, its
 /// most responsible component, and with an alert rule whether it is an
-/// anomaly. For `--alert-quantile Q` the threshold is the Q-quantile of
-/// these points' log-likelihoods, the rule's running quantile taken over
-/// the points shown.
+/// anomaly: below `live_threshold`, the learner's threshold now
+/// (`emstream_alert_threshold`); before the learner has one, below the
+/// rule's own (`--alert-below LL`, or for `--alert-quantile Q` the
+/// Q-quantile of these points' log-likelihoods).
 pub fn recent(
     dim: usize,
     values: &[f64],
     model: Option<&GaussianMixture>,
     alert: &AlertRule,
+    live_threshold: Option<f64>,
 ) -> Value {
     let rows: Vec<&[f64]> = if dim == 0 {
         Vec::new()
@@ -276,8 +278,8 @@ pub fn recent(
     }
     let threshold = match *alert {
         AlertRule::None => None,
-        AlertRule::Below(t) => Some(t),
-        AlertRule::Quantile(q) => quantile(&lls, q),
+        AlertRule::Below(t) => live_threshold.or(Some(t)),
+        AlertRule::Quantile(q) => live_threshold.or_else(|| quantile(&lls, q)),
     };
     let anomaly = threshold.map(|t| {
         lls.iter()
@@ -355,7 +357,13 @@ mod tests {
 
     #[test]
     fn recent_points_without_a_model_have_no_scores() {
-        let v = recent(2, &[1.0, 2.0, 3.0, 4.0], None, &AlertRule::Quantile(0.1));
+        let v = recent(
+            2,
+            &[1.0, 2.0, 3.0, 4.0],
+            None,
+            &AlertRule::Quantile(0.1),
+            None,
+        );
         assert_eq!(v["points"], json!([[1.0, 2.0], [3.0, 4.0]]));
         assert_eq!(v["log_lik"], Value::Null);
     }

@@ -345,7 +345,8 @@ async fn recent(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         let (dim, values) = state.recent().points();
         let learner = snap.as_ref().map(|s| &s.checkpoint.learner);
         let model = learner.and_then(|l| l.mixture().or(l.provisional()));
-        live::recent(dim, &values, model, &state.recent().alert())
+        let live_threshold = state.learner_counts().alert_threshold;
+        live::recent(dim, &values, model, &state.recent().alert(), live_threshold)
     })
     .await;
     match scored {

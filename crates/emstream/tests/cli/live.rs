@@ -352,6 +352,15 @@ fn the_packaged_dashboard_and_alert_rules_query_only_exported_metrics() {
     assert_eq!(status, 200, "{body}");
     let model: Value = serde_json::from_str(&body).unwrap();
     assert!(model["alert_threshold"].as_f64().is_some(), "{body}");
+    // The page rings the recent points below that same threshold.
+    let (_, recent) = http_get(&admin, "/recent");
+    let recent: Value = serde_json::from_str(&recent).unwrap();
+    let shown = recent["threshold"].as_f64().unwrap();
+    assert!(
+        (shown - threshold).abs() <= 1e-9 * threshold.abs(),
+        "{shown} against {threshold}"
+    );
+    assert!(recent["anomaly"].as_array().is_some_and(|a| !a.is_empty()));
     let exported: BTreeSet<String> = m
         .keys()
         .map(|k| k.split('{').next().unwrap().to_owned())
