@@ -415,8 +415,14 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
         // No average before any point was scored.
         assert!(!text.contains("emstream_average_log_likelihood"), "{text}");
-        // No replayable source, no lag.
+        // No replayable source, no lag; no model, K = 0; no alert rule,
+        // no quantile.
         assert!(!text.contains("emstream_source_lag"), "{text}");
+        assert!(text.contains("\nemstream_components 0\n"), "{text}");
+        assert!(!text.contains("emstream_alert_quantile"), "{text}");
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        }
         assert!(
             text.contains("\nemstream_broker_reconnects_total 0\n"),
             "{text}"

@@ -460,3 +460,54 @@ fn with_three_dimensions_the_page_shows_the_pair_of_largest_spread_by_name() {
     assert_eq!(dom.matches("data-component=\"").count(), 2, "{dom}");
     sigterm_ok(&mut child, err);
 }
+
+#[test]
+#[cfg_attr(
+    emstream_skip_browser,
+    ignore = "EMSTREAM_SKIP_BROWSER=1: needs headless Chromium"
+)]
+fn the_page_says_when_the_daemon_is_gone_and_when_it_is_back() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    // A port of our own, for the restarted daemon to bind again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let start = || {
+        let mut args = vec!["run", "--listen", "127.0.0.1:0", "--admin", &admin];
+        args.extend_from_slice(SMALL);
+        let mut child = spawn_with(emstream().args(&args), Stdio::null());
+        let mut err = StderrLines::new(&mut child);
+        err.wait_for("admin on ");
+        (child, err)
+    };
+    let (first, _first_err) = start();
+    // Real time, not virtual: the page polls once a second and logs each
+    // render with its header (`#bench`) on chromium's stderr.
+    let mut page = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", dir.path().display()))
+        .arg(format!("http://{admin}/#bench"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_guarded()
+        .expect("chromium runs");
+    let mut console = StderrLines::new(&mut page);
+    console.wait_for("| warm-up |");
+    drop(first);
+    console.wait_for("| unreachable | daemon gone since");
+    let (mut second, second_err) = start();
+    console.wait_for("the daemon restarted at");
+    sigterm_ok(&mut second, second_err);
+}
