@@ -932,3 +932,42 @@ fn a_recreated_stream_is_refused_on_a_resume_and_while_running() {
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("the model has read up to 25"), "{text}");
 }
+
+/// Two runs under one `--consumer` name delete each other's consumer;
+/// each says so instead of fighting in silence.
+#[test]
+#[cfg_attr(
+    emstream_skip_brokers,
+    ignore = "EMSTREAM_SKIP_BROKERS=1: needs mosquitto and nats-server"
+)]
+fn two_runs_sharing_a_consumer_name_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = brokers::nats(dir.path(), "jetstream shared consumer test");
+    let port = nats.port;
+    let (bodies, _) = messages(1_000, 33);
+    runtime().block_on(async {
+        let js = jetstream(port).await;
+        create_stream(&js, "SH", -1).await;
+        for b in &bodies {
+            publish(&js, "sh.a", b.clone()).await;
+        }
+    });
+    let mut a = spawn(&run_args(port, "SH", "shared", &file(&dir, "a.ckpt")));
+    let a_err = crate::util::StderrLines::new(&mut a);
+    // A is reading (its pull requests wait at the server) before B opens.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut b = spawn(&run_args(port, "SH", "shared", &file(&dir, "b.ckpt")));
+    let mut b_err = crate::util::StderrLines::new(&mut b);
+    // Each deletes the other's consumer in turn: B is told at once.
+    let said = b_err.wait_for("another run");
+    assert!(
+        said.contains("is another run using --consumer shared")
+            || said.contains("deleted by another client"),
+        "{said}"
+    );
+    crate::util::sigterm(&b);
+    crate::util::sigterm(&a);
+    assert!(crate::util::wait_exit(&mut b).success(), "{}", b_err.rest());
+    let a_status = crate::util::wait_exit(&mut a);
+    assert!(a_status.success(), "{}", a_err.rest());
+}

@@ -295,8 +295,25 @@ fn start_after(
 async fn open_consumer(
     stream: &JsStream,
     o: &NatsOptions,
+    ctx: &SourceContext,
     deliver: DeliverPolicy,
 ) -> Result<(PullConsumer, Messages), String> {
+    // Someone pulling from it now is another run under the same name
+    // (a crashed run's requests expire within 30 s): each deletes the
+    // other's consumer in turn, so say so.
+    if let Ok(mut old) = stream.get_consumer::<pull::Config>(&o.consumer).await {
+        if let Ok(info) = old.info().await {
+            if info.num_waiting > 0 {
+                ctx.say(&format!(
+                    "{}: consumer {} is being read by another client ({} pull request(s) waiting); is another run using --consumer {}? Each run needs a consumer of its own",
+                    name(o),
+                    o.consumer,
+                    info.num_waiting,
+                    o.consumer
+                ));
+            }
+        }
+    }
     // A consumer left by an earlier run points at an older position.
     let _ = stream.delete_consumer(&o.consumer).await;
     let config = pull::Config {
@@ -404,6 +421,12 @@ impl Reader {
     ) -> Delivery {
         let msg = match item {
             Some(Ok(m)) => m,
+            Some(Err(e)) if e.kind() == pull::MessagesErrorKind::ConsumerDeleted => {
+                return Delivery::Reopen(
+                    "the consumer was deleted by another client (another run with the same --consumer?)"
+                        .into(),
+                )
+            }
             Some(Err(e)) => return Delivery::Reopen(format!("consumer error: {e}")),
             None => return Delivery::Reopen("consumer ended".into()),
         };
@@ -567,7 +590,7 @@ async fn read(o: &NatsOptions, ctx: &SourceContext) -> Result<(), String> {
                         ),
                     });
                 }
-                match or_stop(ctx, open_consumer(&stream, o, deliver)).await {
+                match or_stop(ctx, open_consumer(&stream, o, ctx, deliver)).await {
                     Some(opened) => opened.map(|(c, m)| (stream, c, m)),
                     None => break 'consumer,
                 }
