@@ -243,8 +243,14 @@ impl Collector for Metrics {
         counter(
             e,
             "emstream_connections_refused",
-            "TCP connections that could not be accepted in this run.",
+            "TCP connections that could not be accepted in this run (an accept error, or every admission slot taken).",
             c.connections_refused,
+        )?;
+        counter(
+            e,
+            "emstream_connections_denied",
+            "TCP connections refused by access control in this run (a failed TLS handshake, a wrong or missing token, either too slow).",
+            c.connections_denied,
         )?;
         counter(
             e,
@@ -379,6 +385,8 @@ mod tests {
     #[test]
     fn counters_are_named_by_convention_and_reasons_come_from_the_fixed_list() {
         let state = Arc::new(RunState::new("listener"));
+        state.connection_denied();
+        state.connection_denied();
         let mut l = LearnerCounts {
             points: 42,
             ..LearnerCounts::default()
@@ -425,6 +433,11 @@ mod tests {
         }
         assert!(
             text.contains("\nemstream_broker_reconnects_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nemstream_connections_denied_total 2\n")
+                && text.contains("\nemstream_connections_refused_total 0\n"),
             "{text}"
         );
     }
